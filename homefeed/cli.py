@@ -1,0 +1,81 @@
+"""The `candidates` command line.
+
+Each stage owns a small `cli.py` with `register(subparsers)`; this module only collects them.
+Those modules import heavy libraries (TensorFlow, Beam, FAISS) inside their handlers, so
+`candidates --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from homefeed import __version__
+from homefeed.logs import configure_logging
+
+# Modules that add sub-commands, in the order a user runs the stages.
+COMMAND_MODULES = (
+    "homefeed.data_cli",  # sample-data, import-movielens
+    "components.extract.cli",  # extract
+    "components.transform.cli",  # transform
+    "trainer.cli",  # train, evaluate
+    "serving.cli",  # build-index, load-histories, serve, query
+    "pipeline.cli",  # pipeline compile | submit | run-local
+)
+
+DESCRIPTION = """\
+Candidate generation for a home feed: picks the ~200 articles each user is most likely to open.
+
+Stages, in order (each reads the previous one's output directory):
+  sample-data / import-movielens   make input tables (events, articles) as Parquet
+  extract                          BigQuery SQL -> training examples, user histories, corpus
+  transform                        TF Transform on Beam -> features + the transform graph
+  train / evaluate                 two-tower model -> SavedModel, article vectors, recall metrics
+  build-index / serve / query      FAISS index and the HTTP candidate service
+  pipeline                         the same stages as one Kubeflow pipeline (compile, submit, run-local)
+"""
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one clear line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="candidates",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 1
+    configure_logging(-1 if args.quiet else args.verbose)
+    try:
+        result = args.handler(args)
+    except (CommandError, FileNotFoundError, ValueError) as error:
+        # Input problems: one readable line, naming what was wrong and where.
+        logging.getLogger("candidates").debug("details", exc_info=True)
+        print(f"candidates {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Logging set-up for the command line: one format, levels chosen by -v/-q."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Log to stderr with timestamps; quieten TensorFlow's C++ start-up chatter."""
+    level = logging.INFO if verbosity == 0 else logging.DEBUG if verbosity > 0 else logging.WARNING
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+    # TensorFlow reads this at import time; set it before any stage imports TF.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for noisy in ("absl", "apache_beam.runners", "tensorflow", "urllib3", "google.auth", "h5py"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
