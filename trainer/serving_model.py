@@ -1,0 +1,97 @@
+"""The one way to call an exported candidate model: raw histories in, user vectors out.
+
+Evaluation, the index recall check and the HTTP service all go through `UserEncoder`, so offline
+figures and served answers come from the same code path and the same SavedModel signature.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from homefeed import features
+
+LOG = logging.getLogger(__name__)
+
+SAVED_MODEL_DIR = "saved_model"
+SIGNATURE = "serving_default"
+OUTPUT_KEY = "user_vector"
+HISTORY_KEYS: tuple[str, ...] = (
+    features.HISTORY,
+    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
+)
+
+
+def pad_histories(
+    rows: Sequence[Mapping[str, Sequence[str]]], history_length: int
+) -> dict[str, np.ndarray]:
+    """Right-pad each history column of `rows` with "" into `object` arrays `[batch, width]`.
+
+    Each row maps `history` (most recent first) and the parallel `history_<attr>` columns to lists
+    of strings; missing attribute columns are filled with `features.MISSING_ATTRIBUTE`. Histories
+    longer than `history_length` keep their most recent `history_length` entries. `width` is at
+    least 1 so an all-empty batch still has a valid shape.
+    """
+    histories = [list(row.get(features.HISTORY) or [])[:history_length] for row in rows]
+    width = max([1, *(len(h) for h in histories)])
+    batch: dict[str, np.ndarray] = {}
+    for key in HISTORY_KEYS:
+        column = np.full((len(rows), width), "", dtype=object)
+        for i, (row, history) in enumerate(zip(rows, histories)):
+            if key == features.HISTORY:
+                values = history
+            else:
+                given = list(row.get(key) or [])
+                values = (given + [features.MISSING_ATTRIBUTE] * len(history))[: len(history)]
+            column[i, : len(values)] = values
+        batch[key] = column
+    return batch
+
+
+class UserEncoder:
+    """Loads `MODEL_DIR/saved_model` and turns raw user histories into user vectors.
+
+    Args:
+      model_dir: a model directory as written by `candidates train` (see docs/architecture.md).
+      history_length: histories are cut to their most recent `history_length` views before the call
+        (the transform inside the model truncates too; cutting here only saves work).
+    """
+
+    def __init__(self, model_dir: str | Path, history_length: int = features.HISTORY_LENGTH):
+        import tensorflow as tf  # heavy: imported only when a model is actually loaded
+
+        self._tf = tf
+        self.model_dir = Path(model_dir)
+        path = self.model_dir / SAVED_MODEL_DIR
+        if not path.is_dir():
+            raise FileNotFoundError(f"no SavedModel at {path}: is {model_dir} a finished model directory?")
+        self._loaded = tf.saved_model.load(str(path))
+        if SIGNATURE not in self._loaded.signatures:
+            raise ValueError(f"{path} has no '{SIGNATURE}' signature (has {list(self._loaded.signatures)})")
+        self._signature = self._loaded.signatures[SIGNATURE]
+        self.history_length = history_length
+        self.dim = int(self._signature.structured_outputs[OUTPUT_KEY].shape[-1])
+
+    def encode(
+        self,
+        rows: Sequence[Mapping[str, Sequence[str]]],
+        example_age_days: float = features.SERVING_EXAMPLE_AGE,
+    ) -> np.ndarray:
+        """User vectors for `rows` (see `pad_histories`), as `float32 [len(rows), dim]`."""
+        if not rows:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tf = self._tf
+        padded = pad_histories(rows, self.history_length)
+        inputs = {key: tf.constant(value, dtype=tf.string) for key, value in padded.items()}
+        inputs[features.EXAMPLE_AGE] = tf.fill([len(rows)], tf.constant(example_age_days, tf.float32))
+        return self._signature(**inputs)[OUTPUT_KEY].numpy()
+
+    def encode_batched(
+        self, rows: Sequence[Mapping[str, Sequence[str]]], batch_size: int = 1024
+    ) -> np.ndarray:
+        """`encode` over many rows, `batch_size` at a time (bounded memory)."""
+        parts = [self.encode(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
