@@ -46,68 +46,240 @@ class ExtractConfig:
     max_article_age_days: int | None = None
     # Events older than this many days before as_of are ignored; None = keep all.
     lookback_days: int | None = None
+    # BigQuery location (e.g. "EU") to run the queries in; None lets BigQuery pick from the dataset.
+    location: str | None = None
+
+    def __post_init__(self) -> None:
+        # Table names are checked strictly (and only then put into SQL) by
+        # components.extract.schema.TableRef; here only the windowing settings.
+        if self.history_length < 1:
+            raise ValueError(f"history_length must be >= 1, got {self.history_length}")
+        for name in ("max_article_age_days", "lookback_days"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 day or None (no limit), got {value}")
+        self.as_of_datetime()  # fails early on a malformed as_of
+
+    def as_of_datetime(self) -> Any:
+        """`as_of` as an aware UTC `datetime` (None when unset). No zone given means UTC.
+
+        Accepts ISO 8601 dates and timestamps: `2024-03-01`, `2024-03-01T12:00:00`,
+        `2024-03-01 12:00:00+02:00`, `2024-03-01T12:00:00Z`.
+        """
+        from datetime import datetime, timezone
+
+        if self.as_of is None:
+            return None
+        try:
+            value = datetime.fromisoformat(self.as_of.strip().replace("Z", "+00:00"))
+        except (AttributeError, ValueError):
+            raise ValueError(
+                f"as_of: cannot read {self.as_of!r} as an ISO 8601 date or timestamp "
+                "(e.g. 2024-03-01 or 2024-03-01T12:00:00Z)"
+            ) from None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 @dataclass
 class TransformConfig:
-    """The TF Transform job."""
+    """The TF Transform job (components/transform) and its preprocessing_fn (trainer/preprocessing.py)."""
 
+    # Histories are cut to their most recent `history_length` views (training and serving alike).
     history_length: int = features.HISTORY_LENGTH
+    # The article vocabulary keeps ids seen at least this often (history + label, train split) ...
     vocab_frequency_threshold: int = features.VocabularyDefaults.frequency_threshold
+    # ... and at most this many of the most frequent ones (None: no cap).
     vocab_top_k: int | None = features.VocabularyDefaults.top_k
+    # Unknown values (articles, categories, regions) hash into this many ids >= vocabulary size.
     num_oov_buckets: int = features.VocabularyDefaults.num_oov_buckets
     runner: str = "DirectRunner"
+    # DirectRunner only: parallel workers and how they run ("in_memory", "multi_threading",
+    # "multi_processing"). Ignored by other runners.
+    direct_num_workers: int = 1
+    direct_running_mode: str = "in_memory"
+    # Rows per Arrow record batch fed to TensorFlow (bigger: fewer TF calls, more memory).
+    batch_size: int = 4096
     # Extra Beam pipeline options, passed through unchanged (e.g. --project, --region, --temp_location).
     beam_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.history_length < 1:
+            raise ValueError(f"history_length must be >= 1, got {self.history_length}")
+        if self.vocab_frequency_threshold < 1:
+            raise ValueError(f"vocab_frequency_threshold must be >= 1, got {self.vocab_frequency_threshold}")
+        if self.vocab_top_k is not None and self.vocab_top_k < 1:
+            raise ValueError(f"vocab_top_k must be >= 1 or None, got {self.vocab_top_k}")
+        # At least one bucket: an id unseen in training must map somewhere, never crash or alias id 0.
+        if self.num_oov_buckets < 1:
+            raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
+        if self.direct_num_workers < 0:
+            raise ValueError(f"direct_num_workers must be >= 0 (0: one per core), got {self.direct_num_workers}")
+        modes = ("in_memory", "multi_threading", "multi_processing")
+        if self.direct_running_mode not in modes:
+            raise ValueError(f"direct_running_mode must be one of {modes}, got {self.direct_running_mode!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.beam_args = list(self.beam_args)
 
 
 @dataclass
 class TrainConfig:
-    """The two-tower candidate model and its training loop."""
+    """The two-tower candidate model (trainer/model.py) and its training loop (trainer/train.py).
 
-    embedding_dim: int = 64
-    tower_units: tuple[int, ...] = (128,)
-    output_dim: int = 64
-    temperature: float = 0.05
-    learning_rate: float = 0.003
-    batch_size: int = 512
-    epochs: int = 20
-    early_stopping_patience: int = 3
-    logq_correction: bool = True
-    l2_normalize: bool = True
-    seed: int = 42
+    Every field carries a `help` text in its metadata: `candidates train` turns each field into a
+    `--flag` with that help, so the CLI, this class and config.json never disagree.
+    """
+
+    # --- model --------------------------------------------------------------------------------
+    embedding_dim: int = field(default=64, metadata={"help": "size of the article id embedding"})
+    attribute_embedding_dim: int = field(
+        default=16, metadata={"help": "size of each article attribute (category, region) embedding"}
+    )
+    tower_units: tuple[int, ...] = field(
+        default=(256,), metadata={"help": "hidden ReLU layer sizes of the user tower (empty: linear)"}
+    )
+    output_dim: int = field(default=64, metadata={"help": "d, the size of user and article vectors"})
+    recent_items: int = field(
+        default=5,
+        metadata={
+            "help": "besides the mean over the whole history, the user tower also pools the most "
+            "recent this-many views separately (order-aware context; 0 disables it)"
+        },
+    )
+    dropout: float = field(default=0.2, metadata={"help": "dropout after each hidden user-tower layer"})
+    share_embeddings: bool = field(
+        default=True,
+        metadata={"help": "history items and candidate articles share one id (and attribute) embedding"},
+    )
+    l2_normalize: bool = field(
+        default=True, metadata={"help": "L2-normalise both vectors (score = cosine / temperature)"}
+    )
+    temperature: float = field(default=0.05, metadata={"help": "softmax temperature on the scores"})
+    # --- loss ---------------------------------------------------------------------------------
+    num_sampled_negatives: int = field(
+        default=0,
+        metadata={
+            "help": "uniformly sampled vocabulary articles added to the in-batch negatives "
+            "(mixed negative sampling; 0: in-batch only)"
+        },
+    )
+    logq_correction: bool = field(
+        default=True,
+        metadata={"help": "subtract log(expected sample count) from each negative's logit (Yi et al. 2019)"},
+    )
+    remove_accidental_hits: bool = field(
+        default=True, metadata={"help": "mask negatives that are the example's own label"}
+    )
+    # --- optimisation -------------------------------------------------------------------------
+    learning_rate: float = field(default=0.003, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=512, metadata={"help": "examples per step (= in-batch negatives)"})
+    epochs: int = field(default=20, metadata={"help": "maximum passes over the training split"})
+    early_stopping_patience: int = field(
+        default=3,
+        metadata={"help": "stop after this many epochs without a better eval recall (best weights kept)"},
+    )
+    eval_k: int = field(default=200, metadata={"help": "K of the per-epoch eval recall@K (early stopping)"})
+    max_eval_users: int = field(
+        default=10_000, metadata={"help": "per-epoch eval uses at most this many eval examples (sampled)"}
+    )
+    shuffle_buffer: int = field(default=200_000, metadata={"help": "examples in the shuffle buffer"})
+    cache_examples: bool = field(
+        default=True, metadata={"help": "keep the training records in memory after the first epoch"}
+    )
+    popular_articles: int = field(
+        default=1000, metadata={"help": "size of popular_articles.json (the serving fallback)"}
+    )
+    seed: int = field(default=42, metadata={"help": "seed for initialisation, shuffling, sampling, dropout"})
+
+    def __post_init__(self) -> None:
+        self.tower_units = tuple(int(u) for u in self.tower_units)
+        positive = ("embedding_dim", "attribute_embedding_dim", "output_dim", "batch_size", "epochs",
+                    "eval_k", "max_eval_users", "shuffle_buffer")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("recent_items", "num_sampled_negatives", "early_stopping_patience", "popular_articles"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if any(u < 1 for u in self.tower_units):
+            raise ValueError(f"TrainConfig.tower_units must all be >= 1, got {self.tower_units}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.temperature <= 0 or self.learning_rate <= 0:
+            raise ValueError(
+                f"TrainConfig.temperature and learning_rate must be > 0, got {self.temperature}, {self.learning_rate}"
+            )
 
 
 @dataclass
 class EvaluateConfig:
-    """Offline evaluation on the eval split."""
+    """Offline evaluation on the eval split (trainer/evaluate.py)."""
 
-    ks: tuple[int, ...] = (10, 50, 100, 200)
-    ndcg_k: int = 10
-    exclude_seen: bool = True
+    ks: tuple[int, ...] = field(default=(10, 50, 100, 200), metadata={"help": "cut-offs K of recall@K"})
+    ndcg_k: int = field(default=10, metadata={"help": "cut-off of NDCG@K"})
+    exclude_seen: bool = field(
+        default=True, metadata={"help": "never count an article the user already viewed (train views)"}
+    )
+    # "examples": each eval example's own age (what the model saw in training); "serving": the
+    # serving constant features.SERVING_EXAMPLE_AGE for everyone (what the service sends).
+    example_age: str = field(
+        default="examples", metadata={"help": "example age fed to the model: 'examples' or 'serving'"}
+    )
+    max_users: int | None = field(
+        default=None, metadata={"help": "evaluate a seeded sample of at most this many eval users"}
+    )
+    batch_size: int = field(default=1024, metadata={"help": "users per SavedModel call and scoring batch"})
+    seed: int = field(default=0, metadata={"help": "seed of the user sample (max_users)"})
+
+    def __post_init__(self) -> None:
+        self.ks = tuple(sorted({int(k) for k in self.ks}))
+        if not self.ks or self.ks[0] < 1 or self.ndcg_k < 1:
+            raise ValueError(f"EvaluateConfig.ks and ndcg_k must be >= 1, got {self.ks} and {self.ndcg_k}")
+        if self.example_age not in ("examples", "serving"):
+            raise ValueError(f"EvaluateConfig.example_age must be 'examples' or 'serving', got {self.example_age!r}")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"EvaluateConfig.max_users must be >= 1 or None, got {self.max_users}")
+        if self.batch_size < 1:
+            raise ValueError(f"EvaluateConfig.batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass
 class IndexConfig:
-    """The FAISS index over article vectors."""
+    """The FAISS index over article vectors (serving/index.py, serving/index_build.py)."""
 
-    # "auto" picks exact search for small corpora and HNSW for large ones.
+    # "auto" picks exact search (flat) below `exact_below` articles and HNSW from there on;
+    # "flat", "hnsw" and "ivf" force a type.
     index_type: str = "auto"
     exact_below: int = 50_000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
+    # Starting search parameters; with `tune_search` the build doubles them until the recall floor
+    # is met (up to the max_* caps) and records the value the service then uses.
     hnsw_ef_search: int = 256
     ivf_nlist: int | None = None  # None: about 4*sqrt(n)
     ivf_nprobe: int = 32
+    tune_search: bool = True
+    max_ef_search: int = 2048
+    max_nprobe: int = 1024
+    # An approximate index whose recall@k against exact search on sampled user vectors is below
+    # this floor is refused (nothing is written).
     recall_floor: float = 0.95
     recall_sample_size: int = 1000
     k: int = 200
+    seed: int = 0
 
 
 @dataclass
 class PublishConfig:
     """The gate in front of publishing a new model + index."""
 
+    # Absolute floor: a model with a lower recall@200 on the eval split is never published.
     min_recall_at_200: float = 0.05
     # The new model may be at most this much (absolute) worse than the published one.
     max_regression: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_recall_at_200 <= 1.0:
+            raise ValueError(f"min_recall_at_200 must be in [0, 1], got {self.min_recall_at_200}")
+        if not 0.0 <= self.max_regression <= 1.0:
+            raise ValueError(f"max_regression must be in [0, 1], got {self.max_regression}")

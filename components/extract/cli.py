@@ -1,0 +1,118 @@
+"""`candidates extract`: the SQL stage from the command line (a thin wrapper over extract.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from homefeed import features
+
+DESCRIPTION = """\
+Run the SQL stage (sql/*.sql) and write EXTRACT_DIR: training_examples.parquet,
+user_histories.parquet, articles.parquet, extract_summary.json and _SUCCESS (written last; a
+failed run leaves no output behind).
+
+Where the tables come from:
+  --events FILE --articles FILE      local default: Parquet or CSV files are loaded into a
+                                     BigQuery emulator (bqemulator) started on a free loopback
+                                     port; the same SQL runs there through the same client.
+  ... --endpoint URL                 load the files into an emulator that is already running
+  --endpoint URL --project P --dataset D
+                                     tables already in that emulator
+  --project P --dataset D            BigQuery itself, with application-default credentials
+                                     (gcloud auth application-default login)
+
+Cleaning (counted in extract_summary.json): events with a missing id or time are dropped,
+exact duplicates (user, article, viewed_at) collapsed, events of unknown articles dropped.
+Missing columns, wrong types and empty tables stop the run with an error naming the table and
+column.
+"""
+
+EPILOG = """\
+examples:
+  candidates extract --events data/events.parquet --articles data/articles.parquet --out work/extract
+  candidates extract --events events.csv --articles articles.csv --out work/extract --as-of 2024-03-01
+  candidates extract --project my-project --dataset homefeed --out work/extract --max-article-age-days 90
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "extract",
+        help="BigQuery SQL -> training examples, user histories, candidate corpus",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="EXTRACT_DIR to write (replaced if it holds an earlier extract)")
+    local = parser.add_argument_group("local files")
+    local.add_argument("--events", metavar="FILE", help="events as Parquet or CSV: user_id, article_id, viewed_at")
+    local.add_argument("--articles", metavar="FILE", help="articles as Parquet or CSV: article_id [, title, category, region, created_at, status]")
+    local.add_argument("--endpoint", metavar="URL", help="use the BigQuery emulator already running at URL (e.g. http://127.0.0.1:9050)")
+    remote = parser.add_argument_group("BigQuery tables")
+    remote.add_argument("--project", help="Google Cloud project holding the tables (local: the emulator's project)")
+    remote.add_argument("--dataset", help="dataset holding the tables (default: homefeed)")
+    remote.add_argument("--events-table", default="events", metavar="NAME", help="events table: TABLE, DATASET.TABLE or PROJECT.DATASET.TABLE (default: %(default)s)")
+    remote.add_argument("--articles-table", default="articles", metavar="NAME", help="articles table (default: %(default)s)")
+    remote.add_argument("--location", help="BigQuery location to run in, e.g. EU (default: BigQuery's choice)")
+    window = parser.add_argument_group("windowing")
+    window.add_argument("--as-of", metavar="TIMESTAMP", help="cut-off, ISO 8601 (e.g. 2024-03-01 or 2024-03-01T12:00:00Z); default: the latest event, never today")
+    window.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH, metavar="H", help="views kept per history (default: %(default)s)")
+    window.add_argument("--max-article-age-days", type=int, metavar="N", help="corpus: only articles created within N days before as_of (default: no limit)")
+    window.add_argument("--lookback-days", type=int, metavar="N", help="ignore views older than N days before as_of (default: keep all)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from google.api_core import exceptions as google_exceptions
+
+    from components.extract import extract, warehouse
+    from homefeed.cli import CommandError
+    from homefeed.config import ExtractConfig
+
+    local = bool(args.events or args.articles)
+    if local and not (args.events and args.articles):
+        raise CommandError("give both --events and --articles (local files), or neither (BigQuery tables)")
+    if not local and not (args.project and args.dataset):
+        raise CommandError(
+            "say where the tables are: --events FILE --articles FILE (local), or --project P --dataset D "
+            "(BigQuery, or an emulator with --endpoint)"
+        )
+    settings = {
+        "events_table": args.events_table,
+        "articles_table": args.articles_table,
+        "as_of": args.as_of,
+        "history_length": args.history_length,
+        "max_article_age_days": args.max_article_age_days,
+        "lookback_days": args.lookback_days,
+        "location": args.location,
+    }
+    if args.project:
+        settings["project"] = args.project
+    if args.dataset:
+        settings["dataset"] = args.dataset
+    config = ExtractConfig(**settings)
+
+    try:
+        if local:
+            summary = extract.extract_local(args.events, args.articles, args.out, config, endpoint=args.endpoint)
+        elif args.endpoint:
+            client = warehouse.emulator_client(args.endpoint, config.project)
+            summary = extract.extract_bigquery(client, args.out, config, use_storage_api=False,
+                                               source=f"emulator at {args.endpoint}")  # fmt: skip
+        else:
+            from google.cloud import bigquery
+
+            client = bigquery.Client(project=config.project, location=config.location)
+            summary = extract.extract_bigquery(client, args.out, config, source=f"BigQuery project {config.project}")
+    except google_exceptions.GoogleAPICallError as error:
+        raise CommandError(f"BigQuery: {getattr(error, 'message', error)}") from error
+    except RuntimeError as error:  # a query failed, or the emulator would not start
+        raise CommandError(str(error)) from error
+    except Exception as error:  # no credentials for real BigQuery
+        if type(error).__name__ == "DefaultCredentialsError":
+            raise CommandError(f"no Google Cloud credentials ({error}); run `gcloud auth application-default login`") from error
+        raise
+    print(json.dumps(summary.to_dict(), indent=2, sort_keys=True) if args.json else summary.describe())
+    return 0

@@ -1,0 +1,534 @@
+"""The SQL stage: run sql/*.sql through the official BigQuery client and write EXTRACT_DIR.
+
+    extract_bigquery(client, out_dir, config)             tables already in BigQuery (or an emulator)
+    extract_local(events, articles, out_dir, config)      Parquet/CSV files, through a local emulator
+
+Both end in the same function, so local runs execute the very SQL that runs on BigQuery:
+
+  1. check both tables' columns against the data contract (homefeed.features);
+  2. `input_report.sql`: row counts of the inputs and of each cleaning step; refuse empty inputs;
+     resolve as_of (the latest valid event unless configured; never the wall clock);
+  3. `training_examples.sql`, `user_histories.sql`, `articles.sql` with that as_of;
+  4. write EXTRACT_DIR (docs/architecture.md) into a staging directory next to it, `_SUCCESS`
+     last, then rename it into place: a failed run leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sql
+from components.extract import schema
+from homefeed import config as config_lib
+from homefeed import features
+from homefeed.config import ExtractConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from google.cloud import bigquery
+
+LOG = logging.getLogger(__name__)
+
+OUTPUT_FILES = {
+    "training_examples": features.TRAINING_EXAMPLES_FILE,
+    "user_histories": features.USER_HISTORIES_FILE,
+    "articles": features.CORPUS_FILE,
+}
+OUTPUT_COLUMNS = {
+    "training_examples": features.EXAMPLE_COLUMNS,
+    "user_histories": features.USER_HISTORY_COLUMNS,
+    "articles": features.CORPUS_COLUMNS,
+}
+# Output rows are sorted (BigQuery returns them in no particular order) so files are reproducible.
+_SORT_KEYS = {
+    "training_examples": [features.USER_ID, features.VIEWED_AT, features.LABEL],
+    "user_histories": [features.USER_ID],
+    "articles": ["article_id"],
+}
+_KNOWN_OUTPUTS = {*OUTPUT_FILES.values(), features.EXTRACT_SUMMARY_FILE, features.SUCCESS_MARKER}
+
+
+@dataclass
+class ExtractSummary:
+    """What an extract did; written as `extract_summary.json`.
+
+    rows: output row counts (`training_examples`, `train`, `eval`, `user_histories`, `articles`).
+    inputs: input row counts (`events_rows`, `articles_rows`, `events_used`, `users`, ...).
+    dropped: rows removed as bad data, by reason (missing ids, duplicates, unknown article ids).
+    excluded: valid rows left out by the settings (after as_of, outside the lookback, inactive or
+        too old for the corpus).
+    """
+
+    as_of: str
+    first_viewed_at: str | None
+    rows: dict[str, int]
+    inputs: dict[str, int]
+    dropped: dict[str, int]
+    excluded: dict[str, int]
+    source: str
+    config: dict[str, Any]
+    out_dir: str = ""
+    seconds: float = 0.0
+    created_at: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """A few lines for people: what was read, dropped and written."""
+        rows, inputs = self.rows, self.inputs
+        dropped = ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v) or "none"
+        excluded = ", ".join(f"{k} {v}" for k, v in self.excluded.items() if v) or "none"
+        return "\n".join(
+            [
+                f"extract written to {self.out_dir} in {self.seconds:.1f}s (source: {self.source})",
+                f"  as_of               {self.as_of}",
+                f"  events              {inputs['events_rows']} read, {inputs['events_used']} used "
+                f"({inputs['users']} users, {inputs['articles_viewed']} articles viewed)",
+                f"  articles            {inputs['articles_rows']} read",
+                f"  dropped             {dropped}",
+                f"  excluded            {excluded}",
+                f"  training_examples   {rows['training_examples']} ({rows['train']} train, {rows['eval']} eval)",
+                f"  user_histories      {rows['user_histories']}",
+                f"  articles (corpus)   {rows['articles']}",
+            ]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+def extract_local(
+    events_path: str | Path,
+    articles_path: str | Path,
+    out_dir: str | Path,
+    config: ExtractConfig | None = None,
+    *,
+    endpoint: str | None = None,
+) -> ExtractSummary:
+    """Load Parquet/CSV `events` and `articles` files into a BigQuery emulator and extract from it.
+
+    Starts a throw-away emulator on a free loopback port (or uses the one at `endpoint`), loads the
+    files into `config.project`.`config.dataset` (replacing tables of the same names) and runs
+    `extract_bigquery` against it. The files are read and checked first, so bad input fails in
+    a second, before any emulator starts.
+    """
+    from components.extract import warehouse
+
+    config = config or ExtractConfig()
+    events_ref, articles_ref = table_refs(config)
+    events = warehouse.read_input_file(events_path, "events")
+    articles = warehouse.read_input_file(articles_path, "articles")
+    for what, path, table in (("events", events_path, events), ("articles", articles_path, articles)):
+        if table.num_rows == 0:
+            raise ValueError(f"{what} file {str(path)!r} has no rows")
+    LOG.info("read %d events from %s and %d articles from %s", events.num_rows, events_path,
+             articles.num_rows, articles_path)  # fmt: skip
+
+    def run(client: bigquery.Client, read_client: Any, where: str) -> ExtractSummary:
+        warehouse.load_table(client, events_ref, events)
+        warehouse.load_table(client, articles_ref, articles)
+        return extract_bigquery(client, out_dir, config, use_storage_api=False, read_client=read_client,
+                                source=where)  # fmt: skip
+
+    if endpoint:
+        return run(warehouse.emulator_client(endpoint, config.project), None, f"emulator at {endpoint}")
+    with warehouse.local_emulator(config.project) as emulator:
+        return run(emulator.client(), emulator.read_client(), "local emulator")
+
+
+def extract_bigquery(
+    client: bigquery.Client,
+    out_dir: str | Path,
+    config: ExtractConfig | None = None,
+    *,
+    use_storage_api: bool = True,
+    read_client: Any = None,
+    source: str | None = None,
+) -> ExtractSummary:
+    """Run the three queries on the tables named in `config` and write EXTRACT_DIR at `out_dir`.
+
+    `client` is any `google.cloud.bigquery.Client` (real BigQuery, or `warehouse.emulator_client`).
+    How results are read:
+      * real BigQuery: `use_storage_api=True` (default) reads them as Arrow through the Storage
+        Read API (the client creates its own read client), else through REST;
+      * an emulator: pass `use_storage_api=False`, and its `read_client` (`Emulator.read_client()`)
+        when its gRPC port is known. The emulator's Storage Read API reads tables only, not
+        anonymous query results, so each result is first written with
+        `CREATE OR REPLACE TABLE <dataset>._homefeed_extract_<query>_<id> AS <query>` (the same
+        SQL, parameters and all), read as Arrow, and the table dropped. Without a read client
+        results come over REST (JSON; fine for small data, ~10x slower for 100k rows).
+    Raises ValueError for bad input (missing table or column, wrong type, empty table, nothing
+    left after cleaning); nothing is written then.
+    """
+    started = time.monotonic()
+    config = config or ExtractConfig()
+    out_dir = Path(out_dir)
+    _check_replaceable(out_dir)  # before spending time on queries
+    events_ref, articles_ref = table_refs(config)
+    relations = {
+        "events": schema.events_relation(
+            events_ref, schema.check_events_columns(f"events table {events_ref.sql}", _columns(client, events_ref, "events"))
+        ),
+        "articles": schema.articles_relation(
+            articles_ref,
+            schema.check_articles_columns(f"articles table {articles_ref.sql}", _columns(client, articles_ref, "articles")),
+        ),
+    }
+    staging = (events_ref.project, events_ref.dataset) if read_client is not None else None
+    runner = _QueryRunner(client, relations, config.location, use_storage_api, read_client, staging)
+
+    parameters: dict[str, tuple[str, Any]] = {
+        "as_of": ("TIMESTAMP", config.as_of_datetime()),
+        "history_length": ("INT64", config.history_length),
+        "max_article_age_days": ("INT64", config.max_article_age_days),
+        "lookback_days": ("INT64", config.lookback_days),
+    }
+    report = runner.run("input_report", parameters).to_pylist()[0]
+    _refuse_unusable_input(report, events_ref, articles_ref, config)
+    as_of = report["as_of"]
+    parameters["as_of"] = ("TIMESTAMP", as_of)  # the three outputs share one resolved as_of
+    LOG.info("as_of %s (%s); %d of %d events used", as_of.isoformat(),
+             "configured" if config.as_of else "latest event", report["events_used"], report["events_rows"])  # fmt: skip
+
+    results = {name: runner.run(name, parameters) for name in OUTPUT_FILES}
+    check_history_order(results["training_examples"], config.history_length)
+    outputs = {name: _conform(name, table) for name, table in results.items()}
+    _refuse_empty_outputs(outputs, report, config)
+
+    splits = outputs["training_examples"].column(features.SPLIT).to_pylist()
+    summary = ExtractSummary(
+        as_of=as_of.isoformat(),
+        first_viewed_at=report["first_viewed_at"].isoformat() if report["first_viewed_at"] else None,
+        rows={
+            "training_examples": outputs["training_examples"].num_rows,
+            "train": splits.count(features.TRAIN_SPLIT),
+            "eval": splits.count(features.EVAL_SPLIT),
+            "user_histories": outputs["user_histories"].num_rows,
+            "articles": outputs["articles"].num_rows,
+        },
+        inputs={k: int(report[k]) for k in ("events_rows", "articles_rows", "events_used", "users", "articles_viewed")},
+        dropped={
+            k: int(report[k])
+            for k in ("events_missing_ids", "events_duplicates", "events_unknown_article",
+                      "articles_missing_ids", "articles_duplicate_ids")
+        },  # fmt: skip
+        excluded={
+            k: int(report[k])
+            for k in ("events_after_as_of", "events_before_lookback", "articles_inactive", "articles_too_old")
+        },
+        source=source or f"bigquery project {client.project}",
+        config=config_lib.to_dict(config),
+        out_dir=str(out_dir.absolute()),
+    )
+    _log_cleaning(summary)
+    summary.seconds = round(time.monotonic() - started, 3)
+    write_extract_dir(out_dir, outputs, summary)
+    LOG.info("wrote %s: %d training examples (%d train, %d eval), %d user histories, %d articles",
+             out_dir, summary.rows["training_examples"], summary.rows["train"], summary.rows["eval"],
+             summary.rows["user_histories"], summary.rows["articles"])  # fmt: skip
+    return summary
+
+
+def table_refs(config: ExtractConfig) -> tuple[schema.TableRef, schema.TableRef]:
+    """The validated events and articles table identifiers named by `config`."""
+    return (
+        schema.TableRef.parse(config.events_table, config.project, config.dataset),
+        schema.TableRef.parse(config.articles_table, config.project, config.dataset),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+# ---------------------------------------------------------------------------------------------
+def _columns(client: bigquery.Client, table: schema.TableRef, what: str) -> dict[str, str]:
+    from google.api_core import exceptions
+
+    try:
+        fields = client.get_table(table.path).schema
+    except exceptions.NotFound:
+        raise ValueError(f"{what} table {table.sql} not found") from None
+    return {f.name: schema.normalise_type(f.field_type, f.mode) for f in fields}
+
+
+class _QueryRunner:
+    """Renders and runs one query file with only the parameters it uses; results as Arrow."""
+
+    def __init__(self, client: bigquery.Client, relations: dict[str, str], location: str | None,
+                 use_storage_api: bool, read_client: Any = None,
+                 staging: tuple[str, str] | None = None) -> None:  # fmt: skip
+        self.client, self.relations, self.location = client, relations, location
+        self.use_storage_api = use_storage_api
+        self.read_client, self.staging = read_client, staging
+
+    def run(self, name: str, parameters: dict[str, tuple[str, Any]]) -> pa.Table:
+        from google.api_core import exceptions
+        from google.cloud import bigquery
+
+        text = sql.render_query(name, self.relations)
+        used = sql.query_parameters(text)
+        if used - set(parameters):
+            raise RuntimeError(f"{name}.sql uses undefined parameters {sorted(used - set(parameters))}")
+        job_config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter(key, kind, value)
+                for key, (kind, value) in sorted(parameters.items())
+                if key in used
+            ],
+            use_legacy_sql=False,
+            labels={"homefeed_stage": "extract", "homefeed_query": name},
+        )
+        started = time.monotonic()
+        try:
+            with warnings.catch_warnings():
+                # google-cloud-bigquery's own Storage API reader announces a move to pandas-gbq.
+                warnings.filterwarnings("ignore", "Retrieving Arrow record batches directly", PendingDeprecationWarning)
+                if self.read_client is not None and self.staging is not None:
+                    table = self._run_staged(name, text, job_config)
+                else:
+                    job = self.client.query(text, job_config=job_config, location=self.location)
+                    table = job.to_arrow(create_bqstorage_client=self.use_storage_api, progress_bar_type=None)
+        except exceptions.GoogleAPICallError as error:
+            raise RuntimeError(f"{name}.sql failed: {getattr(error, 'message', error)}") from error
+        LOG.info("%s.sql: %d rows in %.1fs", name, table.num_rows, time.monotonic() - started)
+        return table
+
+    def _run_staged(self, name: str, text: str, job_config: Any) -> pa.Table:
+        """The query's result written to a scratch table, read through the Storage Read API."""
+        assert self.staging is not None
+        scratch = schema.TableRef(*self.staging, f"_homefeed_extract_{name}_{uuid.uuid4().hex[:8]}")
+        self.client.query(f"CREATE OR REPLACE TABLE {scratch.sql} AS\n{text}", job_config=job_config,
+                          location=self.location).result()  # fmt: skip
+        try:
+            return self.client.list_rows(scratch.path).to_arrow(
+                bqstorage_client=self.read_client, progress_bar_type=None
+            )
+        finally:
+            self.client.delete_table(scratch.path, not_found_ok=True)
+
+
+def check_history_order(examples: pa.Table, history_length: int) -> None:
+    """Check every history is exactly the views before its label, most recent first.
+
+    `training_examples.sql` returns each example's `position` (1-based view number of the label)
+    and `history_positions`; these must be `[position-1, position-2, ...]`, `min(position-1, H)`
+    long, and the three history arrays as long as that. Raises RuntimeError otherwise, so an
+    engine that ever built analytic ARRAY_AGG out of window order could not write wrong data.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if examples.num_rows == 0:
+        return
+    positions = examples.column("position").to_numpy()
+    history_positions = examples.column("history_positions").combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(history_positions), 0).to_numpy()
+    problem = None
+    if not np.array_equal(lengths, np.minimum(positions - 1, history_length)):
+        problem = "a history has the wrong length"
+    else:
+        for column in (features.HISTORY, *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES)):
+            other = pc.fill_null(pc.list_value_length(examples.column(column).combine_chunks()), 0).to_numpy()
+            if not np.array_equal(other, lengths):
+                problem = f"{column} is not parallel to history"
+        values = pc.list_flatten(history_positions).to_numpy()
+        step = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        if not np.array_equal(values, np.repeat(positions, lengths) - 1 - step):
+            problem = "a history is not in most-recent-first order"
+    if problem:
+        raise RuntimeError(
+            f"training_examples.sql: {problem}; this engine does not build the window's ARRAY_AGG "
+            "in window order. Nothing was written."
+        )
+
+
+def _arrow_type(kind: str) -> pa.DataType:
+    import pyarrow as pa
+
+    scalar = {
+        "STRING": pa.string(),
+        "INT64": pa.int64(),
+        "FLOAT64": pa.float64(),
+        "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    }
+    if kind.startswith("ARRAY<") and kind.endswith(">"):
+        return pa.list_(scalar[kind[6:-1]])
+    return scalar[kind]
+
+
+def output_schema(name: str) -> pa.Schema:
+    """The Arrow schema of an output file (`training_examples`, `user_histories`, `articles`)."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(column, _arrow_type(kind)) for column, kind in OUTPUT_COLUMNS[name].items()])
+
+
+def _conform(name: str, table: pa.Table) -> pa.Table:
+    """Columns in contract order and types (lists as list<string>, timestamps us UTC), sorted."""
+    import pyarrow as pa
+
+    target = output_schema(name)
+    missing = [f.name for f in target if f.name not in table.column_names]
+    if missing:
+        raise RuntimeError(f"{name}.sql returned no column(s) {missing}")
+    if table.num_rows == 0:
+        return target.empty_table()
+    arrays = []
+    for target_field in target:
+        column = table.column(target_field.name)
+        if pa.types.is_list(target_field.type):
+            # BigQuery cannot return NULL arrays (they come back empty); normalise anyway.
+            column = column.cast(pa.list_(pa.field("item", pa.string())))
+        arrays.append(column.cast(target_field.type))
+    conformed = pa.Table.from_arrays(arrays, schema=target)
+    return conformed.sort_by([(key, "ascending") for key in _SORT_KEYS[name]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+def _refuse_unusable_input(report: dict[str, Any], events: schema.TableRef, articles: schema.TableRef,
+                           config: ExtractConfig) -> None:  # fmt: skip
+    if report["events_rows"] == 0:
+        raise ValueError(f"events table {events.sql} is empty")
+    if report["articles_rows"] == 0:
+        raise ValueError(f"articles table {articles.sql} is empty")
+    if report["articles_rows"] == report["articles_missing_ids"]:
+        raise ValueError(f"articles table {articles.sql}: column 'article_id' is empty (NULL or '') in every row")
+    if report["events_used"] == 0:
+        reasons = {
+            "with a missing user_id, article_id or viewed_at": report["events_missing_ids"],
+            "duplicates": report["events_duplicates"],
+            f"with an article_id not in {articles.sql}": report["events_unknown_article"],
+            f"after as_of {config.as_of}": report["events_after_as_of"],
+            f"older than lookback_days={config.lookback_days}": report["events_before_lookback"],
+        }
+        why = "; ".join(f"{n} {reason}" for reason, n in reasons.items() if n)
+        raise ValueError(f"events table {events.sql}: no usable events among {report['events_rows']} rows ({why})")
+
+
+def _refuse_empty_outputs(outputs: dict[str, pa.Table], report: dict[str, Any], config: ExtractConfig) -> None:
+    if outputs["training_examples"].num_rows == 0:
+        raise ValueError(
+            f"no training examples: none of the {report['users']} users has two or more views up to "
+            "as_of (a training example needs an earlier view as its history)"
+        )
+    if outputs["articles"].num_rows == 0:
+        raise ValueError(
+            f"the candidate corpus is empty: of {report['articles_rows']} articles, "
+            f"{report['articles_inactive']} are not active and {report['articles_too_old']} are older "
+            f"than max_article_age_days={config.max_article_age_days}"
+        )
+
+
+def _log_cleaning(summary: ExtractSummary) -> None:
+    labels = {
+        "events_missing_ids": "events with a missing user_id, article_id or viewed_at",
+        "events_duplicates": "duplicate events (same user, article and viewed_at)",
+        "events_unknown_article": "events whose article_id is not in the articles table",
+        "articles_missing_ids": "articles with a missing article_id",
+        "articles_duplicate_ids": "duplicate article rows (kept the most recently created)",
+    }
+    for key, count in summary.dropped.items():
+        if count:
+            LOG.warning("dropped %d %s", count, labels[key])
+    for key, count in summary.excluded.items():
+        if count:
+            LOG.info("excluded %d %s", count, key.replace("_", " "))
+
+
+# ---------------------------------------------------------------------------------------------
+# EXTRACT_DIR
+# ---------------------------------------------------------------------------------------------
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace anything that is not an (old) extract directory."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ValueError(f"output {out_dir} exists and is not a directory")
+    strangers = sorted(p.name for p in out_dir.iterdir() if p.name not in _KNOWN_OUTPUTS)
+    if strangers:
+        raise ValueError(
+            f"output {out_dir} exists and holds other files ({', '.join(strangers[:5])}); "
+            "refusing to replace it: choose a new or empty directory, or an earlier extract"
+        )
+
+
+def write_extract_dir(out_dir: str | Path, outputs: dict[str, pa.Table], summary: ExtractSummary) -> Path:
+    """Write the three Parquet files, `extract_summary.json` and `_SUCCESS` (last) atomically.
+
+    Everything goes to a staging directory beside `out_dir`, which then replaces `out_dir` by
+    rename; an earlier extract there is removed only after the new one is in place.
+    """
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir).absolute()
+    _check_replaceable(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        for name, filename in OUTPUT_FILES.items():
+            pq.write_table(outputs[name], staging / filename)
+        summary_path = staging / features.EXTRACT_SUMMARY_FILE
+        summary_path.write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
+        (staging / features.SUCCESS_MARKER).write_text(summary.created_at + "\n")
+        os.chmod(staging, 0o755)  # mkdtemp makes it private
+        if out_dir.exists():
+            previous = out_dir.with_name(f".{out_dir.name}.previous-{uuid.uuid4().hex[:8]}")
+            os.rename(out_dir, previous)
+            os.rename(staging, out_dir)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.rename(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+@dataclass
+class Extract:
+    """A finished EXTRACT_DIR, read back: the three tables and the summary."""
+
+    path: Path
+    training_examples: pa.Table
+    user_histories: pa.Table
+    articles: pa.Table
+    summary: dict[str, Any]
+
+
+def check_extract_dir(path: str | Path) -> Path:
+    """`path` if it is a complete EXTRACT_DIR; FileNotFoundError naming what is missing if not."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"extract directory not found: {path} (run `candidates extract` first)")
+    if not (path / features.SUCCESS_MARKER).is_file():
+        raise FileNotFoundError(
+            f"{path} is not a finished extract: {features.SUCCESS_MARKER} is missing "
+            "(the extract failed or is still running)"
+        )
+    missing = [f for f in (*OUTPUT_FILES.values(), features.EXTRACT_SUMMARY_FILE) if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"extract directory {path} lacks {', '.join(missing)}")
+    return path
+
+
+def read_extract(path: str | Path) -> Extract:
+    """Read a finished EXTRACT_DIR (checked with `check_extract_dir`) into Arrow tables."""
+    import pyarrow.parquet as pq
+
+    path = check_extract_dir(path)
+    tables = {name: pq.read_table(path / filename) for name, filename in OUTPUT_FILES.items()}
+    summary = json.loads((path / features.EXTRACT_SUMMARY_FILE).read_text())
+    return Extract(path=path, summary=summary, **tables)

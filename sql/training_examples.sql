@@ -1,0 +1,132 @@
+-- Training examples: one row per view that has at least one earlier view of the same user.
+--
+-- Columns (homefeed.features.EXAMPLE_COLUMNS):
+--   user_id, label (the article viewed), label_category, label_region,
+--   history, history_category, history_region  -- the user's earlier views, most recent first,
+--                                                 at most @history_length, three parallel arrays
+--   example_age_days  -- (as_of - viewed_at) in days, FLOAT64
+--   viewed_at, split  -- 'eval' for each user's last view, 'train' for the others
+--   position, history_positions  -- 1-based view numbers, for the extract's order check only
+--
+-- Parameters:
+--   @as_of                 TIMESTAMP  cut-off; NULL = the latest valid event (never the wall clock)
+--   @history_length        INT64      H, the most recent views kept in a history (>= 1)
+--   @lookback_days         INT64      ignore views older than as_of - N days; NULL = keep all
+--
+-- The two double-brace placeholders below are replaced by relations over the input tables with
+-- exactly the contract columns (absent optional article columns appear as NULL); table names
+-- cannot be query parameters, see sql/__init__.py.
+--
+-- The first four CTEs (articles, valid_events, cutoff, events) are the shared cleaning steps and
+-- are identical in training_examples.sql, user_histories.sql, articles.sql and input_report.sql.
+WITH
+articles AS (
+  -- One row per article id; a duplicated id keeps its most recently created row. Missing or
+  -- empty attributes become '__missing__' (features.MISSING_ATTRIBUTE) so vocabularies stay dense
+  -- and '' stays free for padding.
+  SELECT article_id, title, category, region, created_at, status
+  FROM (
+    SELECT
+      article_id,
+      title,
+      COALESCE(NULLIF(category, ''), '__missing__') AS category,
+      COALESCE(NULLIF(region, ''), '__missing__') AS region,
+      created_at,
+      status,
+      ROW_NUMBER() OVER (
+        PARTITION BY article_id
+        -- DESC sorts NULL last in GoogleSQL: rows without created_at lose the tie.
+        ORDER BY created_at DESC, status, category, region, title
+      ) AS copy_number
+    FROM {{articles}}
+    WHERE article_id IS NOT NULL AND article_id != ''
+  )
+  WHERE copy_number = 1
+),
+valid_events AS (
+  -- Drops events with a missing (NULL or empty) id or time, collapses exact duplicates
+  -- (same user, article and viewed_at), and drops events of articles the articles table lacks.
+  SELECT DISTINCT e.user_id, e.article_id, e.viewed_at
+  FROM {{events}} AS e
+  JOIN articles AS a ON a.article_id = e.article_id
+  WHERE e.user_id IS NOT NULL AND e.user_id != '' AND e.viewed_at IS NOT NULL
+),
+cutoff AS (
+  SELECT COALESCE(@as_of, (SELECT MAX(viewed_at) FROM valid_events)) AS as_of
+),
+events AS (
+  -- Only what was known at as_of (and, optionally, the last @lookback_days days of it).
+  SELECT v.user_id, v.article_id, v.viewed_at
+  FROM valid_events AS v
+  CROSS JOIN cutoff AS c
+  WHERE v.viewed_at <= c.as_of
+    AND (@lookback_days IS NULL
+      OR v.viewed_at >= TIMESTAMP_SUB(c.as_of, INTERVAL @lookback_days DAY))
+),
+numbered AS (
+  -- Views in time order per user; ties at equal viewed_at are broken by article_id, so the
+  -- order (and everything derived from it) is deterministic.
+  SELECT
+    e.user_id,
+    e.article_id,
+    e.viewed_at,
+    a.category,
+    a.region,
+    ROW_NUMBER() OVER (PARTITION BY e.user_id ORDER BY e.viewed_at, e.article_id) AS position,
+    ROW_NUMBER() OVER (
+      PARTITION BY e.user_id ORDER BY e.viewed_at DESC, e.article_id DESC
+    ) AS position_from_end
+  FROM events AS e
+  JOIN articles AS a ON a.article_id = e.article_id
+),
+windowed AS (
+  -- The history: the H views before this one, most recent first. Written as the mirror image of
+  --   ARRAY_AGG(...) OVER (PARTITION BY user_id ORDER BY viewed_at, article_id
+  --                        ROWS BETWEEN H PRECEDING AND 1 PRECEDING)
+  -- (the same rows) so that the arrays come out most recent first without a per-row sort. The
+  -- frame starts at 1 FOLLOWING (in this descending order: the view just before), so neither the
+  -- label nor any later view can leak into the history. GoogleSQL accepts a query parameter as a
+  -- frame offset. The arrays share one window, so they stay parallel. (The window is spelled out
+  -- four times rather than named in a WINDOW clause: bqemulator cannot bind a parameter there.)
+  --
+  -- Analytic ARRAY_AGG cannot take its own ORDER BY; BigQuery and DuckDB (the local emulator)
+  -- both build the array in window order, but the SQL standard does not promise it. So the
+  -- query also returns each view's `position` and its history's positions; the extract checks
+  -- them (exactly [position-1, position-2, ...]) and drops the two columns before writing. The
+  -- documented-order alternatives (re-sorting each array in an ARRAY(SELECT ... ORDER BY)
+  -- subquery, or unnesting and re-aggregating with ARRAY_AGG(... ORDER BY)) give the same rows
+  -- but run 10-20 times slower on the emulator.
+  SELECT
+    n.*,
+    ARRAY_AGG(n.article_id) OVER (
+      PARTITION BY n.user_id ORDER BY n.viewed_at DESC, n.article_id DESC
+      ROWS BETWEEN 1 FOLLOWING AND @history_length FOLLOWING) AS history,
+    ARRAY_AGG(n.category) OVER (
+      PARTITION BY n.user_id ORDER BY n.viewed_at DESC, n.article_id DESC
+      ROWS BETWEEN 1 FOLLOWING AND @history_length FOLLOWING) AS history_category,
+    ARRAY_AGG(n.region) OVER (
+      PARTITION BY n.user_id ORDER BY n.viewed_at DESC, n.article_id DESC
+      ROWS BETWEEN 1 FOLLOWING AND @history_length FOLLOWING) AS history_region,
+    ARRAY_AGG(n.position) OVER (
+      PARTITION BY n.user_id ORDER BY n.viewed_at DESC, n.article_id DESC
+      ROWS BETWEEN 1 FOLLOWING AND @history_length FOLLOWING) AS history_positions
+  FROM numbered AS n
+)
+SELECT
+  w.user_id,
+  w.article_id AS label,
+  w.category AS label_category,
+  w.region AS label_region,
+  w.history,
+  w.history_category,
+  w.history_region,
+  TIMESTAMP_DIFF(c.as_of, w.viewed_at, MICROSECOND) / 86400000000.0 AS example_age_days,
+  w.viewed_at,
+  IF(w.position_from_end = 1, 'eval', 'train') AS split,
+  w.position,
+  w.history_positions
+FROM windowed AS w
+CROSS JOIN cutoff AS c
+-- "Has an earlier view" is tested on the position, not on the array: an empty frame gives a NULL
+-- array in BigQuery, which its API returns as [].
+WHERE w.position > 1

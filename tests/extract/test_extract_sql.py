@@ -1,0 +1,196 @@
+"""sql/*.sql on the local BigQuery emulator, against answers worked out by hand.
+
+The marketplace (extract_testdata.EVENTS / ARTICLES), H = 3. u1's views in order, ties at equal
+viewed_at broken by article_id:
+
+    position  1   2   3   4   5   6
+    article   a1  a2  a3  a4  a5  a1      (a3 and a4 share 2024-01-03 10:00)
+
+so u1's examples are a2<-[a1], a3<-[a2,a1], a4<-[a3,a2,a1], a5<-[a4,a3,a2], a1<-[a5,a4,a3] (eval);
+u2 has a6<-[a2] (eval); u3 has one view and no example. as_of defaults to 2024-01-05 10:00.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from components.extract import extract
+from extract_testdata import (
+    ARTICLES,
+    EVENTS,
+    MISSING,
+    articles_table,
+    events_table,
+    random_marketplace,
+    reference_examples,
+    rows_by_key,
+    run_extract,
+    ts,
+)
+from homefeed import features
+
+
+@pytest.fixture(scope="module")
+def default_run(bq_client, read_client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("extract") / "out"
+    return run_extract(bq_client, "sql_default", events_table(EVENTS), articles_table(ARTICLES), out,
+                       read_client, history_length=3)  # fmt: skip
+
+
+def test_histories_are_earlier_views_most_recent_first_at_most_h(default_run):
+    _, result = default_run
+    examples = rows_by_key(result.training_examples, "user_id", "label", "viewed_at")
+    got = {(u, label, t.strftime("%m-%d")): row["history"] for (u, label, t), row in examples.items()}
+    assert got == {
+        ("u1", "a2", "01-02"): ["a1"],
+        ("u1", "a3", "01-03"): ["a2", "a1"],
+        ("u1", "a4", "01-03"): ["a3", "a2", "a1"],  # the tie: a3 counts as earlier than a4
+        ("u1", "a5", "01-04"): ["a4", "a3", "a2"],  # H = 3: a1 dropped
+        ("u1", "a1", "01-05"): ["a5", "a4", "a3"],
+        ("u2", "a6", "01-02"): ["a2"],
+    }
+
+
+def test_no_label_or_later_view_leaks_into_the_history(default_run):
+    # Every history is exactly the user's views strictly before the label in (viewed_at,
+    # article_id) order, newest first: nothing at or after the label, nothing skipped.
+    _, result = default_run
+    for row in result.training_examples.to_pylist():
+        views = sorted((ts(t), a) for u, a, t in EVENTS if u == row["user_id"])
+        before = [a for t, a in views if (t, a) < (row["viewed_at"], row["label"])]
+        assert row["history"] == before[::-1][:3], row
+
+
+def test_attributes_are_parallel_and_missing_values_marked(default_run):
+    _, result = default_run
+    rows = rows_by_key(result.training_examples, "user_id", "label", "viewed_at")
+    last = rows[("u1", "a1", ts("2024-01-05 10:00"))]
+    # a5 sports/north, a4 furniture/south, a3 ''/south: the empty category is missing.
+    assert last["history_category"] == ["sports", "furniture", MISSING]
+    assert last["history_region"] == ["north", "south", "south"]
+    assert (last["label_category"], last["label_region"]) == ("phones", "north")
+    novel = rows[("u1", "a2", ts("2024-01-02 10:00"))]
+    assert (novel["label_category"], novel["label_region"]) == ("books", MISSING)  # NULL region
+
+
+def test_split_is_eval_for_each_users_last_view_only(default_run):
+    summary, result = default_run
+    splits = {(r["user_id"], r["label"], r["viewed_at"]): r["split"] for r in result.training_examples.to_pylist()}
+    assert [k[:2] for k, s in sorted(splits.items()) if s == "eval"] == [("u1", "a1"), ("u2", "a6")]
+    assert summary.rows == {"training_examples": 6, "train": 4, "eval": 2, "user_histories": 3, "articles": 4}
+
+
+def test_as_of_defaults_to_the_latest_event_and_ages_are_days(default_run):
+    summary, result = default_run
+    assert summary.as_of == "2024-01-05T10:00:00+00:00"
+    ages = {(r["user_id"], r["label"]): r["example_age_days"] for r in result.training_examples.to_pylist()}
+    assert ages[("u1", "a1")] == 0.0
+    assert ages[("u1", "a2")] == pytest.approx(3.0)
+    assert ages[("u2", "a6")] == pytest.approx(2 + 22 / 24)  # 01-02 12:00 -> 01-05 10:00
+
+
+def test_user_histories_are_the_latest_h_views(default_run):
+    _, result = default_run
+    histories = rows_by_key(result.user_histories, "user_id")
+    assert {u: r["history"] for (u,), r in histories.items()} == {
+        "u1": ["a1", "a5", "a4"],
+        "u2": ["a6", "a2"],
+        "u3": ["a1"],
+    }
+    assert histories[("u1",)]["history_category"] == ["phones", "sports", "furniture"]
+    assert histories[("u2",)]["history_region"] == ["east", MISSING]
+    assert histories[("u1",)]["last_viewed_at"] == ts("2024-01-05 10:00")
+
+
+def test_corpus_is_active_articles_with_view_counts(default_run):
+    summary, result = default_run
+    corpus = rows_by_key(result.articles, "article_id")
+    # a5 sold and a6 deleted are out; status NULL and ' ACTIVE ' count as active.
+    assert {k[0]: r["view_count"] for k, r in corpus.items()} == {"a1": 3, "a2": 2, "a3": 1, "a4": 1}
+    assert corpus[("a3",)]["category"] == MISSING and corpus[("a2",)]["region"] == MISSING
+    assert corpus[("a1",)]["title"] == "Phone"
+    assert summary.excluded["articles_inactive"] == 2
+
+
+def test_output_files_follow_the_contract(default_run):
+    _, result = default_run
+    for name, columns in extract.OUTPUT_COLUMNS.items():
+        table = getattr(result, name)
+        assert table.schema.names == list(columns), name
+        for field, want in zip(table.schema, extract.output_schema(name)):
+            if pa.types.is_list(want.type):  # Parquet names the list item "element"
+                assert pa.types.is_list(field.type) and field.type.value_type == pa.string(), field
+            else:
+                assert field.type == want.type, field
+    assert result.training_examples.schema.field("viewed_at").type == pa.timestamp("us", tz="UTC")
+    assert sorted(p.name for p in result.path.iterdir()) == sorted(
+        [*extract.OUTPUT_FILES.values(), features.EXTRACT_SUMMARY_FILE, features.SUCCESS_MARKER]
+    )
+    assert result.summary["config"]["history_length"] == 3
+    assert result.summary["rows"]["eval"] == 2
+
+
+def test_as_of_in_the_past_ignores_later_events(bq_client, tmp_path):
+    summary, result = run_extract(bq_client, "sql_as_of", events_table(EVENTS), articles_table(ARTICLES),
+                                  tmp_path / "out", history_length=3, as_of="2024-01-03T12:00:00Z")  # fmt: skip
+    rows = rows_by_key(result.training_examples, "user_id", "label")
+    assert sorted(rows) == [("u1", "a2"), ("u1", "a3"), ("u1", "a4"), ("u2", "a6")]
+    assert rows[("u1", "a4")]["split"] == "eval"  # a5 and the second a1 come after as_of
+    assert rows[("u1", "a4")]["example_age_days"] == pytest.approx(2 / 24)
+    assert summary.excluded["events_after_as_of"] == 2
+    histories = rows_by_key(result.user_histories, "user_id")
+    assert histories[("u1",)]["history"] == ["a4", "a3", "a2"]
+    assert rows_by_key(result.articles, "article_id")[("a1",)]["view_count"] == 2
+
+
+def test_max_article_age_and_lookback(bq_client, tmp_path):
+    summary, result = run_extract(bq_client, "sql_age", events_table(EVENTS), articles_table(ARTICLES),
+                                  tmp_path / "out", history_length=3, max_article_age_days=30,
+                                  lookback_days=2)  # fmt: skip
+    # as_of 2024-01-05 10:00: created before 2023-12-06 10:00 is too old (a1, a4); a3 has no
+    # created_at and stays.
+    assert sorted(result.articles.column("article_id").to_pylist()) == ["a2", "a3"]
+    assert summary.excluded["articles_too_old"] == 2
+    # Lookback 2 days keeps views from 2024-01-03 10:00 on: u1's a3, a4, a5, a1 only.
+    assert summary.inputs["events_used"] == 4
+    assert summary.excluded["events_before_lookback"] == 5
+    rows = rows_by_key(result.training_examples, "user_id", "label")
+    assert rows[("u1", "a1")]["history"] == ["a5", "a4", "a3"]
+    assert sorted(rows) == [("u1", "a1"), ("u1", "a4"), ("u1", "a5")]
+
+
+def test_articles_without_optional_columns(bq_client, tmp_path):
+    bare = articles_table(ARTICLES, columns=("article_id",))
+    summary, result = run_extract(bq_client, "sql_bare", events_table(EVENTS), bare, tmp_path / "out",
+                                  history_length=3, max_article_age_days=1)  # fmt: skip
+    # No status column: everything is active; no created_at: the age limit keeps everything.
+    assert result.articles.num_rows == 6
+    assert set(result.articles.column("category").to_pylist()) == {MISSING}
+    assert set(result.articles.column("title").to_pylist()) == {None}
+    example = result.training_examples.to_pylist()[0]
+    assert set(example["history_category"]) == {MISSING} and example["label_region"] == MISSING
+    assert summary.rows["training_examples"] == 6
+
+
+@pytest.mark.parametrize("results_via", ["storage read API", "REST"])
+def test_matches_a_plain_python_reference_on_random_data(bq_client, read_client, tmp_path, results_via):
+    event_rows, article_rows = random_marketplace(seed=7)
+    summary, result = run_extract(
+        bq_client, f"sql_random_{results_via[0]}", events_table(event_rows),
+        articles_table(article_rows, columns=("article_id", "category", "region")), tmp_path / "out",
+        read_client if results_via == "storage read API" else None, history_length=4,
+    )  # fmt: skip
+    expected = reference_examples(event_rows, article_rows, history_length=4)
+    got = rows_by_key(result.training_examples, "user_id", "viewed_at", "label")
+    assert set(got) == set(expected)
+    for key, want in expected.items():
+        row = got[key]
+        assert {k: row[k] for k in want if k != "example_age_days"} == {
+            k: v for k, v in want.items() if k != "example_age_days"
+        }, key
+        assert row["example_age_days"] == pytest.approx(want["example_age_days"])
+    assert summary.dropped["events_duplicates"] == len(event_rows) - len(set(event_rows))
+    # Scratch tables used for the Storage Read API are gone again.
+    tables = [t.table_id for t in bq_client.list_tables(f"{bq_client.project}.sql_random_{results_via[0]}")]
+    assert sorted(tables) == ["articles", "events"]
