@@ -176,7 +176,10 @@ class TrainConfig:
     epochs: int = field(default=20, metadata={"help": "maximum passes over the training split"})
     early_stopping_patience: int = field(
         default=3,
-        metadata={"help": "stop after this many epochs without a better eval recall (best weights kept)"},
+        metadata={
+            "help": "stop after this many epochs without a better eval recall; the best epoch's "
+            "weights are kept either way (0: never stop early)"
+        },
     )
     eval_k: int = field(default=200, metadata={"help": "K of the per-epoch eval recall@K (early stopping)"})
     max_eval_users: int = field(
@@ -252,9 +255,11 @@ class IndexConfig:
     index_type: str = "auto"
     exact_below: int = 50_000
     hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    # Starting search parameters; with `tune_search` the build doubles them until the recall floor
-    # is met (up to the max_* caps) and records the value the service then uses.
+    # A deeper build than FAISS's default 40: top-200 searches need a well-connected graph, and a
+    # better graph reaches the recall floor with a smaller (faster) efSearch.
+    hnsw_ef_construction: int = 200
+    # Starting search parameters; with `tune_search` the build raises them to about the smallest
+    # value meeting the recall floor (up to the max_* caps) and records it for the service.
     hnsw_ef_search: int = 256
     ivf_nlist: int | None = None  # None: about 4*sqrt(n)
     ivf_nprobe: int = 32

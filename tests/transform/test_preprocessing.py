@@ -1,0 +1,127 @@
+"""trainer.preprocessing: the preprocessing_fn on a few in-memory rows (tft_unit), and its helpers."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow_transform.beam import tft_unit
+
+from homefeed import features
+from homefeed.config import TransformConfig
+from trainer import preprocessing
+
+XF = features.transformed_name
+
+
+def _row(user, label, lc, lr, history, hc, hr, age):
+    return {
+        features.USER_ID: user,
+        features.LABEL: label,
+        "label_category": lc,
+        "label_region": lr,
+        features.HISTORY: history,
+        "history_category": hc,
+        "history_region": hr,
+        features.EXAMPLE_AGE: age,
+    }
+
+
+# With H = 2 the truncated histories are [a, b], [a], [b, a]: counts over history + label are
+# a 5, b 2, d 1 (c and e only appear beyond H); categories x 6, y 2 (z beyond H); regions r1 6, r2 2.
+ROWS = [
+    _row("u1", "d", "x", "r1", ["a", "b", "c"], ["x", "y", "x"], ["r1", "r1", "r2"], 1.0),
+    _row("u2", "a", "x", "r1", ["a"], ["x"], ["r1"], 3.0),
+    _row("u3", "a", "x", "r2", ["b", "a", "e"], ["y", "x", "z"], ["r2", "r1", "r1"], 5.0),
+]
+Z = math.sqrt(1.5)  # (5 - 3) / std([1, 3, 5])
+
+
+def _metadata():
+    return tft.DatasetMetadata.from_feature_spec(preprocessing.raw_feature_spec())
+
+
+@pytest.mark.slow
+class PreprocessingFnTest(tft_unit.TransformTestCase):
+    test_session = None  # tf.test.TestCase helper that pytest would collect and skip as "Not a test"
+
+    def test_shared_vocabulary_truncation_and_z_score(self):
+        expected = [
+            {XF("history"): [0, 1], XF("history_category"): [0, 1], XF("history_region"): [0, 0],
+             XF("label"): 2, XF("label_category"): 0, XF("label_region"): 0,
+             XF("example_age_days"): -Z, "user_id": b"u1"},
+            {XF("history"): [0], XF("history_category"): [0], XF("history_region"): [0],
+             XF("label"): 0, XF("label_category"): 0, XF("label_region"): 0,
+             XF("example_age_days"): 0.0, "user_id": b"u2"},
+            {XF("history"): [1, 0], XF("history_category"): [1, 0], XF("history_region"): [1, 0],
+             XF("label"): 0, XF("label_category"): 0, XF("label_region"): 1,
+             XF("example_age_days"): Z, "user_id": b"u3"},
+        ]
+        self.assertAnalyzeAndTransformResults(
+            ROWS,
+            _metadata(),
+            preprocessing.make_preprocessing_fn(TransformConfig(history_length=2)),
+            expected_data=expected,
+            expected_vocab_file_contents={
+                features.ARTICLE_VOCAB: [b"a", b"b", b"d"],
+                "category_vocab": [b"x", b"y"],
+                "region_vocab": [b"r1", b"r2"],
+            },
+        )
+
+    def test_frequency_threshold_and_oov_buckets(self):
+        """Threshold 3 keeps only `a`; everything else (seen or not) hashes into the 3 OOV ids."""
+        temp_dir = tempfile.mkdtemp(dir=self.get_temp_dir())
+        config = TransformConfig(history_length=2, vocab_frequency_threshold=3, num_oov_buckets=3)
+        self.assertAnalyzeAndTransformResults(
+            ROWS,
+            _metadata(),
+            preprocessing.make_preprocessing_fn(config),
+            expected_vocab_file_contents={
+                features.ARTICLE_VOCAB: [b"a"],
+                # the threshold is for article ids only: the rare category y stays
+                "category_vocab": [b"x", b"y"],
+            },
+            temp_dir=temp_dir,
+        )
+        output = tft.TFTransformOutput(temp_dir)
+        got = output.transform_features_layer()(
+            {features.HISTORY: tf.sparse.from_dense(tf.constant([["b", "never-seen", "a"], ["a", "", ""]]))}
+        )
+        assert set(got) == {XF("history")}, "only the outputs of the given features come back"
+        history = got[XF("history")]
+        ids = tf.sparse.to_dense(history, default_value=-1).numpy().tolist()
+        assert ids[1] == [0, -1]  # padding dropped, H = 2 kept
+        assert ids[0][0] in (1, 2, 3) and ids[0][1] in (1, 2, 3)
+
+    def test_top_k_caps_the_article_vocabulary(self):
+        self.assertAnalyzeAndTransformResults(
+            ROWS,
+            _metadata(),
+            preprocessing.make_preprocessing_fn(TransformConfig(history_length=2, vocab_top_k=2)),
+            expected_vocab_file_contents={features.ARTICLE_VOCAB: [b"a", b"b"]},
+        )
+
+
+def test_truncate_history_keeps_the_most_recent_in_order():
+    dense = tf.constant([["a", "b", "c"], ["d", "", ""], ["", "", ""]])
+    truncated = preprocessing.truncate_history(tf.sparse.from_dense(dense), 2)
+    assert truncated.dense_shape.numpy().tolist() == [3, 2]
+    assert tf.sparse.to_dense(truncated, default_value="-").numpy().tolist() == [
+        [b"a", b"b"], [b"d", b"-"], [b"-", b"-"]
+    ]
+    # shorter than H: shape follows the data
+    short = preprocessing.truncate_history(tf.sparse.from_dense(dense[:, :1]), 5)
+    assert short.dense_shape.numpy().tolist() == [3, 1]
+
+
+def test_raw_feature_spec_is_sparse_histories_and_scalars():
+    spec = preprocessing.raw_feature_spec()
+    for key in preprocessing.HISTORY_KEYS:
+        assert spec[key] == tf.io.VarLenFeature(tf.string)
+    assert spec[features.LABEL] == tf.io.FixedLenFeature([], tf.string)
+    assert spec[features.EXAMPLE_AGE] == tf.io.FixedLenFeature([], tf.float32)
+    assert set(features.SERVING_FEATURES) <= set(spec)
