@@ -25,6 +25,11 @@ HISTORY_KEYS: tuple[str, ...] = (
 )
 
 
+def _as_list(values: Sequence[str] | np.ndarray | None) -> list[str]:
+    """A history column as a list of str (None -> []); accepts lists, tuples and numpy arrays."""
+    return [] if values is None else [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
 def pad_histories(
     rows: Sequence[Mapping[str, Sequence[str]]], history_length: int
 ) -> dict[str, np.ndarray]:
@@ -35,7 +40,7 @@ def pad_histories(
     longer than `history_length` keep their most recent `history_length` entries. `width` is at
     least 1 so an all-empty batch still has a valid shape.
     """
-    histories = [list(row.get(features.HISTORY) or [])[:history_length] for row in rows]
+    histories = [_as_list(row.get(features.HISTORY))[:history_length] for row in rows]
     width = max([1, *(len(h) for h in histories)])
     batch: dict[str, np.ndarray] = {}
     for key in HISTORY_KEYS:
@@ -44,7 +49,7 @@ def pad_histories(
             if key == features.HISTORY:
                 values = history
             else:
-                given = list(row.get(key) or [])
+                given = _as_list(row.get(key))
                 values = (given + [features.MISSING_ATTRIBUTE] * len(history))[: len(history)]
             column[i, : len(values)] = values
         batch[key] = column
@@ -78,20 +83,31 @@ class UserEncoder:
     def encode(
         self,
         rows: Sequence[Mapping[str, Sequence[str]]],
-        example_age_days: float = features.SERVING_EXAMPLE_AGE,
+        example_age_days: float | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
     ) -> np.ndarray:
-        """User vectors for `rows` (see `pad_histories`), as `float32 [len(rows), dim]`."""
+        """User vectors for `rows` (see `pad_histories`), as `float32 [len(rows), dim]`.
+
+        `example_age_days` is one age for every row (serving: `features.SERVING_EXAMPLE_AGE`) or
+        one per row (offline evaluation of historical examples).
+        """
         if not rows:
             return np.zeros((0, self.dim), dtype=np.float32)
         tf = self._tf
         padded = pad_histories(rows, self.history_length)
         inputs = {key: tf.constant(value, dtype=tf.string) for key, value in padded.items()}
-        inputs[features.EXAMPLE_AGE] = tf.fill([len(rows)], tf.constant(example_age_days, tf.float32))
+        ages = np.broadcast_to(np.asarray(example_age_days, dtype=np.float32), (len(rows),))
+        inputs[features.EXAMPLE_AGE] = tf.constant(ages, tf.float32)
         return self._signature(**inputs)[OUTPUT_KEY].numpy()
 
     def encode_batched(
-        self, rows: Sequence[Mapping[str, Sequence[str]]], batch_size: int = 1024
+        self,
+        rows: Sequence[Mapping[str, Sequence[str]]],
+        batch_size: int = 1024,
+        example_age_days: float | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
     ) -> np.ndarray:
         """`encode` over many rows, `batch_size` at a time (bounded memory)."""
-        parts = [self.encode(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        ages = np.broadcast_to(np.asarray(example_age_days, dtype=np.float32), (len(rows),))
+        parts = [
+            self.encode(rows[i : i + batch_size], ages[i : i + batch_size]) for i in range(0, len(rows), batch_size)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)

@@ -1,0 +1,289 @@
+"""Reading a TRANSFORM_DIR (docs/architecture.md) for training: records, vocabularies, corpus.
+
+`TransformedData.open(dir)` checks the directory and gathers what training needs to know about it;
+`training_dataset` streams shuffled batches of dense tensors; `iterate_split` reads a split as
+numpy batches; `training_statistics` makes one pass over the training split for label frequencies (logQ
+correction, popularity), article attributes (for sampled negatives) and the articles each chosen
+user has seen; `transform_corpus` runs the corpus through the TFT graph, exactly as serving will.
+
+Dense batches hold `history_xf`, `history_<attr>_xf` int32 `[B, H]` right-padded with
+`model.PAD_ID`, `label_xf`, `label_<attr>_xf` int32 `[B]`, `example_age_days_xf` float32 `[B]` and,
+where the transform passed it through, `user_id` string `[B]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from homefeed import features
+from trainer import model as model_lib
+
+LOG = logging.getLogger(__name__)
+
+SUCCESS_MARKER = "_SUCCESS"
+SUMMARY_FILE = "transform_summary.json"
+CORPUS_FILE = os.path.join("corpus", features.CORPUS_FILE)
+RECORD_PATTERN = "part-*.tfrecord.gz"
+STATISTICS_BATCH = 8192
+
+
+@dataclass
+class TransformedData:
+    """What the trainer needs to know about a TRANSFORM_DIR.
+
+    Attributes:
+      path: the directory.
+      tft_output: `tft.TFTransformOutput` over it (the transform graph and vocabularies).
+      vocab: embedding sizes (vocabulary + OOV buckets) of articles and attributes.
+      history_length: H the transform cut histories to.
+      num_oov_buckets: OOV buckets per vocabulary.
+      files: split name -> TFRecord files.
+      feature_spec: the transformed feature spec (for `tf.io.parse_example`).
+      summary: `transform_summary.json` as written by the transform (empty if absent).
+    """
+
+    path: Path
+    tft_output: Any
+    vocab: model_lib.VocabularySizes
+    history_length: int
+    num_oov_buckets: int
+    files: dict[str, list[str]]
+    feature_spec: dict[str, Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        return tuple(self.vocab.attributes)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> TransformedData:
+        """Checks `path` is a finished transform output and reads its facts.
+
+        Raises:
+          FileNotFoundError: no such directory, no `_SUCCESS`, no train records, no corpus.
+          ValueError: the transformed schema lacks a feature the model needs.
+        """
+        import tensorflow_transform as tft  # heavy; only needed once a directory is really opened
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"transform output {path} does not exist")
+        if not (path / SUCCESS_MARKER).exists():
+            raise FileNotFoundError(
+                f"{path} has no {SUCCESS_MARKER}: not a finished `candidates transform` output"
+            )
+        summary_path = path / SUMMARY_FILE
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        files = {
+            split: sorted(str(p) for p in (path / split).glob(RECORD_PATTERN))
+            for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT)
+        }
+        if not files[features.TRAIN_SPLIT]:
+            raise FileNotFoundError(f"{path / features.TRAIN_SPLIT} holds no {RECORD_PATTERN} files")
+        if not (path / CORPUS_FILE).exists():
+            raise FileNotFoundError(f"{path / CORPUS_FILE} is missing: the transform copies the corpus there")
+        tft_output = tft.TFTransformOutput(str(path))
+        spec = dict(tft_output.transformed_feature_spec())
+        required = (model_lib.HISTORY_KEY, model_lib.LABEL_KEY, model_lib.AGE_KEY)
+        missing = [key for key in required if key not in spec]
+        if missing:
+            raise ValueError(f"{path}: transformed features {missing} are missing (has {sorted(spec)})")
+        attributes = tuple(
+            a
+            for a in features.ARTICLE_ATTRIBUTES
+            if model_lib.history_attribute_key(a) in spec and model_lib.label_attribute_key(a) in spec
+        )
+        config = summary.get("config", {})
+        num_oov = int(summary.get("num_oov_buckets", config.get("num_oov_buckets", 1)))
+        if "num_oov_buckets" not in summary and "num_oov_buckets" not in config:
+            LOG.warning("%s does not record num_oov_buckets; assuming 1", summary_path)
+        history_length = int(config.get("history_length", features.HISTORY_LENGTH))
+        known = tft_output.vocabulary_size_by_name(features.ARTICLE_VOCAB)
+        vocab = model_lib.VocabularySizes(
+            articles=known + num_oov,
+            attributes={
+                a: tft_output.vocabulary_size_by_name(features.vocabulary_name(a)) + num_oov for a in attributes
+            },
+            known_articles=known,
+        )
+        return cls(path, tft_output, vocab, history_length, num_oov, files, spec, summary)
+
+    def vocabulary_hash(self) -> str:
+        """sha256 over every vocabulary file (name and content), in a fixed order.
+
+        Two models with the same hash map every raw id to the same embedding row.
+        """
+        digest = hashlib.sha256()
+        for name in (features.ARTICLE_VOCAB, *(features.vocabulary_name(a) for a in self.attributes)):
+            digest.update(name.encode() + b"\0")
+            digest.update(tf.io.gfile.GFile(self.tft_output.vocabulary_file_by_name(name), "rb").read())
+            digest.update(b"\0")
+        digest.update(f"oov={self.num_oov_buckets}".encode())
+        return digest.hexdigest()
+
+    def article_vocabulary(self) -> list[str]:
+        """The article vocabulary: id `i` is `article_vocabulary()[i]`."""
+        return [
+            v.decode() if isinstance(v, bytes) else v
+            for v in self.tft_output.vocabulary_by_name(features.ARTICLE_VOCAB)
+        ]
+
+    def read_corpus(self) -> pd.DataFrame:
+        """`corpus/articles.parquet`: one row per candidate article (`features.CORPUS_COLUMNS`)."""
+        corpus = pd.read_parquet(self.path / CORPUS_FILE)
+        if "article_id" not in corpus.columns:
+            raise ValueError(f"{self.path / CORPUS_FILE} has no article_id column")
+        corpus = corpus[corpus["article_id"].notna()].drop_duplicates("article_id").reset_index(drop=True)
+        corpus["article_id"] = corpus["article_id"].astype(str)
+        if corpus.empty:
+            raise ValueError(f"{self.path / CORPUS_FILE} holds no articles: there is nothing to recommend")
+        return corpus
+
+
+def dense_features(parsed: Mapping[str, Any], history_length: int) -> dict[str, tf.Tensor]:
+    """Parsed transformed features -> the dense batch the model takes (see module docstring)."""
+    out: dict[str, tf.Tensor] = {}
+    for key, value in parsed.items():
+        if isinstance(value, tf.SparseTensor):
+            dense = tf.sparse.to_dense(value, default_value=model_lib.PAD_ID)[:, :history_length]
+            # Always exactly H wide: fixed shapes (one trace of the training step) and batches concatenate.
+            missing = history_length - tf.shape(dense)[1]
+            dense = tf.pad(dense, [[0, 0], [0, missing]], constant_values=model_lib.PAD_ID)
+            out[key] = tf.cast(dense, tf.int32)
+        elif value.dtype == tf.int64:
+            out[key] = tf.cast(value, tf.int32)
+        else:
+            out[key] = value
+    return out
+
+
+def _records(files: Sequence[str]) -> tf.data.Dataset:
+    return tf.data.TFRecordDataset(list(files), compression_type="GZIP")
+
+
+def training_dataset(
+    data: TransformedData,
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+    cache: bool = True,
+) -> tf.data.Dataset:
+    """Shuffled (reshuffled each epoch, seeded) batches of dense training features.
+
+    The last partial batch is dropped: in-batch negatives need full batches.
+    """
+    spec = {k: v for k, v in data.feature_spec.items() if k != features.USER_ID}
+    dataset = _records(data.files[features.TRAIN_SPLIT])
+    if cache:
+        dataset = dataset.cache()
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(
+        lambda serialized: dense_features(tf.io.parse_example(serialized, spec), data.history_length),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def iterate_split(
+    data: TransformedData, split: str, batch_size: int = STATISTICS_BATCH
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of one split in file order, as numpy dicts (dense, see module docstring)."""
+    dataset = _records(data.files[split]).batch(batch_size)
+    dataset = dataset.map(lambda s: dense_features(tf.io.parse_example(s, data.feature_spec), data.history_length))
+    for batch in dataset.as_numpy_iterator():
+        yield batch
+
+
+@dataclass
+class TrainingStatistics:
+    """Facts from one pass over the training split.
+
+    Attributes:
+      num_examples: training examples.
+      label_counts: int64 `[vocab.articles]`, how often each article id is a label.
+      article_attributes: attr -> int32 `[vocab.articles]`, the attribute id of each article id
+        (as last seen in the data; OOV ids hold the last OOV article's value).
+      seen: user id -> int32 array of the article ids the user viewed in the training split
+        (labels and history), only for the users asked for.
+    """
+
+    num_examples: int
+    label_counts: np.ndarray
+    article_attributes: dict[str, np.ndarray]
+    seen: dict[str, np.ndarray]
+
+
+def training_statistics(data: TransformedData, users: set[str] | None = None) -> TrainingStatistics:
+    """One pass over the training split (see `TrainingStatistics`); `users`: whose views to collect."""
+    size = data.vocab.articles
+    counts = np.zeros(size, np.int64)
+    attributes = {a: np.zeros(size, np.int32) for a in data.attributes}
+    seen_parts: dict[str, list[np.ndarray]] = {}
+    users = users or set()
+    n = 0
+    for batch in iterate_split(data, features.TRAIN_SPLIT):
+        labels = np.clip(batch[model_lib.LABEL_KEY], 0, size - 1)
+        history = batch[model_lib.HISTORY_KEY]
+        n += len(labels)
+        counts += np.bincount(labels, minlength=size)
+        valid = history >= 0
+        for attr in data.attributes:
+            table = attributes[attr]
+            hist_attr = batch[model_lib.history_attribute_key(attr)]
+            table[np.clip(history[valid], 0, size - 1)] = hist_attr[valid]
+            table[labels] = batch[model_lib.label_attribute_key(attr)]  # labels win: one value per row
+        if users and features.USER_ID in batch:
+            ids = [u.decode() if isinstance(u, bytes) else str(u) for u in batch[features.USER_ID]]
+            for i, user in enumerate(ids):
+                if user in users:
+                    row = history[i]
+                    seen_parts.setdefault(user, []).append(np.append(row[row >= 0], labels[i]))
+    seen = {u: np.unique(np.concatenate(p)).astype(np.int32) for u, p in seen_parts.items()}
+    if n == 0:
+        raise ValueError(f"{data.path}: the training split holds no examples")
+    return TrainingStatistics(n, counts, attributes, seen)
+
+
+def transform_corpus(
+    transform_layer: Any, corpus: pd.DataFrame, attributes: Sequence[str], batch_size: int = 8192
+) -> dict[str, np.ndarray]:
+    """Runs the corpus through the TFT graph as label features -> transformed ids.
+
+    Args:
+      transform_layer: `tft_output.transform_features_layer()`.
+      corpus: `article_id` and (optionally) one column per attribute; missing or null values
+        become `features.MISSING_ATTRIBUTE`, as the extract writes them.
+      attributes: the attributes the model uses.
+
+    Returns:
+      `label_xf` and `label_<attr>_xf` int32 `[n]`, in corpus row order.
+    """
+    raw_keys = {features.LABEL: "article_id", **{features.label_attribute(a): a for a in attributes}}
+    columns: dict[str, np.ndarray] = {}
+    for raw_key, column in raw_keys.items():
+        if column in corpus.columns:
+            values = corpus[column].astype(object).where(corpus[column].notna(), features.MISSING_ATTRIBUTE)
+            columns[raw_key] = values.astype(str).to_numpy(dtype=object)
+        else:
+            columns[raw_key] = np.full(len(corpus), features.MISSING_ATTRIBUTE, dtype=object)
+    out: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(corpus), batch_size):
+        raw = {key: tf.constant(values[start : start + batch_size], tf.string) for key, values in columns.items()}
+        transformed = transform_layer(raw)
+        for raw_key in raw_keys:
+            key = features.transformed_name(raw_key)
+            out.setdefault(key, []).append(transformed[key].numpy().astype(np.int32))
+    return {key: np.concatenate(parts) for key, parts in out.items()}

@@ -1,0 +1,198 @@
+"""The two-tower candidate model (YouTube DNN, Covington et al. 2016) as a Keras 3 model.
+
+User tower: the masked mean of the history's article embeddings, the masked mean of the most
+recent `recent_items` of them (order matters for next-view prediction), the masked means of the
+history's attribute embeddings (category and region preferences) and the z-scored example age,
+concatenated and fed through ReLU layers to a user vector of size d.
+
+Article tower: the article id embedding concatenated with the article's attribute embeddings,
+projected linearly to size d; an article unseen in training (OOV id) still gets a vector from its
+category and region.
+
+Inputs are the *transformed* features (docs/architecture.md, TRANSFORM_DIR) as dense tensors:
+history ids are right-padded with `PAD_ID` (-1), which is masked everywhere, so padding never
+changes a vector.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+
+from homefeed import features
+from homefeed.config import TrainConfig
+
+LOG = logging.getLogger(__name__)
+
+PAD_ID = -1  # history padding; any negative id is treated as padding
+
+HISTORY_KEY = features.transformed_name(features.HISTORY)
+AGE_KEY = features.transformed_name(features.EXAMPLE_AGE)
+LABEL_KEY = features.transformed_name(features.LABEL)
+
+
+def history_attribute_key(attr: str) -> str:
+    return features.transformed_name(features.history_attribute(attr))
+
+
+def label_attribute_key(attr: str) -> str:
+    return features.transformed_name(features.label_attribute(attr))
+
+
+@dataclass(frozen=True)
+class VocabularySizes:
+    """Embedding table sizes: vocabulary size plus OOV buckets, for article ids and each attribute.
+
+    `attributes` holds the attributes the transform produced (a subset of
+    `features.ARTICLE_ATTRIBUTES`, in that order).
+    """
+
+    articles: int
+    attributes: Mapping[str, int] = field(default_factory=dict)
+    # Known (in-vocabulary) article ids are 0 .. known_articles - 1; OOV buckets follow.
+    known_articles: int = 0
+
+    def __post_init__(self) -> None:
+        if self.articles < 1 or any(size < 1 for size in self.attributes.values()):
+            raise ValueError(f"vocabulary sizes must be >= 1, got {self}")
+
+
+def masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean of `embeddings [B, L, E]` over the positions where `mask [B, L]` is true -> `[B, E]`.
+
+    Rows without any valid position give zeros. Masked positions contribute exact zeros to the
+    sum, so appending padding leaves the result bit-for-bit unchanged.
+    """
+    weights = tf.cast(mask, embeddings.dtype)
+    total = tf.reduce_sum(embeddings * weights[..., None], axis=1)
+    count = tf.reduce_sum(weights, axis=1, keepdims=True)
+    return total / tf.maximum(count, 1.0)
+
+
+class TwoTowerModel(keras.Model):
+    """User and article towers; `call` returns user vectors.
+
+    Args:
+      vocab: embedding table sizes (see `VocabularySizes`).
+      history_length: H; histories are padded or cut to exactly H columns before pooling, so the
+        result does not depend on how wide the caller padded (bit-for-bit, not just up to rounding).
+      config: model settings (`embedding_dim`, `attribute_embedding_dim`, `tower_units`,
+        `output_dim`, `recent_items`, `dropout`, `share_embeddings`, `l2_normalize`, `seed`).
+    """
+
+    def __init__(self, vocab: VocabularySizes, history_length: int, config: TrainConfig, **kwargs):
+        super().__init__(**kwargs)
+        if history_length < 1:
+            raise ValueError(f"history_length must be >= 1, got {history_length}")
+        self.vocab = vocab
+        self.history_length = history_length
+        self.config = config
+        self.attributes = tuple(vocab.attributes)
+        seed = config.seed
+
+        def table(size: int, dim: int, name: str, offset: int) -> keras.layers.Embedding:
+            init = keras.initializers.RandomNormal(stddev=0.05, seed=seed + offset)
+            return keras.layers.Embedding(size, dim, embeddings_initializer=init, name=name)
+
+        self.article_embedding = table(vocab.articles, config.embedding_dim, "article_embedding", 1)
+        self.history_embedding = (
+            self.article_embedding
+            if config.share_embeddings
+            else table(vocab.articles, config.embedding_dim, "history_embedding", 2)
+        )
+        self.attribute_embeddings = {}
+        self.history_attribute_embeddings = {}
+        for i, attr in enumerate(self.attributes):
+            article_side = table(vocab.attributes[attr], config.attribute_embedding_dim, f"{attr}_embedding", 10 + i)
+            self.attribute_embeddings[attr] = article_side
+            self.history_attribute_embeddings[attr] = (
+                article_side
+                if config.share_embeddings
+                else table(vocab.attributes[attr], config.attribute_embedding_dim, f"history_{attr}_embedding", 20 + i)
+            )
+        tower = []
+        for i, units in enumerate(config.tower_units):
+            tower.append(
+                keras.layers.Dense(
+                    units,
+                    activation="relu",
+                    kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 30 + i),
+                    name=f"user_hidden_{i}",
+                )
+            )
+            if config.dropout > 0:
+                tower.append(keras.layers.Dropout(config.dropout, seed=seed + 40 + i, name=f"user_dropout_{i}"))
+        tower.append(
+            keras.layers.Dense(
+                config.output_dim,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 50),
+                name="user_output",
+            )
+        )
+        self.user_layers = tower
+        self.article_projection = keras.layers.Dense(
+            config.output_dim,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 51),
+            name="article_output",
+        )
+
+    # -- towers ----------------------------------------------------------------------------------
+    def _ids(self, ids: tf.Tensor, size: int) -> tf.Tensor:
+        """Ids made safe for lookup: padding -> 0 (masked later), anything too large -> last OOV id."""
+        return tf.clip_by_value(tf.cast(ids, tf.int32), 0, size - 1)
+
+    def _fixed_width(self, ids: tf.Tensor) -> tf.Tensor:
+        """`[B, L]` int ids -> `[B, H]`: cut to the first H columns or right-padded with `PAD_ID`."""
+        ids = tf.cast(ids, tf.int32)[:, : self.history_length]
+        missing = self.history_length - tf.shape(ids)[1]
+        return tf.pad(ids, [[0, 0], [0, missing]], constant_values=PAD_ID)
+
+    def user_vectors(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """User vectors `[B, d]`.
+
+        Args:
+          inputs: `history_xf` int `[B, L]` (most recent first, right-padded with `PAD_ID`; L may
+            be 0; columns beyond H are ignored), `history_<attr>_xf` int `[B, L]` parallel to it (optional: missing attributes
+            are left out) and `example_age_days_xf` float `[B]` (z-scored).
+          training: enables dropout.
+        """
+        history = self._fixed_width(inputs[HISTORY_KEY])
+        mask = history >= 0
+        embedded = self.history_embedding(self._ids(history, self.vocab.articles))
+        parts = [masked_mean(embedded, mask)]
+        if self.config.recent_items:
+            positions = tf.range(self.history_length)[None, :]
+            parts.append(masked_mean(embedded, mask & (positions < self.config.recent_items)))
+        for attr in self.attributes:
+            values = self._fixed_width(inputs[history_attribute_key(attr)])
+            embedded_attr = self.history_attribute_embeddings[attr](self._ids(values, self.vocab.attributes[attr]))
+            # The history's mask, not the attribute's: the columns are parallel by contract.
+            parts.append(masked_mean(embedded_attr, mask & (values >= 0)))
+        parts.append(tf.reshape(tf.cast(inputs[AGE_KEY], tf.float32), [-1, 1]))
+        x = tf.concat(parts, axis=1)
+        for layer in self.user_layers:
+            x = layer(x, training=training) if isinstance(layer, keras.layers.Dropout) else layer(x)
+        return tf.math.l2_normalize(x, axis=-1) if self.config.l2_normalize else x
+
+    def article_vectors(self, article_ids: tf.Tensor, attributes: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """Article vectors `[N, d]` from ids `[N]` and `attributes[attr]` ids `[N]` (transformed)."""
+        parts = [self.article_embedding(self._ids(article_ids, self.vocab.articles))]
+        for attr in self.attributes:
+            parts.append(self.attribute_embeddings[attr](self._ids(attributes[attr], self.vocab.attributes[attr])))
+        x = self.article_projection(tf.concat(parts, axis=1))
+        return tf.math.l2_normalize(x, axis=-1) if self.config.l2_normalize else x
+
+    def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.user_vectors(inputs, training=training)
+
+    def build_all(self) -> None:
+        """Creates every weight by running both towers once on a dummy batch (before training/export)."""
+        dummy = {HISTORY_KEY: tf.fill([1, 1], PAD_ID), AGE_KEY: tf.zeros([1])}
+        for attr in self.attributes:
+            dummy[history_attribute_key(attr)] = tf.fill([1, 1], PAD_ID)
+        self.user_vectors(dummy)
+        self.article_vectors(tf.zeros([1], tf.int32), {a: tf.zeros([1], tf.int32) for a in self.attributes})

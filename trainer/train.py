@@ -1,0 +1,384 @@
+"""Training the two-tower model on a TRANSFORM_DIR and writing the model directory.
+
+`train_model(transform_dir, output_root, config)` is the one entry point (the CLI and the Kubeflow
+component wrap it). Each epoch logs one line with the mean loss and the recall@K on the eval split
+(exact search over the corpus, the user's training views excluded, as `candidates evaluate`
+does); training stops when that recall has not improved for `early_stopping_patience` epochs and
+the best epoch's weights are restored before export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from homefeed import config as config_lib
+from homefeed import features
+from trainer import data as data_lib
+from trainer import export as export_lib
+from trainer import loss as loss_lib
+from trainer import metrics as metrics_lib
+from trainer import model as model_lib
+
+LOG = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 30.0  # a long epoch logs its progress at most this often
+
+
+@dataclass
+class TrainResult:
+    """The written model: its directory, version, manifest and training metrics."""
+
+    model_dir: Path
+    model_version: str
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def num_articles(self) -> int:
+        return int(self.manifest["num_articles"])
+
+
+@dataclass
+class EvalSet:
+    """The eval examples used after each epoch, with targets and exclusions as corpus indices.
+
+    Attributes:
+      features: dense transformed eval features (see trainer.data), `[n]` rows.
+      targets: int `[n]`, corpus index of each label, -1 when the label is not a known corpus article.
+      exclude: per row, corpus indices of the user's already-viewed articles.
+    """
+
+    features: dict[str, np.ndarray]
+    targets: np.ndarray
+    exclude: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def _corpus_index_of_ids(corpus_ids: np.ndarray, known_articles: int) -> np.ndarray:
+    """`[vocab]` int array: corpus row of each known article id, -1 when not in the corpus."""
+    lookup = np.full(max(known_articles, 1), -1, np.int64)
+    rows = np.flatnonzero(corpus_ids < known_articles)
+    lookup[corpus_ids[rows]] = rows
+    return lookup
+
+
+def _sample_eval(data: data_lib.TransformedData, config: config_lib.TrainConfig) -> dict[str, np.ndarray]:
+    """At most `max_eval_users` eval rows, a seeded sample; never the whole split in memory at once
+    when the transform summary says how many there are."""
+    if not data.files[features.EVAL_SPLIT]:
+        return {}
+    rng = np.random.default_rng(config.seed)
+    total = data.summary.get("records_out", {}).get(features.EVAL_SPLIT)
+    share = 1.0 if not total else min(1.0, 1.2 * config.max_eval_users / total)  # a little extra, trimmed below
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in data_lib.iterate_split(data, features.EVAL_SPLIT):
+        keep = rng.random(len(batch[model_lib.LABEL_KEY])) < share
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value[keep])
+    if not parts:
+        return {}
+    rows = {key: np.concatenate(values) for key, values in parts.items()}
+    n = len(rows[model_lib.LABEL_KEY])
+    if n > config.max_eval_users:
+        keep = np.sort(rng.choice(n, config.max_eval_users, replace=False))
+        rows = {key: value[keep] for key, value in rows.items()}
+    return rows
+
+
+def _decode(values: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def build_eval_set(
+    rows: dict[str, np.ndarray],
+    stats: data_lib.TrainingStatistics,
+    corpus_lookup: np.ndarray,
+    known_articles: int,
+) -> EvalSet:
+    """Targets and exclusions (training views + the eval history) of the sampled eval rows."""
+    labels = rows[model_lib.LABEL_KEY]
+    in_vocab = labels < known_articles
+    targets = np.where(in_vocab, corpus_lookup[np.minimum(labels, len(corpus_lookup) - 1)], -1)
+    users = _decode(rows[features.USER_ID]) if features.USER_ID in rows else [None] * len(labels)
+    exclude = []
+    for i, user in enumerate(users):
+        history = rows[model_lib.HISTORY_KEY][i]
+        ids = np.concatenate([history[history >= 0], stats.seen.get(user, np.zeros(0, np.int32))])
+        ids = ids[ids < known_articles]  # OOV ids are shared by many articles: never exclude them
+        rows_in_corpus = corpus_lookup[ids]
+        exclude.append(np.unique(rows_in_corpus[rows_in_corpus >= 0]))
+    return EvalSet(rows, targets.astype(np.int64), exclude)
+
+
+class Trainer:
+    """The training loop state: model, optimizer, sampling tables and the compiled step."""
+
+    def __init__(
+        self,
+        model: model_lib.TwoTowerModel,
+        stats: data_lib.TrainingStatistics,
+        config: config_lib.TrainConfig,
+    ):
+        self.model = model
+        self.config = config
+        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        probabilities = stats.label_counts / max(stats.label_counts.sum(), 1)
+        self.log_label_probabilities = tf.constant(np.log(np.maximum(probabilities, 1e-12)), tf.float32)
+        self.attribute_tables = {a: tf.constant(t, tf.int32) for a, t in stats.article_attributes.items()}
+        self.num_sampleable = max(model.vocab.known_articles, 1)
+        self.sampler = tf.random.Generator.from_seed(config.seed + 1)
+        self.step = tf.function(self._step, reduce_retracing=True)
+
+    def _step(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        config = self.config
+        labels = batch[model_lib.LABEL_KEY]
+        candidate_ids = labels
+        candidate_attributes = {a: batch[model_lib.label_attribute_key(a)] for a in self.model.attributes}
+        if config.num_sampled_negatives:
+            sampled = self.sampler.uniform([config.num_sampled_negatives], 0, self.num_sampleable, dtype=tf.int32)
+            candidate_ids = tf.concat([labels, sampled], axis=0)
+            for attr in self.model.attributes:
+                extra = tf.gather(self.attribute_tables[attr], sampled)
+                candidate_attributes[attr] = tf.concat([candidate_attributes[attr], extra], axis=0)
+        log_q = None
+        if config.logq_correction:
+            log_q = loss_lib.log_expected_counts(
+                candidate_ids,
+                self.log_label_probabilities,
+                tf.shape(labels)[0],
+                config.num_sampled_negatives,
+                self.num_sampleable,
+            )
+        with tf.GradientTape() as tape:
+            users = self.model.user_vectors(batch, training=True)
+            candidates = self.model.article_vectors(candidate_ids, candidate_attributes)
+            loss = loss_lib.retrieval_loss(
+                users,
+                candidates,
+                labels,
+                candidate_ids,
+                temperature=config.temperature,
+                candidate_log_q=log_q,
+                remove_accidental_hits=config.remove_accidental_hits,
+            )
+        variables = self.model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return loss
+
+    def eval_recall(self, eval_set: EvalSet, corpus_ids: dict[str, np.ndarray], k: int) -> float:
+        """Recall@k of the current weights on `eval_set`, exact search over the corpus."""
+        return metrics_lib.recall_at_k(self.eval_ranks(eval_set, corpus_ids), k)
+
+    def eval_ranks(self, eval_set: EvalSet, corpus_ids: dict[str, np.ndarray]) -> np.ndarray:
+        """Target ranks (see `metrics.target_ranks`) of the current weights on `eval_set`."""
+        article_vectors = self.model.article_vectors(
+            corpus_ids[model_lib.LABEL_KEY],
+            {a: corpus_ids[model_lib.label_attribute_key(a)] for a in self.model.attributes},
+        ).numpy()
+        parts = []
+        for start in range(0, len(eval_set), 4096):
+            batch = {key: value[start : start + 4096] for key, value in eval_set.features.items() if key != features.USER_ID}
+            parts.append(self.model.user_vectors(batch, training=False).numpy())
+        return metrics_lib.batched_ranks(np.concatenate(parts), article_vectors, eval_set.targets, eval_set.exclude)
+
+    def snapshot(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.model.weights]
+
+    def restore(self, weights: list[np.ndarray]) -> None:
+        for variable, value in zip(self.model.weights, weights):
+            variable.assign(value)
+
+
+def early_stopping_k(eval_k: int, num_articles: int) -> int:
+    """`eval_k`, or a tenth of the corpus when `eval_k` would find every target anyway.
+
+    With K >= the corpus size recall@K is 1.0 from the first epoch, so early stopping would keep
+    the first epoch's weights.
+    """
+    if eval_k < num_articles:
+        return eval_k
+    k = max(1, num_articles // 10)
+    LOG.warning(
+        "eval_k=%d is not smaller than the corpus (%d articles): early stopping uses recall@%d instead",
+        eval_k,
+        num_articles,
+        k,
+    )
+    return k
+
+
+def fit(
+    trainer: Trainer,
+    dataset: tf.data.Dataset,
+    steps_per_epoch: int,
+    eval_set: EvalSet | None,
+    corpus_ids: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Runs the epochs with early stopping on eval recall; restores the best weights.
+
+    Returns the training log: `epochs` (one dict per epoch: epoch, loss, eval recall, seconds),
+    `best_epoch`, `best_eval_recall`, `epochs_run`, `stopped_early`, `train_seconds`.
+    """
+    config = trainer.config
+    k = early_stopping_k(config.eval_k, len(corpus_ids[model_lib.LABEL_KEY]))
+    log: list[dict[str, Any]] = []
+    best = (-1.0, 0, None)  # recall, epoch, weights
+    stale = 0
+    started = time.monotonic()
+    for epoch in range(1, config.epochs + 1):
+        epoch_started = last_progress = time.monotonic()
+        losses = []
+        for step, batch in enumerate(dataset, start=1):
+            losses.append(float(trainer.step(batch)))
+            if time.monotonic() - last_progress > PROGRESS_SECONDS:
+                last_progress = time.monotonic()
+                LOG.info("epoch %d/%d: step %d/%d, loss %.4f", epoch, config.epochs, step, steps_per_epoch, np.mean(losses))
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        if not np.isfinite(mean_loss):
+            raise RuntimeError(f"training diverged at epoch {epoch} (loss {mean_loss}); lower --learning-rate")
+        recall = trainer.eval_recall(eval_set, corpus_ids, k) if eval_set is not None and len(eval_set) else None
+        seconds = time.monotonic() - epoch_started
+        improved = recall is not None and recall > best[0]
+        entry = {"epoch": epoch, "loss": round(mean_loss, 6), f"eval_recall@{k}": recall, "seconds": round(seconds, 2)}
+        log.append(entry)
+        LOG.info(
+            "epoch %d/%d: loss %.4f, eval recall@%d %s%s, %.1f s",
+            epoch,
+            config.epochs,
+            mean_loss,
+            k,
+            "n/a" if recall is None else f"{recall:.4f}",
+            " (best)" if improved else "",
+            seconds,
+        )
+        if recall is None:
+            continue
+        if improved:
+            best = (recall, epoch, trainer.snapshot())
+            stale = 0
+        else:
+            stale += 1
+            if stale >= config.early_stopping_patience > 0:
+                LOG.info("no better eval recall for %d epochs: stopping, keeping epoch %d", stale, best[1])
+                break
+    if best[2] is not None:
+        trainer.restore(best[2])
+    else:  # no eval split: keep the last epoch
+        best = (None, len(log), None)
+        LOG.warning("no eval examples: early stopping is off and the last epoch's weights are kept")
+    return {
+        "epochs": log,
+        "eval_k": k,
+        "best_epoch": best[1],
+        "best_eval_recall": best[0],
+        "epochs_run": len(log),
+        "stopped_early": len(log) < config.epochs,
+        "train_seconds": round(time.monotonic() - started, 2),
+        "eval_examples": 0 if eval_set is None else len(eval_set),
+    }
+
+
+def train_model(
+    transform_dir: str | os.PathLike,
+    output_root: str | os.PathLike,
+    config: config_lib.TrainConfig | None = None,
+    model_version: str | None = None,
+) -> TrainResult:
+    """Trains on TRANSFORM_DIR and writes OUT/<version>/ (docs/architecture.md, MODEL_DIR).
+
+    Args:
+      transform_dir: a finished `candidates transform` output.
+      output_root: directory the versioned model directory is created in.
+      config: model and training settings (defaults if None).
+      model_version: the directory name; default: the UTC time (`20240301T120000Z`).
+
+    Raises:
+      FileNotFoundError: `transform_dir` is not a finished transform output.
+      FileExistsError: OUT/<model_version> exists already.
+      ValueError: the transform output is unusable (no training examples, empty corpus, ...).
+    """
+    config = config or config_lib.TrainConfig()
+    started = time.monotonic()
+    if model_version is not None:  # fail before training, not after
+        export_lib.check_new_version(Path(output_root), model_version)
+    data = data_lib.TransformedData.open(transform_dir)
+    keras.utils.set_random_seed(config.seed)
+    LOG.info(
+        "training on %s: %d article ids (+%d OOV), attributes %s, H=%d",
+        data.path,
+        data.vocab.known_articles,
+        data.num_oov_buckets,
+        dict(data.vocab.attributes) or "none",
+        data.history_length,
+    )
+    corpus = data.read_corpus()
+    transform_layer = data.tft_output.transform_features_layer()
+    corpus_ids = data_lib.transform_corpus(transform_layer, corpus, data.attributes)
+
+    eval_rows = _sample_eval(data, config)
+    users = set(_decode(eval_rows[features.USER_ID])) if features.USER_ID in eval_rows else set()
+    stats = data_lib.training_statistics(data, users)
+    batch_size = min(config.batch_size, stats.num_examples)
+    steps_per_epoch = stats.num_examples // batch_size
+    corpus_lookup = _corpus_index_of_ids(corpus_ids[model_lib.LABEL_KEY], data.vocab.known_articles)
+    eval_set = build_eval_set(eval_rows, stats, corpus_lookup, data.vocab.known_articles) if eval_rows else None
+    LOG.info(
+        "%d training examples (%d steps of %d per epoch), %d eval examples, %d corpus articles (%d unseen in training)",
+        stats.num_examples,
+        steps_per_epoch,
+        batch_size,
+        0 if eval_set is None else len(eval_set),
+        len(corpus),
+        int((corpus_ids[model_lib.LABEL_KEY] >= data.vocab.known_articles).sum()),
+    )
+
+    model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
+    model.build_all()
+    trainer = Trainer(model, stats, config)
+    dataset = data_lib.training_dataset(data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples)
+    metrics = fit(trainer, dataset, steps_per_epoch, eval_set, corpus_ids)
+    metrics["num_train_examples"] = stats.num_examples
+
+    vocabulary = data.article_vocabulary()
+    label_counts = {vocabulary[i]: int(c) for i, c in enumerate(stats.label_counts[: len(vocabulary)]) if c}
+    artifacts = export_lib.ModelArtifacts(
+        corpus=corpus,
+        label_counts=label_counts,
+        train_config=config,
+        metrics=metrics,
+        extra_config={
+            "transform_dir": str(data.path),
+            "transform": data.summary.get("config", {}),
+            "history_length": data.history_length,
+            "attributes": list(data.attributes),
+            "vocabulary_sizes": {"article": data.vocab.known_articles, **{a: s - data.num_oov_buckets for a, s in data.vocab.attributes.items()}},
+            "num_oov_buckets": data.num_oov_buckets,
+        },
+        vocab_hash=data.vocabulary_hash(),
+        num_train_examples=stats.num_examples,
+    )
+    module = export_lib.ServingModule(model, transform_layer, data.attributes)
+    model_dir, manifest = export_lib.write_model_dir(module, artifacts, output_root, model_version)
+    metrics["total_seconds"] = round(time.monotonic() - started, 2)
+    LOG.info(
+        "trained in %.1f s (%d epochs, best %d with eval recall@%d %s); total %.1f s",
+        metrics["train_seconds"],
+        metrics["epochs_run"],
+        metrics["best_epoch"],
+        config.eval_k,
+        "n/a" if metrics["best_eval_recall"] is None else f"{metrics['best_eval_recall']:.4f}",
+        metrics["total_seconds"],
+    )
+    return TrainResult(model_dir, manifest["model_version"], manifest, metrics)
