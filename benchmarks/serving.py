@@ -1,0 +1,455 @@
+"""Benchmark of the candidate service: end-to-end latency over HTTP on loopback, by corpus size.
+
+For each corpus size (default 10^5 and 10^6 articles) this
+  1. makes a model directory from a trained one (`--model`): the same SavedModel, user histories,
+     titles and popular list, with the real article vectors plus synthetic ones up to the size
+     (default "neighbours": perturbed copies of real articles, as close to their source as real
+     articles are to their nearest neighbour, noise shaped by the real covariance; `--synthetic
+     gauss`: one Gaussian fitted to the real vectors, a harder case without cluster structure);
+  2. builds the index with `candidates build-index` defaults (HNSW above 50,000 articles, efSearch
+     tuned until recall@200 against exact search on real user vectors reaches 0.95) and records
+     build time and recall;
+  3. starts `candidates serve` on a free loopback port in a subprocess (one worker unless told),
+     waits for /readyz and reads its resident memory;
+  4. drives it with a bounded load generator (a fixed number of requests and a time limit, keep-
+     alive HTTP/1.1 connections, loopback only) at each concurrency (default 1 and 8), asking
+     `GET /v1/users/{user}/candidates?k=200` for real users with a history, round robin;
+  5. prints p50/p95/p99 latency, requests/s and errors, and where the time goes: the service's
+     Server-Timing header splits each answer into store / encode (the SavedModel call) / search
+     (FAISS) / filter / serialize (JSON); the rest of the client-measured time is HTTP (the client,
+     the loopback socket, uvicorn and FastAPI routing/validation).
+
+Targets (2-core machine): p99 <= 10 ms at 10^6 articles, k=200, concurrency 1; no errors at
+concurrency 8; index recall@200 >= 0.95.
+
+Usage:
+  python benchmarks/serving.py --model MODEL_DIR [--histories EXTRACT_DIR/user_histories.parquet]
+      [--sizes 100000 1000000] [--concurrency 1 8] [--requests 3000] [--duration 60] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# `python benchmarks/serving.py` puts benchmarks/ first on sys.path, where this file would shadow
+# the `serving` package it measures.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+LOG = logging.getLogger("benchmarks.serving")
+# Runs `candidates` with only the serving commands registered: the benchmark does not depend on
+# other stages' CLI modules importing.
+LAUNCHER = "import sys, homefeed.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
+STAGES = ("store", "encode", "search", "filter", "serialize")
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------------------------
+def nearest_neighbour_cosine(real: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
+    """Median cosine between a real article vector and its nearest other real article."""
+    rng = np.random.default_rng(seed)
+    unit = real / np.maximum(np.linalg.norm(real, axis=1, keepdims=True), 1e-12)
+    picked = unit[rng.choice(len(unit), size=min(sample, len(unit)), replace=False)]
+    cosines = picked @ unit.T
+    cosines[cosines > 1 - 1e-6] = -1  # the article itself (and exact duplicates)
+    return float(np.median(cosines.max(axis=1)))
+
+
+def synthetic_vectors(real: np.ndarray, count: int, kind: str, rng: np.random.Generator):
+    """`count` synthetic article vectors shaped like `real` (`float32 [count, d]`), in chunks.
+
+    kind "neighbours" (default): a random real vector plus noise drawn from the real vectors'
+    covariance, scaled so a synthetic article is as close to its source as real articles are to
+    their nearest real neighbour (median cosine). This keeps both the trained vectors' effective
+    dimension and their local cluster structure: new listings that resemble existing ones.
+    kind "gauss": drawn from one Gaussian with the real mean and covariance (same effective
+    dimension, no cluster structure: harder for approximate search). Each vector is rescaled to
+    a random real vector's norm.
+    """
+    d = real.shape[1]
+    norms = np.linalg.norm(real, axis=1)
+    factor = np.linalg.cholesky(np.cov(real.T) + 1e-6 * np.eye(d))
+    mean = real.mean(axis=0)
+    scale = 1.0
+    if kind == "neighbours":
+        target = nearest_neighbour_cosine(real)
+        probe = real[rng.integers(0, len(real), 2000)]
+        noise = rng.standard_normal((2000, d)) @ factor.T
+        low, high = 0.0, 4.0  # bisect the noise scale: cosine to the source falls as it grows
+        for _ in range(30):
+            scale = (low + high) / 2
+            moved = probe + scale * noise
+            cos = np.sum(probe * moved, axis=1) / (np.linalg.norm(probe, axis=1) * np.linalg.norm(moved, axis=1))
+            low, high = (scale, high) if np.median(cos) > target else (low, scale)
+        LOG.info("synthetic articles: covariance noise x%.3f, median cosine to source %.3f (real nearest-neighbour %.3f)",
+                 scale, float(np.median(cos)), target)
+    elif kind != "gauss":
+        raise ValueError(f"unknown synthetic kind {kind!r}")
+    for start in range(0, count, 100_000):
+        n = min(100_000, count - start)
+        noise = rng.standard_normal((n, d)) @ factor.T
+        out = mean + noise if kind == "gauss" else real[rng.integers(0, len(real), n)] + scale * noise
+        out *= (norms[rng.integers(0, len(real), n)] / np.maximum(np.linalg.norm(out, axis=1), 1e-12))[:, None]
+        yield out.astype(np.float32)
+
+
+def make_corpus_model(
+    source: Path, target: Path, size: int, histories: Path | None, kind: str = "neighbours", seed: int = 0
+) -> dict[str, Any]:
+    """A model directory at `target` with `size` article vectors: the real ones, then synthetic ones."""
+    from serving import model_files
+
+    manifest = model_files.read_model_manifest(source)
+    real = np.load(source / model_files.ARTICLE_VECTORS_FILE).astype(np.float32)
+    ids = model_files.read_article_ids(source)
+    if size < len(ids):
+        raise ValueError(f"corpus size {size} is smaller than the model's {len(ids)} real articles")
+    target.mkdir(parents=True)
+    shutil.copytree(source / "saved_model", target / "saved_model")
+    for name in (model_files.ARTICLES_FILE, model_files.POPULAR_FILE):
+        if (source / name).exists():
+            shutil.copy2(source / name, target / name)
+    history_file = histories or source / model_files.HISTORIES_FILE
+    if not history_file.exists():
+        raise FileNotFoundError("no user histories: pass --histories (the extract's user_histories.parquet)")
+    shutil.copy2(history_file, target / model_files.HISTORIES_FILE)
+
+    rng = np.random.default_rng(seed)
+    extra = size - len(ids)
+    vectors = np.empty((size, real.shape[1]), dtype=np.float32)
+    vectors[: len(ids)] = real
+    row = len(ids)
+    for chunk in synthetic_vectors(real, extra, kind, rng):
+        vectors[row : row + len(chunk)] = chunk
+        row += len(chunk)
+    np.save(target / model_files.ARTICLE_VECTORS_FILE, vectors)
+    width = len(str(extra))
+    with open(target / model_files.ARTICLE_IDS_FILE, "w") as handle:
+        handle.writelines(f"{a}\n" for a in ids)
+        handle.writelines(f"synthetic-{i:0{width}d}\n" for i in range(extra))
+    # A manifest the trainer's own check accepts: every file with its size and hash.
+    files = {
+        path.relative_to(target).as_posix(): {"bytes": path.stat().st_size, "sha256": model_files.sha256_file(path)}
+        for path in sorted(target.rglob("*"))
+        if path.is_file()
+    }
+    bench = {
+        **manifest,
+        "model_version": f"{manifest['model_version']}-bench{size}",
+        "num_articles": size,
+        model_files.VECTORS_HASH_KEY: files[model_files.ARTICLE_VECTORS_FILE]["sha256"],
+        "files": files,
+        "benchmark_corpus": {
+            "real_articles": len(ids), "synthetic_articles": extra, "kind": kind, "source": str(source),
+        },
+    }
+    (target / model_files.MANIFEST_FILE).write_text(json.dumps(bench, indent=2))
+    return bench
+
+
+def bench_users(model_dir: Path, limit: int = 5000) -> list[str]:
+    from serving.store import read_histories
+
+    users = [user for user, row in read_histories(model_dir / "user_histories.parquet") if row["history"]]
+    return users[:limit]
+
+
+# ---------------------------------------------------------------------------------------------
+# Service process
+# ---------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` and its children (uvicorn workers), MiB, from /proc."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by `pid` and its children (uvicorn workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    total = 0.0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def start_service(model_dir: Path, port: int, workers: int, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "w")  # noqa: SIM115 - owned by the process
+    command = [
+        sys.executable, "-c", LAUNCHER, "serve", "--model", str(model_dir),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-watch",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def wait_ready(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with {process.returncode}; log:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"service not ready within {timeout:.0f}s; log: {log_path}")
+
+
+def stop_service(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Load generator: raw keep-alive HTTP/1.1 over asyncio (cheaper than an HTTP library, so the
+# client adds as little as possible to the measured latency).
+# ---------------------------------------------------------------------------------------------
+async def _connection(port: int, paths: list[str], next_index, stop_at: float, results: list, errors: list) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while True:
+            i = next_index()
+            if i is None or time.perf_counter() > stop_at:
+                return
+            request = f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+            started = time.perf_counter()
+            try:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                status = int(lines[0].split()[1])
+                headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                errors.append(f"{type(error).__name__}: {error}")
+                return
+            elapsed = time.perf_counter() - started
+            if status != 200:
+                errors.append(f"HTTP {status}: {body[:200]!r}")
+                continue
+            timing = {}
+            for part in headers.get("server-timing", "").split(","):
+                name, _, duration = part.strip().partition(";dur=")
+                if duration:
+                    timing[name] = float(duration) / 1000
+            results.append((elapsed, timing, body.count(b'"article_id"')))
+    finally:
+        writer.close()
+
+
+async def _drive(port: int, paths: list[str], concurrency: int, requests: int, duration_s: float):
+    counter = iter(range(requests))
+
+    def next_index():
+        return next(counter, None)
+
+    results: list = []
+    errors: list = []
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_connection(port, paths, next_index, started + duration_s, results, errors) for _ in range(concurrency))
+    )
+    return results, errors, time.perf_counter() - started
+
+
+def run_load(port: int, paths: list[str], concurrency: int, requests: int, duration_s: float, warmup: int) -> dict:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    runner(_drive(port, paths, 1, warmup, 60))  # warm caches, connections, lazy paths
+    results, errors, wall = runner(_drive(port, paths, concurrency, requests, duration_s))
+    latencies = np.array([r[0] for r in results]) * 1000
+    split = {}
+    for stage in STAGES:
+        values = [r[1].get(stage, 0.0) * 1000 for r in results]
+        split[stage] = statistics.median(values) if values else float("nan")
+    server = np.array([sum(r[1].values()) for r in results]) * 1000
+    http = latencies - server
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "seconds": round(wall, 2),
+        "requests_per_s": round(len(results) / wall, 1) if wall else 0.0,
+        "p50_ms": round(float(np.percentile(latencies, 50)), 3) if len(results) else None,
+        "p95_ms": round(float(np.percentile(latencies, 95)), 3) if len(results) else None,
+        "p99_ms": round(float(np.percentile(latencies, 99)), 3) if len(results) else None,
+        "max_ms": round(float(latencies.max()), 3) if len(results) else None,
+        "median_split_ms": {**{k: round(v, 3) for k, v in split.items()},
+                            "http_and_framework": round(float(np.median(http)), 3) if len(results) else None},
+        "mean_candidates": round(float(np.mean([r[2] for r in results])), 1) if results else 0,
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=Path, help="a trained model directory (candidates train)")
+    parser.add_argument("--histories", type=Path, help="user_histories.parquet if the model dir has none")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--requests", type=int, default=3000, help="requests per concurrency level (bound)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per concurrency level (bound)")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--k", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--index-type", default="auto", choices=("auto", "flat", "hnsw", "ivf"))
+    parser.add_argument("--synthetic", choices=("neighbours", "gauss"), default="neighbours",
+                        help="how synthetic article vectors are made (see synthetic_vectors)")
+    parser.add_argument("--hnsw-ef-construction", type=int, default=None, help="override IndexConfig's")
+    parser.add_argument("--workdir", type=Path, help="keep the corpora here (default: a temporary directory)")
+    parser.add_argument("--reuse", action="store_true", help="reuse corpora and indexes already in --workdir")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from homefeed.config import IndexConfig
+    from serving.index_build import build_model_index
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "model": str(args.model), "k": args.k, "sizes": []}
+    report["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    report["synthetic"] = args.synthetic
+    try:
+        for size in args.sizes:
+            target = workdir / f"corpus-{size}"
+            if args.reuse and (target / "index" / "index_manifest.json").exists():
+                LOG.info("reusing the corpus and index in %s", target)
+                index = json.loads((target / "index" / "index_manifest.json").read_text())
+            else:
+                if target.exists():
+                    shutil.rmtree(target)
+                LOG.info("corpus of %d articles in %s", size, target)
+                make_corpus_model(args.model, target, size, args.histories, kind=args.synthetic)
+                config = IndexConfig(index_type=args.index_type)
+                if args.hnsw_ef_construction:
+                    config.hnsw_ef_construction = args.hnsw_ef_construction
+                index = build_model_index(target, config)
+            users = bench_users(target)
+            paths = [f"/v1/users/{u}/candidates?k={args.k}" for u in users]
+            port = free_port()
+            log_path = workdir / f"serve-{size}.log"
+            process = start_service(target, port, args.workers, log_path)
+            try:
+                ready = wait_ready(port, process, log_path)
+                entry = {
+                    "articles": size,
+                    "index_type": index["index_type"],
+                    "search_params": index["search_params"],
+                    "index_recall@200": index.get("recall@200"),
+                    "recall_queries": index["recall_queries"],
+                    "recall_query_source": index["recall_query_source"],
+                    "index_search_ms_p50": index["search_ms_p50"],
+                    "index_build_s": index["build_seconds"],
+                    "recall_tuning_s": index["recall_seconds"],
+                    "rss_mib_idle": round(rss_mib(process.pid), 1),
+                    "model_version": ready["model_version"],
+                    "loads": [],
+                }
+                for concurrency in args.concurrency:
+                    LOG.info("load: %d articles, concurrency %d", size, concurrency)
+                    cpu_before = cpu_seconds(process.pid)
+                    load = run_load(port, paths, concurrency, args.requests, args.duration, args.warmup)
+                    # CPU the service burnt per answer: unlike latency, not inflated by other
+                    # processes competing for the cores (warm-up requests included, so slightly high).
+                    served = load["requests"] + args.warmup
+                    load["server_cpu_ms_per_request"] = round((cpu_seconds(process.pid) - cpu_before) * 1000 / served, 3)
+                    load["load_average"] = [round(x, 2) for x in os.getloadavg()]
+                    entry["loads"].append(load)
+                entry["rss_mib_after_load"] = round(rss_mib(process.pid), 1)
+                entry["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+            finally:
+                stop_service(process)
+            report["sizes"].append(entry)
+            print_entry(entry)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print_summary(report)
+    return 0
+
+
+def print_entry(entry: dict[str, Any]) -> None:
+    print(
+        f"\n== {entry['articles']:,} articles: {entry['index_type']} {entry['search_params']}, "
+        f"recall@200 vs exact {entry['index_recall@200']} ({entry['recall_queries']} {entry['recall_query_source']} "
+        f"queries, {entry['index_search_ms_p50']:.2f} ms/search), build {entry['index_build_s']:.1f}s (+{entry['recall_tuning_s']:.1f}s recall check), "
+        f"RSS {entry['rss_mib_idle']:.0f} MiB idle / {entry['rss_mib_after_load']:.0f} MiB after load; "
+        f"machine load average {entry['load_average_after']} (other processes compete for the cores)"
+    )
+    print(
+        f"{'conc':>4} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'cpu ms/req':>10}   median split (ms)"
+    )
+    for load in entry["loads"]:
+        split = "  ".join(f"{k} {v}" for k, v in load["median_split_ms"].items())
+        print(
+            f"{load['concurrency']:>4} {load['requests']:>8} {load['errors']:>6} {load['requests_per_s']:>8} "
+            f"{load['p50_ms']:>8} {load['p95_ms']:>8} {load['p99_ms']:>8} {load['server_cpu_ms_per_request']:>10}   {split}"
+        )
+        if load["error_examples"]:
+            print(f"     errors, e.g.: {load['error_examples']}")
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    print(f"\nTargets ({report['machine']}): p99 <= 10 ms at 10^6 articles, concurrency 1; no errors at concurrency 8; recall@200 >= 0.95")
+    for entry in report["sizes"]:
+        for load in entry["loads"]:
+            ok_latency = load["concurrency"] != 1 or entry["articles"] < 1_000_000 or (load["p99_ms"] or 1e9) <= 10
+            ok = ok_latency and load["errors"] == 0 and (entry["index_recall@200"] or 0) >= 0.95
+            print(
+                f"  {entry['articles']:>9,} articles  c={load['concurrency']}: p99 {load['p99_ms']} ms, "
+                f"{load['errors']} errors, recall {entry['index_recall@200']}  {'OK' if ok else 'MISSED'}"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""The candidate service: FastAPI app, lifespan (model + index load, LATEST watcher), endpoints.
+
+Endpoints (OpenAPI docs at /docs):
+  GET  /v1/users/{user_id}/candidates?k=200&exclude_seen=true   the candidates, best first
+  GET  /healthz    liveness: the process answers
+  GET  /readyz     readiness: a model + index pair is loaded (503 until then)
+  GET  /metrics    Prometheus text format
+  POST /admin/reload[?force=true]   load what --model points at now (LATEST for a publish root)
+
+Handlers are thin: the work is `serving.candidates.recommend` on the pair the request took from
+`ModelHolder` (see serving/model_holder.py for the atomic swap). Errors are JSON,
+`{"error": {"status", "message", "details"?}}`; a user the model cannot personalise is never an
+error but the popular-article fallback (`fallback: true` and `fallback_reason`).
+
+Run it with `candidates serve` (uvicorn), or `uvicorn --factory serving.app:create_app` with
+`CANDIDATES_*` environment variables (serving/settings.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from homefeed import __version__
+from serving import candidates as candidate_logic
+from serving.metrics import ServiceMetrics
+from serving.model_holder import ModelHolder
+from serving.model_pair import load_model_pair
+from serving.settings import ServiceSettings, get_settings
+from serving.store import EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
+
+LOG = logging.getLogger(__name__)
+
+# Ids are strings everywhere; this keeps them printable, unambiguous in a URL and bounded.
+USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+MAX_USER_ID_LENGTH = 128
+CANDIDATES_PREFIX = "/v1/users/"
+DEFAULT_SETTINGS = ServiceSettings.model_construct()  # limits before the lifespan ran
+KNOWN_ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Response models: they document the API (OpenAPI); the candidates body itself is written with
+# orjson, skipping per-item validation on the hot path.
+# ---------------------------------------------------------------------------------------------
+class Candidate(BaseModel):
+    article_id: str
+    score: float = Field(description="inner product of user and article vectors (fallback: share of views)")
+    title: str | None = Field(None, description="present when the article table has a title")
+
+
+class CandidatesResponse(BaseModel):
+    user_id: str
+    model_version: str
+    fallback: bool = Field(description="true: popular articles, not personalised (see fallback_reason)")
+    fallback_reason: str | None = Field(
+        None, description=f"one of {', '.join(candidate_logic.FALLBACK_REASONS)}; only when fallback is true"
+    )
+    candidates: list[Candidate]
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "invalid k, user id or parameter"},
+    503: {"model": ErrorBody, "description": "no model loaded yet"},
+}
+
+
+def error_response(status: int, message: str, details: list[dict[str, Any]] | None = None, headers=None) -> Response:
+    body: dict[str, Any] = {"status": status, "message": message}
+    if details:
+        body["details"] = details
+    return Response(orjson.dumps({"error": body}), status_code=status, media_type="application/json", headers=headers)
+
+
+def endpoint_label(path: str) -> str:
+    """A bounded label for metrics: never the raw path (user ids would explode cardinality)."""
+    if path.startswith(CANDIDATES_PREFIX) and path.endswith("/candidates"):
+        return "candidates"
+    return path if path in KNOWN_ENDPOINTS else "other"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GuardAndMeasure:
+    """Pure ASGI middleware: refuses oversized requests (414/413), counts and times every request.
+
+    Cheaper than `BaseHTTPMiddleware` (no extra task per request), which matters at ~1 ms answers.
+
+    Limits come from the settings the lifespan resolved (`app.state.settings`), so a
+    `dependency_overrides[get_settings]` swap applies here too.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        state = scope["app"].state
+        metrics: ServiceMetrics = state.metrics
+        settings: ServiceSettings = state.settings or DEFAULT_SETTINGS
+        max_url_bytes, max_request_bytes = settings.max_url_bytes, settings.max_request_bytes
+        label = endpoint_label(path)
+        status_holder = [500]
+
+        async def send_and_record(message):
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+            await send(message)
+
+        target_bytes = len(scope.get("raw_path") or path.encode()) + len(scope.get("query_string", b""))
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        response = None
+        if target_bytes > max_url_bytes:
+            response = error_response(414, f"request target is {target_bytes} bytes; the limit is {max_url_bytes}")
+        elif declared is not None and (not declared.isdigit() or int(declared) > max_request_bytes):
+            response = error_response(
+                413, f"request body of {declared.decode(errors='replace')} bytes; the limit is {max_request_bytes}"
+            )
+        try:
+            if response is not None:
+                await response(scope, receive, send_and_record)
+                return
+            received = [0]
+
+            async def bounded_receive():
+                message = await receive()
+                if message["type"] == "http.request":
+                    received[0] += len(message.get("body", b""))
+                    if received[0] > max_request_bytes:
+                        raise _BodyTooLarge
+                return message
+
+            try:
+                await self.app(scope, bounded_receive, send_and_record)
+            except _BodyTooLarge:
+                await error_response(413, f"request body over {max_request_bytes} bytes")(
+                    scope, receive, send_and_record
+                )
+        finally:  # also for errors that escape to the server's 500 handler
+            metrics.requests.labels(label, str(status_holder[0])).inc()
+            metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifespan: settings -> threads -> history store -> first model load -> watcher / SIGHUP.
+# ---------------------------------------------------------------------------------------------
+def configure_threads(settings: ServiceSettings) -> None:
+    """Sizes the FAISS and TensorFlow thread pools (before TF runs its first op, where possible)."""
+    if settings.faiss_threads > 0:
+        import faiss
+
+        faiss.omp_set_num_threads(settings.faiss_threads)
+    if settings.tf_threads > 0:
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(settings.tf_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(settings.tf_threads)
+        except RuntimeError:  # TF already initialised in this process (e.g. tests): keep its pools
+            LOG.debug("TensorFlow thread pools already initialised; tf_threads not applied")
+
+
+def open_store(settings: ServiceSettings) -> HistoryStore | None:
+    """Redis, or an explicit snapshot, or None (then each pair's own user_histories.parquet)."""
+    if settings.redis_url:
+        store = RedisStore(settings.redis_url, settings.redis_prefix, settings.redis_timeout_s)
+        try:
+            store.ping()
+            LOG.info("user histories from %s", store.description)
+        except StoreUnavailableError as error:
+            LOG.error("%s; serving the popular fallback until it answers", error)
+        return store
+    if settings.histories:
+        return EmbeddedStore.from_parquet(settings.histories)
+    return None
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: ServiceSettings = app.dependency_overrides.get(get_settings, get_settings)()
+    app.state.settings = settings
+    if settings.model is None:
+        raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
+    configure_threads(settings)
+    store = open_store(settings)
+    loader = functools.partial(
+        load_model_pair, history_length=settings.history_length, load_histories=store is None
+    )
+    holder = ModelHolder(settings.model, loader, app.state.metrics)
+    app.state.holder = holder
+    app.state.store = store
+    first = await asyncio.to_thread(holder.reload, "startup")
+    if not first.ok:
+        raise RuntimeError(f"cannot serve {settings.model}: {first.message}")
+    if store is None and holder.pair.histories is None:
+        LOG.warning(
+            "no user histories (no --redis-url, no --histories, no %s/user_histories.parquet): "
+            "every user gets the popular fallback", holder.pair.model_dir,
+        )
+    tasks: set[asyncio.Task] = set()
+    if settings.watch_latest and holder.is_publish_root:
+        tasks.add(asyncio.create_task(holder.watch(settings.watch_interval_s)))
+    loop = asyncio.get_running_loop()
+    sighup = False
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+        # Only possible in the main thread of a process (uvicorn's); TestClient runs elsewhere.
+        def on_sighup() -> None:
+            LOG.info("SIGHUP: reloading %s", holder.source)
+            task = asyncio.create_task(asyncio.to_thread(holder.reload, "SIGHUP"))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        sighup = True
+    LOG.info("serving model %s (%s)", holder.pair.version, holder.pair.describe())
+    try:
+        yield
+    finally:
+        if sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
+        if store is not None:
+            store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The app.
+# ---------------------------------------------------------------------------------------------
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """A new app instance (own metrics registry). `settings` overrides `get_settings` if given."""
+    app = FastAPI(
+        title="homefeed candidates",
+        version=__version__,
+        description="Top-k candidate articles per user from a two-tower model and a FAISS index.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = ServiceMetrics()
+    app.state.holder = None
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = None  # set by the lifespan
+    app.add_middleware(GuardAndMeasure)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        details = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg"), "got": e.get("input")}
+            for e in error.errors()
+        ]
+        message = "; ".join(f"{d['where']}: {d['problem']}" for d in details) or "invalid request"
+        return error_response(422, message, jsonable(details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return error_response(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        LOG.exception("unhandled error on %s", request.url.path)
+        return error_response(500, "internal error; see the service log")
+
+    @app.get(
+        "/v1/users/{user_id}/candidates",
+        response_model=CandidatesResponse,
+        responses=ERROR_RESPONSES,
+        summary="Candidate articles for a user",
+    )
+    def user_candidates(
+        request: Request,
+        user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=MAX_USER_ID_LENGTH, description="user id")],
+        settings: Annotated[ServiceSettings, Depends(get_settings)],
+        k: Annotated[int | None, Query(ge=1, description="how many candidates (default 200, at most max_k=1000)")] = None,
+        exclude_seen: Annotated[bool, Query(description="drop articles the user already viewed")] = True,
+    ) -> Response:
+        """The user's top-k articles by the served model, best first; popular articles as fallback."""
+        k = settings.default_k if k is None else k
+        if k > settings.max_k:
+            return error_response(
+                422, f"k={k} is above the maximum of {settings.max_k}",
+                [{"where": "query.k", "problem": f"must be at most {settings.max_k}", "got": k}],
+            )
+        holder: ModelHolder | None = request.app.state.holder
+        pair = holder.pair if holder is not None else None  # taken once: this request's pair
+        if pair is None:
+            return error_response(503, "no model loaded yet")
+        answer = candidate_logic.recommend(pair, request.app.state.store, user_id, k, exclude_seen)
+        started = time.perf_counter()
+        body = candidate_logic.answer_json(answer, pair, settings.include_titles)
+        answer.timings["serialize"] = time.perf_counter() - started
+        metrics: ServiceMetrics = request.app.state.metrics
+        for stage, seconds in answer.timings.items():
+            metrics.observe_stage(stage, seconds)
+        metrics.candidates_returned.observe(len(answer.rows))
+        if answer.fallback:
+            metrics.fallbacks.labels(answer.fallback_reason).inc()
+        headers = None
+        if settings.server_timing:
+            headers = {"Server-Timing": ", ".join(f"{s};dur={t * 1000:.3f}" for s, t in answer.timings.items())}
+        return Response(body, media_type="application/json", headers=headers)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: a model and its index are loaded", responses={503: {"model": ErrorBody}})
+    async def readyz(request: Request) -> Response:
+        holder: ModelHolder | None = request.app.state.holder
+        if holder is None or holder.pair is None:
+            reason = holder.last_error if holder is not None and holder.last_error else "model not loaded yet"
+            return error_response(503, reason)
+        body = {"ready": True, **holder.pair.describe(), "last_reload_error": holder.last_error}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/admin/reload",
+        summary="Load the model --model points at now (LATEST for a publish root)",
+        responses={401: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "new version rejected"}},
+    )
+    async def reload(
+        request: Request,
+        settings: Annotated[ServiceSettings, Depends(get_settings)],
+        force: Annotated[bool, Query(description="reload even if the version is unchanged")] = False,
+    ) -> Response:
+        if settings.admin_token and request.headers.get("authorization") != f"Bearer {settings.admin_token}":
+            return error_response(401, "admin token required", headers={"WWW-Authenticate": "Bearer"})
+        holder: ModelHolder | None = request.app.state.holder
+        if holder is None:
+            return error_response(503, "service is still starting")
+        result = await asyncio.to_thread(holder.reload, "admin", force)
+        if not result.ok:
+            serving = f"; still serving {result.previous_version}" if result.previous_version else ""
+            return error_response(409, f"new version rejected: {result.message}{serving}")
+        body = {
+            "result": result.result,
+            "model_version": result.model_version,
+            "previous_version": result.previous_version,
+            "message": result.message,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    return app
+
+
+def jsonable(value: Any) -> Any:
+    """Validation details made JSON-safe (inputs can be bytes or odd objects)."""
+    return orjson.loads(orjson.dumps(value, default=str))
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory` and multi-worker `candidates serve`: settings from CANDIDATES_*."""
+    return create_app()
+

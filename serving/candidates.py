@@ -1,0 +1,152 @@
+"""One candidate request, without HTTP: history -> user vector -> FAISS top-k -> filter.
+
+`recommend` is what the HTTP handler calls (and what tests and the benchmark can call directly).
+It never raises for a user it cannot personalise: an unknown user, an empty history, an
+unreachable history store or a failing model call all give the popular-article fallback, marked
+`fallback=True` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from homefeed import features
+from serving import index as faiss_index
+from serving.model_pair import ModelPair
+from serving.store import HistoryStore, StoreUnavailableError
+
+LOG = logging.getLogger(__name__)
+
+UNKNOWN_USER = "unknown_user"
+EMPTY_HISTORY = "empty_history"
+STORE_UNAVAILABLE = "history_store_unavailable"
+MODEL_ERROR = "model_error"
+FALLBACK_REASONS = (UNKNOWN_USER, EMPTY_HISTORY, STORE_UNAVAILABLE, MODEL_ERROR)
+
+# Stages timed per request (seconds), reported in metrics and the Server-Timing header.
+STAGES = ("store", "encode", "search", "filter")
+
+
+@dataclass
+class CandidateAnswer:
+    """The answer for one user: parallel lists, best first.
+
+    Attributes:
+      rows: article rows (indices into `pair.article_ids`), at most k.
+      scores: inner product user . article for model answers; for the fallback, the article's
+        share of the popular list's views (so scores still order the list).
+      fallback_reason: one of FALLBACK_REASONS when `fallback` is True.
+      timings: seconds spent per stage (see STAGES).
+    """
+
+    user_id: str
+    model_version: str
+    fallback: bool
+    rows: list[int]
+    scores: list[float]
+    fallback_reason: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _popular(pair: ModelPair, user_id: str, k: int, seen: set[str], reason: str, timings) -> CandidateAnswer:
+    started = time.perf_counter()
+    total = sum(count for _, count in pair.popular) or 1.0
+    ids = pair.article_ids
+    rows, scores = [], []
+    for row, count in pair.popular:
+        if seen and ids[row] in seen:
+            continue
+        rows.append(row)
+        scores.append(count / total)
+        if len(rows) == k:
+            break
+    timings["filter"] = time.perf_counter() - started
+    return CandidateAnswer(user_id, pair.version, True, rows, scores, reason, timings)
+
+
+def recommend(
+    pair: ModelPair,
+    store: HistoryStore | None,
+    user_id: str,
+    k: int,
+    exclude_seen: bool = True,
+) -> CandidateAnswer:
+    """Up to `k` candidates for `user_id` from `pair`, already-viewed articles dropped by default.
+
+    Args:
+      pair: the model + index to answer with (the caller takes it once per request).
+      store: where the user's history lives; None: the pair's own embedded snapshot (if any).
+      k: how many candidates (>= 1; fewer come back when the corpus is smaller).
+      exclude_seen: drop articles in the user's history.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    store = store if store is not None else pair.histories
+    try:
+        history = store.get(user_id) if store is not None else None
+    except StoreUnavailableError as error:
+        LOG.warning("history store unavailable, serving the fallback: %s", error)
+        timings["store"] = time.perf_counter() - started
+        return _popular(pair, user_id, k, set(), STORE_UNAVAILABLE, timings)
+    timings["store"] = time.perf_counter() - started
+    if history is None:
+        return _popular(pair, user_id, k, set(), UNKNOWN_USER, timings)
+    viewed = history.get(features.HISTORY) or []
+    seen = set(viewed) if exclude_seen else set()
+    if not viewed:
+        return _popular(pair, user_id, k, seen, EMPTY_HISTORY, timings)
+
+    started = time.perf_counter()
+    try:
+        vector = pair.encoder.encode([history])
+    except Exception:  # a bad history must not become a 500; the log keeps the traceback
+        LOG.exception("model %s failed to encode the history of user %r", pair.version, user_id)
+        timings["encode"] = time.perf_counter() - started
+        return _popular(pair, user_id, k, seen, MODEL_ERROR, timings)
+    timings["encode"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    # Ask for enough extra neighbours that dropping the seen ones still leaves k.
+    scores, rows = faiss_index.search(pair.index, vector, k + len(seen))
+    timings["search"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    ids = pair.article_ids
+    kept_rows, kept_scores = [], []
+    for score, row in zip(scores[0].tolist(), rows[0].tolist()):
+        if row < 0:  # FAISS pads with -1 when fewer than k vectors are reachable
+            continue
+        if seen and ids[row] in seen:
+            continue
+        kept_rows.append(row)
+        kept_scores.append(score)
+        if len(kept_rows) == k:
+            break
+    timings["filter"] = time.perf_counter() - started
+    return CandidateAnswer(user_id, pair.version, False, kept_rows, kept_scores, None, timings)
+
+
+def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool = True) -> bytes:
+    """The response body: `{user_id, model_version, fallback, [fallback_reason], candidates}`.
+
+    Each candidate is `{article_id, score[, title]}` (title only when the article table has one).
+    """
+    ids = pair.article_ids
+    titles = pair.titles if include_titles else None
+    if titles is None:
+        candidates = [{"article_id": ids[r], "score": round(s, 6)} for r, s in zip(answer.rows, answer.scores)]
+    else:
+        candidates = [
+            {"article_id": ids[r], "score": round(s, 6), "title": titles[r]} if titles[r] is not None
+            else {"article_id": ids[r], "score": round(s, 6)}
+            for r, s in zip(answer.rows, answer.scores)
+        ]
+    body = {"user_id": answer.user_id, "model_version": answer.model_version, "fallback": answer.fallback}
+    if answer.fallback:
+        body["fallback_reason"] = answer.fallback_reason
+    body["candidates"] = candidates
+    return orjson.dumps(body)

@@ -1,0 +1,268 @@
+"""CLI: `candidates build-index`, `load-histories`, `serve`, `query` (thin wrappers over serving/).
+
+Heavy imports (faiss, tensorflow, fastapi, uvicorn, redis) happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from homefeed.config import IndexConfig
+
+LOG = logging.getLogger(__name__)
+
+_defaults = IndexConfig()
+
+
+def register(subparsers) -> None:
+    _register_build_index(subparsers)
+    _register_load_histories(subparsers)
+    _register_serve(subparsers)
+    _register_query(subparsers)
+
+
+# ---------------------------------------------------------------------------------------------
+# build-index
+# ---------------------------------------------------------------------------------------------
+def _register_build_index(subparsers) -> None:
+    p = subparsers.add_parser(
+        "build-index",
+        help="build the FAISS index of a model directory (MODEL_DIR/index/)",
+        description=(
+            "Build a FAISS inner-product index over a model's article vectors and write it atomically to "
+            "MODEL_DIR/index/ (articles.faiss + index_manifest.json, with the model version and the "
+            "vectors' sha256). Approximate indexes are checked: recall@k against exact search on a "
+            "sample of real user vectors (user histories encoded by the model) must reach the floor, "
+            "raising efSearch/nprobe as needed; otherwise nothing is written and the exit status is 2."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="finished model directory (from `candidates train`)")
+    p.add_argument(
+        "--index-type", choices=("auto", "flat", "hnsw", "ivf"), default=_defaults.index_type,
+        help="auto: exact (flat) below --exact-below articles, HNSW from there on",
+    )
+    p.add_argument("--exact-below", type=int, default=_defaults.exact_below, metavar="N")
+    p.add_argument(
+        "--histories", metavar="PATH",
+        help="user_histories.parquet for the recall queries (default: MODEL_DIR/user_histories.parquet; "
+        "without any, article vectors are the queries, which overstates recall)",
+    )
+    p.add_argument("--output", metavar="DIR", help="index directory to write (default: MODEL_DIR/index)")
+    p.add_argument("--recall-floor", type=float, default=_defaults.recall_floor, help="refuse an index below this recall@k")
+    p.add_argument("--sample-size", type=int, default=_defaults.recall_sample_size, help="users sampled for the recall check")
+    p.add_argument("--k", type=int, default=_defaults.k, help="k of the recall check")
+    p.add_argument("--hnsw-m", type=int, default=_defaults.hnsw_m, help="HNSW links per node")
+    p.add_argument("--ef-construction", type=int, default=_defaults.hnsw_ef_construction, help="HNSW build depth")
+    p.add_argument("--ef-search", type=int, default=_defaults.hnsw_ef_search, help="HNSW search depth to start tuning from")
+    p.add_argument("--max-ef-search", type=int, default=_defaults.max_ef_search)
+    p.add_argument("--ivf-nlist", type=int, default=_defaults.ivf_nlist, help="IVF lists (default about 4*sqrt(n))")
+    p.add_argument("--nprobe", type=int, default=_defaults.ivf_nprobe, help="IVF lists probed, to start tuning from")
+    p.add_argument("--max-nprobe", type=int, default=_defaults.max_nprobe)
+    p.add_argument("--no-tune", action="store_true", help="keep --ef-search/--nprobe as given (refuse if below the floor)")
+    p.add_argument("--seed", type=int, default=_defaults.seed)
+    p.set_defaults(handler=build_index_command)
+
+
+def build_index_command(args: argparse.Namespace) -> int:
+    from serving.index_build import build_model_index
+
+    config = IndexConfig(
+        index_type=args.index_type,
+        exact_below=args.exact_below,
+        hnsw_m=args.hnsw_m,
+        hnsw_ef_construction=args.ef_construction,
+        hnsw_ef_search=args.ef_search,
+        ivf_nlist=args.ivf_nlist,
+        ivf_nprobe=args.nprobe,
+        tune_search=not args.no_tune,
+        max_ef_search=args.max_ef_search,
+        max_nprobe=args.max_nprobe,
+        recall_floor=args.recall_floor,
+        recall_sample_size=args.sample_size,
+        k=args.k,
+        seed=args.seed,
+    )
+    manifest = build_model_index(args.model, config, histories=args.histories, output_dir=args.output)
+    k = manifest["k"]
+    where = args.output or os.path.join(args.model, "index")
+    print(
+        f"index written to {where}: {manifest['index_type']} over {manifest['n_articles']} articles, "
+        f"recall@{k} {manifest[f'recall@{k}']:.4f} vs exact ({manifest['recall_query_source']}, "
+        f"{manifest['recall_queries']} queries), search {manifest['search_params'] or 'exact'}, "
+        f"built in {manifest['build_seconds']:.1f}s, model {manifest['model_version']}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# load-histories
+# ---------------------------------------------------------------------------------------------
+def _register_load_histories(subparsers) -> None:
+    p = subparsers.add_parser(
+        "load-histories",
+        help="load a user_histories.parquet snapshot into Redis (the production history store)",
+        description=(
+            "Write every user of a user_histories.parquet snapshot (EXTRACT_DIR/user_histories.parquet) "
+            "to Redis as `<prefix><user_id>` -> JSON, in pipelined batches. `candidates serve --redis-url` "
+            "then reads histories from there. Users absent from the snapshot keep their keys (use --ttl-days "
+            "to let them expire)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--histories", required=True, metavar="PATH", help="user_histories.parquet")
+    p.add_argument("--redis-url", required=True, metavar="URL", help="e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--prefix", default="homefeed:history:", help="key prefix (serve --redis-prefix must match)")
+    p.add_argument("--batch-size", type=int, default=1000, help="SETs per pipelined round trip")
+    p.add_argument("--ttl-days", type=float, default=None, help="expire each key after this many days")
+    p.set_defaults(handler=load_histories_command)
+
+
+def load_histories_command(args: argparse.Namespace) -> int:
+    from serving.store import StoreUnavailableError, load_histories_to_redis
+
+    from homefeed.cli import CommandError
+
+    last = [time.monotonic()]
+
+    def progress(written: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2.0:  # a line every couple of seconds, not every batch
+            print(f"  {written:,} users written...", file=sys.stderr, flush=True)
+            last[0] = now
+
+    ttl = None if args.ttl_days is None else int(args.ttl_days * 86400)
+    started = time.monotonic()
+    try:
+        written = load_histories_to_redis(
+            args.histories, args.redis_url, prefix=args.prefix, batch_size=args.batch_size, ttl_seconds=ttl,
+            progress=progress,
+        )
+    except StoreUnavailableError as error:
+        raise CommandError(str(error)) from None
+    print(f"loaded {written:,} user histories into Redis (prefix {args.prefix!r}) in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# serve
+# ---------------------------------------------------------------------------------------------
+def _register_serve(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the HTTP candidate service",
+        description=(
+            "Serve GET /v1/users/{user_id}/candidates?k=200 (plus /healthz, /readyz, /metrics, /docs) with "
+            "uvicorn. --model is a model directory with index/, or a publish root: the service then follows "
+            "LATEST, polling it for new versions (also POST /admin/reload, or SIGHUP). User histories come "
+            "from --redis-url, else --histories, else the model directory's user_histories.parquet. "
+            "Service settings can also come from CANDIDATES_<SETTING> variables (serving/settings.py), e.g. "
+            "CANDIDATES_ADMIN_TOKEN to protect /admin/reload; options given here win."
+        ),
+        formatter_class=argparse.HelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory or publish root")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind, 0.0.0.0 for all [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8080, help="[8080]")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model + index [1]")
+    # Service settings: None means "not given", so CANDIDATES_* variables and then the
+    # ServiceSettings defaults (shown in brackets) apply.
+    p.add_argument("--redis-url", metavar="URL", help="read histories from Redis (see load-histories)")
+    p.add_argument("--redis-prefix", metavar="PREFIX", help="Redis key prefix [homefeed:history:]")
+    p.add_argument("--histories", metavar="PATH", help="user_histories.parquet for the embedded store")
+    p.add_argument("--default-k", type=int, metavar="K", help="k when a request gives none [200]")
+    p.add_argument("--max-k", type=int, metavar="K", help="larger k is refused with 422 [1000]")
+    p.add_argument("--watch-interval", type=float, metavar="SECONDS", help="seconds between LATEST checks [5]")
+    p.add_argument(
+        "--no-watch", dest="watch_latest", action="store_false", default=None,
+        help="do not poll LATEST (reload only on POST /admin/reload or SIGHUP)",
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    p.set_defaults(handler=serve_command)
+
+
+def _preflight(model: str) -> str:
+    """Fails fast, with one clear line, on a model path the service could not load."""
+    from serving import model_files
+    from serving.index_build import read_index_manifest
+    from serving.model_pair import check_index_matches
+
+    resolved = model_files.resolve_model_dir(model)
+    manifest = model_files.read_model_manifest(resolved.model_dir)
+    check_index_matches(resolved.model_dir, manifest, read_index_manifest(resolved.model_dir / model_files.INDEX_DIR))
+    return manifest["model_version"]
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.settings import ENV_PREFIX, ServiceSettings
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.histories and not os.path.isfile(args.histories):
+        raise FileNotFoundError(f"--histories {args.histories} not found")
+    version = _preflight(args.model)
+    overrides = {
+        "model": os.path.abspath(args.model),
+        "redis_url": args.redis_url,
+        "redis_prefix": args.redis_prefix,
+        "histories": os.path.abspath(args.histories) if args.histories else None,
+        "default_k": args.default_k,
+        "max_k": args.max_k,
+        "watch_interval_s": args.watch_interval,
+        "watch_latest": args.watch_latest,
+    }
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    settings = ServiceSettings(**overrides)  # options win over CANDIDATES_* variables
+    LOG.info("serving model %s from %s on http://%s:%d (%d worker(s))", version, args.model, args.host, args.port, args.workers)
+    common = dict(
+        host=args.host, port=args.port, log_config=None, access_log=args.access_log, timeout_graceful_shutdown=10
+    )
+    if args.workers == 1:
+        from serving.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    else:
+        # Worker processes build their own app from the environment (serving/settings.py).
+        for key, value in settings.model_dump(exclude_none=True).items():
+            os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
+        uvicorn.run("serving.app:create_app_from_environment", factory=True, workers=args.workers, **common)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# query
+# ---------------------------------------------------------------------------------------------
+def _register_query(subparsers) -> None:
+    p = subparsers.add_parser(
+        "query",
+        help="print a user's candidates from a running service",
+        description="Ask a running `candidates serve` for USER_ID's candidates and print rank, article id, score and title.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="where the service listens")
+    p.add_argument("--k", type=int, default=200, help="how many candidates")
+    p.add_argument("--include-seen", action="store_true", help="keep articles the user already viewed")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    p.set_defaults(handler=query_command)
+
+
+def query_command(args: argparse.Namespace) -> int:
+    import json
+
+    from homefeed.cli import CommandError
+    from serving.query import ServiceError, fetch_candidates, format_candidates
+
+    try:
+        body = fetch_candidates(args.user_id, args.url, args.k, not args.include_seen, args.timeout)
+    except ServiceError as error:
+        raise CommandError(str(error)) from None
+    print(json.dumps(body, indent=2) if args.json else format_candidates(body))
+    return 0

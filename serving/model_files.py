@@ -1,0 +1,187 @@
+"""Reading the files of a model directory and following a publish root's LATEST pointer.
+
+Layout (docs/architecture.md, MODEL_DIR and PUBLISH_ROOT): `manifest.json` is written last, so a
+directory without one is not a model. The serving side reads only what it needs: the manifest,
+`article_ids.txt`, `articles.parquet` (titles), `popular_articles.json` (the fallback) and
+optionally `user_histories.parquet` (the embedded history store's snapshot, placed there by the
+publish step or by hand).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from homefeed import features
+from serving import publish
+from trainer import model_dir as layout  # the trainer's MODEL_DIR layout (stdlib only)
+
+LOG = logging.getLogger(__name__)
+
+MANIFEST_FILE = layout.MANIFEST_FILE
+ARTICLE_VECTORS_FILE = layout.ARTICLE_VECTORS_FILE
+ARTICLE_IDS_FILE = layout.ARTICLE_IDS_FILE
+ARTICLES_FILE = layout.ARTICLES_FILE
+POPULAR_FILE = layout.POPULAR_FILE
+HISTORIES_FILE = features.USER_HISTORIES_FILE  # optional copy of the extract's snapshot
+INDEX_DIR = "index"
+INDEX_FILE = "articles.faiss"
+INDEX_MANIFEST_FILE = "index_manifest.json"
+VECTORS_HASH_KEY = "article_vectors_sha256"
+
+
+class ModelDirError(ValueError):
+    """A model directory (or publish root) cannot be served; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a `--model` argument points.
+
+    Attributes:
+      model_dir: the model directory to load.
+      publish_root: the publish root when `--model` was one (its LATEST names the version), else None.
+      latest: the LATEST text that was followed (None for a plain model directory).
+    """
+
+    model_dir: Path
+    publish_root: Path | None = None
+    latest: str | None = None
+
+
+def is_publish_root(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return (path / publish.LATEST_FILE).exists() or (
+        (path / publish.VERSIONS_DIR).is_dir() and not (path / MANIFEST_FILE).exists()
+    )
+
+
+def resolve_model_dir(path: str | os.PathLike) -> ResolvedModel:
+    """A model directory as is, or the version a publish root's LATEST names.
+
+    Raises:
+      FileNotFoundError: `path` does not exist.
+      ModelDirError: a publish root with nothing published yet, or LATEST naming a missing version.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model path {path} does not exist (a model directory or a publish root)")
+    if not is_publish_root(path):
+        return ResolvedModel(model_dir=path)
+    latest = publish.read_latest(path)
+    if latest is None:
+        raise ModelDirError(f"publish root {path} has no {publish.LATEST_FILE}: nothing has been published yet")
+    if "/" in latest or latest.startswith("."):
+        raise ModelDirError(f"{path / publish.LATEST_FILE} names {latest!r}, which is not a version name")
+    model_dir = path / publish.VERSIONS_DIR / latest
+    if not model_dir.is_dir():
+        raise ModelDirError(f"{path / publish.LATEST_FILE} names version {latest!r} but {model_dir} does not exist")
+    return ResolvedModel(model_dir=model_dir, publish_root=path, latest=latest)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelDirError(f"{what} {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelDirError(f"{what} {path} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ModelDirError(f"{what} {path} must hold a JSON object, not {type(value).__name__}")
+    return value
+
+
+def read_model_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """`manifest.json` of a finished model directory, checked by the trainer's own rules.
+
+    `trainer.model_dir.load_manifest` (stdlib + numpy, no TensorFlow) verifies the format version,
+    `model_version` and that every file the manifest lists is there with its recorded size, so a
+    truncated copy is refused as well as an unfinished training run.
+
+    Raises:
+      ModelDirError: not a finished model directory (the message names what is missing).
+    """
+    try:
+        return layout.load_manifest(model_dir)
+    except layout.UnfinishedModelError as error:
+        raise ModelDirError(str(error)) from None
+
+
+sha256_file = layout.sha256_file  # hex sha256 of a file, read in blocks
+
+
+def article_vectors_sha256(model_dir: Path, manifest: dict[str, Any]) -> str:
+    """The article vectors' hash as the manifest records it, else computed from the file."""
+    recorded = manifest.get(VECTORS_HASH_KEY)
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    return sha256_file(model_dir / ARTICLE_VECTORS_FILE)
+
+
+def read_article_ids(model_dir: Path) -> list[str]:
+    """`article_ids.txt`: one id per line, row i of the article vectors."""
+    path = model_dir / ARTICLE_IDS_FILE
+    try:
+        ids = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise ModelDirError(f"{path} is missing: the model directory has no article ids") from None
+    if not ids or any(not a for a in ids):
+        raise ModelDirError(f"{path} is empty or has blank lines")
+    return ids
+
+
+def read_titles(model_dir: Path, article_ids: list[str]) -> list[str | None] | None:
+    """Titles in `article_ids` order from `articles.parquet`, or None when there are none."""
+    path = model_dir / ARTICLES_FILE
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    if "title" not in schema.names or "article_id" not in schema.names:
+        return None
+    table = pq.read_table(path, columns=["article_id", "title"])
+    by_id = dict(zip(table.column("article_id").to_pylist(), table.column("title").to_pylist()))
+    titles = [by_id.get(a) for a in article_ids]
+    return titles if any(t is not None for t in titles) else None
+
+
+def read_popular(model_dir: Path, corpus: set[str]) -> list[tuple[str, float]]:
+    """The fallback list from `popular_articles.json`: `(article_id, count)` most popular first.
+
+    Accepts a list of entries or `{"articles": [...]}`; an entry is `{"article_id", "count"}` (also
+    `views`/`view_count`), `[id, count]` or a bare id. Articles outside the served corpus (sold or
+    deleted since training) are dropped: the fallback must only offer servable articles.
+    """
+    path = model_dir / POPULAR_FILE
+    if not path.exists():
+        LOG.warning("%s is missing: unknown users get an empty candidate list", path)
+        return []
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelDirError(f"{path} is not valid JSON: {error}") from None
+    entries = raw.get("articles", raw.get("popular", [])) if isinstance(raw, dict) else raw
+    if not isinstance(entries, list):
+        raise ModelDirError(f"{path}: expected a list of articles, got {type(entries).__name__}")
+    popular: list[tuple[str, float]] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            article = entry.get("article_id")
+            count = next((entry[key] for key in ("count", "views", "view_count", "score") if key in entry), 0)
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2:
+            article, count = entry
+        else:
+            article, count = entry, 0
+        if not isinstance(article, str) or not isinstance(count, (int, float)):
+            raise ModelDirError(f"{path}: entry {i} ({entry!r}) is not an article id with a count")
+        popular.append((article, float(count)))
+    popular.sort(key=lambda item: -item[1])  # stable: keeps file order among equal counts
+    kept = [(a, c) for a, c in popular if a in corpus]
+    if len(kept) < len(popular):
+        LOG.info("fallback: %d of %d popular articles are not in the corpus and are skipped", len(popular) - len(kept), len(popular))
+    return kept

@@ -1,0 +1,61 @@
+"""Settings of the candidate service: the only place serving code reads the environment.
+
+Every field can be set as an environment variable `CANDIDATES_<FIELD>` (e.g.
+`CANDIDATES_MODEL=/srv/publish`, `CANDIDATES_REDIS_URL=redis://cache:6379/0`); `candidates serve`
+fills them from its options. The app reads its settings through the `get_settings` dependency, so
+tests swap them with `app.dependency_overrides[get_settings] = lambda: ServiceSettings(...)`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from homefeed import features
+
+ENV_PREFIX = "CANDIDATES_"
+
+
+class ServiceSettings(BaseSettings):
+    """What `candidates serve` serves and how."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
+
+    model: Path | None = Field(
+        None, description="model directory, or publish root whose LATEST names the version to serve"
+    )
+    histories: Path | None = Field(
+        None,
+        description="user_histories.parquet for the embedded store; default: the served model "
+        "directory's user_histories.parquet (a publish root carries one per version)",
+    )
+    redis_url: str | None = Field(None, description="read histories from Redis instead of the embedded store")
+    redis_prefix: str = "homefeed:history:"
+    redis_timeout_s: float = Field(0.05, gt=0, description="one GET slower than this falls back to popular articles")
+
+    default_k: int = Field(200, ge=1)
+    max_k: int = Field(1000, ge=1, description="larger k is refused with 422")
+    history_length: int = Field(features.HISTORY_LENGTH, ge=1)
+    include_titles: bool = True
+
+    watch_latest: bool = Field(True, description="poll a publish root's LATEST and load new versions")
+    watch_interval_s: float = Field(5.0, gt=0)
+    admin_token: str | None = Field(
+        None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
+    )
+
+    # Per-process thread pools: one request is one small TF call and one FAISS query, which are
+    # fastest single-threaded; more threads only fight over the cores (scale with --workers).
+    tf_threads: int = Field(1, ge=0, description="TensorFlow intra/inter-op threads (0: TF default)")
+    faiss_threads: int = Field(1, ge=0, description="OpenMP threads for FAISS search (0: FAISS default)")
+    server_timing: bool = Field(True, description="add a Server-Timing header with the per-stage split")
+    max_request_bytes: int = Field(64 * 1024, ge=1, description="larger request bodies are refused with 413")
+    max_url_bytes: int = Field(2048, ge=64, description="longer request targets are refused with 414")
+
+
+@lru_cache
+def get_settings() -> ServiceSettings:
+    return ServiceSettings()

@@ -1,0 +1,241 @@
+"""The online store of user histories: what the service asks for each request.
+
+Two implementations of one interface, `get(user_id) -> history row or None`:
+
+* `EmbeddedStore`: the `user_histories.parquet` snapshot (features.USER_HISTORY_COLUMNS) held in
+  memory. The default for local runs; the snapshot is the extract's file, or the copy a publish
+  root carries in each version (`versions/<v>/user_histories.parquet`).
+* `RedisStore`: one Redis string per user, `<prefix><user_id>` -> JSON of the history columns,
+  filled from the same snapshot by `load_histories_to_redis` (`candidates load-histories`). In
+  production a stream job keeps the keys fresh; the snapshot load bootstraps them.
+
+A history row is a dict with `history` (article ids, most recent first) and the parallel
+`history_<attr>` lists: exactly what `trainer.serving_model.UserEncoder.encode` takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from homefeed import features
+
+LOG = logging.getLogger(__name__)
+
+HistoryRow = dict[str, list[str]]
+HISTORY_COLUMNS: tuple[str, ...] = (
+    features.HISTORY,
+    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
+)
+DEFAULT_REDIS_PREFIX = "homefeed:history:"
+# Deliberately not under DEFAULT_REDIS_PREFIX, so no user id can collide with it.
+META_KEY_SUFFIX = "snapshot-meta"
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store could not be asked (e.g. Redis down or too slow); the caller falls back."""
+
+
+class HistoryStore(Protocol):
+    """Where the service reads user histories."""
+
+    description: str
+
+    def get(self, user_id: str) -> HistoryRow | None:
+        """The user's latest history, or None for a user the store does not know.
+
+        Raises:
+          StoreUnavailableError: the store could not answer.
+        """
+
+    def close(self) -> None: ...
+
+
+def read_histories(path: str | os.PathLike, batch_size: int = 10_000) -> Iterator[tuple[str, HistoryRow]]:
+    """Yields `(user_id, history row)` from a `user_histories.parquet` snapshot, in bounded batches.
+
+    Missing attribute columns become empty lists (the encoder fills them with
+    `features.MISSING_ATTRIBUTE`); a null history is an empty one.
+
+    Raises:
+      FileNotFoundError: no file at `path`.
+      ValueError: the file lacks `user_id` or `history`, or is not Parquet.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"user histories {path} not found (the extract's {features.USER_HISTORIES_FILE})")
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises several types for a non-Parquet file
+        raise ValueError(f"user histories {path} is not a readable Parquet file: {error}") from None
+    names = set(parquet.schema_arrow.names)
+    missing = [c for c in (features.USER_ID, features.HISTORY) if c not in names]
+    if missing:
+        raise ValueError(f"user histories {path} lacks column(s) {missing}; it has {sorted(names)}")
+    columns = [features.USER_ID, *(c for c in HISTORY_COLUMNS if c in names)]
+    for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+        data = batch.to_pydict()
+        for i, user_id in enumerate(data[features.USER_ID]):
+            if user_id is None:
+                continue
+            yield str(user_id), {c: list(data[c][i] or []) if c in data else [] for c in HISTORY_COLUMNS}
+
+
+class EmbeddedStore:
+    """All histories of a snapshot in a dict; `get` is a dictionary lookup."""
+
+    def __init__(self, histories: dict[str, HistoryRow], description: str = "in-memory"):
+        self._histories = histories
+        self.description = description
+
+    @classmethod
+    def from_parquet(cls, path: str | os.PathLike) -> "EmbeddedStore":
+        started = time.perf_counter()
+        histories: dict[str, HistoryRow] = {}
+        duplicates = 0
+        for user_id, row in read_histories(path):
+            duplicates += user_id in histories
+            histories[user_id] = row
+        if duplicates:
+            LOG.warning("%s: %d duplicate user id(s); the last row of each wins", path, duplicates)
+        LOG.info("loaded %d user histories from %s in %.1fs", len(histories), path, time.perf_counter() - started)
+        return cls(histories, description=f"embedded snapshot {path}")
+
+    def __len__(self) -> int:
+        return len(self._histories)
+
+    def user_ids(self) -> list[str]:
+        return list(self._histories)
+
+    def get(self, user_id: str) -> HistoryRow | None:
+        return self._histories.get(user_id)
+
+    def close(self) -> None:
+        pass
+
+
+def encode_row(row: HistoryRow) -> bytes:
+    return orjson.dumps({c: row.get(c, []) for c in HISTORY_COLUMNS})
+
+
+def decode_row(value: bytes) -> HistoryRow:
+    row = orjson.loads(value)
+    return {c: list(row.get(c) or []) for c in HISTORY_COLUMNS}
+
+
+def _client(url: str, timeout_s: float):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=max(timeout_s, 1.0))
+
+
+class RedisStore:
+    """Histories in Redis: one GET per request.
+
+    Args:
+      url: e.g. `redis://127.0.0.1:6379/0`.
+      prefix: key prefix; the user's key is `prefix + user_id`.
+      timeout_s: socket timeout of one GET; a slower Redis counts as unavailable (the request
+        then falls back instead of blowing the latency budget).
+    """
+
+    def __init__(self, url: str, prefix: str = DEFAULT_REDIS_PREFIX, timeout_s: float = 0.05):
+        self.url = url
+        self.prefix = prefix
+        self.description = f"redis {_redact(url)} prefix {prefix!r}"
+        self._redis = _client(url, timeout_s)
+
+    def ping(self) -> None:
+        """Raises StoreUnavailableError when the server cannot be reached."""
+        import redis
+
+        try:
+            self._redis.ping()
+        except redis.RedisError as error:
+            raise StoreUnavailableError(f"cannot reach {self.description}: {error}") from error
+
+    def get(self, user_id: str) -> HistoryRow | None:
+        import redis
+
+        try:
+            value = self._redis.get(self.prefix + user_id)
+        except redis.RedisError as error:
+            raise StoreUnavailableError(f"{self.description}: {error}") from error
+        return None if value is None else decode_row(value)
+
+    def snapshot_meta(self) -> dict | None:
+        value = self._redis.get(self.prefix.rstrip(":") + "-" + META_KEY_SUFFIX)
+        return None if value is None else orjson.loads(value)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without a password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def load_histories_to_redis(
+    path: str | os.PathLike,
+    url: str,
+    prefix: str = DEFAULT_REDIS_PREFIX,
+    batch_size: int = 1000,
+    ttl_seconds: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Writes every user of a snapshot to Redis (`prefix + user_id` -> JSON); returns the count.
+
+    Writes go in pipelined, non-transactional batches of `batch_size` SETs (one round trip each).
+    Keys of users missing from the snapshot are left alone (a stream writer may own them); pass
+    `ttl_seconds` to let stale users expire. A meta key records what was loaded and when.
+
+    Raises:
+      FileNotFoundError / ValueError: as `read_histories`.
+      StoreUnavailableError: Redis cannot be reached or refuses a write.
+    """
+    import redis
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    rows = read_histories(path)
+    client = _client(url, timeout_s=10.0)
+    written = 0
+    started = time.perf_counter()
+    try:
+        client.ping()
+        pipe = client.pipeline(transaction=False)
+        for user_id, row in rows:
+            pipe.set(prefix + user_id, encode_row(row), ex=ttl_seconds)
+            written += 1
+            if written % batch_size == 0:
+                pipe.execute()
+                if progress:
+                    progress(written)
+        pipe.execute()
+        meta = {
+            "source": str(Path(path).resolve()),
+            "users": written,
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "prefix": prefix,
+        }
+        client.set(prefix.rstrip(":") + "-" + META_KEY_SUFFIX, orjson.dumps(meta))
+    except redis.RedisError as error:
+        raise StoreUnavailableError(f"loading histories into {_redact(url)} failed after {written} users: {error}") from error
+    finally:
+        client.close()
+    if progress:
+        progress(written)
+    LOG.info("wrote %d user histories to %s in %.1fs", written, _redact(url), time.perf_counter() - started)
+    return written

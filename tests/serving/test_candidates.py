@@ -1,0 +1,50 @@
+"""`recommend` without HTTP: padding, short corpora and failing models never leak into answers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from homefeed.config import IndexConfig
+from serving import index as fi
+from serving.candidates import MODEL_ERROR, answer_json, recommend
+from serving.model_pair import load_model_pair
+
+
+@pytest.fixture(scope="module")
+def pair(model_v1):
+    return load_model_pair(model_v1)
+
+
+def test_faiss_padding_is_filtered(pair, model_v1):
+    # An IVF index probing 1 of 64 lists reaches only a few articles: FAISS pads the rest with -1.
+    vectors = np.load(model_v1 / "article_vectors.npy")
+    sparse = fi.build_index(vectors, "ivf", IndexConfig(ivf_nlist=64, ivf_nprobe=1))
+    answer = recommend(dataclasses.replace(pair, index=sparse), None, "u0001", k=200)
+    assert not answer.fallback and 0 < len(answer.rows) < 200
+    assert all(0 <= row < pair.n_articles for row in answer.rows)
+    assert answer.scores == sorted(answer.scores, reverse=True)
+
+
+def test_k_above_the_corpus_returns_every_unseen_article(pair):
+    history = pair.histories.get("u0002")["history"]
+    answer = recommend(pair, None, "u0002", k=5000)
+    assert len(answer.rows) == pair.n_articles - len(set(history))
+    assert not {pair.article_ids[r] for r in answer.rows} & set(history)
+
+
+class BrokenEncoder:
+    def encode(self, rows):
+        raise RuntimeError("kernel exploded")
+
+
+def test_a_failing_model_call_gives_the_fallback_not_an_exception(pair, caplog):
+    answer = recommend(dataclasses.replace(pair, encoder=BrokenEncoder()), None, "u0002", k=5)
+    assert answer.fallback and answer.fallback_reason == MODEL_ERROR and len(answer.rows) == 5
+    seen = set(pair.histories.get("u0002")["history"])
+    assert not {pair.article_ids[r] for r in answer.rows} & seen  # the fallback still drops seen ones
+    assert "kernel exploded" in caplog.text
+    body = answer_json(answer, pair)
+    assert b'"fallback_reason":"model_error"' in body

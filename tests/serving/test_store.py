@@ -1,0 +1,75 @@
+"""History stores: the embedded snapshot and Redis (a real redis-server) answer the same."""
+
+from __future__ import annotations
+
+import socket
+
+import pandas as pd
+import pytest
+
+import model_factory
+from homefeed import features
+from serving.store import (
+    EmbeddedStore,
+    RedisStore,
+    StoreUnavailableError,
+    load_histories_to_redis,
+    read_histories,
+)
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    frame = model_factory.histories_frame(model_factory.article_ids(100), 30, seed=3, empty_users=2)
+    return model_factory.write_histories(frame, tmp_path / "user_histories.parquet")
+
+
+@pytest.mark.redis
+def test_embedded_and_redis_stores_return_the_same_histories(snapshot, redis_url):
+    embedded = EmbeddedStore.from_parquet(snapshot)
+    progress = []
+    written = load_histories_to_redis(snapshot, redis_url, prefix="t1:", batch_size=7, progress=progress.append)
+    assert written == len(embedded) == 30
+    assert progress[:4] == [7, 14, 21, 28] and progress[-1] == 30
+    redis_store = RedisStore(redis_url, prefix="t1:")
+    for user_id in embedded.user_ids():
+        assert redis_store.get(user_id) == embedded.get(user_id), user_id
+    assert redis_store.get("u0029") == {features.HISTORY: [], "history_category": [], "history_region": []}
+    assert redis_store.get("nobody") is None and embedded.get("nobody") is None
+    assert redis_store.snapshot_meta()["users"] == 30
+    redis_store.close()
+
+
+def test_rows_match_the_parquet_file(snapshot):
+    frame = pd.read_parquet(snapshot)
+    rows = dict(read_histories(snapshot, batch_size=4))
+    assert list(rows) == list(frame.user_id)
+    first = frame.iloc[0]
+    assert rows[first.user_id][features.HISTORY] == list(first.history)
+    assert rows[first.user_id]["history_region"] == list(first.history_region)
+
+
+def test_missing_attribute_columns_and_bad_files(tmp_path):
+    pd.DataFrame({"user_id": ["a"], "history": [["x", "y"]]}).to_parquet(tmp_path / "h.parquet")
+    assert EmbeddedStore.from_parquet(tmp_path / "h.parquet").get("a") == {
+        "history": ["x", "y"], "history_category": [], "history_region": [],
+    }
+    pd.DataFrame({"user": ["a"]}).to_parquet(tmp_path / "wrong.parquet")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['user_id', 'history'\]"):
+        EmbeddedStore.from_parquet(tmp_path / "wrong.parquet")
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
+        EmbeddedStore.from_parquet(tmp_path / "text.parquet")
+    with pytest.raises(FileNotFoundError, match="user histories"):
+        EmbeddedStore.from_parquet(tmp_path / "missing.parquet")
+
+
+def test_unreachable_redis_is_reported_not_crashed(snapshot):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(StoreUnavailableError, match="redis redis://127.0.0.1"):
+        store.get("u0001")
+    with pytest.raises(StoreUnavailableError, match="failed after 0 users"):
+        load_histories_to_redis(snapshot, f"redis://127.0.0.1:{port}/0")
