@@ -1,0 +1,1 @@
+"""Kubeflow component: build_index (see component.py)."""

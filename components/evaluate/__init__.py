@@ -1,0 +1,1 @@
+"""Kubeflow component: evaluate (see component.py)."""

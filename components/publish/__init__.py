@@ -1,0 +1,1 @@
+"""Kubeflow component: publish (see component.py)."""

@@ -1,0 +1,1 @@
+"""Kubeflow component: train (see component.py)."""

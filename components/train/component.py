@@ -1,0 +1,85 @@
+"""Kubeflow component: train the two-tower model (a thin wrapper over `trainer.train.train_model`)."""
+
+from typing import Dict
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def train(
+    transformed: Input[Dataset],
+    embedding_dim: int,
+    output_dim: int,
+    learning_rate: float,
+    batch_size: int,
+    epochs: int,
+    temperature: float,
+    early_stopping_patience: int,
+    seed: int,
+    overrides: Dict,
+    model: Output[Model],
+    training_metrics: Output[Metrics],
+):
+    """TRANSFORM_DIR -> MODEL_DIR (docs/architecture.md) at `model.path`.
+
+    `overrides` sets any other `homefeed.config.TrainConfig` field by name (e.g.
+    `{"tower_units": [256, 128], "dropout": 0.1}`); unknown names are refused.
+    """
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from components import runtime
+
+    stage = runtime.start("train")
+    from homefeed import config as config_lib
+    from trainer.train import train_model
+
+    settings = {
+        "embedding_dim": embedding_dim,
+        "output_dim": output_dim,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "temperature": temperature,
+        "early_stopping_patience": early_stopping_patience,
+        "seed": seed,
+    }
+    clash = sorted(set(overrides or {}) & set(settings))
+    if clash:
+        raise ValueError(f"overrides {clash} are pipeline parameters of their own; set those instead")
+    config = config_lib.from_dict(config_lib.TrainConfig, {**settings, **dict(overrides or {})})
+
+    # The trainer writes ROOT/<version>/ (version = UTC time, unique per run); train into a
+    # staging root next to the artifact and move the finished model directory into place.
+    target = Path(model.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging_root = Path(tempfile.mkdtemp(prefix=".train-", dir=target.parent))
+    try:
+        result = train_model(transformed.path, staging_root, config)
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(result.model_dir, target)
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+
+    metrics = result.metrics
+    model.metadata.update(
+        {
+            "model_version": result.model_version,
+            "num_articles": result.num_articles,
+            "embedding_dim": result.manifest.get("embedding_dim"),
+            "best_epoch": metrics.get("best_epoch"),
+        }
+    )
+    for name in ("best_eval_recall", "best_epoch", "epochs_run", "train_seconds", "num_train_examples"):
+        if isinstance(metrics.get(name), (int, float)):
+            training_metrics.log_metric(name, metrics[name])
+    epochs_log = metrics.get("epochs") or []
+    if epochs_log:
+        training_metrics.log_metric("final_loss", epochs_log[-1]["loss"])
+    training_metrics.log_metric("seconds", stage.seconds)

@@ -1,0 +1,54 @@
+"""Kubeflow component: the TF Transform job on Beam (a thin wrapper over `components.transform.job`)."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components.image import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def transform(
+    examples: Input[Dataset],
+    history_length: int,
+    vocab_frequency_threshold: int,
+    vocab_top_k: int,
+    runner: str,
+    direct_num_workers: int,
+    beam_args: List[str],
+    transformed: Output[Dataset],
+    summary: Output[Metrics],
+):
+    """EXTRACT_DIR -> TRANSFORM_DIR (docs/architecture.md) at `transformed.path`.
+
+    `runner` is any Beam runner (DirectRunner here; DataflowRunner, FlinkRunner, SparkRunner with
+    their options in `beam_args`); `direct_num_workers` applies to the DirectRunner only (0: one
+    per core). `vocab_top_k` 0 means no cap.
+    """
+    from components import runtime
+
+    stage = runtime.start("transform")
+    from components.transform.job import run_transform
+    from homefeed.config import TransformConfig
+
+    config = TransformConfig(
+        history_length=history_length,
+        vocab_frequency_threshold=vocab_frequency_threshold,
+        vocab_top_k=vocab_top_k or None,
+        runner=runner,
+        direct_num_workers=direct_num_workers,
+        beam_args=list(beam_args),
+    )
+    result = run_transform(examples.path, transformed.path, config)
+
+    transformed.metadata.update(
+        {"records_out": result["records_out"], "vocabulary_sizes": result["vocabulary_sizes"], "runner": runner}
+    )
+    summary.log_metric("records_in", result["records_in"])
+    for split, count in result["records_out"].items():
+        summary.log_metric(f"records_out_{split}", count)
+    summary.log_metric("dead_lettered", result["dead_lettered"])
+    for name, size in result["vocabulary_sizes"].items():
+        summary.log_metric(f"vocabulary_size_{name}", size)
+    summary.log_metric("seconds", stage.seconds)

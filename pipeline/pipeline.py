@@ -1,0 +1,195 @@
+"""The candidate-generation pipeline: extract -> transform -> train -> evaluate + build index -> publish.
+
+This module only wires tasks. Each component (components/<stage>/component.py) is a thin wrapper
+over a library function; roots, runners and clusters are chosen by compile.py, submit.py and
+run_local.py. Defaults come from the typed configs in homefeed/config.py, so the CLI, the
+pipeline and the library agree on them.
+
+KFP parameters cannot be None: an empty string or 0 means "not set" where the config has None
+(`as_of`, `max_article_age_days`, `lookback_days`, `vocab_top_k`).
+"""
+
+from typing import Dict, List, NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Metrics, Model
+
+from components.build_index.component import build_index
+from components.evaluate.component import evaluate
+from components.extract.component import extract
+from components.image import DEFAULT_IMAGE
+from components.publish.component import publish
+from components.train.component import train
+from components.transform.component import transform
+from homefeed.config import (
+    EvaluateConfig,
+    ExtractConfig,
+    IndexConfig,
+    PublishConfig,
+    TrainConfig,
+    TransformConfig,
+)
+
+PIPELINE_NAME = "homefeed-candidates"
+
+_EXTRACT = ExtractConfig()
+_TRANSFORM = TransformConfig()
+_TRAIN = TrainConfig()
+_EVALUATE = EvaluateConfig()
+_INDEX = IndexConfig()
+_PUBLISH = PublishConfig()
+
+
+class PipelineOutputs(NamedTuple):
+    published: bool
+    version: str
+    reason: str
+    recall_at_200: float
+    model: Model
+    index: Artifact
+    evaluation: Artifact
+    metrics: Metrics
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description=(
+        "Candidate generation for a home feed: BigQuery SQL -> TF Transform on Beam -> two-tower "
+        "model -> recall@K evaluation + FAISS index -> gated publish (LATEST moves only if recall@200 "
+        "clears the floor and does not regress)."
+    ),
+)
+def candidates_pipeline(
+    # The container image of every task (the repository's Dockerfile).
+    image: str = DEFAULT_IMAGE,
+    # Extract: where the input tables are and how to window them.
+    bq_project: str = _EXTRACT.project,
+    bq_dataset: str = _EXTRACT.dataset,
+    events_table: str = _EXTRACT.events_table,
+    articles_table: str = _EXTRACT.articles_table,
+    bq_location: str = "",
+    bq_endpoint: str = "",
+    local_events: str = "",
+    local_articles: str = "",
+    as_of: str = "",
+    history_length: int = _EXTRACT.history_length,
+    max_article_age_days: int = 0,
+    lookback_days: int = 0,
+    # Transform: the Beam runner and its options (e.g. ["--project=p", "--region=r", "--temp_location=gs://b/t"]).
+    beam_runner: str = _TRANSFORM.runner,
+    beam_direct_num_workers: int = _TRANSFORM.direct_num_workers,
+    beam_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+    vocab_frequency_threshold: int = _TRANSFORM.vocab_frequency_threshold,
+    vocab_top_k: int = 0,
+    # Train: model hyper-parameters.
+    embedding_dim: int = _TRAIN.embedding_dim,
+    output_dim: int = _TRAIN.output_dim,
+    learning_rate: float = _TRAIN.learning_rate,
+    batch_size: int = _TRAIN.batch_size,
+    epochs: int = _TRAIN.epochs,
+    temperature: float = _TRAIN.temperature,
+    early_stopping_patience: int = _TRAIN.early_stopping_patience,
+    seed: int = _TRAIN.seed,
+    # Any other TrainConfig field, by name, e.g. {"tower_units": [256, 128], "dropout": 0.1}.
+    train_overrides: Dict = {},  # noqa: B006 - a KFP default value, never mutated
+    # Evaluate: "examples" replays each eval view at its own age; "serving" asks as the service does (age 0).
+    eval_example_age: str = _EVALUATE.example_age,
+    # Index.
+    index_type: str = _INDEX.index_type,
+    index_recall_floor: float = _INDEX.recall_floor,
+    # Publish: the gate and where the service reads models from.
+    min_recall_at_200: float = _PUBLISH.min_recall_at_200,
+    max_regression: float = _PUBLISH.max_regression,
+    publish_root: str = "",
+) -> PipelineOutputs:
+    extract_task = (
+        extract(
+            project=bq_project,
+            dataset=bq_dataset,
+            events_table=events_table,
+            articles_table=articles_table,
+            location=bq_location,
+            as_of=as_of,
+            history_length=history_length,
+            max_article_age_days=max_article_age_days,
+            lookback_days=lookback_days,
+            bigquery_endpoint=bq_endpoint,
+            local_events=local_events,
+            local_articles=local_articles,
+        )
+        .set_display_name("extract (BigQuery SQL)")
+        .set_container_image(image)
+        # The tables change between runs with the same parameters: never reuse an old extract.
+        .set_caching_options(False)
+    )
+    examples = extract_task.outputs["examples"]
+
+    transform_task = (
+        transform(
+            examples=examples,
+            history_length=history_length,
+            vocab_frequency_threshold=vocab_frequency_threshold,
+            vocab_top_k=vocab_top_k,
+            runner=beam_runner,
+            direct_num_workers=beam_direct_num_workers,
+            beam_args=beam_args,
+        )
+        .set_display_name("transform (Beam + TFT)")
+        .set_container_image(image)
+    )
+
+    train_task = (
+        train(
+            transformed=transform_task.outputs["transformed"],
+            embedding_dim=embedding_dim,
+            output_dim=output_dim,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            epochs=epochs,
+            temperature=temperature,
+            early_stopping_patience=early_stopping_patience,
+            seed=seed,
+            overrides=train_overrides,
+        )
+        .set_display_name("train (two-tower)")
+        .set_container_image(image)
+    )
+    model = train_task.outputs["model"]
+
+    evaluate_task = (
+        evaluate(model=model, examples=examples, example_age=eval_example_age)
+        .set_display_name("evaluate (recall@K)")
+        .set_container_image(image)
+    )
+    index_task = (
+        build_index(model=model, examples=examples, index_type=index_type, recall_floor=index_recall_floor)
+        .set_display_name("build index (FAISS)")
+        .set_container_image(image)
+    )
+
+    publish_task = (
+        publish(
+            model=model,
+            evaluation=evaluate_task.outputs["evaluation"],
+            index=index_task.outputs["index"],
+            examples=examples,
+            publish_root=publish_root,
+            min_recall_at_200=min_recall_at_200,
+            max_regression=max_regression,
+        )
+        .set_display_name("publish (gated)")
+        .set_container_image(image)
+        # Its outcome depends on what is published right now, not only on its inputs.
+        .set_caching_options(False)
+    )
+
+    return PipelineOutputs(
+        published=publish_task.outputs["published"],
+        version=publish_task.outputs["version"],
+        reason=publish_task.outputs["reason"],
+        recall_at_200=evaluate_task.outputs["recall_at_200"],
+        model=model,
+        index=index_task.outputs["index"],
+        evaluation=evaluate_task.outputs["evaluation"],
+        metrics=evaluate_task.outputs["metrics"],
+    )

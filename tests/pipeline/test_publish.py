@@ -1,0 +1,216 @@
+"""The publish gate: floor, regression tolerance, atomic LATEST, half-written models never live."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from homefeed.config import PublishConfig
+from serving import publish
+from serving.publish import IncompleteModelError, publish_model
+
+
+def make_model_dir(root: Path, version: str, recall: float, *, index: bool = True, manifest: bool = True) -> Path:
+    """A small but complete model directory (the files the gate and the service rely on)."""
+    model = root / f"model-{version}"
+    (model / "saved_model" / "variables").mkdir(parents=True)
+    (model / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01" * 64)
+    (model / "article_vectors.npy").write_bytes(os.urandom(256))
+    (model / "article_ids.txt").write_text("a1\na2\n")
+    (model / "evaluation.json").write_text(json.dumps({"recall@200": recall, "recall@10": recall / 4}))
+    if index:
+        (model / "index").mkdir()
+        (model / "index" / "articles.faiss").write_bytes(os.urandom(128))
+        digest = hashlib.sha256((model / "article_vectors.npy").read_bytes()).hexdigest()
+        (model / "index" / "index_manifest.json").write_text(
+            json.dumps({"model_version": version, "article_vectors_sha256": digest})
+        )
+    if manifest:
+        files = {
+            str(p.relative_to(model)): {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+            for p in sorted(model.rglob("*"))
+            if p.is_file() and p.parts[len(model.parts)] not in ("index", "evaluation.json")
+        }
+        (model / "manifest.json").write_text(json.dumps({"model_version": version, "d": 8, "files": files}))
+    return model
+
+
+@pytest.fixture
+def histories(tmp_path: Path) -> Path:
+    path = tmp_path / "user_histories.parquet"
+    path.write_bytes(b"PAR1-not-read-by-the-gate")
+    return path
+
+
+def test_first_model_above_floor_is_published(tmp_path, histories):
+    root = tmp_path / "published"
+    decision = publish_model(make_model_dir(tmp_path, "v1", 0.40), root, PublishConfig(0.1, 0.01), histories)
+
+    assert decision.published and decision.version == "v1" and decision.previous_version is None
+    assert (root / "LATEST").read_text() == "v1\n"
+    live = root / "versions" / "v1"
+    assert (live / "saved_model" / "saved_model.pb").is_file()
+    assert (live / "index" / "articles.faiss").is_file()
+    assert (live / "user_histories.parquet").read_bytes() == histories.read_bytes()
+    assert json.loads((live / "publish.json").read_text())["published"] is True
+    assert publish.read_latest(root) == "v1"
+    # No staging leftovers next to the version.
+    assert sorted(p.name for p in (root / "versions").iterdir()) == ["v1"]
+
+
+def test_better_and_slightly_worse_models_replace_latest(tmp_path, histories):
+    root = tmp_path / "published"
+    config = PublishConfig(min_recall_at_200=0.1, max_regression=0.02)
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, config, histories)
+    better = publish_model(make_model_dir(tmp_path, "v2", 0.45), root, config, histories)
+    within = publish_model(make_model_dir(tmp_path, "v3", 0.44), root, config, histories)
+
+    assert better.published and better.previous_version == "v1" and better.previous_recall_at_200 == 0.40
+    assert within.published and within.previous_version == "v2"
+    assert publish.read_latest(root) == "v3"
+
+
+def test_regression_beyond_tolerance_is_refused(tmp_path, histories):
+    root = tmp_path / "published"
+    config = PublishConfig(min_recall_at_200=0.1, max_regression=0.01)
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, config, histories)
+    decision = publish_model(make_model_dir(tmp_path, "v2", 0.385), root, config, histories)
+
+    assert not decision.published
+    assert "worse than the published v1" in decision.reason and "0.0150" in decision.reason
+    assert publish.read_latest(root) == "v1"
+    assert not (root / "versions" / "v2").exists()
+    log = [json.loads(line) for line in (root / "publish_log.jsonl").read_text().splitlines()]
+    assert [entry["published"] for entry in log] == [True, False]
+
+
+def test_below_floor_is_refused_even_with_nothing_published(tmp_path, histories):
+    root = tmp_path / "published"
+    decision = publish_model(make_model_dir(tmp_path, "v1", 0.04), root, PublishConfig(0.05, 0.01), histories)
+
+    assert not decision.published and "below the floor 0.0500" in decision.reason
+    assert publish.read_latest(root) is None
+    assert not (root / "LATEST").exists()
+    assert list((root / "versions").iterdir()) == []
+
+
+def test_same_version_is_not_published_twice(tmp_path, histories):
+    root = tmp_path / "published"
+    model = make_model_dir(tmp_path, "v1", 0.40)
+    assert publish_model(model, root, PublishConfig(0.1, 0.01), histories).published
+    again = publish_model(model, root, PublishConfig(0.1, 0.01), histories)
+    assert not again.published and "already" in again.reason
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no_manifest", "missing manifest.json"),
+        ("no_index", "index manifest"),
+        ("no_evaluation", "evaluation"),
+        ("index_for_other_model", "index was built for"),
+        ("bad_recall", "expected a number in [0, 1]"),
+        ("vectors_changed", "article_vectors.npy does not match its sha256"),
+        ("index_for_other_vectors", "not this model's"),
+        ("file_truncated", "saved_model.pb has 3 bytes"),
+        ("index_file_missing", "articles.faiss is missing"),
+    ],
+)
+def test_half_written_model_is_refused_and_nothing_changes(tmp_path, histories, breakage, message):
+    root = tmp_path / "published"
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, PublishConfig(0.1, 0.01), histories)
+    broken = make_model_dir(
+        tmp_path, "v2", 0.50, manifest=breakage != "no_manifest", index=breakage != "no_index"
+    )
+    if breakage == "no_evaluation":
+        (broken / "evaluation.json").unlink()
+    if breakage == "index_for_other_model":
+        (broken / "index" / "index_manifest.json").write_text(json.dumps({"model_version": "v0"}))
+    if breakage == "vectors_changed":
+        (broken / "article_vectors.npy").write_bytes(os.urandom(256))
+    if breakage == "index_for_other_vectors":
+        (broken / "index" / "index_manifest.json").write_text(
+            json.dumps({"model_version": "v2", "article_vectors_sha256": "0" * 64})
+        )
+    if breakage == "file_truncated":
+        (broken / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01\x02")
+    if breakage == "index_file_missing":
+        (broken / "index" / "articles.faiss").unlink()
+    if breakage == "bad_recall":
+        (broken / "evaluation.json").write_text(json.dumps({"recall@200": "high"}))
+
+    with pytest.raises(IncompleteModelError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        publish_model(broken, root, PublishConfig(0.1, 0.01), histories)
+    assert publish.read_latest(root) == "v1"
+    assert sorted(p.name for p in (root / "versions").iterdir()) == ["v1"]
+
+
+def test_crash_while_copying_leaves_latest_and_versions_untouched(tmp_path, histories, monkeypatch):
+    root = tmp_path / "published"
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, PublishConfig(0.1, 0.01), histories)
+
+    real_copy = publish._copy_file
+    copied = []
+
+    def copy_then_fail(src, dst, *args, **kwargs):
+        if len(copied) == 3:  # part-way through the version's files
+            raise OSError(28, "No space left on device")
+        copied.append(src)
+        return real_copy(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(publish, "_copy_file", copy_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        publish_model(make_model_dir(tmp_path, "v2", 0.50), root, PublishConfig(0.1, 0.01), histories)
+
+    assert publish.read_latest(root) == "v1"
+    assert sorted(p.name for p in (root / "versions").iterdir()) == ["v1"]  # staging removed
+
+
+def test_latest_is_never_seen_empty_or_partial_while_being_replaced(tmp_path, histories):
+    root = tmp_path / "published"
+    config = PublishConfig(0.0, 1.0)
+    publish_model(make_model_dir(tmp_path, "v0", 0.40), root, config, histories)
+    models = [make_model_dir(tmp_path, f"v{i}", 0.40) for i in range(1, 13)]
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.add((root / "LATEST").read_text())  # FileNotFoundError here would fail the test
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for model in models:
+            publish_model(model, root, config, histories)
+    finally:
+        stop.set()
+        thread.join()
+    assert seen <= {f"v{i}\n" for i in range(13)}
+    assert publish.read_latest(root) == "v12"
+    # Every version LATEST ever named is complete on disk.
+    for text in seen:
+        publish.check_model_dir(root / "versions" / text.strip())
+
+
+def test_unreadable_published_evaluation_falls_back_to_the_floor(tmp_path, histories):
+    root = tmp_path / "published"
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, PublishConfig(0.1, 0.01), histories)
+    (root / "versions" / "v1" / "evaluation.json").write_text("{")
+    decision = publish_model(make_model_dir(tmp_path, "v2", 0.2), root, PublishConfig(0.1, 0.01), histories)
+    assert decision.published and "no readable recall" in decision.reason
+
+
+def test_url_publish_root_is_refused_with_advice(tmp_path, histories):
+    with pytest.raises(ValueError, match="gcsfuse"):
+        publish_model(make_model_dir(tmp_path, "v1", 0.4), "gs://bucket/models", None, histories)
+
+
+def test_missing_user_histories_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="user histories"):
+        publish_model(make_model_dir(tmp_path, "v1", 0.4), tmp_path / "root", None, tmp_path / "nope.parquet")

@@ -1,0 +1,246 @@
+"""The whole system, locally, as a user runs it: `candidates pipeline run-local`, then the service.
+
+Generated data (small: a few hundred users, a corpus several times larger than 200) goes through
+the Kubeflow pipeline on kfp.local (embedded BigQuery emulator, Beam DirectRunner, TF training,
+FAISS index, gated publish). Then:
+  * recall@200 on the held-out last views is well above the popularity baseline, computed here
+    independently from the extract's training examples;
+  * the HTTP service answers a user exactly as the exported model + index do offline for the same
+    history, and gives an unknown user the popular fallback (not an error);
+  * LATEST names the published version;
+  * a second run with a deliberately bad model (learning rate near zero) is not published: LATEST
+    and the live version stay as they were.
+
+Run it alone with `pytest tests/test_end_to_end.py` (or `-m e2e`); it takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from homefeed import features
+from homefeed.sample_data import SampleDataConfig, write_sample_data
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+DATA = SampleDataConfig(users=400, articles=1200, days=14, seed=11)
+# Few epochs on little data: the point is the wiring, and still a model clearly above popularity.
+PARAMS = {"epochs": "6", "batch_size": "256", "embedding_dim": "32", "output_dim": "32"}
+BAD_PARAMS = {**PARAMS, "epochs": "1", "learning_rate": "1e-7"}
+K = 200
+
+
+def _params(values: dict[str, str]) -> list[str]:
+    return [arg for name, value in values.items() for arg in ("--param", f"{name}={value}")]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    return write_sample_data(tmp_path_factory.mktemp("data"), DATA)
+
+
+@pytest.fixture(scope="module")
+def first_run(data, tmp_path_factory) -> dict:
+    """`candidates pipeline run-local` through the real CLI entry point; what it left behind."""
+    workdir = tmp_path_factory.mktemp("published")
+    argv = ["pipeline", "run-local", "--events", data["events_path"], "--articles", data["articles_path"],
+            "--workdir", str(workdir), *_params(PARAMS)]  # fmt: skip
+    out_path = workdir.parent / "run-local.out"
+    with open(out_path, "w") as out:
+        process = subprocess.run(
+            [sys.executable, "-m", "homefeed.cli", *argv], stdout=out, stderr=subprocess.STDOUT, timeout=900
+        )
+    output = out_path.read_text()
+    assert process.returncode == 0, output[-5000:]
+    version = (workdir / "LATEST").read_text().strip()
+    runs = sorted((workdir / "pipeline_runs").iterdir())
+    return {"workdir": workdir, "output": output, "version": version, "run_dir": runs[-1]}
+
+
+def _examples(run_dir: Path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(run_dir / "extract" / "examples" / features.TRAINING_EXAMPLES_FILE).to_pylist()
+
+
+def _popularity_recall(rows: list[dict], corpus: list[str], k: int) -> float:
+    """Recall@k of 'most viewed in the train split first', seen articles excluded."""
+    counts = Counter(r[features.LABEL] for r in rows if r[features.SPLIT] == features.TRAIN_SPLIT)
+    ranked = sorted(corpus, key=lambda a: (-counts.get(a, 0), a))
+    hits = total = 0
+    for row in rows:
+        if row[features.SPLIT] != features.EVAL_SPLIT:
+            continue
+        seen = set(row[features.HISTORY])
+        top = [a for a in ranked if a not in seen][:k]
+        hits += row[features.LABEL] in top
+        total += 1
+    return hits / total
+
+
+def _offline_candidates(
+    version_dir: Path, histories: list[dict], k: int, ages: list[float] | None = None
+) -> list[list[tuple[str, float]]]:
+    """The exported model + the published FAISS index, called directly (no serving code).
+
+    `ages`: each row's example age (as in training); None: the serving age, as the service sends.
+    """
+    import faiss
+
+    from trainer.serving_model import UserEncoder
+
+    ids = (version_dir / "article_ids.txt").read_text().splitlines()
+    index = faiss.read_index(str(version_dir / "index" / "articles.faiss"))
+    encoder = UserEncoder(version_dir)
+    vectors = encoder.encode(histories) if ages is None else encoder.encode(histories, np.asarray(ages, np.float32))
+    answers = []
+    for vector, history in zip(vectors, histories):
+        seen = set(history[features.HISTORY])
+        scores, rows = index.search(vector[None, :].astype(np.float32), k + len(seen))
+        kept = [(ids[r], float(s)) for s, r in zip(scores[0], rows[0]) if r >= 0 and ids[r] not in seen]
+        answers.append(kept[:k])
+    return answers
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def service(first_run):
+    port = _free_port()
+    log = open(first_run["workdir"].parent / "service.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "homefeed.cli", "serve", "--model", str(first_run["workdir"]),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (first_run["workdir"].parent / "service.log").read_text()[-3000:]
+            try:
+                if _get(f"{base}/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "service not ready in 180s"
+            time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_run_local_publishes_and_says_where_everything_is(first_run):
+    workdir, output, version = first_run["workdir"], first_run["output"], first_run["version"]
+    live = workdir / "versions" / version
+    assert (live / "manifest.json").is_file() and (live / "index" / "index_manifest.json").is_file()
+    assert (live / features.USER_HISTORIES_FILE).is_file()
+    assert json.loads((live / "manifest.json").read_text())["model_version"] == version
+    for expected in ("model:", "index:", "metrics:", f"published:   version {version}", f"candidates serve --model {workdir}"):
+        assert expected in output, expected
+    for stage in ("extract", "transform", "train", "evaluate", "build-index", "publish"):
+        assert (first_run["run_dir"] / stage / "executor_output.json").is_file(), stage
+
+
+def test_recall_at_200_is_well_above_popularity(first_run):
+    live = first_run["workdir"] / "versions" / first_run["version"]
+    rows = _examples(first_run["run_dir"])
+    corpus = (live / "article_ids.txt").read_text().splitlines()
+    assert len(corpus) >= 3 * K, "the corpus must be much larger than K for recall@K to mean anything"
+    popularity = _popularity_recall(rows, corpus, K)
+
+    evaluation = json.loads((live / "evaluation.json").read_text())
+    reported = evaluation.get("recall@200", (evaluation.get("metrics") or {}).get("recall@200"))
+    eval_rows = [r for r in rows if r[features.SPLIT] == features.EVAL_SPLIT]
+
+    def recall(answers) -> float:
+        return float(np.mean([r[features.LABEL] in {a for a, _ in answer} for r, answer in zip(eval_rows, answers)]))
+
+    # As the evaluator replays it (each example's own age): agrees with evaluation.json up to the
+    # exclusions (it drops every earlier view, we drop the <= H in the history).
+    replayed = recall(_offline_candidates(live, eval_rows, K, [r[features.EXAMPLE_AGE] for r in eval_rows]))
+    # As the service would answer now (age 0): what users get.
+    served = recall(_offline_candidates(live, eval_rows, K))
+
+    assert replayed == pytest.approx(reported, abs=0.02), (replayed, reported)
+    assert evaluation["popularity"]["recall@200"] == pytest.approx(popularity, abs=0.02)
+    assert reported >= popularity + 0.15, f"model recall@200 {reported:.3f} vs popularity {popularity:.3f}"
+    assert served >= popularity + 0.15, f"served recall@200 {served:.3f} vs popularity {popularity:.3f}"
+
+
+def test_service_answers_as_the_exported_model_and_index_do(first_run, service):
+    import pyarrow.parquet as pq
+
+    live = first_run["workdir"] / "versions" / first_run["version"]
+    histories = pq.read_table(live / features.USER_HISTORIES_FILE).to_pylist()[:5]
+    offline = _offline_candidates(live, histories, 50)
+    for row, expected in zip(histories, offline):
+        status, answer = _get(f"{service}/v1/users/{row['user_id']}/candidates?k=50")
+        assert status == 200, answer
+        assert answer["model_version"] == first_run["version"] and answer["fallback"] is False
+        assert [c["article_id"] for c in answer["candidates"]] == [a for a, _ in expected]
+        np.testing.assert_allclose([c["score"] for c in answer["candidates"]], [s for _, s in expected], rtol=1e-4, atol=1e-5)
+        assert not set(row[features.HISTORY]) & {c["article_id"] for c in answer["candidates"]}
+
+    status, answer = _get(f"{service}/v1/users/someone-new-42/candidates?k=20")
+    assert status == 200 and answer["fallback"] is True and answer["fallback_reason"] == "unknown_user"
+    assert len(answer["candidates"]) == 20
+
+
+def test_a_worse_model_is_not_published(first_run, data, service):
+    from pipeline.run_local import run_local
+
+    workdir, version = first_run["workdir"], first_run["version"]
+    result = run_local(data["events_path"], data["articles_path"], workdir, {k: _typed(v) for k, v in BAD_PARAMS.items()})
+
+    assert not result.published
+    assert "worse than the published" in result.reason or "below the floor" in result.reason
+    assert result.recall_at_200 < json.loads((workdir / "versions" / version / "evaluation.json").read_text()).get("recall@200", 1.0)
+    assert (workdir / "LATEST").read_text().strip() == version
+    assert sorted(p.name for p in (workdir / "versions").iterdir()) == [version]
+    # The run itself is green and says why in its metrics.
+    decision = json.loads((result.run_dir / "publish" / "executor_output.json").read_text())
+    assert decision["parameterValues"]["published"] is False
+    # The live service still answers with the first model.
+    status, answer = _get(f"{service}/v1/users/{_any_user(workdir / 'versions' / version)}/candidates?k=5")
+    assert status == 200 and answer["model_version"] == version
+
+
+def _typed(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _any_user(version_dir: Path) -> str:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(version_dir / features.USER_HISTORIES_FILE, columns=["user_id"]).column(0)[0].as_py()
