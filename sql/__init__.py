@@ -9,7 +9,9 @@ Values reach the queries only as BigQuery query parameters (`@as_of`, `@history_
 `@max_article_age_days`, `@lookback_days`). Table names cannot be query parameters in BigQuery, so
 each query reads its inputs through two fixed placeholders, `{{events}}` and `{{articles}}`, which
 `render_query` replaces with a relation built by `components.extract.schema` from table names that
-passed a strict pattern check (letters, digits, `_`, `-` only). No other text is ever substituted.
+passed a strict pattern check (letters, digits, `_`, `-` only). Besides those, only
+`{{cleaned_inputs}}` is replaced: with `cleaned_inputs.sql`, the cleaning CTEs every query shares.
+No other text is ever substituted.
 
 Comments are removed from the text that is sent (`strip_comments`): bqemulator rewrites every
 `@name` into a positional marker, also inside comments, which then no longer match the values.
@@ -22,6 +24,8 @@ from importlib import resources
 
 QUERIES = ("training_examples", "user_histories", "articles", "input_report")
 PLACEHOLDERS = ("events", "articles")
+# A shared fragment, not a query of its own: spliced in where a query says {{cleaned_inputs}}.
+INCLUDES = ("cleaned_inputs",)
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 _PARAMETER = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
@@ -29,8 +33,8 @@ _COMMENT = re.compile(r"--[^\n]*")
 
 
 def read_query(name: str) -> str:
-    """The text of `sql/<name>.sql`, placeholders and all."""
-    if name not in QUERIES:
+    """The text of `sql/<name>.sql` (a query or an include), placeholders and all."""
+    if name not in QUERIES + INCLUDES:
         raise ValueError(f"unknown query {name!r}; known: {', '.join(QUERIES)}")
     return resources.files(__name__).joinpath(f"{name}.sql").read_text(encoding="utf-8")
 
@@ -41,7 +45,12 @@ def render_query(name: str, relations: dict[str, str]) -> str:
     `relations` values must come from `components.extract.schema` (validated identifiers only).
     Raises ValueError if a placeholder has no relation, so nothing half-rendered reaches BigQuery.
     """
-    text = read_query(name)
+    if name not in QUERIES:
+        raise ValueError(f"unknown query {name!r}; known: {', '.join(QUERIES)}")
+    # Comments go first, so a placeholder named in a comment is never substituted.
+    text = strip_comments(read_query(name))
+    for include in INCLUDES:
+        text = text.replace(f"{{{{{include}}}}}", strip_comments(read_query(include)).rstrip("\n"))
 
     def substitute(match: re.Match[str]) -> str:
         key = match.group(1)
@@ -49,7 +58,7 @@ def render_query(name: str, relations: dict[str, str]) -> str:
             raise ValueError(f"{name}.sql: no relation for placeholder {{{{{key}}}}}")
         return relations[key]
 
-    return strip_comments(_PLACEHOLDER.sub(substitute, text))
+    return _PLACEHOLDER.sub(substitute, text)
 
 
 def strip_comments(text: str) -> str:
