@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.extract.extract import output_schema
 from homefeed import features
 
 N_CATEGORIES = 6
@@ -26,18 +27,8 @@ N_ARTICLES = N_CATEGORIES * PER_CATEGORY
 NEW_ARTICLE = "a999"  # in the corpus, never viewed: gets an OOV-id + attribute vector
 H = 10  # history length used by the tests' transform
 
-EXAMPLES_SCHEMA = pa.schema(
-    [
-        (features.USER_ID, pa.string()),
-        (features.LABEL, pa.string()),
-        *((features.label_attribute(a), pa.string()) for a in features.ARTICLE_ATTRIBUTES),
-        (features.HISTORY, pa.list_(pa.string())),
-        *((features.history_attribute(a), pa.list_(pa.string())) for a in features.ARTICLE_ATTRIBUTES),
-        (features.EXAMPLE_AGE, pa.float64()),
-        (features.VIEWED_AT, pa.timestamp("us", tz="UTC")),
-        (features.SPLIT, pa.string()),
-    ]
-)
+# The extract stage's own output schema: test inputs look exactly like a real EXTRACT_DIR.
+EXAMPLES_SCHEMA = output_schema("training_examples")
 
 
 def article(i: int) -> str:

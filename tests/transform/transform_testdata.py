@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.extract.extract import output_schema
 from homefeed import features
 
 # The history length used by the shared run: shorter than most test histories, so truncation shows.
@@ -23,18 +24,8 @@ H = 4
 UNSEEN_LABEL = "a99"  # eval-only label: never in the train split
 UNSEEN_HISTORY = "a98"  # eval-only history entry: never in the train split
 
-EXAMPLES_SCHEMA = pa.schema(
-    [
-        (features.USER_ID, pa.string()),
-        (features.LABEL, pa.string()),
-        *((features.label_attribute(a), pa.string()) for a in features.ARTICLE_ATTRIBUTES),
-        (features.HISTORY, pa.list_(pa.string())),
-        *((features.history_attribute(a), pa.list_(pa.string())) for a in features.ARTICLE_ATTRIBUTES),
-        (features.EXAMPLE_AGE, pa.float64()),
-        (features.VIEWED_AT, pa.timestamp("us", tz="UTC")),
-        (features.SPLIT, pa.string()),
-    ]
-)
+# The extract stage's own output schema: test inputs look exactly like a real EXTRACT_DIR.
+EXAMPLES_SCHEMA = output_schema("training_examples")
 
 
 def category(article: str) -> str:
