@@ -15,7 +15,9 @@ def configure_logging(verbosity: int = 0) -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
-    # TensorFlow reads this at import time; set it before any stage imports TF.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow reads this at import time; set it before any stage imports TF. Level 3 also hides
+    # the "failed call to cuInit" line every CPU-only machine prints; real TF failures still surface
+    # as Python exceptions. -v keeps TF's own warnings.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbosity > 0 else "3")
     for noisy in ("absl", "apache_beam.runners", "tensorflow", "urllib3", "google.auth", "h5py"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
