@@ -1,6 +1,6 @@
 """One candidate request, without HTTP: history -> user vector -> FAISS top-k -> filter.
 
-`recommend` is what the HTTP handler calls (and what tests and the benchmark can call directly).
+`recommend` is what the HTTP handler calls (and what tests call directly).
 It never raises for a user it cannot personalise: an unknown user, an empty history, an
 unreachable history store or a failing model call all give the popular-article fallback, marked
 `fallback=True` with the reason.
