@@ -42,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,8 @@ import numpy as np
 # the `serving` package it measures.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from serving.query import wait_until_ready  # noqa: E402  (after the sys.path fix above)
 
 LOG = logging.getLogger("benchmarks.serving")
 # Runs `candidates` with only the serving commands registered: the benchmark does not depend on
@@ -218,19 +219,6 @@ def start_service(model_dir: Path, port: int, workers: int, log_path: Path) -> s
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def wait_ready(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service exited with {process.returncode}; log:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                return json.loads(response.read())
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"service not ready within {timeout:.0f}s; log: {log_path}")
-
-
 def stop_service(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -377,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             log_path = workdir / f"serve-{size}.log"
             process = start_service(target, port, args.workers, log_path)
             try:
-                ready = wait_ready(port, process, log_path)
+                ready = wait_until_ready(f"http://127.0.0.1:{port}", process, timeout_s=600, poll_s=0.5, log_path=log_path)
                 entry = {
                     "articles": size,
                     "index_type": index["index_type"],

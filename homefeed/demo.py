@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from serving.query import wait_until_ready
+
 # Small enough to finish in a few minutes on two cores, big enough that recall@200 means something
 # (the corpus is several times larger than 200) and a personalised model beats popularity.
 DEMO_DATA = {"users": 1000, "articles": 2000, "days": 30, "seed": 42}
@@ -62,22 +64,6 @@ def get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
             return error.code, json.loads(body)
         except ValueError:
             return error.code, body.decode(errors="replace")
-
-
-def wait_ready(base: str, process: subprocess.Popen, timeout: float = READY_TIMEOUT_S) -> float:
-    """Polls /readyz until it answers 200; returns the seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited during start-up (status {process.returncode})")
-        try:
-            status, _ = get_json(f"{base}/readyz", timeout=2)
-            if status == 200:
-                return time.monotonic() - started
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"the service at {base} was not ready within {timeout:.0f}s")
 
 
 def serve_command(publish_root: Path, port: int) -> list[str]:
@@ -189,8 +175,9 @@ def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, 
     say(f"  $ candidates serve --model {workdir} --host 127.0.0.1 --port {port}   (log: {service_log})")
     process = start_service(workdir, port, service_log)
     try:
-        seconds = wait_ready(base, process)
-        _, ready = get_json(f"{base}/readyz")
+        started = time.monotonic()
+        ready = wait_until_ready(base, process, timeout_s=READY_TIMEOUT_S, poll_s=0.5, log_path=service_log)
+        seconds = time.monotonic() - started
         say(f"  ready in {seconds:.1f}s: {json.dumps(ready)}")
 
         step(4, total, "Queries: GET /v1/users/{user_id}/candidates")

@@ -48,6 +48,49 @@ def fetch_candidates(
     return body
 
 
+def wait_until_ready(
+    url: str = DEFAULT_URL,
+    process: Any = None,
+    timeout_s: float = 120.0,
+    poll_s: float = 0.2,
+    log_path: Any = None,
+) -> dict[str, Any]:
+    """Poll `url`/readyz until it answers 200 (model and index loaded); its JSON body.
+
+    Args:
+      process: the service's `subprocess.Popen`, if this caller started it: its exit ends the wait
+        at once instead of at the timeout.
+      log_path: where that process writes its output; the tail goes into the error message.
+
+    Raises:
+      ServiceError: the process exited before the service was ready (with its status and output).
+      TimeoutError: not ready within `timeout_s`.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    readyz = f"{url.rstrip('/')}/readyz"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            if log_path is not None:
+                output = Path(log_path).read_text(errors="replace")
+            elif process.stdout is not None:
+                output = process.stdout.read()
+                output = output.decode(errors="replace") if isinstance(output, bytes) else output
+            else:
+                output = ""
+            raise ServiceError(f"the service exited with status {process.returncode} before it was ready:\n{output[-3000:]}")
+        try:
+            with urllib.request.urlopen(readyz, timeout=2) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError):
+            time.sleep(poll_s)
+    raise TimeoutError(f"the service at {url} was not ready within {timeout_s:.0f}s" + (f"; log: {log_path}" if log_path else ""))
+
+
 def format_candidates(body: dict[str, Any]) -> str:
     """A readable table: a header line, then rank, article id, score and title per candidate."""
     candidates = body.get("candidates", [])

@@ -20,7 +20,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -31,6 +30,7 @@ import pytest
 
 from homefeed import features
 from homefeed.sample_data import SampleDataConfig, write_sample_data
+from serving.query import wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -138,16 +138,7 @@ def service(first_run):
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (first_run["workdir"].parent / "service.log").read_text()[-3000:]
-            try:
-                if _get(f"{base}/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "service not ready in 180s"
-            time.sleep(0.5)
+        wait_until_ready(base, process, timeout_s=180, poll_s=0.5, log_path=first_run["workdir"].parent / "service.log")
         yield base
     finally:
         process.terminate()

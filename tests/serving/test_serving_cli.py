@@ -9,12 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
 from homefeed import cli
-from serving.query import format_candidates
+from serving.query import format_candidates, wait_until_ready
 
 # Only the serving commands: these tests must not depend on other stages' CLI modules.
 LAUNCHER = "import sys, homefeed.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
@@ -91,19 +90,6 @@ def test_format_candidates_table():
     ]
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited with {process.returncode}: {process.stdout.read()}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                return json.loads(response.read())
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("service not ready in time")
-
-
 @pytest.mark.slow
 def test_serve_query_and_sighup_reload_end_to_end(model_v1, make_model, tmp_path, capsys):
     root = tmp_path / "publish"
@@ -119,7 +105,7 @@ def test_serve_query_and_sighup_reload_end_to_end(model_v1, make_model, tmp_path
         text=True,
     )
     try:
-        assert wait_ready(url, process)["model_version"] == "v1"
+        assert wait_until_ready(url, process, timeout_s=90)["model_version"] == "v1"
         assert cli.main(["query", "u0001", "--url", url, "--k", "5"]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines[0] == "user u0001  model v1  personalised  5 candidates"
@@ -131,7 +117,7 @@ def test_serve_query_and_sighup_reload_end_to_end(model_v1, make_model, tmp_path
         (root / "LATEST").write_text("v2\n")
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 60
-        while wait_ready(url, process)["model_version"] != "v2":
+        while wait_until_ready(url, process, timeout_s=90)["model_version"] != "v2":
             assert time.monotonic() < deadline, "SIGHUP did not reload"
             time.sleep(0.2)
         assert cli.main(["query", "nobody", "--url", url, "--k", "3", "--json"]) == 0
@@ -144,3 +130,22 @@ def test_serve_query_and_sighup_reload_end_to_end(model_v1, make_model, tmp_path
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
     assert "SIGHUP: reloading" in output and "now serving model v2" in output
+
+
+def test_wait_until_ready_reports_a_service_that_died_with_its_log(tmp_path):
+    from serving.query import ServiceError
+
+    log = tmp_path / "service.log"
+    log.write_text("error: [Errno 98] address already in use\n")
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    process.wait()
+    with pytest.raises(ServiceError, match=r"status 3(.|\n)*address already in use"):
+        wait_until_ready("http://127.0.0.1:9", process, timeout_s=30, log_path=log)
+
+
+def test_wait_until_ready_times_out_when_nothing_answers():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(TimeoutError, match="not ready within"):
+            wait_until_ready(f"http://127.0.0.1:{port}", timeout_s=0.5, poll_s=0.05)

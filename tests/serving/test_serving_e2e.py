@@ -16,12 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from serving.query import wait_until_ready
 from serving.store import read_histories
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -59,19 +59,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def readyz(url: str, process: subprocess.Popen, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                return json.loads(response.read())
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("service not ready in time")
 
 
 def expected_ids(model: Path, row: dict, k: int) -> list[str]:
@@ -112,7 +99,7 @@ def test_real_model_served_queried_and_reloaded(trained, tmp_path):
         text=True,
     )
     try:
-        ready = readyz(url, process)
+        ready = wait_until_ready(url, process)
         assert ready["model_version"] == VERSION and ready["titles"] is True
 
         users = [(u, row) for u, row in read_histories(extract / "user_histories.parquet") if len(row["history"]) >= 3]
@@ -132,7 +119,7 @@ def test_real_model_served_queried_and_reloaded(trained, tmp_path):
         (root / "LATEST").write_text("tiny-2\n")
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 120
-        while readyz(url, process)["model_version"] != "tiny-2":
+        while wait_until_ready(url, process)["model_version"] != "tiny-2":
             assert time.monotonic() < deadline, "SIGHUP did not load the new version"
             time.sleep(0.2)
         user_id = users[0][0]
