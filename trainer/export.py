@@ -36,21 +36,17 @@ from homefeed import config as config_lib
 from homefeed import features
 from trainer import model as model_lib
 from trainer import model_dir as layout
+from trainer.model_dir import (  # the SavedModel's interface, shared with trainer/serving_model.py
+    ARTICLE_INPUTS,
+    ARTICLE_OUTPUT,
+    ARTICLE_SIGNATURE,
+    HISTORY_INPUTS,
+    SERVING_SIGNATURE,
+    USER_OUTPUT,
+)
 
 LOG = logging.getLogger(__name__)
 
-SERVING_SIGNATURE = "serving_default"
-ARTICLE_SIGNATURE = "article_vectors"
-USER_OUTPUT = "user_vector"
-ARTICLE_OUTPUT = "article_vector"
-HISTORY_INPUTS: tuple[str, ...] = (
-    features.HISTORY,
-    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
-ARTICLE_INPUTS: tuple[str, ...] = (
-    features.LABEL,
-    *(features.label_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
 CORPUS_METADATA_COLUMNS = ("article_id", "title", *features.ARTICLE_ATTRIBUTES, "view_count")
 VECTOR_BATCH = 8192
 

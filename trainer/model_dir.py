@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from homefeed import features
+
 LOG = logging.getLogger(__name__)
 
 SAVED_MODEL_DIR = "saved_model"
@@ -28,6 +30,21 @@ METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_PLOT_FILE = "evaluation.png"
+
+# The exported SavedModel's interface, written by trainer/export.py and called by
+# trainer/serving_model.py: one definition so the two cannot drift apart.
+SERVING_SIGNATURE = "serving_default"
+ARTICLE_SIGNATURE = "article_vectors"
+USER_OUTPUT = "user_vector"
+ARTICLE_OUTPUT = "article_vector"
+HISTORY_INPUTS: tuple[str, ...] = (
+    features.HISTORY,
+    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
+)
+ARTICLE_INPUTS: tuple[str, ...] = (
+    features.LABEL,
+    *(features.label_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
+)
 
 # Bumped when the layout changes incompatibly; readers refuse versions they do not know.
 FORMAT_VERSION = 1

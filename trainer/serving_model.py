@@ -13,16 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from homefeed import features
+# The SavedModel's interface, named where trainer/export.py also takes it from.
+from trainer.model_dir import HISTORY_INPUTS as HISTORY_KEYS
+from trainer.model_dir import SAVED_MODEL_DIR
+from trainer.model_dir import SERVING_SIGNATURE as SIGNATURE
+from trainer.model_dir import USER_OUTPUT as OUTPUT_KEY
 
 LOG = logging.getLogger(__name__)
-
-SAVED_MODEL_DIR = "saved_model"
-SIGNATURE = "serving_default"
-OUTPUT_KEY = "user_vector"
-HISTORY_KEYS: tuple[str, ...] = (
-    features.HISTORY,
-    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
 
 
 def _as_list(values: Sequence[str] | np.ndarray | None) -> list[str]:
