@@ -175,9 +175,9 @@ def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, 
     say(f"  $ candidates serve --model {workdir} --host 127.0.0.1 --port {port}   (log: {service_log})")
     process = start_service(workdir, port, service_log)
     try:
-        started = time.monotonic()
+        service_started = time.monotonic()
         ready = wait_until_ready(base, process, timeout_s=READY_TIMEOUT_S, poll_s=0.5, log_path=service_log)
-        seconds = time.monotonic() - started
+        seconds = time.monotonic() - service_started
         say(f"  ready in {seconds:.1f}s: {json.dumps(ready)}")
 
         step(4, total, "Queries: GET /v1/users/{user_id}/candidates")
