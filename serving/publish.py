@@ -28,7 +28,6 @@ makes the pointer swap atomic.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from homefeed.config import PublishConfig
+from trainer.model_dir import sha256_file
 
 LOG = logging.getLogger(__name__)
 
@@ -109,14 +109,6 @@ def _check_local(path: str | os.PathLike) -> Path:
     return Path(text)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
@@ -176,7 +168,7 @@ def check_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
         )
     recorded = [h for h in (index_manifest.get(VECTORS_HASH_KEY), manifest.get(VECTORS_HASH_KEY)) if h]
     if recorded:
-        actual = _sha256(model_dir / "article_vectors.npy")
+        actual = sha256_file(model_dir / "article_vectors.npy")
         if any(h != actual for h in recorded):
             raise IncompleteModelError(
                 f"{model_dir}: article_vectors.npy has sha256 {actual[:12]}..., but the manifests record "
@@ -200,7 +192,7 @@ def _check_files_table(model_dir: Path, manifest: dict[str, Any]) -> None:
             raise IncompleteModelError(
                 f"{model_dir}: {name} has {path.stat().st_size} bytes, {MANIFEST_FILE} says {expected_size} (truncated?)"
             )
-        if expected_hash and _sha256(path) != expected_hash:
+        if expected_hash and sha256_file(path) != expected_hash:
             raise IncompleteModelError(f"{model_dir}: {name} does not match its sha256 in {MANIFEST_FILE}")
 
 
