@@ -14,6 +14,7 @@ import sys
 
 from homefeed import __version__
 from homefeed.logs import configure_logging
+from homefeed.redact import redact
 
 # Modules that add sub-commands, in the order a user runs the stages.
 COMMAND_MODULES = (
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, FileNotFoundError, ValueError) as error:
         # Input problems: one readable line, naming what was wrong and where.
         logging.getLogger("candidates").debug("details", exc_info=True)
-        print(f"candidates {args.command}: error: {error}", file=sys.stderr)
+        print(f"candidates {args.command}: error: {redact(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

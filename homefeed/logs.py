@@ -1,9 +1,11 @@
-"""Logging set-up for the command line: one format, levels chosen by -v/-q."""
+"""Logging set-up for the command line: one format, levels chosen by -v/-q, credentials masked."""
 
 from __future__ import annotations
 
 import logging
 import os
+
+from homefeed.redact import install_log_redaction
 
 
 def configure_logging(verbosity: int = 0) -> None:
@@ -15,6 +17,7 @@ def configure_logging(verbosity: int = 0) -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
+    install_log_redaction()  # every line through this handler, uvicorn's and libraries' included
     # TensorFlow reads this at import time; set it before any stage imports TF. Level 3 also hides
     # the "failed call to cuInit" line every CPU-only machine prints; real TF failures still surface
     # as Python exceptions. -v keeps TF's own warnings.

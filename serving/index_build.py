@@ -7,7 +7,8 @@ histories), raising efSearch/nprobe until the floor is met -> refuse below the f
 `articles.faiss` + `index_manifest.json` into a hidden temporary directory next to the target and
 rename it into place, so a half-written index never exists under the target name.
 
-`index_manifest.json` records the model version and the article vectors' sha256; the service
+`index_manifest.json` records the model version, the article vectors' sha256 and the index file's
+own `index_sha256` (checked before every load, serving/integrity.py); the service
 (`serving/model_pair.py`) refuses an index whose record does not match the model it is paired with.
 """
 
@@ -28,6 +29,7 @@ from homefeed import config as configs
 from homefeed import features
 from homefeed.config import IndexConfig
 from serving import index as faiss_index
+from serving import integrity
 from serving import model_files
 from serving.store import read_histories
 
@@ -147,8 +149,16 @@ def write_index_dir(index, manifest: dict[str, Any], output_dir: Path) -> None:
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-building-", dir=output_dir.parent))
     try:
-        faiss.write_index(index, str(staging / model_files.INDEX_FILE))
-        manifest = {**manifest, "index_bytes": (staging / model_files.INDEX_FILE).stat().st_size}
+        index_path = staging / model_files.INDEX_FILE
+        faiss.write_index(index, str(index_path))
+        with open(index_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        # The service verifies the index file against these before serving it (serving/integrity.py).
+        manifest = {
+            **manifest,
+            integrity.INDEX_BYTES_KEY: index_path.stat().st_size,
+            integrity.INDEX_HASH_KEY: model_files.sha256_file(index_path),
+        }
         with open(staging / model_files.INDEX_MANIFEST_FILE, "w") as handle:
             handle.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             handle.flush()

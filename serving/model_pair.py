@@ -5,7 +5,9 @@ request takes that reference once and uses only it, so a reload (which builds a 
 then replaces the reference in one assignment) never mixes one model's user vector with another
 model's index, and in-flight requests finish on the pair they started with.
 
-`load_model_pair` refuses anything that must not serve: an unfinished model (no manifest), a
+`load_model_pair` refuses anything that must not serve: any file whose size or sha256 differs from
+its record (serving/integrity.py: the model manifest, the index manifest, a published version's
+publish.json), an unfinished model (no manifest), a
 missing index, an index built for another model version or other article vectors, an index whose
 size differs from the article ids, a SavedModel that does not load or answers with the wrong width.
 """
@@ -23,6 +25,7 @@ import numpy as np
 
 from homefeed import features
 from serving import index as faiss_index
+from serving import integrity
 from serving import model_files
 from serving.index_build import read_index_manifest
 from serving.model_files import ModelDirError
@@ -134,6 +137,9 @@ def load_model_pair(
     index_dir = model_dir / model_files.INDEX_DIR
     index_manifest = read_index_manifest(index_dir)
     check_index_matches(model_dir, manifest, index_manifest)
+    # Every byte that will be served is checked against the records before anything is loaded.
+    report = integrity.verify_version(model_dir, manifest, index_dir, index_manifest)
+    LOG.info("model %s: %s", version, report.describe())
     article_ids = model_files.read_article_ids(model_dir)
     index_path = index_dir / str(index_manifest.get("index_file", model_files.INDEX_FILE))
     if not index_path.exists():

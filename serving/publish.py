@@ -8,11 +8,15 @@ Layout of a publish root (see docs/architecture.md):
       LATEST                      one line: the version the service should load
       publish_log.jsonl           one JSON line per decision, published or not (an audit trail)
 
-Why it is safe for a service that polls LATEST:
-  * a version is copied under a hidden staging name inside `versions/` and renamed into place only
-    when every file is there and its manifests check out, so `versions/<v>/` is never half-written;
+Why it is safe for a service that polls LATEST, and after a crash or power loss:
+  * a version is copied under a hidden staging name inside `versions/` (the name says which process
+    owns it; a later publish removes those whose owner is gone), every file fsynced, then every
+    directory; the copy is verified against the manifests and sealed with `publish.json` (the
+    sha256 of every file, serving/integrity.py), and only then renamed into place and `versions/`
+    fsynced, so `versions/<v>/` is never half-written;
   * LATEST is written to a temporary file next to it, fsynced, then swapped in with `os.replace`,
-    which is atomic on POSIX file systems: a reader sees the old version or the new, never neither.
+    which is atomic on POSIX file systems, and the root directory fsynced: a reader sees the old
+    version or the new, never neither, and a crash before the swap leaves the old one served.
 
 The gate: recall@200 of the new model (from its `evaluation.json`) must be at least
 `PublishConfig.min_recall_at_200`, and at most `PublishConfig.max_regression` below the recall of
@@ -38,7 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from homefeed import lifetime
 from homefeed.config import PublishConfig
+from serving import integrity
 from trainer.model_dir import sha256_file
 
 LOG = logging.getLogger(__name__)
@@ -46,7 +52,8 @@ LOG = logging.getLogger(__name__)
 VERSIONS_DIR = "versions"
 LATEST_FILE = "LATEST"
 PUBLISH_LOG_FILE = "publish_log.jsonl"
-PUBLISH_RECORD_FILE = "publish.json"  # written into each published version: the decision
+PUBLISH_RECORD_FILE = integrity.RECORD_FILE  # in each published version: the decision and every file's sha256
+STAGING_PREFIX = ".staging-"
 
 # Files a finished model directory must hold (docs/architecture.md, MODEL_DIR).
 MANIFEST_FILE = "manifest.json"
@@ -174,6 +181,14 @@ def check_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
                 f"{model_dir}: article_vectors.npy has sha256 {actual[:12]}..., but the manifests record "
                 f"{', '.join(h[:12] + '...' for h in recorded)}; the vectors or the index are not this model's"
             )
+    recorded_index = index_manifest.get(integrity.INDEX_HASH_KEY)
+    if not recorded_index:
+        raise IncompleteModelError(
+            f"{model_dir / INDEX_DIR}: {INDEX_MANIFEST_FILE} records no {integrity.INDEX_HASH_KEY}, so the service "
+            f"could not verify the index; rebuild it with `candidates build-index --model {model_dir}`"
+        )
+    if sha256_file(index_file) != recorded_index:
+        raise IncompleteModelError(f"{index_file} does not match its sha256 in {INDEX_MANIFEST_FILE} (corrupted)")
     recall_at_200(_read_json(model_dir / EVALUATION_FILE, "evaluation"), model_dir / EVALUATION_FILE)
     return manifest
 
@@ -308,14 +323,47 @@ def _copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Any:
     return shutil.copy2(src, dst)
 
 
+def _fsync_tree(root: Path) -> None:
+    """Every file under `root`, then every directory (deepest first), flushed to disk."""
+    directories = [root]
+    for path in root.rglob("*"):
+        if path.is_dir():
+            directories.append(path)
+        elif path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    for directory in sorted(directories, key=lambda p: len(p.parts), reverse=True):
+        _fsync_dir(directory)
+
+
 def _stage_version(
-    model_dir: Path, staging: Path, user_histories: Path | None
+    model_dir: Path, staging: Path, user_histories: Path | None, decision: "PublishDecision"
 ) -> None:
-    shutil.copytree(model_dir, staging, symlinks=False, copy_function=_copy_file)
+    shutil.copytree(model_dir, staging, symlinks=False, copy_function=_copy_file, dirs_exist_ok=True)
     if user_histories is not None:
+        source_hash = sha256_file(user_histories)
         _copy_file(user_histories, staging / USER_HISTORIES_FILE)
+        if sha256_file(staging / USER_HISTORIES_FILE) != source_hash:
+            raise IncompleteModelError(f"the copy of {user_histories} differs from the file: not published")
     # The copy must still be a finished model: catches a source that changed while being copied.
-    check_model_dir(staging)
+    manifest = check_model_dir(staging)
+    index_manifest = _read_json(staging / INDEX_DIR / INDEX_MANIFEST_FILE, "index manifest")
+    report = integrity.verify_version(staging, manifest, staging / INDEX_DIR, index_manifest, require_record=False)
+    # The seal: every file's size and sha256, the service checks them all before serving.
+    record = {
+        **decision.to_dict(),
+        integrity.RECORD_FILES_KEY: integrity.file_table(staging, {PUBLISH_RECORD_FILE}, report.hashes),
+    }
+    write_text_atomically(staging / PUBLISH_RECORD_FILE, json.dumps(integrity.seal_record(record), indent=2) + "\n")
+    _fsync_tree(staging)
+
+
+def _before_rename(staging: Path, target: Path) -> None:
+    """Seam: a crash test stops the process here (copy done, version not yet in place)."""
+
+
+def _before_latest(root: Path, version: str) -> None:
+    """Seam: a crash test stops the process here (version in place, LATEST not yet moved)."""
 
 
 def publish_model(
@@ -375,19 +423,20 @@ def publish_model(
         LOG.info("%s", reason)
         return decision
 
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=root / VERSIONS_DIR))
-    staging.rmdir()  # copytree wants to create it
+    lifetime.remove_stale_dirs(root / VERSIONS_DIR, STAGING_PREFIX)  # left by publishes that were killed
+    staging = lifetime.owned_dir(root / VERSIONS_DIR, f"{STAGING_PREFIX}{version}-")
     decision = PublishDecision(published=True, reason=reason, version_dir=str(target), **decision_args)
     try:
         LOG.info("copying %s into %s", model_dir, target)
-        _stage_version(model_dir, staging, histories)
-        write_text_atomically(staging / PUBLISH_RECORD_FILE, json.dumps(decision.to_dict(), indent=2) + "\n")
+        _stage_version(model_dir, staging, histories, decision)
+        _before_rename(staging, target)
         os.rename(staging, target)  # atomic within one directory; fails if target appeared meanwhile
         _fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    # Only now, with the version complete on disk, does the pointer move.
+    # Only now, with the version complete and durable on disk, does the pointer move.
+    _before_latest(root, version)
     write_text_atomically(root / LATEST_FILE, version + "\n")
     _append_log(root, decision)
     LOG.info("%s; LATEST -> %s", reason, version)

@@ -180,11 +180,10 @@ class RedisStore:
 
 
 def _redact(url: str) -> str:
-    """The URL without a password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    """The URL without a password (user-info or query string), for logs and messages."""
+    from homefeed.redact import redact
+
+    return redact(url)
 
 
 def load_histories_to_redis(

@@ -28,7 +28,13 @@ def make_model_dir(root: Path, version: str, recall: float, *, index: bool = Tru
         (model / "index" / "articles.faiss").write_bytes(os.urandom(128))
         digest = hashlib.sha256((model / "article_vectors.npy").read_bytes()).hexdigest()
         (model / "index" / "index_manifest.json").write_text(
-            json.dumps({"model_version": version, "article_vectors_sha256": digest})
+            json.dumps(
+                {
+                    "model_version": version,
+                    "article_vectors_sha256": digest,
+                    "index_sha256": hashlib.sha256((model / "index" / "articles.faiss").read_bytes()).hexdigest(),
+                }
+            )
         )
     if manifest:
         files = {
