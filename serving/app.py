@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
+import math
 import signal
 import time
 from typing import Annotated, Any
@@ -35,6 +37,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homefeed import __version__
+from homefeed.redact import public_message
 from serving import candidates as candidate_logic
 from serving.metrics import ServiceMetrics
 from serving.model_holder import ModelHolder
@@ -89,10 +92,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_response(status: int, message: str, details: list[dict[str, Any]] | None = None, headers=None) -> Response:
-    body: dict[str, Any] = {"status": status, "message": message}
+    """The JSON error body. Never fails: odd values (huge integers, bytes, NaN) become strings, and
+    credentials and absolute paths are cut from the message (homefeed/redact.py)."""
+    body: dict[str, Any] = {"status": status, "message": public_message(message)}
     if details:
-        body["details"] = details
-    return Response(orjson.dumps({"error": body}), status_code=status, media_type="application/json", headers=headers)
+        body["details"] = jsonable(details)
+    return Response(
+        json.dumps({"error": body}, ensure_ascii=False, allow_nan=False).encode(),
+        status_code=status, media_type="application/json", headers=headers,
+    )  # fmt: skip
 
 
 def endpoint_label(path: str) -> str:
@@ -214,10 +222,10 @@ async def lifespan(app: FastAPI):
     loader = functools.partial(
         load_model_pair, history_length=settings.history_length, load_histories=store is None
     )
-    holder = ModelHolder(settings.model, loader, app.state.metrics)
+    holder = ModelHolder(settings.model, loader, app.state.metrics, min_interval_s=settings.reload_min_interval_s)
     app.state.holder = holder
     app.state.store = store
-    first = await asyncio.to_thread(holder.reload, "startup")
+    first = await holder.reload_async("startup")
     if not first.ok:
         raise RuntimeError(f"cannot serve {settings.model}: {first.message}")
     if store is None and holder.pair.histories is None:
@@ -234,7 +242,7 @@ async def lifespan(app: FastAPI):
         # Only possible in the main thread of a process (uvicorn's); TestClient runs elsewhere.
         def on_sighup() -> None:
             LOG.info("SIGHUP: reloading %s", holder.source)
-            task = asyncio.create_task(asyncio.to_thread(holder.reload, "SIGHUP"))
+            task = asyncio.create_task(holder.reload_async("SIGHUP", wait=False))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -248,6 +256,7 @@ async def lifespan(app: FastAPI):
             loop.remove_signal_handler(signal.SIGHUP)
         for task in tasks:
             task.cancel()
+        holder.close()
         if store is not None:
             store.close()
 
@@ -337,7 +346,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if holder is None or holder.pair is None:
             reason = holder.last_error if holder is not None and holder.last_error else "model not loaded yet"
             return error_response(503, reason)
-        body = {"ready": True, **holder.pair.describe(), "last_reload_error": holder.last_error}
+        # The current state: the pair being served and the outcome of the latest reload attempt
+        # (a later success clears an earlier rejection).
+        last = holder.last_reload
+        body = {
+            "ready": True,
+            **holder.pair.describe(),
+            "last_reload_error": public_message(holder.last_error) if holder.last_error else None,
+            "last_reload": None if last is None else {
+                "result": last.result, "trigger": last.trigger, "at": last.at, "message": public_message(last.message),
+            },
+        }  # fmt: skip
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -347,7 +366,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.post(
         "/admin/reload",
         summary="Load the model --model points at now (LATEST for a publish root)",
-        responses={401: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "new version rejected"}},
+        responses={
+            401: {"model": ErrorBody},
+            409: {"model": ErrorBody, "description": "new version rejected"},
+            429: {"model": ErrorBody, "description": "a reload is running, or the last one was too recent (Retry-After)"},
+        },
     )
     async def reload(
         request: Request,
@@ -359,7 +382,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         holder: ModelHolder | None = request.app.state.holder
         if holder is None:
             return error_response(503, "service is still starting")
-        result = await asyncio.to_thread(holder.reload, "admin", force)
+        result = await holder.reload_async("admin", force, wait=False)  # on the reload thread, never the loop
+        if result.deferred:
+            retry = max(1, math.ceil(result.retry_after_s or 1))
+            return error_response(429, result.message, headers={"Retry-After": str(retry)})
         if not result.ok:
             serving = f"; still serving {result.previous_version}" if result.previous_version else ""
             return error_response(409, f"new version rejected: {result.message}{serving}")
@@ -375,8 +401,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
 
 def jsonable(value: Any) -> Any:
-    """Validation details made JSON-safe (inputs can be bytes or odd objects)."""
-    return orjson.loads(orjson.dumps(value, default=str))
+    """Validation details made JSON-safe: bytes, huge integers, NaN and odd objects become strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, str)):
+        return value if not isinstance(value, str) else public_message(value[:200])
+    if isinstance(value, int):
+        return value if abs(value) < 2**53 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        return public_message(value[:200].decode("utf-8", errors="replace"))
+    return public_message(str(value)[:200])
 
 
 def create_app_from_environment() -> FastAPI:

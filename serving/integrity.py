@@ -11,9 +11,9 @@ Three records cover a version (docs/serving.md, "Faults and integrity"):
 
 `verify_version` hashes each file once (in 1 MiB blocks; hashlib releases the GIL, so serving
 threads keep running) and raises `IntegrityError` naming the first file whose size or hash differs
-from any record that lists it. A published version (`versions/<v>/` under a root with `LATEST`)
-must carry its `publish.json`; a bare model directory is checked against the two manifests, and
-whatever no record lists is named in the report (and logged) as unverified.
+from any record that lists it. A version the publish log records as published must carry its
+`publish.json`; a bare model directory (or a version copied in by hand) is checked against the two
+manifests, and whatever no record lists is named in the report (and logged) as unverified.
 
 Standard library only (imported by serving/publish.py and serving/model_pair.py).
 """
@@ -39,7 +39,7 @@ RECORD_HASH_KEY = "record_sha256"
 INDEX_HASH_KEY = "index_sha256"
 INDEX_BYTES_KEY = "index_bytes"
 VERSIONS_DIR = "versions"
-LATEST_FILE = "LATEST"
+PUBLISH_LOG_FILE = "publish_log.jsonl"
 
 
 class IntegrityError(ValueError):
@@ -93,8 +93,25 @@ def file_table(root: Path, exclude: set[str], known: dict[str, tuple[int, str]] 
 
 
 def is_published_version(model_dir: Path) -> bool:
-    """True for `PUBLISH_ROOT/versions/<v>/` (the root has a LATEST): it must carry its record."""
-    return model_dir.parent.name == VERSIONS_DIR and (model_dir.parent.parent / LATEST_FILE).exists()
+    """True when the publish root's log says the publish step put `model_dir` there: it must carry its record.
+
+    (A version copied into `versions/` by hand has no record; it is checked against its manifests.)
+    """
+    if model_dir.parent.name != VERSIONS_DIR:
+        return False
+    log = model_dir.parent.parent / PUBLISH_LOG_FILE
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("published") is True and entry.get("version") == model_dir.name:
+            return True
+    return False
 
 
 def _expected(model_dir: Path, manifest: dict[str, Any], index_dir: Path, index_manifest: dict[str, Any]):

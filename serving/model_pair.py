@@ -140,6 +140,11 @@ def load_model_pair(
     # Every byte that will be served is checked against the records before anything is loaded.
     report = integrity.verify_version(model_dir, manifest, index_dir, index_manifest)
     LOG.info("model %s: %s", version, report.describe())
+    if model_files.HISTORIES_FILE in report.unverified and load_histories:
+        LOG.warning(
+            "model %s: %s is not covered by any record (copied in by hand?): it is served unverified",
+            version, model_files.HISTORIES_FILE,
+        )
     article_ids = model_files.read_article_ids(model_dir)
     index_path = index_dir / str(index_manifest.get("index_file", model_files.INDEX_FILE))
     if not index_path.exists():

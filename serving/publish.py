@@ -51,7 +51,7 @@ LOG = logging.getLogger(__name__)
 
 VERSIONS_DIR = "versions"
 LATEST_FILE = "LATEST"
-PUBLISH_LOG_FILE = "publish_log.jsonl"
+PUBLISH_LOG_FILE = integrity.PUBLISH_LOG_FILE
 PUBLISH_RECORD_FILE = integrity.RECORD_FILE  # in each published version: the decision and every file's sha256
 STAGING_PREFIX = ".staging-"
 

@@ -46,6 +46,9 @@ class ServiceSettings(BaseSettings):
     admin_token: str | None = Field(
         None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
     )
+    reload_min_interval_s: float = Field(
+        30.0, ge=0, description="at most one model load per this many seconds (reload, SIGHUP, LATEST); 0: no limit"
+    )
 
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).
@@ -54,6 +57,13 @@ class ServiceSettings(BaseSettings):
     server_timing: bool = Field(True, description="add a Server-Timing header with the per-stage split")
     max_request_bytes: int = Field(64 * 1024, ge=1, description="larger request bodies are refused with 413")
     max_url_bytes: int = Field(2048, ge=64, description="longer request targets are refused with 414")
+    # The HTTP server's own limits (serving/http_server.py): what it refuses before the app runs.
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="request line + headers larger than this are refused with 431/414 (JSON)"
+    )
+    header_timeout_s: float = Field(10.0, gt=0, description="a client must send its request line and headers within this")
+    body_timeout_s: float = Field(10.0, gt=0, description="a client must send each part of a request body within this")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
 
 
 @lru_cache

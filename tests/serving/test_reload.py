@@ -44,6 +44,7 @@ def root(tmp_path, versions):
 
 
 def client_for(**settings) -> TestClient:
+    settings.setdefault("reload_min_interval_s", 0)  # these tests reload back to back on purpose
     app = create_app()
     app.dependency_overrides[get_settings] = lambda: ServiceSettings(**settings)
     return TestClient(app)
