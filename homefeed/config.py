@@ -48,6 +48,10 @@ class ExtractConfig:
     lookback_days: int | None = None
     # BigQuery location (e.g. "EU") to run the queries in; None lets BigQuery pick from the dataset.
     location: str | None = None
+    # Events dated more than this many seconds after the run's wall clock cannot have happened
+    # yet (a producer's wrong clock, bad data): they are counted and dropped, and as_of never
+    # lies beyond the clock either.
+    max_clock_skew_s: float = 3600.0
 
     def __post_init__(self) -> None:
         # Table names are checked strictly (and only then put into SQL) by
@@ -58,6 +62,8 @@ class ExtractConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 day or None (no limit), got {value}")
+        if not (self.max_clock_skew_s >= 0):
+            raise ValueError(f"max_clock_skew_s must be >= 0 seconds, got {self.max_clock_skew_s}")
         self.as_of_datetime()  # fails early on a malformed as_of
 
     def as_of_datetime(self) -> Any:

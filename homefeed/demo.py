@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from homefeed import lifetime
 from serving.query import wait_until_ready
 
 # Small enough to finish in a few minutes on two cores, big enough that recall@200 means something
@@ -76,7 +77,7 @@ def serve_command(publish_root: Path, port: int) -> list[str]:
 def start_service(publish_root: Path, port: int, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "w")  # noqa: SIM115 - closed by stop_service via the process
     return subprocess.Popen(
-        serve_command(publish_root, port),
+        lifetime.dies_with_parent(serve_command(publish_root, port)),  # no service outlives the demo
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -222,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parameters = {"epochs": args.epochs} if args.epochs else {}
     try:
-        return run_demo(Path(args.workdir), Path(args.data) if args.data else None, parameters)
+        # Whatever stops the demo (Ctrl-C, SIGTERM, SIGKILL), its pipeline tasks and service stop too.
+        with lifetime.children_die_with_me("demo"):
+            return run_demo(Path(args.workdir), Path(args.data) if args.data else None, parameters)
     except KeyboardInterrupt:
         say("interrupted")
         return 130

@@ -2,9 +2,11 @@
 
 Three tools, one per way a child is started:
 
-  * `die_with_parent` (a `preexec_fn` for the `subprocess.Popen` calls this project makes: the
-    BigQuery emulator, the demo's service): the kernel sends the child SIGKILL when the thread that
-    started it dies, by any signal, SIGKILL included (Linux `prctl(PR_SET_PDEATHSIG)`).
+  * `dies_with_parent(command)` (for the `subprocess.Popen` calls this project makes: the BigQuery
+    emulator, the demo's service): the command is started through a tiny launcher that asks the
+    kernel to SIGKILL it when its parent (the thread that started it) dies, by any signal, SIGKILL
+    included (Linux `prctl(PR_SET_PDEATHSIG)`, kept across `exec`), then execs the command. No
+    `preexec_fn`, which is unsafe in a process with threads.
   * `children_die_with_me()` (a context manager for commands whose children are started by a
     library, e.g. kfp.local's task subprocesses): a small watchdog process, in its own session,
     follows this process's descendants; if this process dies without saying goodbye (SIGKILL, or
@@ -123,15 +125,26 @@ def terminate(processes: dict[int, int | None], grace_s: float = TERM_GRACE_S) -
 # ---------------------------------------------------------------------------------------------
 # Children we start ourselves
 # ---------------------------------------------------------------------------------------------
-def die_with_parent() -> None:
-    """`preexec_fn`: SIGKILL this child when its parent (thread) dies. No-op off Linux."""
+def die_with_parent(expected_parent: int | None = None) -> None:
+    """Asks the kernel to SIGKILL this process when its parent dies. No-op off Linux."""
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if expected_parent is not None and os.getppid() != expected_parent:  # it died before prctl took effect
         os._exit(1)
+
+
+def dies_with_parent(command: list[str]) -> list[str]:
+    """`command` wrapped so that the process dies with the one that starts it (see the module doc)."""
+    if not sys.platform.startswith("linux"):
+        return list(command)
+    return [sys.executable, "-m", "homefeed.lifetime", "exec", str(os.getpid()), "--", *command]
+
+
+def _exec_with_parent_death(parent: int, command: list[str]) -> None:
+    die_with_parent(parent)
+    os.execvp(command[0], command)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +168,7 @@ def children_die_with_me(name: str = "") -> Iterator[None]:
         yield
         return
     watchdog = subprocess.Popen(
-        [sys.executable, "-m", "homefeed.lifetime", str(os.getpid()), name],
+        [sys.executable, "-m", "homefeed.lifetime", "watch", str(os.getpid()), name],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=None,
@@ -252,4 +265,8 @@ def remove_stale_dirs(parent: str | os.PathLike, prefix: str) -> list[Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(watch(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else ""))
+    # python -m homefeed.lifetime watch PID [NAME]      the watchdog of children_die_with_me
+    # python -m homefeed.lifetime exec PID -- COMMAND   run COMMAND so that it dies with PID
+    if sys.argv[1] == "exec":
+        _exec_with_parent_death(int(sys.argv[2]), sys.argv[sys.argv.index("--") + 1 :])
+    sys.exit(watch(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else ""))

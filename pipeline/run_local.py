@@ -5,6 +5,10 @@ project is installed here, nothing is pip-installed per task). Extract loads the
 files into an embedded BigQuery emulator on loopback; transform runs Beam's DirectRunner; the
 artifacts land under `WORKDIR/pipeline_runs/`; the gated publish writes `WORKDIR/versions/<v>/`
 and `WORKDIR/LATEST`, so `candidates serve --model WORKDIR` serves the result.
+
+The task subprocesses die with this process, whatever kills it (`homefeed.lifetime`: a watchdog
+for SIGKILL, an orderly stop for SIGTERM), and kfp.local's scratch workspace lives in
+`WORKDIR/.kfp-workspace-<owner>`, so a later run removes the ones killed runs left behind.
 """
 
 import contextlib
@@ -23,6 +27,7 @@ from typing import Any, TextIO
 LOG = logging.getLogger(__name__)
 
 PIPELINE_RUNS_DIR = "pipeline_runs"
+WORKSPACE_PREFIX = ".kfp-workspace-"
 LOG_FILE = "run-local.log"
 # Task names in the compiled pipeline, in the order they run.
 STAGES = ("extract", "transform", "train", "evaluate", "build-index", "publish")
@@ -185,6 +190,7 @@ def run_local(
     """
     from kfp import local
 
+    from homefeed import lifetime
     from pipeline.pipeline import candidates_pipeline
 
     console = console or sys.stdout
@@ -212,13 +218,20 @@ def run_local(
 
     log_path = workdir / LOG_FILE
     started = time.monotonic()
+    lifetime.remove_stale_dirs(workdir, WORKSPACE_PREFIX)  # left by runs that were killed
+    workspace = lifetime.owned_dir(workdir, WORKSPACE_PREFIX)  # kfp.local removes it when the run ends
     local.init(
         local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
+        workspace_root=str(workspace),
         raise_on_error=True,
         enable_caching=False,
     )
-    with open(log_path, "w") as log, warnings.catch_warnings():
+    with (
+        lifetime.children_die_with_me("candidates pipeline run-local"),
+        open(log_path, "w") as log,
+        warnings.catch_warnings(),
+    ):
         # kfp.local warns that the image is not a Python image: it runs in this Python anyway.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
         # ... and that display names and caching options mean nothing locally: they are for clusters.

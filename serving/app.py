@@ -114,6 +114,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
 class GuardAndMeasure:
     """Pure ASGI middleware: refuses oversized requests (414/413), counts and times every request.
 
@@ -157,19 +161,31 @@ class GuardAndMeasure:
                 await response(scope, receive, send_and_record)
                 return
             received = [0]
+            body_done = [False]
+            body_timeout_s = settings.body_timeout_s
 
             async def bounded_receive():
-                message = await receive()
+                if body_done[0]:  # afterwards only a disconnect can come: no deadline
+                    return await receive()
+                try:  # a client that stops sending its body half-way is not waited for
+                    message = await asyncio.wait_for(receive(), body_timeout_s)
+                except asyncio.TimeoutError:
+                    raise _BodyTooSlow from None
                 if message["type"] == "http.request":
                     received[0] += len(message.get("body", b""))
                     if received[0] > max_request_bytes:
                         raise _BodyTooLarge
+                    body_done[0] = not message.get("more_body", False)
                 return message
 
             try:
                 await self.app(scope, bounded_receive, send_and_record)
             except _BodyTooLarge:
                 await error_response(413, f"request body over {max_request_bytes} bytes")(
+                    scope, receive, send_and_record
+                )
+            except _BodyTooSlow:
+                await error_response(408, f"request body not received within {body_timeout_s:g}s")(
                     scope, receive, send_and_record
                 )
         finally:  # also for errors that escape to the server's 500 handler

@@ -181,6 +181,14 @@ def _register_serve(subparsers) -> None:
         "--no-watch", dest="watch_latest", action="store_false", default=None,
         help="do not poll LATEST (reload only on POST /admin/reload or SIGHUP)",
     )
+    p.add_argument(
+        "--reload-min-interval", type=float, metavar="SECONDS",
+        help="at most one model load per this many seconds; faster reload requests get 429 [30]",
+    )
+    p.add_argument(
+        "--header-timeout", type=float, metavar="SECONDS",
+        help="close connections that have not sent a complete request line and headers by then (JSON 408) [10]",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
     p.set_defaults(handler=serve_command)
 
@@ -200,6 +208,8 @@ def _preflight(model: str) -> str:
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from homefeed.redact import redact
+    from serving.http_server import uvicorn_options
     from serving.settings import ENV_PREFIX, ServiceSettings
 
     if args.workers < 1:
@@ -216,12 +226,17 @@ def serve_command(args: argparse.Namespace) -> int:
         "max_k": args.max_k,
         "watch_interval_s": args.watch_interval,
         "watch_latest": args.watch_latest,
+        "reload_min_interval_s": args.reload_min_interval,
+        "header_timeout_s": args.header_timeout,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     settings = ServiceSettings(**overrides)  # options win over CANDIDATES_* variables
     LOG.info("serving model %s from %s on http://%s:%d (%d worker(s))", version, args.model, args.host, args.port, args.workers)
+    if settings.redis_url:
+        LOG.info("user histories from Redis at %s", redact(settings.redis_url))
     common = dict(
-        host=args.host, port=args.port, log_config=None, access_log=args.access_log, timeout_graceful_shutdown=10
+        host=args.host, port=args.port, log_config=None, access_log=args.access_log, timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),  # JSON for the server's own errors, slow clients timed out
     )
     if args.workers == 1:
         from serving.app import create_app

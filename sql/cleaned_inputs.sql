@@ -1,7 +1,9 @@
 -- The cleaning steps every query starts from, included where a query says {{cleaned_inputs}}:
 --   articles      one row per article id, missing attributes as '__missing__'
---   valid_events  events with ids and times, exact duplicates collapsed, unknown articles dropped
---   cutoff        as_of: @as_of, or the latest valid event (never the wall clock)
+--   valid_events  events with ids and times, exact duplicates collapsed, unknown articles dropped,
+--                 events from the future (after @not_after: the run's wall clock + the allowed
+--                 clock skew) dropped
+--   cutoff        as_of: @as_of, or the latest valid event (never the wall clock, never after it)
 --   events        valid events up to as_of (and within @lookback_days of it, when given)
 -- Kept in one file so the four queries cannot drift apart; sql.render_query splices it in.
 articles AS (
@@ -29,11 +31,13 @@ articles AS (
 ),
 valid_events AS (
   -- Drops events with a missing (NULL or empty) id or time, collapses exact duplicates
-  -- (same user, article and viewed_at), and drops events of articles the articles table lacks.
+  -- (same user, article and viewed_at), drops events of articles the articles table lacks, and
+  -- events dated after @not_after (they cannot have happened yet: a wrong clock or bad data).
   SELECT DISTINCT e.user_id, e.article_id, e.viewed_at
   FROM {{events}} AS e
   JOIN articles AS a ON a.article_id = e.article_id
   WHERE e.user_id IS NOT NULL AND e.user_id != '' AND e.viewed_at IS NOT NULL
+    AND e.viewed_at <= @not_after
 ),
 cutoff AS (
   SELECT COALESCE(@as_of, (SELECT MAX(viewed_at) FROM valid_events)) AS as_of

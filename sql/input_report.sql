@@ -5,6 +5,7 @@
 --   @as_of                 TIMESTAMP  cut-off; NULL = the latest valid event (never the wall clock)
 --   @lookback_days         INT64      ignore views older than as_of - N days; NULL = keep all
 --   @max_article_age_days  INT64      NULL = no age limit
+--   @not_after             TIMESTAMP  events after this are from the future: counted and dropped
 --
 -- The two double-brace placeholders below are replaced by relations over the input tables with
 -- exactly the contract columns (absent optional article columns appear as NULL); table names
@@ -27,6 +28,12 @@ complete_events AS (
 distinct_events AS (
   SELECT DISTINCT user_id, article_id, viewed_at FROM complete_events
 ),
+future_events AS (
+  -- Known articles' events dated after @not_after (valid_events leaves them out).
+  SELECT d.user_id FROM distinct_events AS d
+  JOIN articles AS a ON a.article_id = d.article_id
+  WHERE d.viewed_at > @not_after
+),
 raw_articles AS (
   SELECT article_id, created_at, status FROM {{articles}}
 )
@@ -36,7 +43,9 @@ SELECT
   (SELECT COUNT(*) FROM raw_events) AS events_rows,
   (SELECT COUNT(*) FROM raw_events) - (SELECT COUNT(*) FROM complete_events) AS events_missing_ids,
   (SELECT COUNT(*) FROM complete_events) - (SELECT COUNT(*) FROM distinct_events) AS events_duplicates,
-  (SELECT COUNT(*) FROM distinct_events) - (SELECT COUNT(*) FROM valid_events) AS events_unknown_article,
+  (SELECT COUNT(*) FROM distinct_events) - (SELECT COUNT(*) FROM valid_events)
+    - (SELECT COUNT(*) FROM future_events) AS events_unknown_article,
+  (SELECT COUNT(*) FROM future_events) AS events_in_future,
   (SELECT COUNTIF(v.viewed_at > c.as_of) FROM valid_events AS v CROSS JOIN cutoff AS c) AS events_after_as_of,
   (SELECT COUNT(*) FROM valid_events) - (SELECT COUNT(*) FROM events)
     - (SELECT COUNTIF(v.viewed_at > c.as_of) FROM valid_events AS v CROSS JOIN cutoff AS c) AS events_before_lookback,

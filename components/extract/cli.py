@@ -23,7 +23,9 @@ Where the tables come from:
                                      (gcloud auth application-default login)
 
 Cleaning (counted in extract_summary.json): events with a missing id or time are dropped,
-exact duplicates (user, article, viewed_at) collapsed, events of unknown articles dropped.
+exact duplicates (user, article, viewed_at) collapsed, events of unknown articles dropped, and
+events dated after this machine's clock plus --max-clock-skew dropped (they cannot have happened
+yet); as_of is never later than that either.
 Missing columns, wrong types and empty tables stop the run with an error naming the table and
 column.
 """
@@ -60,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     window.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH, metavar="H", help="views kept per history (default: %(default)s)")
     window.add_argument("--max-article-age-days", type=int, metavar="N", help="corpus: only articles created within N days before as_of (default: no limit)")
     window.add_argument("--lookback-days", type=int, metavar="N", help="ignore views older than N days before as_of (default: keep all)")
+    window.add_argument(
+        "--max-clock-skew", type=float, default=3600.0, metavar="SECONDS",
+        help="events dated more than this after the run's wall clock are counted and dropped as future (default: %(default)g)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     parser.set_defaults(handler=handle)
 
@@ -68,6 +74,7 @@ def handle(args: argparse.Namespace) -> int:
     from google.api_core import exceptions as google_exceptions
 
     from components.extract import extract, warehouse
+    from homefeed import lifetime
     from homefeed.cli import CommandError
     from homefeed.config import ExtractConfig
 
@@ -87,6 +94,7 @@ def handle(args: argparse.Namespace) -> int:
         "max_article_age_days": args.max_article_age_days,
         "lookback_days": args.lookback_days,
         "location": args.location,
+        "max_clock_skew_s": args.max_clock_skew,
     }
     if args.project:
         settings["project"] = args.project
@@ -96,7 +104,9 @@ def handle(args: argparse.Namespace) -> int:
 
     try:
         if local:
-            summary = extract.extract_local(args.events, args.articles, args.out, config, endpoint=args.endpoint)
+            # The emulator dies with this process whatever kills it; SIGTERM unwinds in order.
+            with lifetime.children_die_with_me("candidates extract"):
+                summary = extract.extract_local(args.events, args.articles, args.out, config, endpoint=args.endpoint)
         elif args.endpoint:
             client = warehouse.emulator_client(args.endpoint, config.project)
             summary = extract.extract_bigquery(client, args.out, config, use_storage_api=False,

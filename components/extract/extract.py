@@ -19,19 +19,18 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sql
 from components.extract import schema
 from homefeed import config as config_lib
-from homefeed import features
+from homefeed import features, lifetime
 from homefeed.config import ExtractConfig
 
 if TYPE_CHECKING:
@@ -72,6 +71,7 @@ class ExtractSummary:
 
     as_of: str
     first_viewed_at: str | None
+    not_after: str  # the run's wall clock + max_clock_skew_s: later events were dropped as future
     rows: dict[str, int]
     inputs: dict[str, int]
     dropped: dict[str, int]
@@ -156,6 +156,7 @@ def extract_bigquery(
     use_storage_api: bool = True,
     read_client: Any = None,
     source: str | None = None,
+    now: datetime | None = None,
 ) -> ExtractSummary:
     """Run the three queries on the tables named in `config` and write EXTRACT_DIR at `out_dir`.
 
@@ -169,11 +170,22 @@ def extract_bigquery(
         `CREATE OR REPLACE TABLE <dataset>._homefeed_extract_<query>_<id> AS <query>` (the same
         SQL, parameters and all), read as Arrow, and the table dropped. Without a read client
         results come over REST (JSON; fine for small data, ~10x slower for 100k rows).
+    `now` is the run's wall clock (default: the system clock): events dated more than
+    `config.max_clock_skew_s` after it are counted (`dropped.events_in_future`) and dropped, and a
+    configured as_of beyond it is refused.
+
     Raises ValueError for bad input (missing table or column, wrong type, empty table, nothing
-    left after cleaning); nothing is written then.
+    left after cleaning, an as_of in the future); nothing is written then.
     """
     started = time.monotonic()
     config = config or ExtractConfig()
+    not_after = (now or datetime.now(timezone.utc)) + timedelta(seconds=config.max_clock_skew_s)
+    configured_as_of = config.as_of_datetime()
+    if configured_as_of is not None and configured_as_of > not_after:
+        raise ValueError(
+            f"as_of {config.as_of} is in the future (this machine's clock says {not_after - timedelta(seconds=config.max_clock_skew_s):%Y-%m-%dT%H:%M:%SZ}, "
+            f"allowed skew {config.max_clock_skew_s:g}s): nothing can have been viewed yet"
+        )
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)  # before spending time on queries
     events_ref, articles_ref = table_refs(config)
@@ -194,6 +206,7 @@ def extract_bigquery(
         "history_length": ("INT64", config.history_length),
         "max_article_age_days": ("INT64", config.max_article_age_days),
         "lookback_days": ("INT64", config.lookback_days),
+        "not_after": ("TIMESTAMP", not_after),
     }
     report = runner.run("input_report", parameters).to_pylist()[0]
     _refuse_unusable_input(report, events_ref, articles_ref, config)
@@ -211,6 +224,7 @@ def extract_bigquery(
     summary = ExtractSummary(
         as_of=as_of.isoformat(),
         first_viewed_at=report["first_viewed_at"].isoformat() if report["first_viewed_at"] else None,
+        not_after=not_after.isoformat(timespec="seconds"),
         rows={
             "training_examples": outputs["training_examples"].num_rows,
             "train": splits.count(features.TRAIN_SPLIT),
@@ -221,7 +235,7 @@ def extract_bigquery(
         inputs={k: int(report[k]) for k in ("events_rows", "articles_rows", "events_used", "users", "articles_viewed")},
         dropped={
             k: int(report[k])
-            for k in ("events_missing_ids", "events_duplicates", "events_unknown_article",
+            for k in ("events_missing_ids", "events_duplicates", "events_unknown_article", "events_in_future",
                       "articles_missing_ids", "articles_duplicate_ids")
         },  # fmt: skip
         excluded={
@@ -411,6 +425,7 @@ def _refuse_unusable_input(report: dict[str, Any], events: schema.TableRef, arti
             "with a missing user_id, article_id or viewed_at": report["events_missing_ids"],
             "duplicates": report["events_duplicates"],
             f"with an article_id not in {articles.sql}": report["events_unknown_article"],
+            "dated in the future (after the run's clock + max_clock_skew_s)": report["events_in_future"],
             f"after as_of {config.as_of}": report["events_after_as_of"],
             f"older than lookback_days={config.lookback_days}": report["events_before_lookback"],
         }
@@ -437,6 +452,7 @@ def _log_cleaning(summary: ExtractSummary) -> None:
         "events_missing_ids": "events with a missing user_id, article_id or viewed_at",
         "events_duplicates": "duplicate events (same user, article and viewed_at)",
         "events_unknown_article": "events whose article_id is not in the articles table",
+        "events_in_future": f"events dated after {summary.not_after} (the run's clock + the allowed clock skew)",
         "articles_missing_ids": "articles with a missing article_id",
         "articles_duplicate_ids": "duplicate article rows (kept the most recently created)",
     }
@@ -476,7 +492,10 @@ def write_extract_dir(out_dir: str | Path, outputs: dict[str, pa.Table], summary
     out_dir = Path(out_dir).absolute()
     _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    # Staging folders name their owner process; those of killed runs are removed here.
+    lifetime.remove_stale_dirs(out_dir.parent, f".{out_dir.name}.staging-")
+    lifetime.remove_stale_dirs(out_dir.parent, f".{out_dir.name}.previous-")
+    staging = lifetime.owned_dir(out_dir.parent, f".{out_dir.name}.staging-")
     try:
         for name, filename in OUTPUT_FILES.items():
             pq.write_table(outputs[name], staging / filename)
@@ -485,7 +504,7 @@ def write_extract_dir(out_dir: str | Path, outputs: dict[str, pa.Table], summary
         (staging / features.SUCCESS_MARKER).write_text(summary.created_at + "\n")
         os.chmod(staging, 0o755)  # mkdtemp makes it private
         if out_dir.exists():
-            previous = out_dir.with_name(f".{out_dir.name}.previous-{uuid.uuid4().hex[:8]}")
+            previous = out_dir.with_name(lifetime.owned_name(f".{out_dir.name}.previous-"))
             os.rename(out_dir, previous)
             os.rename(staging, out_dir)
             shutil.rmtree(previous, ignore_errors=True)

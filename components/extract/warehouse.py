@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.extract import schema
-from homefeed import features
+from homefeed import features, lifetime
 
 if TYPE_CHECKING:  # heavy; imported where used
     import pyarrow as pa
@@ -206,7 +206,7 @@ def local_emulator(
     ]  # fmt: skip
     started = time.monotonic()
     process = subprocess.Popen(
-        command,
+        lifetime.dies_with_parent(command),  # killed by the kernel if extract dies, even by SIGKILL
         cwd=workdir,  # bqemulator reads ./.bqemu.toml: run where there is none
         env=env,
         stdin=subprocess.DEVNULL,

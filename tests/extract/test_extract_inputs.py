@@ -74,6 +74,7 @@ def test_null_ids_duplicates_and_unknown_articles_are_dropped_and_counted(bq_cli
         "events_missing_ids": 4,
         "events_duplicates": 2,
         "events_unknown_article": 1,
+        "events_in_future": 0,
         "articles_missing_ids": 1,
         "articles_duplicate_ids": 1,
     }
@@ -87,6 +88,31 @@ def test_null_ids_duplicates_and_unknown_articles_are_dropped_and_counted(bq_cli
     assert len(corpus) == 1 and corpus[0]["created_at"].year == 2023 and corpus[0]["created_at"].month == 12
     saved = result.summary
     assert saved["dropped"]["events_duplicates"] == 2 and saved["as_of"] == "2024-01-05T10:00:00+00:00"
+
+
+def test_events_from_the_future_are_counted_and_dropped(bq_client, dataset, tmp_path):
+    future = [("u1", "a2", "2099-01-01 00:00"), ("u3", "a4", "2099-06-01 00:00"), ("u3", "a4", "2099-06-01 00:00")]
+    summary, result = run_extract(bq_client, dataset, events_table(EVENTS + future), articles_table(ARTICLES),
+                                  tmp_path / "out", history_length=3)  # fmt: skip
+    # The duplicate is collapsed first, then the two distinct future events are counted.
+    assert summary.dropped["events_in_future"] == 2 and summary.dropped["events_duplicates"] == 1
+    assert summary.dropped["events_unknown_article"] == 0
+    assert summary.as_of == "2024-01-05T10:00:00+00:00"  # the latest real event, not 2099
+    assert summary.inputs["events_used"] == len(EVENTS)
+    assert result.summary["not_after"] < "2099"
+    # A clock that is itself in 2099 (or a generous skew) keeps them: the rule is relative to the run.
+    late, _ = run_extract(bq_client, dataset, events_table(EVENTS + future), articles_table(ARTICLES),
+                          tmp_path / "out2", history_length=3, max_clock_skew_s=100 * 365 * 86400.0)  # fmt: skip
+    assert late.dropped["events_in_future"] == 0 and late.as_of.startswith("2099-06-01")
+
+
+def test_an_as_of_in_the_future_is_refused(bq_client, dataset, tmp_path):
+    load(bq_client, dataset, "events", events_table(EVENTS))
+    load(bq_client, dataset, "articles", articles_table(ARTICLES))
+    config = ExtractConfig(project=bq_client.project, dataset=dataset, as_of="2099-01-01")
+    with pytest.raises(ValueError, match="as_of 2099-01-01 is in the future"):
+        extract.extract_bigquery(bq_client, tmp_path / "out", config, use_storage_api=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_no_usable_events_explains_why(bq_client, dataset, tmp_path):

@@ -1,0 +1,120 @@
+"""The HTTP server's own edges: JSON errors for what uvicorn refuses itself, and slow clients timed out.
+
+uvicorn (h11) answers a request it cannot parse, e.g. a request line or headers over
+`max_header_bytes` (h11's `max_incomplete_event_size`), with a text/plain 400 of its own before the
+app ever runs, and it waits forever for a client that connects and then sends its headers slowly
+or not at all. `JsonH11Protocol` (passed to uvicorn as `http=`) changes exactly those two things:
+
+  * such errors are JSON like every other error of the service, `{"error": {"status", "message"}}`:
+    431 for oversized headers, 414 when the request line alone is over the limit, 400 otherwise;
+  * the request line and headers must arrive within `header_timeout_s` of the connection (or of
+    the previous response on a kept-alive connection), else the client gets a JSON 408 and the
+    connection is closed. Slow bodies are bounded by the app (serving/app.py, `body_timeout_s`).
+
+Everything else is uvicorn's own behaviour (`timeout_keep_alive` closes idle connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from serving.settings import ServiceSettings, get_settings
+
+LOG = logging.getLogger(__name__)
+
+
+def raw_json_response(status: int, message: str) -> bytes:
+    """A complete HTTP/1.1 response with a JSON error body that closes the connection."""
+    body = json.dumps({"error": {"status": status, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class JsonH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with JSON protocol errors and a deadline for request headers."""
+
+    header_timeout_s: float | None = None  # set by `configure`; worker processes read CANDIDATES_*
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if JsonH11Protocol.header_timeout_s is None:
+            JsonH11Protocol.header_timeout_s = get_settings().header_timeout_s
+        self.header_timeout_s = float(JsonH11Protocol.header_timeout_s)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._timed_cycle: Any = None
+        self._max_header_bytes = int(getattr(self.conn, "_max_incomplete_event_size", 16 * 1024))
+
+    # The deadline: armed when a connection opens and after each response, cleared once a
+    # request's headers are in (uvicorn then creates the request's cycle).
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not None and self.cycle is not self._timed_cycle:
+            self._timed_cycle = self.cycle  # a new request's headers arrived in time
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return
+        LOG.info("closing a connection from %s: no complete request within %.0fs", self.client, self.header_timeout_s)
+        self.transport.write(
+            raw_json_response(408, f"no complete request line and headers within {self.header_timeout_s:g}s")
+        )
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        buffered, _ = self.conn.trailing_data
+        if len(buffered) > self._max_header_bytes:
+            if b"\r\n" not in buffered[: self._max_header_bytes + 2]:
+                status, message = 414, f"request line over {self._max_header_bytes} bytes"
+            else:
+                status, message = 431, f"request line and headers over {self._max_header_bytes} bytes"
+        else:
+            status, message = 400, "malformed HTTP request"
+        LOG.info("refused a request from %s: %s", self.client, message)
+        self._disarm()
+        self.transport.write(raw_json_response(status, message))
+        self.transport.close()
+
+
+def uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
+    """The uvicorn.run/Config options that apply the service's server limits (and set this process's)."""
+    JsonH11Protocol.header_timeout_s = settings.header_timeout_s
+    return {
+        "http": JsonH11Protocol,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "timeout_keep_alive": settings.keep_alive_s,
+    }
