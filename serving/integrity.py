@@ -155,6 +155,27 @@ def read_record(model_dir: Path) -> dict[str, Any] | None:
     return record
 
 
+def verify_records(model_dir: str | os.PathLike, names: tuple[str, ...]) -> None:
+    """Checks the manifests themselves (`names`) against the version's publish.json, before they are read.
+
+    So a corrupted manifest is reported as what it is, not as the odd file list it now describes.
+    No-op without a record (a bare model directory).
+    """
+    model_dir = Path(model_dir)
+    record = read_record(model_dir)
+    if record is None:
+        return
+    for name in names:
+        entry = record[RECORD_FILES_KEY].get(name)
+        path = model_dir / name
+        if not isinstance(entry, dict):
+            continue
+        if not path.is_file():
+            raise IntegrityError(f"{model_dir.name}/{name} is listed in {RECORD_FILE} but missing")
+        if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
+            raise IntegrityError(f"{model_dir.name}/{name} does not match its sha256 in {RECORD_FILE} (corrupted)")
+
+
 def verify_version(
     model_dir: str | os.PathLike,
     manifest: dict[str, Any],

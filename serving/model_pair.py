@@ -132,6 +132,9 @@ def load_model_pair(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    integrity.verify_records(
+        model_dir, (model_files.MANIFEST_FILE, f"{model_files.INDEX_DIR}/{model_files.INDEX_MANIFEST_FILE}")
+    )
     manifest = model_files.read_model_manifest(model_dir)
     version = manifest["model_version"]
     index_dir = model_dir / model_files.INDEX_DIR
