@@ -28,6 +28,8 @@ from serving.settings import ServiceSettings, get_settings
 
 LOG = logging.getLogger(__name__)
 
+LINGER_S = 2.0  # after refusing a request, how long its remaining input is read and dropped
+
 
 def raw_json_response(status: int, message: str) -> bytes:
     """A complete HTTP/1.1 response with a JSON error body that closes the connection."""
@@ -53,6 +55,9 @@ class JsonH11Protocol(H11Protocol):
         self.header_timeout_s = float(JsonH11Protocol.header_timeout_s)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._timed_cycle: Any = None
+        self._discarding = False
+        self._pending_head = bytearray()  # bytes of the request line + headers being received
+        self._answered = 0  # responses completed on this connection
         self._max_header_bytes = int(getattr(self.conn, "_max_incomplete_event_size", 16 * 1024))
 
     # The deadline: armed when a connection opens and after each response, cleared once a
@@ -65,6 +70,7 @@ class JsonH11Protocol(H11Protocol):
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
+        self._pending_head.clear()
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -75,25 +81,50 @@ class JsonH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:  # the error is sent; swallow the rest of what the client sends
+            return
+        if self._header_deadline is not None and self._head_too_large(data):
+            return
         super().data_received(data)
         if self.cycle is not None and self.cycle is not self._timed_cycle:
             self._timed_cycle = self.cycle  # a new request's headers arrived in time
             self._disarm()
 
     def on_response_complete(self) -> None:
+        self._answered += 1
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
             self._arm()
+
+    def _head_too_large(self, data: bytes) -> bool:
+        """Refuses (and returns True) once the request line + headers exceed `max_header_bytes`.
+
+        h11's own limit only applies to a head that arrives in pieces; a large one in one packet
+        would pass, so the head is measured here as it comes in.
+        """
+        limit = self._max_header_bytes
+        self._pending_head += data[: limit + 4]
+        head_end = self._pending_head.find(b"\r\n\r\n")
+        if (head_end == -1 and len(self._pending_head) <= limit) or 0 <= head_end <= limit:
+            return False
+        line_end = self._pending_head.find(b"\r\n")
+        if line_end == -1 or line_end > limit:
+            status, message = 414, f"request line over {limit} bytes"
+        else:
+            status, message = 431, f"request line and headers over {limit} bytes"
+        LOG.info("refused a request from %s: %s", self.client, message)
+        self._refuse(status, message)
+        return True
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
         if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return
+        if self._answered and not self._pending_head:  # an idle kept-alive connection: just close it
+            self.transport.close()
+            return
         LOG.info("closing a connection from %s: no complete request within %.0fs", self.client, self.header_timeout_s)
-        self.transport.write(
-            raw_json_response(408, f"no complete request line and headers within {self.header_timeout_s:g}s")
-        )
-        self.transport.close()
+        self._refuse(408, f"no complete request line and headers within {self.header_timeout_s:g}s")
 
     def send_400_response(self, msg: str) -> None:
         buffered, _ = self.conn.trailing_data
@@ -105,9 +136,18 @@ class JsonH11Protocol(H11Protocol):
         else:
             status, message = 400, "malformed HTTP request"
         LOG.info("refused a request from %s: %s", self.client, message)
+        self._refuse(status, message)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Sends the JSON error, then closes gently: half-close, read and drop what still comes for
+        a moment, then close. Closing with unread input would reset the connection, and a reset can
+        destroy the answer before the client reads it."""
         self._disarm()
+        self._discarding = True
         self.transport.write(raw_json_response(status, message))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
