@@ -30,9 +30,10 @@ _SECRET_NAMES = (
 )
 # user-info of a URL: scheme://[user]:password@host or scheme://password@host (Redis style).
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s?#]+)@")
-# name=value in a query string, a form body or `key=value` options; the value ends at & ; space or quote.
+# name=value in a query string, a form body, `key=value` options or environment variables (any name
+# ending in a secret word: CANDIDATES_ADMIN_TOKEN=, redis_password=); the value ends at & ; space or quote.
 _NAMED_VALUE = re.compile(
-    rf"(?P<name>(?<![A-Za-z0-9_-])(?:{_SECRET_NAMES}))(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>[^&;\s'\",)}}]+)",
+    rf"(?P<name>(?<![A-Za-z0-9_.-])[A-Za-z0-9_.-]*?(?:{_SECRET_NAMES}))(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>[^&;\s'\",)}}]+)",
     re.IGNORECASE,
 )
 # --password VALUE / --redis-password=VALUE / --token VALUE command-line options.

@@ -182,6 +182,9 @@ def _sql_literal(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # The emulator process
 # ---------------------------------------------------------------------------------------------
+EMULATOR_WORKDIR_PREFIX = "homefeed-bqemu-"
+
+
 @contextlib.contextmanager
 def local_emulator(
     project: str = DEFAULT_EMULATOR_PROJECT,
@@ -195,7 +198,9 @@ def local_emulator(
     exit, also on errors and Ctrl-C; its data is gone afterwards.
     """
     home = ensure_spatial_extension(duckdb_home)
-    workdir = Path(tempfile.mkdtemp(prefix="homefeed-bqemu-"))
+    # Scratch space named for this process; those of killed runs are removed first.
+    lifetime.remove_stale_dirs(tempfile.gettempdir(), EMULATOR_WORKDIR_PREFIX)
+    workdir = lifetime.owned_dir(tempfile.gettempdir(), EMULATOR_WORKDIR_PREFIX)
     env = _emulator_env(home, workdir)
     command = [
         sys.executable, "-m", "bqemulator", "start",
