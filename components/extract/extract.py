@@ -32,6 +32,7 @@ from components.extract import schema
 from homefeed import config as config_lib
 from homefeed import features, lifetime
 from homefeed.config import ExtractConfig
+from homefeed.redact import redact
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -242,7 +243,7 @@ def extract_bigquery(
             k: int(report[k])
             for k in ("events_after_as_of", "events_before_lookback", "articles_inactive", "articles_too_old")
         },
-        source=source or f"bigquery project {client.project}",
+        source=redact(source or f"bigquery project {client.project}"),  # an endpoint URL may carry credentials
         config=config_lib.to_dict(config),
         out_dir=str(out_dir.absolute()),
     )
