@@ -5,7 +5,7 @@
     articles.sql           the candidate corpus: active articles with their view counts
     input_report.sql       row counts of the input and of every cleaning step (for the summary)
 
-Values reach the queries only as BigQuery query parameters (`@as_of`, `@history_length`,
+Values reach the queries only as BigQuery query parameters (`@as_of`, `@not_after`, `@history_length`,
 `@max_article_age_days`, `@lookback_days`). Table names cannot be query parameters in BigQuery, so
 each query reads its inputs through two fixed placeholders, `{{events}}` and `{{articles}}`, which
 `render_query` replaces with a relation built by `components.extract.schema` from table names that
