@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 from homefeed import lifetime
 from homefeed.config import PublishConfig
 from serving import integrity
+from serving.durable import fsync_dir, fsync_tree, write_text_atomically
 from trainer.model_dir import sha256_file
 
 LOG = logging.getLogger(__name__)
@@ -283,35 +283,6 @@ def decide(
     return True, f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} (first version)"
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Writes `text` to `path` so readers see the old content or the new one, never a mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not all file systems allow opening a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _append_log(publish_root: Path, decision: PublishDecision) -> None:
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **decision.to_dict()}
     with open(publish_root / PUBLISH_LOG_FILE, "a") as handle:
@@ -321,19 +292,6 @@ def _append_log(publish_root: Path, decision: PublishDecision) -> None:
 def _copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Any:
     # One seam for every file copied into a version (a test makes it fail part-way).
     return shutil.copy2(src, dst)
-
-
-def _fsync_tree(root: Path) -> None:
-    """Every file under `root`, then every directory (deepest first), flushed to disk."""
-    directories = [root]
-    for path in root.rglob("*"):
-        if path.is_dir():
-            directories.append(path)
-        elif path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    for directory in sorted(directories, key=lambda p: len(p.parts), reverse=True):
-        _fsync_dir(directory)
 
 
 def _stage_version(
@@ -355,7 +313,7 @@ def _stage_version(
         integrity.RECORD_FILES_KEY: integrity.file_table(staging, {PUBLISH_RECORD_FILE}, report.hashes),
     }
     write_text_atomically(staging / PUBLISH_RECORD_FILE, json.dumps(integrity.seal_record(record), indent=2) + "\n")
-    _fsync_tree(staging)
+    fsync_tree(staging)
 
 
 def _before_rename(staging: Path, target: Path) -> None:
@@ -431,7 +389,7 @@ def publish_model(
         _stage_version(model_dir, staging, histories, decision)
         _before_rename(staging, target)
         os.rename(staging, target)  # atomic within one directory; fails if target appeared meanwhile
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
