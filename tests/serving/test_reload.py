@@ -212,3 +212,19 @@ def test_reload_of_a_plain_model_dir_is_unchanged_unless_forced(versions):
         forced = client.post("/admin/reload", params={"force": "true"}).json()
         assert forced["result"] == "loaded" and forced["model_version"] == "v1"
         json.loads(client.get("/readyz").text)
+
+
+def test_reloads_are_rate_limited_and_the_served_version_stays(root, versions):
+    with client_for(model=root, watch_latest=False, reload_min_interval_s=60) as client:
+        publish(root, versions, "v2")
+        assert client.post("/admin/reload").json()["model_version"] == "v2"  # start-up does not count
+        response = client.post("/admin/reload", params={"force": "true"})
+        assert response.status_code == 429 and 1 <= int(response.headers["Retry-After"]) <= 60
+        assert "at most one load per 60s" in response.json()["error"]["message"]
+        assert get(client)["model_version"] == "v2"
+        # A cheap "unchanged" answer is never limited, and readiness shows the last real attempt.
+        assert client.post("/admin/reload").json()["result"] == "unchanged"
+        ready = client.get("/readyz").json()
+        assert ready["last_reload"]["result"] == "unchanged" and ready["last_reload_error"] is None
+        metrics = client.get("/metrics").text
+        assert 'candidates_model_reloads_total{result="rate_limited"} 1.0' in metrics
