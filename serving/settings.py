@@ -47,6 +47,12 @@ class ServiceSettings(BaseSettings):
         None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
     )
 
+    write_token: str | None = Field(
+        None, repr=False,
+        description="when set, POST /v1/events, /v1/articles writes and /admin/* need `Authorization: Bearer <token>`",
+    )
+    live_sync_interval_s: float = Field(0.25, gt=0, description="seconds between reads of other replicas' listing changes")
+
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).
     tf_threads: int = Field(1, ge=0, description="TensorFlow intra/inter-op threads (0: TF default)")
