@@ -182,6 +182,11 @@ def _register_serve(subparsers) -> None:
         help="do not poll LATEST (reload only on POST /admin/reload or SIGHUP)",
     )
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    p.add_argument(
+        "--write-token", metavar="TOKEN",
+        help="bearer token required by POST /v1/events, /v1/articles writes and /admin/* (or CANDIDATES_WRITE_TOKEN); "
+        "needed to bind anything but a loopback address",
+    )
     p.set_defaults(handler=serve_command)
 
 
@@ -219,6 +224,11 @@ def serve_command(args: argparse.Namespace) -> int:
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     settings = ServiceSettings(**overrides)  # options win over CANDIDATES_* variables
+    from serving.auth import check_bind, write_token_of
+
+    if args.write_token:
+        settings = settings.model_copy(update={"write_token": args.write_token})
+    check_bind(args.host, write_token_of(settings))  # no open writes on a reachable address
     LOG.info("serving model %s from %s on http://%s:%d (%d worker(s))", version, args.model, args.host, args.port, args.workers)
     common = dict(
         host=args.host, port=args.port, log_config=None, access_log=args.access_log, timeout_graceful_shutdown=10
