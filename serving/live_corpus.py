@@ -382,8 +382,13 @@ def build_overlay(pair, records: Mapping[str, ArticleRecord], previous: LiveOver
     keys = [(r.article_id, r.attributes()) for r in active]
     missing = [r for r, key in zip(active, keys) if key not in cache]
     if missing:
-        for record, vector in zip(missing, embed_articles(pair, missing)):
-            cache[(record.article_id, record.attributes())] = vector
+        try:
+            for record, vector in zip(missing, embed_articles(pair, missing)):
+                cache[(record.article_id, record.attributes())] = vector
+        except Exception as error:  # tombstones must still apply; new listings wait for a model that can embed
+            LOG.error("model %s cannot embed %d new listing(s), they are not served: %s", pair.version, len(missing), error)
+            active = [r for r, key in zip(active, keys) if key in cache]
+            keys = [(r.article_id, r.attributes()) for r in active]
     d = pair.index.d
     vectors = np.stack([cache[key] for key in keys]) if keys else np.zeros((0, d), np.float32)
     return LiveOverlay(

@@ -51,13 +51,26 @@ class LiveState:
         as_of = getattr(store, "as_of_ms", None) if store is not None else None
         return merge_history(snapshot, live, as_of, self.history_length, overlay.attributes)
 
-    async def sync_forever(self, interval_s: float) -> None:
-        """Pulls other writers' article changes every `interval_s` (runs until cancelled)."""
+    def warm(self, pair) -> None:
+        """Builds what requests of `pair` need (overlay, region index) before the first one asks."""
+        from serving.live_corpus import region_index
+
+        self.corpus.overlay(pair)
+        region_index(pair)
+
+    async def sync_forever(self, interval_s: float, holder=None) -> None:
+        """Pulls other writers' article changes every `interval_s` and warms a newly loaded model
+        (runs until cancelled)."""
+        warmed = None
         while True:
             try:
                 changed = await asyncio.to_thread(self.corpus.sync)
                 if changed:
                     LOG.info("live corpus: %d change(s) from %s", changed, self.corpus.log.description)
+                pair = holder.pair if holder is not None else None
+                if pair is not None and pair is not warmed:
+                    await asyncio.to_thread(self.warm, pair)
+                    warmed = pair
             except StoreUnavailableError as error:
                 LOG.warning("live corpus sync failed, will retry: %s", error)
             except Exception:  # the loop must outlive any one failure

@@ -242,4 +242,4 @@ def start_live(app, settings, store, tasks: set) -> None:
     live = open_live_state(settings, store)
     app.state.live = live
     interval = getattr(settings, "live_sync_interval_s", DEFAULT_SYNC_INTERVAL_S)
-    tasks.add(asyncio.create_task(live.sync_forever(interval)))
+    tasks.add(asyncio.create_task(live.sync_forever(interval, getattr(app.state, "holder", None))))
