@@ -67,3 +67,30 @@ def test_embedded_and_redis_live_views_agree(redis_url):
     assert embedded.get("u1") == remote.get("u1") and embedded.get("u2") == remote.get("u2")
     assert remote.get("nobody") == [] and remote.key("u1") == "lv-live:u1"
     remote.close()
+
+
+def test_a_reloaded_snapshot_keeps_only_the_live_views_after_its_as_of(tmp_path):
+    import json
+
+    import model_factory
+    from serving.live_state import LiveState
+    from serving.store import EmbeddedStore
+
+    path = model_factory.write_histories(model_factory.histories_frame(model_factory.article_ids(50), 3, seed=1), tmp_path / "h.parquet")
+    june = EmbeddedStore.from_parquet(path)  # as_of: the newest last_viewed_at
+    assert june.as_of_ms == parse_timestamp("2024-06-01T00:00:00Z")
+    (tmp_path / features.EXTRACT_SUMMARY_FILE).write_text(json.dumps({"as_of": "2024-07-15T00:00:00Z"}))
+    july = EmbeddedStore.from_parquet(path)  # a newer extract: its summary says when it was cut
+    assert july.as_of_ms == parse_timestamp("2024-07-15T00:00:00Z")
+
+    class Overlay:
+        @staticmethod
+        def attributes(article_id):
+            return ("c", "r")
+
+    live = EmbeddedLiveViews(cap=50)
+    live.add(views(("seen-in-july", "2024-07-01T00:00:00Z"), ("after-both", "2024-08-01T00:00:00Z"), user="u0000"))
+    state = LiveState(live, corpus=None, history_length=50)
+    snapshot = june.get("u0000")[features.HISTORY]
+    assert state.history(None, june, "u0000", Overlay)[features.HISTORY] == ["after-both", "seen-in-july", *snapshot]
+    assert state.history(None, july, "u0000", Overlay)[features.HISTORY] == ["after-both", *snapshot]
