@@ -58,7 +58,7 @@ def _register_consume_events(subparsers) -> None:
 
 def _known_articles(model: str, redis_url: str, prefix: str):
     from serving import model_files
-    from serving.live_corpus import RedisArticleLog
+    from serving.live_articles import RedisArticleLog
 
     model_dir = model_files.resolve_model_dir(model).model_dir
     corpus = set(model_files.read_article_ids(model_dir))

@@ -4,10 +4,7 @@ Conventions of vector stores (Vertex AI Vector Search, Qdrant, Milvus): an upser
 id and visible to the next query; a removal is a tombstone filtered at query time until the next
 rebuild (the next published model) compacts it.
 
-* `ArticleRecord`: one listing's latest state (`PUT /v1/articles/{id}`, `sync-articles`).
-* `EmbeddedArticleLog` / `RedisArticleLog`: where records live. Redis keeps them in a hash with a
-  change log (a sorted set scored by a global sequence number, written atomically by one Lua
-  script), so every replica, and a restarted one, reads the same changes in the same order.
+* records and where they are kept: serving/live_articles.py;
 * `LiveOverlay`: what one served model makes of the records, immutable once built:
   - every record newer than the model's as_of hides the model's own row of that id (tombstone);
   - an active one comes back as a row of a small side set, with its vector from the model's
@@ -24,173 +21,15 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from homefeed import features
-from serving.live_events import parse_timestamp
-from serving.store import StoreUnavailableError, _client, _redact
+from serving.live_articles import ArticleRecord
 
 LOG = logging.getLogger(__name__)
-
-ACTIVE = "active"
-REMOVED = ("sold", "deleted")
-ARTICLE_FIELDS = ("title", "category", "region", "status", "created_at")
-MAX_TEXT = 1000
-
-
-class ArticleError(ValueError):
-    """An article body is invalid; `details` lists `{where, problem, got}`."""
-
-    def __init__(self, details: list[dict[str, Any]]):
-        super().__init__("; ".join(f"{d['where']}: {d['problem']}" for d in details))
-        self.details = details
-
-
-@dataclass(frozen=True)
-class ArticleRecord:
-    """A listing's latest live state. `updated_ms`: when the change was accepted (ms, UTC)."""
-
-    article_id: str
-    title: str | None = None
-    category: str | None = None
-    region: str | None = None
-    status: str = ACTIVE
-    created_at: str | None = None
-    updated_ms: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.status == ACTIVE
-
-    def attributes(self) -> tuple[str, ...]:
-        """Values of `features.ARTICLE_ATTRIBUTES` (missing ones as `features.MISSING_ATTRIBUTE`)."""
-        return tuple(getattr(self, a, None) or features.MISSING_ATTRIBUTE for a in features.ARTICLE_ATTRIBUTES)
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
-
-    @classmethod
-    def from_json(cls, value: bytes | str) -> "ArticleRecord":
-        data = orjson.loads(value)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> ArticleRecord:
-    """A `PUT /v1/articles/{id}` body -> record. Every field is optional; status defaults to active.
-
-    Raises:
-      ArticleError: with one detail per bad field.
-    """
-    if not isinstance(body, Mapping):
-        raise ArticleError([{"where": "body", "problem": "must be a JSON object", "got": type(body).__name__}])
-    details = []
-    unknown = sorted(set(body) - set(ARTICLE_FIELDS) - {"article_id"})
-    if unknown:
-        details.append({"where": "body", "problem": f"unknown field(s) {unknown}; allowed: {list(ARTICLE_FIELDS)}", "got": unknown})
-    if "article_id" in body and body["article_id"] != article_id:
-        details.append({"where": "body.article_id", "problem": "differs from the id in the URL", "got": body["article_id"]})
-    values: dict[str, Any] = {}
-    for name in ("title", "category", "region"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
-            details.append({"where": f"body.{name}", "problem": f"must be a string of at most {MAX_TEXT} characters or null", "got": str(value)[:100]})
-        values[name] = value
-    status = body.get("status", ACTIVE)
-    if status not in (ACTIVE, *REMOVED):
-        details.append({"where": "body.status", "problem": f"must be one of {[ACTIVE, *REMOVED]}", "got": str(status)[:100]})
-    created_at = body.get("created_at")
-    if created_at is not None:
-        try:
-            parse_timestamp(created_at, "created_at")
-        except ValueError as error:
-            details.append({"where": "body.created_at", "problem": str(error), "got": str(created_at)[:100]})
-    if details:
-        raise ArticleError(details)
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    return ArticleRecord(article_id, status=status, created_at=created_at, updated_ms=now_ms, **values)
-
-
-# ---------------------------------------------------------------------------------------------
-# Where records live.
-# ---------------------------------------------------------------------------------------------
-class EmbeddedArticleLog:
-    """Records in this process only (no Redis configured)."""
-
-    description = "in-process live articles"
-
-    def __init__(self):
-        self._records: dict[str, tuple[int, ArticleRecord]] = {}
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def put(self, records: Sequence[ArticleRecord]) -> int:
-        with self._lock:
-            for record in records:
-                self._seq += 1
-                self._records[record.article_id] = (self._seq, record)
-            return self._seq
-
-    def changes_since(self, seq: int) -> tuple[list[ArticleRecord], int]:
-        with self._lock:
-            return [r for s, r in self._records.values() if s > seq], self._seq
-
-    def close(self) -> None:
-        pass
-
-
-# KEYS: seq counter, records hash, change log zset. ARGV: id1, json1, id2, json2, ...
-_PUT_SCRIPT = """
-local seq = 0
-for i = 1, #ARGV, 2 do
-  seq = redis.call('INCR', KEYS[1])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[3], seq, ARGV[i])
-end
-return seq
-"""
-
-
-class RedisArticleLog:
-    """Records in Redis: `<base>-articles` hash id -> JSON, `<base>-articles-log` zset id by change seq."""
-
-    def __init__(self, url: str, history_prefix: str, timeout_s: float = 2.0):
-        base = history_prefix.rstrip(":")
-        self.seq_key, self.hash_key, self.log_key = f"{base}-articles-seq", f"{base}-articles", f"{base}-articles-log"
-        self.description = f"redis {_redact(url)} {self.hash_key!r}"
-        self._redis = _client(url, timeout_s)
-        self._put = self._redis.register_script(_PUT_SCRIPT)
-
-    def put(self, records: Sequence[ArticleRecord]) -> int:
-        import redis
-
-        args: list[Any] = []
-        for record in records:
-            args += [record.article_id, record.to_json()]
-        try:
-            return int(self._put(keys=[self.seq_key, self.hash_key, self.log_key], args=args)) if args else 0
-        except redis.RedisError as error:
-            raise StoreUnavailableError(f"writing live articles to {self.description} failed: {error}") from error
-
-    def changes_since(self, seq: int) -> tuple[list[ArticleRecord], int]:
-        """Records changed after `seq` and the highest seq seen (the log, never a separate counter)."""
-        import redis
-
-        try:
-            changed = self._redis.zrangebyscore(self.log_key, f"({seq}", "+inf", withscores=True)
-            if not changed:
-                return [], seq
-            values = self._redis.hmget(self.hash_key, [member for member, _ in changed])
-        except redis.RedisError as error:
-            raise StoreUnavailableError(f"reading live articles from {self.description} failed: {error}") from error
-        records = [ArticleRecord.from_json(v) for v in values if v is not None]
-        return records, int(max(score for _, score in changed))
-
-    def close(self) -> None:
-        self._redis.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,14 +210,18 @@ class LiveOverlay:
         return i < self.dead_rows.size and self.dead_rows[i] == row
 
 
-def build_overlay(pair, records: Mapping[str, ArticleRecord], previous: LiveOverlay | None = None) -> LiveOverlay:
-    """The overlay of `records` for `pair`: tombstones and side rows (vectors reused when unchanged)."""
+def build_overlay(pair, records: Mapping[str, ArticleRecord], cache: dict | None = None) -> LiveOverlay:
+    """The overlay of `records` for `pair`: tombstones and side rows.
+
+    `cache` maps `(article_id, attributes)` to the pair's vector for it: entries found there are
+    not embedded again, new ones are added, entries of listings no longer served are dropped.
+    """
     corpus = pair_corpus(pair)
     as_of = corpus.as_of_ms
     applying = {a: r for a, r in records.items() if as_of is None or r.updated_ms > as_of}
     dead = sorted(corpus.row_of[a] for a in applying if a in corpus.row_of)
     active = [r for r in applying.values() if r.active]
-    cache = previous.vector_cache if previous is not None and previous.pair is pair else {}
+    cache = {} if cache is None else cache
     keys = [(r.article_id, r.attributes()) for r in active]
     missing = [r for r, key in zip(active, keys) if key not in cache]
     if missing:
@@ -389,6 +232,8 @@ def build_overlay(pair, records: Mapping[str, ArticleRecord], previous: LiveOver
             LOG.error("model %s cannot embed %d new listing(s), they are not served: %s", pair.version, len(missing), error)
             active = [r for r, key in zip(active, keys) if key in cache]
             keys = [(r.article_id, r.attributes()) for r in active]
+    for stale in set(cache) - set(keys):
+        del cache[stale]
     d = pair.index.d
     vectors = np.stack([cache[key] for key in keys]) if keys else np.zeros((0, d), np.float32)
     return LiveOverlay(
@@ -406,9 +251,12 @@ def build_overlay(pair, records: Mapping[str, ArticleRecord], previous: LiveOver
 class LiveCorpus:
     """The process's live records (from `log`) and the overlay for the model being served.
 
-    `upsert` applies a change here at once (the next request sees it) and writes it to the log;
-    `sync` pulls changes other writers made; `overlay(pair)` rebuilds when the pair or the records
-    changed (a new model version starts from its own corpus plus the records after its as_of).
+    Writers (`upsert`, `sync`) apply changes to `records`, then `refresh` the overlay: a writer's
+    call returns only once an overlay holding its change is published (read-your-write). Builds
+    are serialised and each takes every change applied before it started, so a burst of writes
+    costs a few builds, not one each. Readers (`overlay`) never wait for a build, except for the
+    first one of a newly loaded model (which starts from its own corpus plus the records after
+    its as_of).
     """
 
     def __init__(self, log):
@@ -418,17 +266,33 @@ class LiveCorpus:
         self._overlay: LiveOverlay | None = None
         self._version = 0  # bumped on every change to `records`
         self._overlay_version = -1
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # guards records / version
+        self._build_lock = threading.Lock()  # one overlay build at a time
+        self._caches: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()  # per model: vectors
 
     def upsert(self, records: Sequence[ArticleRecord], pair=None) -> None:
-        """Stores `records` (log first: nothing is served that was not stored) and applies them."""
+        """Stores `records` (log first: nothing is served that was not stored) and applies them.
+
+        With `pair`, the active ones are embedded first: a model that cannot embed them refuses
+        the change (ValueError) before anything is stored.
+        """
+        vectors = {}
         if pair is not None:
             fresh = [r for r in records if r.active]
-            embed_articles(pair, fresh[:1])  # fail before storing when the model cannot embed at all
+            vectors = {(r.article_id, r.attributes()): v for r, v in zip(fresh, embed_articles(pair, fresh))}
         self.log.put(records)
+        if pair is not None:
+            with self._build_lock:
+                self._cache_for(pair).update(vectors)  # the rebuild reuses them
         self._apply(records)
         if pair is not None:
-            self.overlay(pair)
+            self.refresh(pair)
+
+    def _cache_for(self, pair) -> dict:
+        cache = self._caches.get(pair)
+        if cache is None:
+            cache = self._caches[pair] = {}
+        return cache
 
     def _apply(self, records: Iterable[ArticleRecord]) -> None:
         with self._lock:
@@ -441,38 +305,38 @@ class LiveCorpus:
             if changed:
                 self._version += 1
 
-    def sync(self) -> int:
-        """Applies changes from the log since the last sync; returns how many records came."""
+    def sync(self, pair=None) -> int:
+        """Applies changes from the log since the last sync (and refreshes `pair`'s overlay)."""
         records, seq = self.log.changes_since(self.seq)
         self._apply(records)
         self.seq = max(self.seq, seq)
+        if pair is not None:
+            self.refresh(pair)
         return len(records)
 
-    def overlay(self, pair) -> LiveOverlay:
-        overlay = self._overlay
-        if overlay is not None and overlay.pair is pair and self._overlay_version == self._version:
-            return overlay
-        with self._lock:
+    def refresh(self, pair) -> LiveOverlay:
+        """The overlay of `pair` holding every change applied so far (built if needed)."""
+        with self._build_lock:
             overlay = self._overlay
-            if overlay is None or overlay.pair is not pair or self._overlay_version != self._version:
-                version = self._version
-                overlay = build_overlay(pair, dict(self.records), overlay)
-                self._overlay, self._overlay_version = overlay, version
-                if overlay.records:
-                    LOG.info(
-                        "live corpus for model %s: %d new listing(s), %d model row(s) hidden",
-                        pair.version, len(overlay.side_ids), overlay.dead_rows.size,
-                    )
-        return overlay
+            if overlay is not None and overlay.pair is pair and self._overlay_version == self._version:
+                return overlay
+            with self._lock:
+                version, records = self._version, dict(self.records)
+            started = time.perf_counter()
+            overlay = build_overlay(pair, records, self._cache_for(pair))
+            self._overlay, self._overlay_version = overlay, version
+            LOG.debug(
+                "live corpus for model %s: %d new listing(s), %d model row(s) hidden, built in %.1f ms",
+                pair.version, len(overlay.side_ids), overlay.dead_rows.size, (time.perf_counter() - started) * 1000,
+            )
+            return overlay
+
+    def overlay(self, pair) -> LiveOverlay:
+        """The newest published overlay of `pair` (built only when `pair` has none yet)."""
+        overlay = self._overlay
+        if overlay is not None and overlay.pair is pair:
+            return overlay
+        return self.refresh(pair)
 
     def get(self, article_id: str) -> ArticleRecord | None:
         return self.records.get(article_id)
-
-
-def removal(article_id: str, status: str = "deleted", now_ms: int | None = None) -> ArticleRecord:
-    """The record `DELETE /v1/articles/{id}` stores (a tombstone)."""
-    return ArticleRecord(article_id, status=status, updated_ms=int(time.time() * 1000) if now_ms is None else now_ms)
-
-
-def with_time(record: ArticleRecord, now_ms: int) -> ArticleRecord:
-    return replace(record, updated_ms=now_ms)

@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 
 from homefeed import features
-from serving.live_corpus import EmbeddedArticleLog, LiveCorpus, LiveOverlay, RedisArticleLog
+from serving.live_articles import EmbeddedArticleLog, RedisArticleLog
+from serving.live_corpus import LiveCorpus, LiveOverlay
 from serving.live_events import EmbeddedLiveViews, RedisLiveViews, merge_history
 from serving.store import HistoryRow, RedisStore, StoreUnavailableError
 
@@ -64,13 +65,13 @@ class LiveState:
         warmed = None
         while True:
             try:
-                changed = await asyncio.to_thread(self.corpus.sync)
-                if changed:
-                    LOG.info("live corpus: %d change(s) from %s", changed, self.corpus.log.description)
                 pair = holder.pair if holder is not None else None
                 if pair is not None and pair is not warmed:
                     await asyncio.to_thread(self.warm, pair)
                     warmed = pair
+                changed = await asyncio.to_thread(self.corpus.sync, pair)
+                if changed:
+                    LOG.info("live corpus: %d change(s) from %s", changed, self.corpus.log.description)
             except StoreUnavailableError as error:
                 LOG.warning("live corpus sync failed, will retry: %s", error)
             except Exception:  # the loop must outlive any one failure

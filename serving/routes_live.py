@@ -21,7 +21,7 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from serving.live_corpus import ACTIVE, ArticleError, ArticleRecord, parse_article, removal
+from serving.live_articles import ACTIVE, ArticleError, ArticleRecord, parse_article, removal
 from serving.live_events import MAX_EVENTS_PER_REQUEST, parse_items
 from serving.live_state import DEFAULT_SYNC_INTERVAL_S, open_live_state
 from serving.store import StoreUnavailableError

@@ -12,15 +12,8 @@ import pytest
 import model_factory
 from homefeed.config import IndexConfig
 from serving.index_build import build_model_index
-from serving.live_corpus import (
-    ArticleError,
-    ArticleRecord,
-    EmbeddedArticleLog,
-    LiveCorpus,
-    RedisArticleLog,
-    build_overlay,
-    parse_article,
-)
+from serving.live_articles import ArticleError, ArticleRecord, EmbeddedArticleLog, RedisArticleLog, parse_article
+from serving.live_corpus import LiveCorpus, build_overlay
 from serving.live_events import parse_timestamp
 from serving.model_pair import load_model_pair
 
