@@ -31,11 +31,12 @@ import orjson
 
 from homefeed import features
 from serving.live_events import RedisLiveViews, parse_item
-from serving.store import DEFAULT_REDIS_PREFIX, _client, _redact
+from serving.store import DEFAULT_REDIS_PREFIX, StoreUnavailableError, _client, _redact
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "homefeed-live-views"
+RETRY_S = 1.0
 REJECTED_SUFFIX = ":rejected"
 
 
@@ -155,6 +156,8 @@ class EventConsumer:
 
     def run(self, stop: threading.Event | None = None, idle_exit: bool = False) -> ConsumerStats:
         """Consumes until `stop` is set (or, with `idle_exit`, until the stream has nothing new)."""
+        import redis
+
         stop = stop or threading.Event()
         self.ensure_group()
         LOG.info("consuming %s", self.description)
@@ -166,19 +169,32 @@ class EventConsumer:
             self.process(pending)
         last_claim = 0.0
         while not stop.is_set():
-            if time.monotonic() - last_claim >= self.claim_idle_ms / 1000 / 2:  # 2. a dead consumer's
-                claimed = self._claim()
-                last_claim = time.monotonic()
-                if claimed:
-                    LOG.info("claimed %d entries pending longer than %d ms", len(claimed), self.claim_idle_ms)
-                    self.stats.claimed += len(claimed)
-                    for i in range(0, len(claimed), self.batch_size):
-                        self.process(claimed[i : i + self.batch_size])
-            answer = self.redis.xreadgroup(  # 3. new entries
-                self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=self.block_ms
-            )
-            entries = answer[0][1] if answer else []
-            self.process(entries)
+            try:
+                if time.monotonic() - last_claim >= self.claim_idle_ms / 1000 / 2:  # 2. a dead consumer's
+                    claimed = self._claim()
+                    last_claim = time.monotonic()
+                    if claimed:
+                        LOG.info("claimed %d entries pending longer than %d ms", len(claimed), self.claim_idle_ms)
+                        self.stats.claimed += len(claimed)
+                        for i in range(0, len(claimed), self.batch_size):
+                            self.process(claimed[i : i + self.batch_size])
+                answer = self.redis.xreadgroup(  # 3. new entries
+                    self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=self.block_ms
+                )
+                entries = answer[0][1] if answer else []
+                self.process(entries)
+            except (redis.RedisError, StoreUnavailableError) as error:
+                # Nothing of the failed batch was acknowledged: it stays pending for this consumer
+                # and is re-read (own pending first) once Redis answers again.
+                LOG.warning("Redis failed (%s); retrying in %.0f s", error, RETRY_S)
+                stop.wait(RETRY_S)
+                last_claim = 0.0
+                try:
+                    while not stop.is_set() and (pending := self._own_pending()):
+                        self.process(pending)
+                except (redis.RedisError, StoreUnavailableError):
+                    pass
+                continue
             if idle_exit and not entries:
                 break
         s = self.stats

@@ -165,6 +165,9 @@ class RedisArticleLog:
         except redis.RedisError as error:
             raise StoreUnavailableError(f"writing live articles to {self.description} failed: {error}") from error
 
+    def exists(self, article_id: str) -> bool:
+        return bool(self._redis.hexists(self.hash_key, article_id))
+
     def changes_since(self, seq: int) -> tuple[list[ArticleRecord], int]:
         """Records changed after `seq` and the highest seq seen (the log, never a separate counter)."""
         import redis

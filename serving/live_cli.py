@@ -65,7 +65,7 @@ def _known_articles(model: str, redis_url: str, prefix: str):
     live_log = RedisArticleLog(redis_url, prefix)
 
     def known(article_id: str) -> bool:
-        return article_id in corpus or bool(live_log._redis.hexists(live_log.hash_key, article_id))
+        return article_id in corpus or live_log.exists(article_id)
 
     LOG.info("accepting views of the %d articles of %s and of live listings", len(corpus), model_dir)
     return known

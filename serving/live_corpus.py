@@ -124,15 +124,11 @@ def region_index(pair):
             if corpus.region_index is None:
                 from serving.filtered_search import RegionIndex
 
-                vectors = np.load(pair.model_dir / features_vectors_file(), mmap_mode="r")
+                from serving.model_files import ARTICLE_VECTORS_FILE
+
+                vectors = np.load(pair.model_dir / ARTICLE_VECTORS_FILE, mmap_mode="r")
                 corpus.region_index = RegionIndex(pair.index, vectors, corpus.region_codes)
     return corpus.region_index
-
-
-def features_vectors_file() -> str:
-    from serving.model_files import ARTICLE_VECTORS_FILE
-
-    return ARTICLE_VECTORS_FILE
 
 
 def article_tower(pair):

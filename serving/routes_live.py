@@ -21,6 +21,7 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
+from homefeed import features
 from serving.live_articles import ACTIVE, ArticleError, ArticleRecord, parse_article, removal
 from serving.live_events import MAX_EVENTS_PER_REQUEST, parse_items
 from serving.live_state import DEFAULT_SYNC_INTERVAL_S, open_live_state
@@ -37,6 +38,25 @@ BULK_BODY_BYTES = 1024 * 1024
 ArticleId = Annotated[str, Path(min_length=1, max_length=256, description="the listing's id")]
 
 router = APIRouter()
+
+
+class LiveMetrics:
+    """Counters of the live endpoints, on the app's registry (see serving/metrics.py)."""
+
+    def __init__(self, registry):
+        from prometheus_client import Counter, Gauge
+
+        self.events = Counter(
+            "candidates_live_events", "Live view events by outcome (applied, duplicate, rejected)", ["result"], registry=registry
+        )
+        self.article_changes = Counter(
+            "candidates_live_article_changes", "Listing changes stored, by the status they set", ["status"], registry=registry
+        )
+        self.records = Gauge("candidates_live_records", "Live listing records this replica holds", registry=registry)
+
+
+def _metrics(request: Request) -> LiveMetrics | None:
+    return getattr(request.app.state, "live_metrics", None)
 
 
 def body_limit(path: str, default: int) -> int:
@@ -105,6 +125,11 @@ async def post_events(request: Request) -> Response:
         LOG.error("events not stored: %s", error)
         return _error(503, f"the history store did not take the events; nothing was stored: {error}")
     answer = {"accepted": len(views), "applied": applied, "duplicates": len(views) - applied, "rejected": rejected}
+    metrics = _metrics(request)
+    if metrics is not None:
+        metrics.events.labels("applied").inc(applied)
+        metrics.events.labels("duplicate").inc(len(views) - applied)
+        metrics.events.labels("rejected").inc(len(rejected))
     if rejected and not views:
         return _error(422, f"none of the {len(items)} events is valid", rejected, **answer)
     if rejected:
@@ -127,7 +152,7 @@ def complete(record: ArticleRecord, given: set[str], live, pair) -> ArticleRecor
         if row is not None:
             base["title"] = pair.titles[row] if pair.titles is not None else None
             for attr in ("category", "region"):
-                if attr in corpus.attributes and corpus.attributes[attr][row] != "__missing__":
+                if attr in corpus.attributes and corpus.attributes[attr][row] != features.MISSING_ATTRIBUTE:
                     base[attr] = corpus.attributes[attr][row]
     else:
         base = {}
@@ -146,6 +171,11 @@ def _store(request: Request, records: list[ArticleRecord]) -> Response | None:
         return _error(503, f"the live corpus store did not take the change; nothing was stored: {error}")
     except ValueError as error:  # the model cannot embed listings (no article tower)
         return _error(409, str(error))
+    metrics = _metrics(request)
+    if metrics is not None:
+        for record in records:
+            metrics.article_changes.labels(record.status).inc()
+        metrics.records.set(len(live.corpus.records))
     return None
 
 
@@ -241,5 +271,7 @@ def start_live(app, settings, store, tasks: set) -> None:
     """Opens the live state (`app.state.live`) and starts its sync loop (added to `tasks`)."""
     live = open_live_state(settings, store)
     app.state.live = live
+    if getattr(app.state, "live_metrics", None) is None:
+        app.state.live_metrics = LiveMetrics(app.state.metrics.registry)
     interval = getattr(settings, "live_sync_interval_s", DEFAULT_SYNC_INTERVAL_S)
     tasks.add(asyncio.create_task(live.sync_forever(interval, getattr(app.state, "holder", None))))

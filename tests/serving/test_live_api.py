@@ -211,3 +211,11 @@ def test_writes_need_the_token_when_one_is_configured(model):
         good = client.post("/v1/events", json=event, headers={"Authorization": "Bearer s3cret-token"})
         assert good.status_code == 200 and good.json()["accepted"] == 1
         assert client.get("/v1/users/u0001/candidates").status_code == 200  # reads stay open
+
+
+def test_live_writes_are_counted(service):
+    service.post("/v1/events", json={"events": [view("u0009", "a000031"), view("u0009", "a000031"), view("u0009", "nope")]})
+    text = service.get("/metrics").text
+    for line in ('candidates_live_events_total{result="applied"}', 'candidates_live_events_total{result="duplicate"}',
+                 'candidates_live_events_total{result="rejected"}', 'candidates_live_article_changes_total{status="sold"}'):
+        assert line in text, line
