@@ -91,7 +91,7 @@ def bench_filter(args) -> dict:
     print(f"{args.index_type} over {args.size:,} x {args.dim} built in {build_s:.0f}s; unfiltered recall@{args.k} "
           f"{tuning.recall:.3f} with {tuning.params.to_dict() or 'exact search'}")
     codes = region_codes(args.size, args.shares, rng)
-    regions = RegionIndex(index, vectors, codes, exact_share=args.exact_share, overfetch_share=args.overfetch_share)
+    regions = RegionIndex(index, vectors, codes, exact_share=args.exact_share)
     faiss.omp_set_num_threads(1)
     rows = []
     for code, share in enumerate(args.shares):
@@ -247,7 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--ef-construction", type=int, default=200, help="HNSW build depth (IndexConfig's default)")
     f.add_argument("--shares", type=float, nargs="+", default=[0.001, 0.01, 0.1, 0.5])
     f.add_argument("--exact-share", type=float, default=None, help="override filtered_search.EXACT_SHARE")
-    f.add_argument("--overfetch-share", type=float, default=None, help="override filtered_search.OVERFETCH_SHARE")
     f.add_argument("--queries", type=int, default=200)
     f.add_argument("--k", type=int, default=200)
     f.add_argument("--build-threads", type=int, default=0, help="threads for the index build (0: all)")
@@ -262,10 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if args.part == "filter":
-        from serving.filtered_search import EXACT_SHARE, OVERFETCH_SHARE
+        from serving.filtered_search import EXACT_SHARE
 
         args.exact_share = EXACT_SHARE if args.exact_share is None else args.exact_share
-        args.overfetch_share = OVERFETCH_SHARE if args.overfetch_share is None else args.overfetch_share
         report = bench_filter(args)
     else:
         report = bench_service(args)

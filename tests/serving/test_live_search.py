@@ -7,7 +7,7 @@ import pytest
 
 from homefeed.config import IndexConfig
 from serving import index as faiss_index
-from serving.filtered_search import EXACT, OVERFETCH, SELECTOR, RegionIndex, exact_filtered_reference
+from serving.filtered_search import EXACT, SELECTOR, RegionIndex, exact_filtered_reference
 
 N, D, K = 6000, 16, 50
 
@@ -26,7 +26,7 @@ def data():
 def test_filtered_top_k_matches_brute_force(data, index_type):
     vectors, codes, queries = data
     index = faiss_index.build_index(vectors, index_type, IndexConfig(hnsw_ef_search=64, ivf_nprobe=64))
-    regions = RegionIndex(index, vectors, codes, exact_share=0.2, overfetch_share=0.4)
+    regions = RegionIndex(index, vectors, codes, exact_share=0.2)
     for allowed in ([0], [1], [2], [1, 2], [3], [4], [3, 4], [0, 1, 2, 3, 4]):
         recalls = []
         for query in queries:
@@ -40,9 +40,8 @@ def test_filtered_top_k_matches_brute_force(data, index_type):
                 np.testing.assert_array_equal(rows, truth)
                 np.testing.assert_allclose(scores, truth_scores, rtol=1e-5, atol=1e-5)
             recalls.append(len(set(rows.tolist()) & set(truth.tolist())) / len(truth))
-        share = np.isin(codes, allowed).mean()
-        expected = EXACT if index_type == "flat" or share <= 0.2 else OVERFETCH if share >= 0.4 else SELECTOR
-        assert strategy in (expected, SELECTOR if expected == OVERFETCH else expected)  # overfetch may hand over
+        expected = EXACT if index_type == "flat" or np.isin(codes, allowed).mean() <= 0.2 else SELECTOR
+        assert strategy == expected
         assert np.mean(recalls) >= 0.95, (index_type, allowed, np.mean(recalls))
 
 
@@ -50,7 +49,7 @@ def test_filtered_top_k_matches_brute_force(data, index_type):
 def test_excluded_rows_never_come_back_and_k_is_still_reached(data, index_type):
     vectors, codes, queries = data
     index = faiss_index.build_index(vectors, index_type, IndexConfig(hnsw_ef_search=64))
-    regions = RegionIndex(index, vectors, codes, exact_share=0.2, overfetch_share=0.4)
+    regions = RegionIndex(index, vectors, codes, exact_share=0.2)
     for allowed in ([1], [3], [4]):
         _, first, _ = regions.search(queries[0], K, allowed)
         exclude = first[:10]
