@@ -219,3 +219,30 @@ def test_live_writes_are_counted(service):
     for line in ('candidates_live_events_total{result="applied"}', 'candidates_live_events_total{result="duplicate"}',
                  'candidates_live_events_total{result="rejected"}', 'candidates_live_article_changes_total{status="sold"}'):
         assert line in text, line
+
+
+def test_sync_articles_sends_a_file_of_listings(service, model, tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "article_id": ["sync-old", "sync-new", "a000008", "sync-bad"],
+        "region": ["north", "north", None, "south"],
+        "status": ["active", "active", "sold", "bogus"],
+        "created_at": pd.to_datetime(["2024-01-01", "2024-08-01", "2024-08-02", "2024-08-03"], utc=True),
+    })
+    frame.to_parquet(tmp_path / "articles.parquet")
+    result = subprocess.run(
+        [sys.executable, "-m", "homefeed.cli", "sync-articles", "--service", str(service.base_url),
+         "--articles", str(tmp_path / "articles.parquet"), "--since", "2024-07-01"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1, result.stderr  # one row rejected
+    assert "2 of 3 listings accepted" in result.stdout and "row 2" in result.stderr and "status" in result.stderr
+    assert service.get("/v1/articles/sync-new").json()["region"] == "north"
+    assert service.get("/v1/articles/a000008").json()["status"] == "sold"
+    assert service.get("/v1/articles/sync-old").status_code == 404  # before --since
+    got = ids_of(service.get("/v1/users/u0010/candidates", params={"k": 400}))
+    assert "sync-new" in got and "a000008" not in got
