@@ -36,13 +36,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homefeed import __version__
 from serving import candidates as candidate_logic
+from serving import routes_live
+from serving.auth import WriteAuth
 from serving.metrics import ServiceMetrics
 from serving.model_holder import ModelHolder
 from serving.model_pair import load_model_pair
 from serving.settings import ServiceSettings, get_settings
 from serving.store import EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
-from serving import routes_live
-from serving.auth import WriteAuth
 
 LOG = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 MAX_USER_ID_LENGTH = 128
 CANDIDATES_PREFIX = "/v1/users/"
 DEFAULT_SETTINGS = ServiceSettings.model_construct()  # limits before the lifespan ran
-KNOWN_ENDPOINTS = (routes_live.EVENTS_PATH, routes_live.ARTICLES_PATH, "/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+KNOWN_ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+KNOWN_ENDPOINTS += (routes_live.EVENTS_PATH, routes_live.ARTICLES_PATH)
 
 
 # ---------------------------------------------------------------------------------------------

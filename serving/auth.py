@@ -30,9 +30,13 @@ class InsecureBindError(ValueError):
     """A non-loopback bind without a write token: anyone could write."""
 
 
-def write_token_of(settings) -> str | None:
-    """The configured token (write_token, else the older admin_token), or None."""
-    return getattr(settings, "write_token", None) or getattr(settings, "admin_token", None) or None
+def write_token_of(settings, path: str = "") -> str | None:
+    """The token `path` needs: for /admin/* the admin_token if one is set, else the write_token;
+    for the write endpoints the write_token, else the admin_token. None: no token configured."""
+    write, admin = getattr(settings, "write_token", None), getattr(settings, "admin_token", None)
+    if path.startswith(ADMIN_PREFIX):
+        return admin or write or None
+    return write or admin or None
 
 
 def is_loopback(host: str) -> bool:
@@ -87,7 +91,7 @@ class WriteAuth:
         if scope["type"] != "http" or not needs_token(scope["method"], scope["path"]):
             return await self.app(scope, receive, send)
         settings = getattr(scope["app"].state, "settings", None)
-        token = write_token_of(settings) if settings is not None else None
+        token = write_token_of(settings, scope["path"]) if settings is not None else None
         if token:
             header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             problem = check_authorization(header, token)

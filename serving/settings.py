@@ -44,7 +44,7 @@ class ServiceSettings(BaseSettings):
     watch_latest: bool = Field(True, description="poll a publish root's LATEST and load new versions")
     watch_interval_s: float = Field(5.0, gt=0)
     admin_token: str | None = Field(
-        None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
+        None, repr=False, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
     )
 
     write_token: str | None = Field(

@@ -56,3 +56,14 @@ def test_the_token_is_never_logged(model_v1, caplog):
         assert client.post("/v1/events", json={"events": []}, headers={"Authorization": "Bearer wrong"}).status_code == 403
         assert client.post("/v1/events", json={"events": []}, headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     assert secret not in caplog.text
+
+
+def test_admin_token_keeps_guarding_admin_when_both_are_set():
+    from serving.auth import write_token_of
+    from serving.settings import ServiceSettings
+
+    both = ServiceSettings(write_token="w", admin_token="a")
+    assert write_token_of(both, "/admin/reload") == "a" and write_token_of(both, "/v1/events") == "w"
+    only_admin = ServiceSettings(admin_token="a")
+    assert write_token_of(only_admin, "/v1/events") == "a" and write_token_of(ServiceSettings(), "/v1/events") is None
+    assert "'a'" not in repr(both) and "'w'" not in repr(both)
