@@ -121,3 +121,23 @@ def test_a_consumer_killed_mid_stream_resumes_without_losing_or_repeating_an_eve
     rejected = client.xrange(stream + ":rejected")
     assert len(rejected) == 1 and b"RFC 3339" in rejected[0][1][b"reason"]
     assert f"reclaimed" in output and (pending == 0 or "claimed" in output)
+
+
+def test_a_restarted_consumer_first_finishes_what_it_had_read(redis_url):
+    from serving.consumer import EventConsumer
+
+    client = redis.Redis.from_url(redis_url)
+    stream = "views-restart"
+    consumer = EventConsumer(redis_url, stream, consumer="same", history_prefix="restart:", block_ms=50)
+    consumer.ensure_group()
+    for i in range(6):
+        client.xadd(stream, {"user_id": "r1", "article_id": f"a{i:06d}", "viewed_at": f"2024-07-01T00:00:0{i}Z"})
+    # The previous process read four entries and died before writing them (nothing acknowledged).
+    client.xreadgroup(consumer.group, "same", {stream: ">"}, count=4)
+    assert client.xpending(stream, consumer.group)["pending"] == 4
+    stats = consumer.run(idle_exit=True)  # claim_idle_ms is 30 s: only its own pending can be these
+    consumer.close()
+    assert stats.read == 6 and stats.applied == 6 and stats.claimed == 0
+    stored = orjson.loads(client.get(live_key_prefix("restart:") + "r1"))
+    assert [e[1] for e in stored] == [f"a{i:06d}" for i in reversed(range(6))]
+    assert client.xpending(stream, consumer.group)["pending"] == 0
