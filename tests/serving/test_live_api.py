@@ -221,6 +221,7 @@ def test_live_writes_are_counted(service):
         assert line in text, line
 
 
+@pytest.mark.slow
 def test_sync_articles_sends_a_file_of_listings(service, model, tmp_path):
     import subprocess
     import sys

@@ -37,6 +37,7 @@ def settings(model, redis_url, prefix):
     return ServiceSettings(model=model, redis_url=redis_url, redis_prefix=prefix, redis_timeout_s=2.0, live_sync_interval_s=0.1)
 
 
+@pytest.mark.slow
 def test_replicas_share_views_and_listings_and_a_restart_keeps_them(model, table, redis_url):
     prefix = "rep:"
     load_histories_to_redis(model / "user_histories.parquet", redis_url, prefix=prefix)
@@ -57,6 +58,7 @@ def test_replicas_share_views_and_listings_and_a_restart_keeps_them(model, table
         assert viewed not in ids_of(restarted.get("/v1/users/u0001/candidates", params={"k": 400}))
 
 
+@pytest.mark.slow
 def test_a_new_snapshot_keeps_live_views_newer_than_its_as_of(model, table, redis_url):
     prefix = "snap:"
     with running_service(settings(model, redis_url, prefix)) as service:
@@ -82,6 +84,7 @@ def _consumer(redis_url, stream, name, *extra):
     )
 
 
+@pytest.mark.slow
 def test_a_consumer_killed_mid_stream_resumes_without_losing_or_repeating_an_event(redis_url):
     client = redis.Redis.from_url(redis_url)
     stream, users, per_user = "views-kill", 20, 30

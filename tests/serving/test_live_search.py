@@ -10,6 +10,8 @@ from serving import index as faiss_index
 from serving.filtered_search import EXACT, SELECTOR, RegionIndex, exact_filtered_reference
 
 N, D, K = 6000, 16, 50
+# A shallow HNSW build (seconds, not tens) still well above the recall the test asks for.
+FAST_BUILD = IndexConfig(hnsw_m=16, hnsw_ef_construction=64, hnsw_ef_search=96, ivf_nprobe=64)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def data():
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
 def test_filtered_top_k_matches_brute_force(data, index_type):
     vectors, codes, queries = data
-    index = faiss_index.build_index(vectors, index_type, IndexConfig(hnsw_ef_search=64, ivf_nprobe=64))
+    index = faiss_index.build_index(vectors, index_type, FAST_BUILD)
     regions = RegionIndex(index, vectors, codes, exact_share=0.2)
     for allowed in ([0], [1], [2], [1, 2], [3], [4], [3, 4], [0, 1, 2, 3, 4]):
         recalls = []
@@ -48,7 +50,7 @@ def test_filtered_top_k_matches_brute_force(data, index_type):
 @pytest.mark.parametrize("index_type", ["flat", "hnsw"])
 def test_excluded_rows_never_come_back_and_k_is_still_reached(data, index_type):
     vectors, codes, queries = data
-    index = faiss_index.build_index(vectors, index_type, IndexConfig(hnsw_ef_search=64))
+    index = faiss_index.build_index(vectors, index_type, FAST_BUILD)
     regions = RegionIndex(index, vectors, codes, exact_share=0.2)
     for allowed in ([1], [3], [4]):
         _, first, _ = regions.search(queries[0], K, allowed)
