@@ -43,12 +43,11 @@ LOG = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_REQUEST = 1000
 VIEW = "view"
-EVENT_TYPES = (VIEW,)  # "search" is reserved for a later item kind
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the same ids the candidates URL takes
 MAX_ARTICLE_ID_LENGTH = 256
 MAX_EVENT_ID_LENGTH = 256
 FUTURE_TOLERANCE_S = 300  # clocks disagree a little; a view from further in the future is refused
-ITEM_FIELDS = frozenset({"type", "user_id", "article_id", "viewed_at", "event_id"})
+ITEM_FIELDS = frozenset({"type", "user_id", "article_id", "viewed_at", "event_id"})  # of a view
 
 LiveEntry = list  # [viewed_at_ms: int, article_id: str, key: str]
 
@@ -91,7 +90,7 @@ def format_timestamp(ms: int) -> str:
 
 
 def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: float | None = None) -> LiveView:
-    """One event item -> `LiveView`.
+    """One event item -> its typed event (today only `LiveView`), by the item's `type`.
 
     Args:
       item: the decoded JSON item.
@@ -104,8 +103,14 @@ def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: fl
     if not isinstance(item, Mapping):
         raise ValueError(f"an event must be a JSON object, got {type(item).__name__}")
     kind = item.get("type", VIEW)
-    if kind not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {kind!r}; supported: {', '.join(EVENT_TYPES)}")
+    parser = ITEM_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise ValueError(f"unknown event type {kind!r}; supported: {', '.join(ITEM_PARSERS)}"[:300])
+    return parser(item, known_article, time.time() if now_s is None else now_s)
+
+
+def parse_view(item: Mapping[str, Any], known_article: Callable[[str], bool] | None, now_s: float) -> LiveView:
+    """A `{"type": "view", ...}` item (see `parse_item`)."""
     unknown = sorted(set(item) - ITEM_FIELDS)
     if unknown:
         raise ValueError(f"unknown field(s) {unknown}; a view has {sorted(ITEM_FIELDS)}")
@@ -116,7 +121,6 @@ def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: fl
     if not isinstance(article_id, str) or not article_id or len(article_id) > MAX_ARTICLE_ID_LENGTH:
         raise ValueError(f"article_id must be a non-empty string of at most {MAX_ARTICLE_ID_LENGTH} characters, got {article_id!r}"[:300])
     viewed_at_ms = parse_timestamp(item.get("viewed_at"))
-    now_s = time.time() if now_s is None else now_s
     if viewed_at_ms > (now_s + FUTURE_TOLERANCE_S) * 1000:
         raise ValueError(f"viewed_at {item.get('viewed_at')!r} is in the future")
     event_id = item.get("event_id")
@@ -126,6 +130,10 @@ def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: fl
         raise ValueError(f"unknown article {article_id!r} (not in the served corpus nor a live listing)")
     key = f"id:{event_id}" if event_id else f"{viewed_at_ms}|{article_id}"
     return LiveView(user_id, article_id, viewed_at_ms, key)
+
+
+# One parser per item type: a later kind (e.g. "search") adds its own parser and event class.
+ITEM_PARSERS: dict[str, Callable[..., Any]] = {VIEW: parse_view}
 
 
 def parse_items(
