@@ -10,49 +10,8 @@ import numpy as np
 import pytest
 
 import model_factory
-from conftest import DIM  # noqa: F401  (the served model's width)
-from homefeed import features
-from live_http import running_service
+from live_http import ids_of, ids_of_body, reference, running_service, snapshot_history, user_vector, view
 from serving.settings import ServiceSettings
-
-LATER = "2024-07-01T12:00:00Z"  # after the snapshot's as_of (2024-06-01)
-
-
-def user_vector(table, history):
-    import tensorflow as tf
-
-    buckets = tf.strings.to_hash_bucket_fast(tf.constant(history), model_factory.NUM_BUCKETS).numpy()
-    vector = table[buckets].mean(axis=0)
-    return vector / np.linalg.norm(vector)
-
-
-def reference(model_dir, table, history, k, regions=None, removed=(), extra=None):
-    """Brute force over corpus (+ `extra` {id: region}) minus seen/removed, filtered by region."""
-    ids = (model_dir / "article_ids.txt").read_text().split()
-    vectors = np.load(model_dir / "article_vectors.npy")
-    region_of = {a: model_factory.REGIONS[i % 2] for i, a in enumerate(ids)}
-    if extra:
-        ids = ids + list(extra)
-        vectors = np.concatenate([vectors, model_factory.article_vectors_for(list(extra), table)])
-        region_of.update(extra)
-    scores = vectors @ user_vector(table, history)
-    order = np.argsort(-scores, kind="stable")
-    out = [ids[i] for i in order if ids[i] not in set(history) and ids[i] not in set(removed)]
-    if regions:
-        out = [a for a in out if region_of[a] in regions]
-    return out[:k]
-
-
-def snapshot_history(model_dir, user_id):
-    import pandas as pd
-
-    frame = pd.read_parquet(model_dir / features.USER_HISTORIES_FILE)
-    return list(frame.set_index("user_id").loc[user_id, "history"])
-
-
-def ids_of(response):
-    assert response.status_code == 200, response.text
-    return [c["article_id"] for c in response.json()["candidates"]]
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +28,6 @@ def service(model):
 @pytest.fixture(scope="module")
 def table(saved_models):
     return saved_models[0][1]
-
-
-def view(user, article, when=LATER, **extra):
-    return {"user_id": user, "article_id": article, "viewed_at": when, **extra}
 
 
 def test_a_posted_view_changes_the_next_answer_and_is_excluded(service, model, table):
@@ -107,10 +62,6 @@ def test_a_user_unknown_to_the_snapshot_is_personalised_by_live_views(service, m
     service.post("/v1/events", json={"events": [view("newcomer", "a000010", "2020-01-01T00:00:00Z")]})
     body = service.get("/v1/users/newcomer/candidates", params={"k": 10}).json()
     assert body["fallback"] is False and ids_of_body(body) == reference(model, table, ["a000010"], 10)
-
-
-def ids_of_body(body):
-    return [c["article_id"] for c in body["candidates"]]
 
 
 def test_region_filter_equals_a_brute_force_reference(service, model, table):

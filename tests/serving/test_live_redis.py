@@ -13,12 +13,10 @@ import orjson
 import pytest
 import redis
 
-import model_factory
-from live_http import running_service
+from live_http import ids_of, reference, running_service, snapshot_history, view
 from serving.live_events import live_key_prefix
 from serving.settings import ServiceSettings
 from serving.store import load_histories_to_redis
-from test_live_api import ids_of, reference, snapshot_history, view
 
 pytestmark = pytest.mark.redis
 
