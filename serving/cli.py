@@ -229,6 +229,11 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.write_token:
         settings = settings.model_copy(update={"write_token": args.write_token})
     check_bind(args.host, write_token_of(settings))  # no open writes on a reachable address
+    if args.workers > 1 and not settings.redis_url:
+        LOG.warning(
+            "%d workers without --redis-url: each keeps its own live views and listings, so a write "
+            "reaches only the worker that took it; use Redis to share them", args.workers,
+        )
     LOG.info("serving model %s from %s on http://%s:%d (%d worker(s))", version, args.model, args.host, args.port, args.workers)
     common = dict(
         host=args.host, port=args.port, log_config=None, access_log=args.access_log, timeout_graceful_shutdown=10
