@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--index-type", choices=("hnsw", "ivf", "flat"), default="hnsw")
     f.add_argument("--ef-construction", type=int, default=200, help="HNSW build depth (IndexConfig's default)")
     f.add_argument("--shares", type=float, nargs="+", default=[0.001, 0.01, 0.1, 0.5])
-    f.add_argument("--exact-share", type=float, default=None, help="override filtered_search.EXACT_SHARE (by index type)")
+    f.add_argument("--exact-share", type=float, default=None, help="override filtered_search.EXACT_SHARE")
     f.add_argument("--queries", type=int, default=200)
     f.add_argument("--k", type=int, default=200)
     f.add_argument("--build-threads", type=int, default=0, help="threads for the index build (0: all)")
@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if args.part == "filter":
+        from serving.filtered_search import EXACT_SHARE
+
+        args.exact_share = EXACT_SHARE if args.exact_share is None else args.exact_share
         report = bench_filter(args)
     else:
         report = bench_service(args)
