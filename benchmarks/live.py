@@ -195,6 +195,12 @@ def bench_service(args) -> dict:
     from serving.query import wait_until_ready
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    if args.redis_url:  # the replicas read histories from Redis: load the snapshot there first
+        from serving import model_files
+        from serving.store import load_histories_to_redis
+
+        snapshot = args.histories or model_files.resolve_model_dir(args.model).model_dir / "user_histories.parquet"
+        load_histories_to_redis(snapshot, args.redis_url, prefix="bench-live:")
     ports = [find_port() for _ in range(2 if args.redis_url else 1)]
     processes = [start(args, port, workdir / f"serve-{port}.log") for port in ports]
     try:
