@@ -1,0 +1,113 @@
+"""The live corpus: listings created, changed, sold or deleted since the served model was built.
+
+Conventions of vector stores (Vertex AI Vector Search, Qdrant, Milvus): an upsert is idempotent by
+id and visible to the next query; a removal is a tombstone filtered at query time until the next
+rebuild (the next published model) compacts it.
+
+* records and where they are kept: serving/live_articles.py;
+* what one served model makes of them (`LiveOverlay`): serving/live_overlay.py;
+* `LiveCorpus` (here): the process's records plus the served model's overlay; a change is applied
+  here first (read-your-write) and written to the log; `sync()` pulls other replicas' changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+
+from serving.live_articles import ArticleRecord
+from serving.live_model import embed_articles
+from serving.live_overlay import LiveOverlay, OverlayBuilder
+
+LOG = logging.getLogger(__name__)
+
+
+class LiveCorpus:
+    """The process's live records (from `log`) and the overlay for the model being served.
+
+    Writers (`upsert`, `sync`) apply changes to `records` and queue them; `refresh` feeds the queue
+    to the served model's `OverlayBuilder` (O(changes)) and publishes a snapshot. A writer's call
+    returns only once an overlay holding its change is published (read-your-write); refreshes are
+    serialised and each takes every change queued before it, so a burst of writes costs a few
+    refreshes, not one each. Readers (`overlay`) never wait, except for the first overlay of a
+    newly loaded model (built from all records: its own corpus plus the records after its as_of).
+    """
+
+    def __init__(self, log):
+        self.log = log
+        self.records: dict[str, ArticleRecord] = {}
+        self.seq = 0
+        self._overlay: LiveOverlay | None = None
+        self._builder: OverlayBuilder | None = None
+        self._queue: list[ArticleRecord] = []  # applied to `records`, not yet to the builder
+        self._vectors: dict[tuple, object] = {}  # (pair, (id, attributes)) -> vector `upsert` computed
+        self._lock = threading.Lock()  # guards records / queue
+        self._build_lock = threading.Lock()  # one refresh at a time
+
+    def upsert(self, records: Sequence[ArticleRecord], pair=None) -> None:
+        """Stores `records` (log first: nothing is served that was not stored) and applies them.
+
+        With `pair`, the active ones are embedded first: a model that cannot embed them refuses
+        the change (ValueError) before anything is stored.
+        """
+        vectors = {}
+        if pair is not None:
+            fresh = [r for r in records if r.active]
+            vectors = {(r.article_id, r.attributes()): v for r, v in zip(fresh, embed_articles(pair, fresh))}
+        self.log.put(records)
+        self._apply(records, {(pair, key): vector for key, vector in vectors.items()})
+        if pair is not None:
+            self.refresh(pair)
+
+    def _apply(self, records: Iterable[ArticleRecord], vectors: dict | None = None) -> None:
+        with self._lock:
+            for record in records:
+                current = self.records.get(record.article_id)
+                if current is None or current.updated_ms <= record.updated_ms:
+                    self.records[record.article_id] = record
+                    self._queue.append(record)
+            if vectors:
+                self._vectors.update(vectors)
+
+    def sync(self, pair=None) -> int:
+        """Applies changes from the log since the last sync (and refreshes `pair`'s overlay)."""
+        records, seq = self.log.changes_since(self.seq)
+        self._apply(records)
+        self.seq = max(self.seq, seq)
+        if pair is not None:
+            self.refresh(pair)
+        return len(records)
+
+    def refresh(self, pair) -> LiveOverlay:
+        """The overlay of `pair` holding every change applied so far."""
+        with self._build_lock:
+            with self._lock:
+                queue, self._queue = self._queue, []
+                vectors, self._vectors = self._vectors, {}
+                everything = list(self.records.values()) if self._builder is None or self._builder.pair is not pair else None
+            if self._overlay is not None and self._overlay.pair is pair and not queue:
+                return self._overlay
+            started = time.perf_counter()
+            if everything is not None:  # a model not seen before: from all records
+                self._builder = OverlayBuilder(pair)
+                queue = everything
+            latest = {r.article_id: r for r in queue}  # the last change of each id wins
+            self._builder.apply(latest.values(), {key: v for (owner, key), v in vectors.items() if owner is pair})
+            self._overlay = overlay = self._builder.snapshot()
+            LOG.debug(
+                "live corpus for model %s: %d change(s) applied in %.1f ms (%d listing slot(s), %d model row(s) hidden)",
+                pair.version, len(latest), (time.perf_counter() - started) * 1000, overlay.n_side, overlay.dead_rows.size,
+            )
+            return overlay
+
+    def overlay(self, pair) -> LiveOverlay:
+        """The newest published overlay of `pair` (built only when `pair` has none yet)."""
+        overlay = self._overlay
+        if overlay is not None and overlay.pair is pair:
+            return overlay
+        return self.refresh(pair)
+
+    def get(self, article_id: str) -> ArticleRecord | None:
+        return self.records.get(article_id)
