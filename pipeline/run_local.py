@@ -164,6 +164,7 @@ def run_local(
     *,
     verbose: bool = False,
     console: TextIO | None = None,
+    image: str | None = None,
 ) -> LocalRunResult:
     """Runs the whole pipeline locally and publishes into `workdir`.
 
@@ -174,6 +175,8 @@ def run_local(
         compile` output or pipeline/pipeline.py for the list.
       verbose: echo every task's full output instead of progress lines only.
       console: where progress goes (default: sys.stdout).
+      image: run every task in a container of this pipeline image (kfp.local's DockerRunner, see
+        pipeline/docker_local.py) instead of as a subprocess of this Python.
 
     Returns:
       A `LocalRunResult`. A model that fails the gate is a normal result (`published=False`).
@@ -212,8 +215,16 @@ def run_local(
 
     log_path = workdir / LOG_FILE
     started = time.monotonic()
+    pipeline_fn, runner = candidates_pipeline, local.SubprocessRunner(use_venv=False)
+    if image is not None:
+        from pipeline import docker_local
+
+        pipeline_fn = docker_local.pipeline_with_image(image)
+        arguments["image"] = image
+        inputs = {Path(p).resolve().parent for p in (events, articles)}
+        runner = docker_local.docker_runner(writable=[workdir], readable=inputs)
     local.init(
-        local.SubprocessRunner(use_venv=False),
+        runner,
         pipeline_root=str(pipeline_root),
         raise_on_error=True,
         enable_caching=False,
@@ -226,7 +237,7 @@ def run_local(
         stream = _ProgressStream(log, console, verbose)
         try:
             with contextlib.redirect_stdout(stream):
-                task = candidates_pipeline(**arguments)
+                task = pipeline_fn(**arguments)
         except RuntimeError as error:
             stream.flush()
             if not verbose:
