@@ -14,9 +14,9 @@ help:
 	@echo "make demo        run the whole pipeline locally on sample data, then serve and query it"
 	@echo "make test        run every test (as CI does)"
 	@echo "make test-quick  skip the slow and end-to-end tests"
-	@echo "make image       build the pipeline image \$$(IMAGE) (docs/deploy.md)"
-	@echo "make serving-image  build the service's image \$$(SERVING_IMAGE)"
-	@echo "make base-image  build a python:3.11-slim-bookworm stand-in from Debian packages (no registry needed)"
+	@echo "make image       build the pipeline image $(IMAGE) from $(BASE_IMAGE) (docs/deploy.md)"
+	@echo "make serving-image  build the service's image $(SERVING_IMAGE)"
+	@echo "make base-image  build $(LOCAL_BASE_IMAGE), a stand-in for the base from Debian packages (no registry needed)"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock

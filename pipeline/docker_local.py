@@ -40,13 +40,22 @@ def pipeline_with_image(image: str):
 
     if not image or not image.strip():
         raise ValueError("image: empty; name the pipeline image, e.g. homefeed-candidates:0.1.0")
+    import yaml
+
     with tempfile.TemporaryDirectory(prefix="homefeed-pipeline-") as tmp:
         path = Path(tmp) / "pipeline.yaml"
         compiler.Compiler().compile(candidates_pipeline, str(path))
-        text = path.read_text()
-    if IMAGE_PLACEHOLDER not in text:
-        raise ValueError(f"the compiled pipeline has no {IMAGE_PLACEHOLDER} to set the image with")
-    return components.load_component_from_text(text.replace(IMAGE_PLACEHOLDER, image.strip()))
+        documents = list(yaml.safe_load_all(path.read_text()))
+    containers = [
+        executor["container"]
+        for executor in documents[0]["deploymentSpec"]["executors"].values()
+        if executor.get("container", {}).get("image") == IMAGE_PLACEHOLDER
+    ]
+    if not containers:
+        raise ValueError(f"the compiled pipeline has no task image {IMAGE_PLACEHOLDER} to set")
+    for container in containers:
+        container["image"] = image.strip()
+    return components.load_component_from_text(yaml.safe_dump_all(documents, sort_keys=False))
 
 
 def docker_runner(writable: Iterable[os.PathLike | str], readable: Iterable[os.PathLike | str] = ()):
@@ -57,7 +66,8 @@ def docker_runner(writable: Iterable[os.PathLike | str], readable: Iterable[os.P
       readable: directories the tasks only read (the input files' folders), mounted read-only.
 
     The containers run as this process's uid:gid, so files written into the mounts are the
-    caller's; the image's own user (non-root) is what a cluster runs.
+    caller's; the image's own user (non-root) is what a cluster runs. Each task runs the command
+    KFP gives it, as in a pod, not the image's `candidates` entrypoint.
     """
     from docker.types import Mount
     from kfp import local
@@ -71,4 +81,6 @@ def docker_runner(writable: Iterable[os.PathLike | str], readable: Iterable[os.P
         if not read_only:
             path.mkdir(parents=True, exist_ok=True)
         mounts.append(Mount(target=str(path), source=str(path), type="bind", read_only=read_only))
-    return local.DockerRunner(mounts=mounts, user=f"{os.getuid()}:{os.getgid()}")
+    # A cluster's pod command replaces the image's ENTRYPOINT (`candidates`); docker-py's `command`
+    # only replaces CMD, so the entrypoint is set to a pass-through here.
+    return local.DockerRunner(mounts=mounts, user=f"{os.getuid()}:{os.getgid()}", entrypoint=["/usr/bin/env"])
