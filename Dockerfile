@@ -31,7 +31,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # libgomp1: FAISS's OpenMP runtime. The service and the tasks run as this unprivileged user.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin homefeed
 WORKDIR /home/homefeed
 

@@ -71,6 +71,11 @@ rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
 printf 'path-exclude %s\n' '/usr/share/doc/*' '/usr/share/man/*' '/usr/share/groff/*' '/usr/share/info/*' \
   '/usr/share/lintian/*' '/usr/share/locale/*' >"$rootfs/etc/dpkg/dpkg.cfg.d/slim"
 printf 'path-include /usr/share/doc/*/copyright\n' >>"$rootfs/etc/dpkg/dpkg.cfg.d/slim"
+# ... and, like them, apt keeps no downloaded packages in the image.
+printf '%s\n' \
+  'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+  'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+  'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";' >"$rootfs/etc/apt/apt.conf.d/docker-clean"
 find "$rootfs/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
 find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
 rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/groff/* "$rootfs"/usr/share/info/* \

@@ -113,6 +113,7 @@ def image_run(pipeline_image, sample_data, tmp_path_factory):
     from pipeline.run_local import run_local
 
     workdir = tmp_path_factory.mktemp("published-by-image")
+    workdir.chmod(0o755)  # pytest's temporary directories are private; the service runs as uid 1000
     console = io.StringIO()
     try:
         result = run_local(
