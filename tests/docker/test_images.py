@@ -97,10 +97,11 @@ def test_history_and_config_carry_no_secret_or_proxy(docker_client, image):
 
 
 def _private_certificates(client, image: str, ca: Path) -> list[str]:
-    """One base64 line of each certificate in the build's CA secret that the image's own CA bundle
-    lacks (the proxy's CA): what must appear in no file of the image."""
+    """One base64 line of each certificate in the build's CA secret that the image's own public CA
+    bundles (Debian's, certifi's copies) lack, i.e. the proxy's CA: it must be in no file of the image."""
     pem = re.compile(r"-----BEGIN CERTIFICATE-----\n(.*?)-----END CERTIFICATE-----", re.S)
-    own = {block.strip() for block in pem.findall(shell(client, image, "cat /etc/ssl/certs/ca-certificates.crt"))}
+    bundles = "cat /etc/ssl/certs/ca-certificates.crt $(find / -xdev -name cacert.pem -path '*certifi*')"
+    own = {block.strip() for block in pem.findall(shell(client, image, bundles))}
     extra = [block.strip() for block in pem.findall(ca.read_text()) if block.strip() not in own]
     return [block.splitlines()[len(block.splitlines()) // 2] for block in extra]
 

@@ -116,10 +116,11 @@ def test_host_serve_loads_the_version_the_image_published(host_service, image_ru
 
 
 def test_serving_image_answers_as_the_host(host_service, image_service, image_run):
-    host_ready, image_ready = get(f"{host_service}/readyz"), get(f"{image_service}/readyz")
+    (host_status, host_ready), (image_status, image_ready) = get(f"{host_service}/readyz"), get(f"{image_service}/readyz")
     # The same answer, but for where the publish root is: the host's path, /models in the container.
     host_ready = json.loads(json.dumps(host_ready).replace(str(image_run.workdir.resolve()), "/models"))
-    assert image_ready == host_ready and image_ready[0] == 200
+    assert image_status == host_status == 200
+    assert image_ready == host_ready
     assert get(f"{image_service}/healthz") == (200, {"status": "ok"})
     for user in [*users(image_run), "nobody-knows-me"]:
         path = f"/v1/users/{user}/candidates?k={K}"
