@@ -51,8 +51,11 @@ LOCAL_BASE_IMAGE ?= homefeed-base:bookworm
 DOCKER        ?= $(shell if docker buildx version >/dev/null 2>&1 || ! test -x /usr/bin/docker; then echo docker; else echo /usr/bin/docker; fi)
 # The TLS proxy's CA bundle, if any: a BuildKit secret, mounted for the download steps only.
 CA_CERT       ?= $(or $(PIP_CERT),$(SSL_CERT_FILE))
+# The host's HTTP proxy, if any: Docker's predefined build arguments, kept out of the image's history.
+PROXY_VARS    := http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY
 DOCKER_BUILD   = DOCKER_BUILDKIT=1 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) \
-                 $(if $(CA_CERT),--secret id=ca_cert$(comma)src=$(CA_CERT)) $(DOCKER_BUILD_ARGS)
+                 $(if $(CA_CERT),--secret id=ca_cert$(comma)src=$(CA_CERT)) \
+                 $(foreach v,$(PROXY_VARS),$(if $($(v)),--build-arg $(v))) $(DOCKER_BUILD_ARGS)
 comma := ,
 
 image:
