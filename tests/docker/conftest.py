@@ -2,11 +2,14 @@
 Makefile's own targets (`make base-image`, `make serving-image`, `make image`), and one pipeline
 run in the pipeline image whose publish root the serving tests reuse.
 
-Every test module here is marked `docker` and `slow` (its `pytestmark`). Without a reachable daemon they are skipped with
-the reason, except under CI (`CI` set), where that is a failure: .ci/run starts a daemon.
+Every test module here is marked `docker` and `slow` (its `pytestmark`). Without a reachable
+daemon they are skipped with the reason, except under CI (`CI` set), where that is a failure:
+.ci/run starts a daemon.
 
-The base image: $HOMEFEED_TEST_BASE_IMAGE when set, else python:3.11-slim-bookworm when the daemon
-already has it, else `make base-image` (debootstrap; no registry needed), kept for later sessions.
+The base image: $HOMEFEED_TEST_BASE_IMAGE when set; else python:3.11-slim-bookworm or
+homefeed-base:bookworm when the daemon already has one; else python:3.11-slim-bookworm pulled
+where a registry answers; else `make base-image` (debootstrap, no registry needed), which stays
+for later sessions.
 """
 
 from __future__ import annotations
@@ -81,6 +84,13 @@ def base_image(docker_client, build_logs) -> str:
         return chosen
     if _has_image(docker_client, OFFICIAL_BASE):
         return OFFICIAL_BASE
+    if _has_image(docker_client, LOCAL_BASE):
+        return LOCAL_BASE
+    try:  # a registry answers where there is one; offline the daemon refuses at once
+        docker_client.images.pull(OFFICIAL_BASE)
+        return OFFICIAL_BASE
+    except Exception as error:  # noqa: BLE001 - no registry, whatever the way it says so
+        print(f"cannot pull {OFFICIAL_BASE} ({type(error).__name__}); building {LOCAL_BASE} with make base-image")
     if not _has_image(docker_client, LOCAL_BASE):
         make("base-image", build_logs / "base-image.log", LOCAL_BASE_IMAGE=LOCAL_BASE)
     return LOCAL_BASE
