@@ -9,11 +9,14 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo test test-quick venv clean help
+.PHONY: demo test test-quick venv clean help image serving-image base-image
 help:
 	@echo "make demo        run the whole pipeline locally on sample data, then serve and query it"
 	@echo "make test        run every test (as CI does)"
 	@echo "make test-quick  skip the slow and end-to-end tests"
+	@echo "make image       build the pipeline image $(IMAGE) from $(BASE_IMAGE) (docs/deploy.md)"
+	@echo "make serving-image  build the service's image $(SERVING_IMAGE)"
+	@echo "make base-image  build $(LOCAL_BASE_IMAGE), a stand-in for the base from Debian packages (no registry needed)"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
@@ -35,3 +38,31 @@ test-quick: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
+
+# ---------------------------------------------------------------------------------------------
+# Container images (Dockerfile, docs/deploy.md). BuildKit is needed (build secrets, bind mounts):
+# a docker client with buildx, or Debian's docker.io client (BuildKit built in) at /usr/bin/docker
+# when the `docker` on PATH lacks buildx.
+VERSION       := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' homefeed/__init__.py)
+IMAGE         ?= homefeed-candidates:$(VERSION)
+SERVING_IMAGE ?= homefeed-candidates-serving:$(VERSION)
+BASE_IMAGE    ?= python:3.11-slim-bookworm
+LOCAL_BASE_IMAGE ?= homefeed-base:bookworm
+DOCKER        ?= $(shell if docker buildx version >/dev/null 2>&1 || ! test -x /usr/bin/docker; then echo docker; else echo /usr/bin/docker; fi)
+# The TLS proxy's CA bundle, if any: a BuildKit secret, mounted for the download steps only.
+CA_CERT       ?= $(or $(PIP_CERT),$(SSL_CERT_FILE))
+# The host's HTTP proxy, if any: Docker's predefined build arguments, kept out of the image's history.
+PROXY_VARS    := http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY
+DOCKER_BUILD   = DOCKER_BUILDKIT=1 $(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+                 $(if $(CA_CERT),--secret id=ca_cert$(comma)src=$(CA_CERT)) \
+                 $(foreach v,$(PROXY_VARS),$(if $($(v)),--build-arg $(v))) $(DOCKER_BUILD_ARGS)
+comma := ,
+
+image:
+	$(DOCKER_BUILD) --target pipeline -t $(IMAGE) .
+
+serving-image:
+	$(DOCKER_BUILD) --target serving -t $(SERVING_IMAGE) .
+
+base-image:
+	DOCKER=$(DOCKER) docker/build-base-image.sh $(LOCAL_BASE_IMAGE)

@@ -39,8 +39,9 @@ examples:
 RUN_LOCAL_EPILOG = """\
 The run uses this machine only: the event and article files are loaded into an embedded BigQuery
 emulator on loopback, the transform runs on Beam's DirectRunner, every component runs as a local
-subprocess of this Python (kfp.local). Artifacts go to DIR/pipeline_runs/, the published model to
-DIR/versions/<version>/ with DIR/LATEST naming it; serve it with `candidates serve --model DIR`.
+subprocess of this Python (kfp.local; with --image, in a container of that image, as on a cluster).
+Artifacts go to DIR/pipeline_runs/, the published model to DIR/versions/<version>/ with DIR/LATEST
+naming it; serve it with `candidates serve --model DIR`.
 
 example:
   candidates sample-data --out data
@@ -107,6 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     local_parser.add_argument("--articles", required=True, help="articles table as Parquet or CSV (article_id, optional title, category, ...)")
     local_parser.add_argument("--workdir", required=True, help="publish root and home of the run's artifacts (created)")
     local_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
+    local_parser.add_argument(
+        "--image", metavar="IMAGE",
+        help="run every task in a container of this pipeline image (kfp.local DockerRunner; needs a Docker "
+        "daemon and the image, e.g. from `make image`) instead of in this Python",
+    )
     local_parser.add_argument("--show-task-output", action="store_true", help="echo every task's full output (it always goes to DIR/run-local.log)")
     local_parser.add_argument("--json", action="store_true", help="print the result as JSON after the summary")
     local_parser.set_defaults(handler=_run_local)
@@ -167,7 +173,9 @@ def _run_local(args: argparse.Namespace) -> int:
     parameters = _typed_params(args.param)
     print(f"Running the pipeline locally (kfp.local); full log in {args.workdir}/run-local.log", flush=True)
     try:
-        result = run_local(args.events, args.articles, args.workdir, parameters, verbose=args.show_task_output)
+        result = run_local(
+            args.events, args.articles, args.workdir, parameters, verbose=args.show_task_output, image=args.image
+        )
     except RuntimeError as error:  # a task failed; its output is in the log
         from homefeed.cli import CommandError
 

@@ -169,6 +169,7 @@ def run_local(
     *,
     verbose: bool = False,
     console: TextIO | None = None,
+    image: str | None = None,
 ) -> LocalRunResult:
     """Runs the whole pipeline locally and publishes into `workdir`.
 
@@ -179,6 +180,8 @@ def run_local(
         compile` output or pipeline/pipeline.py for the list.
       verbose: echo every task's full output instead of progress lines only.
       console: where progress goes (default: sys.stdout).
+      image: run every task in a container of this pipeline image (kfp.local's DockerRunner, see
+        pipeline/docker_local.py) instead of as a subprocess of this Python.
 
     Returns:
       A `LocalRunResult`. A model that fails the gate is a normal result (`published=False`).
@@ -220,8 +223,16 @@ def run_local(
     started = time.monotonic()
     lifetime.remove_stale_dirs(workdir, WORKSPACE_PREFIX)  # left by runs that were killed
     workspace = lifetime.owned_dir(workdir, WORKSPACE_PREFIX)  # kfp.local removes it when the run ends
+    pipeline_fn, runner = candidates_pipeline, local.SubprocessRunner(use_venv=False)
+    if image is not None:
+        from pipeline import docker_local
+
+        pipeline_fn = docker_local.pipeline_with_image(image)
+        arguments["image"] = image
+        inputs = {Path(p).resolve().parent for p in (events, articles)}
+        runner = docker_local.docker_runner(writable=[workdir], readable=inputs)
     local.init(
-        local.SubprocessRunner(use_venv=False),
+        runner,
         pipeline_root=str(pipeline_root),
         workspace_root=str(workspace),
         raise_on_error=True,
@@ -239,7 +250,7 @@ def run_local(
         stream = _ProgressStream(log, console, verbose)
         try:
             with contextlib.redirect_stdout(stream):
-                task = candidates_pipeline(**arguments)
+                task = pipeline_fn(**arguments)
         except RuntimeError as error:
             stream.flush()
             if not verbose:

@@ -15,6 +15,8 @@ def write_text_atomically(path: Path, text: str) -> None:
     """Writes `text` to `path` so readers see the old content or the new one, never a mix."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes it 0600; the service may run as another user (a mounted publish root).
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
