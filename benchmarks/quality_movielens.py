@@ -56,6 +56,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "mean": {"user_pooling": "mean"},
     "attention": {"user_pooling": "attention"},
+    "attention-w50": {"user_pooling": "attention", "attention_window": 50},
+    "attention-w10": {"user_pooling": "attention", "attention_window": 10},
     "gru": {"user_pooling": "gru"},
     "attention-2blocks": {"user_pooling": "attention", "attention_blocks": 2},
     "attention-t0.1": {"user_pooling": "attention", "temperature": 0.1},

@@ -152,6 +152,13 @@ class TrainConfig:
         },
     )
     attention_heads: int = field(default=2, metadata={"help": "attention heads ('attention' pooling)"})
+    attention_window: int = field(
+        default=20,
+        metadata={
+            "help": "the self-attention reads the most recent this-many views (its cost grows with it; "
+            "the masked means still see the whole history); 0: the whole history"
+        },
+    )
     attention_blocks: int = field(
         default=1, metadata={"help": "self-attention blocks ('attention' pooling; the last reads out one position)"}
     )
@@ -228,7 +235,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("recent_items", "num_sampled_negatives", "early_stopping_patience", "popular_articles"):
+        for name in ("recent_items", "num_sampled_negatives", "early_stopping_patience", "popular_articles",
+                     "attention_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.user_pooling not in USER_POOLINGS:

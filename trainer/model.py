@@ -138,8 +138,9 @@ class TwoTowerModel(keras.Model):
         self.user_layers = tower
         self.sequence_pooling = None
         if config.user_pooling == "attention":
+            window = min(config.attention_window or history_length, history_length)
             self.sequence_pooling = sequence.SelfAttentionPooling(
-                history_length,
+                window,
                 config.embedding_dim,
                 config.attention_heads,
                 config.attention_blocks,

@@ -5,8 +5,9 @@ with a boolean mask of the real views. Both poolings read the sequence in that f
 history gives the same vector however wide the caller padded it, and a history without any view
 gives exact zeros.
 
-  * `SelfAttentionPooling`: SASRec-style (Kang & McAuley 2018): each view's embedding plus a learned
-    embedding of its recency position (0 = most recent), `blocks - 1` full pre-norm transformer
+  * `SelfAttentionPooling`: SASRec-style (Kang & McAuley 2018) over the most recent views (a
+    window, `TrainConfig.attention_window`): each view's embedding plus a learned embedding of its
+    recency position (0 = most recent), `blocks - 1` full pre-norm transformer
     blocks over the sequence, then a last block whose only query is the most recent view (the
     read-out), so the last block costs one query instead of H.
   * `GRUPooling`: a GRU run from the oldest view to the most recent one (padding skipped through
@@ -58,7 +59,7 @@ class SelfAttentionPooling(keras.layers.Layer):
     """History `[B, H, E]` + mask `[B, H]` -> `[B, E]` (see module docstring).
 
     Args:
-      history_length: H, the number of positions (position embeddings).
+      history_length: the number of most recent positions read (and of position embeddings).
       dim: E, the article embedding size.
       heads, blocks: attention heads per block and number of blocks (>= 1).
       dropout: dropout inside the blocks (training only).
@@ -80,6 +81,9 @@ class SelfAttentionPooling(keras.layers.Layer):
         self.history_length = history_length
 
     def call(self, embedded: tf.Tensor, mask: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """`embedded [B, L, E]`, `mask [B, L]` with L >= `history_length`: only the first (most
+        recent) `history_length` positions are read."""
+        embedded, mask = embedded[:, : self.history_length], mask[:, : self.history_length]
         weights = tf.cast(mask, embedded.dtype)[..., None]
         x = (embedded + self.positions(tf.range(self.history_length))[None]) * weights
         for block in self.blocks[:-1]:

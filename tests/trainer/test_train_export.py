@@ -213,3 +213,17 @@ def test_cli_trains_without_a_validation_split_and_evaluates(trained, tmp_path, 
     assert cli.main(["evaluate", "--model", str(tmp_path / "models"), "--examples", str(trained.extract_dir)]) == 0
     out = capsys.readouterr().out
     assert "model cli on 300 test users" in out and "recall@200" in out and "item_knn" in out
+
+
+def test_refit_trains_a_fresh_model_on_every_split_for_the_chosen_epochs(trained, tmp_path):
+    from trainer.train import train_model
+
+    config = TrainConfig(**{**trained.config.__dict__, "epochs": 2, "early_stopping_patience": 0, "refit": True})
+    result = train_model(trained.transform_dir, tmp_path, config, model_version="refit")
+    metrics = result.metrics
+    assert metrics["fit"] == {"splits": list(features.SPLITS), "epochs": metrics["best_epoch"],
+                              "chosen_on": features.VALIDATION_SPLIT}  # fmt: skip
+    records = json.loads((trained.transform_dir / "transform_summary.json").read_text())["records_out"]
+    assert metrics["num_refit_examples"] == sum(records.values()) > metrics["num_train_examples"]
+    written = json.loads((result.model_dir / layout.METRICS_FILE).read_text())
+    assert written["fit"] == metrics["fit"]
