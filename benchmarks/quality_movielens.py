@@ -65,6 +65,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "attention-d128": {"user_pooling": "attention", "embedding_dim": 128, "output_dim": 128},
     "attention-d32": {"user_pooling": "attention", "embedding_dim": 32, "output_dim": 32},
     "attention-neg1024": {"user_pooling": "attention", "num_sampled_negatives": 1024},
+    "attention-b1024": {"user_pooling": "attention", "batch_size": 1024, "learning_rate": 0.005},
 }
 
 

@@ -274,6 +274,13 @@ class EvaluateConfig:
         default=None, metadata={"help": "evaluate a seeded sample of at most this many eval users"}
     )
     batch_size: int = field(default=1024, metadata={"help": "users per SavedModel call and scoring batch"})
+    knn_max_users: int = field(
+        default=5000,
+        metadata={
+            "help": "the item-kNN baseline (its cost grows with the users who share views) is "
+            "computed on a seeded sample of at most this many test users"
+        },
+    )
     sample_users: int = field(
         default=25,
         metadata={"help": "users shown on predictions.html (their last views and top candidates; seeded sample)"},

@@ -174,6 +174,7 @@ def baseline_ranks(
     histories: Sequence[np.ndarray],
     targets: np.ndarray,
     exclude: Sequence[np.ndarray] | None,
+    knn_users: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Target ranks of every baseline: `popularity`, `trending_<W>d` (only with `as_of`), `item_knn`.
 
@@ -182,10 +183,14 @@ def baseline_ranks(
       as_of: the extract's cut-off (the trending windows end there); None: no trending baseline.
       histories: per test user, the corpus indices of their earlier views (item-kNN's input).
       targets, exclude: as in `metrics.target_ranks`.
+      knn_users: positions of the test users item-kNN ranks (None: all); its ranks are only for them.
     """
     ranks = {"popularity": shared_score_ranks(popularity_scores(log), targets, exclude)}
     if as_of is not None:
         for days in TRENDING_WINDOWS_DAYS:
             ranks[trending_name(days)] = shared_score_ranks(trending_scores(log, as_of, days), targets, exclude)
-    ranks["item_knn"] = ItemKNN(log).ranks(histories, targets, exclude)
+    chosen = np.arange(len(targets)) if knn_users is None else np.asarray(knn_users, np.int64)
+    ranks["item_knn"] = ItemKNN(log).ranks(
+        [histories[i] for i in chosen], targets[chosen], None if exclude is None else [exclude[i] for i in chosen]
+    )
     return ranks

@@ -250,7 +250,11 @@ def evaluate_model(
     user_vectors = encoder.encode_batched(rows, config.batch_size, example_age_days=ages)
     model_ranks = metrics_lib.batched_ranks(user_vectors, vectors, targets, exclude, config.batch_size)
     as_of = _as_of(examples_dir, views)
-    baseline_ranks = baselines_lib.baseline_ranks(log, as_of, histories, targets, exclude)
+    knn_users = None
+    if len(users) > config.knn_max_users:
+        knn_users = np.sort(np.random.default_rng(config.seed).choice(len(users), config.knn_max_users, replace=False))
+        LOG.info("item-kNN baseline on a sample of %d of the %d test users", config.knn_max_users, len(users))
+    baseline_ranks = baselines_lib.baseline_ranks(log, as_of, histories, targets, exclude, knn_users)
 
     model_metrics = metrics_lib.ranking_metrics(model_ranks, config.ks, config.ndcg_k)
     baseline_metrics = {name: metrics_lib.ranking_metrics(r, config.ks, config.ndcg_k) for name, r in baseline_ranks.items()}
@@ -265,6 +269,7 @@ def evaluate_model(
         "fit": fit,
         "as_of": None if as_of is None else pd.Timestamp(as_of).tz_localize("UTC").isoformat(),
         "num_users": len(users),
+        "item_knn_users": len(users) if knn_users is None else len(knn_users),
         "num_articles": len(article_ids),
         "targets_outside_corpus": outside,
         "targets_already_viewed": seen_targets,

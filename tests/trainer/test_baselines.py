@@ -105,3 +105,11 @@ def test_item_knn_matches_a_dense_item_item_matrix(seed):
     # the dense sums and the sparse ones may differ in the last bit: compare ranks where no near-tie exists
     got = knn.ranks(histories, targets, histories)
     assert np.mean(got == expected) >= 0.95
+
+
+def test_item_knn_on_a_sample_of_users_ranks_only_those():
+    log = view_log()
+    histories = [np.array([0, 1]), np.array([0]), np.array([3])]
+    targets = np.array([2, 2, 4])
+    ranks = baselines.baseline_ranks(log, AS_OF, histories, targets, histories, knn_users=np.array([1, 2]))
+    assert ranks["item_knn"].tolist() == [1, 3] and len(ranks["popularity"]) == 3
