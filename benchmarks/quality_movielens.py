@@ -170,11 +170,19 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
     return run
 
 
+def is_default(overrides: dict[str, Any]) -> bool:
+    """Whether a variant trains exactly what `TrainConfig()` trains (the goals are checked on it)."""
+    from homefeed.config import TrainConfig, from_dict, to_dict
+
+    return from_dict(TrainConfig, {**to_dict(TrainConfig()), **overrides}) == TrainConfig()
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the seeds of one (dataset, variant)."""
     validation = [r["validation_recall@200"] for r in runs if r["validation_recall@200"] is not None]
     return {
         "variant": runs[0]["variant"],
+        "overrides": runs[0]["overrides"],
         "seeds": [r["seed"] for r in runs],
         "validation_recall@200": statistics.median(validation) if validation else None,
         "test": {m: statistics.median(r["test"][m] for r in runs) for m in METRICS},
@@ -186,7 +194,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_report(name: str, summaries: list[dict[str, Any]], baselines: dict[str, dict[str, float]],
                  num_users: int) -> bool:  # fmt: skip
-    """Prints one dataset's table; returns whether its targets are met (by the `default` variant)."""
+    """Prints one dataset's table; returns whether its targets are met (by the variant that trains
+    the default `TrainConfig()`, if one ran)."""
     print(f"\n{name}: {num_users} test users; machine {machine()}")
     head = f"{'variant':<22}{'val R@200':>10}{'R@10':>8}{'R@50':>8}{'R@100':>8}{'R@200':>8}{'train s':>9}{'encode ms':>10}  best epochs"
     print(head)
@@ -194,13 +203,13 @@ def print_report(name: str, summaries: list[dict[str, Any]], baselines: dict[str
     for s in summaries:
         t = s["test"]
         val = "n/a" if s["validation_recall@200"] is None else f"{s['validation_recall@200']:.4f}"
-        mark = " <- best on validation" if s is chosen else ""
+        mark = (" <- best on validation" if s is chosen else "") + (" (= the default)" if is_default(s["overrides"]) else "")
         print(f"{s['variant']:<22}{val:>10}{t['recall@10']:>8.4f}{t['recall@50']:>8.4f}{t['recall@100']:>8.4f}"
               f"{t['recall@200']:>8.4f}{s['train_seconds']:>9.0f}{s['encode_ms']:>10.2f}  {s['epochs']}{mark}")  # fmt: skip
     for baseline, figures in baselines.items():
         print(f"{baseline:<22}{'':>10}{figures['recall@10']:>8.4f}{figures['recall@50']:>8.4f}"
               f"{figures['recall@100']:>8.4f}{figures['recall@200']:>8.4f}")  # fmt: skip
-    default = next((s for s in summaries if s["variant"] == "default"), None)
+    default = next((s for s in summaries if is_default(s["overrides"])), None)
     if default is None:
         return True
     ok = True
@@ -221,6 +230,21 @@ def print_report(name: str, summaries: list[dict[str, Any]], baselines: dict[str
     return ok
 
 
+def report_from_log(path: Path) -> int:
+    """The tables of every (dataset, variant) recorded in a `--log` file (medians over its seeds)."""
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    ok = True
+    for name in dict.fromkeys(r["dataset"] for r in runs):
+        mine = [r for r in runs if r["dataset"] == name]
+        variants = dict.fromkeys(r["variant"] for r in mine)
+        summaries = [summarise([r for r in mine if r["variant"] == v]) for v in variants]
+        ok &= print_report(name, summaries, mine[-1]["baselines"], mine[-1]["num_users"])
+        loads = sorted(float(r["machine"].rsplit("load ", 1)[1].split(",")[0]) for r in mine if "load " in r["machine"])
+        if loads:
+            print(f"(recorded runs: 1-minute load {loads[0]:.1f} .. {loads[-1]:.1f} when each finished; the line above is now)")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["ml-100k"], choices=["ml-100k", "sample", "churn"])
@@ -232,8 +256,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep (and reuse) the extract/transform outputs here (default: a temporary dir, deleted)")  # fmt: skip
     parser.add_argument("--log", default=None, help="append every finished run to this JSON-lines file")
     parser.add_argument("--json", default=None, help="also write the summary tables to this JSON file")
+    parser.add_argument("--from-log", default=None, metavar="FILE",
+                        help="train nothing: print the tables of the runs recorded in this --log file "
+                        "(all variants and seeds in it, per dataset)")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="show the stages' INFO logs (per-epoch lines)")
     args = parser.parse_args(argv)
+    if args.from_log:
+        return report_from_log(Path(args.from_log))
     variants = [parse_variant(v) for v in args.variants]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s")

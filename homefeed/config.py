@@ -271,7 +271,7 @@ class EvaluateConfig:
         default="examples", metadata={"help": "example age fed to the model: 'examples' or 'serving'"}
     )
     max_users: int | None = field(
-        default=None, metadata={"help": "evaluate a seeded sample of at most this many eval users"}
+        default=None, metadata={"help": "evaluate a seeded sample of at most this many test users"}
     )
     batch_size: int = field(default=1024, metadata={"help": "users per SavedModel call and scoring batch"})
     knn_max_users: int = field(

@@ -26,8 +26,10 @@ example:
 """
 
 EVALUATE_DESCRIPTION = """\
-Recall@K and NDCG@K of a trained model on the eval split of an extract (each user's last view,
-already-viewed articles excluded), next to a popularity baseline computed on the same split.
+Recall@K and NDCG@K of a trained model on the test split of an extract (each user's last view,
+never used for a choice; already-viewed articles excluded), next to baselines computed on the same
+test views: popularity, trending (views in the last 1 and 7 days before the extract's as_of) and
+item-kNN (item-item co-occurrence over the user's history).
 Writes evaluation.json, evaluation.png and predictions.html (sample users' last views and top
 candidates) into the model directory and prints a table.
 

@@ -178,7 +178,7 @@ def evaluate_model(
     examples_dir: str | os.PathLike,
     config: config_lib.EvaluateConfig | None = None,
 ) -> dict[str, Any]:
-    """Recall@K and NDCG@K of the model and of popularity on the eval split (see module docstring).
+    """Recall@K and NDCG@K of the model and of the baselines on the test split (see module docstring).
 
     Args:
       model_dir: a finished model directory, or a `train --out` root (its newest model is used).
@@ -186,13 +186,14 @@ def evaluate_model(
       config: cut-offs and options (defaults if None).
 
     Returns:
-      `{"model_version", "model_dir", "num_users", ..., "model": {"recall@10": ..., "ndcg@10": ...},
-      "popularity": {...}}` plus the model's metrics at the top level (`metrics["recall@200"]`),
-      as also written to `evaluation.json`.
+      `{"model_version", "model_dir", "split", "fit", "as_of", "num_users", ..., "model":
+      {"recall@10": ..., "ndcg@10": ...}, "baselines": {"popularity": {...}, "trending_1d": ...,
+      "trending_7d": ..., "item_knn": ...}, "popularity": {...}}` plus the model's metrics at the
+      top level (`metrics["recall@200"]`), as also written to `evaluation.json`.
 
     Raises:
       FileNotFoundError / UnfinishedModelError: no finished model or no examples file.
-      ValueError: the examples hold no eval rows.
+      ValueError: the examples hold no test rows.
     """
     from trainer.serving_model import UserEncoder  # TensorFlow: imported only when evaluating
 
