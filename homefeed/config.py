@@ -199,8 +199,9 @@ class TrainConfig:
     batch_size: int = field(default=512, metadata={"help": "examples per step (= in-batch negatives)"})
     epochs: int = field(default=20, metadata={"help": "maximum passes over the training split"})
     early_stopping_patience: int = field(
-        # 2: in every recorded MovieLens/churn run (benchmarks/results/quality_sweep.jsonl) no
-        # validation improvement came after two epochs without one; each extra epoch costs ~10%.
+        # 2: in every recorded run of the attention tower (benchmarks/results/quality_sweep.jsonl)
+        # no validation improvement came after two epochs without one (one mean-tower run had a
+        # late one); each extra epoch costs ~10% of the training time.
         default=2,
         metadata={
             "help": "stop after this many epochs without a better validation recall; the best epoch's "
