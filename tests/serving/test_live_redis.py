@@ -142,3 +142,17 @@ def test_a_restarted_consumer_first_finishes_what_it_had_read(redis_url):
     stored = orjson.loads(client.get(live_key_prefix("restart:") + "r1"))
     assert [e[1] for e in stored] == [f"a{i:06d}" for i in reversed(range(6))]
     assert client.xpending(stream, consumer.group)["pending"] == 0
+
+
+def test_redis_down_is_logged_once_not_at_every_sync(model, caplog):
+    # With Redis unreachable the sync loop fails every interval; the log must say so once (and
+    # again only now and then), not four lines a second for as long as Redis is down.
+    from live_http import free_port
+
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    with caplog.at_level("WARNING", logger="serving.live_state"):
+        with running_service(ServiceSettings(model=model, redis_url=down, redis_timeout_s=0.2, live_sync_interval_s=0.05)) as client:
+            assert client.get("/v1/users/u0001/candidates").json()["fallback_reason"] == "history_store_unavailable"
+            time.sleep(2.0)  # about 40 sync attempts
+    failures = [r for r in caplog.records if r.name == "serving.live_state" and "sync failed" in r.getMessage()]
+    assert 1 <= len(failures) <= 2, [r.getMessage() for r in failures]
