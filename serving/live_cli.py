@@ -72,7 +72,9 @@ def _known_articles(model: str, redis_url: str, prefix: str):
 
 
 def consume_events_command(args: argparse.Namespace) -> int:
+    from homefeed.cli import CommandError
     from serving.consumer import EventConsumer
+    from serving.store import StoreUnavailableError
 
     for name in ("batch_size", "block_ms", "history_length"):
         if getattr(args, name) < 1:
@@ -88,6 +90,8 @@ def consume_events_command(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         stats = consumer.run(stop, idle_exit=args.exit_when_idle)
+    except StoreUnavailableError as error:  # at start: Redis unreachable or refusing us
+        raise CommandError(str(error)) from None
     finally:
         consumer.close()
     print(f"{stats.read} entries read: {stats.applied} applied, {stats.duplicates} duplicate(s), {stats.rejected} rejected, {stats.claimed} reclaimed")

@@ -156,3 +156,19 @@ def test_redis_down_is_logged_once_not_at_every_sync(model, caplog):
             time.sleep(2.0)  # about 40 sync attempts
     failures = [r for r in caplog.records if r.name == "serving.live_state" and "sync failed" in r.getMessage()]
     assert 1 <= len(failures) <= 2, [r.getMessage() for r in failures]
+
+
+@pytest.mark.slow
+def test_consume_events_against_an_unreachable_redis_says_so_in_one_line(model, redis_url):
+    # Nothing listens on the port, or the password is wrong: a clear one-line error naming the
+    # (masked) URL and exit status 2, not a redis-py traceback; the password is never printed.
+    from live_http import free_port
+
+    for url in (f"redis://:hunter2-pw@127.0.0.1:{free_port()}/0", redis_url.replace("redis://", "redis://nobody:hunter2-pw@")):
+        result = subprocess.run(
+            [sys.executable, "-m", "homefeed.cli", "consume-events", "--redis-url", url, "--stream", "s", "--exit-when-idle"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "hunter2" not in result.stderr + result.stdout
+        assert "consume-events: error:" in result.stderr and "127.0.0.1" in result.stderr
