@@ -125,7 +125,9 @@ def _register_sync_articles(subparsers) -> None:
 
 
 def sync_articles_command(args: argparse.Namespace) -> int:
+    from homefeed.cli import CommandError
     from serving.article_sync import read_articles_file, read_articles_table, send_articles
+    from serving.query import ServiceError
 
     if args.project and not args.dataset:
         raise ValueError("--project needs --dataset")
@@ -134,7 +136,10 @@ def sync_articles_command(args: argparse.Namespace) -> int:
     else:
         rows = read_articles_table(args.project, args.dataset, args.table, args.since, args.endpoint)
     token = args.write_token or os.environ.get(TOKEN_ENV)
-    result = send_articles(args.service, rows, token=token, timeout_s=args.timeout)
+    try:
+        result = send_articles(args.service, rows, token=token, timeout_s=args.timeout)
+    except ServiceError as error:  # unreachable, or refused (401/403/413...): one line, no traceback
+        raise CommandError(str(error)) from None
     print(f"{result['accepted']} of {len(rows)} listings accepted by {args.service}; {len(result['rejected'])} rejected")
     for item in result["rejected"][:20]:
         print(f"  row {item['index']}: {item['reason']}", file=sys.stderr)
