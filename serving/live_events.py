@@ -150,6 +150,29 @@ def parse_items(
     return views, rejected
 
 
+_reported_bad_keys: set[str] = set()  # unreadable live values already logged (once per key)
+
+
+def decode_live(value: bytes | None, key: str) -> list[LiveEntry]:
+    """A stored live-view list; a value this project did not write (not `[[ms, article_id, key],
+    ...]`) counts as empty, is logged once, and is replaced by the user's next posted view."""
+    if not value:
+        return []
+    try:
+        entries = orjson.loads(value)
+        if isinstance(entries, list) and all(
+            isinstance(e, list) and len(e) == 3 and isinstance(e[0], int) and isinstance(e[1], str) and isinstance(e[2], str)
+            for e in entries
+        ):
+            return entries
+    except orjson.JSONDecodeError:
+        pass
+    if key not in _reported_bad_keys and len(_reported_bad_keys) < 10_000:
+        _reported_bad_keys.add(key)
+        LOG.warning("ignoring the live views at %r: not a list of [viewed_at_ms, article_id, key] (%r...)", key, value[:60])
+    return []
+
+
 def _order(entry: LiveEntry) -> tuple[int, str]:
     return (entry[0], entry[2])
 
@@ -278,7 +301,7 @@ class RedisLiveViews:
                         pipe.multi()
                         added = 0
                         for key, value, group in zip(keys, values, groups.values()):
-                            existing = orjson.loads(value) if value else []
+                            existing = decode_live(value, key)
                             merged, n = apply_views(existing, group, self.cap)
                             if n:
                                 pipe.set(key, orjson.dumps(merged))
@@ -298,7 +321,7 @@ class RedisLiveViews:
             value = self._redis.get(self.key(user_id))
         except redis.RedisError as error:
             raise StoreUnavailableError(f"{self.description}: {error}") from error
-        return orjson.loads(value) if value else []
+        return decode_live(value, self.key(user_id))
 
     def close(self) -> None:
         self._redis.close()

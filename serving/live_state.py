@@ -20,7 +20,7 @@ from homefeed import features
 from serving.live_articles import EmbeddedArticleLog, RedisArticleLog
 from serving.live_corpus import LiveCorpus
 from serving.live_overlay import LiveOverlay
-from serving.live_events import EmbeddedLiveViews, RedisLiveViews, merge_history
+from serving.live_events import EmbeddedLiveViews, RedisLiveViews, decode_live, merge_history
 from serving.store import HistoryRow, RedisStore, StoreUnavailableError
 
 LOG = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class LiveState:
         store = store if store is not None else pair.histories
         if isinstance(store, RedisStore) and isinstance(self.views, RedisLiveViews):
             snapshot, raw = store.get_with(user_id, self.views.key(user_id))  # one round trip
-            live = orjson.loads(raw) if raw else []
+            live = decode_live(raw, self.views.key(user_id))
         else:
             snapshot = store.get(user_id) if store is not None else None
             live = self.views.get(user_id)

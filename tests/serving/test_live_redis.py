@@ -172,3 +172,32 @@ def test_consume_events_against_an_unreachable_redis_says_so_in_one_line(model, 
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr and "hunter2" not in result.stderr + result.stdout
         assert "consume-events: error:" in result.stderr and "127.0.0.1" in result.stderr
+
+
+@pytest.mark.slow
+def test_foreign_or_corrupt_values_in_redis_never_make_a_500(model, table, redis_url):
+    # Another writer (a bug, someone with redis-cli, a key clash) left values the service did not
+    # write: an unreadable snapshot row falls back; unreadable live views are ignored and replaced
+    # by the next posted view. Never a 500.
+    from serving.store import RedisStore, StoreUnavailableError
+
+    prefix = "odd:"
+    load_histories_to_redis(model / "user_histories.parquet", redis_url, prefix=prefix)
+    client = redis.Redis.from_url(redis_url)
+    live = live_key_prefix(prefix)
+    for value in (b"garbage", b'{"history": 5}', b"[]", b"7"):
+        client.set(prefix + "u0001", value)
+        with pytest.raises(StoreUnavailableError, match="u0001"):
+            RedisStore(redis_url, prefix).get("u0001")
+    broken_live = {"u0002": b"garbage", "u0003": b'{"a": 1}', "u0004": b"[[1, 2]]", "u0005": b'[["x", "a000001", "k"]]', "u0006": b"null"}
+    with running_service(settings(model, redis_url, prefix)) as service:
+        answer = service.get("/v1/users/u0001/candidates", params={"k": 5})
+        assert answer.status_code == 200 and answer.json()["fallback"] is True, answer.text
+        for user, bad in broken_live.items():
+            before = ids_of(service.get(f"/v1/users/{user}/candidates", params={"k": 10}))
+            client.set(live + user, bad)
+            got = service.get(f"/v1/users/{user}/candidates", params={"k": 10})
+            assert got.status_code == 200 and ids_of(got) == before, (user, got.text)  # ignored
+            posted = service.post("/v1/events", json={"events": [view(user, "a000010")]})
+            assert posted.status_code == 200 and posted.json()["applied"] == 1, (user, posted.text)
+            assert orjson.loads(client.get(live + user))[0][1] == "a000010"
