@@ -225,3 +225,16 @@ def test_sync_articles_reports_a_refusing_or_missing_service_in_one_line(model, 
     for result, says in ((refused, "403"), (missing, "cannot reach")):
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert "sync-articles: error:" in result.stderr and says in result.stderr and "wrong-token" not in result.stderr
+
+
+def test_article_ids_with_control_characters_or_undecodable_bytes_are_refused(service):
+    # %ff is not UTF-8: decoded it becomes U+FFFD, so %ff and %fe would name the same listing;
+    # NUL and other control characters are no one's listing id. 422, never stored.
+    for raw in ("%ff", "%fe", "%00", "a%0Ab", "x%7F"):
+        answer = service.put(f"/v1/articles/{raw}", json={"region": "north"})
+        assert answer.status_code == 422 and answer.json()["error"]["message"], (raw, answer.text)
+        assert service.delete(f"/v1/articles/{raw}").status_code == 422
+    bulk = service.post("/v1/articles", json={"articles": [{"article_id": "ok\u0000"}, {"article_id": "\ufffd"}]})
+    assert bulk.status_code == 422 and len(bulk.json()["rejected"]) == 2
+    events = service.post("/v1/events", json={"events": [view("u0001", "a\u0000"), view("u0001", "\x1b[31m")]})
+    assert events.status_code == 422 and all("article_id" in r["reason"] for r in events.json()["rejected"])
