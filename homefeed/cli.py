@@ -80,4 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m homefeed.cli` runs this file as a second module, __main__: its CommandError is not
+    # the homefeed.cli.CommandError the commands raise. Run the package module's main instead.
+    from homefeed.cli import main as package_main
+
+    sys.exit(package_main())

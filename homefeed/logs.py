@@ -22,5 +22,5 @@ def configure_logging(verbosity: int = 0) -> None:
     # the "failed call to cuInit" line every CPU-only machine prints; real TF failures still surface
     # as Python exceptions. -v keeps TF's own warnings.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbosity > 0 else "3")
-    for noisy in ("absl", "apache_beam.runners", "tensorflow", "urllib3", "google.auth", "h5py"):
+    for noisy in ("absl", "apache_beam.runners", "tensorflow", "urllib3", "google.auth", "h5py", "faiss"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

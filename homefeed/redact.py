@@ -28,8 +28,9 @@ _SECRET_NAMES = (
     r"password|passwd|pwd|token|access_token|refresh_token|id_token|secret|client_secret|api_key|apikey"
     r"|access_key|secret_key|auth|authorization|credential|credentials|signature|sig|x-amz-signature|x-goog-signature"
 )
-# user-info of a URL: scheme://[user]:password@host or scheme://password@host (Redis style).
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s?#]+)@")
+# user-info of a URL: scheme://[user]:password@host or scheme://password@host (Redis style). Up to
+# the LAST "@" of the authority: clients (redis-py, urllib) accept a raw "@" inside the password.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#]+)@")
 # name=value in a query string, a form body, `key=value` options or environment variables (any name
 # ending in a secret word: CANDIDATES_ADMIN_TOKEN=, redis_password=); the value ends at & ; space or quote.
 _NAMED_VALUE = re.compile(

@@ -53,8 +53,9 @@ def check_bind(host: str, token: str | None) -> None:
     """Raises InsecureBindError for a non-loopback `host` without a write token."""
     if not token and not is_loopback(host):
         raise InsecureBindError(
-            f"refusing to serve on {host} without a write token: anyone who can reach it could post events "
-            "and change listings. Set --write-token (or CANDIDATES_WRITE_TOKEN), or bind 127.0.0.1"
+            f"refusing to serve on {host!r} without a write token, since anyone who can reach it could post "
+            "events and change listings. Set a write token (--write-token, or CANDIDATES_WRITE_TOKEN in the "
+            "environment), or bind 127.0.0.1"  # no "token: x" or "--write-token x" here: the CLI's redaction would mask x
         )
 
 

@@ -22,6 +22,21 @@ from serving.store import HistoryStore, StoreUnavailableError
 
 LOG = logging.getLogger(__name__)
 
+STORE_WARNING_INTERVAL_S = 10.0  # while the history store is down, one warning per this many seconds
+_store_warning = [float("-inf"), 0]  # when the last one was logged, fallbacks since then
+
+
+def _warn_store_unavailable(error: Exception) -> None:
+    """Logs an unreachable history store at most every `STORE_WARNING_INTERVAL_S` (each request
+    falls back and is counted in /metrics; a line per request would flood the log)."""
+    now = time.monotonic()
+    if now - _store_warning[0] < STORE_WARNING_INTERVAL_S:
+        _store_warning[1] += 1
+        return
+    since = f" ({_store_warning[1]} more fallbacks since the last warning)" if _store_warning[1] else ""
+    _store_warning[:] = [now, 0]
+    LOG.warning("history store unavailable, serving the fallback%s: %s", since, error)
+
 UNKNOWN_USER = "unknown_user"
 EMPTY_HISTORY = "empty_history"
 STORE_UNAVAILABLE = "history_store_unavailable"
@@ -116,7 +131,7 @@ def recommend(
         else:
             history = store.get(user_id) if store is not None else None
     except StoreUnavailableError as error:
-        LOG.warning("history store unavailable, serving the fallback: %s", error)
+        _warn_store_unavailable(error)
         timings["store"] = time.perf_counter() - started
         return _popular(pair, user_id, k, set(), STORE_UNAVAILABLE, timings, overlay, regions)
     timings["store"] = time.perf_counter() - started

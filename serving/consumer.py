@@ -110,6 +110,8 @@ class EventConsumer:
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
+        except redis.RedisError as error:  # unreachable, wrong password: say so, the caller decides
+            raise StoreUnavailableError(f"cannot use {self.description}: {error}") from None
 
     def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Writes the valid events of `entries`, dead-letters the invalid ones, then XACKs all."""

@@ -22,6 +22,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from serving.settings import ServiceSettings, get_settings
@@ -83,7 +84,10 @@ class JsonH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._discarding:  # the error is sent; swallow the rest of what the client sends
             return
-        if self._header_deadline is not None and self._head_too_large(data):
+        # Bytes that arrive while the previous request's body is still coming (e.g. the rest of a
+        # body refused with 413 before it was read) are that body, which h11 drops; only bytes of
+        # a new request (h11 waiting for one: IDLE) count towards its head.
+        if self._header_deadline is not None and self.conn.their_state is h11.IDLE and self._head_too_large(data):
             return
         super().data_received(data)
         if self.cycle is not None and self.cycle is not self._timed_cycle:

@@ -72,7 +72,9 @@ def _known_articles(model: str, redis_url: str, prefix: str):
 
 
 def consume_events_command(args: argparse.Namespace) -> int:
+    from homefeed.cli import CommandError
     from serving.consumer import EventConsumer
+    from serving.store import StoreUnavailableError
 
     for name in ("batch_size", "block_ms", "history_length"):
         if getattr(args, name) < 1:
@@ -88,6 +90,8 @@ def consume_events_command(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         stats = consumer.run(stop, idle_exit=args.exit_when_idle)
+    except StoreUnavailableError as error:  # at start: Redis unreachable or refusing us
+        raise CommandError(str(error)) from None
     finally:
         consumer.close()
     print(f"{stats.read} entries read: {stats.applied} applied, {stats.duplicates} duplicate(s), {stats.rejected} rejected, {stats.claimed} reclaimed")
@@ -121,7 +125,9 @@ def _register_sync_articles(subparsers) -> None:
 
 
 def sync_articles_command(args: argparse.Namespace) -> int:
+    from homefeed.cli import CommandError
     from serving.article_sync import read_articles_file, read_articles_table, send_articles
+    from serving.query import ServiceError
 
     if args.project and not args.dataset:
         raise ValueError("--project needs --dataset")
@@ -130,7 +136,10 @@ def sync_articles_command(args: argparse.Namespace) -> int:
     else:
         rows = read_articles_table(args.project, args.dataset, args.table, args.since, args.endpoint)
     token = args.write_token or os.environ.get(TOKEN_ENV)
-    result = send_articles(args.service, rows, token=token, timeout_s=args.timeout)
+    try:
+        result = send_articles(args.service, rows, token=token, timeout_s=args.timeout)
+    except ServiceError as error:  # unreachable, or refused (401/403/413...): one line, no traceback
+        raise CommandError(str(error)) from None
     print(f"{result['accepted']} of {len(rows)} listings accepted by {args.service}; {len(result['rejected'])} rejected")
     for item in result["rejected"][:20]:
         print(f"  row {item['index']}: {item['reason']}", file=sys.stderr)

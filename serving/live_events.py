@@ -45,6 +45,17 @@ MAX_EVENTS_PER_REQUEST = 1000
 VIEW = "view"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the same ids the candidates URL takes
 MAX_ARTICLE_ID_LENGTH = 256
+# Any printable text: no control characters, and no U+FFFD (what undecodable URL bytes such as %ff
+# become, so two different raw ids would name one listing).
+ARTICLE_ID_PATTERN = r"^[^\x00-\x1f\x7f\ufffd]{1,256}$"
+_ARTICLE_ID = re.compile(ARTICLE_ID_PATTERN)
+
+
+def valid_article_id(value: Any) -> bool:
+    return isinstance(value, str) and _ARTICLE_ID.match(value) is not None
+
+
+ARTICLE_ID_RULE = f"article_id must be 1-{MAX_ARTICLE_ID_LENGTH} characters without control characters or U+FFFD"
 MAX_EVENT_ID_LENGTH = 256
 FUTURE_TOLERANCE_S = 300  # clocks disagree a little; a view from further in the future is refused
 ITEM_FIELDS = frozenset({"type", "user_id", "article_id", "viewed_at", "event_id"})  # of a view
@@ -118,8 +129,8 @@ def parse_view(item: Mapping[str, Any], known_article: Callable[[str], bool] | N
     if not isinstance(user_id, str) or not ID_PATTERN.match(user_id):
         raise ValueError(f"user_id must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, got {user_id!r}"[:300])
     article_id = item.get("article_id")
-    if not isinstance(article_id, str) or not article_id or len(article_id) > MAX_ARTICLE_ID_LENGTH:
-        raise ValueError(f"article_id must be a non-empty string of at most {MAX_ARTICLE_ID_LENGTH} characters, got {article_id!r}"[:300])
+    if not valid_article_id(article_id):
+        raise ValueError(f"{ARTICLE_ID_RULE}, got {article_id!r}"[:300])
     viewed_at_ms = parse_timestamp(item.get("viewed_at"))
     if viewed_at_ms > (now_s + FUTURE_TOLERANCE_S) * 1000:
         raise ValueError(f"viewed_at {item.get('viewed_at')!r} is in the future")
@@ -148,6 +159,29 @@ def parse_items(
         except ValueError as error:
             rejected.append({"index": index, "reason": str(error)})
     return views, rejected
+
+
+_reported_bad_keys: set[str] = set()  # unreadable live values already logged (once per key)
+
+
+def decode_live(value: bytes | None, key: str) -> list[LiveEntry]:
+    """A stored live-view list; a value this project did not write (not `[[ms, article_id, key],
+    ...]`) counts as empty, is logged once, and is replaced by the user's next posted view."""
+    if not value:
+        return []
+    try:
+        entries = orjson.loads(value)
+        if isinstance(entries, list) and all(
+            isinstance(e, list) and len(e) == 3 and isinstance(e[0], int) and isinstance(e[1], str) and isinstance(e[2], str)
+            for e in entries
+        ):
+            return entries
+    except orjson.JSONDecodeError:
+        pass
+    if key not in _reported_bad_keys and len(_reported_bad_keys) < 10_000:
+        _reported_bad_keys.add(key)
+        LOG.warning("ignoring the live views at %r: not a list of [viewed_at_ms, article_id, key] (%r...)", key, value[:60])
+    return []
 
 
 def _order(entry: LiveEntry) -> tuple[int, str]:
@@ -278,7 +312,7 @@ class RedisLiveViews:
                         pipe.multi()
                         added = 0
                         for key, value, group in zip(keys, values, groups.values()):
-                            existing = orjson.loads(value) if value else []
+                            existing = decode_live(value, key)
                             merged, n = apply_views(existing, group, self.cap)
                             if n:
                                 pipe.set(key, orjson.dumps(merged))
@@ -298,7 +332,7 @@ class RedisLiveViews:
             value = self._redis.get(self.key(user_id))
         except redis.RedisError as error:
             raise StoreUnavailableError(f"{self.description}: {error}") from error
-        return orjson.loads(value) if value else []
+        return decode_live(value, self.key(user_id))
 
     def close(self) -> None:
         self._redis.close()

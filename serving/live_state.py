@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,13 @@ from homefeed import features
 from serving.live_articles import EmbeddedArticleLog, RedisArticleLog
 from serving.live_corpus import LiveCorpus
 from serving.live_overlay import LiveOverlay
-from serving.live_events import EmbeddedLiveViews, RedisLiveViews, merge_history
+from serving.live_events import EmbeddedLiveViews, RedisLiveViews, decode_live, merge_history
 from serving.store import HistoryRow, RedisStore, StoreUnavailableError
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_SYNC_INTERVAL_S = 0.25
+FAILURE_REPORT_INTERVAL_S = 60.0  # while the store is down, how often the sync loop says so again
 
 
 @dataclass
@@ -46,7 +48,7 @@ class LiveState:
         store = store if store is not None else pair.histories
         if isinstance(store, RedisStore) and isinstance(self.views, RedisLiveViews):
             snapshot, raw = store.get_with(user_id, self.views.key(user_id))  # one round trip
-            live = orjson.loads(raw) if raw else []
+            live = decode_live(raw, self.views.key(user_id))
         else:
             snapshot = store.get(user_id) if store is not None else None
             live = self.views.get(user_id)
@@ -64,6 +66,7 @@ class LiveState:
         """Pulls other writers' article changes every `interval_s` and warms a newly loaded model
         (runs until cancelled)."""
         warmed = None
+        failing_since, failures, reported = None, 0, 0.0  # an outage is logged once, then every minute
         while True:
             try:
                 pair = holder.pair if holder is not None else None
@@ -71,10 +74,18 @@ class LiveState:
                     await asyncio.to_thread(self.warm, pair)
                     warmed = pair
                 changed = await asyncio.to_thread(self.corpus.sync, pair)
+                if failing_since is not None:
+                    LOG.warning("live corpus sync works again after %.0fs (%d failed attempts)", time.monotonic() - failing_since, failures)
+                    failing_since, failures = None, 0
                 if changed:
                     LOG.info("live corpus: %d change(s) from %s", changed, self.corpus.log.description)
             except StoreUnavailableError as error:
-                LOG.warning("live corpus sync failed, will retry: %s", error)
+                now = time.monotonic()
+                failures += 1
+                if failing_since is None or now - reported >= FAILURE_REPORT_INTERVAL_S:
+                    still = "" if failing_since is None else f" (still, {failures} attempts in {now - failing_since:.0f}s)"
+                    LOG.warning("live corpus sync failed%s, will retry every %gs: %s", still, interval_s, error)
+                    failing_since, reported = failing_since or now, now
             except Exception:  # the loop must outlive any one failure
                 LOG.exception("live corpus sync failed; will retry")
             await asyncio.sleep(interval_s)

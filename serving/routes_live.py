@@ -23,7 +23,7 @@ from fastapi.responses import Response
 
 from homefeed import features
 from serving.live_articles import ACTIVE, ArticleError, ArticleRecord, parse_article, removal
-from serving.live_events import MAX_EVENTS_PER_REQUEST, parse_items
+from serving.live_events import ARTICLE_ID_PATTERN, ARTICLE_ID_RULE, MAX_EVENTS_PER_REQUEST, parse_items, valid_article_id
 from serving.live_state import DEFAULT_SYNC_INTERVAL_S, open_live_state
 from serving.store import StoreUnavailableError
 
@@ -35,7 +35,7 @@ MAX_ARTICLES_PER_REQUEST = 1000
 # Bodies of the bulk endpoints may be larger than the service's general limit: 1,000 items of a
 # few hundred bytes each. Larger ones are refused with 413 before they are read.
 BULK_BODY_BYTES = 1024 * 1024
-ArticleId = Annotated[str, Path(min_length=1, max_length=256, description="the listing's id")]
+ArticleId = Annotated[str, Path(min_length=1, max_length=256, pattern=ARTICLE_ID_PATTERN, description="the listing's id")]
 
 router = APIRouter()
 
@@ -285,8 +285,8 @@ async def post_articles(request: Request) -> Response:
     records, rejected = [], []
     for index, item in enumerate(items):
         article_id = item.get("article_id") if isinstance(item, dict) else None
-        if not isinstance(article_id, str) or not 0 < len(article_id) <= 256:
-            rejected.append({"index": index, "reason": "article_id must be a non-empty string of at most 256 characters"})
+        if not valid_article_id(article_id):
+            rejected.append({"index": index, "reason": ARTICLE_ID_RULE})
             continue
         try:
             records.append(complete(parse_article(article_id, item), set(item), live, pair))

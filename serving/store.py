@@ -162,8 +162,15 @@ def encode_row(row: HistoryRow) -> bytes:
     return orjson.dumps({c: row.get(c, []) for c in HISTORY_COLUMNS})
 
 
-def decode_row(value: bytes) -> HistoryRow:
-    row = orjson.loads(value)
+def decode_row(value: bytes, where: str = "the stored value") -> HistoryRow:
+    """A stored history row. Raises StoreUnavailableError (naming `where`) for a value this
+    project did not write, so a request falls back instead of failing."""
+    try:
+        row = orjson.loads(value)
+        if not isinstance(row, dict) or not all(isinstance(row.get(c) or [], list) for c in HISTORY_COLUMNS):
+            raise ValueError(f"not an object of lists {list(HISTORY_COLUMNS)}")
+    except ValueError as error:
+        raise StoreUnavailableError(f"{where} is not a history row ({str(error)[:100]})") from None
     return {c: list(row.get(c) or []) for c in HISTORY_COLUMNS}
 
 
@@ -205,7 +212,7 @@ class RedisStore:
             value = self._redis.get(self.prefix + user_id)
         except redis.RedisError as error:
             raise StoreUnavailableError(f"{self.description}: {error}") from error
-        return None if value is None else decode_row(value)
+        return None if value is None else decode_row(value, f"{self.description}: key {self.prefix + user_id!r}")
 
     def get_with(self, user_id: str, other_key: str) -> tuple[HistoryRow | None, bytes | None]:
         """The user's snapshot row and the raw value of `other_key` (e.g. live views), one MGET."""
@@ -215,7 +222,7 @@ class RedisStore:
             value, other = self._redis.mget(self.prefix + user_id, other_key)
         except redis.RedisError as error:
             raise StoreUnavailableError(f"{self.description}: {error}") from error
-        return (None if value is None else decode_row(value)), other
+        return (None if value is None else decode_row(value, f"{self.description}: key {self.prefix + user_id!r}")), other
 
     def snapshot_meta(self) -> dict | None:
         value = self._redis.get(self.prefix.rstrip(":") + "-" + META_KEY_SUFFIX)

@@ -113,3 +113,24 @@ def test_silent_and_slow_clients_are_cut_off(service):
     assert rest == b"" or b" 408 " in rest.split(b"\r\n")[0]
     # The service is still answering normally afterwards.
     assert service.get("/v1/users/u0001/candidates?k=5")[0] == 200
+
+
+def test_the_rest_of_a_refused_body_is_not_read_as_the_next_request(service):
+    # A body over the limit is refused (413) before it is read; the client then sends it anyway
+    # and, on the same kept-alive connection, a good request. Those body bytes are the old
+    # request's, not the head of a new one: the good request must get its own answer.
+    body = b"z" * 200_000
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (2 * 1024 * 1024))  # fmt: skip
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 413"), first[:200]
+        sock.sendall(body * 10 + b"z" * (2 * 1024 * 1024 - len(body) * 10))
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = b""
+        while b"\r\n\r\n" not in second or not second.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            second += chunk
+    assert second.startswith(b"HTTP/1.1 200"), second[:300]

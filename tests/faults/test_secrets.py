@@ -21,6 +21,7 @@ SECRETS = ("hunter2-user-pw", "hunter2-query-pw", "hunter2-token")
         "redis://app:hunter2-user-pw@cache:6379/0",
         "rediss://cache:6380/0?password=hunter2-query-pw&ssl_cert_reqs=none",
         "redis://hunter2-user-pw@cache:6379",
+        "redis://:hunter2-token@hunter2-user-pw@cache:6379/0",  # a raw "@" inside the password
         "Authorization: Bearer hunter2-token",
         "--admin-token hunter2-token --redis-url redis://:hunter2-user-pw@h/0",
         "CANDIDATES_ADMIN_TOKEN=hunter2-token",

@@ -48,3 +48,22 @@ def test_a_failing_model_call_gives_the_fallback_not_an_exception(pair, caplog):
     assert "kernel exploded" in caplog.text
     body = answer_json(answer, pair)
     assert b'"fallback_reason":"model_error"' in body
+
+
+def test_an_unreachable_history_store_is_not_logged_on_every_request(pair, caplog):
+    # Every request falls back while Redis is down; at hundreds of requests a second one warning
+    # per request would flood the log. The fallback counter in /metrics counts each of them.
+    import socket
+
+    from serving.candidates import STORE_UNAVAILABLE
+    from serving.store import RedisStore
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", "x:", 0.2)
+    with caplog.at_level("WARNING", logger="serving.candidates"):
+        answers = [recommend(pair, store, "u0001", k=5) for _ in range(20)]
+    assert all(a.fallback_reason == STORE_UNAVAILABLE for a in answers)
+    warnings = [r for r in caplog.records if "history store unavailable" in r.getMessage()]
+    assert len(warnings) <= 1, len(warnings)

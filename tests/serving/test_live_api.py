@@ -206,3 +206,35 @@ def test_the_live_endpoints_are_documented(service):
     assert events["properties"]["events"]["maxItems"] == 1000
     assert {"put", "delete", "get"} <= set(paths["/v1/articles/{article_id}"])
     assert "region" in {p["name"] for p in paths["/v1/users/{user_id}/candidates"]["get"]["parameters"]}
+
+
+def test_sync_articles_reports_a_refusing_or_missing_service_in_one_line(model, tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from live_http import free_port
+
+    pd.DataFrame({"article_id": ["s-1"], "region": ["north"]}).to_parquet(tmp_path / "articles.parquet")
+    command = [sys.executable, "-m", "homefeed.cli", "sync-articles", "--articles", str(tmp_path / "articles.parquet")]
+    with running_service(ServiceSettings(model=model, write_token="right-token")) as guarded:
+        refused = subprocess.run([*command, "--service", str(guarded.base_url), "--write-token", "wrong-token"],
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+    missing = subprocess.run([*command, "--service", f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=120)
+    for result, says in ((refused, "403"), (missing, "cannot reach")):
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "sync-articles: error:" in result.stderr and says in result.stderr and "wrong-token" not in result.stderr
+
+
+def test_article_ids_with_control_characters_or_undecodable_bytes_are_refused(service):
+    # %ff is not UTF-8: decoded it becomes U+FFFD, so %ff and %fe would name the same listing;
+    # NUL and other control characters are no one's listing id. 422, never stored.
+    for raw in ("%ff", "%fe", "%00", "a%0Ab", "x%7F"):
+        answer = service.put(f"/v1/articles/{raw}", json={"region": "north"})
+        assert answer.status_code == 422 and answer.json()["error"]["message"], (raw, answer.text)
+        assert service.delete(f"/v1/articles/{raw}").status_code == 422
+    bulk = service.post("/v1/articles", json={"articles": [{"article_id": "ok\u0000"}, {"article_id": "\ufffd"}]})
+    assert bulk.status_code == 422 and len(bulk.json()["rejected"]) == 2
+    events = service.post("/v1/events", json={"events": [view("u0001", "a\u0000"), view("u0001", "\x1b[31m")]})
+    assert events.status_code == 422 and all("article_id" in r["reason"] for r in events.json()["rejected"])

@@ -42,6 +42,10 @@ def test_serve_refuses_a_public_bind_without_a_token(model_v1):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "without a write token" in result.stderr
+    # The advice must survive the CLI's credential masking readably (it once read
+    # "token: *** who can reach it ... Set --write-token *** CANDIDATES_WRITE_TOKEN)").
+    assert "***" not in result.stderr and "anyone who can reach it" in result.stderr
+    assert "--write-token" in result.stderr and "CANDIDATES_WRITE_TOKEN" in result.stderr
 
 
 def test_the_token_is_never_logged(model_v1, caplog):

@@ -142,3 +142,62 @@ def test_a_restarted_consumer_first_finishes_what_it_had_read(redis_url):
     stored = orjson.loads(client.get(live_key_prefix("restart:") + "r1"))
     assert [e[1] for e in stored] == [f"a{i:06d}" for i in reversed(range(6))]
     assert client.xpending(stream, consumer.group)["pending"] == 0
+
+
+def test_redis_down_is_logged_once_not_at_every_sync(model, caplog):
+    # With Redis unreachable the sync loop fails every interval; the log must say so once (and
+    # again only now and then), not four lines a second for as long as Redis is down.
+    from live_http import free_port
+
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    with caplog.at_level("WARNING", logger="serving.live_state"):
+        with running_service(ServiceSettings(model=model, redis_url=down, redis_timeout_s=0.2, live_sync_interval_s=0.05)) as client:
+            assert client.get("/v1/users/u0001/candidates").json()["fallback_reason"] == "history_store_unavailable"
+            time.sleep(2.0)  # about 40 sync attempts
+    failures = [r for r in caplog.records if r.name == "serving.live_state" and "sync failed" in r.getMessage()]
+    assert 1 <= len(failures) <= 2, [r.getMessage() for r in failures]
+
+
+@pytest.mark.slow
+def test_consume_events_against_an_unreachable_redis_says_so_in_one_line(model, redis_url):
+    # Nothing listens on the port, or the password is wrong: a clear one-line error naming the
+    # (masked) URL and exit status 2, not a redis-py traceback; the password is never printed.
+    from live_http import free_port
+
+    for url in (f"redis://:hunter2-pw@127.0.0.1:{free_port()}/0", redis_url.replace("redis://", "redis://nobody:hunter2-pw@")):
+        result = subprocess.run(
+            [sys.executable, "-m", "homefeed.cli", "consume-events", "--redis-url", url, "--stream", "s", "--exit-when-idle"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "hunter2" not in result.stderr + result.stdout
+        assert "consume-events: error:" in result.stderr and "127.0.0.1" in result.stderr
+
+
+@pytest.mark.slow
+def test_foreign_or_corrupt_values_in_redis_never_make_a_500(model, table, redis_url):
+    # Another writer (a bug, someone with redis-cli, a key clash) left values the service did not
+    # write: an unreadable snapshot row falls back; unreadable live views are ignored and replaced
+    # by the next posted view. Never a 500.
+    from serving.store import RedisStore, StoreUnavailableError
+
+    prefix = "odd:"
+    load_histories_to_redis(model / "user_histories.parquet", redis_url, prefix=prefix)
+    client = redis.Redis.from_url(redis_url)
+    live = live_key_prefix(prefix)
+    for value in (b"garbage", b'{"history": 5}', b"[]", b"7"):
+        client.set(prefix + "u0001", value)
+        with pytest.raises(StoreUnavailableError, match="u0001"):
+            RedisStore(redis_url, prefix).get("u0001")
+    broken_live = {"u0002": b"garbage", "u0003": b'{"a": 1}', "u0004": b"[[1, 2]]", "u0005": b'[["x", "a000001", "k"]]', "u0006": b"null"}
+    with running_service(settings(model, redis_url, prefix)) as service:
+        answer = service.get("/v1/users/u0001/candidates", params={"k": 5})
+        assert answer.status_code == 200 and answer.json()["fallback"] is True, answer.text
+        for user, bad in broken_live.items():
+            before = ids_of(service.get(f"/v1/users/{user}/candidates", params={"k": 10}))
+            client.set(live + user, bad)
+            got = service.get(f"/v1/users/{user}/candidates", params={"k": 10})
+            assert got.status_code == 200 and ids_of(got) == before, (user, got.text)  # ignored
+            posted = service.post("/v1/events", json={"events": [view(user, "a000010")]})
+            assert posted.status_code == 200 and posted.json()["applied"] == 1, (user, posted.text)
+            assert orjson.loads(client.get(live + user))[0][1] == "a000010"
