@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "components.transform.cli",  # transform
     "trainer.cli",  # train, evaluate
     "serving.cli",  # build-index, load-histories, serve, query
+    "serving.live_cli",  # consume-events, sync-articles
     "pipeline.cli",  # pipeline compile | submit | run-local
 )
 

@@ -39,6 +39,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from homefeed import __version__
 from homefeed.redact import public_message
 from serving import candidates as candidate_logic
+from serving import routes_live
+from serving.auth import WriteAuth
 from serving.metrics import ServiceMetrics
 from serving.model_holder import ModelHolder
 from serving.model_pair import load_model_pair
@@ -53,6 +55,7 @@ MAX_USER_ID_LENGTH = 128
 CANDIDATES_PREFIX = "/v1/users/"
 DEFAULT_SETTINGS = ServiceSettings.model_construct()  # limits before the lifespan ran
 KNOWN_ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+KNOWN_ENDPOINTS += (routes_live.EVENTS_PATH, routes_live.ARTICLES_PATH)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +141,7 @@ class GuardAndMeasure:
         state = scope["app"].state
         metrics: ServiceMetrics = state.metrics
         settings: ServiceSettings = state.settings or DEFAULT_SETTINGS
-        max_url_bytes, max_request_bytes = settings.max_url_bytes, settings.max_request_bytes
+        max_url_bytes, max_request_bytes = settings.max_url_bytes, routes_live.body_limit(path, settings.max_request_bytes)
         label = endpoint_label(path)
         status_holder = [500]
 
@@ -250,6 +253,7 @@ async def lifespan(app: FastAPI):
             "every user gets the popular fallback", holder.pair.model_dir,
         )
     tasks: set[asyncio.Task] = set()
+    routes_live.start_live(app, settings, store, tasks)  # live views, live corpus and its sync loop
     if settings.watch_latest and holder.is_publish_root:
         tasks.add(asyncio.create_task(holder.watch(settings.watch_interval_s)))
     loop = asyncio.get_running_loop()
@@ -275,6 +279,7 @@ async def lifespan(app: FastAPI):
         holder.close()
         if store is not None:
             store.close()
+        app.state.live.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,10 +295,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.metrics = ServiceMetrics()
     app.state.holder = None
+    app.state.live = None
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = None  # set by the lifespan
+    app.add_middleware(WriteAuth)  # inside GuardAndMeasure, so refused writes are counted too
     app.add_middleware(GuardAndMeasure)
+    app.include_router(routes_live.router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
@@ -325,6 +333,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         settings: Annotated[ServiceSettings, Depends(get_settings)],
         k: Annotated[int | None, Query(ge=1, description="how many candidates (default 200, at most max_k=1000)")] = None,
         exclude_seen: Annotated[bool, Query(description="drop articles the user already viewed")] = True,
+        region: Annotated[
+            list[Annotated[str, Query(min_length=1, max_length=128)]] | None,
+            Query(max_length=100, description="only listings in one of these regions (repeat: region=R1&region=R2)"),
+        ] = None,
     ) -> Response:
         """The user's top-k articles by the served model, best first; popular articles as fallback."""
         k = settings.default_k if k is None else k
@@ -337,7 +349,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         pair = holder.pair if holder is not None else None  # taken once: this request's pair
         if pair is None:
             return error_response(503, "no model loaded yet")
-        answer = candidate_logic.recommend(pair, request.app.state.store, user_id, k, exclude_seen)
+        answer = candidate_logic.recommend(
+            pair, request.app.state.store, user_id, k, exclude_seen, request.app.state.live, set(region) if region else None
+        )
         started = time.perf_counter()
         body = candidate_logic.answer_json(answer, pair, settings.include_titles)
         answer.timings["serialize"] = time.perf_counter() - started

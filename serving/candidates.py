@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -50,22 +51,31 @@ class CandidateAnswer:
     scores: list[float]
     fallback_reason: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    overlay: Any = None  # live_corpus.LiveOverlay: rows >= pair.n_articles are its new listings
 
 
-def _popular(pair: ModelPair, user_id: str, k: int, seen: set[str], reason: str, timings) -> CandidateAnswer:
+def _popular(
+    pair: ModelPair, user_id: str, k: int, seen: set[str], reason: str, timings, overlay=None, regions=None
+) -> CandidateAnswer:
+    """The popular articles, minus seen, removed (live tombstones) and, with `regions`, other regions."""
     started = time.perf_counter()
     total = sum(count for _, count in pair.popular) or 1.0
     ids = pair.article_ids
+    region_of = overlay.corpus.attributes["region"] if overlay is not None and regions is not None else None
     rows, scores = [], []
     for row, count in pair.popular:
         if seen and ids[row] in seen:
+            continue
+        if overlay is not None and overlay.is_dead_row(row):
+            continue
+        if region_of is not None and region_of[row] not in regions:
             continue
         rows.append(row)
         scores.append(count / total)
         if len(rows) == k:
             break
     timings["filter"] = time.perf_counter() - started
-    return CandidateAnswer(user_id, pair.version, True, rows, scores, reason, timings)
+    return CandidateAnswer(user_id, pair.version, True, rows, scores, reason, timings, overlay)
 
 
 def recommend(
@@ -74,6 +84,8 @@ def recommend(
     user_id: str,
     k: int,
     exclude_seen: bool = True,
+    live=None,
+    regions: set[str] | None = None,
 ) -> CandidateAnswer:
     """Up to `k` candidates for `user_id` from `pair`, already-viewed articles dropped by default.
 
@@ -82,23 +94,31 @@ def recommend(
       store: where the user's history lives; None: the pair's own embedded snapshot (if any).
       k: how many candidates (>= 1; fewer come back when the corpus is smaller).
       exclude_seen: drop articles in the user's history.
+      live: the service's `serving.live_state.LiveState`: live views join the history, new
+        listings join the search, removed ones leave every answer (fallback included).
+      regions: only articles in one of these regions (the top k of that set, not a post-filter).
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    store = store if store is not None else pair.histories
+    overlay = live.overlay(pair) if live is not None else None
+    if live is None:
+        store = store if store is not None else pair.histories
     try:
-        history = store.get(user_id) if store is not None else None
+        if live is not None:
+            history = live.history(pair, store, user_id, overlay)
+        else:
+            history = store.get(user_id) if store is not None else None
     except StoreUnavailableError as error:
         LOG.warning("history store unavailable, serving the fallback: %s", error)
         timings["store"] = time.perf_counter() - started
-        return _popular(pair, user_id, k, set(), STORE_UNAVAILABLE, timings)
+        return _popular(pair, user_id, k, set(), STORE_UNAVAILABLE, timings, overlay, regions)
     timings["store"] = time.perf_counter() - started
     if history is None:
-        return _popular(pair, user_id, k, set(), UNKNOWN_USER, timings)
+        return _popular(pair, user_id, k, set(), UNKNOWN_USER, timings, overlay, regions)
     viewed = history.get(features.HISTORY) or []
     seen = set(viewed) if exclude_seen else set()
     if not viewed:
-        return _popular(pair, user_id, k, seen, EMPTY_HISTORY, timings)
+        return _popular(pair, user_id, k, seen, EMPTY_HISTORY, timings, overlay, regions)
 
     started = time.perf_counter()
     try:
@@ -106,8 +126,16 @@ def recommend(
     except Exception:  # a bad history must not become a 500; the log keeps the traceback
         LOG.exception("model %s failed to encode the history of user %r", pair.version, user_id)
         timings["encode"] = time.perf_counter() - started
-        return _popular(pair, user_id, k, seen, MODEL_ERROR, timings)
+        return _popular(pair, user_id, k, seen, MODEL_ERROR, timings, overlay, regions)
     timings["encode"] = time.perf_counter() - started
+
+    if overlay is not None and (regions is not None or overlay.records):
+        from serving.live_search import search_live
+
+        started = time.perf_counter()
+        rows, scores = search_live(overlay, vector[0], k, seen, regions)
+        timings["search"] = time.perf_counter() - started
+        return CandidateAnswer(user_id, pair.version, False, rows, scores, None, timings, overlay)
 
     started = time.perf_counter()
     # Ask for enough extra neighbours that dropping the seen ones still leaves k.
@@ -127,7 +155,7 @@ def recommend(
         if len(kept_rows) == k:
             break
     timings["filter"] = time.perf_counter() - started
-    return CandidateAnswer(user_id, pair.version, False, kept_rows, kept_scores, None, timings)
+    return CandidateAnswer(user_id, pair.version, False, kept_rows, kept_scores, None, timings, overlay)
 
 
 def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool = True) -> bytes:
@@ -135,6 +163,16 @@ def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool =
 
     Each candidate is `{article_id, score[, title]}` (title only when the article table has one).
     """
+    if answer.overlay is not None and answer.overlay.records:
+        overlay = answer.overlay
+        candidates = []
+        for r, s in zip(answer.rows, answer.scores):
+            item = {"article_id": overlay.article_id(r), "score": round(s, 6)}
+            title = overlay.title(r) if include_titles else None
+            if title is not None:
+                item["title"] = title
+            candidates.append(item)
+        return _body(answer, candidates)
     ids = pair.article_ids
     titles = pair.titles if include_titles else None
     if titles is None:
@@ -145,6 +183,10 @@ def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool =
             else {"article_id": ids[r], "score": round(s, 6)}
             for r, s in zip(answer.rows, answer.scores)
         ]
+    return _body(answer, candidates)
+
+
+def _body(answer: CandidateAnswer, candidates: list[dict]) -> bytes:
     body = {"user_id": answer.user_id, "model_version": answer.model_version, "fallback": answer.fallback}
     if answer.fallback:
         body["fallback_reason"] = answer.fallback_reason

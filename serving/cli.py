@@ -190,6 +190,11 @@ def _register_serve(subparsers) -> None:
         help="close connections that have not sent a complete request line and headers by then (JSON 408) [10]",
     )
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    p.add_argument(
+        "--write-token", metavar="TOKEN",
+        help="bearer token required by POST /v1/events, /v1/articles writes and /admin/* (or CANDIDATES_WRITE_TOKEN); "
+        "needed to bind anything but a loopback address",
+    )
     p.set_defaults(handler=serve_command)
 
 
@@ -231,6 +236,16 @@ def serve_command(args: argparse.Namespace) -> int:
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     settings = ServiceSettings(**overrides)  # options win over CANDIDATES_* variables
+    from serving.auth import check_bind, write_token_of
+
+    if args.write_token:
+        settings = settings.model_copy(update={"write_token": args.write_token})
+    check_bind(args.host, write_token_of(settings))  # no open writes on a reachable address
+    if args.workers > 1 and not settings.redis_url:
+        LOG.warning(
+            "%d workers without --redis-url: each keeps its own live views and listings, so a write "
+            "reaches only the worker that took it; use Redis to share them", args.workers,
+        )
     LOG.info("serving model %s from %s on http://%s:%d (%d worker(s))", version, args.model, args.host, args.port, args.workers)
     if settings.redis_url:
         LOG.info("user histories from Redis at %s", redact(settings.redis_url))

@@ -44,11 +44,17 @@ class ServiceSettings(BaseSettings):
     watch_latest: bool = Field(True, description="poll a publish root's LATEST and load new versions")
     watch_interval_s: float = Field(5.0, gt=0)
     admin_token: str | None = Field(
-        None, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
+        None, repr=False, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
     )
     reload_min_interval_s: float = Field(
         30.0, ge=0, description="at most one model load per this many seconds (reload, SIGHUP, LATEST); 0: no limit"
     )
+
+    write_token: str | None = Field(
+        None, repr=False,
+        description="when set, POST /v1/events, /v1/articles writes and /admin/* need `Authorization: Bearer <token>`",
+    )
+    live_sync_interval_s: float = Field(0.25, gt=0, description="seconds between reads of other replicas' listing changes")
 
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).

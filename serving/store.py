@@ -89,12 +89,48 @@ def read_histories(path: str | os.PathLike, batch_size: int = 10_000) -> Iterato
             yield str(user_id), {c: list(data[c][i] or []) if c in data else [] for c in HISTORY_COLUMNS}
 
 
-class EmbeddedStore:
-    """All histories of a snapshot in a dict; `get` is a dictionary lookup."""
+def snapshot_as_of_ms(path: str | os.PathLike) -> int | None:
+    """When a `user_histories.parquet` snapshot was cut, in ms since the epoch (None if unknown).
 
-    def __init__(self, histories: dict[str, HistoryRow], description: str = "in-memory"):
+    The extract's `extract_summary.json` beside it says (`as_of`); otherwise the newest
+    `last_viewed_at` in the file. Live views newer than this are merged in front of it.
+    """
+    import json
+
+    path = Path(path)
+    summary = path.parent / features.EXTRACT_SUMMARY_FILE
+    try:
+        as_of = json.loads(summary.read_text()).get("as_of")
+        if as_of:
+            from datetime import datetime, timezone
+
+            parsed = datetime.fromisoformat(str(as_of).replace("Z", "+00:00"))
+            return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if "last_viewed_at" not in pq.ParquetFile(path).schema_arrow.names:
+            return None
+        newest = pc.max(pq.read_table(path, columns=["last_viewed_at"]).column(0)).as_py()
+    except Exception:  # an unreadable column only means "as_of unknown"
+        LOG.debug("no last_viewed_at in %s", path, exc_info=True)
+        return None
+    return None if newest is None else int(newest.timestamp() * 1000)
+
+
+class EmbeddedStore:
+    """All histories of a snapshot in a dict; `get` is a dictionary lookup.
+
+    `as_of_ms`: when the snapshot was cut (see `snapshot_as_of_ms`); None if unknown.
+    """
+
+    def __init__(self, histories: dict[str, HistoryRow], description: str = "in-memory", as_of_ms: int | None = None):
         self._histories = histories
         self.description = description
+        self.as_of_ms = as_of_ms
 
     @classmethod
     def from_parquet(cls, path: str | os.PathLike) -> "EmbeddedStore":
@@ -107,7 +143,7 @@ class EmbeddedStore:
         if duplicates:
             LOG.warning("%s: %d duplicate user id(s); the last row of each wins", path, duplicates)
         LOG.info("loaded %d user histories from %s in %.1fs", len(histories), path, time.perf_counter() - started)
-        return cls(histories, description=f"embedded snapshot {path}")
+        return cls(histories, description=f"embedded snapshot {path}", as_of_ms=snapshot_as_of_ms(path))
 
     def __len__(self) -> int:
         return len(self._histories)
@@ -171,9 +207,36 @@ class RedisStore:
             raise StoreUnavailableError(f"{self.description}: {error}") from error
         return None if value is None else decode_row(value)
 
+    def get_with(self, user_id: str, other_key: str) -> tuple[HistoryRow | None, bytes | None]:
+        """The user's snapshot row and the raw value of `other_key` (e.g. live views), one MGET."""
+        import redis
+
+        try:
+            value, other = self._redis.mget(self.prefix + user_id, other_key)
+        except redis.RedisError as error:
+            raise StoreUnavailableError(f"{self.description}: {error}") from error
+        return (None if value is None else decode_row(value)), other
+
     def snapshot_meta(self) -> dict | None:
         value = self._redis.get(self.prefix.rstrip(":") + "-" + META_KEY_SUFFIX)
         return None if value is None else orjson.loads(value)
+
+    @property
+    def as_of_ms(self) -> int | None:
+        """The loaded snapshot's as_of (from its meta key), re-read at most every few seconds."""
+        import redis
+
+        now = time.monotonic()
+        cached = getattr(self, "_as_of_cache", None)
+        if cached is not None and now - cached[0] < 5.0:
+            return cached[1]
+        try:
+            meta = self.snapshot_meta() or {}
+        except redis.RedisError:
+            return cached[1] if cached else None
+        as_of = meta.get("as_of_ms")
+        self._as_of_cache = (now, as_of)
+        return as_of
 
     def close(self) -> None:
         self._redis.close()
@@ -228,6 +291,7 @@ def load_histories_to_redis(
             "users": written,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "prefix": prefix,
+            "as_of_ms": snapshot_as_of_ms(path),
         }
         client.set(prefix.rstrip(":") + "-" + META_KEY_SUFFIX, orjson.dumps(meta))
     except redis.RedisError as error:

@@ -2,7 +2,8 @@
 
 The SavedModel has the exact serving signature of docs/architecture.md (MODEL_DIR): `history`,
 `history_category`, `history_region` `tf.string [batch, None]` right-padded with "", and
-`example_age_days` `tf.float32 [batch]` -> `{"user_vector": float32 [batch, d]}`. Inside, each
+`example_age_days` `tf.float32 [batch]` -> `{"user_vector": float32 [batch, d]}`, and the
+`article_vectors` signature (`label`, `label_category`, `label_region` -> `article_vector`). Inside, each
 article id is hashed into a bucket of a fixed random embedding table and the user vector is the
 L2-normalised masked mean of the history's embeddings, so padding never changes the vector.
 
@@ -61,8 +62,23 @@ def save_hashing_model(path: Path, dim: int, seed: int) -> np.ndarray:
             mean += 0.0 * example_age_days[:, tf.newaxis]  # consumed, like the real model does
             return {"user_vector": tf.math.l2_normalize(mean, axis=-1)}
 
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name=features.LABEL),
+                tf.TensorSpec([None], tf.string, name=features.label_attribute("category")),
+                tf.TensorSpec([None], tf.string, name=features.label_attribute("region")),
+            ]
+        )
+        def article_vectors(self, label, label_category, label_region):
+            """The article tower: the id's row of the table, normalised (what article_vectors_for gives)."""
+            del label_category, label_region
+            vectors = tf.gather(self.table, tf.strings.to_hash_bucket_fast(label, NUM_BUCKETS))
+            return {"article_vector": tf.math.l2_normalize(vectors, axis=-1)}
+
     module = HashingUserModel()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    tf.saved_model.save(
+        module, str(path), signatures={"serving_default": module.serve, "article_vectors": module.article_vectors}
+    )
     return table
 
 

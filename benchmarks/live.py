@@ -1,0 +1,283 @@
+"""Benchmark of the live feed: region-filtered search, and listing changes under load.
+
+Part `filter` (library level, no HTTP; seeded synthetic data):
+  1. makes `--size` clustered unit vectors of `--dim` (1,000 Gaussian clusters, like article
+     vectors) and queries near a few of them (like user vectors: the mean of a few articles);
+  2. builds the index as `candidates build-index` does (`--index-type`, default HNSW) and tunes
+     efSearch / nprobe until unfiltered recall@k reaches 0.95;
+  3. gives each row a region, so regions cover `--shares` of the corpus (default 0.1 %, 1 %,
+     10 %, 50 %; regions independent of the vectors, the hard case for a filtered graph search);
+  4. for each share runs `serving.filtered_search.RegionIndex.search` (the service's code) on one
+     thread and prints recall@k against exact filtered search (brute force over the allowed rows),
+     p50/p99 milliseconds and the strategy picked (exact scan or FAISS IDSelectorBitmap).
+  Targets: recall@200 >= 0.95 and p99 <= 10 ms for every share.
+
+Part `service` (over HTTP on loopback; needs a trained model directory with its index, `--model`):
+  1. starts `candidates serve` (two replicas sharing `--redis-url` when given);
+  2. PUT -> visible: PUTs `--listings` new listings, each in a region of its own, and polls
+     `GET /v1/users/{u}/candidates?region=<its region>` (on the other replica with Redis) until the
+     listing is there; prints p50/max of the time from the PUT's answer to the first answer with it;
+  3. GET latency at concurrency 1 for `--duration` seconds idle, then again while another thread
+     upserts listings at `--upserts-per-s` (default 100); prints p50/p99 of both and their ratio.
+  Targets: PUT -> visible < 1 s; p99 under upserts within 20 % of idle.
+
+Usage:
+  python benchmarks/live.py filter [--size 1000000] [--dim 64] [--index-type hnsw] [--queries 200]
+  python benchmarks/live.py service --model MODEL_DIR [--histories PATH] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+# One BLAS / OpenMP thread, as one service request gets (set before numpy loads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+# `python benchmarks/live.py` puts benchmarks/ first on sys.path; keep it from shadowing packages.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+
+UPSERT_THREADS = 4
+
+
+def percentile(values, q) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q))
+
+
+# ---------------------------------------------------------------------------------------------
+# filter
+# ---------------------------------------------------------------------------------------------
+def clustered_vectors(n: int, d: int, rng, clusters: int = 1000) -> np.ndarray:
+    centers = rng.normal(size=(clusters, d)).astype(np.float32)
+    vectors = centers[rng.integers(0, clusters, n)] + 0.6 * rng.normal(size=(n, d)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def region_codes(n: int, shares: list[float], rng) -> np.ndarray:
+    """Codes 0..len(shares)-1 covering those shares of the rows; the rest get code len(shares)."""
+    counts = [int(round(s * n)) for s in shares]
+    if sum(counts) > n:
+        raise ValueError(f"shares {shares} add up to more than the corpus")
+    codes = np.repeat(np.arange(len(shares) + 1, dtype=np.int32), [*counts, n - sum(counts)])
+    return rng.permutation(codes)
+
+
+def bench_filter(args) -> dict:
+    import faiss
+
+    from homefeed.config import IndexConfig
+    from serving import index as faiss_index
+    from serving.filtered_search import RegionIndex, exact_filtered_reference
+
+    rng = np.random.default_rng(args.seed)
+    started = time.perf_counter()
+    vectors = clustered_vectors(args.size, args.dim, rng)
+    picks = rng.integers(0, args.size, (args.queries, 5))
+    queries = vectors[picks].mean(axis=1) + 0.1 * rng.normal(size=(args.queries, args.dim)).astype(np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    config = IndexConfig(index_type=args.index_type, hnsw_ef_construction=args.ef_construction)
+    faiss.omp_set_num_threads(args.build_threads or faiss.omp_get_max_threads())
+    index = faiss_index.build_index(vectors, args.index_type, config, seed=args.seed)
+    build_s = time.perf_counter() - started
+    exact = faiss_index.exact_search(vectors, queries, args.k)
+    tuning = faiss_index.tune_search(index, queries, exact, args.k, 0.95, config)
+    print(f"{args.index_type} over {args.size:,} x {args.dim} built in {build_s:.0f}s; unfiltered recall@{args.k} "
+          f"{tuning.recall:.3f} with {tuning.params.to_dict() or 'exact search'}")
+    codes = region_codes(args.size, args.shares, rng)
+    regions = RegionIndex(index, vectors, codes, exact_share=args.exact_share)
+    faiss.omp_set_num_threads(1)
+    rows = []
+    for code, share in enumerate(args.shares):
+        timings, recalls = [], []
+        for query in queries:
+            t0 = time.perf_counter()
+            _, found, strategy = regions.search(query, args.k, [code])
+            timings.append(time.perf_counter() - t0)
+            _, truth = exact_filtered_reference(vectors, codes, query, args.k, [code])
+            recalls.append(len(set(found.tolist()) & set(truth.tolist())) / max(len(truth), 1))
+        rows.append({
+            "share": share, "allowed": int((codes == code).sum()), "strategy": strategy,
+            f"recall@{args.k}": round(float(np.mean(recalls)), 4), "min_recall": round(float(np.min(recalls)), 4),
+            "p50_ms": round(percentile(timings, 50), 3), "p99_ms": round(percentile(timings, 99), 3),
+        })
+    print(f"\n{'share':>7} {'allowed':>9} {'strategy':>9} {'recall@' + str(args.k):>11} {'min':>6} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in rows:
+        print(f"{r['share'] * 100:>6.1f}% {r['allowed']:>9,} {r['strategy']:>9} {r[f'recall@{args.k}']:>11.4f} "
+              f"{r['min_recall']:>6.3f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+    ok = all(r[f"recall@{args.k}"] >= 0.95 and r["p99_ms"] <= 10 for r in rows)
+    print(f"\ntargets (recall@{args.k} >= 0.95, p99 <= 10 ms at concurrency 1): {'met' if ok else 'NOT met'}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    return {"index_type": args.index_type, "size": args.size, "dim": args.dim, "build_s": round(build_s, 1),
+            "unfiltered_recall": round(tuning.recall, 4), "search_params": tuning.params.to_dict(), "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# service
+# ---------------------------------------------------------------------------------------------
+def start(args, port: int, log: Path):
+    import subprocess
+
+    command = [sys.executable, "-m", "homefeed.cli", "serve", "--model", str(args.model), "--port", str(port)]
+    if args.histories:
+        command += ["--histories", str(args.histories)]
+    if args.redis_url:
+        command += ["--redis-url", args.redis_url, "--redis-prefix", "bench-live:"]
+    handle = open(log, "w")
+    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def users_with_history(client, limit: int = 200) -> list[str]:
+    found = []
+    for i in range(limit * 20):
+        for user in (f"u{i:06d}", f"u{i:04d}", str(i)):
+            body = client.get(f"/v1/users/{user}/candidates", params={"k": 1}).json()
+            if not body.get("fallback"):
+                found.append(user)
+                break
+        if len(found) >= limit:
+            break
+    return found
+
+
+def get_latencies(client, users, seconds: float) -> list[float]:
+    timings, deadline, i = [], time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        response = client.get(f"/v1/users/{users[i % len(users)]}/candidates", params={"k": 200})
+        timings.append(time.perf_counter() - t0)
+        assert response.status_code == 200, response.text
+        i += 1
+    return timings
+
+
+def bench_service(args) -> dict:
+    import tempfile
+
+    import httpx
+
+    from serving.query import wait_until_ready
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    ports = [find_port() for _ in range(2 if args.redis_url else 1)]
+    processes = [start(args, port, workdir / f"serve-{port}.log") for port in ports]
+    try:
+        for port, process in zip(ports, processes):
+            wait_until_ready(f"http://127.0.0.1:{port}", process, timeout_s=300, log_path=workdir / f"serve-{port}.log")
+        writer = httpx.Client(base_url=f"http://127.0.0.1:{ports[0]}", timeout=30)
+        reader = httpx.Client(base_url=f"http://127.0.0.1:{ports[-1]}", timeout=30)
+        users = users_with_history(reader, 100)
+        if not users:
+            raise SystemExit("no user with a history found (give --histories)")
+        visible = []
+        for i in range(args.listings):
+            region, article = f"bench-region-{time.time_ns()}-{i}", f"bench-new-{time.time_ns()}-{i}"
+            answer = writer.put(f"/v1/articles/{article}", json={"region": region, "category": "bench", "title": "new"})
+            assert answer.status_code == 200, answer.text
+            t0 = time.perf_counter()
+            while True:
+                got = reader.get(f"/v1/users/{users[i % len(users)]}/candidates", params={"k": 10, "region": region}).json()
+                if any(c["article_id"] == article for c in got["candidates"]):
+                    visible.append(time.perf_counter() - t0)
+                    break
+                if time.perf_counter() - t0 > 10:
+                    raise SystemExit(f"listing {article} not visible after 10 s")
+                time.sleep(0.002)
+        print(f"PUT -> visible ({'other replica via Redis' if args.redis_url else 'same replica'}), {args.listings} listings: "
+              f"p50 {percentile(visible, 50):.1f} ms, max {max(visible) * 1000:.1f} ms")
+        idle = get_latencies(reader, users, args.duration)
+        stop, upserts = threading.Event(), [0]
+
+        lock = threading.Lock()
+
+        def upsert_loop(worker: int):
+            # UPSERT_THREADS writers, each at its share of the rate, so one slow answer does not
+            # lower the rate the service sees.
+            regions = ["north", "south", "east", "west"]
+            with httpx.Client(base_url=f"http://127.0.0.1:{ports[0]}", timeout=30) as client:
+                interval, next_at = UPSERT_THREADS / args.upserts_per_s, time.monotonic() + worker / args.upserts_per_s
+                while not stop.is_set():
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+                    with lock:
+                        n = upserts[0]
+                        upserts[0] += 1
+                    client.put(f"/v1/articles/bench-load-{n}", json={"region": regions[n % 4], "category": "bench"})
+                    next_at += interval
+
+        threads = [threading.Thread(target=upsert_loop, args=(w,), daemon=True) for w in range(UPSERT_THREADS)]
+        for thread in threads:
+            thread.start()
+        t0 = time.monotonic()
+        loaded = get_latencies(reader, users, args.duration)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        rate = upserts[0] / (time.monotonic() - t0)
+        ratio = percentile(loaded, 99) / percentile(idle, 99)
+        print(f"GET k=200 at concurrency 1, {args.duration:.0f} s each:")
+        print(f"  idle          p50 {percentile(idle, 50):6.2f} ms  p99 {percentile(idle, 99):6.2f} ms  ({len(idle)} requests)")
+        print(f"  {rate:5.1f} upserts/s p50 {percentile(loaded, 50):6.2f} ms  p99 {percentile(loaded, 99):6.2f} ms  ({len(loaded)} requests)")
+        print(f"  p99 ratio {ratio:.2f} (target <= 1.20); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        return {
+            "visible_p50_ms": percentile(visible, 50), "visible_max_ms": max(visible) * 1000,
+            "idle_p50_ms": percentile(idle, 50), "idle_p99_ms": percentile(idle, 99),
+            "loaded_p50_ms": percentile(loaded, 50), "loaded_p99_ms": percentile(loaded, 99),
+            "upserts_per_s": rate, "p99_ratio": ratio,
+        }
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def find_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parts = parser.add_subparsers(dest="part", required=True)
+    f = parts.add_parser("filter", help="region-filtered search at 10^6 listings (library level)")
+    f.add_argument("--size", type=int, default=1_000_000)
+    f.add_argument("--dim", type=int, default=64)
+    f.add_argument("--index-type", choices=("hnsw", "ivf", "flat"), default="hnsw")
+    f.add_argument("--ef-construction", type=int, default=200, help="HNSW build depth (IndexConfig's default)")
+    f.add_argument("--shares", type=float, nargs="+", default=[0.001, 0.01, 0.1, 0.5])
+    f.add_argument("--exact-share", type=float, default=None, help="override filtered_search.EXACT_SHARE (by index type)")
+    f.add_argument("--queries", type=int, default=200)
+    f.add_argument("--k", type=int, default=200)
+    f.add_argument("--build-threads", type=int, default=0, help="threads for the index build (0: all)")
+    f.add_argument("--seed", type=int, default=0)
+    s = parts.add_parser("service", help="PUT -> visible and GET p99 under upserts (over HTTP)")
+    s.add_argument("--model", required=True, type=Path, help="model directory with its index (or a publish root)")
+    s.add_argument("--histories", type=Path, help="user_histories.parquet if the model has none")
+    s.add_argument("--redis-url", help="run two replicas sharing this Redis (measures cross-replica visibility)")
+    s.add_argument("--listings", type=int, default=20)
+    s.add_argument("--duration", type=float, default=20.0, help="seconds of GETs, idle and under upserts")
+    s.add_argument("--upserts-per-s", type=float, default=100.0)
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.part == "filter":
+        report = bench_filter(args)
+    else:
+        report = bench_service(args)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Live user views: the event item model, per-item validation, and each user's live history.
+
+A `POST /v1/events` body (and each entry of the Redis Stream that `candidates consume-events`
+reads) holds items like
+
+    {"type": "view", "user_id": "u1", "article_id": "a7", "viewed_at": "2024-06-01T12:00:00Z",
+     "event_id": "optional idempotency key"}
+
+`type` is optional and defaults to "view"; it is the discriminator that lets later item kinds
+(e.g. "search") join without changing how views are read. Every item is checked on its own
+(`parse_item`): a bad one is reported with its index and reason, never fails the others.
+
+Live views are kept per user, apart from the batch snapshot, as a list of
+`[viewed_at_ms, article_id, key]`, newest first, at most H long (`apply_views`). The key is the
+item's `event_id`, or `viewed_at|article_id` without one, so the same event delivered twice is
+stored once, and events arriving out of order still land in time order. At read time
+`merge_history` puts the live views newer than the snapshot's as_of in front of the snapshot
+history (newest wins by event time, never by arrival) and fills the attribute arrays from the live
+corpus.
+
+Two stores hold the live views: `EmbeddedLiveViews` (this process; survives model reloads) and
+`RedisLiveViews` (one JSON value per user next to the snapshot key, read with it in one MGET;
+written with WATCH/MULTI so replicas and consumers never lose each other's writes).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from homefeed import features
+from serving.store import HistoryRow, StoreUnavailableError, _client, _redact
+
+LOG = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_REQUEST = 1000
+VIEW = "view"
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the same ids the candidates URL takes
+MAX_ARTICLE_ID_LENGTH = 256
+MAX_EVENT_ID_LENGTH = 256
+FUTURE_TOLERANCE_S = 300  # clocks disagree a little; a view from further in the future is refused
+ITEM_FIELDS = frozenset({"type", "user_id", "article_id", "viewed_at", "event_id"})  # of a view
+
+LiveEntry = list  # [viewed_at_ms: int, article_id: str, key: str]
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """One valid view: who, what, when (ms since the epoch, UTC), and its idempotency key."""
+
+    user_id: str
+    article_id: str
+    viewed_at_ms: int
+    key: str
+
+    def entry(self) -> LiveEntry:
+        return [self.viewed_at_ms, self.article_id, self.key]
+
+
+def parse_timestamp(value: Any, field: str = "viewed_at") -> int:
+    """An RFC 3339 timestamp with offset (`2024-06-01T12:00:00Z`, `...+02:00`) as ms since the epoch.
+
+    Raises:
+      ValueError: not a string, not RFC 3339, or without a time zone offset.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be an RFC 3339 string such as 2024-06-01T12:00:00Z, got {type(value).__name__}")
+    text = value.strip()
+    if "T" not in text.upper() or len(text) > 40:
+        raise ValueError(f"{field} {value!r} is not an RFC 3339 timestamp (e.g. 2024-06-01T12:00:00Z)")
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
+    except ValueError:
+        raise ValueError(f"{field} {value!r} is not an RFC 3339 timestamp (e.g. 2024-06-01T12:00:00Z)") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{field} {value!r} has no time zone offset; RFC 3339 needs one (Z or +hh:mm)")
+    return int(parsed.timestamp() * 1000)
+
+
+def format_timestamp(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: float | None = None) -> LiveView:
+    """One event item -> its typed event (today only `LiveView`), by the item's `type`.
+
+    Args:
+      item: the decoded JSON item.
+      known_article: `article_id -> bool`; None skips the check (no corpus at hand).
+      now_s: the current time (for the future check); default: the clock.
+
+    Raises:
+      ValueError: the item is invalid; the message is the per-item reason.
+    """
+    if not isinstance(item, Mapping):
+        raise ValueError(f"an event must be a JSON object, got {type(item).__name__}")
+    kind = item.get("type", VIEW)
+    parser = ITEM_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise ValueError(f"unknown event type {kind!r}; supported: {', '.join(ITEM_PARSERS)}"[:300])
+    return parser(item, known_article, time.time() if now_s is None else now_s)
+
+
+def parse_view(item: Mapping[str, Any], known_article: Callable[[str], bool] | None, now_s: float) -> LiveView:
+    """A `{"type": "view", ...}` item (see `parse_item`)."""
+    unknown = sorted(set(item) - ITEM_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown}; a view has {sorted(ITEM_FIELDS)}")
+    user_id = item.get("user_id")
+    if not isinstance(user_id, str) or not ID_PATTERN.match(user_id):
+        raise ValueError(f"user_id must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, got {user_id!r}"[:300])
+    article_id = item.get("article_id")
+    if not isinstance(article_id, str) or not article_id or len(article_id) > MAX_ARTICLE_ID_LENGTH:
+        raise ValueError(f"article_id must be a non-empty string of at most {MAX_ARTICLE_ID_LENGTH} characters, got {article_id!r}"[:300])
+    viewed_at_ms = parse_timestamp(item.get("viewed_at"))
+    if viewed_at_ms > (now_s + FUTURE_TOLERANCE_S) * 1000:
+        raise ValueError(f"viewed_at {item.get('viewed_at')!r} is in the future")
+    event_id = item.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_LENGTH):
+        raise ValueError(f"event_id must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters")
+    if known_article is not None and not known_article(article_id):
+        raise ValueError(f"unknown article {article_id!r} (not in the served corpus nor a live listing)")
+    key = f"id:{event_id}" if event_id else f"{viewed_at_ms}|{article_id}"
+    return LiveView(user_id, article_id, viewed_at_ms, key)
+
+
+# One parser per item type: a later kind (e.g. "search") adds its own parser and event class.
+ITEM_PARSERS: dict[str, Callable[..., Any]] = {VIEW: parse_view}
+
+
+def parse_items(
+    items: Sequence[Any], known_article: Callable[[str], bool] | None
+) -> tuple[list[LiveView], list[dict[str, Any]]]:
+    """Valid views and `[{index, reason}]` for the invalid items, in item order."""
+    views, rejected = [], []
+    now_s = time.time()
+    for index, item in enumerate(items):
+        try:
+            views.append(parse_item(item, known_article, now_s))
+        except ValueError as error:
+            rejected.append({"index": index, "reason": str(error)})
+    return views, rejected
+
+
+def _order(entry: LiveEntry) -> tuple[int, str]:
+    return (entry[0], entry[2])
+
+
+def apply_views(existing: Sequence[LiveEntry], views: Iterable[LiveView], cap: int) -> tuple[list[LiveEntry], int]:
+    """`existing` with `views` added: newest first by event time, keys unique, at most `cap` long.
+
+    Returns the new list and how many views were new (duplicates of a stored key are not).
+    """
+    keys = {entry[2] for entry in existing}
+    merged = [list(entry) for entry in existing]
+    added = 0
+    for view in views:
+        if view.key in keys:
+            continue
+        keys.add(view.key)
+        merged.append(view.entry())
+        added += 1
+    merged.sort(key=_order, reverse=True)
+    return merged[:cap], added
+
+
+def merge_history(
+    snapshot: HistoryRow | None,
+    live: Sequence[LiveEntry],
+    as_of_ms: int | None,
+    cap: int,
+    attributes: Callable[[str], Sequence[str]] | None = None,
+) -> HistoryRow | None:
+    """The history to encode: live views newer than the snapshot's as_of, then the snapshot's.
+
+    A user the snapshot does not know gets all their live views. `attributes(article_id)` gives
+    the values of `features.ARTICLE_ATTRIBUTES` (the live corpus); without it they are missing.
+    None when neither the snapshot nor the live views know the user.
+    """
+    if snapshot is None and not live:
+        return None
+    newer = [e for e in live if snapshot is None or as_of_ms is None or e[0] > as_of_ms]
+    if not newer:
+        return snapshot
+    row: HistoryRow = {features.HISTORY: [e[1] for e in newer]}
+    looked_up = [attributes(e[1]) if attributes else () for e in newer]
+    for i, attr in enumerate(features.ARTICLE_ATTRIBUTES):
+        row[features.history_attribute(attr)] = [
+            values[i] if i < len(values) and values[i] is not None else features.MISSING_ATTRIBUTE
+            for values in looked_up
+        ]
+    if snapshot is not None:
+        for column in (features.HISTORY, *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES)):
+            old = list(snapshot.get(column) or [])
+            if column != features.HISTORY:  # keep the columns parallel even if the snapshot's are short
+                old = (old + [features.MISSING_ATTRIBUTE] * len(snapshot.get(features.HISTORY) or []))[
+                    : len(snapshot.get(features.HISTORY) or [])
+                ]
+            row[column] = row[column] + old
+    return {column: values[:cap] for column, values in row.items()}
+
+
+def group_by_user(views: Iterable[LiveView]) -> dict[str, list[LiveView]]:
+    groups: dict[str, list[LiveView]] = {}
+    for view in views:
+        groups.setdefault(view.user_id, []).append(view)
+    return groups
+
+
+class EmbeddedLiveViews:
+    """Live views in this process (the embedded store's companion); kept across model reloads."""
+
+    description = "in-process live views"
+
+    def __init__(self, cap: int = features.HISTORY_LENGTH):
+        self.cap = cap
+        self._views: dict[str, list[LiveEntry]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, views: Sequence[LiveView]) -> int:
+        """Stores `views`; returns how many were new."""
+        added = 0
+        with self._lock:
+            for user_id, group in group_by_user(views).items():
+                merged, n = apply_views(self._views.get(user_id, ()), group, self.cap)
+                self._views[user_id] = merged
+                added += n
+        return added
+
+    def get(self, user_id: str) -> list[LiveEntry]:
+        return self._views.get(user_id, [])
+
+    def close(self) -> None:
+        pass
+
+
+def live_key_prefix(history_prefix: str) -> str:
+    """Where live views live in Redis: beside, never under, the snapshot prefix (no user id collides)."""
+    return history_prefix.rstrip(":") + "-live:"
+
+
+class RedisLiveViews:
+    """Live views in Redis: `<prefix>-live:<user_id>` -> JSON list of entries (see module doc)."""
+
+    MAX_RETRIES = 20
+
+    def __init__(self, url: str, history_prefix: str, cap: int = features.HISTORY_LENGTH, timeout_s: float = 2.0):
+        self.prefix = live_key_prefix(history_prefix)
+        self.cap = cap
+        self.description = f"redis {_redact(url)} prefix {self.prefix!r}"
+        self._redis = _client(url, timeout_s)
+
+    def key(self, user_id: str) -> str:
+        return self.prefix + user_id
+
+    def add(self, views: Sequence[LiveView]) -> int:
+        """Stores `views` atomically per batch (WATCH/MULTI, retried on a concurrent write)."""
+        import redis
+
+        groups = group_by_user(views)
+        if not groups:
+            return 0
+        keys = [self.key(u) for u in groups]
+        try:
+            for attempt in range(self.MAX_RETRIES):
+                with self._redis.pipeline() as pipe:
+                    try:
+                        pipe.watch(*keys)
+                        values = pipe.mget(keys)
+                        pipe.multi()
+                        added = 0
+                        for key, value, group in zip(keys, values, groups.values()):
+                            existing = orjson.loads(value) if value else []
+                            merged, n = apply_views(existing, group, self.cap)
+                            if n:
+                                pipe.set(key, orjson.dumps(merged))
+                            added += n
+                        pipe.execute()
+                        return added
+                    except redis.WatchError:
+                        time.sleep(0.001 * (attempt + 1))
+            raise StoreUnavailableError(f"{self.description}: {self.MAX_RETRIES} concurrent writes in a row; try again")
+        except redis.RedisError as error:
+            raise StoreUnavailableError(f"writing live views to {self.description} failed: {error}") from error
+
+    def get(self, user_id: str) -> list[LiveEntry]:
+        import redis
+
+        try:
+            value = self._redis.get(self.key(user_id))
+        except redis.RedisError as error:
+            raise StoreUnavailableError(f"{self.description}: {error}") from error
+        return orjson.loads(value) if value else []
+
+    def close(self) -> None:
+        self._redis.close()

@@ -1,0 +1,95 @@
+"""The live corpus without HTTP: which records a model applies, vectors from its article tower,
+tombstones, and the Redis change log replicas read."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import model_factory
+from homefeed.config import IndexConfig
+from serving.index_build import build_model_index
+from serving.live_articles import ArticleError, ArticleRecord, EmbeddedArticleLog, RedisArticleLog, parse_article
+from serving.live_corpus import LiveCorpus, build_overlay
+from serving.live_events import parse_timestamp
+from serving.model_pair import load_model_pair
+
+CUT = parse_timestamp("2025-01-01T00:00:00Z")  # the newer model's as_of
+
+
+@pytest.fixture(scope="module")
+def pairs(saved_models, tmp_path_factory):
+    """(old, new): the old model's as_of is its snapshot's (2024-06-01), the new one's is CUT."""
+    path, table = saved_models[0]
+    made = []
+    for version, as_of in (("old", None), ("new", "2025-01-01T00:00:00Z")):
+        target = tmp_path_factory.mktemp("corpus") / version
+        model_factory.make_model_dir(target, path, table, version=version)
+        if as_of:
+            (target / "extract_summary.json").write_text(json.dumps({"as_of": as_of}))
+            model_factory.write_manifest(target, version)
+        build_model_index(target, IndexConfig())
+        made.append(load_model_pair(target))
+    return made, table
+
+
+def record(article_id, when, **fields):
+    return dataclasses.replace(parse_article(article_id, fields), updated_ms=parse_timestamp(when))
+
+
+def test_a_newer_model_keeps_only_the_live_records_after_its_as_of(pairs):
+    (old, new), table = pairs
+    records = {
+        "a000004": record("a000004", "2024-12-01T00:00:00Z", status="sold"),
+        "n-before": record("n-before", "2024-12-01T00:00:00Z", region="north"),
+        "n-after": record("n-after", "2025-02-01T00:00:00Z", region="south", category="toys"),
+        "a000006": record("a000006", "2025-02-01T00:00:00Z", status="deleted"),
+    }
+    on_old, on_new = build_overlay(old, records), build_overlay(new, records)
+    assert on_old.side_ids == ["n-before", "n-after"] and on_old.dead_rows.tolist() == [4, 6]
+    assert on_new.side_ids == ["n-after"] and on_new.dead_rows.tolist() == [6]
+    expected = model_factory.article_vectors_for(["n-before", "n-after"], table)
+    np.testing.assert_allclose(on_old.side_vectors, expected, rtol=1e-5, atol=1e-6)  # the article tower's vectors
+    assert on_new.attributes("n-after") == ("toys", "south") and on_new.attributes("a000001") == ("books", "south")
+    assert on_new.is_known("n-after") and not on_new.is_known("nowhere")
+    assert on_old.article_id(old.n_articles + 1) == "n-after"
+
+
+def test_removals_still_apply_when_the_model_cannot_embed(pairs):
+    (old, _), _ = pairs
+
+    class NoTower:
+        def encode(self, rows):  # pragma: no cover - not called here
+            raise AssertionError
+
+    blind = dataclasses.replace(old, encoder=NoTower())
+    overlay = build_overlay(blind, {
+        "a000002": record("a000002", "2025-02-01T00:00:00Z", status="sold"),
+        "n-1": record("n-1", "2025-02-01T00:00:00Z"),
+    })
+    assert overlay.dead_rows.tolist() == [2] and overlay.side_ids == []
+    with pytest.raises(ValueError, match="article_vectors"):
+        LiveCorpus(EmbeddedArticleLog()).upsert([record("n-2", "2025-02-01T00:00:00Z")], blind)
+
+
+def test_article_bodies_are_checked_field_by_field():
+    with pytest.raises(ArticleError) as caught:
+        parse_article("x", {"status": "gone", "created_at": "2024-13-01T00:00:00Z", "colour": "red"})
+    assert {d["where"] for d in caught.value.details} == {"body", "body.status", "body.created_at"}
+    assert parse_article("x", {}).status == "active"
+
+
+@pytest.mark.redis
+def test_redis_change_log_brings_every_replica_the_same_records(redis_url):
+    one, two = LiveCorpus(RedisArticleLog(redis_url, "cl:")), LiveCorpus(RedisArticleLog(redis_url, "cl:"))
+    one.upsert([record("n1", "2025-02-01T00:00:00Z", region="north"), record("n2", "2025-02-01T00:00:00Z")])
+    one.upsert([record("n1", "2025-02-02T00:00:00Z", status="sold")])
+    assert two.sync() == 2 and two.records == one.records and two.records["n1"].status == "sold"
+    assert two.sync() == 0  # nothing new
+    late = LiveCorpus(RedisArticleLog(redis_url, "cl:"))  # a restarted replica
+    late.sync()
+    assert late.records == one.records
+    assert ArticleRecord.from_json(one.records["n2"].to_json()) == one.records["n2"]
