@@ -128,6 +128,9 @@ class TransformConfig:
         self.beam_args = list(self.beam_args)
 
 
+USER_POOLINGS = ("attention", "gru", "mean")  # TrainConfig.user_pooling
+
+
 @dataclass
 class TrainConfig:
     """The two-tower candidate model (trainer/model.py) and its training loop (trainer/train.py).
@@ -145,6 +148,26 @@ class TrainConfig:
         default=(256,), metadata={"help": "hidden ReLU layer sizes of the user tower (empty: linear)"}
     )
     output_dim: int = field(default=64, metadata={"help": "d, the size of user and article vectors"})
+    user_pooling: str = field(
+        default="attention",
+        metadata={
+            "help": "how the user tower pools the history's article embeddings besides their mean: "
+            "'attention' (SASRec-style self-attention with recency positions, read out at the most "
+            "recent view), 'gru' (a GRU from the oldest to the most recent view) or 'mean' (only "
+            "the masked means)"
+        },
+    )
+    attention_heads: int = field(default=2, metadata={"help": "attention heads ('attention' pooling)"})
+    attention_window: int = field(
+        default=20,
+        metadata={
+            "help": "the self-attention reads the most recent this-many views (its cost grows with it; "
+            "the masked means still see the whole history); 0: the whole history"
+        },
+    )
+    attention_blocks: int = field(
+        default=1, metadata={"help": "self-attention blocks ('attention' pooling; the last reads out one position)"}
+    )
     recent_items: int = field(
         default=5,
         metadata={
@@ -187,9 +210,20 @@ class TrainConfig:
             "weights are kept either way (0: never stop early)"
         },
     )
-    eval_k: int = field(default=200, metadata={"help": "K of the per-epoch eval recall@K (early stopping)"})
+    eval_k: int = field(
+        default=200, metadata={"help": "K of the per-epoch validation recall@K (early stopping)"}
+    )
     max_eval_users: int = field(
-        default=10_000, metadata={"help": "per-epoch eval uses at most this many eval examples (sampled)"}
+        default=10_000,
+        metadata={"help": "per-epoch validation uses at most this many validation examples (sampled)"},
+    )
+    refit: bool = field(
+        default=False,
+        metadata={
+            "help": "production mode: after choosing the epoch count on validation, train a fresh "
+            "model on every split (everything up to as_of) for that many epochs and export it; "
+            "its test figures are then no longer held out (metrics.json `fit` says which)"
+        },
     )
     shuffle_buffer: int = field(default=200_000, metadata={"help": "examples in the shuffle buffer"})
     cache_examples: bool = field(
@@ -207,9 +241,17 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("recent_items", "num_sampled_negatives", "early_stopping_patience", "popular_articles"):
+        for name in ("recent_items", "num_sampled_negatives", "early_stopping_patience", "popular_articles",
+                     "attention_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.user_pooling not in USER_POOLINGS:
+            raise ValueError(f"TrainConfig.user_pooling must be one of {USER_POOLINGS}, got {self.user_pooling!r}")
+        if self.attention_heads < 1 or self.attention_blocks < 1:
+            raise ValueError(
+                f"TrainConfig.attention_heads and attention_blocks must be >= 1, got "
+                f"{self.attention_heads}, {self.attention_blocks}"
+            )
         if any(u < 1 for u in self.tower_units):
             raise ValueError(f"TrainConfig.tower_units must all be >= 1, got {self.tower_units}")
         if not 0.0 <= self.dropout < 1.0:
@@ -222,12 +264,12 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Offline evaluation on the eval split (trainer/evaluate.py)."""
+    """Offline evaluation on the test split (trainer/evaluate.py)."""
 
     ks: tuple[int, ...] = field(default=(10, 50, 100, 200), metadata={"help": "cut-offs K of recall@K"})
     ndcg_k: int = field(default=10, metadata={"help": "cut-off of NDCG@K"})
     exclude_seen: bool = field(
-        default=True, metadata={"help": "never count an article the user already viewed (train views)"}
+        default=True, metadata={"help": "never count an article the user already viewed (every earlier view)"}
     )
     # "examples": each eval example's own age (what the model saw in training); "serving": the
     # serving constant features.SERVING_EXAMPLE_AGE for everyone (what the service sends).
@@ -235,10 +277,21 @@ class EvaluateConfig:
         default="examples", metadata={"help": "example age fed to the model: 'examples' or 'serving'"}
     )
     max_users: int | None = field(
-        default=None, metadata={"help": "evaluate a seeded sample of at most this many eval users"}
+        default=None, metadata={"help": "evaluate a seeded sample of at most this many test users"}
     )
     batch_size: int = field(default=1024, metadata={"help": "users per SavedModel call and scoring batch"})
-    seed: int = field(default=0, metadata={"help": "seed of the user sample (max_users)"})
+    knn_max_users: int = field(
+        default=5000,
+        metadata={
+            "help": "the item-kNN baseline (its cost grows with the users who share views) is "
+            "computed on a seeded sample of at most this many test users"
+        },
+    )
+    sample_users: int = field(
+        default=25,
+        metadata={"help": "users shown on predictions.html (their last views and top candidates; seeded sample)"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the user samples (max_users, sample_users)"})
 
     def __post_init__(self) -> None:
         self.ks = tuple(sorted({int(k) for k in self.ks}))

@@ -68,6 +68,13 @@ def register(subparsers: Any) -> None:
     sample.add_argument("--articles", type=_positive_int, help="number of listings, at least 50 (default: 2000)")
     sample.add_argument("--days", type=_positive_int, help="length of the time window in days (default: 30)")
     sample.add_argument("--seed", type=int, help="random seed; same seed, same files (default: 42)")
+    sample.add_argument(
+        "--churn",
+        action="store_true",
+        help="fresh-content world: listings live about a day (then sold or deleted) and most views go "
+        "to listings from the last hours; 14 days, 8000 listings unless --days/--articles say otherwise "
+        "(homefeed.sample_data.CHURN_SETTINGS)",
+    )
     sample.set_defaults(handler=run_sample_data)
 
     movielens = subparsers.add_parser(
@@ -93,10 +100,10 @@ def _print_summary(summary: dict[str, Any], seconds: float) -> None:
 
 
 def run_sample_data(args: argparse.Namespace) -> int:
-    from homefeed.sample_data import SampleDataConfig, write_sample_data
+    from homefeed.sample_data import SampleDataConfig, churn_config, write_sample_data
 
     given = {name: getattr(args, name) for name in SAMPLE_DATA_OPTIONS if getattr(args, name) is not None}
-    config = SampleDataConfig(**given)
+    config = churn_config(**given) if getattr(args, "churn", False) else SampleDataConfig(**given)
     started = time.perf_counter()
     summary = write_sample_data(args.out, config)
     _print_summary(summary, time.perf_counter() - started)

@@ -54,8 +54,22 @@ HISTORY = "history"  # ARRAY<STRING> of article ids, most recent first
 EXAMPLE_AGE = "example_age_days"  # as_of - viewed_at, in days (Covington et al. 2016, sec. 3.3)
 VIEWED_AT = "viewed_at"
 SPLIT = "split"
+# Each user's views in time order (ties by article id): the last one is TEST (only reported, and
+# read by the publish gate; never used for a choice), the one before it VALIDATION (early stopping
+# and every tuning choice), all earlier ones TRAIN. A user with two views has only a test example
+# (the first view has no history), one with three a validation and a test example.
 TRAIN_SPLIT = "train"
-EVAL_SPLIT = "eval"
+VALIDATION_SPLIT = "validation"
+TEST_SPLIT = "test"
+SPLITS: tuple[str, ...] = (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT)
+
+
+def split_of(views_after: int) -> str:
+    """The split of a view followed by `views_after` later views of the same user (the rule
+    sql/training_examples.sql implements): 0 -> test, 1 -> validation, more -> train."""
+    if views_after < 0:
+        raise ValueError(f"views_after must be >= 0, got {views_after}")
+    return (TEST_SPLIT, VALIDATION_SPLIT)[views_after] if views_after < 2 else TRAIN_SPLIT
 
 
 def label_attribute(attr: str) -> str:

@@ -164,6 +164,11 @@ class SampleDataConfig:
     deleted_share: float = 0.02
     # Time resolution of the article choice; a listing becomes viewable from the next bucket on.
     bucket_hours: int = 6
+    # Churn: when > 0, every listing (but the three anchors) is taken down after a lifetime drawn
+    # from an exponential distribution with this mean, in days (status `sold`, or `deleted` for a
+    # `deleted_share` of them; still `active` if that is after the window). 0: listings stay until
+    # sold or deleted as above. See `churn_config` for the fresh-content preset (`--churn`).
+    listing_lifetime_days: float = 0.0
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -191,6 +196,10 @@ class SampleDataConfig:
         need(self.recency_days > 0, f"recency_days must be > 0, got {self.recency_days}")
         need(self.stale_weight >= 0, f"stale_weight must be >= 0, got {self.stale_weight}")
         need(self.popularity_exponent >= 0, f"popularity_exponent must be >= 0, got {self.popularity_exponent}")
+        need(
+            self.listing_lifetime_days >= 0,
+            f"listing_lifetime_days must be >= 0 (0: no churn), got {self.listing_lifetime_days}",
+        )
         need(
             1 <= self.bucket_hours <= 24 * self.days,
             f"bucket_hours must be in [1, 24*days], got {self.bucket_hours}",
@@ -260,6 +269,13 @@ def _simulate_articles(config: SampleDataConfig, rng: np.random.Generator) -> _A
     status[anchors] = 0
     listed_from = np.maximum(created, 0.0)
     removed = np.where(status > 0, listed_from + rng.random(n) * (window - listed_from), np.inf)
+    if config.listing_lifetime_days > 0:  # churn: every listing goes after about its lifetime
+        taken_down = listed_from + rng.exponential(config.listing_lifetime_days * SECONDS_PER_DAY, size=n)
+        gone = taken_down < window
+        deleted = draw < config.deleted_share
+        status = np.where(gone, np.where(deleted, 2, 1), 0)
+        removed = np.where(gone, taken_down, np.inf)
+        status[anchors], removed[anchors] = 0, np.inf
 
     adjective = rng.integers(len(ADJECTIVES), size=n)
     noun_draw = rng.random(n)
@@ -487,6 +503,25 @@ def _top_up(config, user, seconds, article, articles: _Articles, n_users: int):
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
+# The fresh-content preset (`candidates sample-data --churn`): listings live about a day and most
+# views go to listings from the last hours, as in a feed of classifieds or news. The window is
+# shorter and the stream of new listings denser, so a day still holds a few hundred of them.
+CHURN_SETTINGS: dict[str, Any] = {
+    "days": 14,
+    "articles": 8000,
+    "listing_lifetime_days": 1.0,
+    "recency_days": 0.5,
+    "stale_weight": 0.01,
+    "prelisted_share": 0.0,
+    "bucket_hours": 2,
+}
+
+
+def churn_config(**overrides: Any) -> SampleDataConfig:
+    """`SampleDataConfig` with `CHURN_SETTINGS`, then `overrides` (e.g. users, seed) on top."""
+    return SampleDataConfig(**{**CHURN_SETTINGS, **overrides})
+
+
 def generate(config: SampleDataConfig | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate the marketplace and return `(events, articles)`.
 

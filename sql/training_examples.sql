@@ -5,7 +5,8 @@
 --   history, history_category, history_region  -- the user's earlier views, most recent first,
 --                                                 at most @history_length, three parallel arrays
 --   example_age_days  -- (as_of - viewed_at) in days, FLOAT64
---   viewed_at, split  -- 'eval' for each user's last view, 'train' for the others
+--   viewed_at, split  -- 'test' for each user's last view, 'validation' for the one before it,
+--                        'train' for the others (homefeed.features.SPLITS)
 --   position, history_positions  -- 1-based view numbers, for the extract's order check only
 --
 -- Parameters:
@@ -80,7 +81,7 @@ SELECT
   w.history_region,
   TIMESTAMP_DIFF(c.as_of, w.viewed_at, MICROSECOND) / 86400000000.0 AS example_age_days,
   w.viewed_at,
-  IF(w.position_from_end = 1, 'eval', 'train') AS split,
+  CASE w.position_from_end WHEN 1 THEN 'test' WHEN 2 THEN 'validation' ELSE 'train' END AS split,
   w.position,
   w.history_positions
 FROM windowed AS w

@@ -26,9 +26,12 @@ example:
 """
 
 EVALUATE_DESCRIPTION = """\
-Recall@K and NDCG@K of a trained model on the eval split of an extract (each user's last view,
-already-viewed articles excluded), next to a popularity baseline computed on the same split.
-Writes evaluation.json and evaluation.png into the model directory and prints a table.
+Recall@K and NDCG@K of a trained model on the test split of an extract (each user's last view,
+never used for a choice; already-viewed articles excluded), next to baselines computed on the same
+test views: popularity, trending (views in the last 1 and 7 days before the extract's as_of) and
+item-kNN (item-item co-occurrence over the user's history).
+Writes evaluation.json, evaluation.png and predictions.html (sample users' last views and top
+candidates) into the model directory and prints a table.
 
 example:
   candidates evaluate --model work/models/20240301T120000Z --examples work/extract
@@ -88,7 +91,7 @@ def register(subparsers: Any) -> None:
 
     evaluate = subparsers.add_parser(
         "evaluate",
-        help="recall@K / NDCG on the eval split vs popularity -> evaluation.json, evaluation.png",
+        help="recall@K / NDCG on the test split vs baselines -> evaluation.json, evaluation.png, predictions.html",
         description=EVALUATE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -110,12 +113,14 @@ def run_train(args: argparse.Namespace) -> int:
     started = time.monotonic()
     result = train_model(args.transformed, args.out, config, model_version=args.version)
     best = result.metrics
-    recall = best["best_eval_recall"]
+    recall = best["best_validation_recall"]
     quality = (
-        f"eval recall@{best['eval_k']} {recall:.4f} at epoch {best['best_epoch']} of {best['epochs_run']}"
+        f"validation recall@{best['validation_k']} {recall:.4f} at epoch {best['best_epoch']} of {best['epochs_run']}"
         if recall is not None
-        else f"no eval examples, {best['epochs_run']} epochs"
+        else f"no validation examples, {best['epochs_run']} epochs"
     )
+    if config.refit:
+        quality += f"; refitted on {'+'.join(best['fit']['splits'])} for {best['fit']['epochs']} epochs"
     print(
         f"model {result.model_version} written to {result.model_dir}: {quality}, "
         f"{result.num_articles} article vectors (d={config.output_dim}), {time.monotonic() - started:.1f} s"
@@ -124,11 +129,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    """The evaluation result as an aligned text table: one row per metric, model vs popularity."""
+    """The evaluation result as an aligned text table: one row per metric, model and each baseline."""
     names = [k for k in metrics["model"] if k.startswith(("recall@", "ndcg@"))]
-    lines = [f"{'metric':<12}{'model':>10}{'popularity':>12}"]
+    columns = {"model": metrics["model"], **metrics.get("baselines", {"popularity": metrics["popularity"]})}
+    lines = [f"{'metric':<12}" + "".join(f"{c:>13}" for c in columns)]
     for name in names:
-        lines.append(f"{name:<12}{metrics['model'][name]:>10.4f}{metrics['popularity'][name]:>12.4f}")
+        lines.append(f"{name:<12}" + "".join(f"{figures[name]:>13.4f}" for figures in columns.values()))
     return "\n".join(lines)
 
 
@@ -137,6 +143,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     config = _config_from_args(config_lib.EvaluateConfig, args)
     metrics = evaluate_model(args.model, args.examples, config)
-    print(f"model {metrics['model_version']} on {metrics['num_users']} eval users ({metrics['model_dir']}):")
+    print(f"model {metrics['model_version']} on {metrics['num_users']} test users ({metrics['model_dir']}):")
     print(format_table(metrics))
     return 0

@@ -87,7 +87,7 @@ class TransformedData:
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         files = {
             split: sorted(str(p) for p in (path / split).glob(RECORD_PATTERN))
-            for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT)
+            for split in features.SPLITS
         }
         if not files[features.TRAIN_SPLIT]:
             raise FileNotFoundError(f"{path / features.TRAIN_SPLIT} holds no {RECORD_PATTERN} files")
@@ -178,13 +178,14 @@ def training_dataset(
     shuffle_buffer: int,
     seed: int,
     cache: bool = True,
+    splits: Sequence[str] = (features.TRAIN_SPLIT,),
 ) -> tf.data.Dataset:
-    """Shuffled (reshuffled each epoch, seeded) batches of dense training features.
+    """Shuffled (reshuffled each epoch, seeded) batches of dense training features of `splits`.
 
     The last partial batch is dropped: in-batch negatives need full batches.
     """
     spec = {k: v for k, v in data.feature_spec.items() if k != features.USER_ID}
-    dataset = _records(data.files[features.TRAIN_SPLIT])
+    dataset = _records([f for split in splits for f in data.files[split]])
     if cache:
         dataset = dataset.cache()
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -226,15 +227,18 @@ class TrainingStatistics:
     seen: dict[str, np.ndarray]
 
 
-def training_statistics(data: TransformedData, users: set[str] | None = None) -> TrainingStatistics:
-    """One pass over the training split (see `TrainingStatistics`); `users`: whose views to collect."""
+def training_statistics(
+    data: TransformedData, users: set[str] | None = None, splits: Sequence[str] = (features.TRAIN_SPLIT,)
+) -> TrainingStatistics:
+    """One pass over `splits` (see `TrainingStatistics`); `users`: whose views to collect."""
     size = data.vocab.articles
     counts = np.zeros(size, np.int64)
     attributes = {a: np.zeros(size, np.int32) for a in data.attributes}
     seen_parts: dict[str, list[np.ndarray]] = {}
     users = users or set()
     n = 0
-    for batch in iterate_split(data, features.TRAIN_SPLIT):
+    batches = (batch for split in splits for batch in iterate_split(data, split))
+    for batch in batches:
         labels = np.clip(batch[model_lib.LABEL_KEY], 0, size - 1)
         history = batch[model_lib.HISTORY_KEY]
         n += len(labels)

@@ -1,17 +1,22 @@
-"""Offline evaluation of a model directory on the eval split of an extract, against popularity.
+"""Offline evaluation of a model directory on the TEST split of an extract, against baselines.
 
-Protocol (DEVELOPERS.md): each user's last view is the target (`split = eval` rows of
-`training_examples.parquet`), its history the earlier views; candidates are the model's corpus
-(`article_ids.txt`) minus everything the user viewed before the target (all their training views,
-not only the at most H in the history column). The model is called through
+Protocol (DEVELOPERS.md): each user's last view is the target (`split = test` rows of
+`training_examples.parquet`; never used for a choice, only reported and read by the publish gate),
+its history the earlier views; candidates are the model's corpus (`article_ids.txt`) minus
+everything the user viewed before the target (all their earlier views, validation included, not
+only the at most H in the history column). The model is called through
 `trainer.serving_model.UserEncoder` (raw strings into the exported SavedModel, as the service
-does) and searched exactly over `article_vectors.npy`; the popularity baseline ranks the corpus by
-label counts of the training split, with the same exclusions. Writes `evaluation.json` and
-`evaluation.png` into the model directory (each atomically) and returns the metrics.
+does) and searched exactly over `article_vectors.npy`. The baselines (trainer/baselines.py:
+popularity, trending over the last 1 and 7 days before the extract's as_of, item-kNN) see the same
+views before the test targets and rank with the same exclusions. Writes `evaluation.json`,
+`evaluation.png` (recall@K curves) and `predictions.html` (a sample of users' last views and top
+candidates, trainer/predictions.py) into the model directory, each atomically, and returns the
+metrics.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -27,8 +32,10 @@ import pyarrow.parquet as pq
 
 from homefeed import config as config_lib
 from homefeed import features
+from trainer import baselines as baselines_lib
 from trainer import metrics as metrics_lib
 from trainer import model_dir as layout
+from trainer import predictions as predictions_lib
 
 LOG = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ EXAMPLE_COLUMNS = (
     features.HISTORY,
     *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
     features.EXAMPLE_AGE,
+    features.VIEWED_AT,
     features.SPLIT,
 )
 
@@ -89,23 +97,45 @@ def _row_dicts(eval_rows: pd.DataFrame) -> list[dict[str, list[str]]]:
 def popularity_ranks(
     scores: np.ndarray, targets: np.ndarray, exclude: list[np.ndarray] | None
 ) -> np.ndarray:
-    """`metrics.target_ranks` for one score vector shared by every user, in O(n log n + seen).
+    """`metrics.target_ranks` for one score vector shared by every user (see baselines)."""
+    return baselines_lib.shared_score_ranks(scores, targets, exclude)
 
-    Args:
-      scores: float `[n_articles]`; targets, exclude: as in `metrics.target_ranks`.
+
+def _views_before_test(table: pa.Table) -> pd.DataFrame:
+    """`user_id, article_id, viewed_at` of every view before the test targets.
+
+    Every non-test row's label is one (with its time); each user's first view has no row of its
+    own and is the oldest history entry of their earliest row (its time is unknown: NaT).
     """
-    order = np.lexsort((np.arange(len(scores)), -scores))  # score desc, then corpus position
-    position = np.empty(len(scores), np.int64)
-    position[order] = np.arange(len(scores))
-    ranks = np.full(len(targets), metrics_lib.MISSED, np.int64)
-    for i, target in enumerate(targets):
-        if target < 0:
-            continue
-        excluded = np.asarray(exclude[i] if exclude is not None else [], np.int64)
-        if np.any(excluded == target):
-            continue
-        ranks[i] = position[target] - int((position[excluded] < position[target]).sum())
-    return ranks
+    is_test = pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)
+    before = table.filter(pc.invert(is_test))
+    labels = pd.DataFrame(
+        {
+            "user_id": before.column(features.USER_ID).to_numpy(zero_copy_only=False),
+            "article_id": before.column(features.LABEL).to_numpy(zero_copy_only=False),
+            "viewed_at": before.column(features.VIEWED_AT).to_pandas()
+            if features.VIEWED_AT in before.column_names
+            else pd.NaT,
+        }
+    )
+    rows = table.select([features.USER_ID, features.HISTORY, *([features.VIEWED_AT] if features.VIEWED_AT in table.column_names else [])]).to_pandas()
+    if features.VIEWED_AT in rows.columns:
+        rows = rows.sort_values([features.USER_ID, features.VIEWED_AT], kind="stable")
+    first = rows.groupby(features.USER_ID, sort=False)[features.HISTORY].first()
+    first = first[first.map(lambda h: h is not None and len(h) > 0)]
+    firsts = pd.DataFrame({"user_id": first.index, "article_id": [h[-1] for h in first], "viewed_at": pd.NaT})
+    return pd.concat([labels, firsts], ignore_index=True)
+
+
+def _as_of(examples_dir: Path, views: pd.DataFrame) -> np.datetime64 | None:
+    """The extract's as_of (extract_summary.json), else the latest view; None when neither is known."""
+    summary = examples_dir / features.EXTRACT_SUMMARY_FILE
+    if summary.exists():
+        value = json.loads(summary.read_text()).get("as_of")
+        if value:
+            return np.datetime64(pd.Timestamp(value).tz_convert("UTC").tz_localize(None), "ns")
+    latest = pd.to_datetime(views["viewed_at"], utc=True).max()
+    return None if pd.isna(latest) else np.datetime64(latest.tz_localize(None), "ns")
 
 
 def recall_curve(ranks: np.ndarray, max_k: int) -> np.ndarray:
@@ -114,8 +144,9 @@ def recall_curve(ranks: np.ndarray, max_k: int) -> np.ndarray:
     return np.cumsum(hits) / max(len(ranks), 1)
 
 
-def write_plot(path: Path, model_ranks: np.ndarray, popular_ranks: np.ndarray, ks: tuple[int, ...], title: str) -> None:
-    """Recall@K curves (model vs popularity) as a small PNG, written atomically."""
+def write_plot(path: Path, curves: dict[str, np.ndarray], ks: tuple[int, ...], title: str) -> None:
+    """Recall@K curves (`curves`: name -> target ranks; the first solid, the rest dashed) as a
+    small PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +155,8 @@ def write_plot(path: Path, model_ranks: np.ndarray, popular_ranks: np.ndarray, k
     max_k = max(ks)
     x = np.arange(1, max_k + 1)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for label, ranks, style in (("model", model_ranks, "-"), ("popularity", popular_ranks, "--")):
+    for i, (label, ranks) in enumerate(curves.items()):
+        style = "-" if i == 0 else "--"
         curve = recall_curve(ranks, max_k)
         ax.plot(x, curve, style, label=label)
         ax.plot(ks, curve[np.asarray(ks) - 1], "o", color=ax.lines[-1].get_color())
@@ -146,7 +178,7 @@ def evaluate_model(
     examples_dir: str | os.PathLike,
     config: config_lib.EvaluateConfig | None = None,
 ) -> dict[str, Any]:
-    """Recall@K and NDCG@K of the model and of popularity on the eval split (see module docstring).
+    """Recall@K and NDCG@K of the model and of the baselines on the test split (see module docstring).
 
     Args:
       model_dir: a finished model directory, or a `train --out` root (its newest model is used).
@@ -154,13 +186,14 @@ def evaluate_model(
       config: cut-offs and options (defaults if None).
 
     Returns:
-      `{"model_version", "model_dir", "num_users", ..., "model": {"recall@10": ..., "ndcg@10": ...},
-      "popularity": {...}}` plus the model's metrics at the top level (`metrics["recall@200"]`),
-      as also written to `evaluation.json`.
+      `{"model_version", "model_dir", "split", "fit", "as_of", "num_users", ..., "model":
+      {"recall@10": ..., "ndcg@10": ...}, "baselines": {"popularity": {...}, "trending_1d": ...,
+      "trending_7d": ..., "item_knn": ...}, "popularity": {...}}` plus the model's metrics at the
+      top level (`metrics["recall@200"]`), as also written to `evaluation.json`.
 
     Raises:
       FileNotFoundError / UnfinishedModelError: no finished model or no examples file.
-      ValueError: the examples hold no eval rows.
+      ValueError: the examples hold no test rows.
     """
     from trainer.serving_model import UserEncoder  # TensorFlow: imported only when evaluating
 
@@ -178,11 +211,11 @@ def evaluate_model(
     corpus_index = pd.Index(article_ids)
 
     table = _read_examples(examples_dir)
-    is_eval = pc.equal(table.column(features.SPLIT), features.EVAL_SPLIT)
-    train = table.filter(pc.invert(is_eval))
-    eval_rows = table.filter(is_eval).to_pandas()
+    is_test = pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)
+    train = table.filter(pc.invert(is_test))  # every view before the test targets (train + validation)
+    eval_rows = table.filter(is_test).to_pandas()
     if eval_rows.empty:
-        raise ValueError(f"{examples_dir / features.TRAINING_EXAMPLES_FILE} has no rows with split = '{features.EVAL_SPLIT}'")
+        raise ValueError(f"{examples_dir / features.TRAINING_EXAMPLES_FILE} has no rows with split = '{features.TEST_SPLIT}'")
     eval_rows = eval_rows.sort_values(features.USER_ID, kind="stable").reset_index(drop=True)
     if config.max_users is not None and len(eval_rows) > config.max_users:
         keep = np.sort(np.random.default_rng(config.seed).choice(len(eval_rows), config.max_users, replace=False))
@@ -190,19 +223,18 @@ def evaluate_model(
     users = eval_rows[features.USER_ID].astype(str).tolist()
     targets = corpus_index.get_indexer(eval_rows[features.LABEL].astype(str))
 
-    exclude: list[np.ndarray] | None = None
-    if config.exclude_seen:
-        pairs = _seen_pairs(train, eval_rows)
-        pairs = pairs[pairs["user_id"].isin(set(users))]
-        pairs = pairs.assign(index=corpus_index.get_indexer(pairs["article_id"].astype(str)))
-        pairs = pairs[pairs["index"] >= 0]
-        grouped = pairs.groupby("user_id")["index"].apply(lambda s: np.unique(s.to_numpy()))
-        empty = np.zeros(0, np.int64)
-        exclude = [grouped.get(u, empty) for u in users]
+    views = _views_before_test(table)
+    user_index = pd.Index(pd.unique(pd.concat([views["user_id"], eval_rows[features.USER_ID]]).astype(str)))
+    log = baselines_lib.ViewLog.from_ids(views["user_id"], views["article_id"], views["viewed_at"], corpus_index, user_index)
+    # Each test user's earlier views, as corpus rows: the exclusions and item-kNN's input.
+    per_user = pd.Series(log.items).groupby(log.users).apply(lambda s: np.unique(s.to_numpy()))
+    empty = np.zeros(0, np.int64)
+    histories = [per_user.get(i, empty) for i in user_index.get_indexer(users)]
+    exclude: list[np.ndarray] | None = histories if config.exclude_seen else None
     outside = int((targets < 0).sum())
     seen_targets = 0 if exclude is None else int(sum(t >= 0 and np.any(e == t) for t, e in zip(targets, exclude)))
     LOG.info(
-        "evaluating model %s on %d eval users (%d targets outside the corpus, %d already viewed: misses by definition)",
+        "evaluating model %s on %d test users (%d targets outside the corpus, %d already viewed: misses by definition)",
         manifest["model_version"],
         len(users),
         outside,
@@ -215,43 +247,61 @@ def evaluate_model(
         if config.example_age == "examples" and features.EXAMPLE_AGE in eval_rows.columns
         else np.float32(features.SERVING_EXAMPLE_AGE)
     )
-    user_vectors = encoder.encode_batched(_row_dicts(eval_rows), config.batch_size, example_age_days=ages)
+    rows = _row_dicts(eval_rows)
+    user_vectors = encoder.encode_batched(rows, config.batch_size, example_age_days=ages)
     model_ranks = metrics_lib.batched_ranks(user_vectors, vectors, targets, exclude, config.batch_size)
-
-    counts = pd.Series(train.column(features.LABEL).to_numpy(zero_copy_only=False)).value_counts()
-    popularity = counts.reindex(article_ids, fill_value=0).to_numpy(dtype=np.float64)
-    popular_ranks = popularity_ranks(popularity, targets, exclude)
+    as_of = _as_of(examples_dir, views)
+    knn_users = None
+    if len(users) > config.knn_max_users:
+        knn_users = np.sort(np.random.default_rng(config.seed).choice(len(users), config.knn_max_users, replace=False))
+        LOG.info("item-kNN baseline on a sample of %d of the %d test users", config.knn_max_users, len(users))
+    baseline_ranks = baselines_lib.baseline_ranks(log, as_of, histories, targets, exclude, knn_users)
 
     model_metrics = metrics_lib.ranking_metrics(model_ranks, config.ks, config.ndcg_k)
-    popular_metrics = metrics_lib.ranking_metrics(popular_ranks, config.ks, config.ndcg_k)
+    baseline_metrics = {name: metrics_lib.ranking_metrics(r, config.ks, config.ndcg_k) for name, r in baseline_ranks.items()}
+    metrics_file = model_dir / layout.METRICS_FILE
+    fit = json.loads(metrics_file.read_text()).get("fit") if metrics_file.exists() else None
     result: dict[str, Any] = {
         "model_version": manifest["model_version"],
         "model_dir": str(model_dir),
         "examples_dir": str(examples_dir),
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": features.TEST_SPLIT,
+        "fit": fit,
+        "as_of": None if as_of is None else pd.Timestamp(as_of).tz_localize("UTC").isoformat(),
         "num_users": len(users),
+        "item_knn_users": len(users) if knn_users is None else len(knn_users),
         "num_articles": len(article_ids),
         "targets_outside_corpus": outside,
         "targets_already_viewed": seen_targets,
         "config": config_lib.to_dict(config),
         **model_metrics,
         "model": model_metrics,
-        "popularity": popular_metrics,
-        "seconds": round(time.monotonic() - started, 2),
+        "baselines": baseline_metrics,
+        "popularity": baseline_metrics["popularity"],
     }
-    layout.write_json_atomic(model_dir / layout.EVALUATION_FILE, result)
+    sample = predictions_lib.sample_predictions(
+        users, rows, eval_rows[features.LABEL].astype(str).tolist(), user_vectors, vectors, article_ids,
+        exclude, model_ranks, config.sample_users, config.seed,
+    )  # fmt: skip
     write_plot(
         model_dir / layout.EVALUATION_PLOT_FILE,
-        model_ranks,
-        popular_ranks,
+        {"model": model_ranks, **baseline_ranks},
         config.ks,
-        f"model {manifest['model_version']}: {len(users)} eval users",
+        f"model {manifest['model_version']}: {len(users)} test users",
     )
+    titles = predictions_lib.read_titles(model_dir / layout.ARTICLES_FILE)
+    plot = (model_dir / layout.EVALUATION_PLOT_FILE).read_bytes()
+    page = predictions_lib.render_html(result, sample, titles, max(config.ks), plot)
+    layout.write_text_atomic(model_dir / layout.PREDICTIONS_PAGE_FILE, page)
+    result["seconds"] = round(time.monotonic() - started, 2)
+    layout.write_json_atomic(model_dir / layout.EVALUATION_FILE, result)
+    k = max(config.ks)
     LOG.info(
-        "recall@%d: model %.4f, popularity %.4f (%s) in %.1f s",
-        max(config.ks),
-        model_metrics[f"recall@{max(config.ks)}"],
-        popular_metrics[f"recall@{max(config.ks)}"],
+        "recall@%d on the test split: model %.4f, %s (%s) in %.1f s",
+        k,
+        model_metrics[f"recall@{k}"],
+        ", ".join(f"{name} {m[f'recall@{k}']:.4f}" for name, m in baseline_metrics.items()),
         model_dir / layout.EVALUATION_FILE,
         result["seconds"],
     )

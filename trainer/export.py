@@ -256,7 +256,7 @@ def write_model_dir(
                 "output": USER_OUTPUT,
             },
             "best_epoch": artifacts.metrics.get("best_epoch"),
-            "best_eval_recall": artifacts.metrics.get("best_eval_recall"),
+            "best_validation_recall": artifacts.metrics.get("best_validation_recall"),
             "files": files,
         }
         _write_json(staging / layout.MANIFEST_FILE, manifest)  # last: from here on it is a model

@@ -1,7 +1,8 @@
 """The two-tower candidate model (YouTube DNN, Covington et al. 2016) as a Keras 3 model.
 
 User tower: the masked mean of the history's article embeddings, the masked mean of the most
-recent `recent_items` of them (order matters for next-view prediction), the masked means of the
+recent `recent_items` of them, an order-aware pooling of the sequence (`user_pooling`: SASRec-style
+self-attention with recency positions, or a GRU; trainer/sequence.py), the masked means of the
 history's attribute embeddings (category and region preferences) and the z-scored example age,
 concatenated and fed through ReLU layers to a user vector of size d.
 
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 from homefeed import features
 from homefeed.config import TrainConfig
+from trainer import sequence
 
 LOG = logging.getLogger(__name__)
 
@@ -134,6 +136,20 @@ class TwoTowerModel(keras.Model):
             )
         )
         self.user_layers = tower
+        self.sequence_pooling = None
+        if config.user_pooling == "attention":
+            window = min(config.attention_window or history_length, history_length)
+            self.sequence_pooling = sequence.SelfAttentionPooling(
+                window,
+                config.embedding_dim,
+                config.attention_heads,
+                config.attention_blocks,
+                config.dropout,
+                seed + 60,
+                name="history_attention",
+            )
+        elif config.user_pooling == "gru":
+            self.sequence_pooling = sequence.GRUPooling(config.embedding_dim, seed + 60, name="history_gru")
         self.article_projection = keras.layers.Dense(
             config.output_dim,
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 51),
@@ -167,6 +183,8 @@ class TwoTowerModel(keras.Model):
         if self.config.recent_items:
             positions = tf.range(self.history_length)[None, :]
             parts.append(masked_mean(embedded, mask & (positions < self.config.recent_items)))
+        if self.sequence_pooling is not None:
+            parts.append(self.sequence_pooling(embedded, mask, training=training))
         for attr in self.attributes:
             values = self._fixed_width(inputs[history_attribute_key(attr)])
             embedded_attr = self.history_attribute_embeddings[attr](self._ids(values, self.vocab.attributes[attr]))

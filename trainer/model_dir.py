@@ -30,6 +30,7 @@ METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_PLOT_FILE = "evaluation.png"
+PREDICTIONS_PAGE_FILE = "predictions.html"  # sample users' views and candidates (trainer/predictions.py)
 
 # The exported SavedModel's interface, written by trainer/export.py and called by
 # trainer/serving_model.py: one definition so the two cannot drift apart.
@@ -164,7 +165,12 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     """Writes JSON to a temporary sibling, then `os.replace`s it: readers never see half a file."""
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to a temporary sibling, then `os.replace`s it: readers never see half a file."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    temporary.write_text(text)
     os.replace(temporary, path)

@@ -1,14 +1,21 @@
 """Training the two-tower model on a TRANSFORM_DIR and writing the model directory.
 
 `train_model(transform_dir, output_root, config)` is the one entry point (the CLI and the Kubeflow
-component wrap it). Each epoch logs one line with the mean loss and the recall@K on the eval split
-(exact search over the corpus, the user's training views excluded, as `candidates evaluate`
-does); training stops when that recall has not improved for `early_stopping_patience` epochs and
-the best epoch's weights are restored before export.
+component wrap it). Each epoch logs one line with the mean loss and the recall@K on the
+VALIDATION split (each user's second-to-last view; exact search over the corpus, the user's
+earlier views excluded, as `candidates evaluate` does); training stops when that recall has not
+improved for `early_stopping_patience` epochs and the best epoch's weights are restored before
+export. The TEST split (each user's last view) is never read here: it is only reported, by
+`candidates evaluate`, and read by the publish gate.
+
+With `TrainConfig.refit` (production mode) the model is then trained again from scratch on every
+split (train, validation and test: everything up to as_of) for the epoch count chosen on
+validation, and that model is exported; `metrics.json` says which under `fit`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -27,6 +34,13 @@ from trainer import export as export_lib
 from trainer import loss as loss_lib
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
+from trainer.validation_set import (
+    EvalSet,
+    build_eval_set,
+    corpus_index_of_ids,
+    decode_strings,
+    sample_validation_rows,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -45,80 +59,6 @@ class TrainResult:
     @property
     def num_articles(self) -> int:
         return int(self.manifest["num_articles"])
-
-
-@dataclass
-class EvalSet:
-    """The eval examples used after each epoch, with targets and exclusions as corpus indices.
-
-    Attributes:
-      features: dense transformed eval features (see trainer.data), `[n]` rows.
-      targets: int `[n]`, corpus index of each label, -1 when the label is not a known corpus article.
-      exclude: per row, corpus indices of the user's already-viewed articles.
-    """
-
-    features: dict[str, np.ndarray]
-    targets: np.ndarray
-    exclude: list[np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-
-def _corpus_index_of_ids(corpus_ids: np.ndarray, known_articles: int) -> np.ndarray:
-    """`[vocab]` int array: corpus row of each known article id, -1 when not in the corpus."""
-    lookup = np.full(max(known_articles, 1), -1, np.int64)
-    rows = np.flatnonzero(corpus_ids < known_articles)
-    lookup[corpus_ids[rows]] = rows
-    return lookup
-
-
-def _sample_eval(data: data_lib.TransformedData, config: config_lib.TrainConfig) -> dict[str, np.ndarray]:
-    """At most `max_eval_users` eval rows, a seeded sample; never the whole split in memory at once
-    when the transform summary says how many there are."""
-    if not data.files[features.EVAL_SPLIT]:
-        return {}
-    rng = np.random.default_rng(config.seed)
-    total = data.summary.get("records_out", {}).get(features.EVAL_SPLIT)
-    share = 1.0 if not total else min(1.0, 1.2 * config.max_eval_users / total)  # a little extra, trimmed below
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch in data_lib.iterate_split(data, features.EVAL_SPLIT):
-        keep = rng.random(len(batch[model_lib.LABEL_KEY])) < share
-        for key, value in batch.items():
-            parts.setdefault(key, []).append(value[keep])
-    if not parts:
-        return {}
-    rows = {key: np.concatenate(values) for key, values in parts.items()}
-    n = len(rows[model_lib.LABEL_KEY])
-    if n > config.max_eval_users:
-        keep = np.sort(rng.choice(n, config.max_eval_users, replace=False))
-        rows = {key: value[keep] for key, value in rows.items()}
-    return rows
-
-
-def _decode(values: np.ndarray) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-
-
-def build_eval_set(
-    rows: dict[str, np.ndarray],
-    stats: data_lib.TrainingStatistics,
-    corpus_lookup: np.ndarray,
-    known_articles: int,
-) -> EvalSet:
-    """Targets and exclusions (training views + the eval history) of the sampled eval rows."""
-    labels = rows[model_lib.LABEL_KEY]
-    in_vocab = labels < known_articles
-    targets = np.where(in_vocab, corpus_lookup[np.minimum(labels, len(corpus_lookup) - 1)], -1)
-    users = _decode(rows[features.USER_ID]) if features.USER_ID in rows else [None] * len(labels)
-    exclude = []
-    for i, user in enumerate(users):
-        history = rows[model_lib.HISTORY_KEY][i]
-        ids = np.concatenate([history[history >= 0], stats.seen.get(user, np.zeros(0, np.int32))])
-        ids = ids[ids < known_articles]  # OOV ids are shared by many articles: never exclude them
-        rows_in_corpus = corpus_lookup[ids]
-        exclude.append(np.unique(rows_in_corpus[rows_in_corpus >= 0]))
-    return EvalSet(rows, targets.astype(np.int64), exclude)
 
 
 class Trainer:
@@ -226,10 +166,12 @@ def fit(
     eval_set: EvalSet | None,
     corpus_ids: dict[str, np.ndarray],
 ) -> dict[str, Any]:
-    """Runs the epochs with early stopping on eval recall; restores the best weights.
+    """Runs the epochs with early stopping on validation recall; restores the best weights.
 
-    Returns the training log: `epochs` (one dict per epoch: epoch, loss, eval recall, seconds),
-    `best_epoch`, `best_eval_recall`, `epochs_run`, `stopped_early`, `train_seconds`.
+    With `eval_set` None (or empty) every `config.epochs` epoch runs and the last one is kept.
+
+    Returns the training log: `epochs` (one dict per epoch: epoch, loss, validation recall,
+    seconds), `best_epoch`, `best_validation_recall`, `epochs_run`, `stopped_early`, `train_seconds`.
     """
     config = trainer.config
     k = early_stopping_k(config.eval_k, len(corpus_ids[model_lib.LABEL_KEY]))
@@ -251,10 +193,10 @@ def fit(
         recall = trainer.eval_recall(eval_set, corpus_ids, k) if eval_set is not None and len(eval_set) else None
         seconds = time.monotonic() - epoch_started
         improved = recall is not None and recall > best[0]
-        entry = {"epoch": epoch, "loss": round(mean_loss, 6), f"eval_recall@{k}": recall, "seconds": round(seconds, 2)}
+        entry = {"epoch": epoch, "loss": round(mean_loss, 6), f"validation_recall@{k}": recall, "seconds": round(seconds, 2)}
         log.append(entry)
         LOG.info(
-            "epoch %d/%d: loss %.4f, eval recall@%d %s%s, %.1f s",
+            "epoch %d/%d: loss %.4f, validation recall@%d %s%s, %.1f s",
             epoch,
             config.epochs,
             mean_loss,
@@ -271,23 +213,44 @@ def fit(
         else:
             stale += 1
             if stale >= config.early_stopping_patience > 0:
-                LOG.info("no better eval recall for %d epochs: stopping, keeping epoch %d", stale, best[1])
+                LOG.info("no better validation recall for %d epochs: stopping, keeping epoch %d", stale, best[1])
                 break
     if best[2] is not None:
         trainer.restore(best[2])
-    else:  # no eval split: keep the last epoch
+    else:  # no validation split: keep the last epoch
         best = (None, len(log), None)
-        LOG.warning("no eval examples: early stopping is off and the last epoch's weights are kept")
+        if eval_set is None or not len(eval_set):
+            LOG.info("no validation examples: all %d epochs run, the last epoch's weights are kept", len(log))
     return {
         "epochs": log,
-        "eval_k": k,
+        "validation_k": k,
         "best_epoch": best[1],
-        "best_eval_recall": best[0],
+        "best_validation_recall": best[0],
         "epochs_run": len(log),
         "stopped_early": len(log) < config.epochs,
         "train_seconds": round(time.monotonic() - started, 2),
-        "eval_examples": 0 if eval_set is None else len(eval_set),
+        "validation_examples": 0 if eval_set is None else len(eval_set),
     }
+
+
+def _refit(
+    data: data_lib.TransformedData,
+    config: config_lib.TrainConfig,
+    epochs: int,
+    corpus_ids: dict[str, np.ndarray],
+) -> tuple[model_lib.TwoTowerModel, data_lib.TrainingStatistics]:
+    """A fresh model trained on every split for `epochs` epochs (no early stopping): production mode."""
+    stats = data_lib.training_statistics(data, None, features.SPLITS)
+    batch_size = min(config.batch_size, stats.num_examples)
+    keras.utils.set_random_seed(config.seed)
+    model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
+    model.build_all()
+    trainer = Trainer(model, stats, dataclasses.replace(config, epochs=max(epochs, 1)))
+    dataset = data_lib.training_dataset(
+        data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples, splits=features.SPLITS
+    )
+    fit(trainer, dataset, stats.num_examples // batch_size, None, corpus_ids)
+    return model, stats
 
 
 def train_model(
@@ -327,15 +290,15 @@ def train_model(
     transform_layer = data.tft_output.transform_features_layer()
     corpus_ids = data_lib.transform_corpus(transform_layer, corpus, data.attributes)
 
-    eval_rows = _sample_eval(data, config)
-    users = set(_decode(eval_rows[features.USER_ID])) if features.USER_ID in eval_rows else set()
+    eval_rows = sample_validation_rows(data, config)
+    users = set(decode_strings(eval_rows[features.USER_ID])) if features.USER_ID in eval_rows else set()
     stats = data_lib.training_statistics(data, users)
     batch_size = min(config.batch_size, stats.num_examples)
     steps_per_epoch = stats.num_examples // batch_size
-    corpus_lookup = _corpus_index_of_ids(corpus_ids[model_lib.LABEL_KEY], data.vocab.known_articles)
+    corpus_lookup = corpus_index_of_ids(corpus_ids[model_lib.LABEL_KEY], data.vocab.known_articles)
     eval_set = build_eval_set(eval_rows, stats, corpus_lookup, data.vocab.known_articles) if eval_rows else None
     LOG.info(
-        "%d training examples (%d steps of %d per epoch), %d eval examples, %d corpus articles (%d unseen in training)",
+        "%d training examples (%d steps of %d per epoch), %d validation examples, %d corpus articles (%d unseen in training)",
         stats.num_examples,
         steps_per_epoch,
         batch_size,
@@ -350,6 +313,17 @@ def train_model(
     dataset = data_lib.training_dataset(data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples)
     metrics = fit(trainer, dataset, steps_per_epoch, eval_set, corpus_ids)
     metrics["num_train_examples"] = stats.num_examples
+    metrics["fit"] = {"splits": [features.TRAIN_SPLIT], "epochs": metrics["best_epoch"], "chosen_on": features.VALIDATION_SPLIT}
+    if config.refit:
+        model, stats = _refit(data, config, metrics["best_epoch"], corpus_ids)
+        metrics["fit"] = {"splits": list(features.SPLITS), "epochs": metrics["best_epoch"], "chosen_on": features.VALIDATION_SPLIT}
+        metrics["num_refit_examples"] = stats.num_examples
+        LOG.info(
+            "refitted on %d examples of every split for %d epochs (chosen on validation): the test "
+            "split's figures of this model are no longer held out",
+            stats.num_examples,
+            metrics["best_epoch"],
+        )
 
     vocabulary = data.article_vocabulary()
     label_counts = {vocabulary[i]: int(c) for i, c in enumerate(stats.label_counts[: len(vocabulary)]) if c}
@@ -373,12 +347,12 @@ def train_model(
     model_dir, manifest = export_lib.write_model_dir(module, artifacts, output_root, model_version)
     metrics["total_seconds"] = round(time.monotonic() - started, 2)
     LOG.info(
-        "trained in %.1f s (%d epochs, best %d with eval recall@%d %s); total %.1f s",
+        "trained in %.1f s (%d epochs, best %d with validation recall@%d %s); total %.1f s",
         metrics["train_seconds"],
         metrics["epochs_run"],
         metrics["best_epoch"],
-        config.eval_k,
-        "n/a" if metrics["best_eval_recall"] is None else f"{metrics['best_eval_recall']:.4f}",
+        metrics["validation_k"],
+        "n/a" if metrics["best_validation_recall"] is None else f"{metrics['best_validation_recall']:.4f}",
         metrics["total_seconds"],
     )
     return TrainResult(model_dir, manifest["model_version"], manifest, metrics)

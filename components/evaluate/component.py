@@ -17,16 +17,15 @@ def evaluate(
     metrics: Output[Metrics],
     recall_plot: Output[HTML],
 ) -> NamedTuple("EvaluateOutputs", [("recall_at_200", float)]):
-    """Recall@K and NDCG on the eval split, model vs popularity.
+    """Recall@K and NDCG on the test split, model vs the baselines, and the output viewer.
 
-    Writes `evaluation.json` and `evaluation.png` into the `evaluation` directory (the model
-    artifact is an input and stays as it was), the scalar metrics to `metrics` (shown in the KFP
-    UI) and the recall@K plot with a table to `recall_plot`. `example_age`: "examples" feeds each
-    eval example's own age (a replay of the moment of the view), "serving" the age the service
-    sends (what a user gets now); see EvaluateConfig.
+    Writes `evaluation.json`, `evaluation.png` and `predictions.html` into the `evaluation`
+    directory (the model artifact is an input and stays as it was), the scalar metrics to
+    `metrics` (shown in the KFP UI; baselines prefixed with their name) and the page made by
+    `trainer.predictions.render_html` (figures, recall plot, sample users' last views and top
+    candidates) to `recall_plot`. `example_age`: "examples" feeds each test example's own age (a
+    replay of the moment of the view), "serving" the age the service sends; see EvaluateConfig.
     """
-    import base64
-    import html
     import shutil
     import tempfile
     from collections import namedtuple
@@ -48,33 +47,22 @@ def evaluate(
         working = Path(tmp) / "model"
         shutil.copytree(model.path, working)
         result = evaluate_model(working, examples.path, config)
-        for name in (layout.EVALUATION_FILE, layout.EVALUATION_PLOT_FILE):
+        for name in (layout.EVALUATION_FILE, layout.EVALUATION_PLOT_FILE, layout.PREDICTIONS_PAGE_FILE):
             shutil.copy2(working / name, out / name)
+    shutil.copy2(out / layout.PREDICTIONS_PAGE_FILE, recall_plot.path)
 
-    ours, popular = result["model"], result["popularity"]
+    ours = result["model"]
     for name, value in ours.items():
         metrics.log_metric(name, value)
-    for name, value in popular.items():
-        metrics.log_metric(f"popularity_{name}", value)
+    for baseline, figures in result["baselines"].items():
+        for name, value in figures.items():
+            metrics.log_metric(f"{baseline}_{name}", value)
     metrics.log_metric("num_users", result["num_users"])
     metrics.metadata["example_age"] = example_age
+    metrics.metadata["split"] = result["split"]
+    fit = result.get("fit") or {}
+    metrics.metadata["fit"] = f"{'+'.join(fit.get('splits', []))}, {fit.get('epochs')} epochs chosen on {fit.get('chosen_on')}"
     metrics.log_metric("seconds", stage.seconds)
     evaluation.metadata.update({"model_version": result["model_version"], "recall@200": ours.get("recall@200")})
-
-    picture = base64.b64encode((out / layout.EVALUATION_PLOT_FILE).read_bytes()).decode()
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{ours[name]:.4f}</td><td>{popular.get(name, float('nan')):.4f}</td></tr>"
-        for name in ours
-    )
-    Path(recall_plot.path).write_text(
-        "<html><body style='font-family: sans-serif'>"
-        f"<h3>Model {html.escape(result['model_version'])} on {result['num_users']} eval users</h3>"
-        f"<img alt='recall@K' src='data:image/png;base64,{picture}' style='max-width: 720px'/>"
-        "<table border='1' cellpadding='4' style='border-collapse: collapse'>"
-        f"<tr><th>metric</th><th>model</th><th>popularity</th></tr>{rows}</table>"
-        f"<p>{result['targets_outside_corpus']} targets outside the corpus, "
-        f"{result['targets_already_viewed']} already viewed (misses by definition).</p>"
-        "</body></html>"
-    )
     Outputs = namedtuple("EvaluateOutputs", ["recall_at_200"])
     return Outputs(float(ours["recall@200"]))

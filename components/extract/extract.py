@@ -100,7 +100,8 @@ class ExtractSummary:
                 f"  articles            {inputs['articles_rows']} read",
                 f"  dropped             {dropped}",
                 f"  excluded            {excluded}",
-                f"  training_examples   {rows['training_examples']} ({rows['train']} train, {rows['eval']} eval)",
+                f"  training_examples   {rows['training_examples']} ("
+                + ", ".join(f"{rows[s]} {s}" for s in features.SPLITS) + ")",
                 f"  user_histories      {rows['user_histories']}",
                 f"  articles (corpus)   {rows['articles']}",
             ]
@@ -228,8 +229,7 @@ def extract_bigquery(
         not_after=not_after.isoformat(timespec="seconds"),
         rows={
             "training_examples": outputs["training_examples"].num_rows,
-            "train": splits.count(features.TRAIN_SPLIT),
-            "eval": splits.count(features.EVAL_SPLIT),
+            **{split: splits.count(split) for split in features.SPLITS},
             "user_histories": outputs["user_histories"].num_rows,
             "articles": outputs["articles"].num_rows,
         },
@@ -250,8 +250,9 @@ def extract_bigquery(
     _log_cleaning(summary)
     summary.seconds = round(time.monotonic() - started, 3)
     write_extract_dir(out_dir, outputs, summary)
-    LOG.info("wrote %s: %d training examples (%d train, %d eval), %d user histories, %d articles",
-             out_dir, summary.rows["training_examples"], summary.rows["train"], summary.rows["eval"],
+    LOG.info("wrote %s: %d training examples (%s), %d user histories, %d articles",
+             out_dir, summary.rows["training_examples"],
+             ", ".join(f"{summary.rows[s]} {s}" for s in features.SPLITS),
              summary.rows["user_histories"], summary.rows["articles"])  # fmt: skip
     return summary
 

@@ -76,7 +76,8 @@ def train(
             "best_epoch": metrics.get("best_epoch"),
         }
     )
-    for name in ("best_eval_recall", "best_epoch", "epochs_run", "train_seconds", "num_train_examples"):
+    training_metrics.metadata["fit"] = "+".join(metrics["fit"]["splits"])
+    for name in ("best_validation_recall", "best_epoch", "epochs_run", "train_seconds", "num_train_examples"):
         if isinstance(metrics.get(name), (int, float)):
             training_metrics.log_metric(name, metrics[name])
     epochs_log = metrics.get("epochs") or []

@@ -15,7 +15,7 @@ Locally, DirectRunner runs in this process; --direct-num-workers 2 --direct-runn
 multi_processing spreads it over processes.
 
 Writes TRANSFORM_DIR (docs/architecture.md): transform_fn/, transformed_metadata/,
-train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz, corpus/articles.parquet, dead_letter/*.jsonl,
+{train,validation,test}/part-*.tfrecord.gz, corpus/articles.parquet, dead_letter/*.jsonl,
 transform_summary.json and _SUCCESS (last). Malformed records go to dead_letter/ with the reason;
 the command fails if the input is empty or no record is usable.
 """
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="TF Transform on Beam: training examples -> features + the transform graph",
         description=(
             "Builds the article/category/region vocabularies and the example-age statistics on the "
-            "train split, transforms train and eval with them, and exports the transform graph "
+            "train split, transforms the train, validation and test splits with them, and exports the transform graph "
             "that the serving model runs."
         ),
         epilog=EPILOG,
@@ -127,8 +127,9 @@ def handle(args: argparse.Namespace) -> int:
     reasons = ", ".join(f"{r}: {n}" for r, n in summary["dead_lettered_by_reason"].items()) or "none"
     vocabs = ", ".join(f"{name} {size}" for name, size in summary["vocabulary_sizes"].items())
     print(
-        f"transformed {summary['records_in']} examples -> {summary['records_out']['train']} train, "
-        f"{summary['records_out']['eval']} eval; dead-lettered {summary['dead_lettered']} ({reasons}); "
+        f"transformed {summary['records_in']} examples -> "
+        + ", ".join(f"{n} {split}" for split, n in summary["records_out"].items())
+        + f"; dead-lettered {summary['dead_lettered']} ({reasons}); "
         f"vocabularies: {vocabs}; {summary['seconds']['total']:.1f} s; wrote {args.out}"
     )
     return 0

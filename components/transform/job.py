@@ -4,9 +4,9 @@
 component wrap it). The Beam pipeline it builds:
 
   training_examples.parquet --ReadAllFromParquetBatched--> Arrow tables
-    --Validate (records.validate, vectorised)--> train / eval record batches, dead letters, counts
+    --Validate (records.validate, vectorised)--> train / validation / test record batches, dead letters, counts
   train --AnalyzeAndTransformDataset--> transformed train + transform_fn --WriteTransformFn
-  eval  --TransformDataset(transform_fn)--> transformed eval
+  validation, test  --TransformDataset(transform_fn)--> transformed validation, test
   each split --encode per batch (tfx_bsl)--> tf.Examples --gzip TFRecord sink
   dead letters --WriteToText (JSON lines); counts --CombinePerKey--> one JSON file for the summary
 
@@ -46,7 +46,7 @@ from homefeed import features
 LOG = logging.getLogger(__name__)
 
 TRAIN_DIR = features.TRAIN_SPLIT
-EVAL_DIR = features.EVAL_SPLIT
+SPLIT_DIRS = features.SPLITS  # one directory of transformed examples per split, named as the split
 CORPUS_DIR = "corpus"
 DEAD_LETTER_DIR = "dead_letter"
 SUMMARY_FILE = "transform_summary.json"
@@ -184,9 +184,10 @@ def pipeline_options(config: config_lib.TransformConfig) -> PipelineOptions:
 
 
 class _ValidateFn(beam.DoFn):
-    """(file name, Arrow table) -> train/eval raw record batches, dead letters and counts."""
+    """(file name, Arrow table) -> raw record batches per split (tagged with the split's name),
+    dead letters and counts."""
 
-    TRAIN, EVAL, DEAD_LETTER, COUNTS = "train", "eval", "dead_letter", "counts"
+    DEAD_LETTER, COUNTS = "dead_letter", "counts"
     _LOG_EVERY_S = 15.0
 
     def __init__(self, batch_size: int):
@@ -207,7 +208,7 @@ class _ValidateFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.COUNTS, (_RECORDS_IN, checked.records_in))
             for split, rows in checked.by_split.items():
                 yield beam.pvalue.TaggedOutput(self.COUNTS, (_VALID + split, rows.num_rows))
-                yield beam.pvalue.TaggedOutput(self.TRAIN if split == features.TRAIN_SPLIT else self.EVAL, rows)
+                yield beam.pvalue.TaggedOutput(split, rows)
             for reason, count in checked.reason_counts.items():
                 yield beam.pvalue.TaggedOutput(self.COUNTS, (_DEAD + reason, count))
             for letter in checked.dead_letters:
@@ -312,7 +313,7 @@ def build_pipeline(
       pipeline: a Beam pipeline (any runner).
       input_pattern: file pattern of the training-example Parquet file(s).
       columns: the columns to read (None: all).
-      output_dir: where `transform_fn/`, `transformed_metadata/`, `train/`, `eval/`,
+      output_dir: where `transform_fn/`, `transformed_metadata/`, `train/`, `validation/`, `test/`,
         `dead_letter/` and the counts file are written.
       temp_dir: scratch space for TFT (must be reachable by workers: gs:// on Dataflow).
       config: the transform settings.
@@ -338,25 +339,27 @@ def build_pipeline(
         | "ReadParquet" >> beam.io.ReadAllFromParquetBatched(columns=columns, with_filename=True)
         | "Validate"
         >> beam.ParDo(_ValidateFn(config.batch_size)).with_outputs(
-            _ValidateFn.TRAIN, _ValidateFn.EVAL, _ValidateFn.DEAD_LETTER, _ValidateFn.COUNTS
+            *SPLIT_DIRS, _ValidateFn.DEAD_LETTER, _ValidateFn.COUNTS
         )
     )
     counts = [validated[_ValidateFn.COUNTS]]
 
     with tft_beam.Context(temp_dir=temp_dir):
         (train_xf, transform_fn) = (
-            validated[_ValidateFn.TRAIN],
+            validated[TRAIN_DIR],
             adapter_config,
         ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
             preprocessing.make_preprocessing_fn(config), output_record_batches=True
         )
-        eval_xf = (
-            (validated[_ValidateFn.EVAL], adapter_config),
-            transform_fn,
-        ) | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True)
+        transformed_splits = {TRAIN_DIR: train_xf}
+        for split in SPLIT_DIRS[1:]:  # validation and test: transformed with the train split's analysis
+            transformed_splits[split] = (
+                (validated[split], adapter_config),
+                transform_fn,
+            ) | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
 
-        for split, (transformed, metadata) in ((TRAIN_DIR, train_xf), (EVAL_DIR, eval_xf)):
+        for split, (transformed, metadata) in transformed_splits.items():
             schema = metadata.deferred_metadata | f"Schema[{split}]" >> beam.Map(lambda m: m.schema)
             examples = transformed | f"Encode[{split}]" >> beam.ParDo(
                 _EncodeExamplesFn(split), schema=beam.pvalue.AsSingleton(schema)
@@ -458,7 +461,8 @@ def _summary_line(summary: dict[str, Any]) -> str:
     vocabs = ", ".join(f"{name}={size}" for name, size in summary["vocabulary_sizes"].items())
     return (
         f"transform {summary['status']}: {summary['records_in']} records in, "
-        f"{summary['records_out'][TRAIN_DIR]} train + {summary['records_out'][EVAL_DIR]} eval out, "
+        + " + ".join(f"{summary['records_out'][s]} {s}" for s in SPLIT_DIRS)
+        + " out, "
         f"{summary['dead_lettered']} dead-lettered ({reasons}); vocabularies {vocabs or 'not built'}; "
         f"{summary['seconds']['total']:.1f} s -> {summary['output_dir']}"
     )
@@ -549,8 +553,8 @@ def run_transform(
             "output_dir": output_dir,
             "input_files": [f.path for f in inputs],
             "records_in": int(counts.get(_RECORDS_IN, 0)),
-            "valid": {s: int(counts.get(_VALID + s, 0)) for s in (TRAIN_DIR, EVAL_DIR)},
-            "records_out": {s: int(counts.get(_OUT + s, 0)) for s in (TRAIN_DIR, EVAL_DIR)},
+            "valid": {s: int(counts.get(_VALID + s, 0)) for s in SPLIT_DIRS},
+            "records_out": {s: int(counts.get(_OUT + s, 0)) for s in SPLIT_DIRS},
             "dead_lettered": int(sum(dead_by_reason.values())),
             "dead_lettered_by_reason": dead_by_reason,
             "vocabulary_sizes": {},
@@ -578,8 +582,9 @@ def run_transform(
             raise NoValidRecordsError(
                 f"{what} ({reasons}); see {_join(kept_at, DEAD_LETTER_DIR)}/ for the records and reasons"
             )
-        if summary["valid"][EVAL_DIR] == 0:
-            LOG.warning("transform: no valid eval examples: %s/ holds an empty file", _join(output_dir, EVAL_DIR))
+        for split in SPLIT_DIRS[1:]:
+            if summary["valid"][split] == 0:
+                LOG.warning("transform: no valid %s examples: %s/ holds an empty file", split, _join(output_dir, split))
         if summary["valid"] != summary["records_out"]:
             raise RuntimeError(
                 f"records lost in the transform: valid {summary['valid']} but wrote {summary['records_out']}"

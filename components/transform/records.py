@@ -3,7 +3,7 @@
 Works on whole Arrow record batches with vectorised pyarrow/numpy checks (no per-row Python), so
 validation costs little next to TensorFlow. Each bad row gets exactly one reason (the first check
 it fails, in `REASONS` order) and is returned as a JSON-friendly dead letter; good rows are split by
-`split` into train and eval batches in the layout TFT's tensor adapter reads:
+`split` into train, validation and test batches in the layout TFT's tensor adapter reads:
 
   * `history`, `history_<attr>`: `list<string>` (VarLen: SparseTensor in the transform);
   * `label`, `label_<attr>`, `user_id`: `list<string>` with exactly one value per row;
@@ -40,7 +40,7 @@ STRING_COLUMNS: tuple[str, ...] = (
 )
 FLOAT_COLUMNS: tuple[str, ...] = (features.EXAMPLE_AGE,)
 REQUIRED_COLUMNS: tuple[str, ...] = (*STRING_COLUMNS, *LIST_COLUMNS, *FLOAT_COLUMNS, features.SPLIT)
-SPLITS: tuple[str, ...] = (features.TRAIN_SPLIT, features.EVAL_SPLIT)
+SPLITS: tuple[str, ...] = features.SPLITS
 
 # The raw record batches fed to TFT (see module docstring); `split` is consumed here.
 RAW_ARROW_SCHEMA = pa.schema(
@@ -50,6 +50,9 @@ RAW_ARROW_SCHEMA = pa.schema(
         *(pa.field(c, pa.list_(pa.float32())) for c in FLOAT_COLUMNS),
     ]
 )
+
+
+_BAD_SPLIT = f"{features.SPLIT} is not one of " + ", ".join(f"'{s}'" for s in features.SPLITS)
 
 
 def _reasons() -> tuple[str, ...]:
@@ -70,7 +73,7 @@ def _reasons() -> tuple[str, ...]:
                 reasons.append(f"{column} length differs from history")
         elif column in FLOAT_COLUMNS:
             reasons.append(f"{column} is not finite")
-    reasons.append(f"{features.SPLIT} is not '{features.TRAIN_SPLIT}' or '{features.EVAL_SPLIT}'")
+    reasons.append(_BAD_SPLIT)
     return tuple(reasons)
 
 
@@ -220,7 +223,7 @@ def validate(batch: pa.RecordBatch, source: str = "") -> ValidatedBatch:
             check.flag(pc.invert(pc.is_finite(column)), f"{name} is not finite")
     if features.SPLIT in columns:
         check.flag(pc.invert(pc.is_in(columns[features.SPLIT], pa.array(SPLITS))),
-                   f"{features.SPLIT} is not '{features.TRAIN_SPLIT}' or '{features.EVAL_SPLIT}'")
+                   _BAD_SPLIT)
 
     good = check.reason == None  # noqa: E711
     bad_rows = np.flatnonzero(~good)

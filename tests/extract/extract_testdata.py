@@ -147,7 +147,7 @@ def reference_examples(event_rows, article_rows, history_length: int) -> dict[tu
                 "history_region": [attrs[a]["region"] for a in earlier],
                 "label_category": attrs[label]["category"],
                 "label_region": attrs[label]["region"],
-                "split": "eval" if i == len(seq) - 1 else "train",
+                "split": features.split_of(len(seq) - 1 - i),
                 "example_age_days": (as_of - when).total_seconds() / 86400,
             }
     return expected

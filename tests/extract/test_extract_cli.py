@@ -36,7 +36,7 @@ def test_local_default_starts_and_stops_its_own_emulator(input_files, tmp_path, 
     args = _args("--events", events, "--articles", articles, "--out", str(tmp_path / "out"), "--history-length", "3")
     assert args.handler(args) == 0
     printed = capsys.readouterr().out
-    assert "training_examples   6 (4 train, 2 eval)" in printed and "as_of               2024-01-05T10:00:00+00:00" in printed
+    assert "training_examples   6 (3 train, 1 validation, 2 test)" in printed and "as_of               2024-01-05T10:00:00+00:00" in printed
     assert (tmp_path / "out" / "_SUCCESS").is_file()
     endpoint = re.search(r"ready at (http://127\.0\.0\.1:\d+)", caplog.text).group(1)
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):

@@ -74,11 +74,19 @@ def test_attributes_are_parallel_and_missing_values_marked(default_run):
     assert (novel["label_category"], novel["label_region"]) == ("books", MISSING)  # NULL region
 
 
-def test_split_is_eval_for_each_users_last_view_only(default_run):
+def test_split_is_test_for_each_users_last_view_and_validation_for_the_one_before(default_run):
     summary, result = default_run
     splits = {(r["user_id"], r["label"], r["viewed_at"]): r["split"] for r in result.training_examples.to_pylist()}
-    assert [k[:2] for k, s in sorted(splits.items()) if s == "eval"] == [("u1", "a1"), ("u2", "a6")]
-    assert summary.rows == {"training_examples": 6, "train": 4, "eval": 2, "user_histories": 3, "articles": 4}
+    by_split = {s: [k[:2] for k, v in sorted(splits.items()) if v == s] for s in features.SPLITS}
+    # u1: a2, a3, a4 (tie with a3 at 01-03 broken by id), a5, a1; u2 has two views: a test row only.
+    assert by_split == {
+        features.TRAIN_SPLIT: [("u1", "a2"), ("u1", "a3"), ("u1", "a4")],
+        features.VALIDATION_SPLIT: [("u1", "a5")],
+        features.TEST_SPLIT: [("u1", "a1"), ("u2", "a6")],
+    }
+    assert summary.rows == {
+        "training_examples": 6, "train": 3, "validation": 1, "test": 2, "user_histories": 3, "articles": 4,
+    }  # fmt: skip
 
 
 def test_as_of_defaults_to_the_latest_event_and_ages_are_days(default_run):
@@ -128,7 +136,7 @@ def test_output_files_follow_the_contract(default_run):
         [*extract.OUTPUT_FILES.values(), features.EXTRACT_SUMMARY_FILE, features.SUCCESS_MARKER]
     )
     assert result.summary["config"]["history_length"] == 3
-    assert result.summary["rows"]["eval"] == 2
+    assert result.summary["rows"][features.TEST_SPLIT] == 2
 
 
 def test_as_of_in_the_past_ignores_later_events(bq_client, tmp_path):
@@ -136,7 +144,8 @@ def test_as_of_in_the_past_ignores_later_events(bq_client, tmp_path):
                                   tmp_path / "out", history_length=3, as_of="2024-01-03T12:00:00Z")  # fmt: skip
     rows = rows_by_key(result.training_examples, "user_id", "label")
     assert sorted(rows) == [("u1", "a2"), ("u1", "a3"), ("u1", "a4"), ("u2", "a6")]
-    assert rows[("u1", "a4")]["split"] == "eval"  # a5 and the second a1 come after as_of
+    assert rows[("u1", "a4")]["split"] == features.TEST_SPLIT  # a5 and the second a1 come after as_of
+    assert rows[("u1", "a3")]["split"] == features.VALIDATION_SPLIT
     assert rows[("u1", "a4")]["example_age_days"] == pytest.approx(2 / 24)
     assert summary.excluded["events_after_as_of"] == 2
     histories = rows_by_key(result.user_histories, "user_id")

@@ -107,27 +107,58 @@ def test_signature_takes_raw_strings_unknown_ids_empty_histories_and_padding(tra
     assert not np.allclose(aged[0], aged[1])
 
 
-def test_training_beats_popularity_by_far_and_evaluation_agrees_with_training(trained):
+def test_training_beats_popularity_by_far_on_the_test_split(trained):
     from trainer.evaluate import evaluate_model
 
     result = evaluate_model(trained.result.model_dir, trained.extract_dir, EvaluateConfig(ks=(5, 10, 20)))
     model, popularity = result["model"], result["popularity"]
-    assert result["num_users"] == 300
+    assert result["num_users"] == 300 and result["split"] == features.TEST_SPLIT
     assert model["recall@10"] >= popularity["recall@10"] + 0.3, result
     assert model["recall@5"] >= 2 * popularity["recall@5"], result
     assert result["recall@10"] == model["recall@10"]  # the gate reads the top level
-    # Within a few epochs: the first epoch whose eval recall@10 beats popularity by 0.3.
+    # The planted data has no view times and no extract summary: no as_of, so no trending baseline.
+    assert set(result["baselines"]) == {"popularity", "item_knn"} and result["as_of"] is None
+    assert result["fit"] == {"splits": [features.TRAIN_SPLIT], "epochs": trained.result.metrics["best_epoch"],
+                             "chosen_on": features.VALIDATION_SPLIT}  # fmt: skip
+    # Within a few epochs: the first epoch whose validation recall@10 beats popularity by 0.3.
     training = trained.result.metrics
-    assert training["eval_k"] == 10 and training["eval_examples"] == 300
-    first_good = next(e["epoch"] for e in training["epochs"] if e["eval_recall@10"] >= popularity["recall@10"] + 0.3)
+    assert training["validation_k"] == 10 and training["validation_examples"] == 300
+    first_good = next(
+        e["epoch"] for e in training["epochs"] if e["validation_recall@10"] >= popularity["recall@10"] + 0.3
+    )
     assert first_good <= 5, training["epochs"]
-    # The SavedModel path (raw strings, UserEncoder) reproduces the in-training eval figure.
-    assert result["recall@10"] == pytest.approx(training["best_eval_recall"], abs=1.5 / 300)
     written = json.loads((trained.result.model_dir / layout.EVALUATION_FILE).read_text())
-    assert written["model"] == model and written["popularity"] == popularity
+    assert written["model"] == model and written["baselines"] == result["baselines"]
     png = (trained.result.model_dir / layout.EVALUATION_PLOT_FILE).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (trained.result.model_dir / layout.PREDICTIONS_PAGE_FILE).read_text()
+    assert page.startswith("<!DOCTYPE html>") and "held-out view" in page and "Listing " in page  # titles shown
     assert not [p for p in trained.result.model_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_evaluation_reads_only_the_test_split_and_agrees_with_training(trained, tmp_path):
+    """The SavedModel path (raw strings, UserEncoder) reproduces the in-training validation figure
+    when the validation rows are presented as the test split (and the real test rows are gone)."""
+    import shutil
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from trainer.evaluate import evaluate_model
+
+    extract = tmp_path / "extract"
+    shutil.copytree(trained.extract_dir, extract)
+    path = extract / features.TRAINING_EXAMPLES_FILE
+    table = pq.read_table(path)
+    split = table.column(features.SPLIT)
+    table = table.filter(pc.not_equal(split, features.TEST_SPLIT))
+    relabelled = pc.replace_substring(table.column(features.SPLIT), features.VALIDATION_SPLIT, features.TEST_SPLIT)
+    table = table.set_column(table.schema.get_field_index(features.SPLIT), features.SPLIT, relabelled)
+    pq.write_table(table, path)
+    model = tmp_path / "model"
+    shutil.copytree(trained.result.model_dir, model)
+    result = evaluate_model(model, extract, EvaluateConfig(ks=(10,)))
+    assert result["recall@10"] == pytest.approx(trained.result.metrics["best_validation_recall"], abs=1.5 / 300)
 
 
 def test_existing_version_is_never_overwritten_and_failures_leave_no_model(trained, monkeypatch):
@@ -163,22 +194,36 @@ def test_same_seed_same_model(trained, tmp_path):
     assert [e["loss"] for e in first.metrics["epochs"]] == pytest.approx([e["loss"] for e in second.metrics["epochs"]], rel=1e-4)
 
 
-def test_cli_trains_without_an_eval_split_and_evaluates(trained, tmp_path, capsys):
+def test_cli_trains_without_a_validation_split_and_evaluates(trained, tmp_path, capsys):
     import shutil
 
     from homefeed import cli
 
     transform = tmp_path / "transform"
     shutil.copytree(trained.transform_dir, transform)
-    for part in (transform / features.EVAL_SPLIT).glob("*"):
-        part.unlink()  # no eval examples: no early stopping, the last epoch is kept
+    for part in (transform / features.VALIDATION_SPLIT).glob("*"):
+        part.unlink()  # no validation examples: no early stopping, the last epoch is kept
     argv = ["train", "--transformed", str(transform), "--out", str(tmp_path / "models"), "--version", "cli",
             "--epochs", "2", "--batch-size", "64", "--embedding-dim", "8", "--output-dim", "8", "--tower-units", "16"]  # fmt: skip
     assert cli.main(argv) == 0
-    assert "no eval examples, 2 epochs" in capsys.readouterr().out
+    assert "no validation examples, 2 epochs" in capsys.readouterr().out
     model_dir = tmp_path / "models" / "cli"
     metrics = json.loads((model_dir / layout.METRICS_FILE).read_text())
-    assert metrics["best_eval_recall"] is None and metrics["best_epoch"] == 2
+    assert metrics["best_validation_recall"] is None and metrics["best_epoch"] == 2
     assert cli.main(["evaluate", "--model", str(tmp_path / "models"), "--examples", str(trained.extract_dir)]) == 0
     out = capsys.readouterr().out
-    assert "model cli on 300 eval users" in out and "recall@200" in out
+    assert "model cli on 300 test users" in out and "recall@200" in out and "item_knn" in out
+
+
+def test_refit_trains_a_fresh_model_on_every_split_for_the_chosen_epochs(trained, tmp_path):
+    from trainer.train import train_model
+
+    config = TrainConfig(**{**trained.config.__dict__, "epochs": 2, "early_stopping_patience": 0, "refit": True})
+    result = train_model(trained.transform_dir, tmp_path, config, model_version="refit")
+    metrics = result.metrics
+    assert metrics["fit"] == {"splits": list(features.SPLITS), "epochs": metrics["best_epoch"],
+                              "chosen_on": features.VALIDATION_SPLIT}  # fmt: skip
+    records = json.loads((trained.transform_dir / "transform_summary.json").read_text())["records_out"]
+    assert metrics["num_refit_examples"] == sum(records.values()) > metrics["num_train_examples"]
+    written = json.loads((result.model_dir / layout.METRICS_FILE).read_text())
+    assert written["fit"] == metrics["fit"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from homefeed.config import TrainConfig
+from homefeed.config import USER_POOLINGS, TrainConfig
 from trainer import loss as loss_lib
 from trainer import model as model_lib
 
@@ -36,9 +36,9 @@ def _inputs(history: list[list[int]], width: int | None = None, age: float = 0.0
     }
 
 
-@pytest.fixture(scope="module")
-def model() -> model_lib.TwoTowerModel:
-    m = model_lib.TwoTowerModel(VOCAB, H, _config())
+@pytest.fixture(scope="module", params=USER_POOLINGS)
+def model(request) -> model_lib.TwoTowerModel:
+    m = model_lib.TwoTowerModel(VOCAB, H, _config(user_pooling=request.param, attention_window=4))
     m.build_all()
     return m
 

@@ -65,7 +65,7 @@ def user_views(n_users: int, seed: int) -> dict[str, list[str]]:
 
 
 def example_rows(views: dict[str, list[str]], history_length: int = H) -> list[dict[str, Any]]:
-    """Training examples per the EXTRACT_DIR contract: one per view after the first, last = eval."""
+    """Training examples per the EXTRACT_DIR contract: one per view after the first; last = test, the one before = validation."""
     rows = []
     for user, sequence in views.items():
         for t in range(1, len(sequence)):
@@ -82,7 +82,7 @@ def example_rows(views: dict[str, list[str]], history_length: int = H) -> list[d
                     features.history_attribute("region"): [region(a) for a in history],
                     features.EXAMPLE_AGE: float(len(sequence) - t),
                     features.VIEWED_AT: None,
-                    features.SPLIT: features.EVAL_SPLIT if t == len(sequence) - 1 else features.TRAIN_SPLIT,
+                    features.SPLIT: features.split_of(len(sequence) - 1 - t),
                 }
             )
     return rows

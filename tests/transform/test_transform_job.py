@@ -55,10 +55,10 @@ def _read_examples(transform_dir, split: str) -> list[dict]:
 @pytest.mark.slow
 def test_job_writes_the_transform_dir_layout(transform_run):
     out = transform_run.output_dir
-    for name in ("transform_fn", "transformed_metadata", "train", "eval", "corpus", "dead_letter"):
+    for name in ("transform_fn", "transformed_metadata", *features.SPLITS, "corpus", "dead_letter"):
         assert (out / name).is_dir(), name
-    assert glob.glob(str(out / "train" / "part-*.tfrecord.gz"))
-    assert glob.glob(str(out / "eval" / "part-*.tfrecord.gz"))
+    for split in features.SPLITS:
+        assert glob.glob(str(out / split / "part-*.tfrecord.gz")), split
     # gzip-compressed, as the suffix says
     with gzip.open(glob.glob(str(out / "train" / "part-*"))[0]) as f:
         assert f.read(1)
@@ -74,11 +74,10 @@ def test_job_writes_the_transform_dir_layout(transform_run):
 def test_summary_counts_records_in_out_and_dead_letters(transform_run):
     summary = transform_run.summary
     good, bad = transform_run.good, transform_run.bad
-    n_train = sum(r[features.SPLIT] == features.TRAIN_SPLIT for r in good)
-    n_eval = len(good) - n_train
+    per_split = {s: sum(r[features.SPLIT] == s for r in good) for s in features.SPLITS}
     assert summary["status"] == "ok"
     assert summary["records_in"] == len(good) + len(bad)
-    assert summary["records_out"] == {"train": n_train, "eval": n_eval}
+    assert summary["records_out"] == summary["valid"] == per_split
     assert summary["dead_lettered"] == len(bad)
     assert summary["dead_lettered_by_reason"] == dict(collections.Counter(reason for reason, _ in bad))
     vocab = expected_article_vocabulary(good, H)
@@ -91,7 +90,8 @@ def test_summary_counts_records_in_out_and_dead_letters(transform_run):
     assert summary["config"]["beam_args"] == ["--job_name", "transform-test"]
     assert summary["seconds"]["total"] > 0
     # the CLI prints the summary as one line
-    assert f"transformed {summary['records_in']} examples -> {n_train} train, {n_eval} eval" in transform_run.printed
+    counts = ", ".join(f"{summary['records_out'][s]} {s}" for s in features.SPLITS)
+    assert f"transformed {summary['records_in']} examples -> {counts};" in transform_run.printed
 
 
 @pytest.mark.slow
@@ -124,7 +124,7 @@ def test_transformed_examples_match_an_independent_computation(transform_run):
 
     train_ages = np.array([r[features.EXAMPLE_AGE] for r in transform_run.good if r[features.SPLIT] == "train"])
     mean, std = train_ages.mean(), train_ages.std()
-    for split in ("train", "eval"):
+    for split in features.SPLITS:
         rows = [r for r in transform_run.good if r[features.SPLIT] == split]
         expected = {}
         for r in rows:

@@ -21,11 +21,12 @@ def test_good_rows_pass_and_are_split_in_the_raw_layout():
     rows = good_rows()
     checked = records.validate(_batch(rows), source="x.parquet")
     assert checked.records_in == len(rows) and checked.dead_letters == []
+    assert sorted(checked.by_split) == sorted(features.SPLITS)
+    for split, batch in checked.by_split.items():
+        assert batch.schema == records.RAW_ARROW_SCHEMA
+        assert batch.num_rows == sum(r[features.SPLIT] == split for r in rows), split
     train = checked.by_split[features.TRAIN_SPLIT]
-    eval_ = checked.by_split[features.EVAL_SPLIT]
-    assert train.schema == records.RAW_ARROW_SCHEMA == eval_.schema
     expected_train = [r for r in rows if r[features.SPLIT] == features.TRAIN_SPLIT]
-    assert train.num_rows == len(expected_train) and eval_.num_rows == len(rows) - len(expected_train)
     # order kept; scalars wrapped as one-element lists; histories unchanged (not truncated here)
     assert train.column(features.LABEL).to_pylist() == [[r[features.LABEL]] for r in expected_train]
     assert train.column(features.HISTORY).to_pylist() == [r[features.HISTORY] for r in expected_train]
@@ -63,7 +64,7 @@ def test_more_problems_are_caught():
         "example_age_days is not finite": {features.EXAMPLE_AGE: -math.inf},
         "history_category is null": {"history_category": None},
     }
-    base = example("u", "a01", ["a02"], features.EVAL_SPLIT, 1.0)
+    base = example("u", "a01", ["a02"], features.TEST_SPLIT, 1.0)
     rows = [{**base, **change} for change in cases.values()]
     checked = records.validate(_batch(rows))
     assert [d["reason"] for d in checked.dead_letters] == list(cases)
@@ -109,6 +110,6 @@ def test_sliced_batches_validate_like_whole_ones():
     parts = [records.validate(b) for b in records.split_batches(_batch(rows), 7)]
     assert sum(p.records_in for p in parts) == len(rows)
     assert sum((p.reason_counts for p in parts), start=type(whole.reason_counts)()) == whole.reason_counts
-    for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
+    for split in features.SPLITS:
         joined = [r for p in parts if split in p.by_split for r in p.by_split[split].to_pylist()]
         assert joined == whole.by_split[split].to_pylist()

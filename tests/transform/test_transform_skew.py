@@ -99,7 +99,7 @@ def _by_user_and_age(examples):
     return {(e[features.USER_ID].decode(), round(e[XF(features.EXAMPLE_AGE)], 5)): e for e in examples}
 
 
-@pytest.mark.parametrize("split", [features.TRAIN_SPLIT, features.EVAL_SPLIT])
+@pytest.mark.parametrize("split", features.SPLITS)
 def test_beam_and_serving_features_are_identical(transform_run, served, split):
     rows = [r for r in transform_run.good if r[features.SPLIT] == split]
     beam = _by_user_and_age(_beam_examples(transform_run.output_dir, split))
@@ -130,8 +130,8 @@ def test_unseen_articles_get_the_oov_id_in_both_paths(transform_run, served):
     output = tft.TFTransformOutput(str(transform_run.output_dir))
     vocab_size = output.vocabulary_size_by_name(features.ARTICLE_VOCAB)
     oov = vocab_size  # the one OOV bucket of the test run
-    beam = {e[features.USER_ID].decode(): e for e in _beam_examples(transform_run.output_dir, features.EVAL_SPLIT)}
-    eval_rows = {r[features.USER_ID]: r for r in transform_run.good if r[features.SPLIT] == features.EVAL_SPLIT}
+    beam = {e[features.USER_ID].decode(): e for e in _beam_examples(transform_run.output_dir, features.TEST_SPLIT)}
+    eval_rows = {r[features.USER_ID]: r for r in transform_run.good if r[features.SPLIT] == features.TEST_SPLIT}
 
     # Beam path: the eval-only history entry and the eval-only label.
     with_unseen_history = eval_rows["u06"]

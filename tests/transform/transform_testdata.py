@@ -62,8 +62,8 @@ def good_rows() -> list[dict[str, Any]]:
             views[-1] = UNSEEN_LABEL
         for t in range(1, len(views)):
             history = list(reversed(views[:t]))  # most recent first
-            split = features.EVAL_SPLIT if t == len(views) - 1 else features.TRAIN_SPLIT
-            if u == 6 and split == features.EVAL_SPLIT:
+            split = features.split_of(len(views) - 1 - t)
+            if u == 6 and split == features.TEST_SPLIT:
                 history = [UNSEEN_HISTORY, *history]
             rows.append(example(user, views[t], history, split, age=float(len(views) - t) + 0.25 * u))
     return rows
@@ -75,7 +75,7 @@ def bad_rows() -> list[tuple[str, dict[str, Any]]]:
     cases = [
         ("label is null", {features.LABEL: None}),
         ("history_category length differs from history", {features.history_attribute("category"): ["cat0"]}),
-        ("split is not 'train' or 'eval'", {features.SPLIT: "test"}),
+        ("split is not one of 'train', 'validation', 'test'", {features.SPLIT: "eval"}),
         ("example_age_days is not finite", {features.EXAMPLE_AGE: math.nan}),
         ("history has an empty string", {features.HISTORY: ["a02", ""]}),
         ("history is null", {features.HISTORY: None}),

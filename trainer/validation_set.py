@@ -1,0 +1,90 @@
+"""The validation examples the training loop scores after each epoch (early stopping).
+
+A seeded sample of at most `TrainConfig.max_eval_users` rows of the VALIDATION split, with each
+row's target and exclusions (the user's training views and the row's history) as corpus indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from homefeed import config as config_lib
+from homefeed import features
+from trainer import data as data_lib
+from trainer import model as model_lib
+
+
+@dataclass
+class EvalSet:
+    """The validation examples used after each epoch, with targets and exclusions as corpus indices.
+
+    Attributes:
+      features: dense transformed eval features (see trainer.data), `[n]` rows.
+      targets: int `[n]`, corpus index of each label, -1 when the label is not a known corpus article.
+      exclude: per row, corpus indices of the user's already-viewed articles.
+    """
+
+    features: dict[str, np.ndarray]
+    targets: np.ndarray
+    exclude: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def corpus_index_of_ids(corpus_ids: np.ndarray, known_articles: int) -> np.ndarray:
+    """`[vocab]` int array: corpus row of each known article id, -1 when not in the corpus."""
+    lookup = np.full(max(known_articles, 1), -1, np.int64)
+    rows = np.flatnonzero(corpus_ids < known_articles)
+    lookup[corpus_ids[rows]] = rows
+    return lookup
+
+
+def sample_validation_rows(data: data_lib.TransformedData, config: config_lib.TrainConfig) -> dict[str, np.ndarray]:
+    """At most `max_eval_users` validation rows, a seeded sample; never the whole split in memory at
+    once when the transform summary says how many there are."""
+    if not data.files[features.VALIDATION_SPLIT]:
+        return {}
+    rng = np.random.default_rng(config.seed)
+    total = data.summary.get("records_out", {}).get(features.VALIDATION_SPLIT)
+    share = 1.0 if not total else min(1.0, 1.2 * config.max_eval_users / total)  # a little extra, trimmed below
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in data_lib.iterate_split(data, features.VALIDATION_SPLIT):
+        keep = rng.random(len(batch[model_lib.LABEL_KEY])) < share
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value[keep])
+    if not parts:
+        return {}
+    rows = {key: np.concatenate(values) for key, values in parts.items()}
+    n = len(rows[model_lib.LABEL_KEY])
+    if n > config.max_eval_users:
+        keep = np.sort(rng.choice(n, config.max_eval_users, replace=False))
+        rows = {key: value[keep] for key, value in rows.items()}
+    return rows
+
+
+def decode_strings(values: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def build_eval_set(
+    rows: dict[str, np.ndarray],
+    stats: data_lib.TrainingStatistics,
+    corpus_lookup: np.ndarray,
+    known_articles: int,
+) -> EvalSet:
+    """Targets and exclusions (training views + the row's history) of the sampled validation rows."""
+    labels = rows[model_lib.LABEL_KEY]
+    in_vocab = labels < known_articles
+    targets = np.where(in_vocab, corpus_lookup[np.minimum(labels, len(corpus_lookup) - 1)], -1)
+    users = decode_strings(rows[features.USER_ID]) if features.USER_ID in rows else [None] * len(labels)
+    exclude = []
+    for i, user in enumerate(users):
+        history = rows[model_lib.HISTORY_KEY][i]
+        ids = np.concatenate([history[history >= 0], stats.seen.get(user, np.zeros(0, np.int32))])
+        ids = ids[ids < known_articles]  # OOV ids are shared by many articles: never exclude them
+        rows_in_corpus = corpus_lookup[ids]
+        exclude.append(np.unique(rows_in_corpus[rows_in_corpus >= 0]))
+    return EvalSet(rows, targets.astype(np.int64), exclude)
