@@ -14,7 +14,8 @@ SELECT
     AS searches_missing_ids,
   (SELECT COUNTIF(user_id IS NOT NULL AND user_id != '' AND searched_at IS NOT NULL
      AND (query IS NULL OR TRIM(query) = '')) FROM raw_searches) AS searches_empty_query,
-  (SELECT COUNTIF(LENGTH(query) > @query_max_chars) FROM complete_searches) AS searches_truncated,
+  (SELECT COUNTIF(user_id IS NOT NULL AND user_id != '' AND searched_at IS NOT NULL
+     AND LENGTH(TRIM(query)) > @query_max_chars) FROM raw_searches) AS searches_truncated,
   (SELECT COUNT(*) FROM complete_searches)
     - (SELECT COUNT(*) FROM (SELECT DISTINCT user_id, query, searched_at FROM complete_searches))
     AS searches_duplicates,
