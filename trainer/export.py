@@ -256,6 +256,8 @@ def write_model_dir(
             "num_train_examples": int(artifacts.num_train_examples),
             "l2_normalized": artifacts.train_config.l2_normalize,
             "history_length": artifacts.extra_config.get("history_length"),
+            # The user tower reads recent_queries (trained with searches; serving/candidates.py).
+            "uses_searches": module.model.search_embedding is not None,
             "signature": {
                 "name": SERVING_SIGNATURE,
                 "inputs": list(USER_INPUTS),

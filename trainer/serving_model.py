@@ -67,6 +67,17 @@ def pad_histories(
     return batch
 
 
+def _manifest_value(model_dir: Path, key: str, default):
+    import json
+
+    from trainer.model_dir import MANIFEST_FILE
+
+    try:
+        return json.loads((model_dir / MANIFEST_FILE).read_text()).get(key, default)
+    except (OSError, ValueError):
+        return default
+
+
 class UserEncoder:
     """Loads `MODEL_DIR/saved_model` and turns raw user histories into user vectors.
 
@@ -91,6 +102,9 @@ class UserEncoder:
         self.history_length = history_length
         # Models exported before searches existed take no query input: leave it out for them.
         self._inputs = set(self._signature.structured_input_signature[1])
+        # Whether the user tower reads the queries (the model was trained with searches): only
+        # then can a user with searches but no views be personalised.
+        self.uses_searches = bool(_manifest_value(self.model_dir, "uses_searches", False))
         self.dim = int(self._signature.structured_outputs[OUTPUT_KEY].shape[-1])
 
     def encode(
