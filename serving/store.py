@@ -167,12 +167,18 @@ class EmbeddedStore:
 
 
 def encode_row(row: HistoryRow) -> bytes:
-    return orjson.dumps({c: row.get(c, []) for c in HISTORY_COLUMNS})
+    value = {c: row.get(c, []) for c in HISTORY_COLUMNS}
+    if row.get(features.RECENT_QUERIES):  # only users who searched carry the key
+        value[features.RECENT_QUERIES] = row[features.RECENT_QUERIES]
+    return orjson.dumps(value)
 
 
 def decode_row(value: bytes) -> HistoryRow:
     row = orjson.loads(value)
-    return {c: list(row.get(c) or []) for c in HISTORY_COLUMNS}
+    decoded = {c: list(row.get(c) or []) for c in HISTORY_COLUMNS}
+    if row.get(features.RECENT_QUERIES):
+        decoded[features.RECENT_QUERIES] = list(row[features.RECENT_QUERIES])
+    return decoded
 
 
 def _client(url: str, timeout_s: float):
