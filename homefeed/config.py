@@ -192,6 +192,13 @@ class TrainConfig:
         },
     )
     dropout: float = field(default=0.2, metadata={"help": "dropout after each hidden user-tower layer"})
+    search_only_share: float = field(
+        default=0.2,
+        metadata={
+            "help": "share of training examples whose views are hidden from the user tower, so it "
+            "also learns users known only by their searches (only when trained with searches)"
+        },
+    )
     share_embeddings: bool = field(
         default=True,
         metadata={"help": "history items and candidate articles share one id (and attribute) embedding"},
@@ -272,6 +279,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.tower_units must all be >= 1, got {self.tower_units}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.search_only_share < 1.0:
+            raise ValueError(f"TrainConfig.search_only_share must be in [0, 1), got {self.search_only_share}")
         if self.temperature <= 0 or self.learning_rate <= 0:
             raise ValueError(
                 f"TrainConfig.temperature and learning_rate must be > 0, got {self.temperature}, {self.learning_rate}"

@@ -128,6 +128,8 @@ class TwoTowerModel(keras.Model):
             if vocab.search_tokens
             else None
         )
+        # Training only: hides the views of `search_only_share` of the rows (see user_vectors).
+        self._search_only_seed = keras.random.SeedGenerator(seed + 80) if self.search_embedding is not None else None
         tower = []
         for i, units in enumerate(config.tower_units):
             tower.append(
@@ -193,6 +195,10 @@ class TwoTowerModel(keras.Model):
         """
         history = self._fixed_width(inputs[HISTORY_KEY])
         mask = history >= 0
+        if training and self._search_only_seed is not None and self.config.search_only_share > 0:
+            # Some rows as a user known only by searches would be: every history part sees nothing.
+            draw = keras.random.uniform([tf.shape(history)[0], 1], seed=self._search_only_seed)
+            mask = mask & (draw >= self.config.search_only_share)
         embedded = self.history_embedding(self._ids(history, self.vocab.articles))
         parts = [masked_mean(embedded, mask)]
         if self.config.recent_items:

@@ -209,3 +209,12 @@ def test_search_part_is_a_masked_mean_of_token_embeddings():
         table[[3, 4]].mean(axis=0), rtol=1e-6,
     )
     assert np.isfinite(m.user_vectors(_with_search(_inputs([[]]), [[]])).numpy()).all()
+
+
+def test_search_only_share_hides_views_in_training_only():
+    m = model_lib.TwoTowerModel(SEARCH_VOCAB, H, _config(dropout=0.0, search_only_share=0.9999))
+    m.build_all()
+    rows = _with_search(_inputs([[1, 2, 3], [4]]), [[3, 4], [5]])
+    blank = _with_search(_inputs([[], []]), [[3, 4], [5]])
+    np.testing.assert_allclose(m.user_vectors(rows, training=True), m.user_vectors(blank), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(m.user_vectors(rows), m.user_vectors(blank), atol=1e-4)  # serving sees the views
