@@ -2,8 +2,9 @@
 
 Queries carry real intent, so the search signal is learnable and measurable:
 
-* before a browsing session starts (a view more than `SESSION_GAP_S` after the user's previous
-  one), the user often searches for what they are about to open: the listing's noun ("oak desk"),
+* when a user starts looking for something new (a session's first view, more than `SESSION_GAP_S`
+  after their previous one, or a view in another category than the previous one), they often
+  search for what they are about to open first: the listing's noun ("oak desk"),
   its last word ("desk"), its category ("furniture"), adjective + noun ("vintage oak desk") or the
   noun and the region ("stroller southport"), seconds to minutes before the view. Sessions keep
   to one category, so the query also predicts the views after it;
@@ -28,7 +29,7 @@ LOG = logging.getLogger(__name__)
 
 SEARCHES_FILE = "searches.parquet"
 SESSION_GAP_S = 1800
-INTENT_SHARE = 0.6  # sessions that start with a search for what comes
+INTENT_SHARE = 0.7  # new interests (session starts, category switches) that begin with a search
 TYPO_SHARE = 0.1
 NOISE_PER_USER = 2.0  # mean unrelated queries per user
 _STREAM = 7919  # mixed into the seed: a generator of its own
@@ -79,8 +80,14 @@ def simulate_searches(events: pd.DataFrame, articles: pd.DataFrame, seed: int) -
     users = ordered["user_id"].to_numpy()
     times = ordered["viewed_at"].to_numpy()
     ids = ordered["article_id"].to_numpy()
+    category_of = dict(zip(articles["article_id"], articles["category"]))
+    categories_viewed = np.array([category_of[a] for a in ids], dtype=object)
     start = np.ones(len(ordered), dtype=bool)
-    start[1:] = (users[1:] != users[:-1]) | ((times[1:] - times[:-1]) > np.timedelta64(SESSION_GAP_S, "s"))
+    start[1:] = (
+        (users[1:] != users[:-1])
+        | ((times[1:] - times[:-1]) > np.timedelta64(SESSION_GAP_S, "s"))
+        | (categories_viewed[1:] != categories_viewed[:-1])
+    )
     rows = []
     for i in np.flatnonzero(start):
         if rng.random() >= INTENT_SHARE:
@@ -88,7 +95,9 @@ def simulate_searches(events: pd.DataFrame, articles: pd.DataFrame, seed: int) -
         article = ids[i]
         category, region = titles.at[article, "category"], titles.at[article, "region"]
         for _ in range(1 + int(rng.random() < 0.3)):
-            before = np.timedelta64(int(rng.integers(5, 600)), "s")
+            # Before the view, and after the previous one (a query never dates after what it led to).
+            gap_s = (times[i] - times[i - 1]) / np.timedelta64(1, "s") if i and users[i - 1] == users[i] else 600
+            before = np.timedelta64(int(rng.integers(1, max(2, min(600, int(gap_s))))), "s")
             rows.append((users[i], _intent_query(nouns[article], category, region, rng), times[i] - before))
     # Noise: unrelated queries at random times in the window.
     first, last = events["viewed_at"].min(), events["viewed_at"].max()
