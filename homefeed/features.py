@@ -70,6 +70,9 @@ SEARCH_TOKENS = "search_tokens"
 # At most this many tokens per example reach the model: the first ones, i.e. the most recent
 # queries' (a user's 20 queries of one to three words give about 40-100 unigrams and bigrams).
 SEARCH_TOKENS_MAX = 64
+# The most recent query's tokens alone (same vocabulary): what the user is after right now, which
+# the mean over all recent queries dilutes.
+LAST_QUERY_TOKENS = "last_query_tokens"
 # Each user's views in time order (ties by article id): the last one is TEST (only reported, and
 # read by the publish gate; never used for a choice), the one before it VALIDATION (early stopping
 # and every tuning choice), all earlier ones TRAIN. A user with two views has only a test example

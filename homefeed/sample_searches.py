@@ -29,7 +29,7 @@ LOG = logging.getLogger(__name__)
 
 SEARCHES_FILE = "searches.parquet"
 SESSION_GAP_S = 1800
-INTENT_SHARE = 0.7  # new interests (session starts, category switches) that begin with a search
+INTENT_SHARE = 0.8  # new interests (session starts, category switches) that begin with a search
 TYPO_SHARE = 0.1
 NOISE_PER_USER = 2.0  # mean unrelated queries per user
 _STREAM = 7919  # mixed into the seed: a generator of its own

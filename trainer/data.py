@@ -180,7 +180,7 @@ def dense_features(parsed: Mapping[str, Any], history_length: int) -> dict[str, 
     out: dict[str, tf.Tensor] = {}
     for key, value in parsed.items():
         if isinstance(value, tf.SparseTensor):
-            width = features.SEARCH_TOKENS_MAX if key == model_lib.SEARCH_KEY else history_length
+            width = features.SEARCH_TOKENS_MAX if key in model_lib.SEARCH_KEYS else history_length
             dense = tf.sparse.to_dense(value, default_value=model_lib.PAD_ID)[:, :width]
             # Always exactly W wide: fixed shapes (one trace of the training step) and batches concatenate.
             missing = width - tf.shape(dense)[1]

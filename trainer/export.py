@@ -98,7 +98,8 @@ class ServingModule(tf.Module):
             dense[name] = tf.sparse.to_dense(transformed[name], default_value=model_lib.PAD_ID)
         dense[model_lib.AGE_KEY] = transformed[model_lib.AGE_KEY]
         if self.model.search_embedding is not None:
-            dense[model_lib.SEARCH_KEY] = tf.sparse.to_dense(transformed[model_lib.SEARCH_KEY], default_value=model_lib.PAD_ID)
+            for key in model_lib.SEARCH_KEYS:
+                dense[key] = tf.sparse.to_dense(transformed[key], default_value=model_lib.PAD_ID)
         return {USER_OUTPUT: self.model.user_vectors(dense, training=False)}
 
     def _article_vectors(self, label, label_category, label_region):

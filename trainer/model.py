@@ -37,6 +37,8 @@ HISTORY_KEY = features.transformed_name(features.HISTORY)
 AGE_KEY = features.transformed_name(features.EXAMPLE_AGE)
 LABEL_KEY = features.transformed_name(features.LABEL)
 SEARCH_KEY = features.transformed_name(features.SEARCH_TOKENS)
+LAST_QUERY_KEY = features.transformed_name(features.LAST_QUERY_TOKENS)
+SEARCH_KEYS = (SEARCH_KEY, LAST_QUERY_KEY)
 
 
 def history_attribute_key(attr: str) -> str:
@@ -213,12 +215,14 @@ class TwoTowerModel(keras.Model):
             parts.append(masked_mean(embedded_attr, mask & (values >= 0)))
         if self.search_embedding is not None:
             # A row without queries (or inputs without the key) gives zeros, like an empty history.
-            given = inputs.get(SEARCH_KEY)
-            search = self._fixed_width(
-                given if given is not None else tf.fill([tf.shape(history)[0], 1], PAD_ID), features.SEARCH_TOKENS_MAX
-            )
-            embedded_search = self.search_embedding(self._ids(search, self.vocab.search_tokens))
-            parts.append(masked_mean(embedded_search, search >= 0))
+            # Two parts: all recent queries' tokens, and the most recent query's alone.
+            for key in SEARCH_KEYS:
+                given = inputs.get(key)
+                search = self._fixed_width(
+                    given if given is not None else tf.fill([tf.shape(history)[0], 1], PAD_ID), features.SEARCH_TOKENS_MAX
+                )
+                embedded_search = self.search_embedding(self._ids(search, self.vocab.search_tokens))
+                parts.append(masked_mean(embedded_search, search >= 0))
         parts.append(tf.reshape(tf.cast(inputs[AGE_KEY], tf.float32), [-1, 1]))
         x = tf.concat(parts, axis=1)
         for layer in self.user_layers:
@@ -242,6 +246,7 @@ class TwoTowerModel(keras.Model):
         for attr in self.attributes:
             dummy[history_attribute_key(attr)] = tf.fill([1, 1], PAD_ID)
         if self.search_embedding is not None:
-            dummy[SEARCH_KEY] = tf.fill([1, 1], PAD_ID)
+            for key in SEARCH_KEYS:
+                dummy[key] = tf.fill([1, 1], PAD_ID)
         self.user_vectors(dummy)
         self.article_vectors(tf.zeros([1], tf.int32), {a: tf.zeros([1], tf.int32) for a in self.attributes})

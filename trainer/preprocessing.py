@@ -19,6 +19,7 @@ Outputs (`features.transformed_name`):
     bigrams of the `search_length` most recent queries (trainer/text_ops.py), as ids of the
     `search_token_vocab` vocabulary (tokens seen at least `search_vocab_frequency_threshold`
     times in training), `search_oov_buckets` hashed ids after it for the rest;
+  * `last_query_tokens_xf`: the same for the most recent query alone;
   * `example_age_days_xf`: float32 `[B]`, z-scored with the training split's mean and deviation;
   * `user_id`: string `[B]`, passed through unchanged (lets evaluation group examples by user).
 
@@ -151,9 +152,7 @@ def transform(inputs: Mapping[str, TensorLike], config: TransformConfig) -> dict
         outputs[features.transformed_name(label_key)] = apply(inputs[label_key])
 
     if features.RECENT_QUERIES in inputs:
-        outputs[features.transformed_name(features.SEARCH_TOKENS)] = search_token_ids(
-            inputs[features.RECENT_QUERIES], config
-        )
+        outputs.update(search_token_ids(inputs[features.RECENT_QUERIES], config))
     outputs[features.transformed_name(features.EXAMPLE_AGE)] = tft.scale_to_z_score(
         tf.cast(inputs[features.EXAMPLE_AGE], tf.float32), name="example_age_z_score"
     )
@@ -162,8 +161,9 @@ def transform(inputs: Mapping[str, TensorLike], config: TransformConfig) -> dict
     return outputs
 
 
-def search_token_ids(queries: tf.SparseTensor, config: TransformConfig) -> tf.SparseTensor:
-    """`recent_queries [B, Q]` -> token ids `[B, <=SEARCH_TOKENS_MAX]` (see module docstring).
+def search_token_ids(queries: tf.SparseTensor, config: TransformConfig) -> dict[str, tf.SparseTensor]:
+    """`recent_queries [B, Q]` -> `search_tokens_xf` and `last_query_tokens_xf` (the first query's
+    tokens only), int64 `[B, <=SEARCH_TOKENS_MAX]`, ids of one vocabulary (see module docstring).
 
     Without any query in training the vocabulary holds only TFT's placeholder token, and every
     row is empty: the model then has no search part (trainer/data.py).
@@ -177,7 +177,11 @@ def search_token_ids(queries: tf.SparseTensor, config: TransformConfig) -> tf.Sp
         weights=tf.ones_like(tokens.values, dtype=tf.float32),  # see _shared_vocabulary
         name=features.SEARCH_TOKEN_VOCAB,
     )
-    return tft.apply_vocabulary(tokens, vocabulary, num_oov_buckets=config.search_oov_buckets)
+    last = truncate_history(text_ops.query_tokens(truncate_history(queries, 1)), features.SEARCH_TOKENS_MAX)
+    return {
+        features.transformed_name(key): tft.apply_vocabulary(value, vocabulary, num_oov_buckets=config.search_oov_buckets)
+        for key, value in ((features.SEARCH_TOKENS, tokens), (features.LAST_QUERY_TOKENS, last))
+    }
 
 
 def make_preprocessing_fn(

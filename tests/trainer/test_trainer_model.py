@@ -176,7 +176,7 @@ def _with_search(inputs: dict[str, tf.Tensor], tokens: list[list[int]], width: i
     ids = np.full((len(tokens), width), model_lib.PAD_ID, np.int32)
     for i, t in enumerate(tokens):
         ids[i, : len(t)] = t
-    return {**inputs, model_lib.SEARCH_KEY: tf.constant(ids)}
+    return {**inputs, model_lib.SEARCH_KEY: tf.constant(ids), model_lib.LAST_QUERY_KEY: tf.constant(ids)}
 
 
 def test_without_searches_the_model_is_the_one_from_before():

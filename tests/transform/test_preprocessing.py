@@ -58,13 +58,14 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
         expected = [
             {XF("history"): [0, 1], XF("history_category"): [0, 1], XF("history_region"): [0, 0],
              XF("label"): 2, XF("label_category"): 0, XF("label_region"): 0,
-             XF("example_age_days"): -Z, "user_id": b"u1", XF("search_tokens"): [0, 1, 2, 3, 0, 3]},
+             XF("example_age_days"): -Z, "user_id": b"u1", XF("search_tokens"): [0, 1, 2, 3, 0, 3],
+             XF("last_query_tokens"): [0, 1, 2]},
             {XF("history"): [0], XF("history_category"): [0], XF("history_region"): [0],
              XF("label"): 0, XF("label_category"): 0, XF("label_region"): 0,
-             XF("example_age_days"): 0.0, "user_id": b"u2", XF("search_tokens"): []},
+             XF("example_age_days"): 0.0, "user_id": b"u2", XF("search_tokens"): [], XF("last_query_tokens"): []},
             {XF("history"): [1, 0], XF("history_category"): [1, 0], XF("history_region"): [1, 0],
              XF("label"): 0, XF("label_category"): 0, XF("label_region"): 1,
-             XF("example_age_days"): Z, "user_id": b"u3", XF("search_tokens"): [0, 1, 2, 3]},
+             XF("example_age_days"): Z, "user_id": b"u3", XF("search_tokens"): [0, 1, 2, 3], XF("last_query_tokens"): [0, 1, 2]},
         ]
         self.assertAnalyzeAndTransformResults(
             ROWS,

@@ -153,6 +153,7 @@ def test_transformed_examples_match_an_independent_computation(transform_run):
             key = (e.pop(features.USER_ID).decode(), round(e.pop(XF(features.EXAMPLE_AGE)), 4))
             got[key] = e
         searched = {key: e.pop(XF(features.SEARCH_TOKENS)) for key, e in got.items()}
+        last = {key: e.pop(XF(features.LAST_QUERY_TOKENS)) for key, e in got.items()}
         assert got == expected, split
         # Search tokens: known ones by the vocabulary file, the rest in the OOV buckets after it.
         search_ids = ids[features.SEARCH_TOKEN_VOCAB]
@@ -162,6 +163,8 @@ def test_transformed_examples_match_an_independent_computation(transform_run):
             assert len(have) == len(want)
             for token, token_id in zip(want, have):
                 assert token_id == search_ids[token] if token in search_ids else token_id >= len(search_ids)
+            first = tokens.query_tokens(r[features.RECENT_QUERIES][:1])
+            assert last[(r[features.USER_ID], round((r[features.EXAMPLE_AGE] - mean) / std, 4))] == have[: len(first)]
         assert any(searched.values())
 
 

@@ -21,7 +21,9 @@ from transform_testdata import H, UNSEEN_HISTORY, UNSEEN_LABEL
 pytestmark = pytest.mark.slow
 
 XF = features.transformed_name
-SERVED_OUTPUTS = (*(XF(k) for k in HISTORY_KEYS), XF(features.SEARCH_TOKENS), XF(features.EXAMPLE_AGE))
+SERVED_OUTPUTS = (
+    *(XF(k) for k in HISTORY_KEYS), XF(features.SEARCH_TOKENS), XF(features.LAST_QUERY_TOKENS), XF(features.EXAMPLE_AGE)
+)
 PAD_ID = -1  # padding of the dense outputs below: never a real id
 
 
@@ -112,7 +114,7 @@ def test_beam_and_serving_features_are_identical(transform_run, served, split):
         expected = beam[(row[features.USER_ID], round(got[XF(features.EXAMPLE_AGE)], 5))]
         for key in SERVED_OUTPUTS[:-1]:
             assert got[key] == expected[key], (row[features.USER_ID], key)
-            if key != XF(features.SEARCH_TOKENS):
+            if key not in (XF(features.SEARCH_TOKENS), XF(features.LAST_QUERY_TOKENS)):
                 assert len(got[key]) == min(H, len(row[features.HISTORY]))
         assert got[XF(features.EXAMPLE_AGE)] == pytest.approx(expected[XF(features.EXAMPLE_AGE)], abs=1e-6)
     # The raw queries were not normalised (full-width, upper case, Korean, Cyrillic): both paths
