@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import threading
@@ -149,15 +150,41 @@ def users_with_history(client, limit: int = 200) -> list[str]:
     return found
 
 
-def get_latencies(client, users, seconds: float) -> list[float]:
-    timings, deadline, i = [], time.monotonic() + seconds, 0
+def get_latencies(client, users, seconds: float) -> tuple[list[float], list[float]]:
+    """Client-measured seconds per GET, and the service's own share (its Server-Timing sum)."""
+    timings, server, deadline, i = [], [], time.monotonic() + seconds, 0
     while time.monotonic() < deadline:
         t0 = time.perf_counter()
         response = client.get(f"/v1/users/{users[i % len(users)]}/candidates", params={"k": 200})
         timings.append(time.perf_counter() - t0)
         assert response.status_code == 200, response.text
+        stages = response.headers.get("server-timing", "")
+        server.append(sum(float(part.split("dur=")[1]) for part in stages.split(",") if "dur=" in part) / 1000)
         i += 1
-    return timings
+    return timings, server
+
+
+def upsert_process(port: int, per_s: float, stop, counter) -> None:
+    """UPSERT_THREADS writers, each at its share of `per_s`, until `stop` is set."""
+    import httpx
+
+    def writer(worker: int) -> None:
+        regions = ["north", "south", "east", "west"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            interval, next_at = UPSERT_THREADS / per_s, time.monotonic() + worker / per_s
+            while not stop.is_set():
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                with counter.get_lock():
+                    n = counter.value
+                    counter.value += 1
+                client.put(f"/v1/articles/bench-load-{n}", json={"region": regions[n % 4], "category": "bench"})
+                next_at += interval
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(UPSERT_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def bench_service(args) -> dict:
@@ -168,6 +195,12 @@ def bench_service(args) -> dict:
     from serving.query import wait_until_ready
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    if args.redis_url:  # the replicas read histories from Redis: load the snapshot there first
+        from serving import model_files
+        from serving.store import load_histories_to_redis
+
+        snapshot = args.histories or model_files.resolve_model_dir(args.model).model_dir / "user_histories.parquet"
+        load_histories_to_redis(snapshot, args.redis_url, prefix="bench-live:")
     ports = [find_port() for _ in range(2 if args.redis_url else 1)]
     processes = [start(args, port, workdir / f"serve-{port}.log") for port in ports]
     try:
@@ -194,38 +227,25 @@ def bench_service(args) -> dict:
                 time.sleep(0.002)
         print(f"PUT -> visible ({'other replica via Redis' if args.redis_url else 'same replica'}), {args.listings} listings: "
               f"p50 {percentile(visible, 50):.1f} ms, max {max(visible) * 1000:.1f} ms")
-        idle = get_latencies(reader, users, args.duration)
-        stop, upserts = threading.Event(), [0]
-
-        lock = threading.Lock()
-
-        def upsert_loop(worker: int):
-            # UPSERT_THREADS writers, each at its share of the rate, so one slow answer does not
-            # lower the rate the service sees.
-            regions = ["north", "south", "east", "west"]
-            with httpx.Client(base_url=f"http://127.0.0.1:{ports[0]}", timeout=30) as client:
-                interval, next_at = UPSERT_THREADS / args.upserts_per_s, time.monotonic() + worker / args.upserts_per_s
-                while not stop.is_set():
-                    time.sleep(max(0.0, next_at - time.monotonic()))
-                    with lock:
-                        n = upserts[0]
-                        upserts[0] += 1
-                    client.put(f"/v1/articles/bench-load-{n}", json={"region": regions[n % 4], "category": "bench"})
-                    next_at += interval
-
-        threads = [threading.Thread(target=upsert_loop, args=(w,), daemon=True) for w in range(UPSERT_THREADS)]
-        for thread in threads:
-            thread.start()
-        t0 = time.monotonic()
-        loaded = get_latencies(reader, users, args.duration)
+        idle, idle_server = get_latencies(reader, users, args.duration)
+        stop, upserts = multiprocessing.Event(), multiprocessing.Value("i", 0)
+        # The writers run in their own process, so the GIL of this (measuring) process stays free.
+        writer_process = multiprocessing.Process(target=upsert_process, args=(ports[0], args.upserts_per_s, stop, upserts))
+        writer_process.start()
+        time.sleep(1.0)  # let the rate settle
+        t0, start_count = time.monotonic(), upserts.value
+        loaded, loaded_server = get_latencies(reader, users, args.duration)
+        rate = (upserts.value - start_count) / (time.monotonic() - t0)
         stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        rate = upserts[0] / (time.monotonic() - t0)
+        writer_process.join(timeout=30)
+        if writer_process.is_alive():
+            writer_process.kill()
         ratio = percentile(loaded, 99) / percentile(idle, 99)
         print(f"GET k=200 at concurrency 1, {args.duration:.0f} s each:")
-        print(f"  idle          p50 {percentile(idle, 50):6.2f} ms  p99 {percentile(idle, 99):6.2f} ms  ({len(idle)} requests)")
-        print(f"  {rate:5.1f} upserts/s p50 {percentile(loaded, 50):6.2f} ms  p99 {percentile(loaded, 99):6.2f} ms  ({len(loaded)} requests)")
+        print(f"  idle          p50 {percentile(idle, 50):6.2f} ms  p99 {percentile(idle, 99):6.2f} ms  "
+              f"(in the service: p50 {percentile(idle_server, 50):.2f}, p99 {percentile(idle_server, 99):.2f}; {len(idle)} requests)")
+        print(f"  {rate:5.1f} upserts/s p50 {percentile(loaded, 50):6.2f} ms  p99 {percentile(loaded, 99):6.2f} ms  "
+              f"(in the service: p50 {percentile(loaded_server, 50):.2f}, p99 {percentile(loaded_server, 99):.2f}; {len(loaded)} requests)")
         print(f"  p99 ratio {ratio:.2f} (target <= 1.20); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         return {
             "visible_p50_ms": percentile(visible, 50), "visible_max_ms": max(visible) * 1000,
@@ -256,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--index-type", choices=("hnsw", "ivf", "flat"), default="hnsw")
     f.add_argument("--ef-construction", type=int, default=200, help="HNSW build depth (IndexConfig's default)")
     f.add_argument("--shares", type=float, nargs="+", default=[0.001, 0.01, 0.1, 0.5])
-    f.add_argument("--exact-share", type=float, default=None, help="override filtered_search.EXACT_SHARE (by index type)")
+    f.add_argument("--exact-share", type=float, default=None, help="override filtered_search.EXACT_SHARE")
     f.add_argument("--queries", type=int, default=200)
     f.add_argument("--k", type=int, default=200)
     f.add_argument("--build-threads", type=int, default=0, help="threads for the index build (0: all)")
@@ -271,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if args.part == "filter":
+        from serving.filtered_search import EXACT_SHARE
+
+        args.exact_share = EXACT_SHARE if args.exact_share is None else args.exact_share
         report = bench_filter(args)
     else:
         report = bench_service(args)

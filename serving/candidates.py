@@ -101,7 +101,14 @@ def recommend(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    overlay = live.overlay(pair) if live is not None else None
+    if live is not None:
+        overlay = live.overlay(pair)
+    elif regions is not None:  # a filter without live state: an overlay with no live records
+        from serving.live_overlay import OverlayBuilder
+
+        overlay = OverlayBuilder(pair).snapshot()
+    else:
+        overlay = None
     if live is None:
         store = store if store is not None else pair.histories
     try:

@@ -5,10 +5,7 @@ set; fewer than k come back only when the filtered set is smaller. The strategy 
 selectivity, as Milvus and Lucene do:
 
 * selective filters (allowed share <= `exact_share`, or any filter on an exact index): exact
-  inner products over the allowed rows. The threshold depends on the index: an HNSW search costs
-  the same whatever the filter, so a scan pays up to a quarter of the corpus; an IVF search with a
-  selector computes distances only for allowed rows of the probed lists, so it wins from a few
-  percent on. Rows are kept sorted by region
+  inner products over the allowed rows. Rows are kept sorted by region
   (`RegionIndex.sorted_vectors`), so one region is one contiguous block and the scan is a
   matrix-vector product without a gather;
 * broad filters: the HNSW/IVF search itself, restricted by `faiss.IDSelectorBitmap` through
@@ -32,8 +29,7 @@ from serving import index as faiss_index
 
 LOG = logging.getLogger(__name__)
 
-# Filters allowing at most this share of the corpus are searched exactly (measured at 10^6, d=64).
-EXACT_SHARE = {"hnsw": 0.25, "ivf": 0.02}
+EXACT_SHARE = 0.25  # filters allowing at most this share of the corpus are searched exactly
 MAX_WIDENING = 16  # efSearch / nprobe grow at most this much for a filter
 EXACT = "exact"
 SELECTOR = "selector"
@@ -58,8 +54,7 @@ class RegionIndex:
       index: the served FAISS index (`IndexIDMap`, ids = rows).
       vectors: its article vectors, `float32 [n, d]`, row i = id i.
       region_codes: `int [n]`, code of each row's region (0 .. n_regions-1).
-      exact_share: filters up to this share of rows are searched exactly (default: by index type,
-        `EXACT_SHARE`).
+      exact_share: filters up to this share of rows are searched exactly.
     """
 
     def __init__(
@@ -67,7 +62,7 @@ class RegionIndex:
         index,
         vectors: np.ndarray,
         region_codes: np.ndarray,
-        exact_share: float | None = None,
+        exact_share: float = EXACT_SHARE,
     ):
         codes = np.ascontiguousarray(region_codes, dtype=np.int32)
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -78,8 +73,8 @@ class RegionIndex:
         self.index = index
         self.n = codes.shape[0]
         self.codes = codes
+        self.exact_share = exact_share
         self.index_type = faiss_index.index_type_of(index)
-        self.exact_share = EXACT_SHARE.get(self.index_type, 1.0) if exact_share is None else exact_share
         n_regions = int(codes.max()) + 1 if self.n else 0
         self.order = np.argsort(codes, kind="stable").astype(np.int64)
         self.starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_regions))]).astype(np.int64)

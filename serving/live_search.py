@@ -12,7 +12,8 @@ import numpy as np
 
 from serving import index as faiss_index
 from serving.filtered_search import top_k
-from serving.live_corpus import LiveOverlay, region_index
+from serving.live_model import region_index
+from serving.live_overlay import LiveOverlay
 
 # Beyond this many excluded rows an unfiltered search excludes them inside FAISS (a selector)
 # rather than asking for k + excluded neighbours and dropping them.
@@ -62,18 +63,10 @@ def search_live(
     else:
         codes = [corpus.region_code[r] for r in regions if r in corpus.region_code]
         main_scores, main_rows, _ = region_index(pair).search(query, k, codes, exclude)
-    if not overlay.side_ids:
+    if not overlay.n_side:
         return main_rows.tolist(), main_scores.tolist()
     side_scores = overlay.side_vectors @ query
-    allowed = np.fromiter(
-        (
-            article_id not in seen and (regions is None or region in regions)
-            for article_id, region in zip(overlay.side_ids, overlay.side_regions)
-        ),
-        dtype=bool,
-        count=len(overlay.side_ids),
-    )
-    side_rows = np.flatnonzero(allowed).astype(np.int64)
+    side_rows = np.flatnonzero(overlay.side_allowed(regions, seen)).astype(np.int64)
     scores, rows = top_k(
         np.concatenate([main_scores.astype(np.float32), side_scores[side_rows].astype(np.float32)]),
         np.concatenate([main_rows.astype(np.int64), side_rows + overlay.n_main]),

@@ -17,7 +17,8 @@ import orjson
 
 from homefeed import features
 from serving.live_articles import EmbeddedArticleLog, RedisArticleLog
-from serving.live_corpus import LiveCorpus, LiveOverlay
+from serving.live_corpus import LiveCorpus
+from serving.live_overlay import LiveOverlay
 from serving.live_events import EmbeddedLiveViews, RedisLiveViews, merge_history
 from serving.store import HistoryRow, RedisStore, StoreUnavailableError
 
@@ -54,7 +55,7 @@ class LiveState:
 
     def warm(self, pair) -> None:
         """Builds what requests of `pair` need (overlay, region index) before the first one asks."""
-        from serving.live_corpus import region_index
+        from serving.live_model import region_index
 
         self.corpus.overlay(pair)
         region_index(pair)

@@ -39,6 +39,41 @@ ArticleId = Annotated[str, Path(min_length=1, max_length=256, description="the l
 
 router = APIRouter()
 
+# Request bodies as OpenAPI documents them (/docs). The handlers read items one by one, so one bad
+# item is reported with its index instead of failing the whole body.
+_TEXT = {"type": ["string", "null"], "maxLength": 1000}
+_ARTICLE_FIELDS = {
+    "title": _TEXT, "category": _TEXT, "region": _TEXT,
+    "status": {"type": "string", "enum": ["active", "sold", "deleted"], "default": "active"},
+    "created_at": {"type": ["string", "null"], "format": "date-time"},
+}
+_VIEW = {
+    "type": "object",
+    "required": ["user_id", "article_id", "viewed_at"],
+    "properties": {
+        "type": {"type": "string", "enum": ["view"], "default": "view"},
+        "user_id": {"type": "string", "pattern": r"^[A-Za-z0-9._:@-]{1,128}$"},
+        "article_id": {"type": "string", "minLength": 1, "maxLength": 256},
+        "viewed_at": {"type": "string", "format": "date-time", "description": "RFC 3339 with offset"},
+        "event_id": {"type": "string", "maxLength": 256, "description": "idempotency key (default: viewed_at|article_id)"},
+    },
+}
+
+
+def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+EVENTS_DOC = _body_doc({"type": "object", "required": ["events"], "properties": {"events": {"type": "array", "maxItems": 1000, "items": _VIEW}}})
+ARTICLE_DOC = _body_doc({"type": "object", "properties": _ARTICLE_FIELDS})
+ARTICLES_DOC = _body_doc({
+    "type": "object", "required": ["articles"],
+    "properties": {"articles": {"type": "array", "maxItems": 1000, "items": {
+        "type": "object", "required": ["article_id"],
+        "properties": {"article_id": {"type": "string", "minLength": 1, "maxLength": 256}, **_ARTICLE_FIELDS},
+    }}},
+})
+
 
 class LiveMetrics:
     """Counters of the live endpoints, on the app's registry (see serving/metrics.py)."""
@@ -102,7 +137,7 @@ async def _items(request: Request, key: str, limit: int) -> list[Any] | Response
     return items
 
 
-@router.post(EVENTS_PATH, summary="Post live events (views)")
+@router.post(EVENTS_PATH, summary="Post live events (views)", openapi_extra=EVENTS_DOC)
 async def post_events(request: Request) -> Response:
     """Appends views to the users' live histories; answers per item.
 
@@ -183,7 +218,7 @@ def _state(record: ArticleRecord, result: str) -> dict[str, Any]:
     return {"article_id": record.article_id, "result": result, "status": record.status, "visible": record.status == ACTIVE}
 
 
-@router.put(ARTICLES_PATH + "/{article_id}", summary="Upsert a listing")
+@router.put(ARTICLES_PATH + "/{article_id}", summary="Upsert a listing", openapi_extra=ARTICLE_DOC)
 async def put_article(request: Request, article_id: ArticleId) -> Response:
     """Creates or changes a listing. `status` sold/deleted removes it from every answer at once.
 
@@ -238,7 +273,7 @@ async def get_article(request: Request, article_id: ArticleId) -> Response:
     return _json({"article_id": article_id, "status": ACTIVE, **attrs, "source": f"model {pair.version}"})
 
 
-@router.post(ARTICLES_PATH, summary="Upsert many listings (sync-articles)")
+@router.post(ARTICLES_PATH, summary="Upsert many listings (sync-articles)", openapi_extra=ARTICLES_DOC)
 async def post_articles(request: Request) -> Response:
     """Body `{"articles": [{"article_id", ...PUT fields}]}` (at most 1,000); answers per item."""
     items = await _items(request, "articles", MAX_ARTICLES_PER_REQUEST)

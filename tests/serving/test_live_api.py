@@ -199,3 +199,11 @@ def test_sync_articles_sends_a_file_of_listings(service, model, tmp_path):
     assert service.get("/v1/articles/sync-old").status_code == 404  # before --since
     got = ids_of(service.get("/v1/users/u0010/candidates", params={"k": 400}))
     assert "sync-new" in got and "a000008" not in got
+
+
+def test_the_live_endpoints_are_documented(service):
+    paths = service.get("/openapi.json").json()["paths"]
+    events = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert events["properties"]["events"]["maxItems"] == 1000
+    assert {"put", "delete", "get"} <= set(paths["/v1/articles/{article_id}"])
+    assert "region" in {p["name"] for p in paths["/v1/users/{user_id}/candidates"]["get"]["parameters"]}

@@ -13,7 +13,8 @@ import model_factory
 from homefeed.config import IndexConfig
 from serving.index_build import build_model_index
 from serving.live_articles import ArticleError, ArticleRecord, EmbeddedArticleLog, RedisArticleLog, parse_article
-from serving.live_corpus import LiveCorpus, build_overlay
+from serving.live_corpus import LiveCorpus
+from serving.live_overlay import build_overlay
 from serving.live_events import parse_timestamp
 from serving.model_pair import load_model_pair
 
@@ -93,3 +94,21 @@ def test_redis_change_log_brings_every_replica_the_same_records(redis_url):
     late.sync()
     assert late.records == one.records
     assert ArticleRecord.from_json(one.records["n2"].to_json()) == one.records["n2"]
+
+
+def test_changes_apply_incrementally_and_published_overlays_stay_as_they_were(pairs):
+    (old, _), table = pairs
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    corpus.upsert([record("m-0", "2025-02-01T00:00:00Z", region="north")], old)
+    first = corpus.overlay(old)
+    corpus.upsert([record(f"m-{i}", "2025-02-01T00:00:00Z", region="south") for i in range(1, 100)], old)  # past the buffer
+    corpus.upsert([record("m-0", "2025-02-02T00:00:00Z", region="south")], old)  # moves to a new slot
+    corpus.upsert([record("m-5", "2025-02-02T00:00:00Z", status="sold")], old)
+    now = corpus.overlay(old)
+    assert first.n_side == 1 and first.side_alive.tolist() == [True] and first.side_region_code == {"north": 0}
+    assert now.n_side == 101 and int(now.side_alive.sum()) == 99
+    south = now.side_allowed({"south"}, seen=["m-7"])
+    alive_south = {now.side_ids[j] for j in np.flatnonzero(south)}
+    assert alive_south == {f"m-{i}" for i in range(100)} - {"m-5", "m-7"}
+    assert not now.side_allowed({"north"}, seen=()).any()
+    np.testing.assert_allclose(now.side_vectors[now.side_row_of["m-42"]], model_factory.article_vectors_for(["m-42"], table)[0], rtol=1e-5, atol=1e-6)

@@ -69,3 +69,22 @@ def test_unknown_or_empty_regions_give_nothing(data):
     assert regions.search(queries[0], K, [99])[1].size == 0
     with pytest.raises(ValueError, match="must agree"):
         RegionIndex(faiss_index.build_index(vectors, "flat", IndexConfig()), vectors[:10], codes[:10])
+
+
+def test_recommend_filters_by_region_without_live_state(model_v1):
+    from serving.candidates import recommend
+    from serving.model_pair import load_model_pair
+
+    pair = load_model_pair(model_v1)
+    everything = recommend(pair, None, "u0001", k=400)
+    north = recommend(pair, None, "u0001", k=400, regions={"north"})
+    ids = pair.article_ids
+    expected = [(ids[r], s) for r, s in zip(everything.rows, everything.scores) if int(ids[r][1:]) % 2 == 0]  # even: north
+    got = [(ids[r], s) for r, s in zip(north.rows, north.scores)]
+    assert len(got) == len(expected) > 0
+    # the same articles in the same order, up to near-ties (FAISS and numpy sum in different orders)
+    key = lambda pairs: sorted((round(-s, 4), a) for a, s in pairs)  # noqa: E731
+    assert key(got) == key(expected)
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], atol=1e-5)
+    fallback = recommend(pair, None, "nobody", k=50, regions={"south"})
+    assert fallback.fallback and all(int(ids[r][1:]) % 2 == 1 for r in fallback.rows)

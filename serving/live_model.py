@@ -1,0 +1,151 @@
+"""What the live feed needs to know about a served model: attributes, regions, as_of, article tower.
+
+* `pair_corpus(pair)`: each row's attributes and region code and the model's as_of, read once from
+  the model directory and cached per loaded `ModelPair`;
+* `region_index(pair)`: its `filtered_search.RegionIndex` (built on first use);
+* `embed_articles(pair, records)`: vectors for listings from the SavedModel's `article_vectors`
+  signature, the article tower the model was trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from homefeed import features
+from serving.live_articles import ArticleRecord
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class PairCorpus:
+    """Per served model: each row's attributes, the region codes and the model's as_of."""
+
+    row_of: dict[str, int]
+    attributes: dict[str, list[str]]  # attr -> value per row
+    region_names: list[str]
+    region_code: dict[str, int]
+    region_codes: np.ndarray
+    as_of_ms: int | None
+    region_index: Any = None  # filtered_search.RegionIndex, built on first use
+    article_tower: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_PAIR_CORPORA: "weakref.WeakKeyDictionary[Any, PairCorpus]" = weakref.WeakKeyDictionary()
+_PAIR_LOCK = threading.Lock()
+
+
+def model_as_of_ms(pair) -> int | None:
+    """When the model's data was cut: its snapshot's as_of, else its newest `created_at`."""
+    from serving.store import snapshot_as_of_ms
+
+    histories = pair.model_dir / features.USER_HISTORIES_FILE
+    if histories.exists():
+        as_of = snapshot_as_of_ms(histories)
+        if as_of is not None:
+            return as_of
+    try:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = pair.model_dir / features.CORPUS_FILE
+        if "created_at" in pq.read_schema(path).names:
+            newest = pc.max(pq.read_table(path, columns=["created_at"]).column(0)).as_py()
+            if newest is not None and hasattr(newest, "timestamp"):
+                return int(newest.timestamp() * 1000)
+    except Exception:
+        LOG.debug("no created_at in %s", pair.model_dir, exc_info=True)
+    return None
+
+
+def pair_corpus(pair) -> PairCorpus:
+    """The `PairCorpus` of a loaded `ModelPair` (read once from its `articles.parquet`, then cached)."""
+    corpus = _PAIR_CORPORA.get(pair)
+    if corpus is not None:
+        return corpus
+    with _PAIR_LOCK:
+        corpus = _PAIR_CORPORA.get(pair)
+        if corpus is None:
+            corpus = _load_pair_corpus(pair)
+            _PAIR_CORPORA[pair] = corpus
+    return corpus
+
+
+def _load_pair_corpus(pair) -> PairCorpus:
+    import pyarrow.parquet as pq
+
+    ids = pair.article_ids
+    row_of = {a: r for r, a in enumerate(ids)}
+    attributes = {a: [features.MISSING_ATTRIBUTE] * len(ids) for a in features.ARTICLE_ATTRIBUTES}
+    path = pair.model_dir / features.CORPUS_FILE
+    if path.exists():
+        names = pq.read_schema(path).names
+        wanted = [a for a in features.ARTICLE_ATTRIBUTES if a in names]
+        if wanted and "article_id" in names:
+            table = pq.read_table(path, columns=["article_id", *wanted]).to_pydict()
+            for i, article_id in enumerate(table["article_id"]):
+                row = row_of.get(article_id)
+                if row is not None:
+                    for a in wanted:
+                        value = table[a][i]
+                        if value is not None:
+                            attributes[a][row] = str(value)
+    regions = attributes["region"] if "region" in attributes else [features.MISSING_ATTRIBUTE] * len(ids)
+    names_list = sorted(set(regions))
+    code = {name: i for i, name in enumerate(names_list)}
+    codes = np.fromiter((code[r] for r in regions), dtype=np.int32, count=len(regions))
+    return PairCorpus(row_of, attributes, names_list, code, codes, model_as_of_ms(pair))
+
+
+def region_index(pair):
+    """The pair's `filtered_search.RegionIndex` (built on the first filtered request)."""
+    corpus = pair_corpus(pair)
+    if corpus.region_index is None:
+        with corpus.lock:
+            if corpus.region_index is None:
+                from serving.filtered_search import RegionIndex
+
+                from serving.model_files import ARTICLE_VECTORS_FILE
+
+                vectors = np.load(pair.model_dir / ARTICLE_VECTORS_FILE, mmap_mode="r")
+                corpus.region_index = RegionIndex(pair.index, vectors, corpus.region_codes)
+    return corpus.region_index
+
+
+def article_tower(pair):
+    """The served SavedModel's `article_vectors` signature (raises ValueError when it has none)."""
+    from trainer.model_dir import ARTICLE_SIGNATURE
+
+    corpus = pair_corpus(pair)
+    if corpus.article_tower is None:
+        loaded = getattr(pair.encoder, "_loaded", None)  # the SavedModel UserEncoder loaded
+        signatures = getattr(loaded, "signatures", {})
+        if ARTICLE_SIGNATURE not in signatures:
+            raise ValueError(f"model {pair.version} has no '{ARTICLE_SIGNATURE}' signature: cannot embed new listings")
+        corpus.article_tower = signatures[ARTICLE_SIGNATURE]
+    return corpus.article_tower
+
+
+def embed_articles(pair, records: Sequence[ArticleRecord]) -> np.ndarray:
+    """Vectors of `records` from the model's article tower: `float32 [len(records), d]`."""
+    import tensorflow as tf
+
+    from trainer.model_dir import ARTICLE_INPUTS, ARTICLE_OUTPUT
+
+    if not records:
+        return np.zeros((0, pair.index.d), dtype=np.float32)
+    columns = [[r.article_id for r in records]]
+    columns += [[r.attributes()[i] for r in records] for i in range(len(features.ARTICLE_ATTRIBUTES))]
+    inputs = {key: tf.constant(values, tf.string) for key, values in zip(ARTICLE_INPUTS, columns)}
+    vectors = article_tower(pair)(**inputs)[ARTICLE_OUTPUT].numpy().astype(np.float32)
+    if vectors.shape != (len(records), pair.index.d) or not np.isfinite(vectors).all():
+        raise ValueError(f"model {pair.version}'s article tower answered {vectors.shape} / non-finite values")
+    return vectors
