@@ -154,6 +154,7 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
         "dataset": name,
         "variant": variant,
         "overrides": overrides,
+        "config": to_dict(config),
         "seed": seed,
         "train_seconds": round(train_seconds, 1),
         "epochs_run": result.metrics["epochs_run"],

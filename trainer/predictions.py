@@ -94,19 +94,21 @@ def sample_predictions(
 
 
 def read_titles(articles_file: Path) -> dict[str, str]:
-    """article id -> title from a model directory's `articles.parquet` ({} when absent)."""
+    """Corpus article id -> title ("" when it has none) from a model directory's
+    `articles.parquet` ({} when absent)."""
     if not Path(articles_file).exists():
         return {}
     frame = pd.read_parquet(articles_file)
-    if "title" not in frame.columns:
-        return {}
-    frame = frame[frame["title"].notna()]
-    return dict(zip(frame["article_id"].astype(str), frame["title"].astype(str)))
+    titles = frame["title"] if "title" in frame.columns else pd.Series([None] * len(frame))
+    return dict(zip(frame["article_id"].astype(str), titles.fillna("").astype(str)))
 
 
 def _article(article_id: str, titles: Mapping[str, str]) -> str:
+    """The article's id and title; an id the corpus lacks (e.g. a listing sold since) is marked."""
+    label = html.escape(article_id)
+    if titles and article_id not in titles:
+        return f"{label} <small style='color: #888'>(no longer in the corpus)</small>"
     title = titles.get(article_id)
-    label = f"{html.escape(article_id)}"
     return f"{label} <i>{html.escape(title)}</i>" if title else label
 
 

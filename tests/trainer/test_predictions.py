@@ -68,6 +68,7 @@ def test_the_page_shows_titles_scores_and_whether_the_held_out_view_was_found():
     page = predictions.render_html(result, sample, titles, 200, plot_png=b"\x89PNG")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "Bike &amp; helmet" in page and "<i>Sofa</i>" in page  # titles, escaped
+    assert "a2 <small style='color: #888'>(no longer in the corpus)</small>" in page  # a viewed listing since gone
     assert "u&lt;3&gt;" in page and "u<3>" not in page
     assert "found at rank 1" in page and "not found (rank 251 &gt; 200)" in page and "not rankable" in page
     assert "0.9100" in page and "0.2500" in page and "0.3750" in page  # scores, baselines
@@ -79,5 +80,5 @@ def test_the_page_shows_titles_scores_and_whether_the_held_out_view_was_found():
 
 def test_titles_come_from_the_model_directory_corpus(tmp_path):
     pd.DataFrame({"article_id": ["a1", "a2"], "title": ["One", None]}).to_parquet(tmp_path / "articles.parquet")
-    assert predictions.read_titles(tmp_path / "articles.parquet") == {"a1": "One"}
+    assert predictions.read_titles(tmp_path / "articles.parquet") == {"a1": "One", "a2": ""}
     assert predictions.read_titles(tmp_path / "absent.parquet") == {}
