@@ -1,6 +1,6 @@
 """What the search signal buys: sample data with vs without searches, and users with searches only.
 
-    .venv/bin/python benchmarks/searches.py                      # seeds 1,2,3, 1000 users, 5 epochs
+    .venv/bin/python benchmarks/searches.py                      # seeds 1,2,3, 1000 users
     .venv/bin/python benchmarks/searches.py --seeds 1 --epochs 3 --workdir /tmp/searches-bench
 
 Per seed: `candidates sample-data` (events, articles and searches.parquet), then the whole pipeline
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated sample-data seeds (default: %(default)s)")
     parser.add_argument("--users", type=int, default=1000, help="sample-data users (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=20, help="maximum training epochs; early stopping decides (default: %(default)s)")
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary directory, removed)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
