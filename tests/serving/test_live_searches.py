@@ -120,3 +120,12 @@ def test_redis_store_carries_snapshot_and_live_searches(searching, redis_url):
         # The other replica sees it: the live list is in Redis.
         assert ids_of(two.get("/v1/users/s0001/candidates", params={"k": 10})) == expected(
             model, table, [], ["sofa", "ＲＥＤ Bike!"], 10)  # fmt: skip
+
+
+def test_search_items_are_documented(searching):
+    model, _ = searching
+    with running_service(ServiceSettings(model=model)) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    items = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["events"]["items"]
+    kinds = {tuple(option["properties"]["type"]["enum"]) for option in items["oneOf"]}
+    assert kinds == {("view",), ("search",)}
