@@ -39,6 +39,11 @@ class ExtractConfig:
     dataset: str = "homefeed"
     events_table: str = "events"
     articles_table: str = "articles"
+    # Optional searches table (features.SEARCHES_REQUIRED_COLUMNS); None: no search signal, and
+    # exactly the outputs of an extract without it (recent_queries empty everywhere).
+    searches_table: str | None = None
+    # S: the most recent queries kept per training example and per user snapshot.
+    search_length: int = features.SEARCH_LENGTH
     # Cut-off for the data; None means the latest event in the data (never the wall clock).
     as_of: str | None = None
     history_length: int = features.HISTORY_LENGTH
@@ -58,6 +63,8 @@ class ExtractConfig:
         # components.extract.schema.TableRef; here only the windowing settings.
         if self.history_length < 1:
             raise ValueError(f"history_length must be >= 1, got {self.history_length}")
+        if self.search_length < 1:
+            raise ValueError(f"search_length must be >= 1, got {self.search_length}")
         for name in ("max_article_age_days", "lookback_days"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -98,6 +105,12 @@ class TransformConfig:
     vocab_top_k: int | None = features.VocabularyDefaults.top_k
     # Unknown values (articles, categories, regions) hash into this many ids >= vocabulary size.
     num_oov_buckets: int = features.VocabularyDefaults.num_oov_buckets
+    # Search tokens (homefeed.tokens: unigrams and bigrams of the recent queries): the most recent
+    # `search_length` queries are used; tokens seen fewer than `search_vocab_frequency_threshold`
+    # times in the train split hash into `search_oov_buckets` ids instead (typos, rare words).
+    search_length: int = features.SEARCH_LENGTH
+    search_vocab_frequency_threshold: int = 2
+    search_oov_buckets: int = 16
     runner: str = "DirectRunner"
     # DirectRunner only: parallel workers and how they run ("in_memory", "multi_threading",
     # "multi_processing"). Ignored by other runners.
@@ -115,6 +128,9 @@ class TransformConfig:
             raise ValueError(f"vocab_frequency_threshold must be >= 1, got {self.vocab_frequency_threshold}")
         if self.vocab_top_k is not None and self.vocab_top_k < 1:
             raise ValueError(f"vocab_top_k must be >= 1 or None, got {self.vocab_top_k}")
+        for name in ("search_length", "search_vocab_frequency_threshold", "search_oov_buckets"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         # At least one bucket: an id unseen in training must map somewhere, never crash or alias id 0.
         if self.num_oov_buckets < 1:
             raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
@@ -176,6 +192,13 @@ class TrainConfig:
         },
     )
     dropout: float = field(default=0.2, metadata={"help": "dropout after each hidden user-tower layer"})
+    search_only_share: float = field(
+        default=0.2,
+        metadata={
+            "help": "share of training examples whose views are hidden from the user tower, so it "
+            "also learns users known only by their searches (only when trained with searches)"
+        },
+    )
     share_embeddings: bool = field(
         default=True,
         metadata={"help": "history items and candidate articles share one id (and attribute) embedding"},
@@ -261,6 +284,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.tower_units must all be >= 1, got {self.tower_units}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.search_only_share < 1.0:
+            raise ValueError(f"TrainConfig.search_only_share must be in [0, 1), got {self.search_only_share}")
         if self.temperature <= 0 or self.learning_rate <= 0:
             raise ValueError(
                 f"TrainConfig.temperature and learning_rate must be > 0, got {self.temperature}, {self.learning_rate}"

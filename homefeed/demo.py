@@ -100,7 +100,11 @@ def pick_users(version_dir: Path, count: int) -> list[dict[str, Any]]:
     """A few users with several views, from the published version's history snapshot."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(version_dir / "user_histories.parquet", columns=["user_id", "history"])
+    path = version_dir / "user_histories.parquet"
+    columns = ["user_id", "history"]
+    if "recent_queries" in pq.ParquetFile(path).schema_arrow.names:
+        columns.append("recent_queries")  # the pipeline ran with searches
+    table = pq.read_table(path, columns=columns)
     rows = table.to_pylist()
     rows = [r for r in rows if len(r["history"] or []) >= 5]
     rows.sort(key=lambda r: r["user_id"])
@@ -126,18 +130,45 @@ def describe_article(article_id: str, articles: dict[str, dict[str, Any]]) -> st
     return f"{article_id}  {title}" + (f"  [{extra}]" if extra else "")
 
 
-def show_answer(user: str, answer: dict[str, Any], articles: dict[str, dict[str, Any]], history: list[str] | None) -> None:
+def show_answer(user: str, answer: dict[str, Any], articles: dict[str, dict[str, Any]], history: list[str] | None,
+                searches: list[str] | None = None) -> None:  # fmt: skip
     say()
-    if history is not None:
+    if history:
         say(f"  user {user}: last views")
         for article in history[:3]:
             say(f"      {describe_article(article, articles)}")
-    else:
+    elif not searches:
         say(f"  user {user} (never seen)")
+    if searches:
+        say(f"  user {user}: last searches  " + "  ".join(f'"{q}"' for q in searches[:4]))
     how = f"fallback: {answer.get('fallback_reason')}" if answer.get("fallback") else "personalised"
     say(f"    top {SHOW_CANDIDATES} of {len(answer['candidates'])} candidates ({how}, model {answer['model_version']}):")
     for rank, candidate in enumerate(answer["candidates"][:SHOW_CANDIDATES], 1):
         say(f"    {rank:>2}. {describe_article(candidate['article_id'], articles)}  score {candidate['score']:.3f}")
+
+
+SEARCHER = "demo-searcher"  # never viewed anything; known only from one search
+
+
+def show_search_event(base: str, articles: dict[str, dict[str, Any]]) -> None:
+    """POST one search for a user with no views, then ask for their candidates."""
+    import urllib.request
+
+    body = {"events": [{"type": "search", "user_id": SEARCHER, "query": "baby stroller",
+                        "searched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]}  # fmt: skip
+    say()
+    say(f"  $ curl -X POST {base}/v1/events -d '{json.dumps(body)}'")
+    request = urllib.request.Request(f"{base}/v1/events", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            say(f"    {response.status} {response.read().decode()}")
+    except OSError as error:
+        say(f"    not accepted ({error}); skipping the search-only user")
+        return
+    status, answer = get_json(f"{base}/v1/users/{SEARCHER}/candidates?k=200")
+    if status == 200:
+        show_answer(SEARCHER, answer, articles, None, ["baby stroller"])
 
 
 def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, Any] | None = None) -> int:
@@ -153,16 +184,18 @@ def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, 
     step(1, total, "Sample data: a simulated second-hand marketplace feed")
     data_dir = (data_dir or workdir / "data").resolve()
     events, articles = data_dir / "events.parquet", data_dir / "articles.parquet"
+    searches = data_dir / "searches.parquet"
     if events.exists() and articles.exists():
-        say(f"  reusing {events} and {articles}")
+        say(f"  reusing {events} and {articles}" + (f" and {searches}" if searches.exists() else ""))
     else:
         summary = write_sample_data(data_dir, SampleDataConfig(**DEMO_DATA))
-        say(f"  wrote {summary['events']} views by {summary['users']} users of {summary['articles']} listings to {data_dir}")
+        say(f"  wrote {summary['events']} views by {summary['users']} users of {summary['articles']} listings "
+            f"and {summary['searches']} searches to {data_dir}")  # fmt: skip
 
     step(2, total, "Pipeline: extract -> transform -> train -> evaluate + index -> gated publish (kfp.local)")
     say(f"  each stage runs as a Kubeflow component in a local subprocess; full log: {workdir / 'run-local.log'}")
     params = {**DEMO_PARAMETERS, **(parameters or {})}
-    result = run_local(events, articles, workdir, params)
+    result = run_local(events, articles, workdir, params, searches=searches if searches.exists() else None)
     for line in result.summary_lines():
         say(f"  {line}")
     if not (workdir / "LATEST").exists():
@@ -188,11 +221,13 @@ def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, 
             status, answer = get_json(f"{base}/v1/users/{user['user_id']}/candidates?k=200")
             if status != 200:
                 raise RuntimeError(f"GET candidates for {user['user_id']} answered {status}: {answer}")
-            show_answer(user["user_id"], answer, article_rows, list(user["history"]))
+            show_answer(user["user_id"], answer, article_rows, list(user["history"]), user.get("recent_queries"))
         status, answer = get_json(f"{base}/v1/users/{UNKNOWN_USER}/candidates?k=200")
         if status != 200:
             raise RuntimeError(f"GET candidates for an unknown user answered {status}: {answer}")
         show_answer(UNKNOWN_USER, answer, article_rows, None)
+        if searches.exists():
+            show_search_event(base, article_rows)
     except BaseException:
         say(f"  the service log is at {service_log}")
         raise

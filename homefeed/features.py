@@ -32,6 +32,13 @@ ARTICLES_OPTIONAL_COLUMNS: dict[str, str] = {
     "status": "STRING",
 }
 ARTICLE_STATUSES = ("active", "sold", "deleted")  # missing status means active
+# Optional third table: what users typed into search. Absent: no search signal (empty queries).
+SEARCHES_REQUIRED_COLUMNS: dict[str, str] = {
+    "user_id": "STRING",
+    "query": "STRING",
+    "searched_at": "TIMESTAMP",
+}
+QUERY_MAX_CHARS = 512  # longer queries are cut to this many characters by the SQL
 
 # Article attributes that feed both towers when present. Each one yields
 #   * `label_<attr>`   on training examples (the label article's attribute),
@@ -54,6 +61,18 @@ HISTORY = "history"  # ARRAY<STRING> of article ids, most recent first
 EXAMPLE_AGE = "example_age_days"  # as_of - viewed_at, in days (Covington et al. 2016, sec. 3.3)
 VIEWED_AT = "viewed_at"
 SPLIT = "split"
+# The user's most recent queries strictly before the example's viewed_at (serving: before now),
+# most recent first, at most SEARCH_LENGTH. Empty when no searches table is given.
+RECENT_QUERIES = "recent_queries"
+SEARCH_LENGTH = 20  # default S: the most recent queries kept
+# Transformed: the queries' unigram and bigram ids (homefeed.tokens), a vocabulary of their own.
+SEARCH_TOKENS = "search_tokens"
+# At most this many tokens per example reach the model: the first ones, i.e. the most recent
+# queries' (a user's 20 queries of one to three words give about 40-100 unigrams and bigrams).
+SEARCH_TOKENS_MAX = 64
+# The most recent query's tokens alone (same vocabulary): what the user is after right now, which
+# the mean over all recent queries dilutes.
+LAST_QUERY_TOKENS = "last_query_tokens"
 # Each user's views in time order (ties by article id): the last one is TEST (only reported, and
 # read by the publish gate; never used for a choice), the one before it VALIDATION (early stopping
 # and every tuning choice), all earlier ones TRAIN. A user with two views has only a test example
@@ -88,6 +107,7 @@ def vocabulary_name(attr: str) -> str:
 
 
 ARTICLE_VOCAB = vocabulary_name("article")
+SEARCH_TOKEN_VOCAB = vocabulary_name("search_token")
 
 # Raw columns of a training example and their types (BigQuery types; REPEATED for arrays).
 EXAMPLE_COLUMNS: dict[str, str] = {
@@ -96,6 +116,7 @@ EXAMPLE_COLUMNS: dict[str, str] = {
     **{label_attribute(a): "STRING" for a in ARTICLE_ATTRIBUTES},
     HISTORY: "ARRAY<STRING>",
     **{history_attribute(a): "ARRAY<STRING>" for a in ARTICLE_ATTRIBUTES},
+    RECENT_QUERIES: "ARRAY<STRING>",
     EXAMPLE_AGE: "FLOAT64",
     VIEWED_AT: "TIMESTAMP",
     SPLIT: "STRING",
@@ -107,6 +128,7 @@ USER_HISTORY_COLUMNS: dict[str, str] = {
     HISTORY: "ARRAY<STRING>",
     **{history_attribute(a): "ARRAY<STRING>" for a in ARTICLE_ATTRIBUTES},
     "last_viewed_at": "TIMESTAMP",
+    RECENT_QUERIES: "ARRAY<STRING>",
 }
 
 # Candidate corpus (sql/articles.sql): active articles with their attributes.
@@ -122,6 +144,7 @@ CORPUS_COLUMNS: dict[str, str] = {
 SERVING_FEATURES: tuple[str, ...] = (
     HISTORY,
     *(history_attribute(a) for a in ARTICLE_ATTRIBUTES),
+    RECENT_QUERIES,
     EXAMPLE_AGE,
 )
 # At serving time the example is "now": Covington et al. feed age 0 (or slightly negative).

@@ -28,6 +28,8 @@ Output schema (Parquet, see `write_input_tables`):
   events.parquet:   user_id string, article_id string, viewed_at timestamp[us, tz=UTC]
   articles.parquet: article_id, title, category, region string, created_at timestamp[us, tz=UTC],
                     status string (active / sold / deleted)
+  searches.parquet: user_id, query string, searched_at timestamp[us, tz=UTC]
+                    (homefeed/sample_searches.py: queries for what the user is about to view)
 """
 
 from __future__ import annotations
@@ -660,7 +662,15 @@ def write_sample_data(out_dir: str | os.PathLike, config: SampleDataConfig | Non
     Returns the summary: counts (events, users, articles, articles_by_status), first/last viewed_at,
     the paths written, and the config under `source`.
     """
+    from homefeed import sample_searches
+
     config = config or SampleDataConfig()
     events, articles = generate(config)
     source = {"generator": "homefeed.sample_data", "config": dataclasses.asdict(config)}
-    return write_input_tables(events, articles, out_dir, source=source)
+    summary = write_input_tables(events, articles, out_dir, source=source)
+    # Searches come from a generator of their own: the events and articles above do not change.
+    searches = sample_searches.simulate_searches(events, articles, config.seed)
+    summary["searches"] = int(len(searches))
+    summary["searches_path"] = sample_searches.write_searches(searches, out_dir)
+    (Path(out_dir) / DATASET_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -47,6 +47,8 @@ example:
   candidates sample-data --out data
   candidates pipeline run-local --events data/events.parquet --articles data/articles.parquet \\
       --workdir runs/local --param epochs=5
+  candidates pipeline run-local --events data/events.parquet --articles data/articles.parquet \\
+      --searches data/searches.parquet --workdir runs/local-searches
 """
 
 
@@ -106,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     local_parser.add_argument("--events", required=True, help="events table as Parquet or CSV (user_id, article_id, viewed_at)")
     local_parser.add_argument("--articles", required=True, help="articles table as Parquet or CSV (article_id, optional title, category, ...)")
+    local_parser.add_argument("--searches", help="optional searches table as Parquet or CSV (user_id, query, searched_at): the second user signal")
     local_parser.add_argument("--workdir", required=True, help="publish root and home of the run's artifacts (created)")
     local_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     local_parser.add_argument(
@@ -173,9 +176,8 @@ def _run_local(args: argparse.Namespace) -> int:
     parameters = _typed_params(args.param)
     print(f"Running the pipeline locally (kfp.local); full log in {args.workdir}/run-local.log", flush=True)
     try:
-        result = run_local(
-            args.events, args.articles, args.workdir, parameters, verbose=args.show_task_output, image=args.image
-        )
+        result = run_local(args.events, args.articles, args.workdir, parameters, verbose=args.show_task_output,
+                           searches=args.searches, image=args.image)  # fmt: skip
     except RuntimeError as error:  # a task failed; its output is in the log
         from homefeed.cli import CommandError
 

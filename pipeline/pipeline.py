@@ -71,6 +71,10 @@ def candidates_pipeline(
     bq_endpoint: str = "",
     local_events: str = "",
     local_articles: str = "",
+    # Optional searches table (user_id, query, searched_at): a BigQuery table name, or a local file.
+    searches_table: str = "",
+    local_searches: str = "",
+    search_length: int = _EXTRACT.search_length,
     as_of: str = "",
     history_length: int = _EXTRACT.history_length,
     max_article_age_days: int = 0,
@@ -116,6 +120,9 @@ def candidates_pipeline(
             bigquery_endpoint=bq_endpoint,
             local_events=local_events,
             local_articles=local_articles,
+            searches_table=searches_table,
+            local_searches=local_searches,
+            search_length=search_length,
         )
         .set_display_name("extract (BigQuery SQL)")
         .set_container_image(image)

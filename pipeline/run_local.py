@@ -170,11 +170,13 @@ def run_local(
     verbose: bool = False,
     console: TextIO | None = None,
     image: str | None = None,
+    searches: str | os.PathLike | None = None,
 ) -> LocalRunResult:
     """Runs the whole pipeline locally and publishes into `workdir`.
 
     Args:
       events, articles: the input tables as Parquet or CSV files.
+      searches: the optional searches table (user_id, query, searched_at) as Parquet or CSV.
       workdir: the publish root (created); artifacts go to `workdir/pipeline_runs/`.
       parameters: pipeline parameters to override (e.g. `{"epochs": 3}`); see `candidates pipeline
         compile` output or pipeline/pipeline.py for the list.
@@ -197,25 +199,26 @@ def run_local(
     from pipeline.pipeline import candidates_pipeline
 
     console = console or sys.stdout
-    for name, path in (("events", events), ("articles", articles)):
-        if not Path(path).is_file():
+    for name, path in (("events", events), ("articles", articles), ("searches", searches)):
+        if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"--{name} {path}: no such file")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     pipeline_root = workdir / PIPELINE_RUNS_DIR
     parameters = dict(parameters or {})
     known = set(candidates_pipeline.component_spec.inputs or {})
-    reserved = {"local_events", "local_articles", "publish_root"}
+    reserved = {"local_events", "local_articles", "local_searches", "publish_root"}
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ValueError(f"unknown pipeline parameter(s) {unknown}; known: {sorted(known - reserved)}")
     clash = sorted(set(parameters) & reserved)
     if clash:
-        raise ValueError(f"{clash} are set by run-local from --events/--articles/--workdir")
+        raise ValueError(f"{clash} are set by run-local from --events/--articles/--searches/--workdir")
     arguments = {
         **parameters,
         "local_events": str(Path(events).resolve()),
         "local_articles": str(Path(articles).resolve()),
+        "local_searches": str(Path(searches).resolve()) if searches is not None else "",
         "publish_root": str(workdir),
     }
 

@@ -1,7 +1,8 @@
 """One candidate request, without HTTP: history -> user vector -> FAISS top-k -> filter.
 
 `recommend` is what the HTTP handler calls (and what tests call directly).
-It never raises for a user it cannot personalise: an unknown user, an empty history, an
+It never raises for a user it cannot personalise: an unknown user, an empty history (no views,
+and no searches or a model that does not read them), an
 unreachable history store or a failing model call all give the popular-article fallback, marked
 `fallback=True` with the reason.
 """
@@ -139,7 +140,9 @@ def recommend(
         return _popular(pair, user_id, k, set(), UNKNOWN_USER, timings, overlay, regions)
     viewed = history.get(features.HISTORY) or []
     seen = set(viewed) if exclude_seen else set()
-    if not viewed:
+    # Searches alone personalise too, when the model reads them (trained with a searches table).
+    searched = bool(history.get(features.RECENT_QUERIES)) and getattr(pair.encoder, "uses_searches", False)
+    if not viewed and not searched:
         return _popular(pair, user_id, k, seen, EMPTY_HISTORY, timings, overlay, regions)
 
     started = time.perf_counter()

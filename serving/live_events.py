@@ -6,8 +6,9 @@ reads) holds items like
     {"type": "view", "user_id": "u1", "article_id": "a7", "viewed_at": "2024-06-01T12:00:00Z",
      "event_id": "optional idempotency key"}
 
-`type` is optional and defaults to "view"; it is the discriminator that lets later item kinds
-(e.g. "search") join without changing how views are read. Every item is checked on its own
+`type` is optional and defaults to "view"; it is the discriminator that lets other item kinds
+join without changing how views are read: `{"type": "search", ...}` items are parsed and stored
+by serving/live_searches.py, in the same per-user list. Every item is checked on its own
 (`parse_item`): a bad one is reported with its index and reason, never fails the others.
 
 Live views are kept per user, apart from the batch snapshot, as a list of
@@ -37,6 +38,7 @@ from typing import Any
 import orjson
 
 from homefeed import features
+from serving.live_searches import SEARCH, cap_entries, is_search, merge_queries, parse_search
 from serving.store import HistoryRow, StoreUnavailableError, _client, _redact
 
 LOG = logging.getLogger(__name__)
@@ -143,8 +145,8 @@ def parse_view(item: Mapping[str, Any], known_article: Callable[[str], bool] | N
     return LiveView(user_id, article_id, viewed_at_ms, key)
 
 
-# One parser per item type: a later kind (e.g. "search") adds its own parser and event class.
-ITEM_PARSERS: dict[str, Callable[..., Any]] = {VIEW: parse_view}
+# One parser per item type; searches have theirs in serving/live_searches.py.
+ITEM_PARSERS: dict[str, Callable[..., Any]] = {VIEW: parse_view, SEARCH: parse_search}
 
 
 def parse_items(
@@ -203,7 +205,7 @@ def apply_views(existing: Sequence[LiveEntry], views: Iterable[LiveView], cap: i
         merged.append(view.entry())
         added += 1
     merged.sort(key=_order, reverse=True)
-    return merged[:cap], added
+    return cap_entries(merged, cap), added
 
 
 def merge_history(
@@ -221,6 +223,17 @@ def merge_history(
     """
     if snapshot is None and not live:
         return None
+    row = _merge_views(snapshot, [e for e in live if not is_search(e)], as_of_ms, cap, attributes)
+    return merge_queries(row, snapshot, live, as_of_ms) if any(is_search(e) for e in live) else row
+
+
+def _merge_views(
+    snapshot: HistoryRow | None,
+    live: Sequence[LiveEntry],
+    as_of_ms: int | None,
+    cap: int,
+    attributes: Callable[[str], Sequence[str]] | None,
+) -> HistoryRow | None:
     newer = [e for e in live if snapshot is None or as_of_ms is None or e[0] > as_of_ms]
     if not newer:
         return snapshot
@@ -239,7 +252,10 @@ def merge_history(
                     : len(snapshot.get(features.HISTORY) or [])
                 ]
             row[column] = row[column] + old
-    return {column: values[:cap] for column, values in row.items()}
+    merged = {column: values[:cap] for column, values in row.items()}
+    if snapshot is not None and features.RECENT_QUERIES in snapshot:
+        merged[features.RECENT_QUERIES] = list(snapshot[features.RECENT_QUERIES] or [])
+    return merged
 
 
 def group_by_user(views: Iterable[LiveView]) -> dict[str, list[LiveView]]:

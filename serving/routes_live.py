@@ -58,13 +58,24 @@ _VIEW = {
         "event_id": {"type": "string", "maxLength": 256, "description": "idempotency key (default: viewed_at|article_id)"},
     },
 }
+_SEARCH = {  # serving/live_searches.py
+    "type": "object",
+    "required": ["type", "user_id", "query", "searched_at"],
+    "properties": {
+        "type": {"type": "string", "enum": ["search"]},
+        "user_id": _VIEW["properties"]["user_id"],
+        "query": {"type": "string", "minLength": 1, "description": "not blank; cut to 512 characters"},
+        "searched_at": {"type": "string", "format": "date-time", "description": "RFC 3339 with offset"},
+        "event_id": {"type": "string", "maxLength": 256, "description": "idempotency key (default: searched_at|query)"},
+    },
+}
 
 
 def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-EVENTS_DOC = _body_doc({"type": "object", "required": ["events"], "properties": {"events": {"type": "array", "maxItems": 1000, "items": _VIEW}}})
+EVENTS_DOC = _body_doc({"type": "object", "required": ["events"], "properties": {"events": {"type": "array", "maxItems": 1000, "items": {"oneOf": [_VIEW, _SEARCH]}}}})
 ARTICLE_DOC = _body_doc({"type": "object", "properties": _ARTICLE_FIELDS})
 ARTICLES_DOC = _body_doc({
     "type": "object", "required": ["articles"],
@@ -137,11 +148,12 @@ async def _items(request: Request, key: str, limit: int) -> list[Any] | Response
     return items
 
 
-@router.post(EVENTS_PATH, summary="Post live events (views)", openapi_extra=EVENTS_DOC)
+@router.post(EVENTS_PATH, summary="Post live events (views, searches)", openapi_extra=EVENTS_DOC)
 async def post_events(request: Request) -> Response:
     """Appends views to the users' live histories; answers per item.
 
-    Body: `{"events": [{"user_id", "article_id", "viewed_at": RFC 3339, "type"?: "view", "event_id"?}]}`.
+    Body: `{"events": [{"user_id", "article_id", "viewed_at": RFC 3339, "type"?: "view", "event_id"?}]}`;
+    searches are `{"type": "search", "user_id", "query", "searched_at", "event_id"?}` items.
     Answer: `{"accepted", "applied", "duplicates", "rejected": [{"index", "reason"}]}`; 422 when no
     item is valid.
     """

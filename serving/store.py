@@ -9,8 +9,9 @@ Two implementations of one interface, `get(user_id) -> history row or None`:
   filled from the same snapshot by `load_histories_to_redis` (`candidates load-histories`). In
   production a stream job keeps the keys fresh; the snapshot load bootstraps them.
 
-A history row is a dict with `history` (article ids, most recent first) and the parallel
-`history_<attr>` lists: exactly what `trainer.serving_model.UserEncoder.encode` takes.
+A history row is a dict with `history` (article ids, most recent first), the parallel
+`history_<attr>` lists and, when the user searched, `recent_queries` (most recent first):
+exactly what `trainer.serving_model.UserEncoder.encode` takes.
 """
 
 from __future__ import annotations
@@ -81,12 +82,19 @@ def read_histories(path: str | os.PathLike, batch_size: int = 10_000) -> Iterato
     if missing:
         raise ValueError(f"user histories {path} lacks column(s) {missing}; it has {sorted(names)}")
     columns = [features.USER_ID, *(c for c in HISTORY_COLUMNS if c in names)]
+    # Recent searches ride along when the snapshot has them (an extract with a searches table).
+    with_queries = features.RECENT_QUERIES in names
+    if with_queries:
+        columns.append(features.RECENT_QUERIES)
     for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
         data = batch.to_pydict()
         for i, user_id in enumerate(data[features.USER_ID]):
             if user_id is None:
                 continue
-            yield str(user_id), {c: list(data[c][i] or []) if c in data else [] for c in HISTORY_COLUMNS}
+            row = {c: list(data[c][i] or []) if c in data else [] for c in HISTORY_COLUMNS}
+            if with_queries and data[features.RECENT_QUERIES][i]:
+                row[features.RECENT_QUERIES] = list(data[features.RECENT_QUERIES][i])
+            yield str(user_id), row
 
 
 def snapshot_as_of_ms(path: str | os.PathLike) -> int | None:
@@ -159,7 +167,10 @@ class EmbeddedStore:
 
 
 def encode_row(row: HistoryRow) -> bytes:
-    return orjson.dumps({c: row.get(c, []) for c in HISTORY_COLUMNS})
+    value = {c: row.get(c, []) for c in HISTORY_COLUMNS}
+    if row.get(features.RECENT_QUERIES):  # only users who searched carry the key
+        value[features.RECENT_QUERIES] = row[features.RECENT_QUERIES]
+    return orjson.dumps(value)
 
 
 def decode_row(value: bytes, where: str = "the stored value") -> HistoryRow:
@@ -169,9 +180,15 @@ def decode_row(value: bytes, where: str = "the stored value") -> HistoryRow:
         row = orjson.loads(value)
         if not isinstance(row, dict) or not all(isinstance(row.get(c) or [], list) for c in HISTORY_COLUMNS):
             raise ValueError(f"not an object of lists {list(HISTORY_COLUMNS)}")
+        queries = row.get(features.RECENT_QUERIES)
+        if queries is not None and not (isinstance(queries, list) and all(isinstance(q, str) for q in queries)):
+            raise ValueError(f"{features.RECENT_QUERIES} is not a list of strings")
     except ValueError as error:
         raise StoreUnavailableError(f"{where} is not a history row ({str(error)[:100]})") from None
-    return {c: list(row.get(c) or []) for c in HISTORY_COLUMNS}
+    decoded = {c: list(row.get(c) or []) for c in HISTORY_COLUMNS}
+    if queries:
+        decoded[features.RECENT_QUERIES] = list(queries)
+    return decoded
 
 
 def _client(url: str, timeout_s: float):

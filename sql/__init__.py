@@ -4,6 +4,9 @@
     user_histories.sql     each user's latest views: the serving snapshot
     articles.sql           the candidate corpus: active articles with their view counts
     input_report.sql       row counts of the input and of every cleaning step (for the summary)
+    example_searches.sql   optional searches table: each view's recent queries (before the view)
+    user_searches.sql      optional searches table: each user's latest queries (serving snapshot)
+    search_report.sql      optional searches table: row counts of it and of its cleaning steps
 
 Values reach the queries only as BigQuery query parameters (`@as_of`, `@not_after`, `@history_length`,
 `@max_article_age_days`, `@lookback_days`). Table names cannot be query parameters in BigQuery, so
@@ -23,9 +26,12 @@ import re
 from importlib import resources
 
 QUERIES = ("training_examples", "user_histories", "articles", "input_report")
-PLACEHOLDERS = ("events", "articles")
-# A shared fragment, not a query of its own: spliced in where a query says {{cleaned_inputs}}.
-INCLUDES = ("cleaned_inputs",)
+# Run only when a searches table is given (`searches` is then a placeholder too).
+SEARCH_QUERIES = ("example_searches", "user_searches", "search_report")
+PLACEHOLDERS = ("events", "articles", "searches")
+# Shared fragments, not queries of their own: spliced in where a query says {{cleaned_inputs}}
+# or {{cleaned_searches}}.
+INCLUDES = ("cleaned_inputs", "cleaned_searches")
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 _PARAMETER = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
@@ -34,8 +40,8 @@ _COMMENT = re.compile(r"--[^\n]*")
 
 def read_query(name: str) -> str:
     """The text of `sql/<name>.sql` (a query or an include), placeholders and all."""
-    if name not in QUERIES + INCLUDES:
-        raise ValueError(f"unknown query {name!r}; known: {', '.join(QUERIES)}")
+    if name not in QUERIES + SEARCH_QUERIES + INCLUDES:
+        raise ValueError(f"unknown query {name!r}; known: {', '.join(QUERIES + SEARCH_QUERIES)}")
     return resources.files(__name__).joinpath(f"{name}.sql").read_text(encoding="utf-8")
 
 
@@ -45,8 +51,8 @@ def render_query(name: str, relations: dict[str, str]) -> str:
     `relations` values must come from `components.extract.schema` (validated identifiers only).
     Raises ValueError if a placeholder has no relation, so nothing half-rendered reaches BigQuery.
     """
-    if name not in QUERIES:
-        raise ValueError(f"unknown query {name!r}; known: {', '.join(QUERIES)}")
+    if name not in QUERIES + SEARCH_QUERIES:
+        raise ValueError(f"unknown query {name!r}; known: {', '.join(QUERIES + SEARCH_QUERIES)}")
     # Comments go first, so a placeholder named in a comment is never substituted.
     text = strip_comments(read_query(name))
     for include in INCLUDES:

@@ -88,4 +88,6 @@ FROM windowed AS w
 CROSS JOIN cutoff AS c
 -- "Has an earlier view" is tested on the position, not on the array: an empty frame gives a NULL
 -- array in BigQuery, which its API returns as [].
-WHERE w.position > 1
+-- With a searches table (@include_first_views), a first view is an example too: the extract keeps
+-- it only when queries came before it (a user who searched, then viewed).
+WHERE w.position > 1 OR @include_first_views

@@ -27,6 +27,7 @@ import pandas as pd
 import tensorflow as tf
 
 from homefeed import features
+from homefeed.config import TransformConfig
 from trainer import model as model_lib
 
 LOG = logging.getLogger(__name__)
@@ -110,12 +111,19 @@ class TransformedData:
             LOG.warning("%s does not record num_oov_buckets; assuming 1", summary_path)
         history_length = int(config.get("history_length", features.HISTORY_LENGTH))
         known = tft_output.vocabulary_size_by_name(features.ARTICLE_VOCAB)
+        search_tokens = 0
+        if model_lib.SEARCH_KEY in spec:
+            known_tokens = search_vocabulary_size(tft_output)
+            if known_tokens:
+                search_oov = int(config.get("search_oov_buckets", TransformConfig().search_oov_buckets))
+                search_tokens = known_tokens + search_oov
         vocab = model_lib.VocabularySizes(
             articles=known + num_oov,
             attributes={
                 a: tft_output.vocabulary_size_by_name(features.vocabulary_name(a)) + num_oov for a in attributes
             },
             known_articles=known,
+            search_tokens=search_tokens,
         )
         return cls(path, tft_output, vocab, history_length, num_oov, files, spec, summary)
 
@@ -125,7 +133,10 @@ class TransformedData:
         Two models with the same hash map every raw id to the same embedding row.
         """
         digest = hashlib.sha256()
-        for name in (features.ARTICLE_VOCAB, *(features.vocabulary_name(a) for a in self.attributes)):
+        names = [features.ARTICLE_VOCAB, *(features.vocabulary_name(a) for a in self.attributes)]
+        if self.vocab.search_tokens:  # absent: the hash of a model without searches, unchanged
+            names.append(features.SEARCH_TOKEN_VOCAB)
+        for name in names:
             digest.update(name.encode() + b"\0")
             digest.update(tf.io.gfile.GFile(self.tft_output.vocabulary_file_by_name(name), "rb").read())
             digest.update(b"\0")
@@ -151,14 +162,28 @@ class TransformedData:
         return corpus
 
 
+def search_vocabulary_size(tft_output: Any) -> int:
+    """Known search tokens in a transform output; 0 when training had no queries (TFT then writes
+    a single placeholder token into the empty vocabulary)."""
+    from tensorflow_transform import analyzers
+
+    size = int(tft_output.vocabulary_size_by_name(features.SEARCH_TOKEN_VOCAB))
+    if size == 1:
+        dummy = analyzers.get_empy_vocabulary_dummy_value(tf.string)[1]
+        if tft_output.vocabulary_by_name(features.SEARCH_TOKEN_VOCAB)[0] == dummy:
+            return 0
+    return size
+
+
 def dense_features(parsed: Mapping[str, Any], history_length: int) -> dict[str, tf.Tensor]:
     """Parsed transformed features -> the dense batch the model takes (see module docstring)."""
     out: dict[str, tf.Tensor] = {}
     for key, value in parsed.items():
         if isinstance(value, tf.SparseTensor):
-            dense = tf.sparse.to_dense(value, default_value=model_lib.PAD_ID)[:, :history_length]
-            # Always exactly H wide: fixed shapes (one trace of the training step) and batches concatenate.
-            missing = history_length - tf.shape(dense)[1]
+            width = features.SEARCH_TOKENS_MAX if key in model_lib.SEARCH_KEYS else history_length
+            dense = tf.sparse.to_dense(value, default_value=model_lib.PAD_ID)[:, :width]
+            # Always exactly W wide: fixed shapes (one trace of the training step) and batches concatenate.
+            missing = width - tf.shape(dense)[1]
             dense = tf.pad(dense, [[0, 0], [0, missing]], constant_values=model_lib.PAD_ID)
             out[key] = tf.cast(dense, tf.int32)
         elif value.dtype == tf.int64:

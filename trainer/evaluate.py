@@ -44,6 +44,7 @@ EXAMPLE_COLUMNS = (
     features.LABEL,
     features.HISTORY,
     *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
+    features.RECENT_QUERIES,  # optional (searches): the model reads them as the service does
     features.EXAMPLE_AGE,
     features.VIEWED_AT,
     features.SPLIT,
@@ -88,7 +89,8 @@ def _seen_pairs(train: pa.Table, eval_rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row_dicts(eval_rows: pd.DataFrame) -> list[dict[str, list[str]]]:
-    keys = [features.HISTORY, *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES)]
+    keys = [features.HISTORY, *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
+            features.RECENT_QUERIES]  # fmt: skip
     keys = [k for k in keys if k in eval_rows.columns]
     columns = {k: eval_rows[k].tolist() for k in keys}
     return [{k: list(columns[k][i]) if columns[k][i] is not None else [] for k in keys} for i in range(len(eval_rows))]

@@ -41,6 +41,8 @@ from trainer.model_dir import (  # the SavedModel's interface, shared with train
     ARTICLE_OUTPUT,
     ARTICLE_SIGNATURE,
     HISTORY_INPUTS,
+    QUERY_INPUTS,
+    USER_INPUTS,
     SERVING_SIGNATURE,
     USER_OUTPUT,
 )
@@ -70,7 +72,7 @@ class ServingModule(tf.Module):
         self.serve = tf.function(
             self._serve,
             input_signature=[
-                *(tf.TensorSpec([None, None], tf.string, name=key) for key in HISTORY_INPUTS),
+                *(tf.TensorSpec([None, None], tf.string, name=key) for key in (*HISTORY_INPUTS, *QUERY_INPUTS)),
                 tf.TensorSpec([None], tf.float32, name=features.EXAMPLE_AGE),
             ],
         )
@@ -79,10 +81,12 @@ class ServingModule(tf.Module):
             input_signature=[tf.TensorSpec([None], tf.string, name=key) for key in ARTICLE_INPUTS],
         )
 
-    def _serve(self, history, history_category, history_region, example_age_days):
+    def _serve(self, history, history_category, history_region, recent_queries, example_age_days):
         given = dict(zip(HISTORY_INPUTS, (history, history_category, history_region)))
         # from_dense drops the "" padding, so the transform sees exactly the real history items.
         raw: dict[str, Any] = {features.HISTORY: tf.sparse.from_dense(history)}
+        if self.model.search_embedding is not None:
+            raw[features.RECENT_QUERIES] = tf.sparse.from_dense(recent_queries)
         for attr in self._attributes:
             key = features.history_attribute(attr)
             raw[key] = tf.sparse.from_dense(given[key])
@@ -93,6 +97,9 @@ class ServingModule(tf.Module):
             name = features.transformed_name(key)
             dense[name] = tf.sparse.to_dense(transformed[name], default_value=model_lib.PAD_ID)
         dense[model_lib.AGE_KEY] = transformed[model_lib.AGE_KEY]
+        if self.model.search_embedding is not None:
+            for key in model_lib.SEARCH_KEYS:
+                dense[key] = tf.sparse.to_dense(transformed[key], default_value=model_lib.PAD_ID)
         return {USER_OUTPUT: self.model.user_vectors(dense, training=False)}
 
     def _article_vectors(self, label, label_category, label_region):
@@ -250,9 +257,11 @@ def write_model_dir(
             "num_train_examples": int(artifacts.num_train_examples),
             "l2_normalized": artifacts.train_config.l2_normalize,
             "history_length": artifacts.extra_config.get("history_length"),
+            # The user tower reads recent_queries (trained with searches; serving/candidates.py).
+            "uses_searches": module.model.search_embedding is not None,
             "signature": {
                 "name": SERVING_SIGNATURE,
-                "inputs": [*HISTORY_INPUTS, features.EXAMPLE_AGE],
+                "inputs": list(USER_INPUTS),
                 "output": USER_OUTPUT,
             },
             "best_epoch": artifacts.metrics.get("best_epoch"),
@@ -273,7 +282,7 @@ def _smoke_test(signature: Any, dim: int) -> None:
     """One call with an unknown article and one with an empty history: must give finite `[2, d]`."""
     strings = tf.constant([["__never_seen_article__"], [""]])
     out = signature(
-        **{key: strings for key in HISTORY_INPUTS},
+        **{key: strings for key in (*HISTORY_INPUTS, *QUERY_INPUTS)},
         **{features.EXAMPLE_AGE: tf.constant([0.0, 0.0])},
     )[USER_OUTPUT].numpy()
     if out.shape != (2, dim) or not np.isfinite(out).all():

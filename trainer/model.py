@@ -3,8 +3,9 @@
 User tower: the masked mean of the history's article embeddings, the masked mean of the most
 recent `recent_items` of them, an order-aware pooling of the sequence (`user_pooling`: SASRec-style
 self-attention with recency positions, or a GRU; trainer/sequence.py), the masked means of the
-history's attribute embeddings (category and region preferences) and the z-scored example age,
-concatenated and fed through ReLU layers to a user vector of size d.
+history's attribute embeddings (category and region preferences), the masked mean of the recent
+search queries' token embeddings (unigrams and bigrams, Covington et al.'s "search vector"; only when
+the transform built a search vocabulary) and the z-scored example age, concatenated and fed through ReLU layers to a user vector of size d.
 
 Article tower: the article id embedding concatenated with the article's attribute embeddings,
 projected linearly to size d; an article unseen in training (OOV id) still gets a vector from its
@@ -35,6 +36,9 @@ PAD_ID = -1  # history padding; any negative id is treated as padding
 HISTORY_KEY = features.transformed_name(features.HISTORY)
 AGE_KEY = features.transformed_name(features.EXAMPLE_AGE)
 LABEL_KEY = features.transformed_name(features.LABEL)
+SEARCH_KEY = features.transformed_name(features.SEARCH_TOKENS)
+LAST_QUERY_KEY = features.transformed_name(features.LAST_QUERY_TOKENS)
+SEARCH_KEYS = (SEARCH_KEY, LAST_QUERY_KEY)
 
 
 def history_attribute_key(attr: str) -> str:
@@ -57,8 +61,13 @@ class VocabularySizes:
     attributes: Mapping[str, int] = field(default_factory=dict)
     # Known (in-vocabulary) article ids are 0 .. known_articles - 1; OOV buckets follow.
     known_articles: int = 0
+    # Search token table size (vocabulary + OOV buckets); 0: no search part in the user tower
+    # (no searches in training), and the model is exactly the one without this feature.
+    search_tokens: int = 0
 
     def __post_init__(self) -> None:
+        if self.search_tokens < 0:
+            raise ValueError(f"search_tokens must be >= 0, got {self.search_tokens}")
         if self.articles < 1 or any(size < 1 for size in self.attributes.values()):
             raise ValueError(f"vocabulary sizes must be >= 1, got {self}")
 
@@ -116,6 +125,13 @@ class TwoTowerModel(keras.Model):
                 if config.share_embeddings
                 else table(vocab.attributes[attr], config.attribute_embedding_dim, f"history_{attr}_embedding", 20 + i)
             )
+        self.search_embedding = (
+            table(vocab.search_tokens, config.embedding_dim, "search_token_embedding", 70)
+            if vocab.search_tokens
+            else None
+        )
+        # Training only: hides the views of `search_only_share` of the rows (see user_vectors).
+        self._search_only_seed = keras.random.SeedGenerator(seed + 80) if self.search_embedding is not None else None
         tower = []
         for i, units in enumerate(config.tower_units):
             tower.append(
@@ -161,10 +177,11 @@ class TwoTowerModel(keras.Model):
         """Ids made safe for lookup: padding -> 0 (masked later), anything too large -> last OOV id."""
         return tf.clip_by_value(tf.cast(ids, tf.int32), 0, size - 1)
 
-    def _fixed_width(self, ids: tf.Tensor) -> tf.Tensor:
-        """`[B, L]` int ids -> `[B, H]`: cut to the first H columns or right-padded with `PAD_ID`."""
-        ids = tf.cast(ids, tf.int32)[:, : self.history_length]
-        missing = self.history_length - tf.shape(ids)[1]
+    def _fixed_width(self, ids: tf.Tensor, width: int | None = None) -> tf.Tensor:
+        """`[B, L]` int ids -> `[B, W]` (W = H by default): the first W columns, right-padded with `PAD_ID`."""
+        width = width or self.history_length
+        ids = tf.cast(ids, tf.int32)[:, :width]
+        missing = width - tf.shape(ids)[1]
         return tf.pad(ids, [[0, 0], [0, missing]], constant_values=PAD_ID)
 
     def user_vectors(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -173,11 +190,17 @@ class TwoTowerModel(keras.Model):
         Args:
           inputs: `history_xf` int `[B, L]` (most recent first, right-padded with `PAD_ID`; L may
             be 0; columns beyond H are ignored), `history_<attr>_xf` int `[B, L]` parallel to it (optional: missing attributes
-            are left out) and `example_age_days_xf` float `[B]` (z-scored).
+            are left out), `search_tokens_xf` int `[B, T]` (right-padded with `PAD_ID`; used only
+            when the model has a search part; columns beyond SEARCH_TOKENS_MAX ignored) and
+            `example_age_days_xf` float `[B]` (z-scored).
           training: enables dropout.
         """
         history = self._fixed_width(inputs[HISTORY_KEY])
         mask = history >= 0
+        if training and self._search_only_seed is not None and self.config.search_only_share > 0:
+            # Some rows as a user known only by searches would be: every history part sees nothing.
+            draw = keras.random.uniform([tf.shape(history)[0], 1], seed=self._search_only_seed)
+            mask = mask & (draw >= self.config.search_only_share)
         embedded = self.history_embedding(self._ids(history, self.vocab.articles))
         parts = [masked_mean(embedded, mask)]
         if self.config.recent_items:
@@ -190,6 +213,16 @@ class TwoTowerModel(keras.Model):
             embedded_attr = self.history_attribute_embeddings[attr](self._ids(values, self.vocab.attributes[attr]))
             # The history's mask, not the attribute's: the columns are parallel by contract.
             parts.append(masked_mean(embedded_attr, mask & (values >= 0)))
+        if self.search_embedding is not None:
+            # A row without queries (or inputs without the key) gives zeros, like an empty history.
+            # Two parts: all recent queries' tokens, and the most recent query's alone.
+            for key in SEARCH_KEYS:
+                given = inputs.get(key)
+                search = self._fixed_width(
+                    given if given is not None else tf.fill([tf.shape(history)[0], 1], PAD_ID), features.SEARCH_TOKENS_MAX
+                )
+                embedded_search = self.search_embedding(self._ids(search, self.vocab.search_tokens))
+                parts.append(masked_mean(embedded_search, search >= 0))
         parts.append(tf.reshape(tf.cast(inputs[AGE_KEY], tf.float32), [-1, 1]))
         x = tf.concat(parts, axis=1)
         for layer in self.user_layers:
@@ -212,5 +245,8 @@ class TwoTowerModel(keras.Model):
         dummy = {HISTORY_KEY: tf.fill([1, 1], PAD_ID), AGE_KEY: tf.zeros([1])}
         for attr in self.attributes:
             dummy[history_attribute_key(attr)] = tf.fill([1, 1], PAD_ID)
+        if self.search_embedding is not None:
+            for key in SEARCH_KEYS:
+                dummy[key] = tf.fill([1, 1], PAD_ID)
         self.user_vectors(dummy)
         self.article_vectors(tf.zeros([1], tf.int32), {a: tf.zeros([1], tf.int32) for a in self.attributes})

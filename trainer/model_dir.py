@@ -42,6 +42,11 @@ HISTORY_INPUTS: tuple[str, ...] = (
     features.HISTORY,
     *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
 )
+# The user's recent queries, most recent first, padded with "" like the histories; each value
+# normalised text (homefeed.tokens.normalise; trainer/serving_model.py applies it).
+QUERY_INPUTS: tuple[str, ...] = (features.RECENT_QUERIES,)
+# Every input of the serving signature, in its order.
+USER_INPUTS: tuple[str, ...] = (*HISTORY_INPUTS, *QUERY_INPUTS, features.EXAMPLE_AGE)
 ARTICLE_INPUTS: tuple[str, ...] = (
     features.LABEL,
     *(features.label_attribute(a) for a in features.ARTICLE_ATTRIBUTES),

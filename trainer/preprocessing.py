@@ -7,12 +7,19 @@ the serving model, so training and serving features cannot drift apart. Everythi
 Raw inputs (`raw_feature_spec()`), batch size B:
   * `history`, `history_<attr>`: `tf.SparseTensor` string `[B, None]` (VarLen), most recent first,
     parallel to each other;
-  * `label`, `label_<attr>`, `user_id`: string `[B]`; `example_age_days`: float32 `[B]`.
+  * `label`, `label_<attr>`, `user_id`: string `[B]`; `example_age_days`: float32 `[B]`;
+  * `recent_queries`: `tf.SparseTensor` string `[B, None]` (VarLen), most recent first, NFKC-
+    normalised text (homefeed.tokens.normalise; the extract and the serving encoder apply it).
 
 Outputs (`features.transformed_name`):
   * `history_xf`, `history_<attr>_xf`: `tf.SparseTensor` int64 `[B, <=H]`, vocabulary ids, the H
     most recent views, order kept;
   * `label_xf`, `label_<attr>_xf`: int64 `[B]`;
+  * `search_tokens_xf`: `tf.SparseTensor` int64 `[B, <=SEARCH_TOKENS_MAX]`: the unigrams and
+    bigrams of the `search_length` most recent queries (trainer/text_ops.py), as ids of the
+    `search_token_vocab` vocabulary (tokens seen at least `search_vocab_frequency_threshold`
+    times in training), `search_oov_buckets` hashed ids after it for the rest;
+  * `last_query_tokens_xf`: the same for the most recent query alone;
   * `example_age_days_xf`: float32 `[B]`, z-scored with the training split's mean and deviation;
   * `user_id`: string `[B]`, passed through unchanged (lets evaluation group examples by user).
 
@@ -33,6 +40,7 @@ import tensorflow_transform as tft
 
 from homefeed import features
 from homefeed.config import TransformConfig
+from trainer import text_ops
 
 TensorLike = tf.Tensor | tf.SparseTensor
 
@@ -67,6 +75,7 @@ def raw_feature_spec() -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]
     spec.update({key: tf.io.FixedLenFeature([], tf.string) for key in LABEL_KEYS})
     spec[features.USER_ID] = tf.io.FixedLenFeature([], tf.string)
     spec[features.EXAMPLE_AGE] = tf.io.FixedLenFeature([], tf.float32)
+    spec[features.RECENT_QUERIES] = tf.io.VarLenFeature(tf.string)
     return spec
 
 
@@ -142,12 +151,37 @@ def transform(inputs: Mapping[str, TensorLike], config: TransformConfig) -> dict
         outputs[features.transformed_name(history_key)] = apply(history)
         outputs[features.transformed_name(label_key)] = apply(inputs[label_key])
 
+    if features.RECENT_QUERIES in inputs:
+        outputs.update(search_token_ids(inputs[features.RECENT_QUERIES], config))
     outputs[features.transformed_name(features.EXAMPLE_AGE)] = tft.scale_to_z_score(
         tf.cast(inputs[features.EXAMPLE_AGE], tf.float32), name="example_age_z_score"
     )
     if features.USER_ID in inputs:
         outputs[features.USER_ID] = tf.identity(inputs[features.USER_ID])
     return outputs
+
+
+def search_token_ids(queries: tf.SparseTensor, config: TransformConfig) -> dict[str, tf.SparseTensor]:
+    """`recent_queries [B, Q]` -> `search_tokens_xf` and `last_query_tokens_xf` (the first query's
+    tokens only), int64 `[B, <=SEARCH_TOKENS_MAX]`, ids of one vocabulary (see module docstring).
+
+    Without any query in training the vocabulary holds only TFT's placeholder token, and every
+    row is empty: the model then has no search part (trainer/data.py).
+    """
+    recent = truncate_history(queries, config.search_length)
+    tokens = truncate_history(text_ops.query_tokens(recent), features.SEARCH_TOKENS_MAX)
+    vocabulary = tft.vocabulary(
+        tokens.values,
+        frequency_threshold=config.search_vocab_frequency_threshold if config.search_vocab_frequency_threshold > 1 else None,
+        vocab_filename=features.SEARCH_TOKEN_VOCAB,
+        weights=tf.ones_like(tokens.values, dtype=tf.float32),  # see _shared_vocabulary
+        name=features.SEARCH_TOKEN_VOCAB,
+    )
+    last = truncate_history(text_ops.query_tokens(truncate_history(queries, 1)), features.SEARCH_TOKENS_MAX)
+    return {
+        features.transformed_name(key): tft.apply_vocabulary(value, vocabulary, num_oov_buckets=config.search_oov_buckets)
+        for key, value in ((features.SEARCH_TOKENS, tokens), (features.LAST_QUERY_TOKENS, last))
+    }
 
 
 def make_preprocessing_fn(

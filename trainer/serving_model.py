@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from homefeed import features
+from homefeed import features, tokens
 # The SavedModel's interface, named where trainer/export.py also takes it from.
 from trainer.model_dir import HISTORY_INPUTS as HISTORY_KEYS
+from trainer.model_dir import QUERY_INPUTS as QUERY_KEYS
 from trainer.model_dir import SAVED_MODEL_DIR
 from trainer.model_dir import SERVING_SIGNATURE as SIGNATURE
 from trainer.model_dir import USER_OUTPUT as OUTPUT_KEY
@@ -36,6 +37,10 @@ def pad_histories(
     of strings; missing attribute columns are filled with `features.MISSING_ATTRIBUTE`. Histories
     longer than `history_length` keep their most recent `history_length` entries. `width` is at
     least 1 so an all-empty batch still has a valid shape.
+
+    `recent_queries` (optional, most recent first) becomes its own `[batch, width_q]` column: the
+    first `features.SEARCH_LENGTH` queries, each `homefeed.tokens.normalise`d (the form the
+    extract writes), blank ones left out.
     """
     histories = [_as_list(row.get(features.HISTORY))[:history_length] for row in rows]
     width = max([1, *(len(h) for h in histories)])
@@ -50,7 +55,27 @@ def pad_histories(
                 values = (given + [features.MISSING_ATTRIBUTE] * len(history))[: len(history)]
             column[i, : len(values)] = values
         batch[key] = column
+    for key in QUERY_KEYS:
+        queries = [
+            [q for q in (tokens.normalise(v) for v in _as_list(row.get(key))) if q.strip()][: features.SEARCH_LENGTH]
+            for row in rows
+        ]
+        column = np.full((len(rows), max([1, *(len(q) for q in queries)])), "", dtype=object)
+        for i, values in enumerate(queries):
+            column[i, : len(values)] = values
+        batch[key] = column
     return batch
+
+
+def _manifest_value(model_dir: Path, key: str, default):
+    import json
+
+    from trainer.model_dir import MANIFEST_FILE
+
+    try:
+        return json.loads((model_dir / MANIFEST_FILE).read_text()).get(key, default)
+    except (OSError, ValueError):
+        return default
 
 
 class UserEncoder:
@@ -75,6 +100,11 @@ class UserEncoder:
             raise ValueError(f"{path} has no '{SIGNATURE}' signature (has {list(self._loaded.signatures)})")
         self._signature = self._loaded.signatures[SIGNATURE]
         self.history_length = history_length
+        # Models exported before searches existed take no query input: leave it out for them.
+        self._inputs = set(self._signature.structured_input_signature[1])
+        # Whether the user tower reads the queries (the model was trained with searches): only
+        # then can a user with searches but no views be personalised.
+        self.uses_searches = bool(_manifest_value(self.model_dir, "uses_searches", False))
         self.dim = int(self._signature.structured_outputs[OUTPUT_KEY].shape[-1])
 
     def encode(
@@ -91,7 +121,7 @@ class UserEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         tf = self._tf
         padded = pad_histories(rows, self.history_length)
-        inputs = {key: tf.constant(value, dtype=tf.string) for key, value in padded.items()}
+        inputs = {key: tf.constant(value, dtype=tf.string) for key, value in padded.items() if key in self._inputs}
         ages = np.broadcast_to(np.asarray(example_age_days, dtype=np.float32), (len(rows),))
         inputs[features.EXAMPLE_AGE] = tf.constant(ages, tf.float32)
         return self._signature(**inputs)[OUTPUT_KEY].numpy()

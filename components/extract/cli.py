@@ -26,6 +26,11 @@ Cleaning (counted in extract_summary.json): events with a missing id or time are
 exact duplicates (user, article, viewed_at) collapsed, events of unknown articles dropped, and
 events dated after this machine's clock plus --max-clock-skew dropped (they cannot have happened
 yet); as_of is never later than that either.
+Searches (optional: --searches FILE, or --searches-table NAME): each training example gets the
+user's --search-length most recent queries made strictly before its view, most recent first, and
+each user history the latest ones; users who searched but viewed nothing get a history row too.
+Blank queries are dropped and counted, queries over 512 characters cut. Without it, the outputs
+are those of an extract without searches (recent_queries empty).
 Missing columns, wrong types and empty tables stop the run with an error naming the table and
 column.
 """
@@ -33,6 +38,7 @@ column.
 EPILOG = """\
 examples:
   candidates extract --events data/events.parquet --articles data/articles.parquet --out work/extract
+  candidates extract --events data/events.parquet --articles data/articles.parquet --searches data/searches.parquet --out work/extract
   candidates extract --events events.csv --articles articles.csv --out work/extract --as-of 2024-03-01
   candidates extract --project my-project --dataset homefeed --out work/extract --max-article-age-days 90
 """
@@ -50,16 +56,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     local = parser.add_argument_group("local files")
     local.add_argument("--events", metavar="FILE", help="events as Parquet or CSV: user_id, article_id, viewed_at")
     local.add_argument("--articles", metavar="FILE", help="articles as Parquet or CSV: article_id [, title, category, region, created_at, status]")
+    local.add_argument("--searches", metavar="FILE", help="optional searches as Parquet or CSV: user_id, query, searched_at")
     local.add_argument("--endpoint", metavar="URL", help="use the BigQuery emulator already running at URL (e.g. http://127.0.0.1:9050)")
     remote = parser.add_argument_group("BigQuery tables")
     remote.add_argument("--project", help="Google Cloud project holding the tables (local: the emulator's project)")
     remote.add_argument("--dataset", help="dataset holding the tables (default: homefeed)")
     remote.add_argument("--events-table", default="events", metavar="NAME", help="events table: TABLE, DATASET.TABLE or PROJECT.DATASET.TABLE (default: %(default)s)")
     remote.add_argument("--articles-table", default="articles", metavar="NAME", help="articles table (default: %(default)s)")
+    remote.add_argument("--searches-table", metavar="NAME", help="optional searches table (user_id, query, searched_at); default: none")
     remote.add_argument("--location", help="BigQuery location to run in, e.g. EU (default: BigQuery's choice)")
     window = parser.add_argument_group("windowing")
     window.add_argument("--as-of", metavar="TIMESTAMP", help="cut-off, ISO 8601 (e.g. 2024-03-01 or 2024-03-01T12:00:00Z); default: the latest event, never today")
     window.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH, metavar="H", help="views kept per history (default: %(default)s)")
+    window.add_argument("--search-length", type=int, default=features.SEARCH_LENGTH, metavar="S", help="recent queries kept per example and user (default: %(default)s)")
     window.add_argument("--max-article-age-days", type=int, metavar="N", help="corpus: only articles created within N days before as_of (default: no limit)")
     window.add_argument("--lookback-days", type=int, metavar="N", help="ignore views older than N days before as_of (default: keep all)")
     window.add_argument(
@@ -81,6 +90,8 @@ def handle(args: argparse.Namespace) -> int:
     local = bool(args.events or args.articles)
     if local and not (args.events and args.articles):
         raise CommandError("give both --events and --articles (local files), or neither (BigQuery tables)")
+    if args.searches and not local:
+        raise CommandError("--searches FILE goes with --events and --articles; for a BigQuery table use --searches-table")
     if not local and not (args.project and args.dataset):
         raise CommandError(
             "say where the tables are: --events FILE --articles FILE (local), or --project P --dataset D "
@@ -91,6 +102,8 @@ def handle(args: argparse.Namespace) -> int:
         "articles_table": args.articles_table,
         "as_of": args.as_of,
         "history_length": args.history_length,
+        "search_length": args.search_length,
+        "searches_table": args.searches_table or ("searches" if args.searches else None),
         "max_article_age_days": args.max_article_age_days,
         "lookback_days": args.lookback_days,
         "location": args.location,
@@ -106,7 +119,8 @@ def handle(args: argparse.Namespace) -> int:
         if local:
             # The emulator dies with this process whatever kills it; SIGTERM unwinds in order.
             with lifetime.children_die_with_me("candidates extract"):
-                summary = extract.extract_local(args.events, args.articles, args.out, config, endpoint=args.endpoint)
+                summary = extract.extract_local(args.events, args.articles, args.out, config, endpoint=args.endpoint,
+                                                searches_path=args.searches)  # fmt: skip
         elif args.endpoint:
             client = warehouse.emulator_client(args.endpoint, config.project)
             summary = extract.extract_bigquery(client, args.out, config, use_storage_api=False,

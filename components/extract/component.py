@@ -20,6 +20,9 @@ def extract(
     bigquery_endpoint: str,
     local_events: str,
     local_articles: str,
+    searches_table: str,
+    local_searches: str,
+    search_length: int,
     examples: Output[Dataset],
     summary: Output[Metrics],
 ):
@@ -30,6 +33,8 @@ def extract(
         is started on loopback, the files are loaded into it and the same SQL runs there;
       * `bigquery_endpoint` set: an emulator already running at that URL, tables already loaded;
       * otherwise: BigQuery itself, `project`.`dataset`, with the pod's default credentials.
+    The optional searches table: `local_searches` (a file, with the local files) or
+    `searches_table` (a table name); both empty: no searches, exactly the extract without them.
     Empty strings and zeros mean "not set" (KFP parameters have no None).
     """
     from components import runtime
@@ -49,12 +54,17 @@ def extract(
         history_length=history_length,
         max_article_age_days=max_article_age_days or None,
         lookback_days=lookback_days or None,
+        searches_table=searches_table or ("searches" if local_searches else None),
+        search_length=search_length,
     )
     if bool(local_events) != bool(local_articles):
         raise ValueError("set both local_events and local_articles (files for the embedded emulator), or neither")
+    if local_searches and not local_events:
+        raise ValueError("local_searches goes with local_events and local_articles; for a table use searches_table")
     if local_events:
         result = extracting.extract_local(
-            local_events, local_articles, examples.path, config, endpoint=bigquery_endpoint or None
+            local_events, local_articles, examples.path, config, endpoint=bigquery_endpoint or None,
+            searches_path=local_searches or None,
         )
     elif bigquery_endpoint:
         client = warehouse.emulator_client(bigquery_endpoint, project)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sql
-from components.extract import schema
+from components.extract import schema, searches
 from homefeed import config as config_lib
 from homefeed import features, lifetime
 from homefeed.config import ExtractConfig
@@ -98,6 +98,12 @@ class ExtractSummary:
                 f"  events              {inputs['events_rows']} read, {inputs['events_used']} used "
                 f"({inputs['users']} users, {inputs['articles_viewed']} articles viewed)",
                 f"  articles            {inputs['articles_rows']} read",
+                *(
+                    [f"  searches            {inputs['searches_rows']} read, {inputs['searches_used']} used "
+                     f"({inputs['search_users']} users, {inputs['searches_truncated']} cut to "
+                     f"{features.QUERY_MAX_CHARS} characters)"]
+                    if "searches_rows" in inputs else []
+                ),  # fmt: skip
                 f"  dropped             {dropped}",
                 f"  excluded            {excluded}",
                 f"  training_examples   {rows['training_examples']} ("
@@ -118,8 +124,12 @@ def extract_local(
     config: ExtractConfig | None = None,
     *,
     endpoint: str | None = None,
+    searches_path: str | Path | None = None,
 ) -> ExtractSummary:
     """Load Parquet/CSV `events` and `articles` files into a BigQuery emulator and extract from it.
+
+    `searches_path`: the optional searches file (features.SEARCHES_REQUIRED_COLUMNS), loaded as
+    table `config.searches_table` (default name `searches`).
 
     Starts a throw-away emulator on a free loopback port (or uses the one at `endpoint`), loads the
     files into `config.project`.`config.dataset` (replacing tables of the same names) and runs
@@ -128,8 +138,16 @@ def extract_local(
     """
     from components.extract import warehouse
 
+    import dataclasses
+
     config = config or ExtractConfig()
+    if searches_path is not None and not config.searches_table:
+        config = dataclasses.replace(config, searches_table="searches")
     events_ref, articles_ref = table_refs(config)
+    searches_ref = searches.table_ref(config) if searches_path is not None else None
+    search_rows = warehouse.read_input_file(searches_path, "searches") if searches_path is not None else None
+    if searches_path is None and config.searches_table:
+        raise ValueError(f"searches_table {config.searches_table!r} is set but no searches file was given")
     events = warehouse.read_input_file(events_path, "events")
     articles = warehouse.read_input_file(articles_path, "articles")
     for what, path, table in (("events", events_path, events), ("articles", articles_path, articles)):
@@ -141,6 +159,8 @@ def extract_local(
     def run(client: bigquery.Client, read_client: Any, where: str) -> ExtractSummary:
         warehouse.load_table(client, events_ref, events)
         warehouse.load_table(client, articles_ref, articles)
+        if searches_ref is not None:
+            warehouse.load_table(client, searches_ref, search_rows)
         return extract_bigquery(client, out_dir, config, use_storage_api=False, read_client=read_client,
                                 source=where)  # fmt: skip
 
@@ -200,6 +220,12 @@ def extract_bigquery(
             schema.check_articles_columns(f"articles table {articles_ref.sql}", _columns(client, articles_ref, "articles")),
         ),
     }
+    searches_ref = searches.table_ref(config)
+    if searches_ref is not None:
+        relations["searches"] = schema.searches_relation(
+            searches_ref,
+            schema.check_searches_columns(f"searches table {searches_ref.sql}", _columns(client, searches_ref, "searches")),
+        )
     staging = (events_ref.project, events_ref.dataset) if read_client is not None else None
     runner = _QueryRunner(client, relations, config.location, use_storage_api, read_client, staging)
 
@@ -209,6 +235,7 @@ def extract_bigquery(
         "max_article_age_days": ("INT64", config.max_article_age_days),
         "lookback_days": ("INT64", config.lookback_days),
         "not_after": ("TIMESTAMP", not_after),
+        **searches.parameters(config),
     }
     report = runner.run("input_report", parameters).to_pylist()[0]
     _refuse_unusable_input(report, events_ref, articles_ref, config)
@@ -219,6 +246,8 @@ def extract_bigquery(
 
     results = {name: runner.run(name, parameters) for name in OUTPUT_FILES}
     check_history_order(results["training_examples"], config.history_length)
+    found = searches.run(runner, parameters) if searches_ref is not None else None
+    results = searches.attach(results, found)
     outputs = {name: _conform(name, table) for name, table in results.items()}
     _refuse_empty_outputs(outputs, report, config)
 
@@ -233,16 +262,17 @@ def extract_bigquery(
             "user_histories": outputs["user_histories"].num_rows,
             "articles": outputs["articles"].num_rows,
         },
-        inputs={k: int(report[k]) for k in ("events_rows", "articles_rows", "events_used", "users", "articles_viewed")},
+        inputs={k: int(report[k]) for k in ("events_rows", "articles_rows", "events_used", "users", "articles_viewed")}
+        | ({k: found.report[k] for k in searches.INPUT_COUNTS} if found else {}),
         dropped={
             k: int(report[k])
             for k in ("events_missing_ids", "events_duplicates", "events_unknown_article", "events_in_future",
                       "articles_missing_ids", "articles_duplicate_ids")
-        },  # fmt: skip
+        } | ({k: found.report[k] for k in searches.DROPPED_COUNTS} if found else {}),  # fmt: skip
         excluded={
             k: int(report[k])
             for k in ("events_after_as_of", "events_before_lookback", "articles_inactive", "articles_too_old")
-        },
+        } | ({k: found.report[k] for k in searches.EXCLUDED_COUNTS} if found else {}),
         source=redact(source or f"bigquery project {client.project}"),  # an endpoint URL may carry credentials
         config=config_lib.to_dict(config),
         out_dir=str(out_dir.absolute()),
@@ -458,9 +488,13 @@ def _log_cleaning(summary: ExtractSummary) -> None:
         "articles_missing_ids": "articles with a missing article_id",
         "articles_duplicate_ids": "duplicate article rows (kept the most recently created)",
     }
+    labels.update(searches.LABELS)
     for key, count in summary.dropped.items():
         if count:
             LOG.warning("dropped %d %s", count, labels[key])
+    if summary.inputs.get("searches_truncated"):
+        LOG.info("cut %d queries longer than %d characters", summary.inputs["searches_truncated"],
+                 features.QUERY_MAX_CHARS)  # fmt: skip
     for key, count in summary.excluded.items():
         if count:
             LOG.info("excluded %d %s", count, key.replace("_", " "))

@@ -151,3 +151,13 @@ def check_articles_columns(label: str, columns: Mapping[str, str]) -> dict[str, 
     return check_columns(
         label, columns, features.ARTICLES_REQUIRED_COLUMNS, features.ARTICLES_OPTIONAL_COLUMNS
     )
+
+
+def searches_relation(table: TableRef, found: Mapping[str, tuple[str, str]]) -> str:
+    """`(SELECT user_id, query, searched_at FROM `p.d.t`)` for the searches placeholder."""
+    return f"(SELECT {_projection(found, features.SEARCHES_REQUIRED_COLUMNS)} FROM {table.sql})"
+
+
+def check_searches_columns(label: str, columns: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """`check_columns` for the optional searches table."""
+    return check_columns(label, columns, features.SEARCHES_REQUIRED_COLUMNS)

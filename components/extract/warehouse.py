@@ -354,12 +354,17 @@ def _stop(process: subprocess.Popen[str], pump: _OutputPump) -> None:
 CONTRACTS: dict[str, dict[str, str]] = {
     "events": dict(features.EVENTS_REQUIRED_COLUMNS),
     "articles": {**features.ARTICLES_REQUIRED_COLUMNS, **features.ARTICLES_OPTIONAL_COLUMNS},
+    "searches": dict(features.SEARCHES_REQUIRED_COLUMNS),
 }
-_REQUIRED = {"events": features.EVENTS_REQUIRED_COLUMNS, "articles": features.ARTICLES_REQUIRED_COLUMNS}
+_REQUIRED = {
+    "events": features.EVENTS_REQUIRED_COLUMNS,
+    "articles": features.ARTICLES_REQUIRED_COLUMNS,
+    "searches": features.SEARCHES_REQUIRED_COLUMNS,
+}
 
 
 def read_input_file(path: str | Path, table: str) -> pa.Table:
-    """Read the `events` or `articles` table from a Parquet file (or directory) or a CSV file.
+    """Read the `events`, `articles` or `searches` table from a Parquet file (or directory) or a CSV file.
 
     Keeps only the contract's columns (extra ones are ignored), renamed to their contract spelling,
     and returns them typed for loading: strings stay strings (CSV ids are never turned into

@@ -56,6 +56,7 @@ DEAD_LETTER_SUFFIX = ".jsonl"
 VOCABULARIES: tuple[str, ...] = (
     features.ARTICLE_VOCAB,
     *(features.vocabulary_name(a) for a in features.ARTICLE_ATTRIBUTES),
+    features.SEARCH_TOKEN_VOCAB,
 )
 # Written by the pipeline, read back by the driver for the summary, then deleted.
 _COUNTS_FILE = "_counts.json"
@@ -505,6 +506,8 @@ def run_transform(
     )
     # Read only the columns we need when every file has them (all do, after find_input_files).
     columns = list(records.REQUIRED_COLUMNS)
+    if all(name in f.schema.names for f in inputs for name in records.QUERY_COLUMNS):
+        columns += list(records.QUERY_COLUMNS)  # optional: older extracts lack it (empty queries)
     pattern = inputs[0].path if len(inputs) == 1 else _join(
         _join(examples_dir, features.TRAINING_EXAMPLES_FILE), "*.parquet"
     )

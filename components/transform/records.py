@@ -7,7 +7,10 @@ it fails, in `REASONS` order) and is returned as a JSON-friendly dead letter; go
 
   * `history`, `history_<attr>`: `list<string>` (VarLen: SparseTensor in the transform);
   * `label`, `label_<attr>`, `user_id`: `list<string>` with exactly one value per row;
-  * `example_age_days`: `list<float32>` with exactly one value per row.
+  * `example_age_days`: `list<float32>` with exactly one value per row;
+  * `recent_queries`: `list<string>` (VarLen), each query normalised (homefeed.tokens), optional: a file without it (an extract from before
+    searches existed) reads as empty lists. A row needs a history or queries (a first view with
+    earlier searches has no history).
 
 Standard library + pyarrow + numpy only (no TensorFlow), so it is cheap to test and to import.
 """
@@ -26,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from homefeed import features
+from homefeed import features, tokens
 
 # Raw columns the transform reads, by kind. `viewed_at` is not needed: it only orders the SQL.
 LIST_COLUMNS: tuple[str, ...] = (
@@ -39,6 +42,8 @@ STRING_COLUMNS: tuple[str, ...] = (
     *(features.label_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
 )
 FLOAT_COLUMNS: tuple[str, ...] = (features.EXAMPLE_AGE,)
+# Optional: absent means no queries for any row.
+QUERY_COLUMNS: tuple[str, ...] = (features.RECENT_QUERIES,)
 REQUIRED_COLUMNS: tuple[str, ...] = (*STRING_COLUMNS, *LIST_COLUMNS, *FLOAT_COLUMNS, features.SPLIT)
 SPLITS: tuple[str, ...] = features.SPLITS
 
@@ -48,6 +53,7 @@ RAW_ARROW_SCHEMA = pa.schema(
         *(pa.field(c, pa.list_(pa.string())) for c in LIST_COLUMNS),
         *(pa.field(c, pa.list_(pa.string())) for c in STRING_COLUMNS),
         *(pa.field(c, pa.list_(pa.float32())) for c in FLOAT_COLUMNS),
+        *(pa.field(c, pa.list_(pa.string())) for c in QUERY_COLUMNS),
     ]
 )
 
@@ -68,11 +74,13 @@ def _reasons() -> tuple[str, ...]:
         elif column in LIST_COLUMNS:
             reasons += [f"{column} has a null value", f"{column} has an empty string"]
             if column == features.HISTORY:
-                reasons.append(f"{column} is empty")
+                reasons.append(f"{column} and {features.RECENT_QUERIES} are empty")
             else:
                 reasons.append(f"{column} length differs from history")
         elif column in FLOAT_COLUMNS:
             reasons.append(f"{column} is not finite")
+    for column in QUERY_COLUMNS:
+        reasons += [f"{column} has the wrong type", f"{column} has a null value"]
     reasons.append(_BAD_SPLIT)
     return tuple(reasons)
 
@@ -163,6 +171,21 @@ _CONVERTERS = {
 }
 
 
+def _normalised(column: pa.Array) -> pa.Array:
+    """Each query `homefeed.tokens.normalise`d (NFKC, lower case): the text the serving encoder
+    sends too, so files written by other tools than the extract cannot cause skew."""
+    cache: dict[str, str] = {}
+
+    def one(query: str | None) -> str | None:
+        if query is None:
+            return None
+        if query not in cache:
+            cache[query] = tokens.normalise(query)
+        return cache[query]
+
+    return pa.array([[one(q) for q in row] for row in column.to_pylist()], pa.list_(pa.string()))
+
+
 def _scalar_as_list(column: pa.Array) -> pa.ListArray:
     """`[a, b, c]` -> `[[a], [b], [c]]` without copying the values (the adapter wants lists)."""
     offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32))
@@ -189,6 +212,18 @@ def validate(batch: pa.RecordBatch, source: str = "") -> ValidatedBatch:
     check = _Checker(n)
     columns: dict[str, pa.Array] = {}
     names = set(batch.schema.names)
+    for name in QUERY_COLUMNS:
+        column = _as_string_lists(batch.column(name)) if name in names else pa.array([[]] * n, pa.list_(pa.string()))
+        if column is None:
+            check.flag(True, f"{name} has the wrong type")
+            column = pa.array([[]] * n, pa.list_(pa.string()))
+        column = pc.if_else(pc.is_null(column), pa.scalar([], pa.list_(pa.string())), column)
+        values = pc.list_flatten(column)
+        parents = pc.list_parent_indices(column).to_numpy()
+        check.flag_rows(parents[np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False), dtype=bool)],
+                        f"{name} has a null value")  # fmt: skip
+        columns[name] = _normalised(column)
+    has_queries = pc.greater(pc.list_value_length(columns[features.RECENT_QUERIES]), 0)
 
     for name in REQUIRED_COLUMNS:
         if name not in names:
@@ -215,7 +250,8 @@ def validate(batch: pa.RecordBatch, source: str = "") -> ValidatedBatch:
             check.flag_rows(parents[empty_values], f"{name} has an empty string")
             lengths = pc.list_value_length(column)
             if name == features.HISTORY:
-                check.flag(pc.equal(lengths, 0), f"{name} is empty")
+                check.flag(pc.and_(pc.equal(lengths, 0), pc.invert(has_queries)),
+                           f"{name} and {features.RECENT_QUERIES} are empty")  # fmt: skip
             elif features.HISTORY in columns:
                 history_lengths = pc.list_value_length(columns[features.HISTORY])
                 check.flag(pc.not_equal(lengths, history_lengths), f"{name} length differs from history")
@@ -241,7 +277,8 @@ def validate(batch: pa.RecordBatch, source: str = "") -> ValidatedBatch:
         arrays = []
         for field_ in RAW_ARROW_SCHEMA:
             column = pc.filter(pc.filter(columns[field_.name], good_mask), in_split)
-            arrays.append(column if field_.name in LIST_COLUMNS else _scalar_as_list(column))
+            listed = field_.name in LIST_COLUMNS or field_.name in QUERY_COLUMNS
+            arrays.append(column if listed else _scalar_as_list(column))
         result.by_split[split_name] = pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
     return result
 

@@ -218,3 +218,75 @@ def expected_candidates(model_dir: Path, table: np.ndarray, history: list[str], 
     order = np.argsort(-scores, kind="stable")
     seen = set(history) if exclude_seen else set()
     return [(ids[i], float(scores[i])) for i in order if ids[i] not in seen][:k]
+
+
+def save_searching_model(path: Path, dim: int, seed: int) -> np.ndarray:
+    """Like `save_hashing_model`, but the signature also takes `recent_queries` (as the real model
+    trained with searches does) and the user vector is the normalised mean of the hashed history
+    ids and hashed (already normalised) queries together. Returns the embedding table."""
+    import tensorflow as tf
+
+    table = np.random.default_rng(seed).normal(size=(NUM_BUCKETS, dim)).astype(np.float32)
+
+    class SearchingUserModel(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = tf.Variable(table, trainable=False)
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
+                tf.TensorSpec([None, None], tf.string, name=features.history_attribute("category")),
+                tf.TensorSpec([None, None], tf.string, name=features.history_attribute("region")),
+                tf.TensorSpec([None, None], tf.string, name=features.RECENT_QUERIES),
+                tf.TensorSpec([None], tf.float32, name=features.EXAMPLE_AGE),
+            ]
+        )
+        def serve(self, history, history_category, history_region, recent_queries, example_age_days):
+            del history_category, history_region
+            both = tf.concat([history, recent_queries], axis=1)
+            buckets = tf.strings.to_hash_bucket_fast(both, NUM_BUCKETS)
+            mask = tf.cast(tf.not_equal(both, ""), tf.float32)[..., tf.newaxis]
+            summed = tf.reduce_sum(tf.gather(self.table, buckets) * mask, axis=1)
+            mean = summed / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+            mean += 0.0 * example_age_days[:, tf.newaxis]
+            return {"user_vector": tf.math.l2_normalize(mean, axis=-1)}
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name=features.LABEL),
+                tf.TensorSpec([None], tf.string, name=features.label_attribute("category")),
+                tf.TensorSpec([None], tf.string, name=features.label_attribute("region")),
+            ]
+        )
+        def article_vectors(self, label, label_category, label_region):
+            del label_category, label_region
+            vectors = tf.gather(self.table, tf.strings.to_hash_bucket_fast(label, NUM_BUCKETS))
+            return {"article_vector": tf.math.l2_normalize(vectors, axis=-1)}
+
+    module = SearchingUserModel()
+    tf.saved_model.save(
+        module, str(path), signatures={"serving_default": module.serve, "article_vectors": module.article_vectors}
+    )
+    return table
+
+
+def add_searches(model_dir: Path, queries: dict[str, list[str]], version: str) -> None:
+    """Adds `recent_queries` to the model's snapshot (users not in it get an empty history) and
+    marks the manifest `uses_searches`, as the trainer does for a model trained with searches."""
+    path = model_dir / features.USER_HISTORIES_FILE
+    frame = pd.read_parquet(path)
+    frame[features.RECENT_QUERIES] = [queries.get(u, []) for u in frame[features.USER_ID]]
+    extra = [u for u in queries if u not in set(frame[features.USER_ID])]
+    if extra:
+        frame = pd.concat([frame, pd.DataFrame({
+            features.USER_ID: extra, features.HISTORY: [[] for _ in extra],
+            features.history_attribute("category"): [[] for _ in extra],
+            features.history_attribute("region"): [[] for _ in extra],
+            "last_viewed_at": pd.Series([pd.NaT] * len(extra), dtype="datetime64[us, UTC]"),
+            features.RECENT_QUERIES: [queries[u] for u in extra],
+        })], ignore_index=True)  # fmt: skip
+    frame.to_parquet(path, index=False)
+    manifest = write_manifest(model_dir, version)
+    manifest["uses_searches"] = True
+    (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))

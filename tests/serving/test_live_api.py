@@ -111,7 +111,8 @@ def test_a_sold_listing_never_appears_again_fallback_included(service, model):
         (view("u0001", "a000001", 1719835200), "RFC 3339"),
         (view(["u0001"], "a000001"), "user_id"),
         (view("u0001", 7), "article_id"),
-        ({**view("u0001", "a000001"), "type": "search"}, "unknown event type"),
+        ({**view("u0001", "a000001"), "type": "click"}, "unknown event type"),
+        ({**view("u0001", "a000001"), "type": "search"}, "unknown field"),
         ("not an object", "JSON object"),
     ],
 )

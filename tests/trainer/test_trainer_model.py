@@ -164,3 +164,57 @@ def test_log_expected_counts_mixes_in_batch_and_uniform_sampling():
 def test_loss_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="vector sizes differ"):
         loss_lib.retrieval_loss(tf.zeros([2, 4]), tf.zeros([3, 5]), tf.constant([0, 1]), tf.constant([0, 1, 2]), 0.1)
+
+
+SEARCH_VOCAB = model_lib.VocabularySizes(
+    articles=21, attributes={"category": 5, "region": 3}, known_articles=20, search_tokens=12
+)
+
+
+def _with_search(inputs: dict[str, tf.Tensor], tokens: list[list[int]], width: int | None = None) -> dict:
+    width = width or max(1, max(len(t) for t in tokens))
+    ids = np.full((len(tokens), width), model_lib.PAD_ID, np.int32)
+    for i, t in enumerate(tokens):
+        ids[i, : len(t)] = t
+    return {**inputs, model_lib.SEARCH_KEY: tf.constant(ids), model_lib.LAST_QUERY_KEY: tf.constant(ids)}
+
+
+def test_without_searches_the_model_is_the_one_from_before():
+    """search_tokens=0 adds no weights, and the same seed gives bit-identical vectors."""
+    plain = model_lib.TwoTowerModel(VOCAB, H, _config())
+    plain.build_all()
+    assert plain.search_embedding is None
+    assert not any("search" in w.path for w in plain.weights)
+    with_key = _with_search(_inputs([[1, 2]]), [[3]])  # an unused input changes nothing
+    np.testing.assert_array_equal(plain.user_vectors(with_key), plain.user_vectors(_inputs([[1, 2]])))
+
+
+def test_search_part_is_a_masked_mean_of_token_embeddings():
+    m = model_lib.TwoTowerModel(SEARCH_VOCAB, H, _config())
+    m.build_all()
+    base = _inputs([[1, 2], [], []])
+    narrow = m.user_vectors(_with_search(base, [[3, 4], [3, 4], []])).numpy()
+    wide = m.user_vectors(_with_search(base, [[3, 4], [3, 4], []], width=model_lib.features.SEARCH_TOKENS_MAX + 7)).numpy()
+    np.testing.assert_array_equal(narrow, wide)  # padding changes nothing
+    # Order does not matter (a mean), but the tokens do: a user with no views is told apart by them.
+    swapped = m.user_vectors(_with_search(base, [[4, 3], [4, 3], []])).numpy()
+    np.testing.assert_allclose(swapped, narrow, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(narrow[1], narrow[2], atol=1e-4)
+    other = m.user_vectors(_with_search(base, [[3, 4], [7, 8], []])).numpy()
+    assert not np.allclose(other[1], narrow[1], atol=1e-4)
+    # The search input reads the embedding's masked mean (checked with numpy on the table).
+    table = m.search_embedding.embeddings.numpy()
+    np.testing.assert_allclose(
+        model_lib.masked_mean(tf.constant(table[[[3, 4, 0]]]), tf.constant([[True, True, False]])).numpy()[0],
+        table[[3, 4]].mean(axis=0), rtol=1e-6,
+    )
+    assert np.isfinite(m.user_vectors(_with_search(_inputs([[]]), [[]])).numpy()).all()
+
+
+def test_search_only_share_hides_views_in_training_only():
+    m = model_lib.TwoTowerModel(SEARCH_VOCAB, H, _config(dropout=0.0, search_only_share=0.9999))
+    m.build_all()
+    rows = _with_search(_inputs([[1, 2, 3], [4]]), [[3, 4], [5]])
+    blank = _with_search(_inputs([[], []]), [[3, 4], [5]])
+    np.testing.assert_allclose(m.user_vectors(rows, training=True), m.user_vectors(blank), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(m.user_vectors(rows), m.user_vectors(blank), atol=1e-4)  # serving sees the views

@@ -17,8 +17,9 @@ from trainer import preprocessing
 XF = features.transformed_name
 
 
-def _row(user, label, lc, lr, history, hc, hr, age):
+def _row(user, label, lc, lr, history, hc, hr, age, queries=()):
     return {
+        features.RECENT_QUERIES: list(queries),
         features.USER_ID: user,
         features.LABEL: label,
         "label_category": lc,
@@ -33,10 +34,15 @@ def _row(user, label, lc, lr, history, hc, hr, age):
 # With H = 2 the truncated histories are [a, b], [a], [b, a]: counts over history + label are
 # a 5, b 2, d 1 (c and e only appear beyond H); categories x 6, y 2 (z beyond H); regions r1 6, r2 2.
 ROWS = [
-    _row("u1", "d", "x", "r1", ["a", "b", "c"], ["x", "y", "x"], ["r1", "r1", "r2"], 1.0),
+    _row("u1", "d", "x", "r1", ["a", "b", "c"], ["x", "y", "x"], ["r1", "r1", "r2"], 1.0,
+         ["baby stroller", "유모차 baby"]),
     _row("u2", "a", "x", "r1", ["a"], ["x"], ["r1"], 3.0),
-    _row("u3", "a", "x", "r2", ["b", "a", "e"], ["y", "x", "z"], ["r2", "r1", "r1"], 5.0),
+    _row("u3", "a", "x", "r2", ["b", "a", "e"], ["y", "x", "z"], ["r2", "r1", "r1"], 5.0,
+         ["baby-stroller!", "lamp"]),
 ]
+# Search tokens (unigrams, then bigrams, query by query): u1 baby stroller "baby stroller" 유모차
+# baby "유모차 baby"; u3 baby stroller "baby stroller" lamp. Threshold 2 keeps baby (3), then
+# stroller and "baby stroller" (2 each; ties in descending byte order); the rest is OOV (id 3).
 Z = math.sqrt(1.5)  # (5 - 3) / std([1, 3, 5])
 
 
@@ -52,20 +58,22 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
         expected = [
             {XF("history"): [0, 1], XF("history_category"): [0, 1], XF("history_region"): [0, 0],
              XF("label"): 2, XF("label_category"): 0, XF("label_region"): 0,
-             XF("example_age_days"): -Z, "user_id": b"u1"},
+             XF("example_age_days"): -Z, "user_id": b"u1", XF("search_tokens"): [0, 1, 2, 3, 0, 3],
+             XF("last_query_tokens"): [0, 1, 2]},
             {XF("history"): [0], XF("history_category"): [0], XF("history_region"): [0],
              XF("label"): 0, XF("label_category"): 0, XF("label_region"): 0,
-             XF("example_age_days"): 0.0, "user_id": b"u2"},
+             XF("example_age_days"): 0.0, "user_id": b"u2", XF("search_tokens"): [], XF("last_query_tokens"): []},
             {XF("history"): [1, 0], XF("history_category"): [1, 0], XF("history_region"): [1, 0],
              XF("label"): 0, XF("label_category"): 0, XF("label_region"): 1,
-             XF("example_age_days"): Z, "user_id": b"u3"},
+             XF("example_age_days"): Z, "user_id": b"u3", XF("search_tokens"): [0, 1, 2, 3], XF("last_query_tokens"): [0, 1, 2]},
         ]
         self.assertAnalyzeAndTransformResults(
             ROWS,
             _metadata(),
-            preprocessing.make_preprocessing_fn(TransformConfig(history_length=2)),
+            preprocessing.make_preprocessing_fn(TransformConfig(history_length=2, search_oov_buckets=1)),
             expected_data=expected,
             expected_vocab_file_contents={
+                features.SEARCH_TOKEN_VOCAB: [b"baby", b"stroller", b"baby stroller"],
                 features.ARTICLE_VOCAB: [b"a", b"b", b"d"],
                 "category_vocab": [b"x", b"y"],
                 "region_vocab": [b"r1", b"r2"],

@@ -14,7 +14,7 @@ import pytest
 
 from components.transform import cli as transform_cli
 from components.transform import job
-from homefeed import features
+from homefeed import features, tokens
 from homefeed.config import TransformConfig
 
 from transform_testdata import (
@@ -85,6 +85,11 @@ def test_summary_counts_records_in_out_and_dead_letters(transform_run):
         features.ARTICLE_VOCAB: len(vocab),
         features.vocabulary_name("category"): 3,
         features.vocabulary_name("region"): 2,
+        # Search tokens (homefeed.tokens, the plain-Python reference) seen twice or more in train.
+        features.SEARCH_TOKEN_VOCAB: sum(n >= 2 for n in collections.Counter(
+            t for r in good if r[features.SPLIT] == features.TRAIN_SPLIT
+            for t in tokens.query_tokens(r[features.RECENT_QUERIES])[: features.SEARCH_TOKENS_MAX]
+        ).values()),
     }
     assert summary["config"]["history_length"] == H
     assert summary["config"]["beam_args"] == ["--job_name", "transform-test"]
@@ -147,7 +152,20 @@ def test_transformed_examples_match_an_independent_computation(transform_run):
         for e in _read_examples(transform_run.output_dir, split):
             key = (e.pop(features.USER_ID).decode(), round(e.pop(XF(features.EXAMPLE_AGE)), 4))
             got[key] = e
+        searched = {key: e.pop(XF(features.SEARCH_TOKENS)) for key, e in got.items()}
+        last = {key: e.pop(XF(features.LAST_QUERY_TOKENS)) for key, e in got.items()}
         assert got == expected, split
+        # Search tokens: known ones by the vocabulary file, the rest in the OOV buckets after it.
+        search_ids = ids[features.SEARCH_TOKEN_VOCAB]
+        for r in rows:
+            want = tokens.query_tokens(r[features.RECENT_QUERIES])[: features.SEARCH_TOKENS_MAX]
+            have = searched[(r[features.USER_ID], round((r[features.EXAMPLE_AGE] - mean) / std, 4))]
+            assert len(have) == len(want)
+            for token, token_id in zip(want, have):
+                assert token_id == search_ids[token] if token in search_ids else token_id >= len(search_ids)
+            first = tokens.query_tokens(r[features.RECENT_QUERIES][:1])
+            assert last[(r[features.USER_ID], round((r[features.EXAMPLE_AGE] - mean) / std, 4))] == have[: len(first)]
+        assert any(searched.values())
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ def test_first_failing_check_is_the_one_reason_and_all_reasons_are_known():
 
 def test_more_problems_are_caught():
     cases = {
-        "history is empty": {features.HISTORY: [], "history_category": [], "history_region": []},
+        "history and recent_queries are empty": {features.HISTORY: [], "history_category": [], "history_region": []},
         "history has a null value": {features.HISTORY: ["a01", None]},
         "history_region has an empty string": {"history_region": [""]},
         "user_id is null": {features.USER_ID: None},
@@ -113,3 +113,16 @@ def test_sliced_batches_validate_like_whole_ones():
     for split in features.SPLITS:
         joined = [r for p in parts if split in p.by_split for r in p.by_split[split].to_pylist()]
         assert joined == whole.by_split[split].to_pylist()
+
+
+def test_queries_are_optional_normalised_and_allow_an_empty_history():
+    first_view = {**example("u01", "a01", [], "train", 1.0), features.RECENT_QUERIES: ["ＡＢＣ Stroller"]}
+    nothing = {**example("u02", "a01", [], "train", 1.0), features.RECENT_QUERIES: []}
+    checked = records.validate(pa.RecordBatch.from_pylist([first_view, nothing], schema=EXAMPLES_SCHEMA))
+    assert [d["reason"] for d in checked.dead_letters] == ["history and recent_queries are empty"]
+    good = checked.by_split["train"].to_pylist()[0]
+    assert good[features.RECENT_QUERIES] == ["abc stroller"] and good[features.HISTORY] == []
+    # An extract from before searches existed: no column, every row has no queries.
+    old = pa.RecordBatch.from_pylist([example("u03", "a01", ["a02"], "test", 1.0)], schema=EXAMPLES_SCHEMA)
+    old = old.drop_columns([features.RECENT_QUERIES])
+    assert records.validate(old).by_split["test"].to_pylist()[0][features.RECENT_QUERIES] == []

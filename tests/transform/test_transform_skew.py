@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 
 from homefeed import features
-from trainer.serving_model import HISTORY_KEYS, pad_histories
+from trainer.serving_model import HISTORY_KEYS, QUERY_KEYS, pad_histories
 from transform_testdata import H, UNSEEN_HISTORY, UNSEEN_LABEL
 
 pytestmark = pytest.mark.slow
 
 XF = features.transformed_name
-SERVED_OUTPUTS = (*(XF(k) for k in HISTORY_KEYS), XF(features.EXAMPLE_AGE))
+SERVED_OUTPUTS = (
+    *(XF(k) for k in HISTORY_KEYS), XF(features.SEARCH_TOKENS), XF(features.LAST_QUERY_TOKENS), XF(features.EXAMPLE_AGE)
+)
 PAD_ID = -1  # padding of the dense outputs below: never a real id
 
 
@@ -37,12 +39,12 @@ def _serving_module(transform_dir: str):
 
         @tf.function(
             input_signature=[
-                {k: tf.TensorSpec([None, None], tf.string, name=k) for k in HISTORY_KEYS}
+                {k: tf.TensorSpec([None, None], tf.string, name=k) for k in (*HISTORY_KEYS, *QUERY_KEYS)}
                 | {features.EXAMPLE_AGE: tf.TensorSpec([None], tf.float32, name=features.EXAMPLE_AGE)}
             ]
         )
         def serve(self, raw):
-            inputs = {k: tf.sparse.from_dense(raw[k]) for k in HISTORY_KEYS}
+            inputs = {k: tf.sparse.from_dense(raw[k]) for k in (*HISTORY_KEYS, *QUERY_KEYS)}
             inputs[features.EXAMPLE_AGE] = raw[features.EXAMPLE_AGE]
             outputs = self.tft_layer(inputs)
             return {
@@ -108,12 +110,16 @@ def test_beam_and_serving_features_are_identical(transform_run, served, split):
     assert any(len(r[features.HISTORY]) > H for r in rows)
     serving = served(rows, [r[features.EXAMPLE_AGE] for r in rows])
     for row, got in zip(rows, serving):
-        assert set(got) == set(SERVED_OUTPUTS), "serving must get exactly the history and age features"
+        assert set(got) == set(SERVED_OUTPUTS), "serving must get exactly the history, search and age features"
         expected = beam[(row[features.USER_ID], round(got[XF(features.EXAMPLE_AGE)], 5))]
         for key in SERVED_OUTPUTS[:-1]:
             assert got[key] == expected[key], (row[features.USER_ID], key)
-            assert len(got[key]) == min(H, len(row[features.HISTORY]))
+            if key not in (XF(features.SEARCH_TOKENS), XF(features.LAST_QUERY_TOKENS)):
+                assert len(got[key]) == min(H, len(row[features.HISTORY]))
         assert got[XF(features.EXAMPLE_AGE)] == pytest.approx(expected[XF(features.EXAMPLE_AGE)], abs=1e-6)
+    # The raw queries were not normalised (full-width, upper case, Korean, Cyrillic): both paths
+    # normalise them the same way (compared above), and the rows do carry tokens.
+    assert any(got[XF(features.SEARCH_TOKENS)] for got in serving)
 
 
 def test_serving_truncation_before_the_call_changes_nothing(transform_run, served):

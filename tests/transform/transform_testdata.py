@@ -36,6 +36,15 @@ def region(article: str) -> str:
     return f"reg{int(article[1:]) % 2}"
 
 
+# Users' recent queries: non-ASCII, full-width, punctuation, mixed case; every third user has none.
+QUERIES = ["유모차 Baby", "Baby-Stroller!", "ＡＢＣ lamp", "café crème", "Ёлка, ёлка", "ﬁsh cake", "유모차"]
+
+
+def queries_of(user: str, t: int) -> list[str]:
+    u = int(user[1:]) if user[1:].isdigit() else 0
+    return [] if u % 3 == 0 else [QUERIES[(u + t + k) % len(QUERIES)] for k in range(1 + (u + t) % 3)]
+
+
 def example(user: str, label: str, history: list[str], split: str, age: float) -> dict[str, Any]:
     """One training-example row in the EXTRACT_DIR layout, attributes derived from the ids."""
     return {
@@ -46,6 +55,7 @@ def example(user: str, label: str, history: list[str], split: str, age: float) -
         features.HISTORY: list(history),
         features.history_attribute("category"): [category(a) for a in history],
         features.history_attribute("region"): [region(a) for a in history],
+        features.RECENT_QUERIES: queries_of(user, len(history)),
         features.EXAMPLE_AGE: age,
         features.VIEWED_AT: None,
         features.SPLIT: split,
