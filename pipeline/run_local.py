@@ -232,7 +232,7 @@ def run_local(
 
         pipeline_fn = docker_local.pipeline_with_image(image)
         arguments["image"] = image
-        inputs = {Path(p).resolve().parent for p in (events, articles)}
+        inputs = {Path(p).resolve().parent for p in (events, articles, searches) if p is not None}
         runner = docker_local.docker_runner(writable=[workdir], readable=inputs)
     local.init(
         runner,
