@@ -167,15 +167,15 @@ _reported_bad_keys: set[str] = set()  # unreadable live values already logged (o
 
 
 def decode_live(value: bytes | None, key: str) -> list[LiveEntry]:
-    """A stored live-view list; a value this project did not write (not `[[ms, article_id, key],
-    ...]`) counts as empty, is logged once, and is replaced by the user's next posted view."""
+    """A stored live list; a value this project did not write (not `[[ms, article_id, key], ...]`,
+    with searches as `[ms, "", key, query]`) counts as empty, is logged once, and is replaced by the user's next posted view."""
     if not value:
         return []
     try:
         entries = orjson.loads(value)
         if isinstance(entries, list) and all(
-            isinstance(e, list) and len(e) == 3 and isinstance(e[0], int) and isinstance(e[1], str) and isinstance(e[2], str)
-            for e in entries
+            isinstance(e, list) and len(e) in (3, 4) and isinstance(e[0], int) and all(isinstance(x, str) for x in e[1:])
+            for e in entries  # views [ms, article_id, key]; searches [ms, "", key, query] (serving/live_searches.py)
         ):
             return entries
     except orjson.JSONDecodeError:
