@@ -88,8 +88,20 @@ def bench_filter(args) -> dict:
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     config = IndexConfig(index_type=args.index_type, hnsw_ef_construction=args.ef_construction)
     faiss.omp_set_num_threads(args.build_threads or faiss.omp_get_max_threads())
-    index = faiss_index.build_index(vectors, args.index_type, config, seed=args.seed)
+    if args.index_file and args.index_file.exists():  # built earlier from the same seed/size/dim/config
+        index = faiss.read_index(str(args.index_file))
+        if index.ntotal != args.size or index.d != args.dim:
+            raise SystemExit(f"{args.index_file} holds {index.ntotal} x {index.d}, not {args.size} x {args.dim}")
+        faiss_index.set_search_params(index, faiss_index.SearchParams(ef_search=config.hnsw_ef_search, nprobe=config.ivf_nprobe))
+        print(f"read {args.index_file} (built earlier; build time not measured in this run)")
+    else:
+        index = faiss_index.build_index(vectors, args.index_type, config, seed=args.seed)
+        if args.index_file:
+            faiss.write_index(index, str(args.index_file))
     build_s = time.perf_counter() - started
+    if args.build_only:
+        print(f"built {args.index_type} over {args.size:,} x {args.dim} in {build_s:.0f}s")
+        return {"build_s": round(build_s, 1)}
     exact = faiss_index.exact_search(vectors, queries, args.k)
     tuning = faiss_index.tune_search(index, queries, exact, args.k, 0.95, config)
     print(f"{args.index_type} over {args.size:,} x {args.dim} built in {build_s:.0f}s; unfiltered recall@{args.k} "
@@ -187,6 +199,32 @@ def upsert_process(port: int, per_s: float, stop, counter) -> None:
         thread.join()
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def upsert_cpu_ms(port: int, pid: int, per_s: float, seconds: float) -> dict:
+    """The serving process's CPU per upsert: its CPU over `seconds` of upserts at `per_s` (and no
+    GETs), less its CPU over as long idle (the sync loop), divided by the upserts it answered.
+    CPU time, unlike latency, hardly depends on how loaded the machine is."""
+    before = process_cpu_s(pid)
+    time.sleep(seconds)
+    idle = process_cpu_s(pid) - before
+    stop, counter = multiprocessing.Event(), multiprocessing.Value("i", 0)
+    writer = multiprocessing.Process(target=upsert_process, args=(port, per_s, stop, counter))
+    before = process_cpu_s(pid)
+    writer.start()
+    time.sleep(seconds)
+    stop.set()
+    writer.join(timeout=30)
+    busy = process_cpu_s(pid) - before
+    n = max(counter.value, 1)
+    return {"upserts": counter.value, "upserts_per_s": counter.value / seconds, "busy_cpu_ms": busy * 1000,
+            "idle_cpu_ms": idle * 1000, "cpu_ms_per_upsert": (busy - idle) * 1000 / n}
+
+
 def bench_service(args) -> dict:
     import tempfile
 
@@ -227,6 +265,10 @@ def bench_service(args) -> dict:
                 time.sleep(0.002)
         print(f"PUT -> visible ({'other replica via Redis' if args.redis_url else 'same replica'}), {args.listings} listings: "
               f"p50 {percentile(visible, 50):.1f} ms, max {max(visible) * 1000:.1f} ms")
+        cpu = upsert_cpu_ms(ports[0], processes[0].pid, args.upserts_per_s, args.cpu_seconds)
+        print(f"service CPU per upsert at {cpu['upserts_per_s']:.0f}/s: {cpu['cpu_ms_per_upsert']:.2f} ms "
+              f"({cpu['busy_cpu_ms']:.0f} ms CPU for {cpu['upserts']} upserts in {args.cpu_seconds:.0f} s, "
+              f"less {cpu['idle_cpu_ms']:.0f} ms when idle for as long)")
         idle, idle_server = get_latencies(reader, users, args.duration)
         stop, upserts = multiprocessing.Event(), multiprocessing.Value("i", 0)
         # The writers run in their own process, so the GIL of this (measuring) process stays free.
@@ -251,7 +293,8 @@ def bench_service(args) -> dict:
             "visible_p50_ms": percentile(visible, 50), "visible_max_ms": max(visible) * 1000,
             "idle_p50_ms": percentile(idle, 50), "idle_p99_ms": percentile(idle, 99),
             "loaded_p50_ms": percentile(loaded, 50), "loaded_p99_ms": percentile(loaded, 99),
-            "upserts_per_s": rate, "p99_ratio": ratio,
+            "upserts_per_s": rate, "p99_ratio": ratio, "upsert_cpu": cpu,
+            "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
         }
     finally:
         for process in processes:
@@ -281,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--k", type=int, default=200)
     f.add_argument("--build-threads", type=int, default=0, help="threads for the index build (0: all)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--index-file", type=Path, help="write the built index here, or read it if it exists (a 10^6 "
+                   "HNSW build takes 7-25 min; same --size/--dim/--seed/--ef-construction expected)")
+    f.add_argument("--build-only", action="store_true", help="stop after building/writing --index-file")
     s = parts.add_parser("service", help="PUT -> visible and GET p99 under upserts (over HTTP)")
     s.add_argument("--model", required=True, type=Path, help="model directory with its index (or a publish root)")
     s.add_argument("--histories", type=Path, help="user_histories.parquet if the model has none")
@@ -288,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--listings", type=int, default=20)
     s.add_argument("--duration", type=float, default=20.0, help="seconds of GETs, idle and under upserts")
     s.add_argument("--upserts-per-s", type=float, default=100.0)
+    s.add_argument("--cpu-seconds", type=float, default=5.0, help="seconds of upserts (and of idle) for the CPU per upsert")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if args.part == "filter":
