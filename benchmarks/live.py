@@ -19,10 +19,13 @@ Part `service` (over HTTP on loopback; needs a trained model directory with its 
      listing is there; prints p50/max of the time from the PUT's answer to the first answer with it;
   3. GET latency at concurrency 1 for `--duration` seconds idle, then again while another thread
      upserts listings at `--upserts-per-s` (default 100); prints p50/p99 of both and their ratio.
+  3b. before that, the serving process's CPU per upsert (its /proc CPU time over `--cpu-seconds`
+     of upserts, less as long idle), which hardly depends on the machine's load.
   Targets: PUT -> visible < 1 s; p99 under upserts within 20 % of idle.
 
 Usage:
   python benchmarks/live.py filter [--size 1000000] [--dim 64] [--index-type hnsw] [--queries 200]
+      [--index-file F [--build-only]] [--sweep]   (build the 10^6 HNSW index once into F, reuse it)
   python benchmarks/live.py service --model MODEL_DIR [--histories PATH] [--redis-url URL]
 """
 
@@ -109,6 +112,8 @@ def bench_filter(args) -> dict:
     codes = region_codes(args.size, args.shares, rng)
     regions = RegionIndex(index, vectors, codes, exact_share=args.exact_share)
     faiss.omp_set_num_threads(1)
+    if args.sweep:
+        sweep_broad(regions, vectors, codes, queries, args)
     rows = []
     for code, share in enumerate(args.shares):
         timings, recalls = [], []
@@ -132,6 +137,57 @@ def bench_filter(args) -> dict:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     return {"index_type": args.index_type, "size": args.size, "dim": args.dim, "build_s": round(build_s, 1),
             "unfiltered_recall": round(tuning.recall, 4), "search_params": tuning.params.to_dict(), "rows": rows}
+
+
+def sweep_broad(regions, vectors, codes, queries, args) -> list[dict]:
+    """Strategies for the broad filters (--sweep-shares), each at several settings, one thread:
+
+    * exact: inner products over every allowed row (what selective filters use);
+    * selector: the graph search restricted by `IDSelectorBitmap` at efSearch `ef`;
+    * overfetch: the plain (unfiltered) graph search for k' = k * `f` / share rows at efSearch
+      max(tuned, k'), then the allowed ones kept.
+    """
+    import faiss
+
+    from serving import index as faiss_index
+    from serving.filtered_search import exact_filtered_reference
+
+    base = faiss_index.base_index(regions.index)
+    tuned, k, found = int(base.hnsw.efSearch), args.k, []
+    print(f"\nsweep of broad-filter strategies (tuned unfiltered efSearch {tuned}, k={k}, {len(queries)} queries, one thread)")
+    print(f"{'share':>6} {'strategy':>10} {'setting':>10} {'recall':>7} {'min':>6} {'p50 ms':>7} {'p99 ms':>7}")
+    for share in args.sweep_shares:
+        code = args.shares.index(share)
+        truths = [exact_filtered_reference(vectors, codes, q, k, [code])[1] for q in queries]
+        bitmap = regions.allowed_bitmap([code])
+        allowed = np.isin(codes, [code])
+        trials = [("exact", None)] + [("selector", ef) for ef in args.sweep_ef] + [("overfetch", f) for f in args.sweep_overfetch]
+        for strategy, setting in trials:
+            timings, recalls = [], []
+            for query, truth in zip(queries, truths):
+                t0 = time.perf_counter()
+                if strategy == "exact":
+                    _, rows = regions._exact(query, k, [code], np.zeros(0, np.int64))
+                elif strategy == "selector":
+                    params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBitmap(regions.n, faiss.swig_ptr(bitmap)), efSearch=int(setting))
+                    rows = regions.index.search(query[None, :], k, params=params)[1][0]
+                else:
+                    k_wide = int(np.ceil(k * setting / share))
+                    params = faiss.SearchParametersHNSW(efSearch=max(tuned, k_wide))
+                    rows = regions.index.search(query[None, :], k_wide, params=params)[1][0]
+                    rows = rows[rows >= 0]
+                    rows = rows[allowed[rows]][:k]
+                timings.append(time.perf_counter() - t0)
+                recalls.append(len(set(rows.tolist()) & set(truth.tolist())) / max(len(truth), 1))
+            row = {"share": share, "strategy": strategy, "setting": setting, "recall": round(float(np.mean(recalls)), 4),
+                   "min_recall": round(float(np.min(recalls)), 3), "p50_ms": round(percentile(timings, 50), 2),
+                   "p99_ms": round(percentile(timings, 99), 2)}
+            found.append(row)
+            label = "" if setting is None else (f"ef {setting}" if strategy == "selector" else f"k' {setting}k/s")
+            print(f"{share * 100:>5.1f}% {strategy:>10} {label:>10} {row['recall']:>7.4f} {row['min_recall']:>6.3f} "
+                  f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--index-file", type=Path, help="write the built index here, or read it if it exists (a 10^6 "
                    "HNSW build takes 7-25 min; same --size/--dim/--seed/--ef-construction expected)")
     f.add_argument("--build-only", action="store_true", help="stop after building/writing --index-file")
+    f.add_argument("--sweep", action="store_true", help="first compare broad-filter strategies (exact, selector "
+                   "at --sweep-ef, over-fetch at --sweep-overfetch) for --sweep-shares")
+    f.add_argument("--sweep-shares", type=float, nargs="+", default=[0.1, 0.5])
+    f.add_argument("--sweep-ef", type=int, nargs="+", default=[256, 384, 512, 768, 1024])
+    f.add_argument("--sweep-overfetch", type=float, nargs="+", default=[1.0, 1.5, 2.0])
     s = parts.add_parser("service", help="PUT -> visible and GET p99 under upserts (over HTTP)")
     s.add_argument("--model", required=True, type=Path, help="model directory with its index (or a publish root)")
     s.add_argument("--histories", type=Path, help="user_histories.parquet if the model has none")
@@ -341,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         from serving.filtered_search import EXACT_SHARE
 
         args.exact_share = EXACT_SHARE if args.exact_share is None else args.exact_share
+        if args.sweep and (args.index_type != "hnsw" or not set(args.sweep_shares) <= set(args.shares)):
+            parser.error(f"--sweep needs --index-type hnsw and --sweep-shares among --shares {args.shares}")
         report = bench_filter(args)
     else:
         report = bench_service(args)
