@@ -19,10 +19,13 @@ Part `service` (over HTTP on loopback; needs a trained model directory with its 
      listing is there; prints p50/max of the time from the PUT's answer to the first answer with it;
   3. GET latency at concurrency 1 for `--duration` seconds idle, then again while another thread
      upserts listings at `--upserts-per-s` (default 100); prints p50/p99 of both and their ratio.
+  3b. before that, the serving process's CPU per upsert (its /proc CPU time over `--cpu-seconds`
+     of upserts, less as long idle), which hardly depends on the machine's load.
   Targets: PUT -> visible < 1 s; p99 under upserts within 20 % of idle.
 
 Usage:
   python benchmarks/live.py filter [--size 1000000] [--dim 64] [--index-type hnsw] [--queries 200]
+      [--index-file F [--build-only]] [--sweep]   (build the 10^6 HNSW index once into F, reuse it)
   python benchmarks/live.py service --model MODEL_DIR [--histories PATH] [--redis-url URL]
 """
 
@@ -88,8 +91,20 @@ def bench_filter(args) -> dict:
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     config = IndexConfig(index_type=args.index_type, hnsw_ef_construction=args.ef_construction)
     faiss.omp_set_num_threads(args.build_threads or faiss.omp_get_max_threads())
-    index = faiss_index.build_index(vectors, args.index_type, config, seed=args.seed)
+    if args.index_file and args.index_file.exists():  # built earlier from the same seed/size/dim/config
+        index = faiss.read_index(str(args.index_file))
+        if index.ntotal != args.size or index.d != args.dim:
+            raise SystemExit(f"{args.index_file} holds {index.ntotal} x {index.d}, not {args.size} x {args.dim}")
+        faiss_index.set_search_params(index, faiss_index.SearchParams(ef_search=config.hnsw_ef_search, nprobe=config.ivf_nprobe))
+        print(f"read {args.index_file} (built earlier; build time not measured in this run)")
+    else:
+        index = faiss_index.build_index(vectors, args.index_type, config, seed=args.seed)
+        if args.index_file:
+            faiss.write_index(index, str(args.index_file))
     build_s = time.perf_counter() - started
+    if args.build_only:
+        print(f"built {args.index_type} over {args.size:,} x {args.dim} in {build_s:.0f}s")
+        return {"build_s": round(build_s, 1)}
     exact = faiss_index.exact_search(vectors, queries, args.k)
     tuning = faiss_index.tune_search(index, queries, exact, args.k, 0.95, config)
     print(f"{args.index_type} over {args.size:,} x {args.dim} built in {build_s:.0f}s; unfiltered recall@{args.k} "
@@ -97,14 +112,19 @@ def bench_filter(args) -> dict:
     codes = region_codes(args.size, args.shares, rng)
     regions = RegionIndex(index, vectors, codes, exact_share=args.exact_share)
     faiss.omp_set_num_threads(1)
+    if args.sweep:
+        sweep_broad(regions, vectors, codes, queries, args)
     rows = []
     for code, share in enumerate(args.shares):
         timings, recalls = [], []
-        for query in queries:
+        # Ground truth first, so the timed searches run back to back as a service's do (a brute
+        # force over 10^6 rows, with its 128 MB temporaries, between two timed searches made
+        # their p99 swing from 8 to 260 ms on the shared VM).
+        truths = [exact_filtered_reference(vectors, codes, query, args.k, [code])[1] for query in queries]
+        for query, truth in zip(queries, truths):
             t0 = time.perf_counter()
             _, found, strategy = regions.search(query, args.k, [code])
             timings.append(time.perf_counter() - t0)
-            _, truth = exact_filtered_reference(vectors, codes, query, args.k, [code])
             recalls.append(len(set(found.tolist()) & set(truth.tolist())) / max(len(truth), 1))
         rows.append({
             "share": share, "allowed": int((codes == code).sum()), "strategy": strategy,
@@ -120,6 +140,57 @@ def bench_filter(args) -> dict:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     return {"index_type": args.index_type, "size": args.size, "dim": args.dim, "build_s": round(build_s, 1),
             "unfiltered_recall": round(tuning.recall, 4), "search_params": tuning.params.to_dict(), "rows": rows}
+
+
+def sweep_broad(regions, vectors, codes, queries, args) -> list[dict]:
+    """Strategies for the broad filters (--sweep-shares), each at several settings, one thread:
+
+    * exact: inner products over every allowed row (what selective filters use);
+    * selector: the graph search restricted by `IDSelectorBitmap` at efSearch `ef`;
+    * overfetch: the plain (unfiltered) graph search for k' = k * `f` / share rows at efSearch
+      max(tuned, k'), then the allowed ones kept.
+    """
+    import faiss
+
+    from serving import index as faiss_index
+    from serving.filtered_search import exact_filtered_reference
+
+    base = faiss_index.base_index(regions.index)
+    tuned, k, found = int(base.hnsw.efSearch), args.k, []
+    print(f"\nsweep of broad-filter strategies (tuned unfiltered efSearch {tuned}, k={k}, {len(queries)} queries, one thread)")
+    print(f"{'share':>6} {'strategy':>10} {'setting':>10} {'recall':>7} {'min':>6} {'p50 ms':>7} {'p99 ms':>7}")
+    for share in args.sweep_shares:
+        code = args.shares.index(share)
+        truths = [exact_filtered_reference(vectors, codes, q, k, [code])[1] for q in queries]
+        bitmap = regions.allowed_bitmap([code])
+        allowed = np.isin(codes, [code])
+        trials = [("exact", None)] + [("selector", ef) for ef in args.sweep_ef] + [("overfetch", f) for f in args.sweep_overfetch]
+        for strategy, setting in trials:
+            timings, recalls = [], []
+            for query, truth in zip(queries, truths):
+                t0 = time.perf_counter()
+                if strategy == "exact":
+                    _, rows = regions._exact(query, k, [code], np.zeros(0, np.int64))
+                elif strategy == "selector":
+                    params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBitmap(regions.n, faiss.swig_ptr(bitmap)), efSearch=int(setting))
+                    rows = regions.index.search(query[None, :], k, params=params)[1][0]
+                else:
+                    k_wide = int(np.ceil(k * setting / share))
+                    params = faiss.SearchParametersHNSW(efSearch=max(tuned, k_wide))
+                    rows = regions.index.search(query[None, :], k_wide, params=params)[1][0]
+                    rows = rows[rows >= 0]
+                    rows = rows[allowed[rows]][:k]
+                timings.append(time.perf_counter() - t0)
+                recalls.append(len(set(rows.tolist()) & set(truth.tolist())) / max(len(truth), 1))
+            row = {"share": share, "strategy": strategy, "setting": setting, "recall": round(float(np.mean(recalls)), 4),
+                   "min_recall": round(float(np.min(recalls)), 3), "p50_ms": round(percentile(timings, 50), 2),
+                   "p99_ms": round(percentile(timings, 99), 2)}
+            found.append(row)
+            label = "" if setting is None else (f"ef {setting}" if strategy == "selector" else f"k' {setting}k/s")
+            print(f"{share * 100:>5.1f}% {strategy:>10} {label:>10} {row['recall']:>7.4f} {row['min_recall']:>6.3f} "
+                  f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +258,32 @@ def upsert_process(port: int, per_s: float, stop, counter) -> None:
         thread.join()
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def upsert_cpu_ms(port: int, pid: int, per_s: float, seconds: float) -> dict:
+    """The serving process's CPU per upsert: its CPU over `seconds` of upserts at `per_s` (and no
+    GETs), less its CPU over as long idle (the sync loop), divided by the upserts it answered.
+    CPU time, unlike latency, hardly depends on how loaded the machine is."""
+    before = process_cpu_s(pid)
+    time.sleep(seconds)
+    idle = process_cpu_s(pid) - before
+    stop, counter = multiprocessing.Event(), multiprocessing.Value("i", 0)
+    writer = multiprocessing.Process(target=upsert_process, args=(port, per_s, stop, counter))
+    before = process_cpu_s(pid)
+    writer.start()
+    time.sleep(seconds)
+    stop.set()
+    writer.join(timeout=30)
+    busy = process_cpu_s(pid) - before
+    n = max(counter.value, 1)
+    return {"upserts": counter.value, "upserts_per_s": counter.value / seconds, "busy_cpu_ms": busy * 1000,
+            "idle_cpu_ms": idle * 1000, "cpu_ms_per_upsert": (busy - idle) * 1000 / n}
+
+
 def bench_service(args) -> dict:
     import tempfile
 
@@ -227,6 +324,10 @@ def bench_service(args) -> dict:
                 time.sleep(0.002)
         print(f"PUT -> visible ({'other replica via Redis' if args.redis_url else 'same replica'}), {args.listings} listings: "
               f"p50 {percentile(visible, 50):.1f} ms, max {max(visible) * 1000:.1f} ms")
+        cpu = upsert_cpu_ms(ports[0], processes[0].pid, args.upserts_per_s, args.cpu_seconds)
+        print(f"service CPU per upsert at {cpu['upserts_per_s']:.0f}/s: {cpu['cpu_ms_per_upsert']:.2f} ms "
+              f"({cpu['busy_cpu_ms']:.0f} ms CPU for {cpu['upserts']} upserts in {args.cpu_seconds:.0f} s, "
+              f"less {cpu['idle_cpu_ms']:.0f} ms when idle for as long)")
         idle, idle_server = get_latencies(reader, users, args.duration)
         stop, upserts = multiprocessing.Event(), multiprocessing.Value("i", 0)
         # The writers run in their own process, so the GIL of this (measuring) process stays free.
@@ -251,7 +352,8 @@ def bench_service(args) -> dict:
             "visible_p50_ms": percentile(visible, 50), "visible_max_ms": max(visible) * 1000,
             "idle_p50_ms": percentile(idle, 50), "idle_p99_ms": percentile(idle, 99),
             "loaded_p50_ms": percentile(loaded, 50), "loaded_p99_ms": percentile(loaded, 99),
-            "upserts_per_s": rate, "p99_ratio": ratio,
+            "upserts_per_s": rate, "p99_ratio": ratio, "upsert_cpu": cpu,
+            "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
         }
     finally:
         for process in processes:
@@ -281,6 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--k", type=int, default=200)
     f.add_argument("--build-threads", type=int, default=0, help="threads for the index build (0: all)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--index-file", type=Path, help="write the built index here, or read it if it exists (a 10^6 "
+                   "HNSW build takes 7-25 min; same --size/--dim/--seed/--ef-construction expected)")
+    f.add_argument("--build-only", action="store_true", help="stop after building/writing --index-file")
+    f.add_argument("--sweep", action="store_true", help="first compare broad-filter strategies (exact, selector "
+                   "at --sweep-ef, over-fetch at --sweep-overfetch) for --sweep-shares")
+    f.add_argument("--sweep-shares", type=float, nargs="+", default=[0.1, 0.5])
+    f.add_argument("--sweep-ef", type=int, nargs="+", default=[256, 384, 512, 768, 1024])
+    f.add_argument("--sweep-overfetch", type=float, nargs="+", default=[1.0, 1.5, 2.0])
     s = parts.add_parser("service", help="PUT -> visible and GET p99 under upserts (over HTTP)")
     s.add_argument("--model", required=True, type=Path, help="model directory with its index (or a publish root)")
     s.add_argument("--histories", type=Path, help="user_histories.parquet if the model has none")
@@ -288,12 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--listings", type=int, default=20)
     s.add_argument("--duration", type=float, default=20.0, help="seconds of GETs, idle and under upserts")
     s.add_argument("--upserts-per-s", type=float, default=100.0)
+    s.add_argument("--cpu-seconds", type=float, default=5.0, help="seconds of upserts (and of idle) for the CPU per upsert")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if args.part == "filter":
         from serving.filtered_search import EXACT_SHARE
 
         args.exact_share = EXACT_SHARE if args.exact_share is None else args.exact_share
+        if args.sweep and (args.index_type != "hnsw" or not set(args.sweep_shares) <= set(args.shares)):
+            parser.error(f"--sweep needs --index-type hnsw and --sweep-shares among --shares {args.shares}")
         report = bench_filter(args)
     else:
         report = bench_service(args)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from serving.live_articles import ArticleRecord
-from serving.live_model import embed_articles
+from serving.live_commit import GroupCommit
 from serving.live_overlay import LiveOverlay, OverlayBuilder
 
 LOG = logging.getLogger(__name__)
@@ -45,21 +45,26 @@ class LiveCorpus:
         self._vectors: dict[tuple, object] = {}  # (pair, (id, attributes)) -> vector `upsert` computed
         self._lock = threading.Lock()  # guards records / queue
         self._build_lock = threading.Lock()  # one refresh at a time
+        self._commits = GroupCommit(self)
 
     def upsert(self, records: Sequence[ArticleRecord], pair=None) -> None:
         """Stores `records` (log first: nothing is served that was not stored) and applies them.
 
         With `pair`, the active ones are embedded first: a model that cannot embed them refuses
-        the change (ValueError) before anything is stored.
+        the change (ValueError) before anything is stored. Concurrent writers are group-committed:
+        whichever holds the commit lock embeds every waiting writer's listings in one article-tower
+        call, stores them in one log write and publishes one overlay (serving/live_commit.py).
         """
-        vectors = {}
-        if pair is not None:
-            fresh = [r for r in records if r.active]
-            vectors = {(r.article_id, r.attributes()): v for r, v in zip(fresh, embed_articles(pair, fresh))}
+        if pair is None:
+            self.log.put(records)
+            self._apply(records)
+            return
+        self._commits.submit(records, pair)
+
+    def _commit(self, records: Sequence[ArticleRecord], pair, vectors: dict) -> None:
+        """Stores and applies already embedded `records` (`vectors`: (id, attributes) -> vector)."""
         self.log.put(records)
         self._apply(records, {(pair, key): vector for key, vector in vectors.items()})
-        if pair is not None:
-            self.refresh(pair)
 
     def _apply(self, records: Iterable[ArticleRecord], vectors: dict | None = None) -> None:
         with self._lock:

@@ -1,0 +1,109 @@
+"""Group commit of listing upserts (serving/live_commit.py): batched embedding gives each listing
+the vector it gets alone, concurrent writers are committed together and each sees its change,
+and a writer whose listings cannot be embedded fails alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import model_factory
+from homefeed.config import IndexConfig
+from serving.index_build import build_model_index
+from serving.live_articles import EmbeddedArticleLog, parse_article
+from serving.live_corpus import LiveCorpus
+from serving.live_model import embed_articles
+from serving.model_pair import load_model_pair
+
+
+@pytest.fixture(scope="module")
+def pair_and_table(saved_models, tmp_path_factory):
+    path, table = saved_models[0]
+    target = tmp_path_factory.mktemp("commit") / "m"
+    model_factory.make_model_dir(target, path, table, version="m")
+    build_model_index(target, IndexConfig())
+    return load_model_pair(target), table
+
+
+def listing(article_id, **fields):
+    return dataclasses.replace(parse_article(article_id, fields), updated_ms=int(time.time() * 1000) + 10**9)
+
+
+def test_one_batched_article_tower_call_gives_each_listing_its_own_vector(pair_and_table):
+    pair, table = pair_and_table
+    records = [listing(f"b-{i}", region=("north", "south", None)[i % 3], category=("toys", None)[i % 2]) for i in range(40)]
+    batched = embed_articles(pair, records)
+    alone = np.stack([embed_articles(pair, [r])[0] for r in records])
+    np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batched[:3], model_factory.article_vectors_for(["b-0", "b-1", "b-2"], table), rtol=1e-5, atol=1e-5)
+
+
+def wait_for_queue(corpus, n, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while len(corpus._commits._queue) < n:
+        assert time.monotonic() < deadline, f"only {len(corpus._commits._queue)} of {n} writers queued"
+        time.sleep(0.001)
+
+
+def test_writers_waiting_on_a_commit_are_committed_together_and_each_sees_its_listing(pair_and_table):
+    pair, table = pair_and_table
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    corpus.refresh(pair)
+    seen = {}
+
+    def write(i):
+        corpus.upsert([listing(f"g-{i}", region="north"), listing(f"g-{i}-b", region="south")], pair)
+        seen[i] = corpus.overlay(pair)  # read-your-write: the overlay holds this writer's change
+
+    corpus._commits._commit_lock.acquire()  # a commit in progress: the writers queue behind it
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(5)]
+    for thread in threads:
+        thread.start()
+    wait_for_queue(corpus, 5)
+    corpus._commits._commit_lock.release()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert corpus._commits.stats == {"commits": 1, "changes": 5}  # one article-tower call, one log write
+    for i, overlay in seen.items():
+        assert {f"g-{i}", f"g-{i}-b"} <= set(overlay.side_row_of)
+    overlay = corpus.overlay(pair)
+    ids = [f"g-{i}" for i in range(5)] + [f"g-{i}-b" for i in range(5)]
+    np.testing.assert_allclose(
+        np.stack([overlay.side_vectors[overlay.side_row_of[a]] for a in ids]),
+        model_factory.article_vectors_for(ids, table), rtol=1e-5, atol=1e-5,
+    )
+    assert set(corpus.log.changes_since(0)[0]) >= {corpus.records[a] for a in ids}
+
+
+def test_a_writer_the_model_cannot_embed_fails_alone_and_nothing_of_it_is_stored(pair_and_table):
+    pair, _ = pair_and_table
+
+    class NoTower:
+        def encode(self, rows):  # pragma: no cover - not called here
+            raise AssertionError
+
+    blind = dataclasses.replace(pair, encoder=NoTower())
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    errors = {}
+
+    def write(name, target, status="active"):
+        try:
+            corpus.upsert([listing(name, region="north", status=status)], target)
+        except ValueError as error:
+            errors[name] = error
+
+    corpus._commits._commit_lock.acquire()
+    threads = [threading.Thread(target=write, args=args) for args in (("x-1", blind), ("x-2", blind), ("x-3", blind, "sold"))]
+    for thread in threads:
+        thread.start()
+    wait_for_queue(corpus, 3)
+    corpus._commits._commit_lock.release()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(errors) == ["x-1", "x-2"] and all("article_vectors" in str(e) for e in errors.values())
+    assert sorted(corpus.records) == ["x-3"]  # the removal needs no vector and went through
+    assert [r.article_id for r in corpus.log.changes_since(0)[0]] == ["x-3"]
