@@ -122,23 +122,41 @@ def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: fl
     return parser(item, known_article, time.time() if now_s is None else now_s)
 
 
+def checked_user_id(item: Mapping[str, Any]) -> str:
+    """The item's `user_id`, or ValueError with the rule (every event type)."""
+    user_id = item.get("user_id")
+    if not isinstance(user_id, str) or not ID_PATTERN.match(user_id):
+        raise ValueError(f"user_id must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, got {user_id!r}"[:300])
+    return user_id
+
+
+def checked_time_ms(item: Mapping[str, Any], field: str, now_s: float) -> int:
+    """The item's RFC 3339 `field` in ms since the epoch, refused when in the future (beyond the tolerance)."""
+    ms = parse_timestamp(item.get(field), field)
+    if ms > (now_s + FUTURE_TOLERANCE_S) * 1000:
+        raise ValueError(f"{field} {item.get(field)!r} is in the future")
+    return ms
+
+
+def checked_event_id(item: Mapping[str, Any]) -> str | None:
+    """The item's optional idempotency key `event_id`."""
+    event_id = item.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_LENGTH):
+        raise ValueError(f"event_id must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters")
+    return event_id
+
+
 def parse_view(item: Mapping[str, Any], known_article: Callable[[str], bool] | None, now_s: float) -> LiveView:
     """A `{"type": "view", ...}` item (see `parse_item`)."""
     unknown = sorted(set(item) - ITEM_FIELDS)
     if unknown:
         raise ValueError(f"unknown field(s) {unknown}; a view has {sorted(ITEM_FIELDS)}")
-    user_id = item.get("user_id")
-    if not isinstance(user_id, str) or not ID_PATTERN.match(user_id):
-        raise ValueError(f"user_id must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, got {user_id!r}"[:300])
+    user_id = checked_user_id(item)
     article_id = item.get("article_id")
     if not valid_article_id(article_id):
         raise ValueError(f"{ARTICLE_ID_RULE}, got {article_id!r}"[:300])
-    viewed_at_ms = parse_timestamp(item.get("viewed_at"))
-    if viewed_at_ms > (now_s + FUTURE_TOLERANCE_S) * 1000:
-        raise ValueError(f"viewed_at {item.get('viewed_at')!r} is in the future")
-    event_id = item.get("event_id")
-    if event_id is not None and (not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_LENGTH):
-        raise ValueError(f"event_id must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters")
+    viewed_at_ms = checked_time_ms(item, "viewed_at", now_s)
+    event_id = checked_event_id(item)
     if known_article is not None and not known_article(article_id):
         raise ValueError(f"unknown article {article_id!r} (not in the served corpus nor a live listing)")
     key = f"id:{event_id}" if event_id else f"{viewed_at_ms}|{article_id}"

@@ -46,27 +46,21 @@ def is_search(entry: Sequence[Any]) -> bool:
 
 def parse_search(item: Mapping[str, Any], known_article: Callable[[str], bool] | None, now_s: float) -> LiveSearch:
     """A `{"type": "search", ...}` item. Raises ValueError with the per-item reason."""
-    from serving.live_events import FUTURE_TOLERANCE_S, ID_PATTERN, MAX_EVENT_ID_LENGTH, parse_timestamp
+    from serving.live_events import checked_event_id, checked_time_ms, checked_user_id
 
     del known_article  # a search names no article
     unknown = sorted(set(item) - SEARCH_FIELDS)
     if unknown:
         raise ValueError(f"unknown field(s) {unknown}; a search has {sorted(SEARCH_FIELDS)}")
-    user_id = item.get("user_id")
-    if not isinstance(user_id, str) or not ID_PATTERN.match(user_id):
-        raise ValueError(f"user_id must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, got {user_id!r}"[:300])
+    user_id = checked_user_id(item)
     query = item.get("query")
     if not isinstance(query, str):
         raise ValueError(f"query must be a string, got {type(query).__name__}")
     query = query.strip()[: features.QUERY_MAX_CHARS]
     if not query:
         raise ValueError("query is empty or blank")
-    searched_at_ms = parse_timestamp(item.get("searched_at"), "searched_at")
-    if searched_at_ms > (now_s + FUTURE_TOLERANCE_S) * 1000:
-        raise ValueError(f"searched_at {item.get('searched_at')!r} is in the future")
-    event_id = item.get("event_id")
-    if event_id is not None and (not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_LENGTH):
-        raise ValueError(f"event_id must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters")
+    searched_at_ms = checked_time_ms(item, "searched_at", now_s)
+    event_id = checked_event_id(item)
     key = f"id:{event_id}" if event_id else f"q:{searched_at_ms}|{query}"
     return LiveSearch(user_id, query, searched_at_ms, key)
 
