@@ -34,29 +34,20 @@ def article_ids(n: int) -> list[str]:
     return [f"a{i:06d}" for i in range(n)]
 
 
-def save_hashing_model(path: Path, dim: int, seed: int) -> np.ndarray:
-    """Writes the SavedModel to `path`; returns its embedding table `[NUM_BUCKETS, dim]`."""
+def _table_model(table: np.ndarray):
+    """The `tf.Module` base both test models share: the embedding table, the masked mean of hashed
+    ids, and the article tower (the id's row of the table, normalised: what article_vectors_for gives)."""
     import tensorflow as tf
 
-    table = np.random.default_rng(seed).normal(size=(NUM_BUCKETS, dim)).astype(np.float32)
-
-    class HashingUserModel(tf.Module):
+    class TableModel(tf.Module):
         def __init__(self):
             super().__init__()
             self.table = tf.Variable(table, trainable=False)
 
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
-                tf.TensorSpec([None, None], tf.string, name=features.history_attribute("category")),
-                tf.TensorSpec([None, None], tf.string, name=features.history_attribute("region")),
-                tf.TensorSpec([None], tf.float32, name=features.EXAMPLE_AGE),
-            ]
-        )
-        def serve(self, history, history_category, history_region, example_age_days):
-            del history_category, history_region  # same signature as the real model; unused here
-            buckets = tf.strings.to_hash_bucket_fast(history, NUM_BUCKETS)
-            mask = tf.cast(tf.not_equal(history, ""), tf.float32)[..., tf.newaxis]
+        def user_vector(self, ids, example_age_days):
+            """L2-normalised mean of the non-empty ids' rows `[batch, d]`; padding never changes it."""
+            buckets = tf.strings.to_hash_bucket_fast(ids, NUM_BUCKETS)
+            mask = tf.cast(tf.not_equal(ids, ""), tf.float32)[..., tf.newaxis]
             summed = tf.reduce_sum(tf.gather(self.table, buckets) * mask, axis=1)
             mean = summed / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
             mean += 0.0 * example_age_days[:, tf.newaxis]  # consumed, like the real model does
@@ -70,15 +61,38 @@ def save_hashing_model(path: Path, dim: int, seed: int) -> np.ndarray:
             ]
         )
         def article_vectors(self, label, label_category, label_region):
-            """The article tower: the id's row of the table, normalised (what article_vectors_for gives)."""
             del label_category, label_region
             vectors = tf.gather(self.table, tf.strings.to_hash_bucket_fast(label, NUM_BUCKETS))
             return {"article_vector": tf.math.l2_normalize(vectors, axis=-1)}
 
-    module = HashingUserModel()
-    tf.saved_model.save(
-        module, str(path), signatures={"serving_default": module.serve, "article_vectors": module.article_vectors}
-    )
+        def save(self, path: Path) -> None:
+            tf.saved_model.save(
+                self, str(path), signatures={"serving_default": self.serve, "article_vectors": self.article_vectors}
+            )
+
+    return TableModel
+
+
+def save_hashing_model(path: Path, dim: int, seed: int) -> np.ndarray:
+    """Writes the SavedModel to `path`; returns its embedding table `[NUM_BUCKETS, dim]`."""
+    import tensorflow as tf
+
+    table = np.random.default_rng(seed).normal(size=(NUM_BUCKETS, dim)).astype(np.float32)
+
+    class HashingUserModel(_table_model(table)):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
+                tf.TensorSpec([None, None], tf.string, name=features.history_attribute("category")),
+                tf.TensorSpec([None, None], tf.string, name=features.history_attribute("region")),
+                tf.TensorSpec([None], tf.float32, name=features.EXAMPLE_AGE),
+            ]
+        )
+        def serve(self, history, history_category, history_region, example_age_days):
+            del history_category, history_region  # same signature as the real model; unused here
+            return self.user_vector(history, example_age_days)
+
+    HashingUserModel().save(path)
     return table
 
 
@@ -228,11 +242,7 @@ def save_searching_model(path: Path, dim: int, seed: int) -> np.ndarray:
 
     table = np.random.default_rng(seed).normal(size=(NUM_BUCKETS, dim)).astype(np.float32)
 
-    class SearchingUserModel(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.table = tf.Variable(table, trainable=False)
-
+    class SearchingUserModel(_table_model(table)):
         @tf.function(
             input_signature=[
                 tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
@@ -244,30 +254,9 @@ def save_searching_model(path: Path, dim: int, seed: int) -> np.ndarray:
         )
         def serve(self, history, history_category, history_region, recent_queries, example_age_days):
             del history_category, history_region
-            both = tf.concat([history, recent_queries], axis=1)
-            buckets = tf.strings.to_hash_bucket_fast(both, NUM_BUCKETS)
-            mask = tf.cast(tf.not_equal(both, ""), tf.float32)[..., tf.newaxis]
-            summed = tf.reduce_sum(tf.gather(self.table, buckets) * mask, axis=1)
-            mean = summed / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-            mean += 0.0 * example_age_days[:, tf.newaxis]
-            return {"user_vector": tf.math.l2_normalize(mean, axis=-1)}
+            return self.user_vector(tf.concat([history, recent_queries], axis=1), example_age_days)
 
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.string, name=features.LABEL),
-                tf.TensorSpec([None], tf.string, name=features.label_attribute("category")),
-                tf.TensorSpec([None], tf.string, name=features.label_attribute("region")),
-            ]
-        )
-        def article_vectors(self, label, label_category, label_region):
-            del label_category, label_region
-            vectors = tf.gather(self.table, tf.strings.to_hash_bucket_fast(label, NUM_BUCKETS))
-            return {"article_vector": tf.math.l2_normalize(vectors, axis=-1)}
-
-    module = SearchingUserModel()
-    tf.saved_model.save(
-        module, str(path), signatures={"serving_default": module.serve, "article_vectors": module.article_vectors}
-    )
+    SearchingUserModel().save(path)
     return table
 
 
