@@ -55,6 +55,30 @@ def test_odd_parameters_get_a_json_4xx(service, method, path, expected):
     assert "/tmp/" not in json.dumps(body) and "Traceback" not in json.dumps(body)
 
 
+def read_one_response(sock: socket.socket) -> bytes:
+    """One whole HTTP response from `sock`: the head, then exactly content-length body bytes.
+    (One recv() may return only part of it: the head and the body can come in separate segments.)"""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    assert len(body) == length, f"{len(body)} body bytes after the head, {length} announced"
+    return head + b"\r\n\r\n" + body
+
+
 def raw_exchange(port: int, payload: bytes, wait_s: float = 10.0) -> tuple[int, dict, float]:
     """Sends `payload` on a fresh connection; (status, JSON body, seconds until the server closed it)."""
     started = time.monotonic()
@@ -103,7 +127,7 @@ def test_silent_and_slow_clients_are_cut_off(service):
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = sock.recv(65536)
+        first = read_one_response(sock)
         assert first.startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # ... and nothing more
         rest = b""
@@ -123,14 +147,9 @@ def test_the_rest_of_a_refused_body_is_not_read_as_the_next_request(service):
     with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
         sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % (2 * 1024 * 1024))  # fmt: skip
-        first = sock.recv(65536)
+        first = read_one_response(sock)
         assert first.startswith(b"HTTP/1.1 413"), first[:200]
         sock.sendall(body * 10 + b"z" * (2 * 1024 * 1024 - len(body) * 10))
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        second = b""
-        while b"\r\n\r\n" not in second or not second.rstrip().endswith(b"}"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            second += chunk
+        second = read_one_response(sock)
     assert second.startswith(b"HTTP/1.1 200"), second[:300]
