@@ -102,6 +102,7 @@ def recommend(
     exclude_seen: bool = True,
     live=None,
     regions: set[str] | None = None,
+    batcher=None,
 ) -> CandidateAnswer:
     """Up to `k` candidates for `user_id` from `pair`, already-viewed articles dropped by default.
 
@@ -113,6 +114,8 @@ def recommend(
       live: the service's `serving.live_state.LiveState`: live views join the history, new
         listings join the search, removed ones leave every answer (fallback included).
       regions: only articles in one of these regions (the top k of that set, not a post-filter).
+      batcher: a `serving.batcher.EncodeBatcher`: the user-tower call is shared with concurrent
+        requests (None: one call per request).
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -147,7 +150,7 @@ def recommend(
 
     started = time.perf_counter()
     try:
-        vector = pair.encoder.encode([history])
+        vector = batcher.encode(pair.encoder, history) if batcher is not None else pair.encoder.encode([history])
     except Exception:  # a bad history must not become a 500; the log keeps the traceback
         LOG.exception("model %s failed to encode the history of user %r", pair.version, user_id)
         timings["encode"] = time.perf_counter() - started

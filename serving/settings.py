@@ -60,6 +60,12 @@ class ServiceSettings(BaseSettings):
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).
     tf_threads: int = Field(1, ge=0, description="TensorFlow intra/inter-op threads (0: TF default)")
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads for FAISS search (0: FAISS default)")
+    batch_wait_ms: float = Field(
+        1.0, ge=0, le=50,
+        description="micro-batching: a user-tower call waits up to this long for concurrent requests to share it "
+        "(only while other requests are in flight; 0: off)",
+    )
+    max_batch: int = Field(32, ge=1, description="micro-batching: at most this many histories per user-tower call")
     server_timing: bool = Field(True, description="add a Server-Timing header with the per-stage split")
     max_request_bytes: int = Field(64 * 1024, ge=1, description="larger request bodies are refused with 413")
     max_url_bytes: int = Field(2048, ge=64, description="longer request targets are refused with 414")
