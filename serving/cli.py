@@ -44,7 +44,7 @@ def _register_build_index(subparsers) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="finished model directory (from `candidates train`)")
     p.add_argument(
         "--index-type", choices=("auto", "flat", "hnsw", "ivf"), default=_defaults.index_type,
-        help="auto: exact (flat) below --exact-below articles, HNSW from there on",
+        help="auto: exact (flat) below --exact-below articles, IVF-Flat from there on",
     )
     p.add_argument("--exact-below", type=int, default=_defaults.exact_below, metavar="N")
     p.add_argument(

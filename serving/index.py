@@ -53,7 +53,7 @@ class TuningResult:
 def choose_index_type(n: int, config: IndexConfig) -> str:
     """The index type for a corpus of `n` vectors: `config.index_type`, or by size when "auto"."""
     if config.index_type == "auto":
-        return "flat" if n < config.exact_below else "hnsw"
+        return "flat" if n < config.exact_below else "ivf"
     if config.index_type not in INDEX_TYPES:
         raise ValueError(f"unknown index type {config.index_type!r}; choose auto, {', '.join(INDEX_TYPES)}")
     return config.index_type
@@ -123,6 +123,25 @@ def build_index(vectors: np.ndarray, index_type: str, config: IndexConfig, seed:
     index.add_with_ids(vectors, np.arange(vectors.shape[0], dtype=np.int64))
     set_search_params(index, SearchParams(ef_search=config.hnsw_ef_search, nprobe=config.ivf_nprobe))
     return index
+
+
+def read_index(path, mmap: bool = True):
+    """An index written by `write_index_dir`, its vectors memory-mapped from the file by default.
+
+    With `mmap` the vectors (IVF lists, flat codes) and ids stay in the page cache, shared by every
+    process that maps the same file (`candidates serve --workers N` holds one copy, not N), and
+    loading costs no copy. The file must not be changed in place while mapped: index directories
+    are only ever replaced by rename (`serving/index_build.py`), which leaves a mapped file intact.
+    An index type FAISS cannot map is read into memory instead.
+    """
+    import faiss
+
+    if mmap:
+        try:
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError as error:  # pragma: no cover - depends on the index type and FAISS build
+            LOG.info("cannot memory-map %s (%s); reading it into memory", path, error)
+    return faiss.read_index(str(path))
 
 
 def base_index(index):

@@ -33,7 +33,7 @@ def data():
 def test_choose_index_type_by_corpus_size():
     config = IndexConfig(exact_below=1000)
     assert fi.choose_index_type(999, config) == "flat"
-    assert fi.choose_index_type(1000, config) == "hnsw"
+    assert fi.choose_index_type(1000, config) == "ivf"
     assert fi.choose_index_type(10, IndexConfig(index_type="ivf")) == "ivf"
     with pytest.raises(ValueError, match="unknown index type 'annoy'"):
         fi.choose_index_type(10, IndexConfig(index_type="annoy"))
@@ -126,3 +126,18 @@ def test_bad_vectors_are_refused_with_their_shape():
     bad[2, 1] = np.nan
     with pytest.raises(ValueError, match="1 article vector"):
         fi.build_index(bad, "flat", IndexConfig())
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_memory_mapped_index_answers_like_the_one_in_memory(tmp_path, data, index_type):
+    vectors, queries = data
+    index = fi.build_index(vectors, index_type, IndexConfig(ivf_nlist=16, ivf_nprobe=4, hnsw_m=8))
+    path = tmp_path / "articles.faiss"
+    faiss.write_index(index, str(path))
+    mapped = fi.read_index(path)
+    fi.set_search_params(mapped, fi.search_params_of(index))
+    assert fi.index_type_of(mapped) == index_type and mapped.ntotal == len(vectors)
+    expected_scores, expected_rows = fi.search(index, queries, 50)
+    scores, rows = fi.search(mapped, queries, 50)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
