@@ -124,7 +124,6 @@ def load_model_pair(
       ModelDirError (IndexMismatchError for a foreign index), FileNotFoundError, or whatever the
       SavedModel load raises: the pair must not serve.
     """
-    import faiss
 
     from trainer.serving_model import UserEncoder
 
@@ -152,7 +151,7 @@ def load_model_pair(
     index_path = index_dir / str(index_manifest.get("index_file", model_files.INDEX_FILE))
     if not index_path.exists():
         raise ModelDirError(f"{index_path} is missing although {model_files.INDEX_MANIFEST_FILE} exists")
-    index = faiss.read_index(str(index_path))
+    index = faiss_index.read_index(index_path)  # memory-mapped: shared by worker processes
     if index.ntotal != len(article_ids):
         raise IndexMismatchError(
             f"{index_path} holds {index.ntotal} vectors but {model_dir / model_files.ARTICLE_IDS_FILE} "
