@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 import time
 from typing import Annotated, Any
@@ -47,6 +48,7 @@ from serving.model_holder import ModelHolder
 from serving.model_pair import load_model_pair
 from serving.settings import ServiceSettings, get_settings
 from serving.store import EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
+from serving.workers import ReloadBus
 
 LOG = logging.getLogger(__name__)
 
@@ -150,6 +152,9 @@ async def lifespan(app: FastAPI):
         )
     tasks: set[asyncio.Task] = set()
     routes_live.start_live(app, settings, store, tasks)  # live views, live corpus and its sync loop
+    app.state.reload_bus = ReloadBus(settings.reload_bus) if settings.reload_bus else None
+    if app.state.reload_bus is not None:  # /admin/reload on another worker reaches this one
+        tasks.add(asyncio.create_task(app.state.reload_bus.follow(holder)))
     if settings.watch_latest and holder.is_publish_root:
         tasks.add(asyncio.create_task(holder.watch(settings.watch_interval_s)))
     loop = asyncio.get_running_loop()
@@ -193,6 +198,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.holder = None
     app.state.live = None
     app.state.batcher = None  # set by the lifespan (serving/batcher.py)
+    app.state.reload_bus = None  # with --workers N (serving/workers.py)
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = None  # set by the lifespan
@@ -279,6 +285,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         last = holder.last_reload
         body = {
             "ready": True,
+            "worker_pid": os.getpid(),  # which worker process answered (candidates serve --workers N)
             **holder.pair.describe(),
             "last_reload_error": public_message(holder.last_error) if holder.last_error else None,
             "last_reload": None if last is None else {
@@ -317,6 +324,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if not result.ok:
             serving = f"; still serving {result.previous_version}" if result.previous_version else ""
             return error_response(409, f"new version rejected: {result.message}{serving}")
+        if request.app.state.reload_bus is not None:  # the other worker processes follow
+            request.app.state.reload_bus.announce(force)
         body = {
             "result": result.result,
             "model_version": result.model_version,
@@ -329,6 +338,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
 
 def create_app_from_environment() -> FastAPI:
-    """Factory for `uvicorn --factory` and multi-worker `candidates serve`: settings from CANDIDATES_*."""
+    """Factory for `uvicorn --factory` and multi-worker `candidates serve`: settings from CANDIDATES_*.
+
+    A worker process is a fresh interpreter: without this its INFO lines (loads, reloads) would be lost.
+    """
+    if not logging.getLogger().handlers:
+        from homefeed.logs import configure_logging
+
+        configure_logging()
     return create_app()
 

@@ -168,7 +168,8 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model directory or publish root")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind, 0.0.0.0 for all [127.0.0.1]")
     p.add_argument("--port", type=int, default=8080, help="[8080]")
-    p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model + index [1]")
+    p.add_argument("--workers", type=int, default=1, help="worker processes; they share the memory-mapped index and pass /admin/reload on to each other; "
+        "live writes need --redis-url when N > 1 [1]")
     # Service settings: None means "not given", so CANDIDATES_* variables and then the
     # ServiceSettings defaults (shown in brackets) apply.
     p.add_argument("--redis-url", metavar="URL", help="read histories from Redis (see load-histories)")
@@ -188,6 +189,11 @@ def _register_serve(subparsers) -> None:
     p.add_argument(
         "--header-timeout", type=float, metavar="SECONDS",
         help="close connections that have not sent a complete request line and headers by then (JSON 408) [10]",
+    )
+    p.add_argument(
+        "--batch-wait-ms", type=float, metavar="MS",
+        help="micro-batching: a user-tower call waits up to this long for concurrent requests to share it, "
+        "only while others are in flight; 0 turns it off [1]",
     )
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
     p.add_argument(
@@ -233,6 +239,7 @@ def serve_command(args: argparse.Namespace) -> int:
         "watch_latest": args.watch_latest,
         "reload_min_interval_s": args.reload_min_interval,
         "header_timeout_s": args.header_timeout,
+        "batch_wait_ms": args.batch_wait_ms,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     settings = ServiceSettings(**overrides)  # options win over CANDIDATES_* variables
@@ -243,8 +250,8 @@ def serve_command(args: argparse.Namespace) -> int:
     check_bind(args.host, write_token_of(settings))  # no open writes on a reachable address
     if args.workers > 1 and not settings.redis_url:
         LOG.warning(
-            "%d workers without --redis-url: each keeps its own live views and listings, so a write "
-            "reaches only the worker that took it; use Redis to share them", args.workers,
+            "%d workers without --redis-url: live writes (POST /v1/events, /v1/articles) are refused with 503, "
+            "since each worker would keep its own copy; use --redis-url to share them", args.workers,
         )
     LOG.info("serving model %s from %s on http://%s:%d (%d worker(s))", version, args.model, args.host, args.port, args.workers)
     if settings.redis_url:
@@ -258,10 +265,19 @@ def serve_command(args: argparse.Namespace) -> int:
 
         uvicorn.run(create_app(settings), **common)
     else:
-        # Worker processes build their own app from the environment (serving/settings.py).
+        import shutil
+        import tempfile
+
+        # Worker processes build their own app from the environment (serving/settings.py); they
+        # pass /admin/reload on to each other through a directory of this process (serving/workers.py).
+        bus = tempfile.mkdtemp(prefix=f"candidates-workers-{os.getpid()}-")
+        settings = settings.model_copy(update={"workers": args.workers, "reload_bus": bus})
         for key, value in settings.model_dump(exclude_none=True).items():
             os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
-        uvicorn.run("serving.app:create_app_from_environment", factory=True, workers=args.workers, **common)
+        try:
+            uvicorn.run("serving.app:create_app_from_environment", factory=True, workers=args.workers, **common)
+        finally:
+            shutil.rmtree(bus, ignore_errors=True)
     return 0
 
 

@@ -19,6 +19,7 @@ from homefeed.redact import public_message
 from serving import routes_live
 from serving.metrics import ServiceMetrics
 from serving.settings import ServiceSettings
+from serving.workers import live_writes_refusal
 
 CANDIDATES_PREFIX = "/v1/users/"
 DEFAULT_SETTINGS = ServiceSettings.model_construct()  # limits before the lifespan ran
@@ -91,6 +92,8 @@ class GuardAndMeasure:
             response = error_response(
                 413, f"request body of {declared.decode(errors='replace')} bytes; the limit is {max_request_bytes}"
             )
+        elif (refusal := live_writes_refusal(scope["method"], path, settings)) is not None:
+            response = error_response(503, refusal)
         try:
             if response is not None:
                 await response(scope, receive, send_and_record)

@@ -56,6 +56,10 @@ class ServiceSettings(BaseSettings):
     )
     live_sync_interval_s: float = Field(0.25, gt=0, description="seconds between reads of other replicas' listing changes")
 
+    # Set by `candidates serve --workers N` for its worker processes (serving/workers.py).
+    workers: int = Field(1, ge=1, description="worker processes serving together; >1 without redis_url refuses live writes")
+    reload_bus: Path | None = Field(None, description="directory through which workers pass on /admin/reload")
+
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).
     tf_threads: int = Field(1, ge=0, description="TensorFlow intra/inter-op threads (0: TF default)")

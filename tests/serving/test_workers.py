@@ -1,0 +1,91 @@
+"""`candidates serve --workers 2`: /admin/reload reaches every worker; live writes need Redis."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from serving.query import wait_until_ready
+
+LAUNCHER = "import sys, homefeed.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
+    """One request on a new connection (so the kernel may hand it to either worker)."""
+    request = urllib.request.Request(url, data=body, method=method, headers={"Connection": "close"})
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def versions_by_worker(url: str, tries: int = 60) -> dict[int, str]:
+    """{worker pid: model version} from /readyz, until both workers answered (or `tries` ran out)."""
+    seen: dict[int, str] = {}
+    for _ in range(tries):
+        status, body = call(f"{url}/readyz")
+        assert status == 200, body
+        seen[body["worker_pid"]] = body["model_version"]
+        if len(seen) == 2:
+            break
+    return seen
+
+
+@pytest.mark.slow
+def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(model_v1, make_model, tmp_path):
+    root = tmp_path / "publish"
+    (root / "versions").mkdir(parents=True)
+    shutil.copytree(model_v1, root / "versions" / "v1")
+    (root / "LATEST").write_text("v1\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, "serve", "--model", str(root), "--port", str(port), "--no-watch",
+         "--workers", "2", "--reload-min-interval", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_until_ready(url, process, timeout_s=120)
+        deadline = time.monotonic() + 120
+        while len(before := versions_by_worker(url)) < 2:  # the second worker may still be loading
+            assert time.monotonic() < deadline, f"only {before} answered"
+        assert set(before.values()) == {"v1"}
+
+        shutil.copytree(make_model("v2", seed=1), root / "versions" / "v2")
+        (root / "LATEST").write_text("v2\n")
+        status, body = call(f"{url}/admin/reload", "POST", b"")
+        assert status == 200 and body["model_version"] == "v2", body
+        deadline = time.monotonic() + 60
+        while set((after := versions_by_worker(url)).values()) != {"v2"} or len(after) < 2:
+            assert time.monotonic() < deadline, f"the reload did not reach every worker: {after}"
+            time.sleep(0.2)
+        assert set(after) == set(before)  # the same two processes, reloaded (not restarted)
+
+        event = {"events": [{"user_id": "u0001", "article_id": "a0003", "viewed_at": "2024-06-02T10:00:00Z"}]}
+        status, body = call(f"{url}/v1/events", "POST", json.dumps(event).encode())
+        assert status == 503 and "--redis-url" in body["error"]["message"], body
+        status, body = call(f"{url}/v1/users/u0001/candidates?k=5")
+        assert status == 200 and body["model_version"] == "v2" and len(body["candidates"]) == 5
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    assert "reload announced to the other workers" in output, output[-3000:]
+    assert "reload announced by another worker: loaded" in output, output[-3000:]
