@@ -28,6 +28,7 @@ import signal
 import time
 from typing import Annotated, Any
 
+import anyio.to_thread
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +43,7 @@ from serving import candidates as candidate_logic
 from serving import routes_live
 from serving.auth import WriteAuth
 from serving.batcher import EncodeBatcher
+from serving.dispatch import BatchDispatcher
 from serving.http_guard import GuardAndMeasure, error_response, jsonable
 from serving.metrics import ServiceMetrics
 from serving.model_holder import ModelHolder
@@ -135,6 +137,9 @@ async def lifespan(app: FastAPI):
         raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
     configure_threads(settings)
     app.state.batcher = EncodeBatcher(settings.batch_wait_ms / 1000, settings.max_batch) if settings.batch_wait_ms else None
+    # Without Redis the request path has no network call: requests run in batches on one thread.
+    use_dispatcher = settings.batch_wait_ms and not settings.redis_url
+    app.state.dispatcher = BatchDispatcher(settings.max_batch) if use_dispatcher else None
     store = open_store(settings)
     loader = functools.partial(
         load_model_pair, history_length=settings.history_length, load_histories=store is None
@@ -178,6 +183,8 @@ async def lifespan(app: FastAPI):
         for task in tasks:
             task.cancel()
         holder.close()
+        if app.state.dispatcher is not None:
+            app.state.dispatcher.close()
         if store is not None:
             store.close()
         app.state.live.close()
@@ -198,6 +205,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.holder = None
     app.state.live = None
     app.state.batcher = None  # set by the lifespan (serving/batcher.py)
+    app.state.dispatcher = None  # set by the lifespan (serving/dispatch.py)
     app.state.reload_bus = None  # with --workers N (serving/workers.py)
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
@@ -230,10 +238,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
         summary="Candidate articles for a user",
     )
-    def user_candidates(
+    async def user_candidates(
         request: Request,
         user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=MAX_USER_ID_LENGTH, description="user id")],
-        settings: Annotated[ServiceSettings, Depends(get_settings)],
         k: Annotated[int | None, Query(ge=1, description="how many candidates (default 200, at most max_k=1000)")] = None,
         exclude_seen: Annotated[bool, Query(description="drop articles the user already viewed")] = True,
         region: Annotated[
@@ -242,6 +249,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         ] = None,
     ) -> Response:
         """The user's top-k articles by the served model, best first; popular articles as fallback."""
+        # The settings the lifespan resolved (a sync Depends would cost a thread-pool hop per request).
+        settings: ServiceSettings = request.app.state.settings
         k = settings.default_k if k is None else k
         if k > settings.max_k:
             return error_response(
@@ -252,10 +261,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         pair = holder.pair if holder is not None else None  # taken once: this request's pair
         if pair is None:
             return error_response(503, "no model loaded yet")
-        answer = candidate_logic.recommend(
-            pair, request.app.state.store, user_id, k, exclude_seen, request.app.state.live,
-            set(region) if region else None, request.app.state.batcher,
-        )
+        state = request.app.state
+        arguments = (pair, state.store, user_id, k, exclude_seen, state.live, set(region) if region else None)
+        if state.dispatcher is not None:  # serving/dispatch.py: batches on one compute thread
+            answer = await state.dispatcher.recommend(*arguments)
+        else:
+            answer = await anyio.to_thread.run_sync(
+                functools.partial(candidate_logic.recommend, *arguments, batcher=state.batcher)
+            )
         started = time.perf_counter()
         body = candidate_logic.answer_json(answer, pair, settings.include_titles)
         answer.timings["serialize"] = time.perf_counter() - started

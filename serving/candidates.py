@@ -94,6 +94,20 @@ def _popular(
     return CandidateAnswer(user_id, pair.version, True, rows, scores, reason, timings, overlay)
 
 
+@dataclass
+class PendingAnswer:
+    """A request that has its history and needs its user vector (`prepare` -> encode -> `finish`)."""
+
+    pair: ModelPair
+    user_id: str
+    k: int
+    history: dict
+    seen: set[str]
+    overlay: Any
+    regions: set[str] | None
+    timings: dict[str, float]
+
+
 def recommend(
     pair: ModelPair,
     store: HistoryStore | None,
@@ -117,6 +131,28 @@ def recommend(
       batcher: a `serving.batcher.EncodeBatcher`: the user-tower call is shared with concurrent
         requests (None: one call per request).
     """
+    step = prepare(pair, store, user_id, k, exclude_seen, live, regions)
+    if isinstance(step, CandidateAnswer):
+        return step
+    started = time.perf_counter()
+    try:
+        vector = batcher.encode(pair.encoder, step.history) if batcher is not None else pair.encoder.encode([step.history])
+    except Exception:  # a bad history must not become a 500; the log keeps the traceback
+        return encode_failed(step, time.perf_counter() - started)
+    step.timings["encode"] = time.perf_counter() - started
+    return finish(step, vector)
+
+
+def prepare(
+    pair: ModelPair,
+    store: HistoryStore | None,
+    user_id: str,
+    k: int,
+    exclude_seen: bool = True,
+    live=None,
+    regions: set[str] | None = None,
+) -> CandidateAnswer | PendingAnswer:
+    """`recommend` up to the user-tower call: the fallback answer, or what the call needs."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if live is not None:
@@ -147,16 +183,21 @@ def recommend(
     searched = bool(history.get(features.RECENT_QUERIES)) and getattr(pair.encoder, "uses_searches", False)
     if not viewed and not searched:
         return _popular(pair, user_id, k, seen, EMPTY_HISTORY, timings, overlay, regions)
+    return PendingAnswer(pair, user_id, k, history, seen, overlay, regions, timings)
 
-    started = time.perf_counter()
-    try:
-        vector = batcher.encode(pair.encoder, history) if batcher is not None else pair.encoder.encode([history])
-    except Exception:  # a bad history must not become a 500; the log keeps the traceback
-        LOG.exception("model %s failed to encode the history of user %r", pair.version, user_id)
-        timings["encode"] = time.perf_counter() - started
-        return _popular(pair, user_id, k, seen, MODEL_ERROR, timings, overlay, regions)
-    timings["encode"] = time.perf_counter() - started
 
+def encode_failed(step: PendingAnswer, seconds: float) -> CandidateAnswer:
+    """The fallback for a request whose user-tower call raised (logged with its traceback)."""
+    LOG.exception("model %s failed to encode the history of user %r", step.pair.version, step.user_id)
+    step.timings["encode"] = seconds
+    return _popular(step.pair, step.user_id, step.k, step.seen, MODEL_ERROR, step.timings, step.overlay, step.regions)
+
+
+def finish(step: PendingAnswer, vector) -> CandidateAnswer:
+    """`recommend` after the user-tower call: search (`vector`: `float32 [1, d]`) and filter."""
+    pair, user_id, k, seen, overlay, regions, timings = (
+        step.pair, step.user_id, step.k, step.seen, step.overlay, step.regions, step.timings
+    )  # fmt: skip
     if overlay is not None and (regions is not None or overlay.records):
         from serving.live_search import search_live
 

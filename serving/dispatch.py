@@ -1,0 +1,117 @@
+"""Candidate requests run in batches on one compute thread, not one thread-pool hop each.
+
+With the embedded history store (no network on the request path) the handler is async and hands
+its request to `BatchDispatcher.recommend`. One dedicated thread takes every request waiting at
+that moment (up to `max_batch`), and for the batch: reads each history (`candidates.prepare`),
+encodes all of them in ONE SavedModel call per model version, then searches and filters each
+(`candidates.finish`). Requests that arrive while a batch runs wait for the next one, so batches
+grow with the load and a request alone is run at once (continuous batching: no timer).
+
+Why: a sync FastAPI handler costs a hop to anyio's 40-thread pool per request, and those threads
+contend for the GIL with the event loop; here the event loop does HTTP and JSON, one thread does
+the model and FAISS work (both release the GIL while they compute).
+
+With Redis (`--redis-url`) the history read is a network call that may take up to its timeout,
+so that path keeps the thread pool (`serving.batcher.EncodeBatcher` then shares the model calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from serving import candidates as candidate_logic
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 32
+
+
+def run_batch(requests: list[tuple]) -> list[Any]:
+    """`candidates.recommend` for each of `requests` (its argument tuples), with the user-tower
+    calls of a batch made as one call per encoder. Each result is a `CandidateAnswer`, or the
+    exception that request raised."""
+    steps: list[Any] = []
+    for arguments in requests:
+        try:
+            steps.append(candidate_logic.prepare(*arguments))
+        except Exception as error:  # noqa: BLE001 - handed to that request's handler
+            steps.append(error)
+    pending = [i for i, step in enumerate(steps) if isinstance(step, candidate_logic.PendingAnswer)]
+    by_encoder: dict[int, list[int]] = {}
+    for i in pending:
+        by_encoder.setdefault(id(steps[i].pair.encoder), []).append(i)
+    for members in by_encoder.values():
+        encoder = steps[members[0]].pair.encoder
+        started = time.perf_counter()
+        try:
+            vectors = encoder.encode([steps[i].history for i in members])
+        except Exception:  # a bad history must not become a 500: each member falls back
+            seconds = time.perf_counter() - started
+            for i in members:
+                steps[i] = candidate_logic.encode_failed(steps[i], seconds)
+            continue
+        seconds = time.perf_counter() - started
+        for row, i in enumerate(members):
+            steps[i].timings["encode"] = seconds
+            try:
+                steps[i] = candidate_logic.finish(steps[i], vectors[row : row + 1])
+            except Exception as error:  # noqa: BLE001
+                steps[i] = error
+    return steps
+
+
+class BatchDispatcher:
+    """Runs candidate requests from the event loop in batches on one compute thread."""
+
+    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH):
+        self.max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidates-compute")
+        self._waiting: list[tuple[tuple, asyncio.Future]] = []
+        self._running = False
+        self.batches = 0  # for the benchmark and tests
+        self.requests = 0
+
+    async def recommend(self, *arguments) -> candidate_logic.CandidateAnswer:
+        """`candidates.recommend(*arguments)` (without its `batcher`), run in the next batch."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.append((arguments, future))
+        if not self._running:
+            self._start(loop)
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+            batch = [(arguments, future) for arguments, future in batch if not future.done()]  # not cancelled
+            if batch:
+                break
+            if not self._waiting:
+                self._running = False
+                return
+        self._running = True
+        self.batches += 1
+        self.requests += len(batch)
+        work = loop.run_in_executor(self._executor, run_batch, [arguments for arguments, _ in batch])
+        work.add_done_callback(lambda done: self._finished(loop, batch, done))
+
+    def _finished(self, loop, batch, done: asyncio.Future) -> None:
+        error = done.exception()
+        results = [error] * len(batch) if error is not None else done.result()
+        for (_, future), result in zip(batch, results):
+            if future.done():  # the client went away
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self._running = False
+        if self._waiting:
+            self._start(loop)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,64 @@
+"""Batched request execution (serving/dispatch.py): the same answers as one request at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serving import candidates as candidate_logic
+from serving.dispatch import BatchDispatcher, run_batch
+from serving.model_pair import load_model_pair
+
+
+@pytest.fixture(scope="module")
+def pair(model_v1):
+    return load_model_pair(model_v1)
+
+
+def _same(got, expected) -> None:
+    assert (got.fallback, got.fallback_reason, got.rows) == (expected.fallback, expected.fallback_reason, expected.rows)
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-6)
+
+
+USERS = ["u0000", "u0001", "nobody", "u0002", "u0039", "u0003", "u0004"]  # "nobody": unknown, the fallback
+
+
+def test_a_batch_answers_each_request_as_recommend_does(pair):
+    requests = [(pair, None, user, 10 + i, i % 2 == 0) for i, user in enumerate(USERS)]
+    results = run_batch(requests)
+    for arguments, got in zip(requests, results):
+        _same(got, candidate_logic.recommend(*arguments))
+    assert {r.fallback_reason for r in results} >= {"unknown_user", None}
+
+
+def test_a_failing_model_call_gives_each_member_the_fallback_and_a_bad_request_only_its_own_error(pair):
+    class Broken:
+        uses_searches = False
+
+        def encode(self, rows):
+            raise RuntimeError("model call failed")
+
+    import dataclasses
+
+    broken = dataclasses.replace(pair, encoder=Broken())
+    results = run_batch([(broken, None, "u0000", 5), (broken, None, "u0001", 5), (pair, None, "u0002", 5), (pair, None, "u0003", "x")])
+    assert [r.fallback_reason for r in results[:2]] == ["model_error", "model_error"]
+    _same(results[2], candidate_logic.recommend(pair, None, "u0002", 5))
+    assert isinstance(results[3], TypeError)  # k="x": that request's own error, not the batch's
+
+
+def test_concurrent_requests_run_in_shared_batches(pair):
+    dispatcher = BatchDispatcher(max_batch=4)
+
+    async def many():
+        return await asyncio.gather(*(dispatcher.recommend(pair, None, user, 20) for user in USERS * 3))
+
+    try:
+        results = asyncio.run(many())
+    finally:
+        dispatcher.close()
+    for user, got in zip(USERS * 3, results):
+        _same(got, candidate_logic.recommend(pair, None, user, 20))
+    assert dispatcher.requests == len(results) and dispatcher.batches < len(results)
