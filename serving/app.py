@@ -28,13 +28,13 @@ import signal
 import time
 from typing import Annotated, Any
 
-import anyio.to_thread
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homefeed import __version__
@@ -266,9 +266,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if state.dispatcher is not None:  # serving/dispatch.py: batches on one compute thread
             answer = await state.dispatcher.recommend(*arguments)
         else:
-            answer = await anyio.to_thread.run_sync(
-                functools.partial(candidate_logic.recommend, *arguments, batcher=state.batcher)
-            )
+            answer = await run_in_threadpool(candidate_logic.recommend, *arguments, batcher=state.batcher)
         started = time.perf_counter()
         body = candidate_logic.answer_json(answer, pair, settings.include_titles)
         answer.timings["serialize"] = time.perf_counter() - started
