@@ -23,7 +23,6 @@ SavedModel called one row at a time).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
