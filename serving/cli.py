@@ -192,8 +192,9 @@ def _register_serve(subparsers) -> None:
     )
     p.add_argument(
         "--batch-wait-ms", type=float, metavar="MS",
-        help="micro-batching: a user-tower call waits up to this long for concurrent requests to share it, "
-        "only while others are in flight; 0 turns it off [1]",
+        help="batching: concurrent requests share user-tower calls (without --redis-url they run in batches on "
+        "one compute thread; with it a call waits up to this long for company, only while others are in "
+        "flight); 0 turns batching off: one model call per request [1]",
     )
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
     p.add_argument(

@@ -66,8 +66,9 @@ class ServiceSettings(BaseSettings):
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads for FAISS search (0: FAISS default)")
     batch_wait_ms: float = Field(
         1.0, ge=0, le=50,
-        description="micro-batching: a user-tower call waits up to this long for concurrent requests to share it "
-        "(only while other requests are in flight; 0: off)",
+        description="batching: with Redis a user-tower call waits up to this long for concurrent requests to share "
+        "it (only while others are in flight); without Redis requests run in batches on one thread "
+        "(serving/dispatch.py); 0: no batching, one call per request",
     )
     max_batch: int = Field(32, ge=1, description="micro-batching: at most this many histories per user-tower call")
     server_timing: bool = Field(True, description="add a Server-Timing header with the per-stage split")
