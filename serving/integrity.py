@@ -29,17 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.model_dir import MANIFEST_FILE, sha256_file
+from homefeed.layout import index_dir as index_layout
+from homefeed.layout import publish_root as publish_layout
+from homefeed.layout.model_dir import MANIFEST_FILE, sha256_file
 
 LOG = logging.getLogger(__name__)
 
-RECORD_FILE = "publish.json"  # the publish step's record in each published version
+RECORD_FILE = publish_layout.RECORD_FILE  # the publish step's record in each published version
 RECORD_FILES_KEY = "files"
 RECORD_HASH_KEY = "record_sha256"
-INDEX_HASH_KEY = "index_sha256"
-INDEX_BYTES_KEY = "index_bytes"
-VERSIONS_DIR = "versions"
-PUBLISH_LOG_FILE = "publish_log.jsonl"
+INDEX_HASH_KEY = index_layout.INDEX_HASH_KEY
+INDEX_BYTES_KEY = index_layout.INDEX_BYTES_KEY
+VERSIONS_DIR = publish_layout.VERSIONS_DIR
+PUBLISH_LOG_FILE = publish_layout.PUBLISH_LOG_FILE
 
 
 class IntegrityError(ValueError):
