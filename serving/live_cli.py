@@ -72,7 +72,7 @@ def _known_articles(model: str, redis_url: str, prefix: str):
 
 
 def consume_events_command(args: argparse.Namespace) -> int:
-    from homefeed.cli import CommandError
+    from homefeed.errors import CommandError
     from serving.consumer import EventConsumer
     from serving.store import StoreUnavailableError
 
@@ -125,7 +125,7 @@ def _register_sync_articles(subparsers) -> None:
 
 
 def sync_articles_command(args: argparse.Namespace) -> int:
-    from homefeed.cli import CommandError
+    from homefeed.errors import CommandError
     from serving.article_sync import read_articles_file, read_articles_table, send_articles
     from serving.query import ServiceError
 

@@ -84,7 +84,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from components.extract import extract, warehouse
     from homefeed import lifetime
-    from homefeed.cli import CommandError
+    from homefeed.errors import CommandError
     from homefeed.config import ExtractConfig
 
     local = bool(args.events or args.articles)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -229,3 +230,32 @@ def test_url_publish_root_is_refused_with_advice(tmp_path, histories):
 def test_missing_user_histories_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="user histories"):
         publish_model(make_model_dir(tmp_path, "v1", 0.4), tmp_path / "root", None, tmp_path / "nope.parquet")
+
+
+def test_the_publish_task_assembles_its_artifacts_and_reports(tmp_path, histories):
+    """components/publish: model, evaluation and index arrive as separate artifacts."""
+    from components.publish.publish_artifacts import publish_artifacts, render_report
+
+    made = make_model_dir(tmp_path, "v1", 0.40)
+    model, evaluation, index, examples = (tmp_path / name for name in ("model", "evaluation", "index", "examples"))
+    shutil.copytree(made, model, ignore=shutil.ignore_patterns("index", "evaluation.json"))
+    evaluation.mkdir()
+    shutil.copy2(made / "evaluation.json", evaluation / "evaluation.json")
+    shutil.copytree(made / "index", index)
+    examples.mkdir()
+    shutil.copy2(histories, examples / "user_histories.parquet")
+    root = tmp_path / "published"
+
+    decision = publish_artifacts(model, evaluation, index, examples, root, PublishConfig(0.1, 0.01))
+    assert decision.published and publish.read_latest(root) == "v1"
+    assert (root / "versions" / "v1" / "user_histories.parquet").read_bytes() == histories.read_bytes()
+    report = render_report(decision, root)
+    assert report.startswith("# Published: `v1`") and "| this model | 0.4000 |" in report
+    assert f"candidates serve --model {root}" in report
+
+    again = publish_artifacts(model, evaluation, index, examples, root, PublishConfig(0.1, 0.01))
+    report = render_report(again, root)
+    assert report.startswith("# Not published: `v1`") and "| published `v1` (tolerance 0.0100) | 0.4000 |" in report
+    assert "candidates serve" not in report
+    with pytest.raises(ValueError, match="publish_root is empty"):
+        publish_artifacts(model, evaluation, index, examples, "", PublishConfig(0.1, 0.01))
