@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from homefeed.config import IndexConfig, TransformConfig
+from homefeed.config import ExtractConfig, IndexConfig, TransformConfig
 from homefeed.config_flags import add_config_flags, config_from_args, flag_name
 from homefeed_cli import cli
 
@@ -54,3 +54,5 @@ def test_the_transform_and_build_index_commands_use_the_dataclass_defaults():
     assert config_from_args(TransformConfig, transform, beam_args=[]) == TransformConfig()
     index = parser.parse_args(["build-index", "--model", "m", "--no-tune", "--sample-size", "20"])
     assert config_from_args(IndexConfig, index) == IndexConfig(tune_search=False, recall_sample_size=20)
+    extract = parser.parse_args(["extract", "--out", "o", "--events", "e", "--articles", "a", "--max-clock-skew", "60"])
+    assert config_from_args(ExtractConfig, extract) == ExtractConfig(max_clock_skew_s=60.0)
