@@ -31,6 +31,7 @@ from typing import Any
 
 from homefeed.layout import index_dir as index_layout
 from homefeed.layout import publish_root as publish_layout
+from homefeed.layout.json_files import read_json_object
 from homefeed.layout.model_dir import MANIFEST_FILE, sha256_file
 
 LOG = logging.getLogger(__name__)
@@ -142,12 +143,7 @@ def read_record(model_dir: Path) -> dict[str, Any] | None:
     path = model_dir / RECORD_FILE
     if not path.exists():
         return None
-    try:
-        record = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IntegrityError(f"{model_dir.name}/{RECORD_FILE} is not valid JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise IntegrityError(f"{model_dir.name}/{RECORD_FILE} is not a JSON object")
+    record = read_json_object(path, IntegrityError, f"{model_dir.name}/{RECORD_FILE}")
     if RECORD_FILES_KEY not in record:
         return None  # written before records carried hashes: the manifests still apply
     if record.get(RECORD_HASH_KEY) != record_digest(record):

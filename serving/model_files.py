@@ -20,6 +20,7 @@ from homefeed import features
 from homefeed.layout import index_dir as index_layout
 from homefeed.layout import model_dir as layout  # MODEL_DIR's names and validator (stdlib only)
 from homefeed.layout import publish_root as publish_layout
+from homefeed.layout.json_files import read_json_object
 
 LOG = logging.getLogger(__name__)
 
@@ -80,14 +81,9 @@ def resolve_model_dir(path: str | os.PathLike) -> ResolvedModel:
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text())
+        return read_json_object(path, ModelDirError, what)
     except FileNotFoundError:
         raise ModelDirError(f"{what} {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelDirError(f"{what} {path} is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise ModelDirError(f"{what} {path} must hold a JSON object, not {type(value).__name__}")
-    return value
 
 
 def read_model_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from homefeed.config import PublishConfig
 from homefeed.layout import index_dir as index_layout
 from homefeed.layout import model_dir as model_layout
 from homefeed.layout import publish_root as layout
+from homefeed.layout.json_files import read_json_object
 from serving import integrity
 from serving.publish_gate import GATE_METRIC, IncompleteModelError, PublishDecision, decide, recall_at_200
 
@@ -70,11 +71,9 @@ _check_local = layout.local_root
 # ---------------------------------------------------------------------------------------------
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return read_json_object(path, IncompleteModelError, f"{what}:")
     except FileNotFoundError:
         raise IncompleteModelError(f"{what}: {path} is missing") from None
-    except json.JSONDecodeError as error:
-        raise IncompleteModelError(f"{what}: {path} is not valid JSON ({error})") from None
 
 
 def check_model_dir(model_dir: str | os.PathLike, staged_copy: bool = False) -> dict[str, Any]:

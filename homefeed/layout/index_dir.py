@@ -7,12 +7,12 @@ the service before either trusts it.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from homefeed.layout import model_dir as model_layout
+from homefeed.layout.json_files import read_json_object
 
 INDEX_DIR = "index"
 INDEX_FILE = "articles.faiss"
@@ -41,13 +41,7 @@ def read_index_manifest(index_dir: str | os.PathLike) -> dict[str, Any]:
         raise IndexDirError(
             f"no index at {Path(index_dir)} ({INDEX_MANIFEST_FILE} missing): run `candidates build-index --model MODEL_DIR`"
         )
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IndexDirError(f"index manifest {path} is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise IndexDirError(f"index manifest {path} must hold a JSON object, not {type(value).__name__}")
-    return value
+    return read_json_object(path, IndexDirError, "index manifest")
 
 
 def index_file(model_dir: str | os.PathLike, index_manifest: dict[str, Any]) -> Path:

@@ -10,13 +10,13 @@ recorded size (and, on request, hash), so a truncated copy is refused too.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from homefeed import atomic, features
+from homefeed.layout.json_files import read_json_object
 
 LOG = logging.getLogger(__name__)
 
@@ -93,12 +93,7 @@ def load_manifest(
             f"{model_dir} is not a finished model directory: {MANIFEST_FILE} is missing "
             "(the trainer writes it last, so training did not finish there)"
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UnfinishedModelError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(manifest, dict):
-        raise UnfinishedModelError(f"{path} must hold a JSON object")
+    manifest = read_json_object(path, UnfinishedModelError)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UnfinishedModelError(
             f"{path}: format_version {manifest.get('format_version')!r} is not {FORMAT_VERSION} "
