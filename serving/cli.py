@@ -13,6 +13,7 @@ import time
 
 from homefeed.config import IndexConfig
 from homefeed.config_flags import add_config_flags, config_from_args
+from serving.store import DEFAULT_REDIS_PREFIX  # the history keys' owner (light: orjson only)
 
 LOG = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _register_load_histories(subparsers) -> None:
     )
     p.add_argument("--histories", required=True, metavar="PATH", help="user_histories.parquet")
     p.add_argument("--redis-url", required=True, metavar="URL", help="e.g. redis://127.0.0.1:6379/0")
-    p.add_argument("--prefix", default="homefeed:history:", help="key prefix (serve --redis-prefix must match)")
+    p.add_argument("--prefix", default=DEFAULT_REDIS_PREFIX, help="key prefix (serve --redis-prefix must match)")
     p.add_argument("--batch-size", type=int, default=1000, help="SETs per pipelined round trip")
     p.add_argument("--ttl-days", type=float, default=None, help="expire each key after this many days")
     p.set_defaults(handler=load_histories_command)
