@@ -40,7 +40,7 @@ LOG = logging.getLogger(__name__)
 class ExtractSummary:
     """What an extract did; written as `extract_summary.json`.
 
-    rows: output row counts (`training_examples`, `train`, `eval`, `user_histories`, `articles`).
+    rows: output row counts (`training_examples`, `train`, `validation`, `test`, `user_histories`, `articles`).
     inputs: input row counts (`events_rows`, `articles_rows`, `events_used`, `users`, ...).
     dropped: rows removed as bad data, by reason (missing ids, duplicates, unknown article ids).
     excluded: valid rows left out by the settings (after as_of, outside the lookback, inactive or
