@@ -91,7 +91,7 @@ RUN --mount=type=secret,id=ca_cert \
     if [ -s /run/secrets/ca_cert ]; then export SSL_CERT_FILE=/run/secrets/ca_cert; fi \
     && /opt/uv/bin/uv pip install --no-deps /src \
     && rm -rf /root/.cache /tmp/* \
-    && runuser -u homefeed -- python -c "import homefeed, components, pipeline, trainer, serving, sql, kfp" \
+    && runuser -u homefeed -- python -c "import homefeed, homefeed_cli, components, pipeline, trainer, serving, sql, kfp" \
     && runuser -u homefeed -- candidates --help >/dev/null \
     && runuser -u homefeed -- python -c "from components.extract.warehouse import ensure_spatial_extension as e; e()"
 USER homefeed

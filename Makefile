@@ -9,11 +9,12 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo test test-quick venv clean help image serving-image base-image
+.PHONY: demo test test-quick golden venv clean help image serving-image base-image
 help:
 	@echo "make demo        run the whole pipeline locally on sample data, then serve and query it"
 	@echo "make test        run every test (as CI does)"
 	@echo "make test-quick  skip the slow and end-to-end tests"
+	@echo "make golden      rewrite tests/pipeline/golden/ (the compiled pipeline) after a meant change"
 	@echo "make image       build the pipeline image $(IMAGE) from $(BASE_IMAGE) (docs/deploy.md)"
 	@echo "make serving-image  build the service's image $(SERVING_IMAGE)"
 	@echo "make base-image  build $(LOCAL_BASE_IMAGE), a stand-in for the base from Debian packages (no registry needed)"
@@ -28,13 +29,16 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m homefeed.demo --workdir $(DEMO)
+	$(BIN)/python -m homefeed_cli.demo --workdir $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not e2e"
+
+golden: $(STAMP)
+	$(BIN)/python -m pipeline.compile --golden
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

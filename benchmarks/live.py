@@ -199,7 +199,7 @@ def sweep_broad(regions, vectors, codes, queries, args) -> list[dict]:
 def start(args, port: int, log: Path):
     import subprocess
 
-    command = [sys.executable, "-m", "homefeed.cli", "serve", "--model", str(args.model), "--port", str(port)]
+    command = [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(args.model), "--port", str(port)]
     if args.histories:
         command += ["--histories", str(args.histories)]
     if args.redis_url:

@@ -58,7 +58,7 @@ from serving.query import wait_until_ready  # noqa: E402  (after the sys.path fi
 LOG = logging.getLogger("benchmarks.serving")
 # Runs `candidates` with only the serving commands registered: the benchmark does not depend on
 # other stages' CLI modules importing.
-LAUNCHER = "import sys, homefeed.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
+LAUNCHER = "import sys, homefeed_cli.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
 STAGES = ("store", "encode", "search", "filter", "serialize")
 
 

@@ -369,7 +369,7 @@ class IndexConfig:
 class PublishConfig:
     """The gate in front of publishing a new model + index."""
 
-    # Absolute floor: a model with a lower recall@200 on the eval split is never published.
+    # Absolute floor: a model with a lower recall@200 on the test split is never published.
     min_recall_at_200: float = 0.05
     # The new model may be at most this much (absolute) worse than the published one.
     max_regression: float = 0.01

@@ -11,7 +11,7 @@ The six stages as one Kubeflow Pipelines (v2) pipeline:
   extract (BigQuery SQL) -> transform (Beam + TFT) -> train -> evaluate + build-index -> publish
 
 Publishing is gated: the new model + index go live (PUBLISH_ROOT/LATEST moves) only if recall@200
-on the eval split clears --param min_recall_at_200 and is at most --param max_regression below the
+on the test split clears --param min_recall_at_200 and is at most --param max_regression below the
 published model's; otherwise the run ends green with "not published" and the reason in its metrics.
 
   compile     write the pipeline as KFP IR YAML (for the KFP UI, `kfp` CLI or Vertex AI Pipelines)
@@ -158,7 +158,7 @@ def _submit(args: argparse.Namespace) -> int:
     except Exception as error:  # kfp_server_api.ApiException, connection errors: one clear line
         if type(error).__name__ not in ("ApiException", "MaxRetryError", "NewConnectionError", "ProtocolError"):
             raise
-        from homefeed.cli import CommandError
+        from homefeed.errors import CommandError
 
         detail = getattr(error, "body", None) or getattr(error, "reason", None) or error
         raise CommandError(f"the KFP API at {args.host} refused the request: {str(detail).strip()[:500]}") from error
@@ -179,7 +179,7 @@ def _run_local(args: argparse.Namespace) -> int:
         result = run_local(args.events, args.articles, args.workdir, parameters, verbose=args.show_task_output,
                            searches=args.searches, image=args.image)  # fmt: skip
     except RuntimeError as error:  # a task failed; its output is in the log
-        from homefeed.cli import CommandError
+        from homefeed.errors import CommandError
 
         raise CommandError(str(error)) from error
     print()

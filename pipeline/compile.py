@@ -123,6 +123,33 @@ def _header(text: str) -> str:
     return "".join(lines)
 
 
+# The checked-in compiled pipeline (tests/pipeline/test_golden.py); `make golden` rewrites it.
+GOLDEN_FILE = Path(__file__).resolve().parents[1] / "tests" / "pipeline" / "golden" / "candidates_pipeline.yaml"
+# What may differ between two compiles of the same code: the SDK that wrote it.
+_VOLATILE_KEYS = ("sdkVersion",)
+
+
+def normalised_yaml(spec: Mapping[str, Any]) -> str:
+    """A compiled spec as stable text: keys sorted, the writing SDK's version left out."""
+    import yaml
+
+    stable = {key: value for key, value in spec.items() if key not in _VOLATILE_KEYS}
+    return yaml.safe_dump(stable, sort_keys=True, width=120)
+
+
+def write_golden(path: str | os.PathLike = GOLDEN_FILE) -> Path:
+    """Compiles the pipeline with its defaults and writes `normalised_yaml` of it to `path`."""
+    import tempfile
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="homefeed-golden-") as tmp:
+        spec = compile_pipeline(Path(tmp) / "pipeline.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(normalised_yaml(spec))
+    LOG.info("wrote the golden compiled pipeline to %s", path)
+    return path
+
+
 def load_pipeline(path: str | os.PathLike):
     """Loads a compiled pipeline YAML with KFP's own loader (returns a `kfp` YamlComponent).
 
@@ -134,3 +161,12 @@ def load_pipeline(path: str | os.PathLike):
     if not Path(path).is_file():
         raise FileNotFoundError(f"no compiled pipeline at {path}")
     return components.load_component_from_file(str(path))
+
+
+if __name__ == "__main__":  # python -m pipeline.compile --golden [PATH]   (what `make golden` runs)
+    import sys
+
+    if sys.argv[1:2] != ["--golden"]:
+        sys.exit("usage: python -m pipeline.compile --golden [PATH]   (rewrites the golden compiled pipeline)")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(write_golden(*sys.argv[2:3]))

@@ -96,7 +96,7 @@ def candidates_pipeline(
     seed: int = _TRAIN.seed,
     # Any other TrainConfig field, by name, e.g. {"tower_units": [256, 128], "dropout": 0.1}.
     train_overrides: Dict = {},  # noqa: B006 - a KFP default value, never mutated
-    # Evaluate: "examples" replays each eval view at its own age; "serving" asks as the service does (age 0).
+    # Evaluate: "examples" replays each test view at its own age; "serving" asks as the service does (age 0).
     eval_example_age: str = _EVALUATE.example_age,
     # Index.
     index_type: str = _INDEX.index_type,

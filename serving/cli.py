@@ -12,10 +12,30 @@ import sys
 import time
 
 from homefeed.config import IndexConfig
+from homefeed.config_flags import add_config_flags, config_from_args
+from serving.store import DEFAULT_REDIS_PREFIX  # the history keys' owner (light: orjson only)
 
 LOG = logging.getLogger(__name__)
 
-_defaults = IndexConfig()
+# build-index flags: generated from IndexConfig (homefeed/config_flags.py), under their established names.
+INDEX_FLAGS = {"hnsw_ef_construction": "--ef-construction", "hnsw_ef_search": "--ef-search", "ivf_nprobe": "--nprobe",
+               "tune_search": "--tune", "recall_sample_size": "--sample-size"}  # fmt: skip
+INDEX_FLAG_HELP = {
+    "index_type": "auto: exact (flat) below --exact-below articles, IVF-Flat from there on; or flat, hnsw, ivf",
+    "recall_floor": "refuse an index below this recall@k", "recall_sample_size": "users sampled for the recall check",
+    "k": "k of the recall check", "hnsw_m": "HNSW links per node", "hnsw_ef_construction": "HNSW build depth",
+    "hnsw_ef_search": "HNSW search depth to start tuning from", "ivf_nlist": "IVF lists (none: about 4*sqrt(n))",
+    "ivf_nprobe": "IVF lists probed, to start tuning from", "exact_below": "auto: exact search below this many articles",
+    "max_ef_search": "highest efSearch the tuning may reach", "max_nprobe": "highest nprobe the tuning may reach",
+    "seed": "random seed (IVF training, the recall sample)",
+    "tune_search": "raise --ef-search/--nprobe until the recall floor is met (--no-tune: keep them, refuse if below)",
+}  # fmt: skip
+
+
+def _index_type(text: str) -> str:
+    if text not in ("auto", "flat", "hnsw", "ivf"):
+        raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from auto, flat, hnsw, ivf)")
+    return text
 
 
 def register(subparsers) -> None:
@@ -43,50 +63,19 @@ def _register_build_index(subparsers) -> None:
     )
     p.add_argument("--model", required=True, metavar="DIR", help="finished model directory (from `candidates train`)")
     p.add_argument(
-        "--index-type", choices=("auto", "flat", "hnsw", "ivf"), default=_defaults.index_type,
-        help="auto: exact (flat) below --exact-below articles, IVF-Flat from there on",
-    )
-    p.add_argument("--exact-below", type=int, default=_defaults.exact_below, metavar="N")
-    p.add_argument(
         "--histories", metavar="PATH",
         help="user_histories.parquet for the recall queries (default: MODEL_DIR/user_histories.parquet; "
         "without any, article vectors are the queries, which overstates recall)",
     )
     p.add_argument("--output", metavar="DIR", help="index directory to write (default: MODEL_DIR/index)")
-    p.add_argument("--recall-floor", type=float, default=_defaults.recall_floor, help="refuse an index below this recall@k")
-    p.add_argument("--sample-size", type=int, default=_defaults.recall_sample_size, help="users sampled for the recall check")
-    p.add_argument("--k", type=int, default=_defaults.k, help="k of the recall check")
-    p.add_argument("--hnsw-m", type=int, default=_defaults.hnsw_m, help="HNSW links per node")
-    p.add_argument("--ef-construction", type=int, default=_defaults.hnsw_ef_construction, help="HNSW build depth")
-    p.add_argument("--ef-search", type=int, default=_defaults.hnsw_ef_search, help="HNSW search depth to start tuning from")
-    p.add_argument("--max-ef-search", type=int, default=_defaults.max_ef_search)
-    p.add_argument("--ivf-nlist", type=int, default=_defaults.ivf_nlist, help="IVF lists (default about 4*sqrt(n))")
-    p.add_argument("--nprobe", type=int, default=_defaults.ivf_nprobe, help="IVF lists probed, to start tuning from")
-    p.add_argument("--max-nprobe", type=int, default=_defaults.max_nprobe)
-    p.add_argument("--no-tune", action="store_true", help="keep --ef-search/--nprobe as given (refuse if below the floor)")
-    p.add_argument("--seed", type=int, default=_defaults.seed)
+    add_config_flags(p, IndexConfig, "index settings", helps=INDEX_FLAG_HELP, flags=INDEX_FLAGS, types={"index_type": _index_type})
     p.set_defaults(handler=build_index_command)
 
 
 def build_index_command(args: argparse.Namespace) -> int:
     from serving.index_build import build_model_index
 
-    config = IndexConfig(
-        index_type=args.index_type,
-        exact_below=args.exact_below,
-        hnsw_m=args.hnsw_m,
-        hnsw_ef_construction=args.ef_construction,
-        hnsw_ef_search=args.ef_search,
-        ivf_nlist=args.ivf_nlist,
-        ivf_nprobe=args.nprobe,
-        tune_search=not args.no_tune,
-        max_ef_search=args.max_ef_search,
-        max_nprobe=args.max_nprobe,
-        recall_floor=args.recall_floor,
-        recall_sample_size=args.sample_size,
-        k=args.k,
-        seed=args.seed,
-    )
+    config = config_from_args(IndexConfig, args)
     manifest = build_model_index(args.model, config, histories=args.histories, output_dir=args.output)
     k = manifest["k"]
     where = args.output or os.path.join(args.model, "index")
@@ -116,16 +105,15 @@ def _register_load_histories(subparsers) -> None:
     )
     p.add_argument("--histories", required=True, metavar="PATH", help="user_histories.parquet")
     p.add_argument("--redis-url", required=True, metavar="URL", help="e.g. redis://127.0.0.1:6379/0")
-    p.add_argument("--prefix", default="homefeed:history:", help="key prefix (serve --redis-prefix must match)")
+    p.add_argument("--prefix", default=DEFAULT_REDIS_PREFIX, help="key prefix (serve --redis-prefix must match)")
     p.add_argument("--batch-size", type=int, default=1000, help="SETs per pipelined round trip")
     p.add_argument("--ttl-days", type=float, default=None, help="expire each key after this many days")
     p.set_defaults(handler=load_histories_command)
 
 
 def load_histories_command(args: argparse.Namespace) -> int:
+    from homefeed.errors import CommandError
     from serving.store import StoreUnavailableError, load_histories_to_redis
-
-    from homefeed.cli import CommandError
 
     last = [time.monotonic()]
 
@@ -304,7 +292,7 @@ def _register_query(subparsers) -> None:
 def query_command(args: argparse.Namespace) -> int:
     import json
 
-    from homefeed.cli import CommandError
+    from homefeed.errors import CommandError
     from serving.query import ServiceError, fetch_candidates, format_candidates
 
     try:

@@ -29,17 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.model_dir import MANIFEST_FILE, sha256_file
+from homefeed.layout import index_dir as index_layout
+from homefeed.layout import publish_root as publish_layout
+from homefeed.layout.json_files import read_json_object
+from homefeed.layout.model_dir import MANIFEST_FILE, sha256_file
 
 LOG = logging.getLogger(__name__)
 
-RECORD_FILE = "publish.json"  # the publish step's record in each published version
+RECORD_FILE = publish_layout.RECORD_FILE  # the publish step's record in each published version
 RECORD_FILES_KEY = "files"
 RECORD_HASH_KEY = "record_sha256"
-INDEX_HASH_KEY = "index_sha256"
-INDEX_BYTES_KEY = "index_bytes"
-VERSIONS_DIR = "versions"
-PUBLISH_LOG_FILE = "publish_log.jsonl"
+INDEX_HASH_KEY = index_layout.INDEX_HASH_KEY
+INDEX_BYTES_KEY = index_layout.INDEX_BYTES_KEY
+VERSIONS_DIR = publish_layout.VERSIONS_DIR
+PUBLISH_LOG_FILE = publish_layout.PUBLISH_LOG_FILE
 
 
 class IntegrityError(ValueError):
@@ -140,12 +143,7 @@ def read_record(model_dir: Path) -> dict[str, Any] | None:
     path = model_dir / RECORD_FILE
     if not path.exists():
         return None
-    try:
-        record = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IntegrityError(f"{model_dir.name}/{RECORD_FILE} is not valid JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise IntegrityError(f"{model_dir.name}/{RECORD_FILE} is not a JSON object")
+    record = read_json_object(path, IntegrityError, f"{model_dir.name}/{RECORD_FILE}")
     if RECORD_FILES_KEY not in record:
         return None  # written before records carried hashes: the manifests still apply
     if record.get(RECORD_HASH_KEY) != record_digest(record):

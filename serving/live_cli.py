@@ -13,6 +13,7 @@ import sys
 import threading
 
 from homefeed import features
+from serving.store import DEFAULT_REDIS_PREFIX  # the history keys' owner (light: orjson only)
 
 LOG = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _register_consume_events(subparsers) -> None:
     p.add_argument("--stream", required=True, metavar="NAME", help="the stream producers XADD views to")
     p.add_argument("--group", default=DEFAULT_GROUP, help="consumer group name")
     p.add_argument("--consumer", metavar="NAME", help="this consumer's name in the group (default: HOST-PID; keep it stable across restarts)")
-    p.add_argument("--redis-prefix", default="homefeed:history:", help="the service's --redis-prefix")
+    p.add_argument("--redis-prefix", default=DEFAULT_REDIS_PREFIX, help="the service's --redis-prefix")
     p.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH, metavar="H", help="live views kept per user")
     p.add_argument("--model", metavar="DIR", help="model directory or publish root: reject views of articles neither in its corpus nor live (default: accept any id)")
     p.add_argument("--batch-size", type=int, default=500, help="entries per read")
@@ -72,7 +73,7 @@ def _known_articles(model: str, redis_url: str, prefix: str):
 
 
 def consume_events_command(args: argparse.Namespace) -> int:
-    from homefeed.cli import CommandError
+    from homefeed.errors import CommandError
     from serving.consumer import EventConsumer
     from serving.store import StoreUnavailableError
 
@@ -125,7 +126,7 @@ def _register_sync_articles(subparsers) -> None:
 
 
 def sync_articles_command(args: argparse.Namespace) -> int:
-    from homefeed.cli import CommandError
+    from homefeed.errors import CommandError
     from serving.article_sync import read_articles_file, read_articles_table, send_articles
     from serving.query import ServiceError
 

@@ -17,21 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from homefeed import features
-from serving import publish
-from trainer import model_dir as layout  # the trainer's MODEL_DIR layout (stdlib only)
+from homefeed.layout import index_dir as index_layout
+from homefeed.layout import model_dir as layout  # MODEL_DIR's names and validator (stdlib only)
+from homefeed.layout import publish_root as publish_layout
+from homefeed.layout.json_files import read_json_object
 
 LOG = logging.getLogger(__name__)
 
+# The names the serving side reads, from their owners (homefeed/layout/).
 MANIFEST_FILE = layout.MANIFEST_FILE
 ARTICLE_VECTORS_FILE = layout.ARTICLE_VECTORS_FILE
 ARTICLE_IDS_FILE = layout.ARTICLE_IDS_FILE
 ARTICLES_FILE = layout.ARTICLES_FILE
 POPULAR_FILE = layout.POPULAR_FILE
 HISTORIES_FILE = features.USER_HISTORIES_FILE  # optional copy of the extract's snapshot
-INDEX_DIR = "index"
-INDEX_FILE = "articles.faiss"
-INDEX_MANIFEST_FILE = "index_manifest.json"
-VECTORS_HASH_KEY = "article_vectors_sha256"
+INDEX_DIR = index_layout.INDEX_DIR
+INDEX_FILE = index_layout.INDEX_FILE
+INDEX_MANIFEST_FILE = index_layout.INDEX_MANIFEST_FILE
+VECTORS_HASH_KEY = index_layout.VECTORS_HASH_KEY
 
 
 class ModelDirError(ValueError):
@@ -54,10 +57,7 @@ class ResolvedModel:
 
 
 def is_publish_root(path: str | os.PathLike) -> bool:
-    path = Path(path)
-    return (path / publish.LATEST_FILE).exists() or (
-        (path / publish.VERSIONS_DIR).is_dir() and not (path / MANIFEST_FILE).exists()
-    )
+    return publish_layout.is_publish_root(path, MANIFEST_FILE)
 
 
 def resolve_model_dir(path: str | os.PathLike) -> ResolvedModel:
@@ -72,27 +72,18 @@ def resolve_model_dir(path: str | os.PathLike) -> ResolvedModel:
         raise FileNotFoundError(f"model path {path} does not exist (a model directory or a publish root)")
     if not is_publish_root(path):
         return ResolvedModel(model_dir=path)
-    latest = publish.read_latest(path)
-    if latest is None:
-        raise ModelDirError(f"publish root {path} has no {publish.LATEST_FILE}: nothing has been published yet")
-    if "/" in latest or latest.startswith("."):
-        raise ModelDirError(f"{path / publish.LATEST_FILE} names {latest!r}, which is not a version name")
-    model_dir = path / publish.VERSIONS_DIR / latest
-    if not model_dir.is_dir():
-        raise ModelDirError(f"{path / publish.LATEST_FILE} names version {latest!r} but {model_dir} does not exist")
-    return ResolvedModel(model_dir=model_dir, publish_root=path, latest=latest)
+    try:
+        model_dir = publish_layout.latest_version_dir(path)
+    except publish_layout.PublishRootError as error:
+        raise ModelDirError(str(error)) from None
+    return ResolvedModel(model_dir=model_dir, publish_root=path, latest=model_dir.name)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text())
+        return read_json_object(path, ModelDirError, what)
     except FileNotFoundError:
         raise ModelDirError(f"{what} {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelDirError(f"{what} {path} is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise ModelDirError(f"{what} {path} must hold a JSON object, not {type(value).__name__}")
-    return value
 
 
 def read_model_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from homefeed import features
+from homefeed.layout import index_dir as index_layout
 from serving import index as faiss_index
 from serving import integrity
 from serving import model_files
@@ -34,7 +35,7 @@ from serving.store import EmbeddedStore
 LOG = logging.getLogger(__name__)
 
 
-class IndexMismatchError(ModelDirError):
+class IndexMismatchError(ModelDirError, index_layout.IndexMismatchError):
     """The index was not built from this model's article vectors; serving it would be wrong."""
 
 
@@ -91,20 +92,14 @@ class ModelPair:
 
 
 def check_index_matches(model_dir: Path, manifest: dict[str, Any], index_manifest: dict[str, Any]) -> None:
-    """Raises IndexMismatchError unless the index records this model's version and vectors."""
-    version = manifest["model_version"]
-    if index_manifest.get("model_version") != version:
-        raise IndexMismatchError(
-            f"{model_dir / model_files.INDEX_DIR} was built for model {index_manifest.get('model_version')!r}, "
-            f"not {version!r}: rebuild it with `candidates build-index --model {model_dir}`"
-        )
-    expected = model_files.article_vectors_sha256(model_dir, manifest)
-    recorded = index_manifest.get(model_files.VECTORS_HASH_KEY)
-    if recorded != expected:
-        raise IndexMismatchError(
-            f"{model_dir / model_files.INDEX_DIR} was built from article vectors {str(recorded)[:12]}..., "
-            f"but model {version} has {expected[:12]}...: rebuild it with `candidates build-index --model {model_dir}`"
-        )
+    """Raises IndexMismatchError unless the index records this model's version and vectors.
+
+    The rule is the index layout's (`homefeed.layout.index_dir`), the one the publish step applies.
+    """
+    try:
+        index_layout.check_index_matches(model_dir, manifest, index_manifest)
+    except index_layout.IndexMismatchError as error:
+        raise IndexMismatchError(str(error)) from None
 
 
 def load_model_pair(
@@ -148,7 +143,7 @@ def load_model_pair(
             version, model_files.HISTORIES_FILE,
         )
     article_ids = model_files.read_article_ids(model_dir)
-    index_path = index_dir / str(index_manifest.get("index_file", model_files.INDEX_FILE))
+    index_path = index_layout.index_file(model_dir, index_manifest)
     if not index_path.exists():
         raise ModelDirError(f"{index_path} is missing although {model_files.INDEX_MANIFEST_FILE} exists")
     index = faiss_index.read_index(index_path)  # memory-mapped: shared by worker processes

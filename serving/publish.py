@@ -31,119 +31,58 @@ makes the pointer swap atomic.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from homefeed import lifetime
+from homefeed import atomic, lifetime
 from homefeed.config import PublishConfig
+from homefeed.layout import index_dir as index_layout
+from homefeed.layout import model_dir as model_layout
+from homefeed.layout import publish_root as layout
+from homefeed.layout.json_files import read_json_object
 from serving import integrity
-from serving.durable import fsync_dir, fsync_tree, write_text_atomically
-from trainer.model_dir import sha256_file
+from serving.publish_gate import GATE_METRIC, IncompleteModelError, PublishDecision, decide, recall_at_200
+
+__all__ = [
+    "GATE_METRIC", "IncompleteModelError", "PublishDecision", "check_model_dir", "decide",
+    "latest_model_dir", "publish_model", "published_recall_at_200", "read_latest", "recall_at_200",
+]
 
 LOG = logging.getLogger(__name__)
 
-VERSIONS_DIR = "versions"
-LATEST_FILE = "LATEST"
-PUBLISH_LOG_FILE = integrity.PUBLISH_LOG_FILE
-PUBLISH_RECORD_FILE = integrity.RECORD_FILE  # in each published version: the decision and every file's sha256
-STAGING_PREFIX = ".staging-"
-
-# Files a finished model directory must hold (docs/architecture.md, MODEL_DIR).
-MANIFEST_FILE = "manifest.json"
-EVALUATION_FILE = "evaluation.json"
-INDEX_DIR = "index"
-INDEX_MANIFEST_FILE = "index_manifest.json"
-INDEX_FILE = "articles.faiss"
+VERSIONS_DIR = layout.VERSIONS_DIR
+LATEST_FILE = layout.LATEST_FILE
+PUBLISH_LOG_FILE = layout.PUBLISH_LOG_FILE
+PUBLISH_RECORD_FILE = layout.RECORD_FILE
+STAGING_PREFIX = layout.STAGING_PREFIX
+EVALUATION_FILE = model_layout.EVALUATION_FILE
 USER_HISTORIES_FILE = "user_histories.parquet"
-VECTORS_HASH_KEY = "article_vectors_sha256"  # recorded by the trainer and by build-index
-REQUIRED_MODEL_ENTRIES = ("saved_model", "article_vectors.npy", "article_ids.txt", MANIFEST_FILE)
-
-# The metric the gate reads from evaluation.json.
-GATE_METRIC = "recall@200"
-
-
-class IncompleteModelError(ValueError):
-    """The model directory is not a finished model + index; it must never go live."""
-
-
-@dataclass(frozen=True)
-class PublishDecision:
-    """What `publish_model` decided and why.
-
-    Attributes:
-      published: True when LATEST now names `version`.
-      version: the candidate model's version (its manifest's `model_version`).
-      reason: one sentence a person can read in the KFP UI or a log.
-      recall_at_200: the candidate's recall@200 on the eval split.
-      min_recall_at_200: the absolute floor it was held to.
-      previous_version: the version LATEST named before (None when nothing was published yet).
-      previous_recall_at_200: that version's recall@200 (None when unknown).
-      max_regression: the tolerance against the previous version.
-      version_dir: where the version lives when published, else None.
-    """
-
-    published: bool
-    version: str
-    reason: str
-    recall_at_200: float
-    min_recall_at_200: float
-    previous_version: str | None = None
-    previous_recall_at_200: float | None = None
-    max_regression: float = 0.0
-    version_dir: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+read_latest = layout.read_latest
+_check_local = layout.local_root
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading model directories and the publish root.
 # ---------------------------------------------------------------------------------------------
-def _check_local(path: str | os.PathLike) -> Path:
-    text = os.fspath(path)
-    if "://" in text:
-        raise ValueError(
-            f"publish root {text!r} is a URL; publishing needs a local or mounted path (os.replace is "
-            "what makes the LATEST swap atomic), e.g. a bucket mounted with gcsfuse at /gcs/<bucket>"
-        )
-    return Path(text)
-
-
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return read_json_object(path, IncompleteModelError, f"{what}:")
     except FileNotFoundError:
         raise IncompleteModelError(f"{what}: {path} is missing") from None
-    except json.JSONDecodeError as error:
-        raise IncompleteModelError(f"{what}: {path} is not valid JSON ({error})") from None
 
 
-def recall_at_200(evaluation: dict[str, Any], source: str | os.PathLike = "evaluation.json") -> float:
-    """The gate metric from a parsed `evaluation.json`.
-
-    Accepts the metric at the top level or under `metrics` (`{"metrics": {"recall@200": ...}}`).
-
-    Raises:
-      IncompleteModelError: the metric is absent or not a number in [0, 1].
-    """
-    for holder in (evaluation, evaluation.get("metrics") or {}):
-        if isinstance(holder, dict) and GATE_METRIC in holder:
-            value = holder[GATE_METRIC]
-            if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
-                return float(value)
-            raise IncompleteModelError(f"{source}: {GATE_METRIC} is {value!r}, expected a number in [0, 1]")
-    raise IncompleteModelError(f"{source} has no {GATE_METRIC!r} (keys: {sorted(evaluation)})")
-
-
-def check_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
+def check_model_dir(model_dir: str | os.PathLike, staged_copy: bool = False) -> dict[str, Any]:
     """Checks that `model_dir` is a finished model + index + evaluation; returns its manifest.
+
+    The model directory is checked by the rules the service applies (`homefeed.layout.model_dir.
+    load_manifest`, every listed file's size and sha256), the index by `homefeed.layout.index_dir.
+    check_index_dir` (this model's version and vectors, the file's recorded sha256): publish never
+    accepts what the service would refuse.
 
     Raises:
       IncompleteModelError: naming the first thing that is missing or inconsistent.
@@ -151,74 +90,13 @@ def check_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise IncompleteModelError(f"model directory {model_dir} does not exist")
-    missing = [name for name in REQUIRED_MODEL_ENTRIES if not (model_dir / name).exists()]
-    if missing:
-        raise IncompleteModelError(
-            f"{model_dir} is not a finished model: missing {', '.join(missing)} "
-            f"(the trainer writes {MANIFEST_FILE} last; no manifest means training did not finish)"
-        )
-    manifest = _read_json(model_dir / MANIFEST_FILE, "model manifest")
-    version = manifest.get("model_version")
-    if not version or not isinstance(version, str) or "/" in version or version.startswith("."):
-        raise IncompleteModelError(f"{model_dir / MANIFEST_FILE}: bad model_version {version!r}")
-    _check_files_table(model_dir, manifest)
-    index_manifest = _read_json(model_dir / INDEX_DIR / INDEX_MANIFEST_FILE, "index manifest")
-    index_file = model_dir / INDEX_DIR / str(index_manifest.get("index_file", INDEX_FILE))
-    if not index_file.is_file() or index_file.stat().st_size == 0:
-        raise IncompleteModelError(f"{index_file} is missing or empty although {INDEX_MANIFEST_FILE} exists")
-    # An index built for another model, or from other article vectors, would answer every query
-    # with the wrong articles. The hash is computed from the file, so a truncated copy fails too.
-    if index_manifest.get("model_version") != version:
-        raise IncompleteModelError(
-            f"{model_dir / INDEX_DIR}: index was built for model_version={index_manifest.get('model_version')!r}, "
-            f"but the model is {version!r}; rebuild the index"
-        )
-    recorded = [h for h in (index_manifest.get(VECTORS_HASH_KEY), manifest.get(VECTORS_HASH_KEY)) if h]
-    if recorded:
-        actual = sha256_file(model_dir / "article_vectors.npy")
-        if any(h != actual for h in recorded):
-            raise IncompleteModelError(
-                f"{model_dir}: article_vectors.npy has sha256 {actual[:12]}..., but the manifests record "
-                f"{', '.join(h[:12] + '...' for h in recorded)}; the vectors or the index are not this model's"
-            )
-    recorded_index = index_manifest.get(integrity.INDEX_HASH_KEY)
-    if not recorded_index:
-        raise IncompleteModelError(
-            f"{model_dir / INDEX_DIR}: {INDEX_MANIFEST_FILE} records no {integrity.INDEX_HASH_KEY}, so the service "
-            f"could not verify the index; rebuild it with `candidates build-index --model {model_dir}`"
-        )
-    if sha256_file(index_file) != recorded_index:
-        raise IncompleteModelError(f"{index_file} does not match its sha256 in {INDEX_MANIFEST_FILE} (corrupted)")
+    try:
+        manifest = model_layout.load_manifest(model_dir, verify_hashes=True, staged_copy=staged_copy)
+        index_layout.check_index_dir(model_dir, manifest)
+    except (model_layout.UnfinishedModelError, index_layout.IndexDirError) as error:
+        raise IncompleteModelError(f"{error} (not published)") from None
     recall_at_200(_read_json(model_dir / EVALUATION_FILE, "evaluation"), model_dir / EVALUATION_FILE)
     return manifest
-
-
-def _check_files_table(model_dir: Path, manifest: dict[str, Any]) -> None:
-    """Every file the trainer listed in the manifest is there, whole (size and sha256)."""
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        return  # an older manifest without a table: the other checks still apply
-    for name, entry in files.items():
-        path = model_dir / name
-        if not path.is_file():
-            raise IncompleteModelError(f"{model_dir}: {name} is listed in {MANIFEST_FILE} but missing")
-        expected_size, expected_hash = (entry or {}).get("bytes"), (entry or {}).get("sha256")
-        if expected_size is not None and path.stat().st_size != expected_size:
-            raise IncompleteModelError(
-                f"{model_dir}: {name} has {path.stat().st_size} bytes, {MANIFEST_FILE} says {expected_size} (truncated?)"
-            )
-        if expected_hash and sha256_file(path) != expected_hash:
-            raise IncompleteModelError(f"{model_dir}: {name} does not match its sha256 in {MANIFEST_FILE}")
-
-
-def read_latest(publish_root: str | os.PathLike) -> str | None:
-    """The version LATEST names, or None when nothing has been published yet."""
-    latest = _check_local(publish_root) / LATEST_FILE
-    try:
-        text = latest.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return text or None
 
 
 def latest_model_dir(publish_root: str | os.PathLike) -> Path | None:
@@ -248,41 +126,6 @@ def published_recall_at_200(publish_root: str | os.PathLike) -> tuple[str | None
 # ---------------------------------------------------------------------------------------------
 # The gate and the atomic publish.
 # ---------------------------------------------------------------------------------------------
-def decide(
-    version: str,
-    candidate_recall: float,
-    previous_version: str | None,
-    previous_recall: float | None,
-    config: PublishConfig,
-) -> tuple[bool, str]:
-    """The gate as a pure function: (publish?, reason)."""
-    floor = config.min_recall_at_200
-    if candidate_recall < floor:
-        return False, (
-            f"not published: recall@200 {candidate_recall:.4f} is below the floor {floor:.4f}"
-        )
-    if previous_version == version:
-        return False, f"not published: version {version} is already the published version"
-    if previous_version is not None and previous_recall is not None:
-        allowed = previous_recall - config.max_regression
-        if candidate_recall < allowed:
-            return False, (
-                f"not published: recall@200 {candidate_recall:.4f} is worse than the published "
-                f"{previous_version} ({previous_recall:.4f}) by {previous_recall - candidate_recall:.4f}, "
-                f"more than the tolerated {config.max_regression:.4f}"
-            )
-        return True, (
-            f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} and is within "
-            f"{config.max_regression:.4f} of the published {previous_version} ({previous_recall:.4f})"
-        )
-    if previous_version is not None:
-        return True, (
-            f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} "
-            f"(the published {previous_version} has no readable recall to compare with)"
-        )
-    return True, f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} (first version)"
-
-
 def _append_log(publish_root: Path, decision: PublishDecision) -> None:
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **decision.to_dict()}
     with open(publish_root / PUBLISH_LOG_FILE, "a") as handle:
@@ -299,21 +142,21 @@ def _stage_version(
 ) -> None:
     shutil.copytree(model_dir, staging, symlinks=False, copy_function=_copy_file, dirs_exist_ok=True)
     if user_histories is not None:
-        source_hash = sha256_file(user_histories)
+        source_hash = model_layout.sha256_file(user_histories)
         _copy_file(user_histories, staging / USER_HISTORIES_FILE)
-        if sha256_file(staging / USER_HISTORIES_FILE) != source_hash:
+        if model_layout.sha256_file(staging / USER_HISTORIES_FILE) != source_hash:
             raise IncompleteModelError(f"the copy of {user_histories} differs from the file: not published")
     # The copy must still be a finished model: catches a source that changed while being copied.
-    manifest = check_model_dir(staging)
-    index_manifest = _read_json(staging / INDEX_DIR / INDEX_MANIFEST_FILE, "index manifest")
-    report = integrity.verify_version(staging, manifest, staging / INDEX_DIR, index_manifest, require_record=False)
+    manifest = check_model_dir(staging, staged_copy=True)
+    index_dir = staging / index_layout.INDEX_DIR
+    index_manifest = index_layout.read_index_manifest(index_dir)
+    report = integrity.verify_version(staging, manifest, index_dir, index_manifest, require_record=False)
     # The seal: every file's size and sha256, the service checks them all before serving.
     record = {
         **decision.to_dict(),
         integrity.RECORD_FILES_KEY: integrity.file_table(staging, {PUBLISH_RECORD_FILE}, report.hashes),
     }
-    write_text_atomically(staging / PUBLISH_RECORD_FILE, json.dumps(integrity.seal_record(record), indent=2) + "\n")
-    fsync_tree(staging)
+    atomic.write_json(staging / PUBLISH_RECORD_FILE, integrity.seal_record(record), sort_keys=False)
 
 
 def _before_rename(staging: Path, target: Path) -> None:
@@ -382,20 +225,16 @@ def publish_model(
         return decision
 
     lifetime.remove_stale_dirs(root / VERSIONS_DIR, STAGING_PREFIX)  # left by publishes that were killed
-    staging = lifetime.owned_dir(root / VERSIONS_DIR, f"{STAGING_PREFIX}{version}-")
     decision = PublishDecision(published=True, reason=reason, version_dir=str(target), **decision_args)
-    try:
-        LOG.info("copying %s into %s", model_dir, target)
+    LOG.info("copying %s into %s", model_dir, target)
+    # Staged in versions/, every file and directory fsynced, renamed into place (never over a version).
+    with atomic.staged_dir(
+        target, prefix=f"{STAGING_PREFIX}{version}-", before_rename=lambda s, t: _before_rename(s, t)
+    ) as staging:
         _stage_version(model_dir, staging, histories, decision)
-        _before_rename(staging, target)
-        os.rename(staging, target)  # atomic within one directory; fails if target appeared meanwhile
-        fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     # Only now, with the version complete and durable on disk, does the pointer move.
     _before_latest(root, version)
-    write_text_atomically(root / LATEST_FILE, version + "\n")
+    atomic.write_text(root / LATEST_FILE, version + "\n")
     _append_log(root, decision)
     LOG.info("%s; LATEST -> %s", reason, version)
     return decision

@@ -59,7 +59,7 @@ def first_run(data, tmp_path_factory) -> dict:
     out_path = workdir.parent / "run-local.out"
     with open(out_path, "w") as out:
         process = subprocess.run(
-            [sys.executable, "-m", "homefeed.cli", *argv], stdout=out, stderr=subprocess.STDOUT, timeout=900
+            [sys.executable, "-m", "homefeed_cli", *argv], stdout=out, stderr=subprocess.STDOUT, timeout=900
         )
     output = out_path.read_text()
     assert process.returncode == 0, output[-5000:]
@@ -137,7 +137,7 @@ def service(first_run):
     port = _free_port()
     log = open(first_run["workdir"].parent / "service.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "homefeed.cli", "serve", "--model", str(first_run["workdir"]),
+        [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(first_run["workdir"]),
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -1,20 +1,19 @@
 """`candidates train` and `candidates evaluate`: thin wrappers over trainer.train and trainer.evaluate.
 
 Every field of `TrainConfig` / `EvaluateConfig` becomes a flag (`embedding_dim` -> `--embedding-dim`)
-with the help text from the field's metadata, so the CLI cannot drift from the typed config.
+with the help text from the field's metadata (homefeed/config_flags.py), so the CLI cannot drift
+from the typed config.
 TensorFlow is imported inside the handlers only, so `candidates --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
-import types
-import typing
 from typing import Any
 
 from homefeed import config as config_lib
+from homefeed.config_flags import add_config_flags, config_from_args
 
 TRAIN_DESCRIPTION = """\
 Train the two-tower candidate model (YouTube DNN) on a transform output and write a versioned
@@ -38,40 +37,6 @@ example:
 """
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One flag per field of dataclass `cls`, typed from its annotation, defaults shown."""
-    group = parser.add_argument_group(title, f"defaults from homefeed.config.{cls.__name__}")
-    hints = typing.get_type_hints(cls)
-    defaults = cls()
-    for field in dataclasses.fields(cls):
-        kind = hints[field.name]
-        default = getattr(defaults, field.name)
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f"{field.metadata.get('help', field.name)} (default: {shown})"
-        flag = _flag(field.name)
-        if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-            continue
-        args = typing.get_args(kind)
-        if typing.get_origin(kind) is tuple:  # tuple[int, ...]
-            group.add_argument(flag, type=args[0], nargs="*", default=None, metavar="N", help=help_text)
-        elif typing.get_origin(kind) in (typing.Union, types.UnionType):  # e.g. int | None
-            inner = next(a for a in args if a is not type(None))
-            group.add_argument(flag, type=inner, default=None, metavar=inner.__name__.upper(), help=help_text)
-        else:
-            group.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(), help=help_text)
-
-
-def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """`cls` with the defaults overridden by the flags the user gave."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
-    return config_lib.from_dict(cls, given)
-
-
 def register(subparsers: Any) -> None:
     train = subparsers.add_parser(
         "train",
@@ -86,7 +51,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="model version (directory name); default: UTC time of training, e.g. 20240301T120000Z",
     )
-    _add_config_flags(train, config_lib.TrainConfig, "model and training")
+    add_config_flags(train, config_lib.TrainConfig, "model and training")
     train.set_defaults(handler=run_train)
 
     evaluate = subparsers.add_parser(
@@ -102,14 +67,14 @@ def register(subparsers: Any) -> None:
         help="a model directory, or a `train --out` root (its newest finished model is used)",
     )
     evaluate.add_argument("--examples", required=True, metavar="DIR", help="EXTRACT_DIR from `candidates extract`")
-    _add_config_flags(evaluate, config_lib.EvaluateConfig, "evaluation")
+    add_config_flags(evaluate, config_lib.EvaluateConfig, "evaluation")
     evaluate.set_defaults(handler=run_evaluate)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from trainer.train import train_model
 
-    config = _config_from_args(config_lib.TrainConfig, args)
+    config = config_from_args(config_lib.TrainConfig, args)
     started = time.monotonic()
     result = train_model(args.transformed, args.out, config, model_version=args.version)
     best = result.metrics
@@ -141,7 +106,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate_model
 
-    config = _config_from_args(config_lib.EvaluateConfig, args)
+    config = config_from_args(config_lib.EvaluateConfig, args)
     metrics = evaluate_model(args.model, args.examples, config)
     print(f"model {metrics['model_version']} on {metrics['num_users']} test users ({metrics['model_dir']}):")
     print(format_table(metrics))

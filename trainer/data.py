@@ -28,14 +28,16 @@ import tensorflow as tf
 
 from homefeed import features
 from homefeed.config import TransformConfig
+from homefeed.layout import transform_dir as transform_layout
 from trainer import model as model_lib
 
 LOG = logging.getLogger(__name__)
 
-SUCCESS_MARKER = "_SUCCESS"
-SUMMARY_FILE = "transform_summary.json"
-CORPUS_FILE = os.path.join("corpus", features.CORPUS_FILE)
-RECORD_PATTERN = "part-*.tfrecord.gz"
+# TRANSFORM_DIR's names, from their owner.
+SUCCESS_MARKER = transform_layout.SUCCESS_MARKER
+SUMMARY_FILE = transform_layout.SUMMARY_FILE
+CORPUS_FILE = transform_layout.CORPUS_FILE
+RECORD_PATTERN = transform_layout.EXAMPLES_PATTERN
 STATISTICS_BATCH = 8192
 
 
@@ -78,22 +80,9 @@ class TransformedData:
         import tensorflow_transform as tft  # heavy; only needed once a directory is really opened
 
         path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"transform output {path} does not exist")
-        if not (path / SUCCESS_MARKER).exists():
-            raise FileNotFoundError(
-                f"{path} has no {SUCCESS_MARKER}: not a finished `candidates transform` output"
-            )
+        files = transform_layout.check_transform_dir(path)
         summary_path = path / SUMMARY_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        files = {
-            split: sorted(str(p) for p in (path / split).glob(RECORD_PATTERN))
-            for split in features.SPLITS
-        }
-        if not files[features.TRAIN_SPLIT]:
-            raise FileNotFoundError(f"{path / features.TRAIN_SPLIT} holds no {RECORD_PATTERN} files")
-        if not (path / CORPUS_FILE).exists():
-            raise FileNotFoundError(f"{path / CORPUS_FILE} is missing: the transform copies the corpus there")
         tft_output = tft.TFTransformOutput(str(path))
         spec = dict(tft_output.transformed_feature_spec())
         required = (model_lib.HISTORY_KEY, model_lib.LABEL_KEY, model_lib.AGE_KEY)

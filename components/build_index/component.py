@@ -25,15 +25,15 @@ def build_index(
     from components import runtime
 
     stage = runtime.start("build-index")
-    from homefeed import features
     from homefeed.config import IndexConfig
+    from homefeed.layout import extract_dir
     from serving.index_build import build_model_index, recall_key
 
     config = IndexConfig(index_type=index_type, recall_floor=recall_floor)
     manifest = build_model_index(
         model.path,
         config,
-        histories=Path(examples.path) / features.USER_HISTORIES_FILE,
+        histories=Path(examples.path) / extract_dir.USER_HISTORIES_FILE,
         output_dir=index.path,
     )
     key = recall_key(manifest["k"])

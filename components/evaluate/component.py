@@ -26,43 +26,22 @@ def evaluate(
     candidates) to `recall_plot`. `example_age`: "examples" feeds each test example's own age (a
     replay of the moment of the view), "serving" the age the service sends; see EvaluateConfig.
     """
-    import shutil
-    import tempfile
     from collections import namedtuple
-    from pathlib import Path
 
     from components import runtime
 
     stage = runtime.start("evaluate")
+    from components.evaluate.evaluate_into import evaluate_into, fit_description, ui_metrics
     from homefeed.config import EvaluateConfig
-    from trainer import model_dir as layout
-    from trainer.evaluate import evaluate_model
 
-    config = EvaluateConfig(example_age=example_age)
-
-    out = Path(evaluation.path)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="homefeed-evaluate-") as tmp:
-        # evaluate_model writes next to the model; work on a copy so the input artifact is untouched.
-        working = Path(tmp) / "model"
-        shutil.copytree(model.path, working)
-        result = evaluate_model(working, examples.path, config)
-        for name in (layout.EVALUATION_FILE, layout.EVALUATION_PLOT_FILE, layout.PREDICTIONS_PAGE_FILE):
-            shutil.copy2(working / name, out / name)
-    shutil.copy2(out / layout.PREDICTIONS_PAGE_FILE, recall_plot.path)
-
-    ours = result["model"]
-    for name, value in ours.items():
+    result = evaluate_into(model.path, examples.path, evaluation.path, recall_plot.path, EvaluateConfig(example_age=example_age))
+    for name, value in ui_metrics(result).items():
         metrics.log_metric(name, value)
-    for baseline, figures in result["baselines"].items():
-        for name, value in figures.items():
-            metrics.log_metric(f"{baseline}_{name}", value)
-    metrics.log_metric("num_users", result["num_users"])
     metrics.metadata["example_age"] = example_age
     metrics.metadata["split"] = result["split"]
-    fit = result.get("fit") or {}
-    metrics.metadata["fit"] = f"{'+'.join(fit.get('splits', []))}, {fit.get('epochs')} epochs chosen on {fit.get('chosen_on')}"
+    metrics.metadata["fit"] = fit_description(result)
     metrics.log_metric("seconds", stage.seconds)
-    evaluation.metadata.update({"model_version": result["model_version"], "recall@200": ours.get("recall@200")})
+    recall = result["model"]["recall@200"]
+    evaluation.metadata.update({"model_version": result["model_version"], "recall@200": recall})
     Outputs = namedtuple("EvaluateOutputs", ["recall_at_200"])
-    return Outputs(float(ours["recall@200"]))
+    return Outputs(float(recall))

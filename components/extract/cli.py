@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from homefeed import features
+from homefeed.config import ExtractConfig
+from homefeed.config_flags import add_config_flags, config_from_args
 
 DESCRIPTION = """\
 Run the SQL stage (sql/*.sql) and write EXTRACT_DIR: training_examples.parquet,
@@ -44,6 +45,24 @@ examples:
 """
 
 
+# Flags generated from ExtractConfig (homefeed/config_flags.py): help here, defaults in the dataclass.
+FLAGS = {"max_clock_skew_s": "--max-clock-skew"}
+FLAG_HELP = {
+    "project": "Google Cloud project holding the tables (local: the emulator's project)",
+    "dataset": "dataset holding the tables",
+    "events_table": "events table: TABLE, DATASET.TABLE or PROJECT.DATASET.TABLE",
+    "articles_table": "articles table",
+    "searches_table": "optional searches table (user_id, query, searched_at); none: no search signal",
+    "search_length": "recent queries kept per example and user",
+    "as_of": "cut-off, ISO 8601 (e.g. 2024-03-01 or 2024-03-01T12:00:00Z); none: the latest event, never today",
+    "history_length": "views kept per history",
+    "max_article_age_days": "corpus: only articles created within this many days before as_of (none: no limit)",
+    "lookback_days": "ignore views older than this many days before as_of (none: keep all)",
+    "location": "BigQuery location to run in, e.g. EU (none: BigQuery's choice)",
+    "max_clock_skew_s": "events dated more than this many seconds after the run's wall clock are counted and dropped as future",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "extract",
@@ -58,23 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     local.add_argument("--articles", metavar="FILE", help="articles as Parquet or CSV: article_id [, title, category, region, created_at, status]")
     local.add_argument("--searches", metavar="FILE", help="optional searches as Parquet or CSV: user_id, query, searched_at")
     local.add_argument("--endpoint", metavar="URL", help="use the BigQuery emulator already running at URL (e.g. http://127.0.0.1:9050)")
-    remote = parser.add_argument_group("BigQuery tables")
-    remote.add_argument("--project", help="Google Cloud project holding the tables (local: the emulator's project)")
-    remote.add_argument("--dataset", help="dataset holding the tables (default: homefeed)")
-    remote.add_argument("--events-table", default="events", metavar="NAME", help="events table: TABLE, DATASET.TABLE or PROJECT.DATASET.TABLE (default: %(default)s)")
-    remote.add_argument("--articles-table", default="articles", metavar="NAME", help="articles table (default: %(default)s)")
-    remote.add_argument("--searches-table", metavar="NAME", help="optional searches table (user_id, query, searched_at); default: none")
-    remote.add_argument("--location", help="BigQuery location to run in, e.g. EU (default: BigQuery's choice)")
-    window = parser.add_argument_group("windowing")
-    window.add_argument("--as-of", metavar="TIMESTAMP", help="cut-off, ISO 8601 (e.g. 2024-03-01 or 2024-03-01T12:00:00Z); default: the latest event, never today")
-    window.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH, metavar="H", help="views kept per history (default: %(default)s)")
-    window.add_argument("--search-length", type=int, default=features.SEARCH_LENGTH, metavar="S", help="recent queries kept per example and user (default: %(default)s)")
-    window.add_argument("--max-article-age-days", type=int, metavar="N", help="corpus: only articles created within N days before as_of (default: no limit)")
-    window.add_argument("--lookback-days", type=int, metavar="N", help="ignore views older than N days before as_of (default: keep all)")
-    window.add_argument(
-        "--max-clock-skew", type=float, default=3600.0, metavar="SECONDS",
-        help="events dated more than this after the run's wall clock are counted and dropped as future (default: %(default)g)",
-    )
+    add_config_flags(parser, ExtractConfig, "BigQuery tables and windowing", helps=FLAG_HELP, flags=FLAGS)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     parser.set_defaults(handler=handle)
 
@@ -84,36 +87,20 @@ def handle(args: argparse.Namespace) -> int:
 
     from components.extract import extract, warehouse
     from homefeed import lifetime
-    from homefeed.cli import CommandError
-    from homefeed.config import ExtractConfig
+    from homefeed.errors import CommandError
 
     local = bool(args.events or args.articles)
     if local and not (args.events and args.articles):
         raise CommandError("give both --events and --articles (local files), or neither (BigQuery tables)")
     if args.searches and not local:
         raise CommandError("--searches FILE goes with --events and --articles; for a BigQuery table use --searches-table")
-    if not local and not (args.project and args.dataset):
+    if not local and not (hasattr(args, "project") and hasattr(args, "dataset")):
         raise CommandError(
             "say where the tables are: --events FILE --articles FILE (local), or --project P --dataset D "
             "(BigQuery, or an emulator with --endpoint)"
         )
-    settings = {
-        "events_table": args.events_table,
-        "articles_table": args.articles_table,
-        "as_of": args.as_of,
-        "history_length": args.history_length,
-        "search_length": args.search_length,
-        "searches_table": args.searches_table or ("searches" if args.searches else None),
-        "max_article_age_days": args.max_article_age_days,
-        "lookback_days": args.lookback_days,
-        "location": args.location,
-        "max_clock_skew_s": args.max_clock_skew,
-    }
-    if args.project:
-        settings["project"] = args.project
-    if args.dataset:
-        settings["dataset"] = args.dataset
-    config = ExtractConfig(**settings)
+    searches = {"searches_table": "searches"} if args.searches and not hasattr(args, "searches_table") else {}
+    config = config_from_args(ExtractConfig, args, **searches)
 
     try:
         if local:

@@ -15,22 +15,17 @@ Both end in the same function, so local runs execute the very SQL that runs on B
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import time
-import uuid
-import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sql
-from components.extract import schema, searches
+from components.extract import output, queries, schema, searches
+from components.extract.output import OUTPUT_FILES
 from homefeed import config as config_lib
-from homefeed import features, lifetime
+from homefeed import features
 from homefeed.config import ExtractConfig
 from homefeed.redact import redact
 
@@ -40,30 +35,12 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-OUTPUT_FILES = {
-    "training_examples": features.TRAINING_EXAMPLES_FILE,
-    "user_histories": features.USER_HISTORIES_FILE,
-    "articles": features.CORPUS_FILE,
-}
-OUTPUT_COLUMNS = {
-    "training_examples": features.EXAMPLE_COLUMNS,
-    "user_histories": features.USER_HISTORY_COLUMNS,
-    "articles": features.CORPUS_COLUMNS,
-}
-# Output rows are sorted (BigQuery returns them in no particular order) so files are reproducible.
-_SORT_KEYS = {
-    "training_examples": [features.USER_ID, features.VIEWED_AT, features.LABEL],
-    "user_histories": [features.USER_ID],
-    "articles": ["article_id"],
-}
-_KNOWN_OUTPUTS = {*OUTPUT_FILES.values(), features.EXTRACT_SUMMARY_FILE, features.SUCCESS_MARKER}
-
 
 @dataclass
 class ExtractSummary:
     """What an extract did; written as `extract_summary.json`.
 
-    rows: output row counts (`training_examples`, `train`, `eval`, `user_histories`, `articles`).
+    rows: output row counts (`training_examples`, `train`, `validation`, `test`, `user_histories`, `articles`).
     inputs: input row counts (`events_rows`, `articles_rows`, `events_used`, `users`, ...).
     dropped: rows removed as bad data, by reason (missing ids, duplicates, unknown article ids).
     excluded: valid rows left out by the settings (after as_of, outside the lookback, inactive or
@@ -136,7 +113,7 @@ def extract_local(
     `extract_bigquery` against it. The files are read and checked first, so bad input fails in
     a second, before any emulator starts.
     """
-    from components.extract import warehouse
+    from components.extract import input_files, warehouse
 
     import dataclasses
 
@@ -145,11 +122,11 @@ def extract_local(
         config = dataclasses.replace(config, searches_table="searches")
     events_ref, articles_ref = table_refs(config)
     searches_ref = searches.table_ref(config) if searches_path is not None else None
-    search_rows = warehouse.read_input_file(searches_path, "searches") if searches_path is not None else None
+    search_rows = input_files.read_input_file(searches_path, "searches") if searches_path is not None else None
     if searches_path is None and config.searches_table:
         raise ValueError(f"searches_table {config.searches_table!r} is set but no searches file was given")
-    events = warehouse.read_input_file(events_path, "events")
-    articles = warehouse.read_input_file(articles_path, "articles")
+    events = input_files.read_input_file(events_path, "events")
+    articles = input_files.read_input_file(articles_path, "articles")
     for what, path, table in (("events", events_path, events), ("articles", articles_path, articles)):
         if table.num_rows == 0:
             raise ValueError(f"{what} file {str(path)!r} has no rows")
@@ -157,10 +134,10 @@ def extract_local(
              articles.num_rows, articles_path)  # fmt: skip
 
     def run(client: bigquery.Client, read_client: Any, where: str) -> ExtractSummary:
-        warehouse.load_table(client, events_ref, events)
-        warehouse.load_table(client, articles_ref, articles)
+        input_files.load_table(client, events_ref, events)
+        input_files.load_table(client, articles_ref, articles)
         if searches_ref is not None:
-            warehouse.load_table(client, searches_ref, search_rows)
+            input_files.load_table(client, searches_ref, search_rows)
         return extract_bigquery(client, out_dir, config, use_storage_api=False, read_client=read_client,
                                 source=where)  # fmt: skip
 
@@ -209,25 +186,25 @@ def extract_bigquery(
             f"allowed skew {config.max_clock_skew_s:g}s): nothing can have been viewed yet"
         )
     out_dir = Path(out_dir)
-    _check_replaceable(out_dir)  # before spending time on queries
+    output.check_replaceable(out_dir)  # before spending time on queries
     events_ref, articles_ref = table_refs(config)
     relations = {
         "events": schema.events_relation(
-            events_ref, schema.check_events_columns(f"events table {events_ref.sql}", _columns(client, events_ref, "events"))
+            events_ref, schema.check_events_columns(f"events table {events_ref.sql}", queries.table_columns(client, events_ref, "events"))
         ),
         "articles": schema.articles_relation(
             articles_ref,
-            schema.check_articles_columns(f"articles table {articles_ref.sql}", _columns(client, articles_ref, "articles")),
+            schema.check_articles_columns(f"articles table {articles_ref.sql}", queries.table_columns(client, articles_ref, "articles")),
         ),
     }
     searches_ref = searches.table_ref(config)
     if searches_ref is not None:
         relations["searches"] = schema.searches_relation(
             searches_ref,
-            schema.check_searches_columns(f"searches table {searches_ref.sql}", _columns(client, searches_ref, "searches")),
+            schema.check_searches_columns(f"searches table {searches_ref.sql}", queries.table_columns(client, searches_ref, "searches")),
         )
     staging = (events_ref.project, events_ref.dataset) if read_client is not None else None
-    runner = _QueryRunner(client, relations, config.location, use_storage_api, read_client, staging)
+    runner = queries.QueryRunner(client, relations, config.location, use_storage_api, read_client, staging)
 
     parameters: dict[str, tuple[str, Any]] = {
         "as_of": ("TIMESTAMP", config.as_of_datetime()),
@@ -245,10 +222,10 @@ def extract_bigquery(
              "configured" if config.as_of else "latest event", report["events_used"], report["events_rows"])  # fmt: skip
 
     results = {name: runner.run(name, parameters) for name in OUTPUT_FILES}
-    check_history_order(results["training_examples"], config.history_length)
+    queries.check_history_order(results["training_examples"], config.history_length)
     found = searches.run(runner, parameters) if searches_ref is not None else None
     results = searches.attach(results, found)
-    outputs = {name: _conform(name, table) for name, table in results.items()}
+    outputs = {name: output.conform(name, table) for name, table in results.items()}
     _refuse_empty_outputs(outputs, report, config)
 
     splits = outputs["training_examples"].column(features.SPLIT).to_pylist()
@@ -279,7 +256,7 @@ def extract_bigquery(
     )
     _log_cleaning(summary)
     summary.seconds = round(time.monotonic() - started, 3)
-    write_extract_dir(out_dir, outputs, summary)
+    output.write_extract_dir(out_dir, outputs, summary)
     LOG.info("wrote %s: %d training examples (%s), %d user histories, %d articles",
              out_dir, summary.rows["training_examples"],
              ", ".join(f"{summary.rows[s]} {s}" for s in features.SPLITS),
@@ -293,152 +270,6 @@ def table_refs(config: ExtractConfig) -> tuple[schema.TableRef, schema.TableRef]
         schema.TableRef.parse(config.events_table, config.project, config.dataset),
         schema.TableRef.parse(config.articles_table, config.project, config.dataset),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Queries
-# ---------------------------------------------------------------------------------------------
-def _columns(client: bigquery.Client, table: schema.TableRef, what: str) -> dict[str, str]:
-    from google.api_core import exceptions
-
-    try:
-        fields = client.get_table(table.path).schema
-    except exceptions.NotFound:
-        raise ValueError(f"{what} table {table.sql} not found") from None
-    return {f.name: schema.normalise_type(f.field_type, f.mode) for f in fields}
-
-
-class _QueryRunner:
-    """Renders and runs one query file with only the parameters it uses; results as Arrow."""
-
-    def __init__(self, client: bigquery.Client, relations: dict[str, str], location: str | None,
-                 use_storage_api: bool, read_client: Any = None,
-                 staging: tuple[str, str] | None = None) -> None:  # fmt: skip
-        self.client, self.relations, self.location = client, relations, location
-        self.use_storage_api = use_storage_api
-        self.read_client, self.staging = read_client, staging
-
-    def run(self, name: str, parameters: dict[str, tuple[str, Any]]) -> pa.Table:
-        from google.api_core import exceptions
-        from google.cloud import bigquery
-
-        text = sql.render_query(name, self.relations)
-        used = sql.query_parameters(text)
-        if used - set(parameters):
-            raise RuntimeError(f"{name}.sql uses undefined parameters {sorted(used - set(parameters))}")
-        job_config = bigquery.QueryJobConfig(
-            query_parameters=[
-                bigquery.ScalarQueryParameter(key, kind, value)
-                for key, (kind, value) in sorted(parameters.items())
-                if key in used
-            ],
-            use_legacy_sql=False,
-            labels={"homefeed_stage": "extract", "homefeed_query": name},
-        )
-        started = time.monotonic()
-        try:
-            with warnings.catch_warnings():
-                # google-cloud-bigquery's own Storage API reader announces a move to pandas-gbq.
-                warnings.filterwarnings("ignore", "Retrieving Arrow record batches directly", PendingDeprecationWarning)
-                if self.read_client is not None and self.staging is not None:
-                    table = self._run_staged(name, text, job_config)
-                else:
-                    job = self.client.query(text, job_config=job_config, location=self.location)
-                    table = job.to_arrow(create_bqstorage_client=self.use_storage_api, progress_bar_type=None)
-        except exceptions.GoogleAPICallError as error:
-            raise RuntimeError(f"{name}.sql failed: {getattr(error, 'message', error)}") from error
-        LOG.info("%s.sql: %d rows in %.1fs", name, table.num_rows, time.monotonic() - started)
-        return table
-
-    def _run_staged(self, name: str, text: str, job_config: Any) -> pa.Table:
-        """The query's result written to a scratch table, read through the Storage Read API."""
-        assert self.staging is not None
-        scratch = schema.TableRef(*self.staging, f"_homefeed_extract_{name}_{uuid.uuid4().hex[:8]}")
-        self.client.query(f"CREATE OR REPLACE TABLE {scratch.sql} AS\n{text}", job_config=job_config,
-                          location=self.location).result()  # fmt: skip
-        try:
-            return self.client.list_rows(scratch.path).to_arrow(
-                bqstorage_client=self.read_client, progress_bar_type=None
-            )
-        finally:
-            self.client.delete_table(scratch.path, not_found_ok=True)
-
-
-def check_history_order(examples: pa.Table, history_length: int) -> None:
-    """Check every history is exactly the views before its label, most recent first.
-
-    `training_examples.sql` returns each example's `position` (1-based view number of the label)
-    and `history_positions`; these must be `[position-1, position-2, ...]`, `min(position-1, H)`
-    long, and the three history arrays as long as that. Raises RuntimeError otherwise, so an
-    engine that ever built analytic ARRAY_AGG out of window order could not write wrong data.
-    """
-    import numpy as np
-    import pyarrow.compute as pc
-
-    if examples.num_rows == 0:
-        return
-    positions = examples.column("position").to_numpy()
-    history_positions = examples.column("history_positions").combine_chunks()
-    lengths = pc.fill_null(pc.list_value_length(history_positions), 0).to_numpy()
-    problem = None
-    if not np.array_equal(lengths, np.minimum(positions - 1, history_length)):
-        problem = "a history has the wrong length"
-    else:
-        for column in (features.HISTORY, *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES)):
-            other = pc.fill_null(pc.list_value_length(examples.column(column).combine_chunks()), 0).to_numpy()
-            if not np.array_equal(other, lengths):
-                problem = f"{column} is not parallel to history"
-        values = pc.list_flatten(history_positions).to_numpy()
-        step = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        if not np.array_equal(values, np.repeat(positions, lengths) - 1 - step):
-            problem = "a history is not in most-recent-first order"
-    if problem:
-        raise RuntimeError(
-            f"training_examples.sql: {problem}; this engine does not build the window's ARRAY_AGG "
-            "in window order. Nothing was written."
-        )
-
-
-def _arrow_type(kind: str) -> pa.DataType:
-    import pyarrow as pa
-
-    scalar = {
-        "STRING": pa.string(),
-        "INT64": pa.int64(),
-        "FLOAT64": pa.float64(),
-        "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-    }
-    if kind.startswith("ARRAY<") and kind.endswith(">"):
-        return pa.list_(scalar[kind[6:-1]])
-    return scalar[kind]
-
-
-def output_schema(name: str) -> pa.Schema:
-    """The Arrow schema of an output file (`training_examples`, `user_histories`, `articles`)."""
-    import pyarrow as pa
-
-    return pa.schema([pa.field(column, _arrow_type(kind)) for column, kind in OUTPUT_COLUMNS[name].items()])
-
-
-def _conform(name: str, table: pa.Table) -> pa.Table:
-    """Columns in contract order and types (lists as list<string>, timestamps us UTC), sorted."""
-    import pyarrow as pa
-
-    target = output_schema(name)
-    missing = [f.name for f in target if f.name not in table.column_names]
-    if missing:
-        raise RuntimeError(f"{name}.sql returned no column(s) {missing}")
-    if table.num_rows == 0:
-        return target.empty_table()
-    arrays = []
-    for target_field in target:
-        column = table.column(target_field.name)
-        if pa.types.is_list(target_field.type):
-            # BigQuery cannot return NULL arrays (they come back empty); normalise anyway.
-            column = column.cast(pa.list_(pa.field("item", pa.string())))
-        arrays.append(column.cast(target_field.type))
-    conformed = pa.Table.from_arrays(arrays, schema=target)
-    return conformed.sort_by([(key, "ascending") for key in _SORT_KEYS[name]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,90 +331,3 @@ def _log_cleaning(summary: ExtractSummary) -> None:
             LOG.info("excluded %d %s", count, key.replace("_", " "))
 
 
-# ---------------------------------------------------------------------------------------------
-# EXTRACT_DIR
-# ---------------------------------------------------------------------------------------------
-def _check_replaceable(out_dir: Path) -> None:
-    """Refuse to replace anything that is not an (old) extract directory."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise ValueError(f"output {out_dir} exists and is not a directory")
-    strangers = sorted(p.name for p in out_dir.iterdir() if p.name not in _KNOWN_OUTPUTS)
-    if strangers:
-        raise ValueError(
-            f"output {out_dir} exists and holds other files ({', '.join(strangers[:5])}); "
-            "refusing to replace it: choose a new or empty directory, or an earlier extract"
-        )
-
-
-def write_extract_dir(out_dir: str | Path, outputs: dict[str, pa.Table], summary: ExtractSummary) -> Path:
-    """Write the three Parquet files, `extract_summary.json` and `_SUCCESS` (last) atomically.
-
-    Everything goes to a staging directory beside `out_dir`, which then replaces `out_dir` by
-    rename; an earlier extract there is removed only after the new one is in place.
-    """
-    import pyarrow.parquet as pq
-
-    out_dir = Path(out_dir).absolute()
-    _check_replaceable(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Staging folders name their owner process; those of killed runs are removed here.
-    lifetime.remove_stale_dirs(out_dir.parent, f".{out_dir.name}.staging-")
-    lifetime.remove_stale_dirs(out_dir.parent, f".{out_dir.name}.previous-")
-    staging = lifetime.owned_dir(out_dir.parent, f".{out_dir.name}.staging-")
-    try:
-        for name, filename in OUTPUT_FILES.items():
-            pq.write_table(outputs[name], staging / filename)
-        summary_path = staging / features.EXTRACT_SUMMARY_FILE
-        summary_path.write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
-        (staging / features.SUCCESS_MARKER).write_text(summary.created_at + "\n")
-        os.chmod(staging, 0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            previous = out_dir.with_name(lifetime.owned_name(f".{out_dir.name}.previous-"))
-            os.rename(out_dir, previous)
-            os.rename(staging, out_dir)
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
-
-
-@dataclass
-class Extract:
-    """A finished EXTRACT_DIR, read back: the three tables and the summary."""
-
-    path: Path
-    training_examples: pa.Table
-    user_histories: pa.Table
-    articles: pa.Table
-    summary: dict[str, Any]
-
-
-def check_extract_dir(path: str | Path) -> Path:
-    """`path` if it is a complete EXTRACT_DIR; FileNotFoundError naming what is missing if not."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"extract directory not found: {path} (run `candidates extract` first)")
-    if not (path / features.SUCCESS_MARKER).is_file():
-        raise FileNotFoundError(
-            f"{path} is not a finished extract: {features.SUCCESS_MARKER} is missing "
-            "(the extract failed or is still running)"
-        )
-    missing = [f for f in (*OUTPUT_FILES.values(), features.EXTRACT_SUMMARY_FILE) if not (path / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"extract directory {path} lacks {', '.join(missing)}")
-    return path
-
-
-def read_extract(path: str | Path) -> Extract:
-    """Read a finished EXTRACT_DIR (checked with `check_extract_dir`) into Arrow tables."""
-    import pyarrow.parquet as pq
-
-    path = check_extract_dir(path)
-    tables = {name: pq.read_table(path / filename) for name, filename in OUTPUT_FILES.items()}
-    summary = json.loads((path / features.EXTRACT_SUMMARY_FILE).read_text())
-    return Extract(path=path, summary=summary, **tables)

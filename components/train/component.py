@@ -28,16 +28,11 @@ def train(
     `overrides` sets any other `homefeed.config.TrainConfig` field by name (e.g.
     `{"tower_units": [256, 128], "dropout": 0.1}`); unknown names are refused.
     """
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from components import runtime
 
     stage = runtime.start("train")
+    from components.train.train_into import train_into
     from homefeed import config as config_lib
-    from trainer.train import train_model
 
     settings = {
         "embedding_dim": embedding_dim,
@@ -54,19 +49,7 @@ def train(
         raise ValueError(f"overrides {clash} are pipeline parameters of their own; set those instead")
     config = config_lib.from_dict(config_lib.TrainConfig, {**settings, **dict(overrides or {})})
 
-    # The trainer writes ROOT/<version>/ (version = UTC time, unique per run); train into a
-    # staging root next to the artifact and move the finished model directory into place.
-    target = Path(model.path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging_root = Path(tempfile.mkdtemp(prefix=".train-", dir=target.parent))
-    try:
-        result = train_model(transformed.path, staging_root, config)
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(result.model_dir, target)
-    finally:
-        shutil.rmtree(staging_root, ignore_errors=True)
-
+    result = train_into(transformed.path, model.path, config)
     metrics = result.metrics
     model.metadata.update(
         {

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from homefeed import features
+from homefeed.config import TransformConfig
+from homefeed.config_flags import add_config_flags, config_from_args
 
 EPILOG = """\
 Any option not listed above is passed to Apache Beam unchanged, so other runners work as usual:
@@ -57,6 +58,22 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "0", "") else int(text)
 
 
+# Help for the generated flags (homefeed/config_flags.py); the defaults are TransformConfig's.
+FLAG_HELP = {
+    "history_length": "keep this many most recent views of each history",
+    "vocab_frequency_threshold": "article ids seen fewer times than this (train split) become OOV",
+    "vocab_top_k": "keep at most this many most frequent article ids (0 or none: no cap)",
+    "num_oov_buckets": "hash unknown values into this many ids after the vocabulary",
+    "search_length": "the most recent queries used per example",
+    "search_vocab_frequency_threshold": "search tokens seen fewer times than this (train split) are hashed instead",
+    "search_oov_buckets": "hash buckets for rare or unseen search tokens",
+    "runner": "Beam runner (e.g. DataflowRunner, FlinkRunner, SparkRunner)",
+    "direct_num_workers": "DirectRunner: parallel workers, 0 = one per core",
+    "direct_running_mode": "DirectRunner: how workers run (in_memory, multi_threading, multi_processing)",
+    "batch_size": "rows per batch fed to TensorFlow",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "transform",
@@ -75,34 +92,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="directory to write (local or gs://); must be new, empty or a failed output")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished transform output at --out")
-    parser.add_argument("--runner", default="DirectRunner",
-                        help="Beam runner (default: %(default)s; e.g. DataflowRunner, FlinkRunner, SparkRunner)")
-    parser.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH, metavar="H",
-                        help="keep the H most recent views of each history (default: %(default)s)")
-    parser.add_argument("--vocab-frequency-threshold", type=int,
-                        default=features.VocabularyDefaults.frequency_threshold, metavar="N",
-                        help="article ids seen fewer than N times (train split) become OOV "
-                             "(default: %(default)s)")
-    parser.add_argument("--vocab-top-k", type=_optional_int, default=features.VocabularyDefaults.top_k,
-                        metavar="K",
-                        help="keep at most the K most frequent article ids (0 or none: no cap; default: no cap)")
-    parser.add_argument("--num-oov-buckets", type=int, default=features.VocabularyDefaults.num_oov_buckets,
-                        metavar="B",
-                        help="hash unknown values into B ids after the vocabulary (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=4096, metavar="ROWS",
-                        help="rows per batch fed to TensorFlow (default: %(default)s)")
-    parser.add_argument("--direct-num-workers", type=int, default=1, metavar="N",
-                        help="DirectRunner: parallel workers, 0 = one per core (default: %(default)s)")
-    parser.add_argument("--direct-running-mode", default="in_memory",
-                        choices=("in_memory", "multi_threading", "multi_processing"),
-                        help="DirectRunner: how workers run (default: %(default)s)")
+    add_config_flags(
+        parser, TransformConfig, "transform settings", helps=FLAG_HELP, skip=("beam_args",),
+        types={"vocab_top_k": _optional_int},
+    )
     parser.set_defaults(handler=handle, beam_args=[])
     parser.__class__ = _BeamArgsParser  # subparsers.add_parser offers no way to pass a class
 
 
 def handle(args: argparse.Namespace) -> int:
     from components.transform.job import run_transform  # heavy: Beam, TensorFlow
-    from homefeed.config import TransformConfig
 
     if getattr(args, "verbose", 0) < 1:
         # Beam and TFT log every shard rename and batch-size guess at INFO; the job's own stage
@@ -112,17 +111,7 @@ def handle(args: argparse.Namespace) -> int:
 
     beam_args = list(getattr(args, "beam_args", None) or [])
     check_beam_args(beam_args)
-    config = TransformConfig(
-        history_length=args.history_length,
-        vocab_frequency_threshold=args.vocab_frequency_threshold,
-        vocab_top_k=args.vocab_top_k,
-        num_oov_buckets=args.num_oov_buckets,
-        runner=args.runner,
-        direct_num_workers=args.direct_num_workers,
-        direct_running_mode=args.direct_running_mode,
-        batch_size=args.batch_size,
-        beam_args=beam_args,
-    )
+    config = config_from_args(TransformConfig, args, beam_args=beam_args)
     summary = run_transform(args.examples, args.out, config, overwrite=args.overwrite)
     reasons = ", ".join(f"{r}: {n}" for r, n in summary["dead_lettered_by_reason"].items()) or "none"
     vocabs = ", ".join(f"{name} {size}" for name, size in summary["vocabulary_sizes"].items())

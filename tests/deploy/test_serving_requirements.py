@@ -47,7 +47,7 @@ import json, sys
 sys.path.insert(0, {factory_dir!r})
 from pathlib import Path
 import model_factory
-from homefeed import cli
+from homefeed_cli import cli
 from homefeed.config import IndexConfig
 from serving.index_build import build_model_index
 

@@ -14,7 +14,7 @@ import pytest
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 FORBIDDEN_IN_SERVING = ("apache_beam", "kfp", "google.cloud.bigquery", "tensorflow_transform", "tfx_bsl", "bqemulator")
-PROJECT_PACKAGES = ("homefeed", "components", "pipeline", "trainer", "serving", "sql")
+PROJECT_PACKAGES = ("homefeed", "homefeed_cli", "components", "pipeline", "trainer", "serving", "sql")
 
 
 @pytest.fixture(scope="module", params=["pipeline", "serving"])

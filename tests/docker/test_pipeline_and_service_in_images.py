@@ -60,7 +60,7 @@ def host_service(image_run, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("host-service") / "serve.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "homefeed.cli", "serve", "--model", str(image_run.workdir), "--port", str(port)],
+            [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(image_run.workdir), "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

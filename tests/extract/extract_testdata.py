@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from components.extract import extract, warehouse
+from components.extract import extract, input_files, output
 from components.extract.schema import TableRef
 from homefeed import features
 from homefeed.config import ExtractConfig
@@ -51,14 +51,14 @@ def articles_table(rows: list[dict[str, Any]], columns: tuple[str, ...] | None =
 
 def load(client, dataset: str, table: str, data: pa.Table) -> TableRef:
     ref = TableRef(client.project, dataset, table)
-    warehouse.load_table(client, ref, data)
+    input_files.load_table(client, ref, data)
     return ref
 
 
 def run_extract(
     client, dataset: str, events: pa.Table, articles: pa.Table, out_dir: Path, read_client: Any = None,
     **settings: Any,
-) -> tuple[extract.ExtractSummary, extract.Extract]:
+) -> tuple[extract.ExtractSummary, output.Extract]:
     """Load both tables into `dataset` and run the extract on them; (summary, read-back output).
 
     With `read_client` results come through the emulator's Storage Read API (as in
@@ -68,7 +68,7 @@ def run_extract(
     load(client, dataset, "articles", articles)
     config = ExtractConfig(project=client.project, dataset=dataset, **settings)
     summary = extract.extract_bigquery(client, out_dir, config, use_storage_api=False, read_client=read_client)
-    return summary, extract.read_extract(out_dir)
+    return summary, output.read_extract(out_dir)
 
 
 def rows_by_key(table: pa.Table, *key: str) -> dict[tuple, dict[str, Any]]:

@@ -13,8 +13,8 @@ import pytest
 
 from components.extract import cli
 from extract_testdata import ARTICLES, EVENTS, articles_table, events_table
-from homefeed import cli as homefeed_cli
-from homefeed.cli import CommandError
+from homefeed_cli import cli as homefeed_cli
+from homefeed.errors import CommandError
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.extract import extract, warehouse
+from components.extract import extract, input_files, output
 from extract_testdata import ARTICLES, EVENTS, articles_table, events_table, ts
 from homefeed.config import ExtractConfig
 
@@ -34,7 +34,7 @@ def _csv(tmp_path, events=EVENTS_CSV, articles=ARTICLES_CSV):
 
 def test_csv_ids_stay_strings_and_timestamps_are_utc(tmp_path):
     events_path, _ = _csv(tmp_path)
-    events = warehouse.read_input_file(events_path, "events")
+    events = input_files.read_input_file(events_path, "events")
     assert events.column_names == ["user_id", "article_id", "viewed_at"]  # renamed; extras ignored
     assert events.column("user_id").to_pylist()[0] == "0042"
     times = events.column("viewed_at").to_pylist()
@@ -47,7 +47,7 @@ def test_csv_extract_through_a_running_emulator(emulator, dataset, tmp_path):
     events_path, articles_path = _csv(tmp_path)
     config = ExtractConfig(project=emulator.project, dataset=dataset, history_length=5)
     summary = extract.extract_local(events_path, articles_path, tmp_path / "out", config, endpoint=emulator.endpoint)
-    result = extract.read_extract(tmp_path / "out")
+    result = output.read_extract(tmp_path / "out")
     rows = {(r["user_id"], r["label"]): r for r in result.training_examples.to_pylist()}
     # 0043: 2024-01-02 00:00 0010, then 01:00 0007 -> one example; 0042: 0007, 0010, 0007.
     assert sorted(rows) == [("0042", "0007"), ("0042", "0010"), ("0043", "0007")]
@@ -65,7 +65,7 @@ def test_parquet_naive_timestamps_and_categoricals(emulator, dataset, tmp_path):
     frame["user_id"] = frame["user_id"].astype("category")
     frame.to_parquet(tmp_path / "events.parquet")
     pq.write_table(articles_table(ARTICLES), tmp_path / "articles.parquet")
-    events = warehouse.read_input_file(tmp_path / "events.parquet", "events")
+    events = input_files.read_input_file(tmp_path / "events.parquet", "events")
     assert events.schema.field("user_id").type == pa.string()
     assert events.column("viewed_at").to_pylist()[0] == ts("2024-01-01 10:00")
     config = ExtractConfig(project=emulator.project, dataset=dataset, history_length=3)
@@ -82,7 +82,7 @@ def test_missing_file(tmp_path):
 def test_unknown_file_type(tmp_path):
     (tmp_path / "events.json").write_text("{}")
     with pytest.raises(ValueError, match="unknown file type"):
-        warehouse.read_input_file(tmp_path / "events.json", "events")
+        input_files.read_input_file(tmp_path / "events.json", "events")
 
 
 def test_unreadable_csv_timestamp_names_column_and_row(tmp_path):
@@ -95,14 +95,14 @@ def test_unreadable_csv_timestamp_names_column_and_row(tmp_path):
 def test_csv_missing_column(tmp_path):
     events_path, _ = _csv(tmp_path, events="user_id,article_id\nu1,a1\n")
     with pytest.raises(ValueError, match=r"events file .*events\.csv': missing required column 'viewed_at'"):
-        warehouse.read_input_file(events_path, "events")
+        input_files.read_input_file(events_path, "events")
 
 
 def test_parquet_wrong_type(tmp_path):
     table = events_table(EVENTS).set_column(1, "article_id", pa.array(range(len(EVENTS)), pa.int32()))
     pq.write_table(table, tmp_path / "events.parquet")
     with pytest.raises(ValueError, match=r"column 'article_id' has type INT64, expected STRING \(ids must be strings"):
-        warehouse.read_input_file(tmp_path / "events.parquet", "events")
+        input_files.read_input_file(tmp_path / "events.parquet", "events")
 
 
 def test_date_created_at_is_read_as_utc_midnight(emulator, dataset, tmp_path):
@@ -110,9 +110,9 @@ def test_date_created_at_is_read_as_utc_midnight(emulator, dataset, tmp_path):
     frame["created_at"] = frame["created_at"].dt.date  # a DATE column
     frame.to_parquet(tmp_path / "articles.parquet")
     pq.write_table(events_table(EVENTS), tmp_path / "events.parquet")
-    assert warehouse.read_input_file(tmp_path / "articles.parquet", "articles").schema.field("created_at").type == pa.date32()
+    assert input_files.read_input_file(tmp_path / "articles.parquet", "articles").schema.field("created_at").type == pa.date32()
     config = ExtractConfig(project=emulator.project, dataset=dataset, max_article_age_days=30)
     extract.extract_local(tmp_path / "events.parquet", tmp_path / "articles.parquet", tmp_path / "out", config,
                           endpoint=emulator.endpoint)  # fmt: skip
-    corpus = {r["article_id"]: r["created_at"] for r in extract.read_extract(tmp_path / "out").articles.to_pylist()}
+    corpus = {r["article_id"]: r["created_at"] for r in output.read_extract(tmp_path / "out").articles.to_pylist()}
     assert corpus == {"a2": ts("2024-01-01 00:00"), "a3": None}

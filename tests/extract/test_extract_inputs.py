@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from components.extract import extract
+from components.extract import extract, output
 from extract_testdata import ARTICLES, EVENTS, articles_table, events_table, load, run_extract
 from homefeed import features
 from homefeed.config import ExtractConfig
@@ -155,7 +155,7 @@ def test_a_failed_run_keeps_the_previous_extract(bq_client, dataset, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging directory left behind
     # A successful run replaces it.
     run_extract(bq_client, dataset, events_table(EVENTS), articles_table(ARTICLES), out, history_length=2)
-    assert extract.read_extract(out).summary["config"]["history_length"] == 2
+    assert output.read_extract(out).summary["config"]["history_length"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
@@ -171,12 +171,12 @@ def test_refuses_to_replace_a_directory_with_other_files(bq_client, dataset, tmp
 def test_check_extract_dir_requires_success_marker(bq_client, dataset, tmp_path):
     out = tmp_path / "out"
     run_extract(bq_client, dataset, events_table(EVENTS), articles_table(ARTICLES), out)
-    assert extract.check_extract_dir(out) == out
+    assert output.check_extract_dir(out) == out
     (out / features.SUCCESS_MARKER).unlink()
     with pytest.raises(FileNotFoundError, match="_SUCCESS is missing"):
-        extract.read_extract(out)
+        output.read_extract(out)
     with pytest.raises(FileNotFoundError, match="not found"):
-        extract.check_extract_dir(tmp_path / "nowhere")
+        output.check_extract_dir(tmp_path / "nowhere")
 
 
 def test_config_is_validated():

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from components.extract import extract
+from components.extract import extract, output
 from extract_testdata import (
     TIMESTAMP,
     articles_table,
@@ -68,7 +68,7 @@ def run(bq_client, read_client, dataset, event_rows, article_rows, search_rows, 
         settings["searches_table"] = "searches"
     config = ExtractConfig(project=bq_client.project, dataset=dataset, **settings)
     summary = extract.extract_bigquery(bq_client, out, config, use_storage_api=False, read_client=read_client)
-    return summary, extract.read_extract(out)
+    return summary, output.read_extract(out)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from components.extract import extract
+from components.extract import extract, output
 from extract_testdata import (
     ARTICLES,
     EVENTS,
@@ -123,10 +123,10 @@ def test_corpus_is_active_articles_with_view_counts(default_run):
 
 def test_output_files_follow_the_contract(default_run):
     _, result = default_run
-    for name, columns in extract.OUTPUT_COLUMNS.items():
+    for name, columns in output.OUTPUT_COLUMNS.items():
         table = getattr(result, name)
         assert table.schema.names == list(columns), name
-        for field, want in zip(table.schema, extract.output_schema(name)):
+        for field, want in zip(table.schema, output.output_schema(name)):
             if pa.types.is_list(want.type):  # Parquet names the list item "element"
                 assert pa.types.is_list(field.type) and field.type.value_type == pa.string(), field
             else:

@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def candidates_command(*argv) -> list[str]:
-    return [sys.executable, "-m", "homefeed.cli", *map(str, argv)]
+    return [sys.executable, "-m", "homefeed_cli", *map(str, argv)]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import Service, publish
 
-from serving.publish import write_text_atomically
+from homefeed.atomic import write_text as write_text_atomically
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from homefeed import cli
+from homefeed_cli import cli
 from homefeed.movielens import STANDARD_GENRES, import_movielens, load_movielens
 
 CHILDRENS = "Children's"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from homefeed import cli
+from homefeed_cli import cli
 from homefeed.sample_data import CHURN_SETTINGS, SampleDataConfig, churn_config, generate
 
 SMALL_CHURN = dict(users=300, articles=2000, days=6, seed=5)

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from homefeed import cli, data_cli, features
+from homefeed import data_cli, features
+from homefeed_cli import cli
 from homefeed.sample_data import (
     CATEGORIES,
     REGIONS,

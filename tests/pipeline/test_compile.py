@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from homefeed import cli
+from homefeed_cli import cli
 from homefeed.config import ExtractConfig, PublishConfig, TrainConfig
 from pipeline import compile as compiling
 

@@ -2,47 +2,47 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from homefeed.config import PublishConfig
-from serving import publish
-from serving.publish import IncompleteModelError, publish_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
+
+import model_factory  # noqa: E402  (tests/serving/model_factory.py)
+
+from homefeed.config import IndexConfig, PublishConfig  # noqa: E402
+from serving import publish  # noqa: E402
+from serving.index_build import build_model_index  # noqa: E402
+from serving.publish import IncompleteModelError, publish_model  # noqa: E402
+
+
+_SAVED: dict[str, tuple[Path, object]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _saved_model(tmp_path_factory):
+    """One real SavedModel (tests/serving/model_factory.py), copied into every model directory."""
+    path = tmp_path_factory.mktemp("publish_saved_model") / "s0"
+    _SAVED["model"] = (path, model_factory.save_hashing_model(path, 8, 0))
 
 
 def make_model_dir(root: Path, version: str, recall: float, *, index: bool = True, manifest: bool = True) -> Path:
-    """A small but complete model directory (the files the gate and the service rely on)."""
-    model = root / f"model-{version}"
-    (model / "saved_model" / "variables").mkdir(parents=True)
-    (model / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01" * 64)
-    (model / "article_vectors.npy").write_bytes(os.urandom(256))
-    (model / "article_ids.txt").write_text("a1\na2\n")
-    (model / "evaluation.json").write_text(json.dumps({"recall@200": recall, "recall@10": recall / 4}))
+    """A finished model directory made by the real writers: the model factory's model directory
+    (SavedModel, vectors, ids, titles, manifest), `build_model_index`, and an evaluation.json."""
+    saved_model, table = _SAVED["model"]
+    model = model_factory.make_model_dir(
+        root / f"model-{version}", saved_model, table, version=version, n_articles=60, n_users=6, with_histories=False
+    )
     if index:
-        (model / "index").mkdir()
-        (model / "index" / "articles.faiss").write_bytes(os.urandom(128))
-        digest = hashlib.sha256((model / "article_vectors.npy").read_bytes()).hexdigest()
-        (model / "index" / "index_manifest.json").write_text(
-            json.dumps(
-                {
-                    "model_version": version,
-                    "article_vectors_sha256": digest,
-                    "index_sha256": hashlib.sha256((model / "index" / "articles.faiss").read_bytes()).hexdigest(),
-                }
-            )
-        )
-    if manifest:
-        files = {
-            str(p.relative_to(model)): {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-            for p in sorted(model.rglob("*"))
-            if p.is_file() and p.parts[len(model.parts)] not in ("index", "evaluation.json")
-        }
-        (model / "manifest.json").write_text(json.dumps({"model_version": version, "d": 8, "files": files}))
+        build_model_index(model, IndexConfig())
+    (model / "evaluation.json").write_text(json.dumps({"recall@200": recall, "recall@10": recall / 4}))
+    if not manifest:
+        (model / "manifest.json").unlink()
     return model
 
 
@@ -116,13 +116,15 @@ def test_same_version_is_not_published_twice(tmp_path, histories):
 @pytest.mark.parametrize(
     "breakage, message",
     [
-        ("no_manifest", "missing manifest.json"),
-        ("no_index", "index manifest"),
+        ("no_manifest", "manifest.json is missing"),
+        ("no_format_version", "format_version None is not 1"),
+        ("bad_files_table", "expected {'bytes': int, 'sha256': str}"),
+        ("no_index", "no index at"),
         ("no_evaluation", "evaluation"),
         ("index_for_other_model", "index was built for"),
         ("bad_recall", "expected a number in [0, 1]"),
         ("vectors_changed", "article_vectors.npy does not match its sha256"),
-        ("index_for_other_vectors", "not this model's"),
+        ("index_for_other_vectors", "built from article vectors 000000000000"),
         ("file_truncated", "saved_model.pb has 3 bytes"),
         ("index_file_missing", "articles.faiss is missing"),
     ],
@@ -137,8 +139,16 @@ def test_half_written_model_is_refused_and_nothing_changes(tmp_path, histories, 
         (broken / "evaluation.json").unlink()
     if breakage == "index_for_other_model":
         (broken / "index" / "index_manifest.json").write_text(json.dumps({"model_version": "v0"}))
-    if breakage == "vectors_changed":
-        (broken / "article_vectors.npy").write_bytes(os.urandom(256))
+    if breakage == "vectors_changed":  # same size, other bytes
+        vectors = broken / "article_vectors.npy"
+        vectors.write_bytes(os.urandom(vectors.stat().st_size))
+    if breakage in ("no_format_version", "bad_files_table"):  # what the service refuses, publish refuses
+        manifest = json.loads((broken / "manifest.json").read_text())
+        if breakage == "no_format_version":
+            del manifest["format_version"]
+        else:
+            manifest["files"]["article_ids.txt"] = "yes"
+        (broken / "manifest.json").write_text(json.dumps(manifest))
     if breakage == "index_for_other_vectors":
         (broken / "index" / "index_manifest.json").write_text(
             json.dumps({"model_version": "v2", "article_vectors_sha256": "0" * 64})
@@ -220,3 +230,32 @@ def test_url_publish_root_is_refused_with_advice(tmp_path, histories):
 def test_missing_user_histories_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="user histories"):
         publish_model(make_model_dir(tmp_path, "v1", 0.4), tmp_path / "root", None, tmp_path / "nope.parquet")
+
+
+def test_the_publish_task_assembles_its_artifacts_and_reports(tmp_path, histories):
+    """components/publish: model, evaluation and index arrive as separate artifacts."""
+    from components.publish.publish_artifacts import publish_artifacts, render_report
+
+    made = make_model_dir(tmp_path, "v1", 0.40)
+    model, evaluation, index, examples = (tmp_path / name for name in ("model", "evaluation", "index", "examples"))
+    shutil.copytree(made, model, ignore=shutil.ignore_patterns("index", "evaluation.json"))
+    evaluation.mkdir()
+    shutil.copy2(made / "evaluation.json", evaluation / "evaluation.json")
+    shutil.copytree(made / "index", index)
+    examples.mkdir()
+    shutil.copy2(histories, examples / "user_histories.parquet")
+    root = tmp_path / "published"
+
+    decision = publish_artifacts(model, evaluation, index, examples, root, PublishConfig(0.1, 0.01))
+    assert decision.published and publish.read_latest(root) == "v1"
+    assert (root / "versions" / "v1" / "user_histories.parquet").read_bytes() == histories.read_bytes()
+    report = render_report(decision, root)
+    assert report.startswith("# Published: `v1`") and "| this model | 0.4000 |" in report
+    assert f"candidates serve --model {root}" in report
+
+    again = publish_artifacts(model, evaluation, index, examples, root, PublishConfig(0.1, 0.01))
+    report = render_report(again, root)
+    assert report.startswith("# Not published: `v1`") and "| published `v1` (tolerance 0.0100) | 0.4000 |" in report
+    assert "candidates serve" not in report
+    with pytest.raises(ValueError, match="publish_root is empty"):
+        publish_artifacts(model, evaluation, index, examples, "", PublishConfig(0.1, 0.01))

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from homefeed import cli
+from homefeed_cli import cli
 from pipeline.run_local import LocalRunResult, _ProgressStream, run_local, stage_seconds
 
 

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from homefeed import cli
+from homefeed_cli import cli
 from pipeline import compile as compiling
 from pipeline.submit import SubmitRequest, normalise_cron, submit
 

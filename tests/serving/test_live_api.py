@@ -188,7 +188,7 @@ def test_sync_articles_sends_a_file_of_listings(service, model, tmp_path):
     })
     frame.to_parquet(tmp_path / "articles.parquet")
     result = subprocess.run(
-        [sys.executable, "-m", "homefeed.cli", "sync-articles", "--service", str(service.base_url),
+        [sys.executable, "-m", "homefeed_cli", "sync-articles", "--service", str(service.base_url),
          "--articles", str(tmp_path / "articles.parquet"), "--since", "2024-07-01"],
         capture_output=True, text=True, timeout=120,
     )
@@ -218,7 +218,7 @@ def test_sync_articles_reports_a_refusing_or_missing_service_in_one_line(model, 
     from live_http import free_port
 
     pd.DataFrame({"article_id": ["s-1"], "region": ["north"]}).to_parquet(tmp_path / "articles.parquet")
-    command = [sys.executable, "-m", "homefeed.cli", "sync-articles", "--articles", str(tmp_path / "articles.parquet")]
+    command = [sys.executable, "-m", "homefeed_cli", "sync-articles", "--articles", str(tmp_path / "articles.parquet")]
     with running_service(ServiceSettings(model=model, write_token="right-token")) as guarded:
         refused = subprocess.run([*command, "--service", str(guarded.base_url), "--write-token", "wrong-token"],
                                  capture_output=True, text=True, timeout=120)  # fmt: skip

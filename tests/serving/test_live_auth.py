@@ -38,7 +38,7 @@ def test_only_loopback_may_go_without_a_token():
 
 def test_serve_refuses_a_public_bind_without_a_token(model_v1):
     result = subprocess.run(
-        [sys.executable, "-m", "homefeed.cli", "serve", "--model", str(model_v1), "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(model_v1), "--host", "0.0.0.0", "--port", "1"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "without a write token" in result.stderr

@@ -76,7 +76,7 @@ def test_a_new_snapshot_keeps_live_views_newer_than_its_as_of(model, table, redi
 def _consumer(redis_url, stream, name, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "homefeed.cli", "consume-events", "--redis-url", redis_url, "--stream", stream,
+        [sys.executable, "-m", "homefeed_cli", "consume-events", "--redis-url", redis_url, "--stream", stream,
          "--consumer", name, "--redis-prefix", "cons:", "--batch-size", "5", "--block-ms", "100", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
     )
@@ -166,7 +166,7 @@ def test_consume_events_against_an_unreachable_redis_says_so_in_one_line(model, 
 
     for url in (f"redis://:hunter2-pw@127.0.0.1:{free_port()}/0", redis_url.replace("redis://", "redis://nobody:hunter2-pw@")):
         result = subprocess.run(
-            [sys.executable, "-m", "homefeed.cli", "consume-events", "--redis-url", url, "--stream", "s", "--exit-when-idle"],
+            [sys.executable, "-m", "homefeed_cli", "consume-events", "--redis-url", url, "--stream", "s", "--exit-when-idle"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 2, result.stderr[-2000:]

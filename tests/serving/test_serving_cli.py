@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from homefeed import cli
+from homefeed_cli import cli
 from serving.query import format_candidates, wait_until_ready
 
 # Only the serving commands: these tests must not depend on other stages' CLI modules.
-LAUNCHER = "import sys, homefeed.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
+LAUNCHER = "import sys, homefeed_cli.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
 
 
 @pytest.fixture(autouse=True)

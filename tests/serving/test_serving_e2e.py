@@ -31,7 +31,7 @@ VERSION = "tiny"
 
 def candidates(*argv, timeout: float = 600) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "homefeed.cli", *map(str, argv)], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "homefeed_cli", *map(str, argv)], capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, f"candidates {argv[0]} failed:\n{result.stderr[-3000:]}"
     return result
@@ -93,7 +93,7 @@ def test_real_model_served_queried_and_reloaded(trained, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "homefeed.cli", "serve", "--model", str(root), "--port", str(port), "--no-watch"],
+        [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(root), "--port", str(port), "--no-watch"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

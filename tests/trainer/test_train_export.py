@@ -197,7 +197,7 @@ def test_same_seed_same_model(trained, tmp_path):
 def test_cli_trains_without_a_validation_split_and_evaluates(trained, tmp_path, capsys):
     import shutil
 
-    from homefeed import cli
+    from homefeed_cli import cli
 
     transform = tmp_path / "transform"
     shutil.copytree(trained.transform_dir, transform)

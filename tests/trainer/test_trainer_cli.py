@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from homefeed import cli
 from homefeed.config import EvaluateConfig, TrainConfig
-from trainer import cli as trainer_cli
+from homefeed.config_flags import config_from_args
+from homefeed_cli import cli
 
 
 def _parse(argv: list[str]):
@@ -20,17 +20,17 @@ def test_every_config_field_is_a_flag_and_overrides_its_default():
             "--no-l2-normalize", "--temperature", "0.2", "--num-sampled-negatives", "100", "--seed", "7",
         ]
     )
-    config = trainer_cli._config_from_args(TrainConfig, args)
+    config = config_from_args(TrainConfig, args)
     assert config == TrainConfig(
         embedding_dim=32, tower_units=(64, 32), l2_normalize=False, temperature=0.2, num_sampled_negatives=100, seed=7
     )
-    defaults = trainer_cli._config_from_args(TrainConfig, _parse(["train", "--transformed", "t", "--out", "o"]))
+    defaults = config_from_args(TrainConfig, _parse(["train", "--transformed", "t", "--out", "o"]))
     assert defaults == TrainConfig()
 
 
 def test_evaluate_flags_build_the_evaluate_config():
     args = _parse(["evaluate", "--model", "m", "--examples", "e", "--ks", "5", "20", "--max-users", "100"])
-    assert trainer_cli._config_from_args(EvaluateConfig, args) == EvaluateConfig(ks=(5, 20), max_users=100)
+    assert config_from_args(EvaluateConfig, args) == EvaluateConfig(ks=(5, 20), max_users=100)
 
 
 def test_bad_values_are_one_line_errors(tmp_path, capsys):

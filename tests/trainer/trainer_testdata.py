@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.extract.extract import output_schema
+from components.extract.output import output_schema
 from homefeed import features
 
 N_CATEGORIES = 6

@@ -14,6 +14,7 @@ import pytest
 
 from components.transform import cli as transform_cli
 from components.transform import job
+from homefeed.layout import transform_dir as transform_layout
 from homefeed import features, tokens
 from homefeed.config import TransformConfig
 
@@ -120,7 +121,7 @@ def test_transformed_examples_match_an_independent_computation(transform_run):
     import tensorflow_transform as tft
 
     output = tft.TFTransformOutput(str(transform_run.output_dir))
-    vocab = {name: output.vocabulary_by_name(name) for name in job.VOCABULARIES}
+    vocab = {name: output.vocabulary_by_name(name) for name in transform_layout.VOCABULARIES}
     ids = {name: {v.decode(): i for i, v in enumerate(values)} for name, values in vocab.items()}
     assert set(ids[features.ARTICLE_VOCAB]) == set(expected_article_vocabulary(transform_run.good, H))
 
@@ -250,7 +251,7 @@ def test_all_bad_records_fail_clearly_and_keep_the_dead_letters(tmp_path):
         job.run_transform(str(extract), str(out), TransformConfig(history_length=H))
     assert "label is null: 1" in str(error.value)
     assert not (out / features.SUCCESS_MARKER).exists()
-    summary = json.loads((out / job.SUMMARY_FILE).read_text())
+    summary = json.loads((out / transform_layout.SUMMARY_FILE).read_text())
     assert summary["status"] == "failed" and summary["dead_lettered"] == len(rows)
     letters = [json.loads(line) for p in glob.glob(str(out / "dead_letter" / "*.jsonl")) for line in open(p)]
     assert len(letters) == len(rows)

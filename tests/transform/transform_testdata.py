@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.extract.extract import output_schema
+from components.extract.output import output_schema
 from homefeed import features
 
 # The history length used by the shared run: shorter than most test histories, so truncation shows.

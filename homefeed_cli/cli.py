@@ -1,4 +1,4 @@
-"""The `candidates` command line.
+"""The `candidates` command line (`python -m homefeed_cli`).
 
 Each stage owns a small `cli.py` with `register(subparsers)`; this module only collects them.
 Those modules import heavy libraries (TensorFlow, Beam, FAISS) inside their handlers, so
@@ -13,6 +13,7 @@ import logging
 import sys
 
 from homefeed import __version__
+from homefeed.errors import CommandError
 from homefeed.logs import configure_logging
 from homefeed.redact import redact
 
@@ -38,10 +39,6 @@ Stages, in order (each reads the previous one's output directory):
   build-index / serve / query      FAISS index and the HTTP candidate service
   pipeline                         the same stages as one Kubeflow pipeline (compile, submit, run-local)
 """
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one clear line, exit status 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +76,5 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
-if __name__ == "__main__":
-    # `python -m homefeed.cli` runs this file as a second module, __main__: its CommandError is not
-    # the homefeed.cli.CommandError the commands raise. Run the package module's main instead.
-    from homefeed.cli import main as package_main
-
-    sys.exit(package_main())
+if __name__ == "__main__":  # python -m homefeed_cli.cli (python -m homefeed_cli is the same)
+    sys.exit(main())

@@ -8,7 +8,7 @@
   4. ask it for a few users' candidates (and an unknown user's, to show the fallback)
   5. stop the service
 
-Run it with `python -m homefeed.demo --workdir demo` (what `make demo` does). Running it again
+Run it with `python -m homefeed_cli.demo --workdir demo` (what `make demo` does). Running it again
 reuses the sample data and publishes a new version only if it is as good as the live one.
 """
 
@@ -69,7 +69,7 @@ def get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
 
 def serve_command(publish_root: Path, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "homefeed.cli", "serve",
+        sys.executable, "-m", "homefeed_cli", "serve",
         "--model", str(publish_root), "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
 
@@ -243,7 +243,7 @@ def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m homefeed.demo",
+        prog="python -m homefeed_cli.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
