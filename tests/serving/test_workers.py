@@ -16,7 +16,7 @@ import pytest
 
 from serving.query import wait_until_ready
 
-LAUNCHER = "import sys, homefeed.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
+LAUNCHER = "import sys, homefeed_cli.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
 
 
 def free_port() -> int:
