@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from homefeed import atomic
 from homefeed import config as configs
 from homefeed import features
 from homefeed.config import IndexConfig
@@ -140,40 +139,22 @@ def build_index_for_vectors(vectors: np.ndarray, index_type: str, config: IndexC
 
 
 def write_index_dir(index, manifest: dict[str, Any], output_dir: Path) -> None:
-    """Writes `articles.faiss` then `index_manifest.json` to a temporary sibling, then renames it.
+    """Writes `articles.faiss` then `index_manifest.json` to a staging sibling, then renames it (homefeed.atomic).
 
     An existing `output_dir` is moved aside and removed only after the new one is in place.
     """
     import faiss
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-building-", dir=output_dir.parent))
-    try:
+    with atomic.staged_dir(output_dir, replace=True) as staging:
         index_path = staging / model_files.INDEX_FILE
         faiss.write_index(index, str(index_path))
-        with open(index_path, "rb") as handle:
-            os.fsync(handle.fileno())
         # The service verifies the index file against these before serving it (serving/integrity.py).
         manifest = {
             **manifest,
             integrity.INDEX_BYTES_KEY: index_path.stat().st_size,
             integrity.INDEX_HASH_KEY: model_files.sha256_file(index_path),
         }
-        with open(staging / model_files.INDEX_MANIFEST_FILE, "w") as handle:
-            handle.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(staging, 0o755)
-        old = None
-        if output_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-old-", dir=output_dir.parent))
-            os.rename(output_dir, old / output_dir.name)
-        os.rename(staging, output_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (staging / model_files.INDEX_MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def build_model_index(
