@@ -24,6 +24,9 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 WRITE_PREFIXES = ("/v1/events", "/v1/articles")
 ADMIN_PREFIX = "/admin/"
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+# The environment variable holding the write token: the service reads it as the `write_token`
+# setting (serving/settings.py, prefix CANDIDATES_), the live CLIs send it (serving/live_cli.py).
+WRITE_TOKEN_ENV = "CANDIDATES_WRITE_TOKEN"
 
 
 class InsecureBindError(ValueError):

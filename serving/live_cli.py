@@ -13,11 +13,11 @@ import sys
 import threading
 
 from homefeed import features
+from serving.auth import WRITE_TOKEN_ENV as TOKEN_ENV  # the one owner of the name
 from serving.store import DEFAULT_REDIS_PREFIX  # the history keys' owner (light: orjson only)
 
 LOG = logging.getLogger(__name__)
 
-TOKEN_ENV = "CANDIDATES_WRITE_TOKEN"
 
 
 def register(subparsers) -> None:

@@ -71,3 +71,12 @@ def test_admin_token_keeps_guarding_admin_when_both_are_set():
     only_admin = ServiceSettings(admin_token="a")
     assert write_token_of(only_admin, "/v1/events") == "a" and write_token_of(ServiceSettings(), "/v1/events") is None
     assert "'a'" not in repr(both) and "'w'" not in repr(both)
+
+
+def test_the_write_token_variable_is_the_one_the_settings_read(monkeypatch):
+    # serving.auth owns the name; the service's settings must read exactly that variable.
+    from serving.auth import WRITE_TOKEN_ENV
+    from serving.settings import ServiceSettings
+
+    monkeypatch.setenv(WRITE_TOKEN_ENV, "s3cret-token")
+    assert ServiceSettings().write_token == "s3cret-token"
