@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 import time
+import typing
+from pathlib import Path
 
 from homefeed.config import IndexConfig
 from homefeed.config_flags import add_config_flags, config_from_args
@@ -156,41 +158,67 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model directory or publish root")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind, 0.0.0.0 for all [127.0.0.1]")
     p.add_argument("--port", type=int, default=8080, help="[8080]")
-    p.add_argument("--workers", type=int, default=1, help="worker processes; they share the memory-mapped index and pass /admin/reload on to each other; "
-        "live writes need --redis-url when N > 1 [1]")
-    # Service settings: None means "not given", so CANDIDATES_* variables and then the
-    # ServiceSettings defaults (shown in brackets) apply.
-    p.add_argument("--redis-url", metavar="URL", help="read histories from Redis (see load-histories)")
-    p.add_argument("--redis-prefix", metavar="PREFIX", help="Redis key prefix [homefeed:history:]")
-    p.add_argument("--histories", metavar="PATH", help="user_histories.parquet for the embedded store")
-    p.add_argument("--default-k", type=int, metavar="K", help="k when a request gives none [200]")
-    p.add_argument("--max-k", type=int, metavar="K", help="larger k is refused with 422 [1000]")
-    p.add_argument("--watch-interval", type=float, metavar="SECONDS", help="seconds between LATEST checks [5]")
+    # Service settings: flags generated from ServiceSettings (serving/settings.py owns the defaults
+    # and help); not given means CANDIDATES_* variables and then the settings' defaults apply.
+    _add_settings_flags(p)
     p.add_argument(
         "--no-watch", dest="watch_latest", action="store_false", default=None,
         help="do not poll LATEST (reload only on POST /admin/reload or SIGHUP)",
     )
-    p.add_argument(
-        "--reload-min-interval", type=float, metavar="SECONDS",
-        help="at most one model load per this many seconds; faster reload requests get 429 [30]",
-    )
-    p.add_argument(
-        "--header-timeout", type=float, metavar="SECONDS",
-        help="close connections that have not sent a complete request line and headers by then (JSON 408) [10]",
-    )
-    p.add_argument(
-        "--batch-wait-ms", type=float, metavar="MS",
-        help="batching: concurrent requests share user-tower calls (without --redis-url they run in batches on "
-        "one compute thread; with it a call waits up to this long for company, only while others are in "
-        "flight); 0 turns batching off: one model call per request [1]",
-    )
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
-    p.add_argument(
-        "--write-token", metavar="TOKEN",
-        help="bearer token required by POST /v1/events, /v1/articles writes and /admin/* (or CANDIDATES_WRITE_TOKEN); "
-        "needed to bind anything but a loopback address",
-    )
     p.set_defaults(handler=serve_command)
+
+
+# serve flag -> ServiceSettings field; the help text and the default shown come from the field.
+SERVE_FLAGS: dict[str, tuple[str, str]] = {
+    "workers": ("--workers", "N"),
+    "redis_url": ("--redis-url", "URL"),
+    "redis_prefix": ("--redis-prefix", "PREFIX"),
+    "histories": ("--histories", "PATH"),
+    "default_k": ("--default-k", "K"),
+    "max_k": ("--max-k", "K"),
+    "watch_interval_s": ("--watch-interval", "SECONDS"),
+    "reload_min_interval_s": ("--reload-min-interval", "SECONDS"),
+    "header_timeout_s": ("--header-timeout", "SECONDS"),
+    "batch_wait_ms": ("--batch-wait-ms", "MS"),
+    "write_token": ("--write-token", "TOKEN"),
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    from serving.settings import ServiceSettings
+
+    for field, (flag, metavar) in SERVE_FLAGS.items():
+        info = ServiceSettings.model_fields[field]
+        kinds = [k for k in typing.get_args(info.annotation) if k is not type(None)] or [info.annotation]
+        kind = str if kinds[0] is Path else kinds[0]
+        # A secret's default is never shown; None shows as nothing.
+        shown = "" if info.repr is False or info.default is None else f" [{info.default}]"
+        parser.add_argument(flag, dest=field, type=kind, metavar=metavar, default=None,
+                            help=f"{info.description or field.replace('_', ' ')}{shown}".replace("%", "%%"))  # fmt: skip
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The service's settings: the flags given win over CANDIDATES_* variables and the defaults."""
+    from serving.settings import ServiceSettings
+
+    overrides = {field: getattr(args, field) for field in SERVE_FLAGS if getattr(args, field, None) is not None}
+    if "histories" in overrides:
+        overrides["histories"] = os.path.abspath(overrides["histories"])
+    if args.watch_latest is not None:
+        overrides["watch_latest"] = args.watch_latest
+    import pydantic
+
+    try:
+        return ServiceSettings(model=os.path.abspath(args.model), **overrides)
+    except pydantic.ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else ""
+            flag = SERVE_FLAGS.get(field, (f"CANDIDATES_{field.upper()}",))[0]
+            given = "(hidden)" if field == "write_token" else item.get("input")
+            problems.append(f"{flag} {given}: {item['msg']}")
+        raise ValueError("; ".join(problems)) from None
 
 
 def _preflight(model: str) -> str:
@@ -210,46 +238,28 @@ def serve_command(args: argparse.Namespace) -> int:
 
     from homefeed.redact import redact
     from serving.http_server import uvicorn_options
-    from serving.settings import ENV_PREFIX, ServiceSettings
+    from serving.settings import ENV_PREFIX
 
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.histories and not os.path.isfile(args.histories):
         raise FileNotFoundError(f"--histories {args.histories} not found")
     version = _preflight(args.model)
-    overrides = {
-        "model": os.path.abspath(args.model),
-        "redis_url": args.redis_url,
-        "redis_prefix": args.redis_prefix,
-        "histories": os.path.abspath(args.histories) if args.histories else None,
-        "default_k": args.default_k,
-        "max_k": args.max_k,
-        "watch_interval_s": args.watch_interval,
-        "watch_latest": args.watch_latest,
-        "reload_min_interval_s": args.reload_min_interval,
-        "header_timeout_s": args.header_timeout,
-        "batch_wait_ms": args.batch_wait_ms,
-    }
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    settings = ServiceSettings(**overrides)  # options win over CANDIDATES_* variables
+    settings = settings_from_args(args)  # options win over CANDIDATES_* variables
     from serving.auth import check_bind, write_token_of
 
-    if args.write_token:
-        settings = settings.model_copy(update={"write_token": args.write_token})
     check_bind(args.host, write_token_of(settings))  # no open writes on a reachable address
-    if args.workers > 1 and not settings.redis_url:
+    if settings.workers > 1 and not settings.redis_url:
         LOG.warning(
             "%d workers without --redis-url: live writes (POST /v1/events, /v1/articles) are refused with 503, "
-            "since each worker would keep its own copy; use --redis-url to share them", args.workers,
+            "since each worker would keep its own copy; use --redis-url to share them", settings.workers,
         )
-    LOG.info("serving model %s from %s on http://%s:%d (%d worker(s))", version, args.model, args.host, args.port, args.workers)
+    LOG.info("serving model %s from %s on http://%s:%d (%d worker(s))", version, args.model, args.host, args.port, settings.workers)
     if settings.redis_url:
         LOG.info("user histories from Redis at %s", redact(settings.redis_url))
     common = dict(
         host=args.host, port=args.port, log_config=None, access_log=args.access_log, timeout_graceful_shutdown=10,
         **uvicorn_options(settings),  # JSON for the server's own errors, slow clients timed out
     )
-    if args.workers == 1:
+    if settings.workers == 1:
         from serving.app import create_app
 
         uvicorn.run(create_app(settings), **common)
@@ -260,11 +270,11 @@ def serve_command(args: argparse.Namespace) -> int:
         # Worker processes build their own app from the environment (serving/settings.py); they
         # pass /admin/reload on to each other through a directory of this process (serving/workers.py).
         bus = tempfile.mkdtemp(prefix=f"candidates-workers-{os.getpid()}-")
-        settings = settings.model_copy(update={"workers": args.workers, "reload_bus": bus})
+        settings = settings.model_copy(update={"reload_bus": bus})
         for key, value in settings.model_dump(exclude_none=True).items():
             os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
         try:
-            uvicorn.run("serving.app:create_app_from_environment", factory=True, workers=args.workers, **common)
+            uvicorn.run("serving.app:create_app_from_environment", factory=True, workers=settings.workers, **common)
         finally:
             shutil.rmtree(bus, ignore_errors=True)
     return 0

@@ -15,6 +15,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homefeed import features
+from serving.store import DEFAULT_REDIS_PREFIX  # the history keys' owner (light: orjson only)
 
 ENV_PREFIX = "CANDIDATES_"
 
@@ -33,16 +34,16 @@ class ServiceSettings(BaseSettings):
         "directory's user_histories.parquet (a publish root carries one per version)",
     )
     redis_url: str | None = Field(None, description="read histories from Redis instead of the embedded store")
-    redis_prefix: str = "homefeed:history:"
+    redis_prefix: str = Field(DEFAULT_REDIS_PREFIX, description="Redis key prefix of the user histories")
     redis_timeout_s: float = Field(0.05, gt=0, description="one GET slower than this falls back to popular articles")
 
-    default_k: int = Field(200, ge=1)
+    default_k: int = Field(200, ge=1, description="k when a request gives none")
     max_k: int = Field(1000, ge=1, description="larger k is refused with 422")
     history_length: int = Field(features.HISTORY_LENGTH, ge=1)
     include_titles: bool = True
 
     watch_latest: bool = Field(True, description="poll a publish root's LATEST and load new versions")
-    watch_interval_s: float = Field(5.0, gt=0)
+    watch_interval_s: float = Field(5.0, gt=0, description="seconds between checks of a publish root's LATEST")
     admin_token: str | None = Field(
         None, repr=False, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
     )
@@ -52,12 +53,13 @@ class ServiceSettings(BaseSettings):
 
     write_token: str | None = Field(
         None, repr=False,
-        description="when set, POST /v1/events, /v1/articles writes and /admin/* need `Authorization: Bearer <token>`",
+        description="when set, POST /v1/events, /v1/articles writes and /admin/* need `Authorization: Bearer <token>` "
+        "(also CANDIDATES_WRITE_TOKEN); needed to bind anything but a loopback address",
     )
     live_sync_interval_s: float = Field(0.25, gt=0, description="seconds between reads of other replicas' listing changes")
 
     # Set by `candidates serve --workers N` for its worker processes (serving/workers.py).
-    workers: int = Field(1, ge=1, description="worker processes serving together; >1 without redis_url refuses live writes")
+    workers: int = Field(1, ge=1, description="worker processes; they share the memory-mapped index and pass /admin/reload on to each other; live writes need --redis-url when there are several")
     reload_bus: Path | None = Field(None, description="directory through which workers pass on /admin/reload")
 
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
@@ -78,7 +80,7 @@ class ServiceSettings(BaseSettings):
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="request line + headers larger than this are refused with 431/414 (JSON)"
     )
-    header_timeout_s: float = Field(10.0, gt=0, description="a client must send its request line and headers within this")
+    header_timeout_s: float = Field(10.0, gt=0, description="seconds a client has to send its request line and headers (else JSON 408 and the connection closes)")
     body_timeout_s: float = Field(10.0, gt=0, description="a client must send each part of a request body within this")
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
 

@@ -149,3 +149,45 @@ def test_wait_until_ready_times_out_when_nothing_answers():
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         with pytest.raises(TimeoutError, match="not ready within"):
             wait_until_ready(f"http://127.0.0.1:{port}", timeout_s=0.5, poll_s=0.05)
+
+
+def serve_parser():
+    import argparse
+
+    from serving import cli as serving_cli
+
+    parser = argparse.ArgumentParser()
+    serving_cli.register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_serve_flags_take_their_defaults_and_help_from_the_service_settings(monkeypatch, capsys):
+    from serving import cli as serving_cli
+    from serving.settings import ServiceSettings
+
+    parser = serve_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field, (flag, _) in serving_cli.SERVE_FLAGS.items():
+        info = ServiceSettings.model_fields[field]  # every flag is a setting
+        assert flag in text
+        if info.default is not None and info.repr is not False:
+            assert f"[{info.default}]" in text, flag  # the default shown is the settings' own
+
+    # Not given: the CANDIDATES_* variable, then the default; given: the flag wins.
+    monkeypatch.setenv("CANDIDATES_MAX_K", "77")
+    settings = serving_cli.settings_from_args(parser.parse_args(["serve", "--model", "m"]))
+    assert settings.max_k == 77 and settings.default_k == ServiceSettings().default_k and settings.watch_latest
+    settings = serving_cli.settings_from_args(
+        parser.parse_args(["serve", "--model", "m", "--max-k", "500", "--batch-wait-ms", "0", "--no-watch"])
+    )
+    assert (settings.max_k, settings.batch_wait_ms, settings.watch_latest) == (500, 0.0, False)
+
+
+def test_serve_flags_out_of_range_name_the_flag():
+    from serving import cli as serving_cli
+
+    args = serve_parser().parse_args(["serve", "--model", "m", "--workers", "0", "--max-k", "2"])
+    with pytest.raises(ValueError, match=r"--workers 0: .*greater than or equal to 1"):
+        serving_cli.settings_from_args(args)
