@@ -140,7 +140,7 @@ def test_round6_is_round_for_float32_and_other_floats():
     assert np.isnan(round6([float("nan")])[0]) and round6([]) == []
 
 
-def test_drop_seen_checks_ids_behind_equal_hashes(pair):
+def test_drop_seen_compares_ids_not_hashes(pair):
     # A seen "id" whose hash equals an article's but which is not that article must drop nothing.
     from serving.hot_path import drop_seen
 
