@@ -7,7 +7,7 @@ and, with `round`, most of the 24 % of the GIL time spent building the response;
   store's seen set plugs in here). Kept a plain loop on purpose: numpy variants (a mask from one
   comprehension; per-row id hashes with `searchsorted`; `np.isin`, 60 us alone) were no faster
   in a micro-benchmark at 10-50 seen ids (21-25 us against 23-25 us for k=200) and slower in the
-  service at concurrency 1 (filter stage 0.18-0.20 ms against 0.13-0.16 ms: numpy's per-call
+  service at concurrency 1 (filter stage 0.18-0.30 ms against 0.12-0.16 ms: numpy's per-call
   overhead on cold caches after the model call), so the filter was never the cost.
 * `round6` is `[round(s, 6) for s in scores]` vectorised (14 us instead of 54-93 us for 200):
   exact for float32 scores (FAISS's), since a float32 times 10**6 is exact in float64, so numpy's
