@@ -1,7 +1,7 @@
 """Per-request array work on the candidate path: the seen filter and the scores' rounding.
 
-Both replace a Python loop over the ~200-300 neighbours of each request (profiled at c=16 as 13 %
-and, with `round`, most of the 24 % of the GIL time spent building the response; docs/serving.md).
+Both run over the ~200-300 neighbours of each request (profiled at c=16 as 13 % and, with
+`round`, most of the 24 % of the GIL time spent building the response; docs/serving.md).
 
 * `drop_seen` filters FAISS's neighbours against the user's seen article ids (any iterable: the
   store's seen set plugs in here). Kept a plain loop on purpose: numpy variants (a mask from one
@@ -9,7 +9,7 @@ and, with `round`, most of the 24 % of the GIL time spent building the response;
   in a micro-benchmark at 10-50 seen ids (21-25 us against 23-25 us for k=200) and slower in the
   service at concurrency 1 (filter stage 0.18-0.30 ms against 0.12-0.16 ms: numpy's per-call
   overhead on cold caches after the model call), so the filter was never the cost.
-* `round6` is `[round(s, 6) for s in scores]` vectorised (14 us instead of 54-93 us for 200):
+* `round6` is `[round(s, 6) for s in scores]` vectorised (11 us instead of 54-93 us for 200):
   exact for float32 scores (FAISS's), since a float32 times 10**6 is exact in float64, so numpy's
   rint-then-divide rounds the exact value half-to-even like `round` does; other floats (the
   fallback's view shares) take `round`, which numpy would get wrong (2.5e-06 -> 2e-06).
