@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from homefeed import features
+from serving import hot_path
 from serving import index as faiss_index
 from serving.model_pair import ModelPair
 from serving.store import HistoryStore, StoreUnavailableError
@@ -212,17 +213,7 @@ def finish(step: PendingAnswer, vector) -> CandidateAnswer:
     timings["search"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    ids = pair.article_ids
-    kept_rows, kept_scores = [], []
-    for score, row in zip(scores[0].tolist(), rows[0].tolist()):
-        if row < 0:  # FAISS pads with -1 when fewer than k vectors are reachable
-            continue
-        if seen and ids[row] in seen:
-            continue
-        kept_rows.append(row)
-        kept_scores.append(score)
-        if len(kept_rows) == k:
-            break
+    kept_rows, kept_scores = hot_path.drop_seen(pair, rows[0], scores[0], seen, k)
     timings["filter"] = time.perf_counter() - started
     return CandidateAnswer(user_id, pair.version, False, kept_rows, kept_scores, None, timings, overlay)
 
@@ -232,11 +223,12 @@ def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool =
 
     Each candidate is `{article_id, score[, title]}` (title only when the article table has one).
     """
+    rounded = hot_path.round6(answer.scores)
     if answer.overlay is not None and answer.overlay.records:
         overlay = answer.overlay
         candidates = []
-        for r, s in zip(answer.rows, answer.scores):
-            item = {"article_id": overlay.article_id(r), "score": round(s, 6)}
+        for r, s in zip(answer.rows, rounded):
+            item = {"article_id": overlay.article_id(r), "score": s}
             title = overlay.title(r) if include_titles else None
             if title is not None:
                 item["title"] = title
@@ -245,12 +237,12 @@ def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool =
     ids = pair.article_ids
     titles = pair.titles if include_titles else None
     if titles is None:
-        candidates = [{"article_id": ids[r], "score": round(s, 6)} for r, s in zip(answer.rows, answer.scores)]
+        candidates = [{"article_id": ids[r], "score": s} for r, s in zip(answer.rows, rounded)]
     else:
         candidates = [
-            {"article_id": ids[r], "score": round(s, 6), "title": titles[r]} if titles[r] is not None
-            else {"article_id": ids[r], "score": round(s, 6)}
-            for r, s in zip(answer.rows, answer.scores)
+            {"article_id": ids[r], "score": s, "title": titles[r]} if titles[r] is not None
+            else {"article_id": ids[r], "score": s}
+            for r, s in zip(answer.rows, rounded)
         ]
     return _body(answer, candidates)
 

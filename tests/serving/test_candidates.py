@@ -67,3 +67,94 @@ def test_an_unreachable_history_store_is_not_logged_on_every_request(pair, caplo
     assert all(a.fallback_reason == STORE_UNAVAILABLE for a in answers)
     warnings = [r for r in caplog.records if "history store unavailable" in r.getMessage()]
     assert len(warnings) <= 1, len(warnings)
+
+
+# --- the vectorised hot path (issue 16) against the per-candidate Python it replaced ----------
+
+
+def _reference_body(pair, user_id, k, exclude_seen, include_titles, regions=None):
+    """The response as the service built it before: a loop over FAISS's neighbours with the
+    seen test on id strings, then one dict per candidate with `round(score, 6)`."""
+    import orjson
+
+    from serving.live_overlay import OverlayBuilder
+    from serving.live_search import search_live
+
+    history = pair.histories.get(user_id)
+    seen = set(history["history"]) if exclude_seen else set()
+    vector = pair.encoder.encode([history])
+    if regions is not None:
+        rows, scores = search_live(OverlayBuilder(pair).snapshot(), vector[0], k, seen, regions)
+    else:
+        found_scores, found_rows = fi.search(pair.index, vector, k + len(seen))
+        rows, scores = [], []
+        for score, row in zip(found_scores[0].tolist(), found_rows[0].tolist()):
+            if row < 0 or (seen and pair.article_ids[row] in seen):
+                continue
+            rows.append(row)
+            scores.append(score)
+            if len(rows) == k:
+                break
+    titles = pair.titles if include_titles else None
+    candidates = []
+    for r, s in zip(rows, scores):
+        item = {"article_id": pair.article_ids[r], "score": round(s, 6)}
+        if titles is not None and titles[r] is not None:
+            item["title"] = titles[r]
+        candidates.append(item)
+    body = {"user_id": user_id, "model_version": pair.version, "fallback": False, "candidates": candidates}
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+@pytest.mark.parametrize("regions", [None, {"south"}])
+def test_the_body_is_byte_for_byte_the_per_dict_reference(pair, exclude_seen, regions):
+    users = ["u0001", "u0002", "u0007", "u0013", "u0031"]
+    for user_id in users:
+        for include_titles in (True, False):
+            answer = recommend(pair, None, user_id, k=50, exclude_seen=exclude_seen, regions=regions)
+            assert not answer.fallback
+            expected = _reference_body(pair, user_id, 50, exclude_seen, include_titles, regions)
+            assert answer_json(answer, pair, include_titles) == expected, (user_id, include_titles)
+    # and seen articles really were in reach: without the filter some come back
+    if regions is None and not exclude_seen:
+        hit = [u for u in users if {pair.article_ids[r] for r in recommend(pair, None, u, k=50, exclude_seen=False).rows}
+               & set(pair.histories.get(u)["history"])]
+        assert hit
+
+
+def test_round6_is_round_for_float32_and_other_floats():
+    from serving.hot_path import round6
+
+    rng = np.random.default_rng(3)
+    f32 = (rng.standard_normal(200_000) * 10.0 ** rng.integers(-9, 4, 200_000)).astype(np.float32)
+    edges = np.array([0.0078125, -0.0078125, 0.5e-6, 1.5e-6, -0.0, 1e-7, -4e-7, 3.4e38, -3.4e38, 1e-45,
+                      np.inf, -np.inf, 2.5, 0.1], dtype=np.float32)
+    # doubles that are not float32s: numpy rounds 2.5e-06 etc. to even on an inexact product
+    for values in (np.concatenate([f32, edges]).tolist(), [0.1, 1 / 3, 2 / 3, 1e300, 2.5e-06, 3.5e-06, 4.5e-06]):
+        import orjson
+
+        expected = [round(v, 6) for v in values]
+        got = round6(values)
+        assert orjson.dumps(got) == orjson.dumps(expected)
+    assert np.isnan(round6([float("nan")])[0]) and round6([]) == []
+
+
+def test_drop_seen_compares_ids_not_hashes(pair):
+    # A seen "id" whose hash equals an article's but which is not that article must drop nothing.
+    from serving.hot_path import drop_seen
+
+    target = pair.article_ids[5]
+
+    class SameHash:
+        def __hash__(self):
+            return hash(target)
+
+        def __eq__(self, other):
+            return False
+
+    rows = np.array([7, -1, 5, 9, 5 + 1], dtype=np.int64)
+    scores = np.array([0.9, 0.0, 0.8, 0.7, 0.6], dtype=np.float32)
+    assert drop_seen(pair, rows, scores, {SameHash()}, 10)[0] == [7, 5, 9, 6]
+    assert drop_seen(pair, rows, scores, [target, pair.article_ids[9]], 10)[0] == [7, 6]  # any iterable
+    assert drop_seen(pair, rows, scores, (), 2) == ([7, 5], scores[[0, 2]].tolist())
