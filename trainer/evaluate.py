@@ -78,12 +78,12 @@ def _seen_pairs(train: pa.Table, eval_rows: pd.DataFrame) -> pd.DataFrame:
     has = lengths > 0
     users = train.column(features.USER_ID).to_numpy(zero_copy_only=False)
     parts = [
-        pd.DataFrame({"user_id": users, "article_id": train.column(features.LABEL).to_numpy(zero_copy_only=False)}),
-        pd.DataFrame({"user_id": users[has], "article_id": flat[ends[has] - 1]}),
+        pd.DataFrame({"user_id": users, features.ARTICLE_ID: train.column(features.LABEL).to_numpy(zero_copy_only=False)}),
+        pd.DataFrame({"user_id": users[has], features.ARTICLE_ID: flat[ends[has] - 1]}),
         eval_rows[["user_id", features.HISTORY]]
         .explode(features.HISTORY)
         .dropna()
-        .rename(columns={features.HISTORY: "article_id"}),
+        .rename(columns={features.HISTORY: features.ARTICLE_ID}),
     ]
     return pd.concat(parts, ignore_index=True).drop_duplicates()
 
@@ -114,7 +114,7 @@ def _views_before_test(table: pa.Table) -> pd.DataFrame:
     labels = pd.DataFrame(
         {
             "user_id": before.column(features.USER_ID).to_numpy(zero_copy_only=False),
-            "article_id": before.column(features.LABEL).to_numpy(zero_copy_only=False),
+            features.ARTICLE_ID: before.column(features.LABEL).to_numpy(zero_copy_only=False),
             "viewed_at": before.column(features.VIEWED_AT).to_pandas()
             if features.VIEWED_AT in before.column_names
             else pd.NaT,
@@ -125,7 +125,7 @@ def _views_before_test(table: pa.Table) -> pd.DataFrame:
         rows = rows.sort_values([features.USER_ID, features.VIEWED_AT], kind="stable")
     first = rows.groupby(features.USER_ID, sort=False)[features.HISTORY].first()
     first = first[first.map(lambda h: h is not None and len(h) > 0)]
-    firsts = pd.DataFrame({"user_id": first.index, "article_id": [h[-1] for h in first], "viewed_at": pd.NaT})
+    firsts = pd.DataFrame({"user_id": first.index, features.ARTICLE_ID: [h[-1] for h in first], "viewed_at": pd.NaT})
     return pd.concat([labels, firsts], ignore_index=True)
 
 
@@ -227,7 +227,7 @@ def evaluate_model(
 
     views = _views_before_test(table)
     user_index = pd.Index(pd.unique(pd.concat([views["user_id"], eval_rows[features.USER_ID]]).astype(str)))
-    log = baselines_lib.ViewLog.from_ids(views["user_id"], views["article_id"], views["viewed_at"], corpus_index, user_index)
+    log = baselines_lib.ViewLog.from_ids(views["user_id"], views[features.ARTICLE_ID], views["viewed_at"], corpus_index, user_index)
     # Each test user's earlier views, as corpus rows: the exclusions and item-kNN's input.
     per_user = pd.Series(log.items).groupby(log.users).apply(lambda s: np.unique(s.to_numpy()))
     empty = np.zeros(0, np.int64)
