@@ -100,5 +100,26 @@ def corpus_now_ms(corpus: pd.DataFrame, as_of: Any = None) -> float:
     return now_ms()
 
 
+def call_article_signature(signature: Any, raw: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+    """`float32 [n, d]`: the SavedModel's `article_vectors` signature over `raw` (see
+    `raw_article_features`), `batch_size` rows at a time. Inputs the signature does not take (a
+    model exported before the content inputs existed) are left out."""
+    import tensorflow as tf
+
+    from trainer.model_dir import ARTICLE_OUTPUT
+
+    accepted = set(signature.structured_input_signature[1])
+    n = len(raw[features.LABEL])
+    parts = []
+    for start in range(0, n, batch_size):
+        batch = {
+            key: tf.constant(values[start : start + batch_size], tf.float32 if key == features.LABEL_AGE else tf.string)
+            for key, values in raw.items()
+            if key in accepted
+        }
+        parts.append(signature(**batch)[ARTICLE_OUTPUT].numpy())
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT

@@ -142,19 +142,10 @@ def corpus_raw_features(corpus: pd.DataFrame, now_ms: float) -> dict[str, np.nda
 
 
 def article_vectors_from_saved_model(signature: Any, raw: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Calls the `article_vectors` signature over `raw` (see `corpus_raw_features`) in batches;
-    inputs the signature does not take (a model exported before they existed) are left out."""
-    accepted = set(signature.structured_input_signature[1])
-    n = len(raw[features.LABEL])
-    parts = []
-    for start in range(0, n, VECTOR_BATCH):
-        batch = {
-            key: tf.constant(values[start : start + VECTOR_BATCH], tf.float32 if key == features.LABEL_AGE else tf.string)
-            for key, values in raw.items()
-            if key in accepted
-        }
-        parts.append(signature(**batch)[ARTICLE_OUTPUT].numpy())
-    return np.concatenate(parts).astype(np.float32)
+    """Calls the `article_vectors` signature over `raw` in batches (trainer/article_inputs.py)."""
+    from trainer import article_inputs
+
+    return article_inputs.call_article_signature(signature, raw, VECTOR_BATCH)
 
 
 def default_version(root: Path) -> str:
