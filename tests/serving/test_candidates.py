@@ -67,3 +67,21 @@ def test_an_unreachable_history_store_is_not_logged_on_every_request(pair, caplo
     assert all(a.fallback_reason == STORE_UNAVAILABLE for a in answers)
     warnings = [r for r in caplog.records if "history store unavailable" in r.getMessage()]
     assert len(warnings) <= 1, len(warnings)
+
+
+def test_every_article_in_the_seen_set_is_excluded_not_only_the_history(pair):
+    """The store's `seen` (the last 1,000 articles viewed) is the filter: the user's top candidates
+    when only the history is known disappear once the seen set names them."""
+    from homefeed import features
+    from serving.store import EmbeddedStore
+
+    row = dict(pair.histories.get("u0002"))
+    row.pop(features.SEEN, None)
+    first = recommend(pair, EmbeddedStore({"u": row}), "u", k=10)
+    top = [pair.article_ids[r] for r in first.rows[:3]]
+    with_seen = {**row, features.SEEN: [*row[features.HISTORY], *top]}
+    second = recommend(pair, EmbeddedStore({"u": with_seen}), "u", k=10)
+    answered = [pair.article_ids[r] for r in second.rows]
+    assert not set(answered) & (set(top) | set(row[features.HISTORY])) and len(answered) == 10
+    # The user vector is the same (the seen set is not a model input): the rest keeps its order.
+    assert answered[:7] == [pair.article_ids[r] for r in first.rows[3:10]]
