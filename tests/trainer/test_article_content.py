@@ -100,3 +100,42 @@ def test_live_path_vector_equals_the_pipeline_export(trained):
     # Later, the ages (and so the vectors) move on: what the re-embedding job refreshes.
     later = embed_articles(pair, records[:1], now_ms=manifest["article_ages_at_ms"] + 40 * 86_400_000)
     assert not np.allclose(later[0], live[0])
+
+
+def test_the_live_corpus_re_embeds_listings_whose_age_bucket_changed(trained):
+    """serving/live_ages.py through LiveCorpus.refresh_ages: at the export's time nothing is stale;
+    40 days later every dated listing is, and the overlay serves its vector at the new age."""
+    import faiss
+
+    from serving.live_articles import EmbeddedArticleLog
+    from serving.live_corpus import LiveCorpus
+    from serving.live_model import embed_articles
+    from serving.model_pair import ModelPair
+    from trainer.serving_model import UserEncoder
+
+    model_dir = trained.result.model_dir
+    manifest = layout.load_manifest(model_dir)
+    ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
+    vectors = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
+    pair = ModelPair(
+        version=manifest["model_version"], model_dir=model_dir, encoder=UserEncoder(model_dir),
+        index=faiss.IndexFlatIP(vectors.shape[1]), article_ids=ids, titles=None, popular=[], histories=None,
+        index_manifest={}, manifest=manifest,
+    )  # fmt: skip
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    at_export = manifest["article_ages_at_ms"]
+    assert corpus.refresh_ages(pair, now_ms=at_export) == 0
+    later = at_export + 40 * 86_400_000
+    assert corpus.refresh_ages(pair, now_ms=later) == len(ids)  # every row has a created_at
+    overlay = corpus.overlay(pair)
+    assert overlay.dead_rows.size == len(ids) and overlay.n_side == len(ids)
+    row = overlay.side_row_of[ids[5]]
+    from serving.live_articles import ArticleRecord
+
+    record = overlay.records[ids[5]]
+    expected = embed_articles(pair, [ArticleRecord(ids[5], title=record.title, category=record.category,
+                                                   region=record.region, created_at=record.created_at)], later)  # fmt: skip
+    np.testing.assert_allclose(overlay.side_vectors[row], expected[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(overlay.side_vectors[row], vectors[5])
+    assert corpus.refresh_ages(pair, now_ms=later + 60_000) == 0  # nothing moved on since
+    assert corpus.ages.stats["reembedded"] == len(ids)
