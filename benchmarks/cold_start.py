@@ -124,6 +124,11 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
     started = time.monotonic()
     result = train_model(transform_dir, work / "models", config, model_version=version)
     train_seconds = time.monotonic() - started
+    from homefeed.config import EvaluateConfig
+
+    # Each test view's own age (what the model saw in training; the old evaluation), then the
+    # serving age (what the service sends: the gate's figure, the default).
+    examples_age = evaluate_model(result.model_dir, extract_dir, EvaluateConfig(example_age="examples"))
     evaluation = evaluate_model(result.model_dir, extract_dir)
     cold = evaluation["cold_start"]
     run = {
@@ -131,6 +136,8 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
         "train_seconds": round(train_seconds, 1),
         "validation_recall@200": result.metrics["best_validation_recall"],
         "test_recall@200": evaluation["model"][f"recall@{K}"],
+        "test_recall@50": evaluation["model"]["recall@50"],
+        "test_recall@200_examples_age": examples_age["model"][f"recall@{K}"],
         "new_views": cold["num_users"], "new_rankable": cold["num_rankable"],
         "new": {n: m.get(f"recall@{K}") for n, m in cold.items() if isinstance(m, dict)},
         "machine": machine(),
@@ -161,6 +168,9 @@ def print_table(name: str, variant: str, runs: list[dict[str, Any]]) -> None:
     print(f"{'model / trending':<34} {model / trend if trend else float('inf'):>8.2f}")
     print(f"{'overall test recall@200':<34} {m(r['test_recall@200'] for r in runs):>8.4f}   "
           + " ".join(f"{r['test_recall@200']:.4f}" for r in runs))  # fmt: skip
+    print(f"{'overall test recall@50':<34} {m(r['test_recall@50'] for r in runs):>8.4f}")
+    print(f"{'  ... at each view`s own age':<34} {m(r['test_recall@200_examples_age'] for r in runs):>8.4f}   "
+          + " ".join(f"{r['test_recall@200_examples_age']:.4f}" for r in runs))  # fmt: skip
     print(f"{'validation recall@200 (choice)':<34} {m(r['validation_recall@200'] for r in runs):>8.4f}")
     if "served_recall@200" in runs[0]:
         print(f"{'served recall@200 (service path)':<34} {m(r['served_recall@200'] for r in runs):>8.4f}   "
