@@ -35,9 +35,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_movielens import DEFAULT_MOVIELENS, machine, parse_variant, prepare  # noqa: E402
+
+def _quality_module():
+    """benchmarks/quality_movielens.py, loaded by path: putting benchmarks/ on sys.path would let
+    benchmarks/serving.py shadow the `serving` package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quality_movielens", Path(__file__).resolve().parent / "quality_movielens.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_quality = _quality_module()
+DEFAULT_MOVIELENS, machine, parse_variant, prepare = (
+    _quality.DEFAULT_MOVIELENS, _quality.machine, _quality.parse_variant, _quality.prepare,
+)
 
 K = 200
 
