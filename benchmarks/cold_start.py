@@ -36,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 
+# Run as a script, benchmarks/ is sys.path[0], and benchmarks/serving.py would shadow the
+# `serving` package: take it off.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 
 def _quality_module():
     """benchmarks/quality_movielens.py, loaded by path: putting benchmarks/ on sys.path would let
