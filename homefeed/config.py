@@ -193,6 +193,10 @@ class TrainConfig:
     )
     dropout: float = field(default=0.2, metadata={"help": "dropout after each hidden user-tower layer"})
     # --- article content (used when the transform produced title tokens and age buckets) -------
+    article_content: bool = field(
+        default=True,
+        metadata={"help": "the article tower reads the title tokens and the age bucket (when the transform made them)"},
+    )
     title_embedding_dim: int = field(default=32, metadata={"help": "size of the title token embedding"})
     article_units: int = field(
         default=0,

@@ -179,11 +179,16 @@ class TwoTowerModel(keras.Model):
             )
         elif config.user_pooling == "gru":
             self.sequence_pooling = sequence.GRUPooling(config.embedding_dim, seed + 60, name="history_gru")
+        content = config.article_content
         self.title_embedding = (
-            table(vocab.title_buckets, config.title_embedding_dim, "title_token_embedding", 90) if vocab.title_buckets else None
+            table(vocab.title_buckets, config.title_embedding_dim, "title_token_embedding", 90)
+            if vocab.title_buckets and content
+            else None
         )
         self.age_embedding = (
-            table(vocab.age_buckets, config.attribute_embedding_dim, "article_age_embedding", 91) if vocab.age_buckets else None
+            table(vocab.age_buckets, config.attribute_embedding_dim, "article_age_embedding", 91)
+            if vocab.age_buckets and content
+            else None
         )
         self.article_hidden = (
             keras.layers.Dense(
