@@ -52,21 +52,6 @@ def test_new_listings_in_one_category_and_region_with_different_titles_get_diffe
     assert not np.allclose(older[0], vectors[0])
 
 
-def test_a_new_listing_is_placed_by_its_title_near_the_listings_its_words_describe(trained):
-    """Trained titles carry their category's words: a new listing titled with category c3's words
-    but filed under category c0 scores closer to c3's articles than one titled with c0's words."""
-    model_dir = trained.result.model_dir
-    signature = _signature(model_dir)
-    corpus = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
-    ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
-    c3 = [i for i, a in enumerate(ids) if a != NEW_ARTICLE and category(a) == "c3"]
-    now = CREATED_BASE.value / 1e6
-    vectors = _vectors(signature, ["x-1", "x-1"], ["c0", "c0"], ["r0", "r0"],
-                       ["Brand new Winter Jacket", "Brand new Oak Desk"], [CREATED_BASE] * 2, now)  # fmt: skip
-    near_c3 = corpus[c3] @ vectors.T  # [n_c3, 2]
-    assert near_c3[:, 0].mean() > near_c3[:, 1].mean()
-
-
 def test_live_path_vector_equals_the_pipeline_export(trained):
     """serving/live_model.embed_articles (PUT /v1/articles, re-embedding) at the export's `now`
     gives the exported corpus vector of the same listing, bit for bit up to float rounding."""
