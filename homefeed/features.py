@@ -20,7 +20,7 @@ from dataclasses import dataclass
 # ---------------------------------------------------------------------------------------------
 EVENTS_REQUIRED_COLUMNS: dict[str, str] = {
     "user_id": "STRING",
-    "article_id": "STRING",
+    "article_id": "STRING",  # ARTICLE_ID (defined below with the other article columns)
     "viewed_at": "TIMESTAMP",
 }
 ARTICLES_REQUIRED_COLUMNS: dict[str, str] = {"article_id": "STRING"}
@@ -46,6 +46,12 @@ QUERY_MAX_CHARS = 512  # longer queries are cut to this many characters by the S
 #   * a vocabulary `<attr>_vocab`.
 ARTICLE_ATTRIBUTES: tuple[str, ...] = ("category", "region")
 
+# Column names of the input tables and of the corpus (one spelling for every stage).
+ARTICLE_ID = "article_id"
+TITLE = "title"
+CREATED_AT = "created_at"
+VIEW_COUNT = "view_count"
+
 # Value used in SQL output when an article has no value for an attribute (unknown article, or the
 # articles table lacks the column). Kept as a real string so the vocabularies stay dense.
 MISSING_ATTRIBUTE = "__missing__"
@@ -61,6 +67,22 @@ HISTORY = "history"  # ARRAY<STRING> of article ids, most recent first
 EXAMPLE_AGE = "example_age_days"  # as_of - viewed_at, in days (Covington et al. 2016, sec. 3.3)
 VIEWED_AT = "viewed_at"
 SPLIT = "split"
+# The label article's content (the article tower's inputs besides id, category and region):
+#   * `label_title`: its title, NFKC-normalised text (homefeed.tokens.normalise; the transform's
+#     record reader and every article-vector caller apply it), "" when it has none;
+#   * `label_age_days`: its age when it was viewed, (viewed_at - created_at) in days; when vectors
+#     are made for serving, (now - created_at). UNKNOWN_AGE when created_at is missing.
+LABEL_TITLE = f"label_{TITLE}"
+LABEL_AGE = "label_age_days"
+UNKNOWN_AGE = -1.0
+# Transformed: the title's unigram and bigram tokens (the same splitting as search queries),
+# hashed into TITLE_HASH_BUCKETS ids (no vocabulary: a new listing's words all get an id) ...
+TITLE_TOKENS = "title_tokens"
+TITLE_HASH_BUCKETS = 1 << 15
+TITLE_TOKENS_MAX = 32
+# ... and the age, log-bucketed (`age_bucket`): 0 unknown, then one bucket per doubling of hours.
+AGE_BUCKET = "label_age_bucket"
+AGE_BUCKETS = 20
 # The user's most recent queries strictly before the example's viewed_at (serving: before now),
 # most recent first, at most SEARCH_LENGTH. Empty when no searches table is given.
 RECENT_QUERIES = "recent_queries"
@@ -101,6 +123,26 @@ def history_attribute(attr: str) -> str:
     return f"history_{attr}"
 
 
+def age_bucket(age_days: float) -> int:
+    """The log bucket of an article age in days (the plain-Python reference of the transform's op):
+    0 for an unknown (negative) age, else `1 + floor(log2(1 + hours))`, at most AGE_BUCKETS - 1.
+    So 0-1 h -> 1, 1-3 h -> 2, 3-7 h -> 3, ..., about 10 days -> 9, a year -> 14."""
+    import math
+
+    if not age_days >= 0:  # negative or NaN: unknown
+        return 0
+    # log(x) / log(2), not log2: the same float64 operations as the transform's graph.
+    return min(AGE_BUCKETS - 1, 1 + int(math.floor(math.log(1.0 + age_days * 24.0) / math.log(2.0))))
+
+
+def age_days(created_at_ms: float | None, now_ms: float) -> float:
+    """`(now - created_at)` in days, UNKNOWN_AGE when `created_at_ms` is None; never negative
+    (a listing dated in the future is treated as brand new)."""
+    if created_at_ms is None:
+        return UNKNOWN_AGE
+    return max(0.0, (now_ms - created_at_ms) / 86_400_000.0)
+
+
 def vocabulary_name(attr: str) -> str:
     """Name of the TFT vocabulary file for `attr` (`article` for ids, else the attribute)."""
     return f"{attr}_vocab"
@@ -109,13 +151,21 @@ def vocabulary_name(attr: str) -> str:
 ARTICLE_VOCAB = vocabulary_name("article")
 SEARCH_TOKEN_VOCAB = vocabulary_name("search_token")
 
+# The parallel sequence columns of a history (ids, then one per attribute) and the label columns
+# (id, then one per attribute): every stage takes these tuples, never spells the names.
+HISTORY_COLUMNS: tuple[str, ...] = (HISTORY, *(history_attribute(a) for a in ARTICLE_ATTRIBUTES))
+LABEL_COLUMNS: tuple[str, ...] = (LABEL, *(label_attribute(a) for a in ARTICLE_ATTRIBUTES))
+# The label's content columns (optional in files written by other tools: a missing title is "",
+# a missing age UNKNOWN_AGE).
+LABEL_CONTENT_COLUMNS: tuple[str, ...] = (LABEL_TITLE, LABEL_AGE)
+
 # Raw columns of a training example and their types (BigQuery types; REPEATED for arrays).
 EXAMPLE_COLUMNS: dict[str, str] = {
     USER_ID: "STRING",
-    LABEL: "STRING",
-    **{label_attribute(a): "STRING" for a in ARTICLE_ATTRIBUTES},
-    HISTORY: "ARRAY<STRING>",
-    **{history_attribute(a): "ARRAY<STRING>" for a in ARTICLE_ATTRIBUTES},
+    **{c: "STRING" for c in LABEL_COLUMNS},
+    LABEL_TITLE: "STRING",
+    LABEL_AGE: "FLOAT64",
+    **{c: "ARRAY<STRING>" for c in HISTORY_COLUMNS},
     RECENT_QUERIES: "ARRAY<STRING>",
     EXAMPLE_AGE: "FLOAT64",
     VIEWED_AT: "TIMESTAMP",
@@ -123,30 +173,34 @@ EXAMPLE_COLUMNS: dict[str, str] = {
 }
 
 # Serving snapshot of each user's latest history (sql/user_histories.sql), read by the online store.
+# `seen`: every article the user viewed, most recent first, at most SEEN_LENGTH (the service's
+# "already viewed" filter, the same set evaluation excludes).
+SEEN = "seen"
+SEEN_LENGTH = 1000
 USER_HISTORY_COLUMNS: dict[str, str] = {
     USER_ID: "STRING",
-    HISTORY: "ARRAY<STRING>",
-    **{history_attribute(a): "ARRAY<STRING>" for a in ARTICLE_ATTRIBUTES},
+    **{c: "ARRAY<STRING>" for c in HISTORY_COLUMNS},
     "last_viewed_at": "TIMESTAMP",
     RECENT_QUERIES: "ARRAY<STRING>",
+    SEEN: "ARRAY<STRING>",
 }
 
 # Candidate corpus (sql/articles.sql): active articles with their attributes.
 CORPUS_COLUMNS: dict[str, str] = {
-    "article_id": "STRING",
-    "title": "STRING",
+    ARTICLE_ID: "STRING",
+    TITLE: "STRING",
     **{a: "STRING" for a in ARTICLE_ATTRIBUTES},
-    "created_at": "TIMESTAMP",
-    "view_count": "INT64",
+    CREATED_AT: "TIMESTAMP",
+    VIEW_COUNT: "INT64",
 }
+# What the article tower reads of a corpus row (raw): id, attributes, title, created_at.
+CORPUS_ARTICLE_COLUMNS: tuple[str, ...] = (ARTICLE_ID, *ARTICLE_ATTRIBUTES, TITLE, CREATED_AT)
 
 # Features a *serving* request carries (raw, before the transform): no label, no user id.
-SERVING_FEATURES: tuple[str, ...] = (
-    HISTORY,
-    *(history_attribute(a) for a in ARTICLE_ATTRIBUTES),
-    RECENT_QUERIES,
-    EXAMPLE_AGE,
-)
+SERVING_FEATURES: tuple[str, ...] = (*HISTORY_COLUMNS, RECENT_QUERIES, EXAMPLE_AGE)
+# Features an *article vector* request carries (raw): the label columns and the label's content,
+# with the age measured at serving time (now - created_at).
+ARTICLE_FEATURES: tuple[str, ...] = (*LABEL_COLUMNS, *LABEL_CONTENT_COLUMNS)
 # At serving time the example is "now": Covington et al. feed age 0 (or slightly negative).
 SERVING_EXAMPLE_AGE = 0.0
 
@@ -165,7 +219,9 @@ class VocabularyDefaults:
 
     frequency_threshold: int = 1
     top_k: int | None = None  # None: no size cap
-    num_oov_buckets: int = 1
+    # Several buckets: unseen article ids (new listings) spread over them instead of sharing one
+    # row, and training's id dropout (TrainConfig.id_dropout) trains every one of them.
+    num_oov_buckets: int = 8
 
 
 # Extract output layout (one directory, written atomically).

@@ -20,7 +20,7 @@ from homefeed import features
 from serving import hot_path
 from serving import index as faiss_index
 from serving.model_pair import ModelPair
-from serving.store import HistoryStore, StoreUnavailableError
+from serving.store import HistoryStore, StoreUnavailableError, seen_set
 
 LOG = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def recommend(
       pair: the model + index to answer with (the caller takes it once per request).
       store: where the user's history lives; None: the pair's own embedded snapshot (if any).
       k: how many candidates (>= 1; fewer come back when the corpus is smaller).
-      exclude_seen: drop articles in the user's history.
+      exclude_seen: drop articles the user viewed (the store's seen set, features.SEEN).
       live: the service's `serving.live_state.LiveState`: live views join the history, new
         listings join the search, removed ones leave every answer (fallback included).
       regions: only articles in one of these regions (the top k of that set, not a post-filter).
@@ -179,7 +179,7 @@ def prepare(
     if history is None:
         return _popular(pair, user_id, k, set(), UNKNOWN_USER, timings, overlay, regions)
     viewed = history.get(features.HISTORY) or []
-    seen = set(viewed) if exclude_seen else set()
+    seen = seen_set(history) if exclude_seen else set()  # every earlier view (features.SEEN), not only the history
     # Searches alone personalise too, when the model reads them (trained with a searches table).
     searched = bool(history.get(features.RECENT_QUERIES)) and getattr(pair.encoder, "uses_searches", False)
     if not viewed and not searched:

@@ -186,6 +186,21 @@ class RedisArticleLog:
         self._redis.close()
 
 
+def article_features(records: Sequence[ArticleRecord], now_ms: float) -> dict:
+    """The raw `article_vectors` inputs of `records` with ages at `now_ms`: made by
+    trainer/article_inputs.py, exactly as the pipeline's export makes the corpus's (a record
+    without `created_at` has an unknown age, as a corpus row without one)."""
+    from trainer import article_inputs
+
+    return article_inputs.raw_article_features(
+        [r.article_id for r in records],
+        {a: [getattr(r, a, None) for r in records] for a in features.ARTICLE_ATTRIBUTES},
+        [r.title for r in records],
+        [r.created_at for r in records],
+        now_ms,
+    )
+
+
 def removal(article_id: str, status: str = "deleted", now_ms: int | None = None) -> ArticleRecord:
     """The record `DELETE /v1/articles/{id}` stores (a tombstone)."""
     return ArticleRecord(article_id, status=status, updated_ms=int(time.time() * 1000) if now_ms is None else now_ms)

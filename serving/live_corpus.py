@@ -12,11 +12,13 @@ rebuild (the next published model) compacts it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
 
+from serving import live_ages
 from serving.live_articles import ArticleRecord
 from serving.live_commit import GroupCommit
 from serving.live_overlay import LiveOverlay, OverlayBuilder
@@ -46,6 +48,7 @@ class LiveCorpus:
         self._lock = threading.Lock()  # guards records / queue
         self._build_lock = threading.Lock()  # one refresh at a time
         self._commits = GroupCommit(self)
+        self.ages = live_ages.AgeRefresh()  # re-embeds listings whose age bucket changed (sync)
 
     def upsert(self, records: Sequence[ArticleRecord], pair=None) -> None:
         """Stores `records` (log first: nothing is served that was not stored) and applies them.
@@ -83,7 +86,37 @@ class LiveCorpus:
         self.seq = max(self.seq, seq)
         if pair is not None:
             self.refresh(pair)
+            if self.ages.due():
+                try:
+                    self.refresh_ages(pair)
+                except Exception:  # stale ages cost a little quality, never the sync
+                    LOG.exception("re-embedding aged listings failed; will retry")
         return len(records)
+
+    def refresh_ages(self, pair, now_ms: float | None = None) -> int:
+        """Re-embeds the listings whose age bucket changed (serving/live_ages.py) and publishes an
+        overlay serving their new vectors; returns how many."""
+        from serving.live_model import embed_articles
+        from trainer.article_inputs import now_ms as wall_clock_ms
+
+        started = time.perf_counter()
+        now_ms = wall_clock_ms() if now_ms is None else now_ms
+        self.refresh(pair)
+        with self._lock:
+            live = dict(self.records)
+        stale = self.ages.stale(pair, live_ages.active_with_created_at(live), now_ms)
+        if stale:
+            # A re-embedded model row is applied as a change of that listing; its record is not
+            # stored (the listing did not change), only this process's overlay serves the vector.
+            stamped = [dataclasses.replace(r, updated_ms=max(r.updated_ms, int(now_ms))) for r in stale]
+            vectors = live_ages.as_vectors(stamped, embed_articles(pair, stamped, now_ms))
+            with self._build_lock:
+                if self._builder is not None and self._builder.pair is pair:
+                    self._builder.apply(stamped, vectors)
+                    self._overlay = self._builder.snapshot()
+            self.ages.mark(stale, now_ms)
+        self.ages.finished(len(stale), time.perf_counter() - started)
+        return len(stale)
 
     def refresh(self, pair) -> LiveOverlay:
         """The overlay of `pair` holding every change applied so far."""

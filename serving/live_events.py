@@ -273,6 +273,9 @@ def _merge_views(
     merged = {column: values[:cap] for column, values in row.items()}
     if snapshot is not None and features.RECENT_QUERIES in snapshot:
         merged[features.RECENT_QUERIES] = list(snapshot[features.RECENT_QUERIES] or [])
+    # The seen set: live views first, then the snapshot's, each article once, bounded.
+    seen = [e[1] for e in newer] + list((snapshot or {}).get(features.SEEN) or (snapshot or {}).get(features.HISTORY) or [])
+    merged[features.SEEN] = list(dict.fromkeys(seen))[: features.SEEN_LENGTH]
     return merged
 
 

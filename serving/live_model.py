@@ -134,18 +134,20 @@ def article_tower(pair):
     return corpus.article_tower
 
 
-def embed_articles(pair, records: Sequence[ArticleRecord]) -> np.ndarray:
-    """Vectors of `records` from the model's article tower: `float32 [len(records), d]`."""
-    import tensorflow as tf
+def embed_articles(pair, records: Sequence[ArticleRecord], now_ms: float | None = None) -> np.ndarray:
+    """Vectors of `records` from the model's article tower, ages at `now_ms` (default: the wall
+    clock): `float32 [len(records), d]`. The inputs are made as the pipeline's export makes them
+    (serving.live_articles.article_features); a model exported before the content inputs existed
+    gets only the ones it takes."""
+    from trainer.article_inputs import call_article_signature
+    from trainer.article_inputs import now_ms as wall_clock_ms
 
-    from trainer.model_dir import ARTICLE_INPUTS, ARTICLE_OUTPUT
+    from serving.live_articles import article_features
 
     if not records:
         return np.zeros((0, pair.index.d), dtype=np.float32)
-    columns = [[r.article_id for r in records]]
-    columns += [[r.attributes()[i] for r in records] for i in range(len(features.ARTICLE_ATTRIBUTES))]
-    inputs = {key: tf.constant(values, tf.string) for key, values in zip(ARTICLE_INPUTS, columns)}
-    vectors = article_tower(pair)(**inputs)[ARTICLE_OUTPUT].numpy().astype(np.float32)
+    raw = article_features(records, wall_clock_ms() if now_ms is None else now_ms)
+    vectors = call_article_signature(article_tower(pair), raw)
     if vectors.shape != (len(records), pair.index.d) or not np.isfinite(vectors).all():
         raise ValueError(f"model {pair.version}'s article tower answered {vectors.shape} / non-finite values")
     return vectors

@@ -11,7 +11,10 @@ Two implementations of one interface, `get(user_id) -> history row or None`:
 
 A history row is a dict with `history` (article ids, most recent first), the parallel
 `history_<attr>` lists and, when the user searched, `recent_queries` (most recent first):
-exactly what `trainer.serving_model.UserEncoder.encode` takes.
+exactly what `trainer.serving_model.UserEncoder.encode` takes. Beside them, `seen` (when the
+snapshot has it): every article the user viewed, most recent first, at most
+`features.SEEN_LENGTH`: what `seen_set` gives the "already viewed" filter (evaluation excludes the
+same set).
 """
 
 from __future__ import annotations
@@ -30,10 +33,7 @@ from homefeed import features
 LOG = logging.getLogger(__name__)
 
 HistoryRow = dict[str, list[str]]
-HISTORY_COLUMNS: tuple[str, ...] = (
-    features.HISTORY,
-    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
+HISTORY_COLUMNS: tuple[str, ...] = features.HISTORY_COLUMNS
 DEFAULT_REDIS_PREFIX = "homefeed:history:"
 # Deliberately not under DEFAULT_REDIS_PREFIX, so no user id can collide with it.
 META_KEY_SUFFIX = "snapshot-meta"
@@ -86,6 +86,9 @@ def read_histories(path: str | os.PathLike, batch_size: int = 10_000) -> Iterato
     with_queries = features.RECENT_QUERIES in names
     if with_queries:
         columns.append(features.RECENT_QUERIES)
+    with_seen = features.SEEN in names
+    if with_seen:
+        columns.append(features.SEEN)
     for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
         data = batch.to_pydict()
         for i, user_id in enumerate(data[features.USER_ID]):
@@ -94,7 +97,17 @@ def read_histories(path: str | os.PathLike, batch_size: int = 10_000) -> Iterato
             row = {c: list(data[c][i] or []) if c in data else [] for c in HISTORY_COLUMNS}
             if with_queries and data[features.RECENT_QUERIES][i]:
                 row[features.RECENT_QUERIES] = list(data[features.RECENT_QUERIES][i])
+            if with_seen and data[features.SEEN][i]:
+                row[features.SEEN] = list(data[features.SEEN][i])[: features.SEEN_LENGTH]
             yield str(user_id), row
+
+
+def seen_set(row: HistoryRow | None) -> set[str]:
+    """Every article the user viewed as far as the row knows: its `seen` list (the last
+    features.SEEN_LENGTH distinct articles) and its history."""
+    if not row:
+        return set()
+    return set(row.get(features.SEEN) or ()) | set(row.get(features.HISTORY) or ())
 
 
 def snapshot_as_of_ms(path: str | os.PathLike) -> int | None:
@@ -170,6 +183,8 @@ def encode_row(row: HistoryRow) -> bytes:
     value = {c: row.get(c, []) for c in HISTORY_COLUMNS}
     if row.get(features.RECENT_QUERIES):  # only users who searched carry the key
         value[features.RECENT_QUERIES] = row[features.RECENT_QUERIES]
+    if row.get(features.SEEN):
+        value[features.SEEN] = row[features.SEEN]
     return orjson.dumps(value)
 
 
@@ -183,11 +198,16 @@ def decode_row(value: bytes, where: str = "the stored value") -> HistoryRow:
         queries = row.get(features.RECENT_QUERIES)
         if queries is not None and not (isinstance(queries, list) and all(isinstance(q, str) for q in queries)):
             raise ValueError(f"{features.RECENT_QUERIES} is not a list of strings")
+        seen = row.get(features.SEEN)
+        if seen is not None and not (isinstance(seen, list) and all(isinstance(a, str) for a in seen)):
+            raise ValueError(f"{features.SEEN} is not a list of strings")
     except ValueError as error:
         raise StoreUnavailableError(f"{where} is not a history row ({str(error)[:100]})") from None
     decoded = {c: list(row.get(c) or []) for c in HISTORY_COLUMNS}
     if queries:
         decoded[features.RECENT_QUERIES] = list(queries)
+    if seen:
+        decoded[features.SEEN] = list(seen)
     return decoded
 
 

@@ -2,6 +2,9 @@
 --
 -- Columns (homefeed.features.EXAMPLE_COLUMNS):
 --   user_id, label (the article viewed), label_category, label_region,
+--   label_title       the label's title ('' when it has none; the transform NFKC-normalises it)
+--   label_age_days    (viewed_at - created_at) of the label in days, FLOAT64, never negative;
+--                     -1 (features.UNKNOWN_AGE) when the article has no created_at
 --   history, history_category, history_region  -- the user's earlier views, most recent first,
 --                                                 at most @history_length, three parallel arrays
 --   example_age_days  -- (as_of - viewed_at) in days, FLOAT64
@@ -31,6 +34,8 @@ numbered AS (
     e.viewed_at,
     a.category,
     a.region,
+    a.title,
+    a.created_at,
     ROW_NUMBER() OVER (PARTITION BY e.user_id ORDER BY e.viewed_at, e.article_id) AS position,
     ROW_NUMBER() OVER (
       PARTITION BY e.user_id ORDER BY e.viewed_at DESC, e.article_id DESC
@@ -76,6 +81,11 @@ SELECT
   w.article_id AS label,
   w.category AS label_category,
   w.region AS label_region,
+  COALESCE(w.title, '') AS label_title,
+  CASE
+    WHEN w.created_at IS NULL THEN -1.0
+    ELSE GREATEST(TIMESTAMP_DIFF(w.viewed_at, w.created_at, MICROSECOND), 0) / 86400000000.0
+  END AS label_age_days,
   w.history,
   w.history_category,
   w.history_region,

@@ -2,11 +2,15 @@
 -- snapshot read by the online history store).
 --
 -- Columns (homefeed.features.USER_HISTORY_COLUMNS):
---   user_id, history, history_category, history_region (parallel arrays), last_viewed_at
+--   user_id, history, history_category, history_region (parallel arrays), last_viewed_at,
+--   seen  every article the user viewed, each once, most recently viewed first, at most
+--         @seen_length (features.SEEN): the service's "already viewed" filter, the same set
+--         evaluation excludes
 --
 -- Parameters:
 --   @as_of                 TIMESTAMP  cut-off; NULL = the latest valid event (never the wall clock)
 --   @history_length        INT64      H, the most recent views kept (>= 1)
+--   @seen_length           INT64      the most recently viewed articles kept in `seen`
 --   @lookback_days         INT64      ignore views older than as_of - N days; NULL = keep all
 --
 -- The two double-brace placeholders below are replaced by relations over the input tables with
@@ -30,7 +34,24 @@ ranked AS (
     ) AS recency
   FROM events AS e
   JOIN articles AS a ON a.article_id = e.article_id
-)
+),
+latest_views AS (
+  -- Each (user, article) once, at its most recent view.
+  SELECT user_id, article_id, MIN(recency) AS recency
+  FROM ranked
+  GROUP BY user_id, article_id
+),
+seen_sets AS (
+  SELECT user_id, ARRAY_AGG(article_id ORDER BY recency) AS seen
+  FROM (
+    SELECT user_id, article_id, recency,
+      ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY recency) AS seen_rank
+    FROM latest_views
+  ) AS numbered_views
+  WHERE seen_rank <= @seen_length
+  GROUP BY user_id
+),
+histories AS (
 SELECT
   user_id,
   -- Aggregate ARRAY_AGG can take ORDER BY; the same unique key keeps the arrays parallel.
@@ -41,3 +62,7 @@ SELECT
 FROM ranked
 WHERE recency <= @history_length
 GROUP BY user_id
+)
+SELECT h.user_id, h.history, h.history_category, h.history_region, h.last_viewed_at, s.seen
+FROM histories AS h
+JOIN seen_sets AS s ON s.user_id = h.user_id

@@ -194,3 +194,58 @@ def baseline_ranks(
         [histories[i] for i in chosen], targets[chosen], None if exclude is None else [exclude[i] for i in chosen]
     )
     return ranks
+
+
+CATEGORY_REGION_POPULARITY = "category_region"  # key of the category/region popularity baseline
+
+
+class CategoryRegionPopularity:
+    """The user's favourite category and region cells, newest listings first: the non-learned
+    answer for new listings (they have no views of their own).
+
+    A user's score for article j orders by, in turn: the user's earlier views in j's (category,
+    region) cell, the cell's views in the last day before as_of (all users), then j's
+    `created_at` (newer first; unknown oldest), then corpus position (metrics' tie rule).
+
+    Args:
+      log: the views before the test targets (as `ViewLog`).
+      categories, regions: per corpus row, its values (missing ones a value of their own).
+      created_at_ms: float `[num_items]`, NaN when unknown.
+      as_of: the extract's cut-off; None: the cell's all-time views instead of the last day's.
+    """
+
+    def __init__(self, log: ViewLog, categories: Sequence[str], regions: Sequence[str],
+                 created_at_ms: np.ndarray, as_of: np.datetime64 | None):  # fmt: skip
+        cells = pd.MultiIndex.from_arrays([pd.Index(categories).astype(str), pd.Index(regions).astype(str)])
+        self.cell, _ = pd.factorize(cells)
+        self.num_cells = int(self.cell.max()) + 1 if len(self.cell) else 0
+        recent = np.ones(len(log.items), bool)
+        if as_of is not None:
+            as_of = np.datetime64(as_of, "ns")
+            recent = (log.viewed_at > as_of - np.timedelta64(86_400 * 10**9, "ns")) & (log.viewed_at <= as_of)
+        cell_views = np.bincount(self.cell[log.items[recent]], minlength=self.num_cells).astype(np.float64)
+        created = np.nan_to_num(np.asarray(created_at_ms, np.float64), nan=-np.inf)
+        # One float per article for the last two keys: rank of (cell views, created_at) ascending.
+        order = np.lexsort((created, cell_views[self.cell]))
+        self.secondary = np.empty(len(order), np.float64)
+        self.secondary[order] = np.arange(len(order))
+        self.log = log
+        self._user_cells: dict[int, np.ndarray] = {}
+        by_user = pd.DataFrame({"u": log.users, "c": self.cell[log.items]}).groupby("u")["c"]
+        for user, values in by_user:
+            self._user_cells[int(user)] = np.bincount(values.to_numpy(), minlength=self.num_cells)
+
+    def scores(self, user: int) -> np.ndarray:
+        """float64 `[num_items]` for user index `user` (see class docstring)."""
+        counts = self._user_cells.get(int(user), np.zeros(self.num_cells))
+        return counts[self.cell] * (len(self.secondary) + 1.0) + self.secondary
+
+    def ranks(self, users: Sequence[int], targets: np.ndarray, exclude: Sequence[np.ndarray] | None) -> np.ndarray:
+        """`metrics.target_ranks` of every user's scores, in bounded memory."""
+        batch = max(1, metrics_lib.MAX_SCORES_IN_MEMORY // max(len(self.secondary), 1) // 2)
+        parts = []
+        for start in range(0, len(targets), batch):
+            stop = min(start + batch, len(targets))
+            block = np.stack([self.scores(users[i]) for i in range(start, stop)])
+            parts.append(metrics_lib.target_ranks(block, targets[start:stop], None if exclude is None else exclude[start:stop]))
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -97,9 +97,16 @@ def format_table(metrics: dict[str, Any]) -> str:
     """The evaluation result as an aligned text table: one row per metric, model and each baseline."""
     names = [k for k in metrics["model"] if k.startswith(("recall@", "ndcg@"))]
     columns = {"model": metrics["model"], **metrics.get("baselines", {"popularity": metrics["popularity"]})}
-    lines = [f"{'metric':<12}" + "".join(f"{c:>13}" for c in columns)]
+    widths = [max(13, len(c) + 1) for c in columns]
+    lines = [f"{'metric':<15}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
     for name in names:
-        lines.append(f"{name:<12}" + "".join(f"{figures[name]:>13.4f}" for figures in columns.values()))
+        lines.append(f"{name:<15}" + "".join(f"{figures[name]:>{w}.4f}" for figures, w in zip(columns.values(), widths)))
+    cold = metrics.get("cold_start") or {}
+    if cold.get("num_users"):  # the same figures on the test views of new listings (trainer/cold_start.py)
+        for name in (n for n in names if n.startswith("recall@")):
+            row = [cold.get(c, {}).get(name) for c in columns]
+            lines.append(f"{'new ' + name:<15}" + "".join(f"{'' if v is None else f'{v:.4f}':>{w}}" for v, w in zip(row, widths)))
+        lines.append(f"(new: {cold['num_users']} test views whose target was never viewed in training)")
     return "\n".join(lines)
 
 

@@ -39,6 +39,7 @@ SUMMARY_FILE = transform_layout.SUMMARY_FILE
 CORPUS_FILE = transform_layout.CORPUS_FILE
 RECORD_PATTERN = transform_layout.EXAMPLES_PATTERN
 STATISTICS_BATCH = 8192
+EXAMPLE_WEIGHT_KEY = "example_weight"  # training batches with per-user caps (training_dataset)
 
 
 @dataclass
@@ -106,7 +107,12 @@ class TransformedData:
             if known_tokens:
                 search_oov = int(config.get("search_oov_buckets", TransformConfig().search_oov_buckets))
                 search_tokens = known_tokens + search_oov
+        content = {
+            "title_buckets": features.TITLE_HASH_BUCKETS if model_lib.TITLE_KEY in spec else 0,
+            "age_buckets": features.AGE_BUCKETS if model_lib.AGE_BUCKET_KEY in spec else 0,
+        }
         vocab = model_lib.VocabularySizes(
+            **content,
             articles=known + num_oov,
             attributes={
                 a: tft_output.vocabulary_size_by_name(features.vocabulary_name(a)) + num_oov for a in attributes
@@ -132,6 +138,21 @@ class TransformedData:
         digest.update(f"oov={self.num_oov_buckets}".encode())
         return digest.hexdigest()
 
+    def as_of_ms(self, corpus: pd.DataFrame) -> float:
+        """When the data was cut (the extract's as_of, read through the transform summary's
+        `examples_dir`), the `now` corpus ages are measured at; see article_inputs.corpus_now_ms."""
+        from trainer import article_inputs
+
+        as_of = None
+        examples_dir = self.summary.get("examples_dir")
+        try:
+            if examples_dir and tf.io.gfile.exists(os.path.join(examples_dir, features.EXTRACT_SUMMARY_FILE)):
+                text = tf.io.gfile.GFile(os.path.join(examples_dir, features.EXTRACT_SUMMARY_FILE)).read()
+                as_of = json.loads(text).get("as_of")
+        except (OSError, ValueError, tf.errors.OpError):
+            LOG.warning("could not read the extract's as_of under %s; using the corpus's newest created_at", examples_dir)
+        return article_inputs.corpus_now_ms(corpus, as_of)
+
     def article_vocabulary(self) -> list[str]:
         """The article vocabulary: id `i` is `article_vocabulary()[i]`."""
         return [
@@ -142,10 +163,10 @@ class TransformedData:
     def read_corpus(self) -> pd.DataFrame:
         """`corpus/articles.parquet`: one row per candidate article (`features.CORPUS_COLUMNS`)."""
         corpus = pd.read_parquet(self.path / CORPUS_FILE)
-        if "article_id" not in corpus.columns:
+        if features.ARTICLE_ID not in corpus.columns:
             raise ValueError(f"{self.path / CORPUS_FILE} has no article_id column")
-        corpus = corpus[corpus["article_id"].notna()].drop_duplicates("article_id").reset_index(drop=True)
-        corpus["article_id"] = corpus["article_id"].astype(str)
+        corpus = corpus[corpus[features.ARTICLE_ID].notna()].drop_duplicates(features.ARTICLE_ID).reset_index(drop=True)
+        corpus[features.ARTICLE_ID] = corpus[features.ARTICLE_ID].astype(str)
         if corpus.empty:
             raise ValueError(f"{self.path / CORPUS_FILE} holds no articles: there is nothing to recommend")
         return corpus
@@ -169,7 +190,13 @@ def dense_features(parsed: Mapping[str, Any], history_length: int) -> dict[str, 
     out: dict[str, tf.Tensor] = {}
     for key, value in parsed.items():
         if isinstance(value, tf.SparseTensor):
-            width = features.SEARCH_TOKENS_MAX if key in model_lib.SEARCH_KEYS else history_length
+            width = (
+                features.SEARCH_TOKENS_MAX
+                if key in model_lib.SEARCH_KEYS
+                else features.TITLE_TOKENS_MAX
+                if key == model_lib.TITLE_KEY
+                else history_length
+            )
             dense = tf.sparse.to_dense(value, default_value=model_lib.PAD_ID)[:, :width]
             # Always exactly W wide: fixed shapes (one trace of the training step) and batches concatenate.
             missing = width - tf.shape(dense)[1]
@@ -193,12 +220,15 @@ def training_dataset(
     seed: int,
     cache: bool = True,
     splits: Sequence[str] = (features.TRAIN_SPLIT,),
+    user_weights: Mapping[str, float] | None = None,
 ) -> tf.data.Dataset:
     """Shuffled (reshuffled each epoch, seeded) batches of dense training features of `splits`.
 
-    The last partial batch is dropped: in-batch negatives need full batches.
+    The last partial batch is dropped: in-batch negatives need full batches. With `user_weights`
+    (user id -> weight of each of their examples; absent users weigh 1) each batch also holds
+    `EXAMPLE_WEIGHT_KEY` float32 `[B]`.
     """
-    spec = {k: v for k, v in data.feature_spec.items() if k != features.USER_ID}
+    spec = {k: v for k, v in data.feature_spec.items() if k != features.USER_ID or user_weights}
     dataset = _records([f for split in splits for f in data.files[split]])
     if cache:
         dataset = dataset.cache()
@@ -209,7 +239,27 @@ def training_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    if user_weights:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(list(user_weights), tf.string), tf.constant(list(user_weights.values()), tf.float32)
+            ),
+            default_value=1.0,
+        )
+
+        def weigh(batch):
+            batch = dict(batch)
+            batch[EXAMPLE_WEIGHT_KEY] = table.lookup(batch.pop(features.USER_ID))
+            return batch
+
+        dataset = dataset.map(weigh, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def capped_user_weights(counts: Mapping[str, int], cap: int) -> dict[str, float]:
+    """`cap / n` for each user with `n > cap` training examples (the others weigh 1 and are left
+    out): every user's examples then count at most `cap` in the loss."""
+    return {user: cap / n for user, n in counts.items() if cap and n > cap}
 
 
 def iterate_split(
@@ -239,6 +289,10 @@ class TrainingStatistics:
     label_counts: np.ndarray
     article_attributes: dict[str, np.ndarray]
     seen: dict[str, np.ndarray]
+    # Content of each article id as last seen as a label (sampled negatives): title token ids
+    # `[vocab.articles, TITLE_TOKENS_MAX]` (PAD_ID-padded) and age buckets `[vocab.articles]`.
+    article_content: dict[str, np.ndarray] = field(default_factory=dict)
+    examples_per_user: dict[str, int] = field(default_factory=dict)
 
 
 def training_statistics(
@@ -250,6 +304,12 @@ def training_statistics(
     attributes = {a: np.zeros(size, np.int32) for a in data.attributes}
     seen_parts: dict[str, list[np.ndarray]] = {}
     users = users or set()
+    content = {}
+    if data.vocab.title_buckets:
+        content[model_lib.TITLE_KEY] = np.full((size, features.TITLE_TOKENS_MAX), model_lib.PAD_ID, np.int32)
+    if data.vocab.age_buckets:
+        content[model_lib.AGE_BUCKET_KEY] = np.zeros(size, np.int32)
+    per_user: dict[str, int] = {}
     n = 0
     batches = (batch for split in splits for batch in iterate_split(data, split))
     for batch in batches:
@@ -263,8 +323,12 @@ def training_statistics(
             hist_attr = batch[model_lib.history_attribute_key(attr)]
             table[np.clip(history[valid], 0, size - 1)] = hist_attr[valid]
             table[labels] = batch[model_lib.label_attribute_key(attr)]  # labels win: one value per row
-        if users and features.USER_ID in batch:
+        for key, table in content.items():
+            table[labels] = batch[key]
+        if features.USER_ID in batch:
             ids = [u.decode() if isinstance(u, bytes) else str(u) for u in batch[features.USER_ID]]
+            for user in ids:
+                per_user[user] = per_user.get(user, 0) + 1
             for i, user in enumerate(ids):
                 if user in users:
                     row = history[i]
@@ -272,36 +336,46 @@ def training_statistics(
     seen = {u: np.unique(np.concatenate(p)).astype(np.int32) for u, p in seen_parts.items()}
     if n == 0:
         raise ValueError(f"{data.path}: the training split holds no examples")
-    return TrainingStatistics(n, counts, attributes, seen)
+    return TrainingStatistics(n, counts, attributes, seen, content, per_user)
 
 
 def transform_corpus(
-    transform_layer: Any, corpus: pd.DataFrame, attributes: Sequence[str], batch_size: int = 8192
+    transform_layer: Any, corpus: pd.DataFrame, attributes: Sequence[str], now_ms: float, batch_size: int = 8192
 ) -> dict[str, np.ndarray]:
-    """Runs the corpus through the TFT graph as label features -> transformed ids.
+    """Runs the corpus through the TFT graph as label features -> transformed ids, as serving will.
 
     Args:
       transform_layer: `tft_output.transform_features_layer()`.
-      corpus: `article_id` and (optionally) one column per attribute; missing or null values
-        become `features.MISSING_ATTRIBUTE`, as the extract writes them.
+      corpus: `features.CORPUS_COLUMNS` (missing columns are missing values; see
+        trainer/article_inputs.py, the one maker of these raw features).
       attributes: the attributes the model uses.
+      now_ms: the serving time the ages are measured at.
 
     Returns:
-      `label_xf` and `label_<attr>_xf` int32 `[n]`, in corpus row order.
+      `label_xf`, `label_<attr>_xf` int32 `[n]` and, when the transform has them, `title_tokens_xf`
+      int32 `[n, TITLE_TOKENS_MAX]` and `label_age_bucket_xf` int32 `[n]`, in corpus row order.
     """
-    raw_keys = {features.LABEL: "article_id", **{features.label_attribute(a): a for a in attributes}}
-    columns: dict[str, np.ndarray] = {}
-    for raw_key, column in raw_keys.items():
-        if column in corpus.columns:
-            values = corpus[column].astype(object).where(corpus[column].notna(), features.MISSING_ATTRIBUTE)
-            columns[raw_key] = values.astype(str).to_numpy(dtype=object)
-        else:
-            columns[raw_key] = np.full(len(corpus), features.MISSING_ATTRIBUTE, dtype=object)
+    from trainer import article_inputs
+
+    raw_all = article_inputs.corpus_article_features(corpus, now_ms)
+    wanted = (features.LABEL, *(features.label_attribute(a) for a in attributes), *features.LABEL_CONTENT_COLUMNS)
+    columns = {key: raw_all[key] for key in wanted}
     out: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(corpus), batch_size):
-        raw = {key: tf.constant(values[start : start + batch_size], tf.string) for key, values in columns.items()}
+        raw: dict[str, Any] = {}
+        for key, values in columns.items():
+            chunk = values[start : start + batch_size]
+            if key == features.LABEL_AGE:
+                raw[key] = tf.constant(chunk, tf.float32)
+            elif key == features.LABEL_TITLE:
+                raw[key] = tf.sparse.from_dense(tf.constant(chunk.reshape(-1, 1), tf.string))
+            else:
+                raw[key] = tf.constant(chunk, tf.string)
         transformed = transform_layer(raw)
-        for raw_key in raw_keys:
-            key = features.transformed_name(raw_key)
-            out.setdefault(key, []).append(transformed[key].numpy().astype(np.int32))
+        for key in (*(features.transformed_name(k) for k in (features.LABEL, *(features.label_attribute(a) for a in attributes))),
+                    *(k for k in model_lib.CONTENT_KEYS if k in transformed)):  # fmt: skip
+            value = transformed[key]
+            if isinstance(value, tf.SparseTensor):
+                value = dense_features({key: value}, 0)[key]
+            out.setdefault(key, []).append(np.asarray(value).astype(np.int32))
     return {key: np.concatenate(parts) for key, parts in out.items()}

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from homefeed import config as config_lib
 from homefeed import features
 from trainer import baselines as baselines_lib
+from trainer import cold_start
 from trainer import metrics as metrics_lib
 from trainer import model_dir as layout
 from trainer import predictions as predictions_lib
@@ -78,12 +79,12 @@ def _seen_pairs(train: pa.Table, eval_rows: pd.DataFrame) -> pd.DataFrame:
     has = lengths > 0
     users = train.column(features.USER_ID).to_numpy(zero_copy_only=False)
     parts = [
-        pd.DataFrame({"user_id": users, "article_id": train.column(features.LABEL).to_numpy(zero_copy_only=False)}),
-        pd.DataFrame({"user_id": users[has], "article_id": flat[ends[has] - 1]}),
+        pd.DataFrame({"user_id": users, features.ARTICLE_ID: train.column(features.LABEL).to_numpy(zero_copy_only=False)}),
+        pd.DataFrame({"user_id": users[has], features.ARTICLE_ID: flat[ends[has] - 1]}),
         eval_rows[["user_id", features.HISTORY]]
         .explode(features.HISTORY)
         .dropna()
-        .rename(columns={features.HISTORY: "article_id"}),
+        .rename(columns={features.HISTORY: features.ARTICLE_ID}),
     ]
     return pd.concat(parts, ignore_index=True).drop_duplicates()
 
@@ -114,7 +115,7 @@ def _views_before_test(table: pa.Table) -> pd.DataFrame:
     labels = pd.DataFrame(
         {
             "user_id": before.column(features.USER_ID).to_numpy(zero_copy_only=False),
-            "article_id": before.column(features.LABEL).to_numpy(zero_copy_only=False),
+            features.ARTICLE_ID: before.column(features.LABEL).to_numpy(zero_copy_only=False),
             "viewed_at": before.column(features.VIEWED_AT).to_pandas()
             if features.VIEWED_AT in before.column_names
             else pd.NaT,
@@ -125,7 +126,7 @@ def _views_before_test(table: pa.Table) -> pd.DataFrame:
         rows = rows.sort_values([features.USER_ID, features.VIEWED_AT], kind="stable")
     first = rows.groupby(features.USER_ID, sort=False)[features.HISTORY].first()
     first = first[first.map(lambda h: h is not None and len(h) > 0)]
-    firsts = pd.DataFrame({"user_id": first.index, "article_id": [h[-1] for h in first], "viewed_at": pd.NaT})
+    firsts = pd.DataFrame({"user_id": first.index, features.ARTICLE_ID: [h[-1] for h in first], "viewed_at": pd.NaT})
     return pd.concat([labels, firsts], ignore_index=True)
 
 
@@ -173,6 +174,24 @@ def write_plot(path: Path, curves: dict[str, np.ndarray], ks: tuple[int, ...], t
     fig.savefig(temporary)
     plt.close(fig)
     os.replace(temporary, path)
+
+
+def _category_region_ranks(model_dir: Path, article_ids: list[str], log, as_of, user_rows, targets, exclude) -> np.ndarray:
+    """Target ranks of the category/region popularity baseline (trainer/baselines.py), from the
+    model directory's articles.parquet (attributes, created_at)."""
+    corpus = pd.read_parquet(model_dir / layout.ARTICLES_FILE) if (model_dir / layout.ARTICLES_FILE).exists() else pd.DataFrame()
+    corpus = corpus.set_index(features.ARTICLE_ID).reindex(article_ids) if len(corpus) else pd.DataFrame(index=article_ids)
+
+    def column(name: str) -> list:
+        return corpus[name].fillna(features.MISSING_ATTRIBUTE).astype(str).tolist() if name in corpus else [features.MISSING_ATTRIBUTE] * len(article_ids)
+
+    created = (
+        pd.to_datetime(corpus[features.CREATED_AT], utc=True).map(lambda t: t.value / 1e6 if pd.notna(t) else np.nan).to_numpy(np.float64)
+        if features.CREATED_AT in corpus
+        else np.full(len(article_ids), np.nan)
+    )
+    baseline = baselines_lib.CategoryRegionPopularity(log, column("category"), column("region"), created, as_of)
+    return baseline.ranks(user_rows, targets, exclude)
 
 
 def evaluate_model(
@@ -227,12 +246,19 @@ def evaluate_model(
 
     views = _views_before_test(table)
     user_index = pd.Index(pd.unique(pd.concat([views["user_id"], eval_rows[features.USER_ID]]).astype(str)))
-    log = baselines_lib.ViewLog.from_ids(views["user_id"], views["article_id"], views["viewed_at"], corpus_index, user_index)
-    # Each test user's earlier views, as corpus rows: the exclusions and item-kNN's input.
+    log = baselines_lib.ViewLog.from_ids(views["user_id"], views[features.ARTICLE_ID], views["viewed_at"], corpus_index, user_index)
+    # Each test user's earlier views, as corpus rows: item-kNN's input ...
     per_user = pd.Series(log.items).groupby(log.users).apply(lambda s: np.unique(s.to_numpy()))
     empty = np.zeros(0, np.int64)
     histories = [per_user.get(i, empty) for i in user_index.get_indexer(users)]
-    exclude: list[np.ndarray] | None = histories if config.exclude_seen else None
+    # ... and the exclusions: the seen set the service filters by (the last features.SEEN_LENGTH
+    # distinct articles viewed), so offline recall counts what the service would answer.
+    seen_log = baselines_lib.ViewLog.from_ids(*(lambda f: (f["user_id"], f[features.ARTICLE_ID], None))(
+        cold_start.bounded_seen(views)), corpus_index, user_index)  # fmt: skip
+    seen_by_user = pd.Series(seen_log.items).groupby(seen_log.users).apply(lambda s: np.unique(s.to_numpy()))
+    exclude: list[np.ndarray] | None = (
+        [seen_by_user.get(i, empty) for i in user_index.get_indexer(users)] if config.exclude_seen else None
+    )
     outside = int((targets < 0).sum())
     seen_targets = 0 if exclude is None else int(sum(t >= 0 and np.any(e == t) for t, e in zip(targets, exclude)))
     LOG.info(
@@ -258,7 +284,20 @@ def evaluate_model(
         knn_users = np.sort(np.random.default_rng(config.seed).choice(len(users), config.knn_max_users, replace=False))
         LOG.info("item-kNN baseline on a sample of %d of the %d test users", config.knn_max_users, len(users))
     baseline_ranks = baselines_lib.baseline_ranks(log, as_of, histories, targets, exclude, knn_users)
-
+    baseline_ranks[baselines_lib.CATEGORY_REGION_POPULARITY] = _category_region_ranks(
+        model_dir, article_ids, log, as_of, user_index.get_indexer(users), targets, exclude
+    )
+    rankable = (targets >= 0) & np.array(
+        [exclude is None or not np.any(exclude[i] == t) for i, t in enumerate(targets)], bool
+    )
+    new = cold_start.new_target_mask(table, eval_rows[features.LABEL].astype(str).tolist())
+    cold = cold_start.cold_start_metrics(
+        new,
+        {"model": model_ranks, **{n: r for n, r in baseline_ranks.items() if len(r) == len(targets)}},
+        config.ks,
+        config.ndcg_k,
+        rankable,
+    )
     model_metrics = metrics_lib.ranking_metrics(model_ranks, config.ks, config.ndcg_k)
     baseline_metrics = {name: metrics_lib.ranking_metrics(r, config.ks, config.ndcg_k) for name, r in baseline_ranks.items()}
     metrics_file = model_dir / layout.METRICS_FILE
@@ -281,6 +320,7 @@ def evaluate_model(
         "model": model_metrics,
         "baselines": baseline_metrics,
         "popularity": baseline_metrics["popularity"],
+        "cold_start": cold,
     }
     sample = predictions_lib.sample_predictions(
         users, rows, eval_rows[features.LABEL].astype(str).tolist(), user_vectors, vectors, article_ids,
@@ -296,6 +336,12 @@ def evaluate_model(
     plot = (model_dir / layout.EVALUATION_PLOT_FILE).read_bytes()
     page = predictions_lib.render_html(result, sample, titles, max(config.ks), plot)
     layout.write_text_atomic(model_dir / layout.PREDICTIONS_PAGE_FILE, page)
+    if cold["num_users"]:
+        LOG.info(
+            "new listings (%d test views, %s): recall@%d model %.4f, %s",
+            cold["num_users"], cold_start.DEFINITION, k_max := max(config.ks), cold["model"][f"recall@{k_max}"],
+            ", ".join(f"{n} {m[f'recall@{k_max}']:.4f}" for n, m in cold.items() if isinstance(m, dict) and m and n != "model"),
+        )  # fmt: skip
     result["seconds"] = round(time.monotonic() - started, 2)
     layout.write_json_atomic(model_dir / layout.EVALUATION_FILE, result)
     k = max(config.ks)

@@ -3,11 +3,12 @@
 The SavedModel holds the TFT transform (`transform_features_layer()`, attached to the exported
 module so its vocabulary tables are tracked and initialised on load) and the two towers:
 
-  * `serving_default`: raw `history`, `history_category`, `history_region` tf.string `[B, None]`
+  * `serving_default`: raw `features.HISTORY_COLUMNS` and `recent_queries` tf.string `[B, None]`
     right-padded with "" and `example_age_days` float32 `[B]` -> `{"user_vector": [B, d]}`;
-  * `article_vectors`: raw `label`, `label_category`, `label_region` tf.string `[N]` ->
+  * `article_vectors`: raw `features.ARTICLE_FEATURES`: the label columns and the normalised
+    title tf.string `[N]`, the age now (`label_age_days`) float32 `[N]` ->
     `{"article_vector": [N, d]}` (how the corpus vectors are made, so new articles get vectors
-    from their attributes the same way).
+    from their content the same way; callers build the inputs with trainer/article_inputs.py).
 
 `write_model_dir` stages the directory under a hidden name, reloads the saved model and computes
 the corpus vectors *through the reloaded signature* (so a model that cannot serve never gets
@@ -49,7 +50,9 @@ from trainer.model_dir import (  # the SavedModel's interface, shared with train
 
 LOG = logging.getLogger(__name__)
 
-CORPUS_METADATA_COLUMNS = ("article_id", "title", *features.ARTICLE_ATTRIBUTES, "view_count")
+CORPUS_METADATA_COLUMNS = (
+    features.ARTICLE_ID, features.TITLE, *features.ARTICLE_ATTRIBUTES, features.CREATED_AT, features.VIEW_COUNT,
+)
 VECTOR_BATCH = 8192
 
 
@@ -78,19 +81,22 @@ class ServingModule(tf.Module):
         )
         self.article_vectors = tf.function(
             self._article_vectors,
-            input_signature=[tf.TensorSpec([None], tf.string, name=key) for key in ARTICLE_INPUTS],
+            input_signature=[
+                tf.TensorSpec([None], tf.float32 if key == features.LABEL_AGE else tf.string, name=key)
+                for key in ARTICLE_INPUTS
+            ],
         )
 
-    def _serve(self, history, history_category, history_region, recent_queries, example_age_days):
-        given = dict(zip(HISTORY_INPUTS, (history, history_category, history_region)))
+    def _serve(self, *inputs):
+        given = dict(zip(USER_INPUTS, inputs))
         # from_dense drops the "" padding, so the transform sees exactly the real history items.
-        raw: dict[str, Any] = {features.HISTORY: tf.sparse.from_dense(history)}
+        raw: dict[str, Any] = {features.HISTORY: tf.sparse.from_dense(given[features.HISTORY])}
         if self.model.search_embedding is not None:
-            raw[features.RECENT_QUERIES] = tf.sparse.from_dense(recent_queries)
+            raw[features.RECENT_QUERIES] = tf.sparse.from_dense(given[features.RECENT_QUERIES])
         for attr in self._attributes:
             key = features.history_attribute(attr)
             raw[key] = tf.sparse.from_dense(given[key])
-        raw[features.EXAMPLE_AGE] = example_age_days
+        raw[features.EXAMPLE_AGE] = given[features.EXAMPLE_AGE]
         transformed = self.transform_layer(raw)
         dense = {}
         for key in (features.HISTORY, *(features.history_attribute(a) for a in self._attributes)):
@@ -102,42 +108,44 @@ class ServingModule(tf.Module):
                 dense[key] = tf.sparse.to_dense(transformed[key], default_value=model_lib.PAD_ID)
         return {USER_OUTPUT: self.model.user_vectors(dense, training=False)}
 
-    def _article_vectors(self, label, label_category, label_region):
-        given = dict(zip(ARTICLE_INPUTS, (label, label_category, label_region)))
-        raw = {features.LABEL: label}
+    def _article_vectors(self, *inputs):
+        given = dict(zip(ARTICLE_INPUTS, inputs))
+        raw: dict[str, Any] = {features.LABEL: given[features.LABEL]}
         for attr in self._attributes:
             raw[features.label_attribute(attr)] = given[features.label_attribute(attr)]
+        content = None
+        if self.model.title_embedding is not None or self.model.age_embedding is not None:
+            # One title per article; from_dense drops "" (no title), as the transform's reader does.
+            raw[features.LABEL_TITLE] = tf.sparse.from_dense(tf.reshape(given[features.LABEL_TITLE], [-1, 1]))
+            raw[features.LABEL_AGE] = given[features.LABEL_AGE]
         transformed = self.transform_layer(raw)
+        if self.model.title_embedding is not None or self.model.age_embedding is not None:
+            content = {}
+            if model_lib.TITLE_KEY in transformed:
+                content[model_lib.TITLE_KEY] = tf.sparse.to_dense(transformed[model_lib.TITLE_KEY], default_value=model_lib.PAD_ID)
+            if model_lib.AGE_BUCKET_KEY in transformed:
+                content[model_lib.AGE_BUCKET_KEY] = transformed[model_lib.AGE_BUCKET_KEY]
         vectors = self.model.article_vectors(
             transformed[model_lib.LABEL_KEY],
             {a: transformed[model_lib.label_attribute_key(a)] for a in self._attributes},
+            content,
         )
         return {ARTICLE_OUTPUT: vectors}
 
 
-def corpus_raw_features(corpus: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Raw label features of every corpus row: `label`, `label_<attr>` string arrays `[n]`.
+def corpus_raw_features(corpus: pd.DataFrame, now_ms: float) -> dict[str, np.ndarray]:
+    """Raw article features of every corpus row (`features.ARTICLE_FEATURES`, ages at `now_ms`):
+    trainer/article_inputs.py, the one maker of these inputs (the live service uses it too)."""
+    from trainer import article_inputs
 
-    Missing attribute columns or values become `features.MISSING_ATTRIBUTE`, as in the extract.
-    """
-    raw = {features.LABEL: corpus["article_id"].astype(str).to_numpy(dtype=object)}
-    for attr in features.ARTICLE_ATTRIBUTES:
-        if attr in corpus.columns:
-            column = corpus[attr].astype(object).where(corpus[attr].notna(), features.MISSING_ATTRIBUTE)
-            raw[features.label_attribute(attr)] = column.astype(str).to_numpy(dtype=object)
-        else:
-            raw[features.label_attribute(attr)] = np.full(len(corpus), features.MISSING_ATTRIBUTE, dtype=object)
-    return raw
+    return article_inputs.corpus_article_features(corpus, now_ms)
 
 
 def article_vectors_from_saved_model(signature: Any, raw: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Calls the `article_vectors` signature over `raw` (see `corpus_raw_features`) in batches."""
-    n = len(raw[features.LABEL])
-    parts = []
-    for start in range(0, n, VECTOR_BATCH):
-        batch = {key: tf.constant(values[start : start + VECTOR_BATCH], tf.string) for key, values in raw.items()}
-        parts.append(signature(**batch)[ARTICLE_OUTPUT].numpy())
-    return np.concatenate(parts).astype(np.float32)
+    """Calls the `article_vectors` signature over `raw` in batches (trainer/article_inputs.py)."""
+    from trainer import article_inputs
+
+    return article_inputs.call_article_signature(signature, raw, VECTOR_BATCH)
 
 
 def default_version(root: Path) -> str:
@@ -184,6 +192,7 @@ class ModelArtifacts:
     extra_config: dict[str, Any]  # transform facts recorded in config.json
     vocab_hash: str
     num_train_examples: int
+    as_of_ms: float | None = None  # the `now` corpus ages are measured at (None: article_inputs.corpus_now_ms)
 
 
 def write_model_dir(
@@ -218,15 +227,18 @@ def write_model_dir(
         _smoke_test(loaded.signatures[SERVING_SIGNATURE], dim)
 
         corpus = artifacts.corpus
-        vectors = article_vectors_from_saved_model(loaded.signatures[ARTICLE_SIGNATURE], corpus_raw_features(corpus))
+        from trainer import article_inputs
+
+        now = artifacts.as_of_ms if artifacts.as_of_ms is not None else article_inputs.corpus_now_ms(corpus)
+        vectors = article_vectors_from_saved_model(loaded.signatures[ARTICLE_SIGNATURE], corpus_raw_features(corpus, now))
         if vectors.shape != (len(corpus), dim) or not np.isfinite(vectors).all():
             raise RuntimeError(f"article vectors are {vectors.shape} or not finite; expected ({len(corpus)}, {dim})")
         np.save(staging / layout.ARTICLE_VECTORS_FILE, vectors)
-        (staging / layout.ARTICLE_IDS_FILE).write_text("".join(f"{a}\n" for a in corpus["article_id"]))
+        (staging / layout.ARTICLE_IDS_FILE).write_text("".join(f"{a}\n" for a in corpus[features.ARTICLE_ID]))
         columns = [c for c in CORPUS_METADATA_COLUMNS if c in corpus.columns]
         corpus[columns].to_parquet(staging / layout.ARTICLES_FILE, index=False)
 
-        in_corpus = set(corpus["article_id"])
+        in_corpus = set(corpus[features.ARTICLE_ID])
         popular = sorted(
             ((a, int(c)) for a, c in artifacts.label_counts.items() if c > 0 and a in in_corpus),
             key=lambda item: (-item[1], item[0]),
@@ -235,7 +247,7 @@ def write_model_dir(
             staging / layout.POPULAR_FILE,
             {
                 "source": "label counts of the training split, corpus articles only",
-                "articles": [{"article_id": a, "count": c} for a, c in popular],
+                "articles": [{features.ARTICLE_ID: a, "count": c} for a, c in popular],
             },
         )
         _write_json(
@@ -259,6 +271,10 @@ def write_model_dir(
             "history_length": artifacts.extra_config.get("history_length"),
             # The user tower reads recent_queries (trained with searches; serving/candidates.py).
             "uses_searches": module.model.search_embedding is not None,
+            # The article tower reads title and age (article_vectors takes features.ARTICLE_FEATURES),
+            # and the corpus vectors were made with ages at this time (ms since the epoch).
+            "uses_article_content": module.model.title_embedding is not None,
+            "article_ages_at_ms": now,
             "signature": {
                 "name": SERVING_SIGNATURE,
                 "inputs": list(USER_INPUTS),

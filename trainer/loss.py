@@ -52,8 +52,11 @@ def retrieval_loss(
     temperature: float,
     candidate_log_q: tf.Tensor | None = None,
     remove_accidental_hits: bool = True,
+    example_weights: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Mean softmax cross-entropy of each user's label against the candidate set; scalar.
+
+    `example_weights` (float `[B]`, optional): the weighted mean instead (per-user caps).
 
     Args:
       user_vectors: `[B, d]`.
@@ -87,4 +90,7 @@ def retrieval_loss(
         own = tf.pad(tf.eye(batch, dtype=tf.bool), [[0, 0], [0, num_candidates - batch]])
         logits = tf.where(same & ~own, tf.constant(MASKED_LOGIT, logits.dtype), logits)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.range(batch), logits=logits)
-    return tf.reduce_mean(losses)
+    if example_weights is None:
+        return tf.reduce_mean(losses)
+    weights = tf.cast(example_weights, losses.dtype)
+    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1e-9)

@@ -7,9 +7,11 @@ history's attribute embeddings (category and region preferences), the masked mea
 search queries' token embeddings (unigrams and bigrams, Covington et al.'s "search vector"; only when
 the transform built a search vocabulary) and the z-scored example age, concatenated and fed through ReLU layers to a user vector of size d.
 
-Article tower: the article id embedding concatenated with the article's attribute embeddings,
-projected linearly to size d; an article unseen in training (OOV id) still gets a vector from its
-category and region.
+Article tower: the article id embedding concatenated with the article's attribute embeddings
+and, when the transform produced them, the masked mean of its title tokens' embeddings (hashed
+unigrams and bigrams) and its age-bucket embedding, fed through one ReLU layer and projected
+linearly to size d. An article unseen in training (one of several OOV ids, whose rows training's id
+dropout fills) still gets a vector of its own from its title, age, category and region.
 
 Inputs are the *transformed* features (docs/architecture.md, TRANSFORM_DIR) as dense tensors:
 history ids are right-padded with `PAD_ID` (-1), which is masked everywhere, so padding never
@@ -39,6 +41,9 @@ LABEL_KEY = features.transformed_name(features.LABEL)
 SEARCH_KEY = features.transformed_name(features.SEARCH_TOKENS)
 LAST_QUERY_KEY = features.transformed_name(features.LAST_QUERY_TOKENS)
 SEARCH_KEYS = (SEARCH_KEY, LAST_QUERY_KEY)
+TITLE_KEY = features.transformed_name(features.TITLE_TOKENS)
+AGE_BUCKET_KEY = features.transformed_name(features.AGE_BUCKET)
+CONTENT_KEYS = (TITLE_KEY, AGE_BUCKET_KEY)
 
 
 def history_attribute_key(attr: str) -> str:
@@ -64,6 +69,14 @@ class VocabularySizes:
     # Search token table size (vocabulary + OOV buckets); 0: no search part in the user tower
     # (no searches in training), and the model is exactly the one without this feature.
     search_tokens: int = 0
+    # Article content (0: the transform did not produce it, and the tower is without it): hashed
+    # title token ids and age buckets.
+    title_buckets: int = 0
+    age_buckets: int = 0
+
+    @property
+    def oov_buckets(self) -> int:
+        return self.articles - self.known_articles
 
     def __post_init__(self) -> None:
         if self.search_tokens < 0:
@@ -166,6 +179,28 @@ class TwoTowerModel(keras.Model):
             )
         elif config.user_pooling == "gru":
             self.sequence_pooling = sequence.GRUPooling(config.embedding_dim, seed + 60, name="history_gru")
+        content = config.article_content
+        self.title_embedding = (
+            table(vocab.title_buckets, config.title_embedding_dim, "title_token_embedding", 90)
+            if vocab.title_buckets and content
+            else None
+        )
+        self.age_embedding = (
+            table(vocab.age_buckets, config.attribute_embedding_dim, "article_age_embedding", 91)
+            if vocab.age_buckets and content
+            else None
+        )
+        self.article_hidden = (
+            keras.layers.Dense(
+                config.article_units,
+                activation="relu",
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 92),
+                name="article_hidden",
+            )
+            if config.article_units
+            else None
+        )
+        self._id_dropout_seed = keras.random.SeedGenerator(seed + 93)
         self.article_projection = keras.layers.Dense(
             config.output_dim,
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 51),
@@ -229,12 +264,37 @@ class TwoTowerModel(keras.Model):
             x = layer(x, training=training) if isinstance(layer, keras.layers.Dropout) else layer(x)
         return tf.math.l2_normalize(x, axis=-1) if self.config.l2_normalize else x
 
-    def article_vectors(self, article_ids: tf.Tensor, attributes: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        """Article vectors `[N, d]` from ids `[N]` and `attributes[attr]` ids `[N]` (transformed)."""
+    def drop_ids(self, article_ids: tf.Tensor) -> tf.Tensor:
+        """Training only: each id replaced, with probability `config.id_dropout`, by one of the OOV
+        ids (`known + id mod oov`), so the OOV rows learn what a listing nobody has seen yet looks
+        like from its content, as a new listing will be served."""
+        ids = tf.cast(article_ids, tf.int32)
+        oov = self.vocab.oov_buckets
+        if self.config.id_dropout <= 0 or oov < 1:
+            return ids
+        draw = keras.random.uniform(tf.shape(ids), seed=self._id_dropout_seed)
+        replaced = self.vocab.known_articles + tf.math.floormod(ids, oov)
+        return tf.where(draw < self.config.id_dropout, replaced, ids)
+
+    def article_vectors(
+        self, article_ids: tf.Tensor, attributes: Mapping[str, tf.Tensor], content: Mapping[str, tf.Tensor] | None = None
+    ) -> tf.Tensor:
+        """Article vectors `[N, d]` from ids `[N]`, `attributes[attr]` ids `[N]` and `content`
+        (`title_tokens_xf` int `[N, T]` right-padded with `PAD_ID`, `label_age_bucket_xf` int
+        `[N]`; transformed). A model with content needs `content`; one without ignores it."""
         parts = [self.article_embedding(self._ids(article_ids, self.vocab.articles))]
         for attr in self.attributes:
             parts.append(self.attribute_embeddings[attr](self._ids(attributes[attr], self.vocab.attributes[attr])))
-        x = self.article_projection(tf.concat(parts, axis=1))
+        if self.title_embedding is not None:
+            title = self._fixed_width(content[TITLE_KEY], features.TITLE_TOKENS_MAX)
+            embedded = self.title_embedding(self._ids(title, self.vocab.title_buckets))
+            parts.append(masked_mean(embedded, title >= 0))
+        if self.age_embedding is not None:
+            parts.append(self.age_embedding(self._ids(content[AGE_BUCKET_KEY], self.vocab.age_buckets)))
+        x = tf.concat(parts, axis=1)
+        if self.article_hidden is not None:
+            x = self.article_hidden(x)
+        x = self.article_projection(x)
         return tf.math.l2_normalize(x, axis=-1) if self.config.l2_normalize else x
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -249,4 +309,5 @@ class TwoTowerModel(keras.Model):
             for key in SEARCH_KEYS:
                 dummy[key] = tf.fill([1, 1], PAD_ID)
         self.user_vectors(dummy)
-        self.article_vectors(tf.zeros([1], tf.int32), {a: tf.zeros([1], tf.int32) for a in self.attributes})
+        content = {TITLE_KEY: tf.fill([1, 1], PAD_ID), AGE_BUCKET_KEY: tf.zeros([1], tf.int32)}
+        self.article_vectors(tf.zeros([1], tf.int32), {a: tf.zeros([1], tf.int32) for a in self.attributes}, content)

@@ -100,7 +100,7 @@ def read_titles(articles_file: Path) -> dict[str, str]:
         return {}
     frame = pd.read_parquet(articles_file)
     titles = frame["title"] if "title" in frame.columns else pd.Series([None] * len(frame))
-    return dict(zip(frame["article_id"].astype(str), titles.fillna("").astype(str)))
+    return dict(zip(frame[features.ARTICLE_ID].astype(str), titles.fillna("").astype(str)))
 
 
 def _article(article_id: str, titles: Mapping[str, str]) -> str:

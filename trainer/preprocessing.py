@@ -8,6 +8,8 @@ Raw inputs (`raw_feature_spec()`), batch size B:
   * `history`, `history_<attr>`: `tf.SparseTensor` string `[B, None]` (VarLen), most recent first,
     parallel to each other;
   * `label`, `label_<attr>`, `user_id`: string `[B]`; `example_age_days`: float32 `[B]`;
+  * `label_title`: `tf.SparseTensor` string `[B, <=1]`, the label's normalised title (empty row:
+    none); `label_age_days`: float32 `[B]`, the label's age (features.LABEL_AGE);
   * `recent_queries`: `tf.SparseTensor` string `[B, None]` (VarLen), most recent first, NFKC-
     normalised text (homefeed.tokens.normalise; the extract and the serving encoder apply it).
 
@@ -21,6 +23,10 @@ Outputs (`features.transformed_name`):
     times in training), `search_oov_buckets` hashed ids after it for the rest;
   * `last_query_tokens_xf`: the same for the most recent query alone;
   * `example_age_days_xf`: float32 `[B]`, z-scored with the training split's mean and deviation;
+  * `title_tokens_xf`: `tf.SparseTensor` int64 `[B, <=TITLE_TOKENS_MAX]`: the label title's
+    unigrams and bigrams (the search queries' splitting, trainer/text_ops.py), each hashed into
+    `features.TITLE_HASH_BUCKETS` ids (no vocabulary: a brand-new listing's words get ids too);
+  * `label_age_bucket_xf`: int64 `[B]`, `features.age_bucket` of `label_age_days` (0 unknown);
   * `user_id`: string `[B]`, passed through unchanged (lets evaluation group examples by user).
 
 Ids: `0 .. vocab_size - 1` for known values, `vocab_size .. vocab_size + num_oov_buckets - 1` for
@@ -45,14 +51,8 @@ from trainer import text_ops
 TensorLike = tf.Tensor | tf.SparseTensor
 
 # Raw features that are sequences (VarLen) rather than one value per example.
-HISTORY_KEYS: tuple[str, ...] = (
-    features.HISTORY,
-    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
-LABEL_KEYS: tuple[str, ...] = (
-    features.LABEL,
-    *(features.label_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
+HISTORY_KEYS: tuple[str, ...] = features.HISTORY_COLUMNS
+LABEL_KEYS: tuple[str, ...] = features.LABEL_COLUMNS
 # Vocabulary name -> (history column, label column) whose values it is built from.
 VOCABULARY_SOURCES: dict[str, tuple[str, str]] = {
     features.ARTICLE_VOCAB: (features.HISTORY, features.LABEL),
@@ -76,6 +76,8 @@ def raw_feature_spec() -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]
     spec[features.USER_ID] = tf.io.FixedLenFeature([], tf.string)
     spec[features.EXAMPLE_AGE] = tf.io.FixedLenFeature([], tf.float32)
     spec[features.RECENT_QUERIES] = tf.io.VarLenFeature(tf.string)
+    spec[features.LABEL_TITLE] = tf.io.VarLenFeature(tf.string)
+    spec[features.LABEL_AGE] = tf.io.FixedLenFeature([], tf.float32)
     return spec
 
 
@@ -156,9 +158,30 @@ def transform(inputs: Mapping[str, TensorLike], config: TransformConfig) -> dict
     outputs[features.transformed_name(features.EXAMPLE_AGE)] = tft.scale_to_z_score(
         tf.cast(inputs[features.EXAMPLE_AGE], tf.float32), name="example_age_z_score"
     )
+    if features.LABEL_TITLE in inputs:
+        outputs[features.transformed_name(features.TITLE_TOKENS)] = title_token_ids(inputs[features.LABEL_TITLE])
+    if features.LABEL_AGE in inputs:
+        outputs[features.transformed_name(features.AGE_BUCKET)] = age_buckets(inputs[features.LABEL_AGE])
     if features.USER_ID in inputs:
         outputs[features.USER_ID] = tf.identity(inputs[features.USER_ID])
     return outputs
+
+
+def title_token_ids(titles: tf.SparseTensor) -> tf.SparseTensor:
+    """`label_title [B, <=1]` (normalised text) -> hashed unigram and bigram ids, int64
+    `[B, <=TITLE_TOKENS_MAX]` (see module docstring)."""
+    tokens = truncate_history(text_ops.query_tokens(titles), features.TITLE_TOKENS_MAX)
+    ids = tf.strings.to_hash_bucket_fast(tokens.values, features.TITLE_HASH_BUCKETS)
+    return tf.SparseTensor(tokens.indices, ids, tokens.dense_shape)
+
+
+def age_buckets(age_days: tf.Tensor) -> tf.Tensor:
+    """`features.age_bucket` as TensorFlow ops: float `[B]` days -> int64 `[B]` buckets."""
+    days = tf.cast(age_days, tf.float64)
+    known = days >= 0.0  # False for negative and NaN ages: unknown, bucket 0
+    hours = tf.where(known, days, tf.zeros_like(days)) * 24.0
+    bucket = 1 + tf.cast(tf.floor(tf.math.log(1.0 + hours) / tf.math.log(tf.constant(2.0, tf.float64))), tf.int64)
+    return tf.where(known, tf.minimum(bucket, features.AGE_BUCKETS - 1), tf.zeros_like(bucket))
 
 
 def search_token_ids(queries: tf.SparseTensor, config: TransformConfig) -> dict[str, tf.SparseTensor]:

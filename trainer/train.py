@@ -40,6 +40,7 @@ from trainer.validation_set import (
     corpus_index_of_ids,
     decode_strings,
     sample_validation_rows,
+    serving_age_feature,
 )
 
 LOG = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Trainer:
         probabilities = stats.label_counts / max(stats.label_counts.sum(), 1)
         self.log_label_probabilities = tf.constant(np.log(np.maximum(probabilities, 1e-12)), tf.float32)
         self.attribute_tables = {a: tf.constant(t, tf.int32) for a, t in stats.article_attributes.items()}
+        self.content_tables = {k: tf.constant(t, tf.int32) for k, t in stats.article_content.items()}
         self.num_sampleable = max(model.vocab.known_articles, 1)
         self.sampler = tf.random.Generator.from_seed(config.seed + 1)
         self.step = tf.function(self._step, reduce_retracing=True)
@@ -85,12 +87,15 @@ class Trainer:
         labels = batch[model_lib.LABEL_KEY]
         candidate_ids = labels
         candidate_attributes = {a: batch[model_lib.label_attribute_key(a)] for a in self.model.attributes}
+        candidate_content = {k: batch[k] for k in self.content_tables if k in batch}
         if config.num_sampled_negatives:
             sampled = self.sampler.uniform([config.num_sampled_negatives], 0, self.num_sampleable, dtype=tf.int32)
             candidate_ids = tf.concat([labels, sampled], axis=0)
             for attr in self.model.attributes:
                 extra = tf.gather(self.attribute_tables[attr], sampled)
                 candidate_attributes[attr] = tf.concat([candidate_attributes[attr], extra], axis=0)
+            for key in candidate_content:
+                candidate_content[key] = tf.concat([candidate_content[key], tf.gather(self.content_tables[key], sampled)], axis=0)
         log_q = None
         if config.logq_correction:
             log_q = loss_lib.log_expected_counts(
@@ -102,7 +107,9 @@ class Trainer:
             )
         with tf.GradientTape() as tape:
             users = self.model.user_vectors(batch, training=True)
-            candidates = self.model.article_vectors(candidate_ids, candidate_attributes)
+            # Id dropout: the tower sees some labels as OOV ids (new listings); the loss still
+            # compares the true ids (accidental hits, logQ).
+            candidates = self.model.article_vectors(self.model.drop_ids(candidate_ids), candidate_attributes, candidate_content)
             loss = loss_lib.retrieval_loss(
                 users,
                 candidates,
@@ -111,6 +118,7 @@ class Trainer:
                 temperature=config.temperature,
                 candidate_log_q=log_q,
                 remove_accidental_hits=config.remove_accidental_hits,
+                example_weights=batch.get(data_lib.EXAMPLE_WEIGHT_KEY),
             )
         variables = self.model.trainable_variables
         gradients = tape.gradient(loss, variables)
@@ -126,6 +134,7 @@ class Trainer:
         article_vectors = self.model.article_vectors(
             corpus_ids[model_lib.LABEL_KEY],
             {a: corpus_ids[model_lib.label_attribute_key(a)] for a in self.model.attributes},
+            {k: corpus_ids[k] for k in model_lib.CONTENT_KEYS if k in corpus_ids},
         ).numpy()
         parts = []
         for start in range(0, len(eval_set), 4096):
@@ -247,7 +256,8 @@ def _refit(
     model.build_all()
     trainer = Trainer(model, stats, dataclasses.replace(config, epochs=max(epochs, 1)))
     dataset = data_lib.training_dataset(
-        data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples, splits=features.SPLITS
+        data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples, splits=features.SPLITS,
+        user_weights=data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user),
     )
     fit(trainer, dataset, stats.num_examples // batch_size, None, corpus_ids)
     return model, stats
@@ -288,7 +298,9 @@ def train_model(
     )
     corpus = data.read_corpus()
     transform_layer = data.tft_output.transform_features_layer()
-    corpus_ids = data_lib.transform_corpus(transform_layer, corpus, data.attributes)
+    # The corpus as the service sees it: ages at as_of (what the export's vectors use too).
+    as_of_ms = data.as_of_ms(corpus)
+    corpus_ids = data_lib.transform_corpus(transform_layer, corpus, data.attributes, as_of_ms)
 
     eval_rows = sample_validation_rows(data, config)
     users = set(decode_strings(eval_rows[features.USER_ID])) if features.USER_ID in eval_rows else set()
@@ -297,6 +309,9 @@ def train_model(
     steps_per_epoch = stats.num_examples // batch_size
     corpus_lookup = corpus_index_of_ids(corpus_ids[model_lib.LABEL_KEY], data.vocab.known_articles)
     eval_set = build_eval_set(eval_rows, stats, corpus_lookup, data.vocab.known_articles) if eval_rows else None
+    if eval_set is not None:
+        # Early stopping scores what the service answers: the serving example age for everyone.
+        eval_set.features[model_lib.AGE_KEY] = serving_age_feature(transform_layer, len(eval_set))
     LOG.info(
         "%d training examples (%d steps of %d per epoch), %d validation examples, %d corpus articles (%d unseen in training)",
         stats.num_examples,
@@ -310,7 +325,13 @@ def train_model(
     model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
     model.build_all()
     trainer = Trainer(model, stats, config)
-    dataset = data_lib.training_dataset(data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples)
+    user_weights = data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user)
+    if user_weights:
+        LOG.info("%d users have more than %d training examples: their examples are weighted down to count %d",
+                 len(user_weights), config.max_examples_per_user, config.max_examples_per_user)  # fmt: skip
+    dataset = data_lib.training_dataset(
+        data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples, user_weights=user_weights
+    )
     metrics = fit(trainer, dataset, steps_per_epoch, eval_set, corpus_ids)
     metrics["num_train_examples"] = stats.num_examples
     metrics["fit"] = {"splits": [features.TRAIN_SPLIT], "epochs": metrics["best_epoch"], "chosen_on": features.VALIDATION_SPLIT}
@@ -342,6 +363,7 @@ def train_model(
         },
         vocab_hash=data.vocabulary_hash(),
         num_train_examples=stats.num_examples,
+        as_of_ms=as_of_ms,
     )
     module = export_lib.ServingModule(model, transform_layer, data.attributes)
     model_dir, manifest = export_lib.write_model_dir(module, artifacts, output_root, model_version)

@@ -88,3 +88,12 @@ def build_eval_set(
         rows_in_corpus = corpus_lookup[ids]
         exclude.append(np.unique(rows_in_corpus[rows_in_corpus >= 0]))
     return EvalSet(rows, targets.astype(np.int64), exclude)
+
+
+def serving_age_feature(transform_layer, n: int) -> np.ndarray:
+    """The transformed (z-scored) `features.SERVING_EXAMPLE_AGE`, float32 `[n]`: what the service
+    feeds every user, so validation recall is the recall of what is served."""
+    import tensorflow as tf
+
+    out = transform_layer({features.EXAMPLE_AGE: tf.constant([features.SERVING_EXAMPLE_AGE], tf.float32)})
+    return np.full(n, float(np.asarray(out[model_lib.AGE_KEY])[0]), np.float32)

@@ -209,6 +209,7 @@ def extract_bigquery(
     parameters: dict[str, tuple[str, Any]] = {
         "as_of": ("TIMESTAMP", config.as_of_datetime()),
         "history_length": ("INT64", config.history_length),
+        "seen_length": ("INT64", features.SEEN_LENGTH),
         "max_article_age_days": ("INT64", config.max_article_age_days),
         "lookback_days": ("INT64", config.lookback_days),
         "not_after": ("TIMESTAMP", not_after),

@@ -142,6 +142,7 @@ def attach(results: dict[str, pa.Table], found: SearchTables | None) -> dict[str
             },
             "last_viewed_at": pa.nulls(len(searchers), histories.schema.field("last_viewed_at").type),
             features.RECENT_QUERIES: pa.array(_normalised_lists([by_user[u] for u in searchers]), _strings()),
+            features.SEEN: pa.array([[]] * len(searchers), _strings()),
         }
         histories = histories.select(list(extra)).cast(pa.schema([(k, v.type) for k, v in extra.items()]))
         histories = pa.concat_tables([histories, pa.table(extra)])

@@ -29,18 +29,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from components.transform import content
 from homefeed import features, tokens
 
 # Raw columns the transform reads, by kind. `viewed_at` is not needed: it only orders the SQL.
-LIST_COLUMNS: tuple[str, ...] = (
-    features.HISTORY,
-    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
-STRING_COLUMNS: tuple[str, ...] = (
-    features.USER_ID,
-    features.LABEL,
-    *(features.label_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
+LIST_COLUMNS: tuple[str, ...] = features.HISTORY_COLUMNS
+STRING_COLUMNS: tuple[str, ...] = (features.USER_ID, *features.LABEL_COLUMNS)
 FLOAT_COLUMNS: tuple[str, ...] = (features.EXAMPLE_AGE,)
 # Optional: absent means no queries for any row.
 QUERY_COLUMNS: tuple[str, ...] = (features.RECENT_QUERIES,)
@@ -54,6 +48,7 @@ RAW_ARROW_SCHEMA = pa.schema(
         *(pa.field(c, pa.list_(pa.string())) for c in STRING_COLUMNS),
         *(pa.field(c, pa.list_(pa.float32())) for c in FLOAT_COLUMNS),
         *(pa.field(c, pa.list_(pa.string())) for c in QUERY_COLUMNS),
+        *content.ARROW_FIELDS,
     ]
 )
 
@@ -224,6 +219,7 @@ def validate(batch: pa.RecordBatch, source: str = "") -> ValidatedBatch:
                         f"{name} has a null value")  # fmt: skip
         columns[name] = _normalised(column)
     has_queries = pc.greater(pc.list_value_length(columns[features.RECENT_QUERIES]), 0)
+    columns.update(content.columns(batch))  # optional label title and age, never a reason to drop
 
     for name in REQUIRED_COLUMNS:
         if name not in names:
@@ -277,7 +273,7 @@ def validate(batch: pa.RecordBatch, source: str = "") -> ValidatedBatch:
         arrays = []
         for field_ in RAW_ARROW_SCHEMA:
             column = pc.filter(pc.filter(columns[field_.name], good_mask), in_split)
-            listed = field_.name in LIST_COLUMNS or field_.name in QUERY_COLUMNS
+            listed = field_.name in LIST_COLUMNS or field_.name in QUERY_COLUMNS or field_.name in content.COLUMNS
             arrays.append(column if listed else _scalar_as_list(column))
         result.by_split[split_name] = pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
     return result

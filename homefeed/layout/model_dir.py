@@ -38,19 +38,16 @@ SERVING_SIGNATURE = "serving_default"
 ARTICLE_SIGNATURE = "article_vectors"
 USER_OUTPUT = "user_vector"
 ARTICLE_OUTPUT = "article_vector"
-HISTORY_INPUTS: tuple[str, ...] = (
-    features.HISTORY,
-    *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
+HISTORY_INPUTS: tuple[str, ...] = features.HISTORY_COLUMNS
 # The user's recent queries, most recent first, padded with "" like the histories; each value
 # normalised text (homefeed.tokens.normalise; trainer/serving_model.py applies it).
 QUERY_INPUTS: tuple[str, ...] = (features.RECENT_QUERIES,)
 # Every input of the serving signature, in its order.
 USER_INPUTS: tuple[str, ...] = (*HISTORY_INPUTS, *QUERY_INPUTS, features.EXAMPLE_AGE)
-ARTICLE_INPUTS: tuple[str, ...] = (
-    features.LABEL,
-    *(features.label_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-)
+# The article tower's inputs: label id and attributes tf.string `[N]`, the normalised title
+# tf.string `[N]` ("" for none) and the age now, float32 `[N]` days (trainer/article_inputs.py).
+# Models exported before the content inputs existed take only the first ones.
+ARTICLE_INPUTS: tuple[str, ...] = features.ARTICLE_FEATURES
 
 # Bumped when the layout changes incompatibly; readers refuse versions they do not know.
 FORMAT_VERSION = 1

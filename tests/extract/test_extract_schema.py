@@ -56,7 +56,8 @@ def test_repeated_columns_are_wrong_types():
 
 def test_every_query_renders_with_only_known_parameters():
     relations = {"events": "(SELECT 1)", "articles": "(SELECT 2)"}
-    allowed = {"as_of", "history_length", "max_article_age_days", "lookback_days", "not_after", "include_first_views"}
+    allowed = {"as_of", "history_length", "max_article_age_days", "lookback_days", "not_after", "include_first_views",
+               "seen_length"}
     for name in sql.QUERIES:
         text = sql.render_query(name, relations)
         assert "{{" not in text and "--" not in text, name

@@ -80,8 +80,10 @@ def _reference_body(pair, user_id, k, exclude_seen, include_titles, regions=None
     from serving.live_overlay import OverlayBuilder
     from serving.live_search import search_live
 
+    from serving.store import seen_set
+
     history = pair.histories.get(user_id)
-    seen = set(history["history"]) if exclude_seen else set()
+    seen = seen_set(history) if exclude_seen else set()
     vector = pair.encoder.encode([history])
     if regions is not None:
         rows, scores = search_live(OverlayBuilder(pair).snapshot(), vector[0], k, seen, regions)
@@ -158,3 +160,21 @@ def test_drop_seen_compares_ids_not_hashes(pair):
     assert drop_seen(pair, rows, scores, {SameHash()}, 10)[0] == [7, 5, 9, 6]
     assert drop_seen(pair, rows, scores, [target, pair.article_ids[9]], 10)[0] == [7, 6]  # any iterable
     assert drop_seen(pair, rows, scores, (), 2) == ([7, 5], scores[[0, 2]].tolist())
+
+
+def test_every_article_in_the_seen_set_is_excluded_not_only_the_history(pair):
+    """The store's `seen` (the last 1,000 articles viewed) is the filter: the user's top candidates
+    when only the history is known disappear once the seen set names them."""
+    from homefeed import features
+    from serving.store import EmbeddedStore
+
+    row = dict(pair.histories.get("u0002"))
+    row.pop(features.SEEN, None)
+    first = recommend(pair, EmbeddedStore({"u": row}), "u", k=10)
+    top = [pair.article_ids[r] for r in first.rows[:3]]
+    with_seen = {**row, features.SEEN: [*row[features.HISTORY], *top]}
+    second = recommend(pair, EmbeddedStore({"u": with_seen}), "u", k=10)
+    answered = [pair.article_ids[r] for r in second.rows]
+    assert not set(answered) & (set(top) | set(row[features.HISTORY])) and len(answered) == 10
+    # The user vector is the same (the seen set is not a model input): the rest keeps its order.
+    assert answered[:7] == [pair.article_ids[r] for r in first.rows[3:10]]

@@ -53,7 +53,8 @@ def test_live_views_newer_than_the_snapshot_go_in_front_of_it():
     snapshot = {features.HISTORY: ["s1", "s2"], "history_category": ["x", "y"], "history_region": ["n", "s"]}
     live, _ = apply_views([], views(("new", "2024-07-02T00:00:00Z"), ("old", "2024-05-01T00:00:00Z")), cap=10)
     row = merge_history(snapshot, live, JULY, 3, lambda a: ("cat-" + a, "reg-" + a))
-    assert row == {features.HISTORY: ["new", "s1", "s2"], "history_category": ["cat-new", "x", "y"], "history_region": ["reg-new", "n", "s"]}
+    assert row == {features.HISTORY: ["new", "s1", "s2"], "history_category": ["cat-new", "x", "y"], "history_region": ["reg-new", "n", "s"],
+                   features.SEEN: ["new", "s1", "s2"]}
     assert merge_history(None, live, JULY, 10)[features.HISTORY] == ["new", "old"]  # unknown to the snapshot
     assert merge_history(snapshot, [], JULY, 10) is snapshot and merge_history(None, [], JULY, 10) is None
 
@@ -94,3 +95,19 @@ def test_a_reloaded_snapshot_keeps_only_the_live_views_after_its_as_of(tmp_path)
     snapshot = june.get("u0000")[features.HISTORY]
     assert state.history(None, june, "u0000", Overlay)[features.HISTORY] == ["after-both", "seen-in-july", *snapshot]
     assert state.history(None, july, "u0000", Overlay)[features.HISTORY] == ["after-both", *snapshot]
+
+
+def test_the_seen_set_keeps_every_earlier_view_not_only_the_history():
+    """The snapshot's seen set reaches far beyond its H-long history; live views join it in front,
+    each article once, and the service's filter (serving.store.seen_set) reads all of it."""
+    from serving.store import seen_set
+
+    older = [f"o{i}" for i in range(60)]
+    snapshot = {features.HISTORY: ["s1", "s2"], "history_category": ["x", "y"], "history_region": ["n", "s"],
+                features.SEEN: ["s1", "s2", *older]}
+    live, _ = apply_views([], views(("new", "2024-07-02T00:00:00Z"), ("s1", "2024-07-03T00:00:00Z")), cap=10)
+    row = merge_history(snapshot, live, JULY, 3, None)
+    assert row[features.HISTORY] == ["s1", "new", "s1"]
+    assert row[features.SEEN] == ["s1", "new", "s2", *older]
+    assert seen_set(row) == {"s1", "s2", "new", *older}
+    assert seen_set(snapshot) >= set(older) and seen_set(None) == set()

@@ -73,3 +73,25 @@ def test_unreachable_redis_is_reported_not_crashed(snapshot):
         store.get("u0001")
     with pytest.raises(StoreUnavailableError, match="failed after 0 users"):
         load_histories_to_redis(snapshot, f"redis://127.0.0.1:{port}/0")
+
+
+@pytest.mark.redis
+def test_the_seen_set_travels_beside_the_history_in_both_stores(tmp_path, redis_url):
+    """A snapshot's `seen` (every article viewed, beyond the H-long history) reaches the embedded
+    and the Redis store alike; a stored value whose seen set is not a list of strings is refused."""
+    from serving.store import decode_row, seen_set
+
+    frame = model_factory.histories_frame(model_factory.article_ids(100), 5, seed=4, empty_users=0)
+    frame[features.SEEN] = [[*h, *(f"old{u}-{i}" for i in range(70))] for u, h in enumerate(frame[features.HISTORY])]
+    path = tmp_path / "user_histories.parquet"
+    frame.drop(columns=["last_viewed_at"], errors="ignore").to_parquet(path, index=False)
+    embedded = EmbeddedStore.from_parquet(path)
+    load_histories_to_redis(path, redis_url, prefix="seen:")
+    redis_store = RedisStore(redis_url, prefix="seen:")
+    for user_id, seen in zip(frame[features.USER_ID], frame[features.SEEN]):
+        assert embedded.get(user_id)[features.SEEN] == list(seen)
+        assert redis_store.get(user_id) == embedded.get(user_id)
+        assert seen_set(redis_store.get(user_id)) == set(seen) and len(seen_set(embedded.get(user_id))) >= 70
+    redis_store.close()
+    with pytest.raises(StoreUnavailableError, match="seen"):
+        decode_row(b'{"history": [], "seen": [1, 2]}')

@@ -27,6 +27,11 @@ N_ARTICLES = N_CATEGORIES * PER_CATEGORY
 NEW_ARTICLE = "a999"  # in the corpus, never viewed: gets an OOV-id + attribute vector
 H = 10  # history length used by the tests' transform
 
+# Titles carry the category's words (plus the article's own number), created_at goes back one
+# hour per article from CREATED_BASE, so the article tower's content inputs have signal.
+CATEGORY_WORDS = ("oak desk", "road bike", "baby stroller", "winter jacket", "lego set", "yoga mat")
+CREATED_BASE = pd.Timestamp("2026-05-01T00:00:00Z")
+
 # The extract stage's own output schema: test inputs look exactly like a real EXTRACT_DIR.
 EXAMPLES_SCHEMA = output_schema("training_examples")
 
@@ -41,6 +46,14 @@ def category(article_id: str) -> str:
 
 def region(article_id: str) -> str:
     return "r0" if article_id == NEW_ARTICLE else f"r{int(article_id[1:]) % 2}"
+
+
+def title(article_id: str) -> str:
+    return f"Brand new {CATEGORY_WORDS[int(category(article_id)[1:])].title()} no. {article_id[1:]}"
+
+
+def created_at(article_id: str) -> pd.Timestamp:
+    return CREATED_BASE - pd.Timedelta(hours=0 if article_id == NEW_ARTICLE else int(article_id[1:]))
 
 
 def user_views(n_users: int, seed: int) -> dict[str, list[str]]:
@@ -77,6 +90,9 @@ def example_rows(views: dict[str, list[str]], history_length: int = H) -> list[d
                     features.LABEL: label,
                     features.label_attribute("category"): category(label),
                     features.label_attribute("region"): region(label),
+                    features.LABEL_TITLE: title(label),
+                    # Viewed "now" (CREATED_BASE) and again later: ages spread over a few buckets.
+                    features.LABEL_AGE: (CREATED_BASE - created_at(label)).total_seconds() / 86400 + 0.5 * t,
                     features.HISTORY: history,
                     features.history_attribute("category"): [category(a) for a in history],
                     features.history_attribute("region"): [region(a) for a in history],
@@ -93,10 +109,10 @@ def corpus_frame() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "article_id": ids,
-            "title": [f"Listing {a}" for a in ids],
+            "title": [title(a) for a in ids],
             "category": [category(a) for a in ids],
             "region": [region(a) for a in ids],
-            "created_at": pd.Series([None] * len(ids), dtype="datetime64[us, UTC]"),
+            "created_at": pd.Series([created_at(a) for a in ids], dtype="datetime64[us, UTC]"),
             "view_count": np.ones(len(ids), dtype=np.int64),
         }
     )

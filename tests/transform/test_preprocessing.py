@@ -17,8 +17,22 @@ from trainer import preprocessing
 XF = features.transformed_name
 
 
+TITLES = {"u1": "oak desk", "u2": "", "u3": "oak desk, lamp"}
+LABEL_AGES = {"u1": 0.01, "u2": features.UNKNOWN_AGE, "u3": 2.0}  # buckets 1 (0.24 h), 0, 6 (48 h)
+
+
+def _title_ids(title):
+    """The reference: homefeed.tokens' unigrams and bigrams, each hashed by TensorFlow's fingerprint."""
+    from homefeed import tokens
+
+    words = tokens.query_tokens([title]) if title else []
+    return tf.strings.to_hash_bucket_fast(tf.constant(words, tf.string), features.TITLE_HASH_BUCKETS).numpy().tolist() if words else []
+
+
 def _row(user, label, lc, lr, history, hc, hr, age, queries=()):
     return {
+        features.LABEL_TITLE: [TITLES[user]] if TITLES[user] else [],
+        features.LABEL_AGE: LABEL_AGES[user],
         features.RECENT_QUERIES: list(queries),
         features.USER_ID: user,
         features.LABEL: label,
@@ -59,13 +73,15 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
             {XF("history"): [0, 1], XF("history_category"): [0, 1], XF("history_region"): [0, 0],
              XF("label"): 2, XF("label_category"): 0, XF("label_region"): 0,
              XF("example_age_days"): -Z, "user_id": b"u1", XF("search_tokens"): [0, 1, 2, 3, 0, 3],
-             XF("last_query_tokens"): [0, 1, 2]},
+             XF("last_query_tokens"): [0, 1, 2], XF("title_tokens"): _title_ids(TITLES["u1"]), XF("label_age_bucket"): 1},
             {XF("history"): [0], XF("history_category"): [0], XF("history_region"): [0],
              XF("label"): 0, XF("label_category"): 0, XF("label_region"): 0,
-             XF("example_age_days"): 0.0, "user_id": b"u2", XF("search_tokens"): [], XF("last_query_tokens"): []},
+             XF("example_age_days"): 0.0, "user_id": b"u2", XF("search_tokens"): [], XF("last_query_tokens"): [],
+             XF("title_tokens"): [], XF("label_age_bucket"): 0},
             {XF("history"): [1, 0], XF("history_category"): [1, 0], XF("history_region"): [1, 0],
              XF("label"): 0, XF("label_category"): 0, XF("label_region"): 1,
-             XF("example_age_days"): Z, "user_id": b"u3", XF("search_tokens"): [0, 1, 2, 3], XF("last_query_tokens"): [0, 1, 2]},
+             XF("example_age_days"): Z, "user_id": b"u3", XF("search_tokens"): [0, 1, 2, 3], XF("last_query_tokens"): [0, 1, 2],
+             XF("title_tokens"): _title_ids(TITLES["u3"]), XF("label_age_bucket"): 6},
         ]
         self.assertAnalyzeAndTransformResults(
             ROWS,
@@ -133,3 +149,20 @@ def test_raw_feature_spec_is_sparse_histories_and_scalars():
     assert spec[features.LABEL] == tf.io.FixedLenFeature([], tf.string)
     assert spec[features.EXAMPLE_AGE] == tf.io.FixedLenFeature([], tf.float32)
     assert set(features.SERVING_FEATURES) <= set(spec)
+
+
+@pytest.mark.parametrize(
+    "days", [-1.0, float("nan"), 0.0, 1 / 24 - 1e-9, 1 / 24, 3 / 24, 7 / 24, 0.5, 1.0, 10.0, 365.0, 1e6]
+)
+def test_age_buckets_equal_the_reference(days):
+    got = preprocessing.age_buckets(tf.constant([days], tf.float32)).numpy().tolist()
+    assert got == [features.age_bucket(float(tf.constant(days, tf.float32).numpy()))]
+
+
+def test_title_tokens_are_the_query_splitting_hashed():
+    titles = tf.sparse.from_dense(tf.constant([["oak desk, lamp"], [""], ["유모차 baby-stroller"]]))
+    ids = preprocessing.title_token_ids(titles)
+    dense = tf.sparse.to_dense(ids, default_value=-1).numpy().tolist()
+    for row, title in zip(dense, ["oak desk, lamp", "", "유모차 baby-stroller"]):
+        assert [i for i in row if i >= 0] == _title_ids(title)
+    assert ids.dense_shape.numpy()[1] <= features.TITLE_TOKENS_MAX

@@ -125,8 +125,22 @@ def test_transformed_examples_match_an_independent_computation(transform_run):
     ids = {name: {v.decode(): i for i, v in enumerate(values)} for name, values in vocab.items()}
     assert set(ids[features.ARTICLE_VOCAB]) == set(expected_article_vocabulary(transform_run.good, H))
 
+    OOV = "oov"  # unseen values hash into one of the OOV ids after the vocabulary
+
     def lookup(name, value):
-        return ids[name].get(value, len(ids[name]))  # one OOV bucket: id == vocabulary size
+        return ids[name].get(value, OOV)
+
+    vocab_of = {
+        **{XF(c): features.ARTICLE_VOCAB for c in (features.HISTORY, features.LABEL)},
+        **{XF(features.history_attribute(a)): features.vocabulary_name(a) for a in features.ARTICLE_ATTRIBUTES},
+        **{XF(features.label_attribute(a)): features.vocabulary_name(a) for a in features.ARTICLE_ATTRIBUTES},
+    }
+    oov_buckets = TransformConfig().num_oov_buckets
+
+    def canonical(key, value):
+        size = len(ids[vocab_of[key]])
+        one = lambda i: i if i < size else (OOV if i < size + oov_buckets else f"bad id {i}")  # noqa: E731
+        return [one(i) for i in value] if isinstance(value, list) else one(value)
 
     train_ages = np.array([r[features.EXAMPLE_AGE] for r in transform_run.good if r[features.SPLIT] == "train"])
     mean, std = train_ages.mean(), train_ages.std()
@@ -155,6 +169,11 @@ def test_transformed_examples_match_an_independent_computation(transform_run):
             got[key] = e
         searched = {key: e.pop(XF(features.SEARCH_TOKENS)) for key, e in got.items()}
         last = {key: e.pop(XF(features.LAST_QUERY_TOKENS)) for key, e in got.items()}
+        # These rows carry no label title or age (files from before they existed): no title
+        # tokens, the unknown age bucket.
+        assert all(e.pop(XF(features.TITLE_TOKENS)) == [] for e in got.values()), split
+        assert all(e.pop(XF(features.AGE_BUCKET)) == 0 for e in got.values()), split
+        got = {key: {k: canonical(k, v) for k, v in e.items()} for key, e in got.items()}
         assert got == expected, split
         # Search tokens: known ones by the vocabulary file, the rest in the OOV buckets after it.
         search_ids = ids[features.SEARCH_TOKEN_VOCAB]

@@ -1,0 +1,237 @@
+"""New listings: recall@200 on test views whose target is new, the model against the baselines.
+
+    .venv/bin/python benchmarks/cold_start.py                                   # churn, seeds 42 1 2
+    .venv/bin/python benchmarks/cold_start.py --datasets churn ml-100k --served
+    .venv/bin/python benchmarks/cold_start.py --tune --variants d0.1='{"id_dropout": 0.1}' d0.3='{"id_dropout": 0.3}'
+
+A test view is *new* when its target article appears in no view of the train split (its id was
+never trained: one of the OOV ids; on MovieLens a film first rated after the training views):
+trainer/cold_start.py. `candidates evaluate` reports the figure in evaluation.json
+(`cold_start`); this script runs import -> extract -> transform -> train -> evaluate per seed
+(benchmarks/quality_movielens.py `prepare`) and prints the medians over seeds: new-listing
+recall@200 of the model, of trending (1 day) and of the category/region popularity baseline
+(trainer/baselines.py), the ratio model / category-region (goal: >= 2 on churn), and the
+overall test recall@200.
+
+`--tune` answers a choice without touching the test views: each user's last view is dropped
+from the input before the extract, so the "test" split of that data is the original validation
+split (and its new listings the validation's); choose there, report on the real test split.
+
+`--served` also measures the served recall: every test user's history and seen set before the
+test view are put into an in-memory store, the model directory gets an index
+(`candidates build-index`), and `serving.candidates.recommend` (the service's request path)
+answers k=200 for each; the table shows its recall@200 beside evaluate's (the gate's figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+
+# Run as a script, benchmarks/ is sys.path[0], and benchmarks/serving.py would shadow the
+# `serving` package: take it off.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def _quality_module():
+    """benchmarks/quality_movielens.py, loaded by path: putting benchmarks/ on sys.path would let
+    benchmarks/serving.py shadow the `serving` package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quality_movielens", Path(__file__).resolve().parent / "quality_movielens.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_quality = _quality_module()
+DEFAULT_MOVIELENS, machine, parse_variant, prepare = (
+    _quality.DEFAULT_MOVIELENS, _quality.machine, _quality.parse_variant, _quality.prepare,
+)
+
+K = 200
+
+
+def prepare_tuning(name: str, work: Path, movielens: str) -> tuple[Path, Path]:
+    """The dataset without each user's last view: its test split is the real validation split."""
+    import pandas as pd
+
+    from components.extract.extract import extract_local
+    from components.transform.job import run_transform
+
+    prepare(name, work, movielens)  # writes work/name/input
+    base = work / f"{name}-validation"
+    if (base / "extract" / "_SUCCESS").exists() and (base / "transform" / "_SUCCESS").exists():
+        return base / "extract", base / "transform"
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "input").mkdir(parents=True)
+    events = pd.read_parquet(work / name / "input" / "events.parquet")
+    ordered = events.sort_values(["user_id", "viewed_at", "article_id"], kind="stable")
+    ordered.drop(index=ordered.groupby("user_id").tail(1).index).to_parquet(base / "input" / "events.parquet", index=False)
+    shutil.copy(work / name / "input" / "articles.parquet", base / "input" / "articles.parquet")
+    extract_local(base / "input" / "events.parquet", base / "input" / "articles.parquet", base / "extract")
+    run_transform(str(base / "extract"), str(base / "transform"))
+    return base / "extract", base / "transform"
+
+
+def served_recall(model_dir: Path, extract_dir: Path) -> dict[str, float]:
+    """recall@K of the service's request path for every test user (see module docstring)."""
+    import pyarrow.compute as pc
+
+    from homefeed import features
+    from homefeed.config import IndexConfig
+    from serving.candidates import recommend
+    from serving.index_build import build_model_index
+    from serving.model_pair import load_model_pair
+    from serving.store import EmbeddedStore
+    from trainer import cold_start
+    from trainer.evaluate import _read_examples, _views_before_test
+
+    table = _read_examples(extract_dir)
+    build_model_index(model_dir, IndexConfig(index_type="flat"))
+    pair = load_model_pair(model_dir, load_histories=False)
+    test = table.filter(pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)).to_pylist()
+    seen = cold_start.bounded_seen(_views_before_test(table)).groupby("user_id")[features.ARTICLE_ID].apply(list)
+    keys = [*features.HISTORY_COLUMNS, features.RECENT_QUERIES]
+    rows = {r[features.USER_ID]: {**{k: list(r.get(k) or []) for k in keys}, features.SEEN: seen.get(r[features.USER_ID], [])}
+            for r in test}  # fmt: skip
+    store = EmbeddedStore(rows)
+    hits, started = 0, time.monotonic()
+    for r in test:
+        answer = recommend(pair, store, r[features.USER_ID], K)
+        hits += r[features.LABEL] in {pair.article_ids[row] for row in answer.rows}
+    out = {f"served_recall@{K}": hits / max(len(test), 1), "served_seconds": round(time.monotonic() - started, 1)}
+    out.update(reembed_cost(pair))
+    return out
+
+
+def reembed_cost(pair) -> dict[str, float]:
+    """The live sync loop's age job (serving/live_ages.py) when every listing's bucket changed
+    (the model's corpus 40 days on): listings re-embedded and milliseconds, total and per listing."""
+    from serving.live_articles import EmbeddedArticleLog
+    from serving.live_corpus import LiveCorpus
+
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    at = pair.manifest.get("article_ages_at_ms")
+    if at is None:
+        return {}
+    corpus.refresh(pair)
+    started = time.perf_counter()
+    count = corpus.refresh_ages(pair, now_ms=at + 40 * 86_400_000)
+    seconds = time.perf_counter() - started
+    return {"reembedded": count, "reembed_ms": round(seconds * 1000, 1),
+            "reembed_ms_per_listing": round(seconds * 1000 / max(count, 1), 3)}  # fmt: skip
+
+
+def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str, overrides: dict[str, Any],
+            seed: int, served: bool) -> dict[str, Any]:  # fmt: skip
+    from homefeed.config import TrainConfig, from_dict, to_dict
+    from trainer.evaluate import evaluate_model
+    from trainer.train import train_model
+
+    config = replace(from_dict(TrainConfig, {**to_dict(TrainConfig()), **overrides}), seed=seed)
+    version = f"{variant}-seed-{seed}-{int(time.time())}"
+    started = time.monotonic()
+    result = train_model(transform_dir, work / "models", config, model_version=version)
+    train_seconds = time.monotonic() - started
+    from homefeed.config import EvaluateConfig
+
+    # Each test view's own age (what the model saw in training; the old evaluation), then the
+    # serving age (what the service sends: the gate's figure, the default).
+    examples_age = evaluate_model(result.model_dir, extract_dir, EvaluateConfig(example_age="examples"))
+    evaluation = evaluate_model(result.model_dir, extract_dir)
+    cold = evaluation["cold_start"]
+    run = {
+        "dataset": name, "variant": variant, "overrides": overrides, "seed": seed,
+        "train_seconds": round(train_seconds, 1),
+        "validation_recall@200": result.metrics["best_validation_recall"],
+        "test_recall@200": evaluation["model"][f"recall@{K}"],
+        "test_recall@50": evaluation["model"]["recall@50"],
+        "test_recall@200_examples_age": examples_age["model"][f"recall@{K}"],
+        "new_views": cold["num_users"], "new_rankable": cold["num_rankable"],
+        "new": {n: m.get(f"recall@{K}") for n, m in cold.items() if isinstance(m, dict)},
+        "machine": machine(),
+    }  # fmt: skip
+    if served:
+        run.update(served_recall(result.model_dir, extract_dir))
+    shutil.rmtree(result.model_dir, ignore_errors=True)
+    return run
+
+
+def print_table(name: str, variant: str, runs: list[dict[str, Any]]) -> None:
+    med = statistics.median
+
+    def m(values):
+        values = [v for v in values if v is not None]
+        return med(values) if values else float("nan")
+
+    model = m(r["new"].get("model") for r in runs)
+    cat = m(r["new"].get("category_region") for r in runs)
+    trend = m(r["new"].get("trending_1d") for r in runs)
+    print(f"\n{name} / {variant}: seeds {[r['seed'] for r in runs]}, {runs[0]['new_views']} new test views "
+          f"({runs[0]['new_rankable']} rankable); {machine()}")  # fmt: skip
+    print(f"{'new-listing recall@200':<34} {'median':>8}   per seed")
+    for label, key in (("model", "model"), ("trending 1 day", "trending_1d"), ("category/region popularity", "category_region"),
+                       ("popularity", "popularity")):  # fmt: skip
+        print(f"{label:<34} {m(r['new'].get(key) for r in runs):>8.4f}   " + " ".join(f"{r['new'].get(key, float('nan')):.4f}" for r in runs))
+    print(f"{'model / category-region':<34} {model / cat if cat else float('inf'):>8.2f}   (goal >= 2 on churn)")
+    print(f"{'model / trending':<34} {model / trend if trend else float('inf'):>8.2f}")
+    print(f"{'overall test recall@200':<34} {m(r['test_recall@200'] for r in runs):>8.4f}   "
+          + " ".join(f"{r['test_recall@200']:.4f}" for r in runs))  # fmt: skip
+    print(f"{'overall test recall@50':<34} {m(r['test_recall@50'] for r in runs):>8.4f}")
+    print(f"{'  ... at each view`s own age':<34} {m(r['test_recall@200_examples_age'] for r in runs):>8.4f}   "
+          + " ".join(f"{r['test_recall@200_examples_age']:.4f}" for r in runs))  # fmt: skip
+    print(f"{'validation recall@200 (choice)':<34} {m(r['validation_recall@200'] for r in runs):>8.4f}")
+    if "served_recall@200" in runs[0]:
+        print(f"{'served recall@200 (service path)':<34} {m(r['served_recall@200'] for r in runs):>8.4f}   "
+              + " ".join(f"{r['served_recall@200']:.4f}" for r in runs))  # fmt: skip
+    if "reembed_ms" in runs[0]:
+        print(f"{'age re-embedding (all listings)':<34} {m(r['reembed_ms'] for r in runs):>8.1f} ms for {runs[0]['reembedded']} "
+              f"listings, {m(r['reembed_ms_per_listing'] for r in runs):.3f} ms each")  # fmt: skip
+    print(f"{'train seconds':<34} {m(r['train_seconds'] for r in runs):>8.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["churn"], choices=["churn", "sample", "ml-100k"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["default"], help="NAME or NAME=JSON of TrainConfig fields")
+    parser.add_argument("--movielens", default=DEFAULT_MOVIELENS)
+    parser.add_argument("--work", default=None, help="work directory (default: a temporary one, kept for reuse)")
+    parser.add_argument("--tune", action="store_true", help="measure on the validation split (see above)")
+    parser.add_argument("--served", action="store_true", help="also measure the service path's recall")
+    parser.add_argument("--log", default=None, help="append every run as a JSON line here")
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.work or "/tmp/homefeed-cold-start")
+    for name in args.datasets:
+        if args.tune:
+            extract_dir, transform_dir = prepare_tuning(name, work, args.movielens)
+        else:
+            extract_dir, transform_dir, _ = prepare(name, work, args.movielens)
+        for spec in args.variants:
+            variant, overrides = parse_variant(spec)
+            runs = []
+            for seed in args.seeds:
+                run = run_one(name + ("-validation" if args.tune else ""), work, extract_dir, transform_dir, variant,
+                              overrides, seed, args.served)  # fmt: skip
+                runs.append(run)
+                if args.log:
+                    with open(args.log, "a") as log:
+                        log.write(json.dumps(run) + "\n")
+            print_table(name + (" (validation split: --tune)" if args.tune else ""), variant, runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

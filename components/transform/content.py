@@ -1,0 +1,63 @@
+"""The label article's content columns of a raw record batch: `label_title` and `label_age_days`.
+
+Both are optional (extracts from before they existed, files written by other tools): a missing
+or null title is no title, a missing, null or non-finite age is `features.UNKNOWN_AGE`; neither
+is ever a reason to dead-letter a row. Titles are `homefeed.tokens.normalise`d here (NFKC, lower
+case), the text every article-vector caller sends too (trainer/article_inputs.py). Both reach
+TFT as lists: the title as `[title]` (`[]` when blank), the age as `[age]`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from homefeed import features, tokens
+
+COLUMNS: tuple[str, ...] = features.LABEL_CONTENT_COLUMNS
+ARROW_FIELDS = (
+    pa.field(features.LABEL_TITLE, pa.list_(pa.string())),
+    pa.field(features.LABEL_AGE, pa.list_(pa.float32())),
+)
+
+
+def _titles(batch: pa.RecordBatch) -> pa.Array:
+    n = batch.num_rows
+    if features.LABEL_TITLE not in batch.schema.names:
+        return pa.array([[]] * n, pa.list_(pa.string()))
+    column = batch.column(features.LABEL_TITLE)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_null(column.type)):
+        column = column.cast(pa.string())
+    cache: dict[str, str] = {}
+    out = []
+    for title in column.to_pylist():
+        if title is None or not title.strip():
+            out.append([])
+            continue
+        if title not in cache:
+            cache[title] = tokens.normalise(title)
+        out.append([cache[title]])
+    return pa.array(out, pa.list_(pa.string()))
+
+
+def _ages(batch: pa.RecordBatch) -> pa.Array:
+    n = batch.num_rows
+    if features.LABEL_AGE not in batch.schema.names:
+        values = np.full(n, features.UNKNOWN_AGE, np.float32)
+    else:
+        column = batch.column(features.LABEL_AGE)
+        numeric = pa.types.is_floating(column.type) or pa.types.is_integer(column.type)
+        values = (
+            np.asarray(pc.fill_null(column.cast(pa.float64()), features.UNKNOWN_AGE).to_numpy(zero_copy_only=False), np.float64)
+            if numeric
+            else np.full(n, features.UNKNOWN_AGE)
+        )
+        values = np.where(np.isfinite(values), values, features.UNKNOWN_AGE).astype(np.float32)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values, pa.float32()))
+
+
+def columns(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+    """`{label_title: list<string>, label_age_days: list<float32>}` for every row of `batch`."""
+    return {features.LABEL_TITLE: _titles(batch), features.LABEL_AGE: _ages(batch)}
