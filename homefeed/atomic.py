@@ -7,7 +7,8 @@
     runs), every file and directory fsynced, then renamed into place (`replace=True`: an earlier
     directory there is moved aside first and removed after). On any error the staging directory
     is removed and nothing at `target` changed.
-  * `fsync_tree`, `fsync_dir`: what the two above use.
+  * `write_with(path, write)`: the same for a writer that needs a file name (a plot's savefig).
+  * `fsync_tree`, `fsync_dir`: what the ones above use.
 
 Standard library only (base layer). Local or mounted paths only: `os.replace`/`os.rename` is what
 makes the swap atomic.
@@ -37,6 +38,24 @@ def write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_with(path: str | os.PathLike, write: Callable[[Path], None], mode: int = 0o644) -> None:
+    """`write(temporary_path)` fills a hidden sibling (a library that wants a file name, e.g. a plot's
+    savefig), which is then fsynced and swapped in: readers see the old file or the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, mode)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

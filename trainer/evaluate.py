@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from homefeed import atomic
 from homefeed import config as config_lib
 from homefeed import features
 from trainer import baselines as baselines_lib
@@ -170,10 +171,10 @@ def write_plot(path: Path, curves: dict[str, np.ndarray], ks: tuple[int, ...], t
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(temporary)
-    plt.close(fig)
-    os.replace(temporary, path)
+    try:
+        atomic.write_with(path, lambda temporary: fig.savefig(temporary, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _category_region_ranks(model_dir: Path, article_ids: list[str], log, as_of, user_rows, targets, exclude) -> np.ndarray:

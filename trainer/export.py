@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,6 +31,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from homefeed import atomic
 from homefeed import config as config_lib
 from homefeed import features
 from trainer import model as model_lib
@@ -212,10 +211,9 @@ def write_model_dir(
     version = model_version or default_version(root)
     check_new_version(root, version)
     final = root / version
-    staging = root / f"{layout.STAGING_PREFIX}{version}.staging-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    try:
-        staging.mkdir()
+    # Built under a hidden staging sibling, manifest last, then renamed into place (homefeed.atomic).
+    with atomic.staged_dir(final, prefix=f"{layout.STAGING_PREFIX}{version}.staging-") as staging:
         saved_model_path = staging / layout.SAVED_MODEL_DIR
         tf.saved_model.save(
             module,
@@ -285,10 +283,6 @@ def write_model_dir(
             "files": files,
         }
         _write_json(staging / layout.MANIFEST_FILE, manifest)  # last: from here on it is a model
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     LOG.info("model %s written to %s (%d article vectors, d=%d) in %.1f s", version, final, len(corpus), dim,
              time.monotonic() - started)
     return final, manifest
