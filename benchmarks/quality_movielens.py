@@ -123,10 +123,12 @@ def encode_cost_ms(model_dir: Path, extract_dir: Path, calls: int = 200) -> floa
     import pyarrow.parquet as pq
 
     from homefeed import features
+
+    from homefeed.layout import extract_dir as extract_layout
     from trainer.serving_model import UserEncoder
 
     encoder = UserEncoder(model_dir)
-    table = pq.read_table(extract_dir / features.USER_HISTORIES_FILE).slice(0, calls).to_pylist()
+    table = pq.read_table(extract_dir / extract_layout.USER_HISTORIES_FILE).slice(0, calls).to_pylist()
     keys = [features.HISTORY, *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES)]
     rows = [{k: row[k] or [] for k in keys if k in row} for row in table]
     encoder.encode(rows[:1])  # warm-up (tracing)

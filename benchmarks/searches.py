@@ -47,9 +47,11 @@ def search_only_recall(run_dir: Path, model_dir: Path) -> tuple[float, float, in
     import pyarrow.parquet as pq
 
     from homefeed import features
+
+    from homefeed.layout import extract_dir as extract_layout
     from trainer.serving_model import UserEncoder
 
-    examples = pq.read_table(run_dir / "extract" / "examples" / features.TRAINING_EXAMPLES_FILE).to_pylist()
+    examples = pq.read_table(run_dir / "extract" / "examples" / extract_layout.TRAINING_EXAMPLES_FILE).to_pylist()
     test = [e for e in examples if e[features.SPLIT] == features.TEST_SPLIT and e[features.RECENT_QUERIES]]
     ids = (model_dir / "article_ids.txt").read_text().split()
     row_of = {a: i for i, a in enumerate(ids)}

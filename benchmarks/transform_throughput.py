@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 
 CATEGORIES = 12
 REGIONS = 5
@@ -76,14 +77,14 @@ def generate_extract_dir(path: Path, num_examples: int, history_length: int, see
         )),
     }
     path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), path / features.TRAINING_EXAMPLES_FILE, row_group_size=100_000)
+    pq.write_table(pa.table(columns), path / extract_layout.TRAINING_EXAMPLES_FILE, row_group_size=100_000)
     pq.write_table(
         pa.table({"article_id": names, "title": names, "category": category_names.take(
             pa.array(np.arange(num_articles) % CATEGORIES)), "region": region_names.take(
             pa.array(np.arange(num_articles) % REGIONS))}),
-        path / features.CORPUS_FILE,
+        path / extract_layout.CORPUS_FILE,
     )
-    (path / features.SUCCESS_MARKER).write_text("")
+    (path / extract_layout.SUCCESS_MARKER).write_text("")
     return path
 
 
@@ -185,7 +186,7 @@ def main() -> int:
           f"{'peak RSS MiB (job / children)':>30}")
     for size in sizes:
         examples = workdir / f"extract-{size}-h{args.history_length}"
-        if not (examples / features.SUCCESS_MARKER).exists():
+        if not (examples / extract_layout.SUCCESS_MARKER).exists():
             generate_extract_dir(examples, size, args.history_length)
         command = [sys.executable, __file__, "--run-one", str(examples), str(workdir / f"out-{size}"),
                    "--history-length", str(args.history_length), "--batch-size", str(args.batch_size),

@@ -224,9 +224,3 @@ class VocabularyDefaults:
     num_oov_buckets: int = 8
 
 
-# Extract output layout (one directory, written atomically).
-TRAINING_EXAMPLES_FILE = "training_examples.parquet"
-USER_HISTORIES_FILE = "user_histories.parquet"
-CORPUS_FILE = "articles.parquet"
-EXTRACT_SUMMARY_FILE = "extract_summary.json"
-SUCCESS_MARKER = "_SUCCESS"

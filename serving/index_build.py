@@ -26,6 +26,7 @@ import numpy as np
 from homefeed import atomic
 from homefeed import config as configs
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from homefeed.config import IndexConfig
 from serving import index as faiss_index
 from serving import integrity
@@ -190,7 +191,7 @@ def build_model_index(
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     if histories is not None and not Path(histories).is_file():
-        raise FileNotFoundError(f"--histories {histories} not found (the extract's {features.USER_HISTORIES_FILE})")
+        raise FileNotFoundError(f"--histories {histories} not found (the extract's {extract_layout.USER_HISTORIES_FILE})")
     if not 0.0 <= config.recall_floor <= 1.0:
         raise ValueError(f"recall floor must be in [0, 1], got {config.recall_floor}")
     output_dir = Path(output_dir) if output_dir is not None else model_dir / model_files.INDEX_DIR

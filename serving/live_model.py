@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from serving.live_articles import ArticleRecord
 
 LOG = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def model_as_of_ms(pair) -> int | None:
     """When the model's data was cut: its snapshot's as_of, else its newest `created_at`."""
     from serving.store import snapshot_as_of_ms
 
-    histories = pair.model_dir / features.USER_HISTORIES_FILE
+    histories = pair.model_dir / extract_layout.USER_HISTORIES_FILE
     if histories.exists():
         as_of = snapshot_as_of_ms(histories)
         if as_of is not None:
@@ -56,7 +57,7 @@ def model_as_of_ms(pair) -> int | None:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        path = pair.model_dir / features.CORPUS_FILE
+        path = pair.model_dir / extract_layout.CORPUS_FILE
         if "created_at" in pq.read_schema(path).names:
             newest = pc.max(pq.read_table(path, columns=["created_at"]).column(0)).as_py()
             if newest is not None and hasattr(newest, "timestamp"):
@@ -85,7 +86,7 @@ def _load_pair_corpus(pair) -> PairCorpus:
     ids = pair.article_ids
     row_of = {a: r for r, a in enumerate(ids)}
     attributes = {a: [features.MISSING_ATTRIBUTE] * len(ids) for a in features.ARTICLE_ATTRIBUTES}
-    path = pair.model_dir / features.CORPUS_FILE
+    path = pair.model_dir / extract_layout.CORPUS_FILE
     if path.exists():
         names = pq.read_schema(path).names
         wanted = [a for a in features.ARTICLE_ATTRIBUTES if a in names]

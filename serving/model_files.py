@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from homefeed.layout import index_dir as index_layout
 from homefeed.layout import model_dir as layout  # MODEL_DIR's names and validator (stdlib only)
 from homefeed.layout import publish_root as publish_layout
@@ -30,7 +30,7 @@ ARTICLE_VECTORS_FILE = layout.ARTICLE_VECTORS_FILE
 ARTICLE_IDS_FILE = layout.ARTICLE_IDS_FILE
 ARTICLES_FILE = layout.ARTICLES_FILE
 POPULAR_FILE = layout.POPULAR_FILE
-HISTORIES_FILE = features.USER_HISTORIES_FILE  # optional copy of the extract's snapshot
+HISTORIES_FILE = extract_layout.USER_HISTORIES_FILE  # optional copy of the extract's snapshot
 INDEX_DIR = index_layout.INDEX_DIR
 INDEX_FILE = index_layout.INDEX_FILE
 INDEX_MANIFEST_FILE = index_layout.INDEX_MANIFEST_FILE

@@ -29,6 +29,7 @@ from typing import Protocol
 import orjson
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def read_histories(path: str | os.PathLike, batch_size: int = 10_000) -> Iterato
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"user histories {path} not found (the extract's {features.USER_HISTORIES_FILE})")
+        raise FileNotFoundError(f"user histories {path} not found (the extract's {extract_layout.USER_HISTORIES_FILE})")
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a non-Parquet file
@@ -119,7 +120,7 @@ def snapshot_as_of_ms(path: str | os.PathLike) -> int | None:
     import json
 
     path = Path(path)
-    summary = path.parent / features.EXTRACT_SUMMARY_FILE
+    summary = path.parent / extract_layout.SUMMARY_FILE
     try:
         as_of = json.loads(summary.read_text()).get("as_of")
         if as_of:

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from homefeed.sample_data import SampleDataConfig, write_sample_data
 from serving.query import wait_until_ready
 
@@ -71,7 +72,7 @@ def first_run(data, tmp_path_factory) -> dict:
 def _examples(run_dir: Path):
     import pyarrow.parquet as pq
 
-    return pq.read_table(run_dir / "extract" / "examples" / features.TRAINING_EXAMPLES_FILE).to_pylist()
+    return pq.read_table(run_dir / "extract" / "examples" / extract_layout.TRAINING_EXAMPLES_FILE).to_pylist()
 
 
 def _popularity_recall(rows: list[dict], corpus: list[str], k: int) -> float:
@@ -155,7 +156,7 @@ def test_run_local_publishes_and_says_where_everything_is(first_run):
     workdir, output, version = first_run["workdir"], first_run["output"], first_run["version"]
     live = workdir / "versions" / version
     assert (live / "manifest.json").is_file() and (live / "index" / "index_manifest.json").is_file()
-    assert (live / features.USER_HISTORIES_FILE).is_file()
+    assert (live / extract_layout.USER_HISTORIES_FILE).is_file()
     assert json.loads((live / "manifest.json").read_text())["model_version"] == version
     for expected in ("model:", "index:", "metrics:", f"published:   version {version}", f"candidates serve --model {workdir}"):
         assert expected in output, expected
@@ -193,7 +194,7 @@ def test_service_answers_as_the_exported_model_and_index_do(first_run, service):
     import pyarrow.parquet as pq
 
     live = first_run["workdir"] / "versions" / first_run["version"]
-    histories = pq.read_table(live / features.USER_HISTORIES_FILE).to_pylist()[:5]
+    histories = pq.read_table(live / extract_layout.USER_HISTORIES_FILE).to_pylist()[:5]
     offline = _offline_candidates(live, histories, 50)
     for row, expected in zip(histories, offline):
         status, answer = _get(f"{service}/v1/users/{row['user_id']}/candidates?k=50")
@@ -239,4 +240,4 @@ def _typed(value: str):
 def _any_user(version_dir: Path) -> str:
     import pyarrow.parquet as pq
 
-    return pq.read_table(version_dir / features.USER_HISTORIES_FILE, columns=["user_id"]).column(0)[0].as_py()
+    return pq.read_table(version_dir / extract_layout.USER_HISTORIES_FILE, columns=["user_id"]).column(0)[0].as_py()

@@ -27,6 +27,7 @@ import pandas as pd
 import tensorflow as tf
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from homefeed.config import TransformConfig
 from homefeed.layout import transform_dir as transform_layout
 from trainer import model as model_lib
@@ -146,8 +147,8 @@ class TransformedData:
         as_of = None
         examples_dir = self.summary.get("examples_dir")
         try:
-            if examples_dir and tf.io.gfile.exists(os.path.join(examples_dir, features.EXTRACT_SUMMARY_FILE)):
-                text = tf.io.gfile.GFile(os.path.join(examples_dir, features.EXTRACT_SUMMARY_FILE)).read()
+            if examples_dir and tf.io.gfile.exists(os.path.join(examples_dir, extract_layout.SUMMARY_FILE)):
+                text = tf.io.gfile.GFile(os.path.join(examples_dir, extract_layout.SUMMARY_FILE)).read()
                 as_of = json.loads(text).get("as_of")
         except (OSError, ValueError, tf.errors.OpError):
             LOG.warning("could not read the extract's as_of under %s; using the corpus's newest created_at", examples_dir)

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from homefeed import atomic
 from homefeed import config as config_lib
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from trainer import baselines as baselines_lib
 from trainer import cold_start
 from trainer import metrics as metrics_lib
@@ -54,7 +55,7 @@ EXAMPLE_COLUMNS = (
 
 
 def _read_examples(examples_dir: Path) -> pa.Table:
-    path = examples_dir / features.TRAINING_EXAMPLES_FILE
+    path = examples_dir / extract_layout.TRAINING_EXAMPLES_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: --examples must be a `candidates extract` output")
     schema = pq.read_schema(path)
@@ -133,7 +134,7 @@ def _views_before_test(table: pa.Table) -> pd.DataFrame:
 
 def _as_of(examples_dir: Path, views: pd.DataFrame) -> np.datetime64 | None:
     """The extract's as_of (extract_summary.json), else the latest view; None when neither is known."""
-    summary = examples_dir / features.EXTRACT_SUMMARY_FILE
+    summary = examples_dir / extract_layout.SUMMARY_FILE
     if summary.exists():
         value = json.loads(summary.read_text()).get("as_of")
         if value:
@@ -237,7 +238,7 @@ def evaluate_model(
     train = table.filter(pc.invert(is_test))  # every view before the test targets (train + validation)
     eval_rows = table.filter(is_test).to_pandas()
     if eval_rows.empty:
-        raise ValueError(f"{examples_dir / features.TRAINING_EXAMPLES_FILE} has no rows with split = '{features.TEST_SPLIT}'")
+        raise ValueError(f"{examples_dir / extract_layout.TRAINING_EXAMPLES_FILE} has no rows with split = '{features.TEST_SPLIT}'")
     eval_rows = eval_rows.sort_values(features.USER_ID, kind="stable").reset_index(drop=True)
     if config.max_users is not None and len(eval_rows) > config.max_users:
         keep = np.sort(np.random.default_rng(config.seed).choice(len(eval_rows), config.max_users, replace=False))

@@ -1,7 +1,7 @@
 """EXTRACT_DIR (docs/architecture.md): the extract's three Parquet files, its summary, `_SUCCESS`.
 
-The file names are the feature spec's (`homefeed.features`); this module groups them as the
-directory's contract and holds the one check that a directory is a finished extract.
+This module owns the file names (every writer and reader imports them from here) and holds the
+one check that a directory is a finished extract.
 """
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from homefeed import features
 
-TRAINING_EXAMPLES_FILE = features.TRAINING_EXAMPLES_FILE
-USER_HISTORIES_FILE = features.USER_HISTORIES_FILE
-CORPUS_FILE = features.CORPUS_FILE
-SUMMARY_FILE = features.EXTRACT_SUMMARY_FILE
-SUCCESS_MARKER = features.SUCCESS_MARKER
+TRAINING_EXAMPLES_FILE = "training_examples.parquet"
+USER_HISTORIES_FILE = "user_histories.parquet"
+CORPUS_FILE = "articles.parquet"
+SUMMARY_FILE = "extract_summary.json"
+SUCCESS_MARKER = "_SUCCESS"
 
 # Output name (as the SQL file and the Extract attribute) -> file name.
 OUTPUT_FILES: dict[str, str] = {

@@ -10,14 +10,15 @@ import os
 from pathlib import Path
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 
 SPLIT_DIRS: tuple[str, ...] = features.SPLITS  # one directory of transformed examples per split
 TRAIN_DIR = features.TRAIN_SPLIT
 CORPUS_DIR = "corpus"
-CORPUS_FILE = f"{CORPUS_DIR}/{features.CORPUS_FILE}"  # a copy of the extract's corpus
+CORPUS_FILE = f"{CORPUS_DIR}/{extract_layout.CORPUS_FILE}"  # a copy of the extract's corpus
 DEAD_LETTER_DIR = "dead_letter"
 SUMMARY_FILE = "transform_summary.json"
-SUCCESS_MARKER = features.SUCCESS_MARKER
+SUCCESS_MARKER = extract_layout.SUCCESS_MARKER
 EXAMPLES_PREFIX = "part"
 EXAMPLES_SUFFIX = ".tfrecord.gz"
 EXAMPLES_PATTERN = f"{EXAMPLES_PREFIX}-*{EXAMPLES_SUFFIX}"

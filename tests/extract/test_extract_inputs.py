@@ -8,7 +8,7 @@ import pytest
 
 from components.extract import extract, output
 from extract_testdata import ARTICLES, EVENTS, articles_table, events_table, load, run_extract
-from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from homefeed.config import ExtractConfig
 
 
@@ -172,7 +172,7 @@ def test_check_extract_dir_requires_success_marker(bq_client, dataset, tmp_path)
     out = tmp_path / "out"
     run_extract(bq_client, dataset, events_table(EVENTS), articles_table(ARTICLES), out)
     assert output.check_extract_dir(out) == out
-    (out / features.SUCCESS_MARKER).unlink()
+    (out / extract_layout.SUCCESS_MARKER).unlink()
     with pytest.raises(FileNotFoundError, match="_SUCCESS is missing"):
         output.read_extract(out)
     with pytest.raises(FileNotFoundError, match="not found"):

@@ -29,6 +29,7 @@ from extract_testdata import (
     ts,
 )
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,7 @@ def test_output_files_follow_the_contract(default_run):
                 assert field.type == want.type, field
     assert result.training_examples.schema.field("viewed_at").type == pa.timestamp("us", tz="UTC")
     assert sorted(p.name for p in result.path.iterdir()) == sorted(
-        [*extract.OUTPUT_FILES.values(), features.EXTRACT_SUMMARY_FILE, features.SUCCESS_MARKER]
+        [*extract.OUTPUT_FILES.values(), extract_layout.SUMMARY_FILE, extract_layout.SUCCESS_MARKER]
     )
     assert result.summary["config"]["history_length"] == 3
     assert result.summary["rows"][features.TEST_SPLIT] == 2

@@ -13,7 +13,7 @@ import numpy as np
 import uvicorn
 
 import model_factory
-from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 
 from serving.app import create_app
 from serving.settings import ServiceSettings
@@ -76,7 +76,7 @@ def reference(model_dir, table, history, k, regions=None, removed=(), extra=None
 def snapshot_history(model_dir, user_id):
     import pandas as pd
 
-    frame = pd.read_parquet(model_dir / features.USER_HISTORIES_FILE)
+    frame = pd.read_parquet(model_dir / extract_layout.USER_HISTORIES_FILE)
     return list(frame.set_index("user_id").loc[user_id, "history"])
 
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 
 NUM_BUCKETS = 1 << 16
 CATEGORIES = ("bikes", "books", "toys", "sofas")
@@ -186,7 +187,7 @@ def make_model_dir(
         )
     )
     if with_histories:
-        write_histories(histories_frame(ids, n_users, seed), target / features.USER_HISTORIES_FILE)
+        write_histories(histories_frame(ids, n_users, seed), target / extract_layout.USER_HISTORIES_FILE)
     write_manifest(target, version)
     return target
 
@@ -263,7 +264,7 @@ def save_searching_model(path: Path, dim: int, seed: int) -> np.ndarray:
 def add_searches(model_dir: Path, queries: dict[str, list[str]], version: str) -> None:
     """Adds `recent_queries` to the model's snapshot (users not in it get an empty history) and
     marks the manifest `uses_searches`, as the trainer does for a model trained with searches."""
-    path = model_dir / features.USER_HISTORIES_FILE
+    path = model_dir / extract_layout.USER_HISTORIES_FILE
     frame = pd.read_parquet(path)
     frame[features.RECENT_QUERIES] = [queries.get(u, []) for u in frame[features.USER_ID]]
     extra = [u for u in queries if u not in set(frame[features.USER_ID])]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from serving.live_events import (
     EmbeddedLiveViews,
     RedisLiveViews,
@@ -80,7 +81,7 @@ def test_a_reloaded_snapshot_keeps_only_the_live_views_after_its_as_of(tmp_path)
     path = model_factory.write_histories(model_factory.histories_frame(model_factory.article_ids(50), 3, seed=1), tmp_path / "h.parquet")
     june = EmbeddedStore.from_parquet(path)  # as_of: the newest last_viewed_at
     assert june.as_of_ms == parse_timestamp("2024-06-01T00:00:00Z")
-    (tmp_path / features.EXTRACT_SUMMARY_FILE).write_text(json.dumps({"as_of": "2024-07-15T00:00:00Z"}))
+    (tmp_path / extract_layout.SUMMARY_FILE).write_text(json.dumps({"as_of": "2024-07-15T00:00:00Z"}))
     july = EmbeddedStore.from_parquet(path)  # a newer extract: its summary says when it was cut
     assert july.as_of_ms == parse_timestamp("2024-07-15T00:00:00Z")
 

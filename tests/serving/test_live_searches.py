@@ -8,6 +8,7 @@ import pytest
 
 import model_factory
 from homefeed import features, tokens
+from homefeed.layout import extract_dir as extract_layout
 from live_http import LATER, ids_of, running_service, view
 from serving.live_events import EmbeddedLiveViews, apply_views, merge_history, parse_item, parse_items
 from serving.live_searches import LiveSearch
@@ -50,7 +51,7 @@ def expected(model, table, history, queries, k):
 def history_of(model, user):
     import pandas as pd
 
-    frame = pd.read_parquet(model / features.USER_HISTORIES_FILE).set_index(features.USER_ID)
+    frame = pd.read_parquet(model / extract_layout.USER_HISTORIES_FILE).set_index(features.USER_ID)
     return list(frame.loc[user, features.HISTORY]) if user in frame.index else []
 
 
@@ -112,7 +113,7 @@ def test_a_posted_search_changes_the_next_answer(searching):
 def test_redis_store_carries_snapshot_and_live_searches(searching, redis_url):
     model, table = searching
     prefix = "searches-test:"
-    load_histories_to_redis(model / features.USER_HISTORIES_FILE, redis_url, prefix=prefix)
+    load_histories_to_redis(model / extract_layout.USER_HISTORIES_FILE, redis_url, prefix=prefix)
     settings = dict(model=model, redis_url=redis_url, redis_prefix=prefix, redis_timeout_s=2.0, live_sync_interval_s=0.1)
     with running_service(ServiceSettings(**settings)) as one, running_service(ServiceSettings(**settings)) as two:
         assert ids_of(one.get("/v1/users/s0001/candidates", params={"k": 10})) == expected(model, table, [], ["ＲＥＤ Bike!"], 10)

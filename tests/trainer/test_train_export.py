@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from homefeed.config import EvaluateConfig, TrainConfig
 from trainer import model_dir as layout
 from trainer_testdata import NEW_ARTICLE, category, created_at, region, title
@@ -43,7 +44,7 @@ def test_model_directory_layout_and_manifest(trained):
         assert name in manifest["files"], name
     vectors = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
     ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
-    corpus = pd.read_parquet(trained.extract_dir / features.CORPUS_FILE)
+    corpus = pd.read_parquet(trained.extract_dir / extract_layout.CORPUS_FILE)
     assert ids == corpus["article_id"].tolist()  # every corpus article, in corpus order
     assert vectors.shape == (len(ids), trained.config.output_dim) == (manifest["num_articles"], manifest["embedding_dim"])
     assert vectors.dtype == np.float32
@@ -145,7 +146,7 @@ def test_evaluation_reads_only_the_test_split_and_agrees_with_training(trained, 
 
     extract = tmp_path / "extract"
     shutil.copytree(trained.extract_dir, extract)
-    path = extract / features.TRAINING_EXAMPLES_FILE
+    path = extract / extract_layout.TRAINING_EXAMPLES_FILE
     table = pq.read_table(path)
     split = table.column(features.SPLIT)
     table = table.filter(pc.not_equal(split, features.TEST_SPLIT))

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from components.extract.output import output_schema
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 
 N_CATEGORIES = 6
 PER_CATEGORY = 10
@@ -122,7 +123,7 @@ def write_extract_dir(path: Path, n_users: int = 300, seed: int = 7) -> Path:
     """Writes `training_examples.parquet`, `articles.parquet` and `_SUCCESS` under `path`."""
     path.mkdir(parents=True, exist_ok=True)
     rows = example_rows(user_views(n_users, seed))
-    pq.write_table(pa.Table.from_pylist(rows, schema=EXAMPLES_SCHEMA), path / features.TRAINING_EXAMPLES_FILE)
-    corpus_frame().to_parquet(path / features.CORPUS_FILE, index=False)
-    (path / features.SUCCESS_MARKER).write_text("")
+    pq.write_table(pa.Table.from_pylist(rows, schema=EXAMPLES_SCHEMA), path / extract_layout.TRAINING_EXAMPLES_FILE)
+    corpus_frame().to_parquet(path / extract_layout.CORPUS_FILE, index=False)
+    (path / extract_layout.SUCCESS_MARKER).write_text("")
     return path

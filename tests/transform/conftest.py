@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 from transform_testdata import H, TransformRun, bad_rows, good_rows, transform_parser, write_extract_dir
 
 
@@ -37,5 +37,5 @@ def transform_run(tmp_path_factory: pytest.TempPathFactory) -> TransformRun:
     with contextlib.redirect_stdout(printed):
         assert transform_cli.handle(args) == 0
     summary = json.loads((output_dir / "transform_summary.json").read_text())
-    assert (output_dir / features.SUCCESS_MARKER).exists()
+    assert (output_dir / extract_layout.SUCCESS_MARKER).exists()
     return TransformRun(examples_dir, output_dir, good, bad, summary, printed.getvalue())

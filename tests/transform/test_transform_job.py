@@ -16,6 +16,7 @@ from components.transform import cli as transform_cli
 from components.transform import job
 from homefeed.layout import transform_dir as transform_layout
 from homefeed import features, tokens
+from homefeed.layout import extract_dir as extract_layout
 from homefeed.config import TransformConfig
 
 from transform_testdata import (
@@ -63,8 +64,8 @@ def test_job_writes_the_transform_dir_layout(transform_run):
     # gzip-compressed, as the suffix says
     with gzip.open(glob.glob(str(out / "train" / "part-*"))[0]) as f:
         assert f.read(1)
-    corpus = pq.read_table(out / "corpus" / features.CORPUS_FILE)
-    assert corpus.equals(pq.read_table(transform_run.examples_dir / features.CORPUS_FILE))
+    corpus = pq.read_table(out / "corpus" / extract_layout.CORPUS_FILE)
+    assert corpus.equals(pq.read_table(transform_run.examples_dir / extract_layout.CORPUS_FILE))
     # staging is renamed away; no scratch left behind
     leftovers = [p for p in os.listdir(out.parent) if p.startswith(f".{out.name}.staging")]
     assert leftovers == []
@@ -110,7 +111,7 @@ def test_dead_letters_hold_each_bad_record_with_its_reason(transform_run):
     for reason, row in transform_run.bad:
         letter = got[row[features.USER_ID]]
         assert letter["reason"] == reason
-        assert letter["source"].endswith(features.TRAINING_EXAMPLES_FILE)
+        assert letter["source"].endswith(extract_layout.TRAINING_EXAMPLES_FILE)
         assert letter["record"][features.HISTORY] == row[features.HISTORY]
     assert got["bad3"]["record"][features.EXAMPLE_AGE] == "nan"  # NaN kept readable in JSON
 
@@ -223,10 +224,10 @@ def test_unfinished_extract_is_refused(tmp_path):
 
 def test_missing_examples_or_corpus_is_refused(tmp_path):
     extract = write_extract_dir(tmp_path / "extract", good_rows())
-    (extract / features.CORPUS_FILE).unlink()
+    (extract / extract_layout.CORPUS_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="corpus"):
         job.find_input_files(str(extract))
-    (extract / features.TRAINING_EXAMPLES_FILE).unlink()
+    (extract / extract_layout.TRAINING_EXAMPLES_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="no training examples"):
         job.find_input_files(str(extract))
 
@@ -235,24 +236,24 @@ def test_wrong_column_types_name_the_file_and_column(tmp_path):
     import pyarrow as pa
 
     extract = write_extract_dir(tmp_path / "extract", good_rows())
-    table = pq.read_table(extract / features.TRAINING_EXAMPLES_FILE)
+    table = pq.read_table(extract / extract_layout.TRAINING_EXAMPLES_FILE)
     as_text = pa.array([",".join(h) for h in table.column(features.HISTORY).to_pylist()])
     table = table.set_column(table.schema.get_field_index(features.HISTORY), features.HISTORY, as_text)
     table = table.drop_columns([features.SPLIT])
-    pq.write_table(table, extract / features.TRAINING_EXAMPLES_FILE)
+    pq.write_table(table, extract / extract_layout.TRAINING_EXAMPLES_FILE)
     with pytest.raises(ValueError) as error:
         job.find_input_files(str(extract))
     message = str(error.value)
-    assert features.TRAINING_EXAMPLES_FILE in message
+    assert extract_layout.TRAINING_EXAMPLES_FILE in message
     assert "column history has type string, expected list<string>" in message
     assert "missing column split" in message
 
 
 def test_examples_may_be_a_directory_of_parquet_parts(tmp_path):
     extract = write_extract_dir(tmp_path / "extract", good_rows())
-    table = pq.read_table(extract / features.TRAINING_EXAMPLES_FILE)
-    (extract / features.TRAINING_EXAMPLES_FILE).unlink()
-    parts = extract / features.TRAINING_EXAMPLES_FILE
+    table = pq.read_table(extract / extract_layout.TRAINING_EXAMPLES_FILE)
+    (extract / extract_layout.TRAINING_EXAMPLES_FILE).unlink()
+    parts = extract / extract_layout.TRAINING_EXAMPLES_FILE
     parts.mkdir()
     pq.write_table(table.slice(0, 10), parts / "part-0.parquet")
     pq.write_table(table.slice(10), parts / "part-1.parquet")
@@ -269,7 +270,7 @@ def test_all_bad_records_fail_clearly_and_keep_the_dead_letters(tmp_path):
     with pytest.raises(job.NoValidRecordsError, match=f"all {len(rows)} records were malformed") as error:
         job.run_transform(str(extract), str(out), TransformConfig(history_length=H))
     assert "label is null: 1" in str(error.value)
-    assert not (out / features.SUCCESS_MARKER).exists()
+    assert not (out / extract_layout.SUCCESS_MARKER).exists()
     summary = json.loads((out / transform_layout.SUMMARY_FILE).read_text())
     assert summary["status"] == "failed" and summary["dead_lettered"] == len(rows)
     letters = [json.loads(line) for p in glob.glob(str(out / "dead_letter" / "*.jsonl")) for line in open(p)]

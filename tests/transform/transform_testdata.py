@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from components.extract.output import output_schema
 from homefeed import features
+from homefeed.layout import extract_dir as extract_layout
 
 # The history length used by the shared run: shorter than most test histories, so truncation shows.
 H = 4
@@ -97,7 +98,7 @@ def write_extract_dir(path: Path, rows: list[dict[str, Any]], *, success: bool =
     """Writes an EXTRACT_DIR-shaped directory (examples, corpus, _SUCCESS) holding `rows`."""
     path.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=EXAMPLES_SCHEMA)
-    pq.write_table(table, path / features.TRAINING_EXAMPLES_FILE)
+    pq.write_table(table, path / extract_layout.TRAINING_EXAMPLES_FILE)
     articles = sorted({f"a{i:02d}" for i in range(18)} | {UNSEEN_LABEL, UNSEEN_HISTORY})
     corpus = pa.table(
         {
@@ -109,9 +110,9 @@ def write_extract_dir(path: Path, rows: list[dict[str, Any]], *, success: bool =
             "view_count": pa.array([1] * len(articles), pa.int64()),
         }
     )
-    pq.write_table(corpus, path / features.CORPUS_FILE)
+    pq.write_table(corpus, path / extract_layout.CORPUS_FILE)
     if success:
-        (path / features.SUCCESS_MARKER).write_text("")
+        (path / extract_layout.SUCCESS_MARKER).write_text("")
     return path
 
 
