@@ -7,7 +7,8 @@ in its first hours, rarely later. `AgeRefresh.run` finds the listings (model cor
 those with a `created_at`) whose bucket now differs from the one their vector was made with,
 re-embeds them in one article-tower call and applies them to the served overlay (the model's row is
 hidden, the fresh vector served beside it, as for an upsert). The service's live sync loop calls
-it through `LiveCorpus.sync` at most every `interval_s`; `stats` says what it cost.
+it through `LiveCorpus.sync` at most every `interval_s`, for models cut at most
+`MAX_MODEL_AGE_MS` before the wall clock; `stats` says what it cost.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from serving.live_articles import ACTIVE, ArticleRecord
 LOG = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 60.0
+# The job runs for models whose data was cut at most this long ago (a daily pipeline's); an older
+# model (historical or demo data) keeps its export's vectors: wall-clock ages would be far outside
+# what it was trained on.
+MAX_MODEL_AGE_MS = 2 * 86_400_000
 
 
 def _ms(value: Any) -> float | None:

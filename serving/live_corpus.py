@@ -100,7 +100,14 @@ class LiveCorpus:
         from trainer.article_inputs import now_ms as wall_clock_ms
 
         started = time.perf_counter()
-        now_ms = wall_clock_ms() if now_ms is None else now_ms
+        if now_ms is None:
+            now_ms = wall_clock_ms()
+            as_of = pair.manifest.get("article_ages_at_ms")
+            if as_of is not None and now_ms - as_of > live_ages.MAX_MODEL_AGE_MS:
+                # A model cut long ago (historical or demo data): ages at the wall clock would be far
+                # outside what it was trained on; its export's vectors stay.
+                self.ages.finished(0, 0.0)
+                return 0
         self.refresh(pair)
         with self._lock:
             live = dict(self.records)
