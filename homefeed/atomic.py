@@ -30,30 +30,19 @@ from homefeed import lifetime
 
 def write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
     """Writes `text` to `path` so readers see the old content or the new one, never a mix."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes it 0600; the reader may run as another user (a mounted publish root).
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_with(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), mode)
 
 
 def write_with(path: str | os.PathLike, write: Callable[[Path], None], mode: int = 0o644) -> None:
-    """`write(temporary_path)` fills a hidden sibling (a library that wants a file name, e.g. a plot's
-    savefig), which is then fsynced and swapped in: readers see the old file or the new one."""
+    """`write(temporary_path)` fills a hidden sibling (`.<name>.<random>.tmp`; also for a library
+    that wants a file name, e.g. a plot's savefig), which is then fsynced and swapped in with
+    `os.replace`, and the directory fsynced: readers see the old file or the new one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp makes it 0600; the reader may run as another user (a mounted publish root).
         os.chmod(tmp, mode)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
