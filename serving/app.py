@@ -357,5 +357,10 @@ def create_app_from_environment() -> FastAPI:
         from homefeed.logs import configure_logging
 
         configure_logging()
+    supervisor = get_settings().supervisor_pid
+    if supervisor is not None:  # a worker of `serve --workers N`: never outlive it, SIGKILL included
+        from homefeed.lifetime import die_with_parent
+
+        die_with_parent(supervisor)
     return create_app()
 

@@ -270,7 +270,7 @@ def serve_command(args: argparse.Namespace) -> int:
         # Worker processes build their own app from the environment (serving/settings.py); they
         # pass /admin/reload on to each other through a directory of this process (serving/workers.py).
         bus = tempfile.mkdtemp(prefix=f"candidates-workers-{os.getpid()}-")
-        settings = settings.model_copy(update={"reload_bus": bus})
+        settings = settings.model_copy(update={"reload_bus": bus, "supervisor_pid": os.getpid()})
         for key, value in settings.model_dump(exclude_none=True).items():
             os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
         try:

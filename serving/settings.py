@@ -61,6 +61,9 @@ class ServiceSettings(BaseSettings):
     # Set by `candidates serve --workers N` for its worker processes (serving/workers.py).
     workers: int = Field(1, ge=1, description="worker processes; they share the memory-mapped index and pass /admin/reload on to each other; live writes need --redis-url when there are several")
     reload_bus: Path | None = Field(None, description="directory through which workers pass on /admin/reload")
+    supervisor_pid: int | None = Field(
+        None, description="the `candidates serve` process of the workers: they die with it (even on SIGKILL)"
+    )
 
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).

@@ -1,8 +1,10 @@
-"""`candidates serve --workers 2`: /admin/reload reaches every worker; live writes need Redis."""
+"""`candidates serve --workers 2`: /admin/reload reaches every worker; live writes need Redis; the
+workers never outlive the `serve` process, even when it is SIGKILLed."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -35,6 +37,15 @@ def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int,
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by whoever adopted it, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def versions_by_worker(url: str, tries: int = 60) -> dict[int, str]:
@@ -84,8 +95,20 @@ def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(m
         assert status == 503 and "--redis-url" in body["error"]["message"], body
         status, body = call(f"{url}/v1/users/u0001/candidates?k=5")
         assert status == 200 and body["model_version"] == "v2" and len(body["candidates"]) == 5
+
+        # No child outlives its parent: SIGKILL (no handler runs) and the workers go too.
+        assert all(running(pid) for pid in after)
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while alive := [pid for pid in after if running(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived the killed serve process"
+            time.sleep(0.1)
     finally:
         process.send_signal(signal.SIGTERM)
+        for pid in locals().get("after", ()):  # should this test fail, leave no orphan behind
+            if running(pid) and process.poll() is not None:
+                os.kill(pid, signal.SIGKILL)
         output = process.communicate(timeout=60)[0]
     assert "reload announced to the other workers" in output, output[-3000:]
     assert "reload announced by another worker: loaded" in output, output[-3000:]
