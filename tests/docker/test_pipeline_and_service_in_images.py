@@ -122,8 +122,9 @@ def test_serving_image_answers_as_the_host(host_service, image_service, image_ru
     # The same answer, but for where the publish root is: the host's path, /models in the container.
     host_ready = json.loads(json.dumps(host_ready).replace(str(image_run.workdir.resolve()), "/models"))
     assert image_status == host_status == 200
-    for ready in (image_ready, host_ready):  # when each process loaded its model differs, nothing else
+    for ready in (image_ready, host_ready):  # when and in which process each loaded its model differ, nothing else
         ready.get("last_reload", {}).pop("at", None)
+        assert isinstance(ready.pop("worker_pid"), int)
     assert image_ready == host_ready
     assert get(f"{image_service}/healthz") == (200, {"status": "ok"})
     for user in [*users(image_run), "nobody-knows-me"]:
