@@ -99,6 +99,16 @@ def check_model_dir(model_dir: str | os.PathLike, staged_copy: bool = False) -> 
     return manifest
 
 
+def _published_protocol(publish_root: str | os.PathLike) -> Any:
+    """The published version's evaluation protocol record (None when absent or unreadable)."""
+    version_dir = latest_model_dir(publish_root)
+    try:
+        evaluation = _read_json(version_dir / EVALUATION_FILE, "published evaluation") if version_dir else {}
+    except (IncompleteModelError, OSError, ValueError):
+        return None
+    return evaluation.get(model_layout.EVALUATION_PROTOCOL_KEY)
+
+
 def latest_model_dir(publish_root: str | os.PathLike) -> Path | None:
     """The directory of the published version, or None when nothing has been published yet."""
     version = read_latest(publish_root)
@@ -205,7 +215,11 @@ def publish_model(
 
     (root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     previous_version, previous_recall = published_recall_at_200(root)
-    ok, reason = decide(version, candidate, previous_version, previous_recall, config)
+    protocols = (
+        _read_json(model_dir / EVALUATION_FILE, "evaluation").get(model_layout.EVALUATION_PROTOCOL_KEY),
+        _published_protocol(root),
+    )
+    ok, reason = decide(version, candidate, previous_version, previous_recall, config, protocols)
     target = root / VERSIONS_DIR / version
     if ok and target.exists():
         ok, reason = False, f"not published: {target} already exists (a version is never overwritten)"

@@ -75,8 +75,14 @@ def decide(
     previous_version: str | None,
     previous_recall: float | None,
     config: PublishConfig,
+    protocols: tuple[Any, Any] | None = None,
 ) -> tuple[bool, str]:
-    """The gate as a pure function: (publish?, reason)."""
+    """The gate as a pure function: (publish?, reason).
+
+    `protocols` is (candidate's, published's) `evaluation.json` protocol record: when they differ
+    (say the published version was evaluated at each view's own age, the candidate at the serving
+    age) the two recalls are not comparable, and only the absolute floor applies.
+    """
     floor = config.min_recall_at_200
     if candidate_recall < floor:
         return False, (
@@ -84,6 +90,12 @@ def decide(
         )
     if previous_version == version:
         return False, f"not published: version {version} is already the published version"
+    if previous_version is not None and previous_recall is not None and protocols and protocols[0] != protocols[1]:
+        return True, (
+            f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f}; the published "
+            f"{previous_version} ({previous_recall:.4f}) was evaluated under another protocol "
+            f"({protocols[1] or 'unrecorded'}, now {protocols[0]}), so the two are not compared"
+        )
     if previous_version is not None and previous_recall is not None:
         allowed = previous_recall - config.max_regression
         if candidate_recall < allowed:

@@ -323,6 +323,12 @@ def evaluate_model(
         "baselines": baseline_metrics,
         "popularity": baseline_metrics["popularity"],
         "cold_start": cold,
+        # How recall was measured; the publish gate compares versions only under the same protocol.
+        layout.EVALUATION_PROTOCOL_KEY: {
+            "split": features.TEST_SPLIT,
+            "example_age": config.example_age,
+            "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
+        },
     }
     sample = predictions_lib.sample_predictions(
         users, rows, eval_rows[features.LABEL].astype(str).tolist(), user_vectors, vectors, article_ids,

@@ -29,6 +29,9 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 EVALUATION_FILE = "evaluation.json"
+# evaluation.json's record of how recall was measured (written by trainer/evaluate.py): the publish
+# gate compares two versions' recall only when these agree (serving/publish_gate.py).
+EVALUATION_PROTOCOL_KEY = "protocol"
 EVALUATION_PLOT_FILE = "evaluation.png"
 PREDICTIONS_PAGE_FILE = "predictions.html"  # sample users' views and candidates (trainer/predictions.py)
 

@@ -31,7 +31,9 @@ def _saved_model(tmp_path_factory):
     _SAVED["model"] = (path, model_factory.save_hashing_model(path, 8, 0))
 
 
-def make_model_dir(root: Path, version: str, recall: float, *, index: bool = True, manifest: bool = True) -> Path:
+def make_model_dir(
+    root: Path, version: str, recall: float, *, index: bool = True, manifest: bool = True, protocol: dict | None = None
+) -> Path:
     """A finished model directory made by the real writers: the model factory's model directory
     (SavedModel, vectors, ids, titles, manifest), `build_model_index`, and an evaluation.json."""
     saved_model, table = _SAVED["model"]
@@ -40,7 +42,10 @@ def make_model_dir(root: Path, version: str, recall: float, *, index: bool = Tru
     )
     if index:
         build_model_index(model, IndexConfig())
-    (model / "evaluation.json").write_text(json.dumps({"recall@200": recall, "recall@10": recall / 4}))
+    evaluation = {"recall@200": recall, "recall@10": recall / 4}
+    if protocol is not None:
+        evaluation["protocol"] = protocol
+    (model / "evaluation.json").write_text(json.dumps(evaluation))
     if not manifest:
         (model / "manifest.json").unlink()
     return model
@@ -93,6 +98,23 @@ def test_regression_beyond_tolerance_is_refused(tmp_path, histories):
     assert not (root / "versions" / "v2").exists()
     log = [json.loads(line) for line in (root / "publish_log.jsonl").read_text().splitlines()]
     assert [entry["published"] for entry in log] == [True, False]
+
+
+def test_recalls_measured_under_different_protocols_are_not_compared(tmp_path, histories):
+    # The published version was evaluated at each view's own age, the candidate at the serving age:
+    # 0.385 vs 0.40 says nothing about which model is better, so only the floor applies.
+    root = tmp_path / "published"
+    config = PublishConfig(min_recall_at_200=0.1, max_regression=0.01)
+    old = {"split": "test", "example_age": "examples"}
+    new = {"split": "test", "example_age": "serving"}
+    publish_model(make_model_dir(tmp_path, "v1", 0.40, protocol=old), root, config, histories)
+    decision = publish_model(make_model_dir(tmp_path, "v2", 0.385, protocol=new), root, config, histories)
+    assert decision.published and "another protocol" in decision.reason and "not compared" in decision.reason
+    assert publish.read_latest(root) == "v2"
+    # Under the same protocol the regression rule holds again, and the floor always does.
+    assert not publish_model(make_model_dir(tmp_path, "v3", 0.37, protocol=new), root, config, histories).published
+    assert not publish_model(make_model_dir(tmp_path, "v4", 0.05, protocol=old), root, config, histories).published
+    assert publish.read_latest(root) == "v2"
 
 
 def test_below_floor_is_refused_even_with_nothing_published(tmp_path, histories):

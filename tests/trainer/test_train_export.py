@@ -127,6 +127,8 @@ def test_training_beats_popularity_by_far_on_the_test_split(trained):
     assert first_good <= 5, training["epochs"]
     written = json.loads((trained.result.model_dir / layout.EVALUATION_FILE).read_text())
     assert written["model"] == model and written["baselines"] == result["baselines"]
+    assert written["protocol"] == {"split": features.TEST_SPLIT, "example_age": "serving",
+                                   "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles"}  # fmt: skip
     png = (trained.result.model_dir / layout.EVALUATION_PLOT_FILE).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     page = (trained.result.model_dir / layout.PREDICTIONS_PAGE_FILE).read_text()
