@@ -13,21 +13,15 @@ import time
 import pytest
 
 from homefeed_cli import cli
+from serve_process import free_port, publish_root, start_serve
 from serving.query import format_candidates, wait_until_ready
 
-# Only the serving commands: these tests must not depend on other stages' CLI modules.
-LAUNCHER = "import sys, homefeed_cli.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
 
 
 @pytest.fixture(autouse=True)
 def serving_commands_only(monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("serving.cli",))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_build_index_command_reports_and_refuses(make_model, capsys):
@@ -92,18 +86,10 @@ def test_format_candidates_table():
 
 @pytest.mark.slow
 def test_serve_query_and_sighup_reload_end_to_end(model_v1, make_model, tmp_path, capsys):
-    root = tmp_path / "publish"
-    (root / "versions").mkdir(parents=True)
-    shutil.copytree(model_v1, root / "versions" / "v1")
-    (root / "LATEST").write_text("v1\n")
+    root = publish_root(model_v1, tmp_path / "publish")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "serve", "--model", str(root), "--port", str(port), "--no-watch"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_serve(root, port)
     try:
         assert wait_until_ready(url, process, timeout_s=90)["model_version"] == "v1"
         assert cli.main(["query", "u0001", "--url", url, "--k", "5"]) == 0

@@ -7,25 +7,14 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from serve_process import free_port, publish_root, start_serve
 from serving.query import wait_until_ready
-
-LAUNCHER = "import sys, homefeed_cli.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
     """One request on a new connection (so the kernel may hand it to either worker)."""
@@ -62,17 +51,10 @@ def versions_by_worker(url: str, tries: int = 60) -> dict[int, str]:
 
 @pytest.mark.slow
 def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(model_v1, make_model, tmp_path):
-    root = tmp_path / "publish"
-    (root / "versions").mkdir(parents=True)
-    shutil.copytree(model_v1, root / "versions" / "v1")
-    (root / "LATEST").write_text("v1\n")
+    root = publish_root(model_v1, tmp_path / "publish")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "serve", "--model", str(root), "--port", str(port), "--no-watch",
-         "--workers", "2", "--reload-min-interval", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    process = start_serve(root, port, "--workers", "2", "--reload-min-interval", "0")
     try:
         wait_until_ready(url, process, timeout_s=120)
         deadline = time.monotonic() + 120
