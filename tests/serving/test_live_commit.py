@@ -49,6 +49,19 @@ def wait_for_queue(corpus, n, timeout_s=30.0):
         time.sleep(0.001)
 
 
+def run_queued_behind_a_commit(corpus, write, calls) -> None:
+    """Runs `write(*args)` for each of `calls` on its own thread while a commit is in progress, so
+    every writer queues behind it; then lets the commit finish and waits for all of them."""
+    corpus._commits._commit_lock.acquire()
+    threads = [threading.Thread(target=write, args=args) for args in calls]
+    for thread in threads:
+        thread.start()
+    wait_for_queue(corpus, len(threads))
+    corpus._commits._commit_lock.release()
+    for thread in threads:
+        thread.join(timeout=60)
+
+
 def test_writers_waiting_on_a_commit_are_committed_together_and_each_sees_its_listing(pair_and_table):
     pair, table = pair_and_table
     corpus = LiveCorpus(EmbeddedArticleLog())
@@ -59,14 +72,7 @@ def test_writers_waiting_on_a_commit_are_committed_together_and_each_sees_its_li
         corpus.upsert([listing(f"g-{i}", region="north"), listing(f"g-{i}-b", region="south")], pair)
         seen[i] = corpus.overlay(pair)  # read-your-write: the overlay holds this writer's change
 
-    corpus._commits._commit_lock.acquire()  # a commit in progress: the writers queue behind it
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(5)]
-    for thread in threads:
-        thread.start()
-    wait_for_queue(corpus, 5)
-    corpus._commits._commit_lock.release()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_queued_behind_a_commit(corpus, write, [(i,) for i in range(5)])
     assert corpus._commits.stats == {"commits": 1, "changes": 5}  # one article-tower call, one log write
     for i, overlay in seen.items():
         assert {f"g-{i}", f"g-{i}-b"} <= set(overlay.side_row_of)
@@ -96,14 +102,7 @@ def test_a_writer_the_model_cannot_embed_fails_alone_and_nothing_of_it_is_stored
         except ValueError as error:
             errors[name] = error
 
-    corpus._commits._commit_lock.acquire()
-    threads = [threading.Thread(target=write, args=args) for args in (("x-1", blind), ("x-2", blind), ("x-3", blind, "sold"))]
-    for thread in threads:
-        thread.start()
-    wait_for_queue(corpus, 3)
-    corpus._commits._commit_lock.release()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_queued_behind_a_commit(corpus, write, [("x-1", blind), ("x-2", blind), ("x-3", blind, "sold")])
     assert sorted(errors) == ["x-1", "x-2"] and all("article_vectors" in str(e) for e in errors.values())
     assert sorted(corpus.records) == ["x-3"]  # the removal needs no vector and went through
     assert [r.article_id for r in corpus.log.changes_since(0)[0]] == ["x-3"]
