@@ -99,16 +99,6 @@ def check_model_dir(model_dir: str | os.PathLike, staged_copy: bool = False) -> 
     return manifest
 
 
-def _published_protocol(publish_root: str | os.PathLike) -> Any:
-    """The published version's evaluation protocol record (None when absent or unreadable)."""
-    version_dir = latest_model_dir(publish_root)
-    try:
-        evaluation = _read_json(version_dir / EVALUATION_FILE, "published evaluation") if version_dir else {}
-    except (IncompleteModelError, OSError, ValueError):
-        return None
-    return evaluation.get(model_layout.EVALUATION_PROTOCOL_KEY)
-
-
 def latest_model_dir(publish_root: str | os.PathLike) -> Path | None:
     """The directory of the published version, or None when nothing has been published yet."""
     version = read_latest(publish_root)
@@ -121,16 +111,23 @@ def published_recall_at_200(publish_root: str | os.PathLike) -> tuple[str | None
     A published version whose evaluation cannot be read gives (version, None): the gate then
     applies only the absolute floor, and says so in its reason.
     """
+    version, recall, _ = _published_evaluation(publish_root)
+    return version, recall
+
+
+def _published_evaluation(publish_root: str | os.PathLike) -> tuple[str | None, float | None, Any]:
+    """(version, recall@200, evaluation protocol record) of the published model, its
+    evaluation.json read once; the recall and protocol are None where unreadable or absent."""
     version_dir = latest_model_dir(publish_root)
     if version_dir is None:
-        return None, None
+        return None, None, None
+    path = version_dir / EVALUATION_FILE
     try:
-        return version_dir.name, recall_at_200(
-            _read_json(version_dir / EVALUATION_FILE, "published evaluation"), version_dir / EVALUATION_FILE
-        )
+        evaluation = _read_json(path, "published evaluation")
+        return version_dir.name, recall_at_200(evaluation, path), evaluation.get(model_layout.EVALUATION_PROTOCOL_KEY)
     except IncompleteModelError as error:
         LOG.warning("cannot read the published model's recall: %s", error)
-        return version_dir.name, None
+        return version_dir.name, None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +203,8 @@ def publish_model(
     root = _check_local(publish_root)
     manifest = check_model_dir(model_dir)
     version = manifest["model_version"]
-    candidate = recall_at_200(_read_json(model_dir / EVALUATION_FILE, "evaluation"), model_dir / EVALUATION_FILE)
+    evaluation = _read_json(model_dir / EVALUATION_FILE, "evaluation")
+    candidate = recall_at_200(evaluation, model_dir / EVALUATION_FILE)
     histories = None
     if user_histories is not None:
         histories = Path(user_histories)
@@ -214,11 +212,8 @@ def publish_model(
             raise FileNotFoundError(f"user histories {histories} not found (the extract's {USER_HISTORIES_FILE})")
 
     (root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
-    previous_version, previous_recall = published_recall_at_200(root)
-    protocols = (
-        _read_json(model_dir / EVALUATION_FILE, "evaluation").get(model_layout.EVALUATION_PROTOCOL_KEY),
-        _published_protocol(root),
-    )
+    previous_version, previous_recall, previous_protocol = _published_evaluation(root)
+    protocols = (evaluation.get(model_layout.EVALUATION_PROTOCOL_KEY), previous_protocol)
     ok, reason = decide(version, candidate, previous_version, previous_recall, config, protocols)
     target = root / VERSIONS_DIR / version
     if ok and target.exists():
