@@ -69,20 +69,27 @@ class LiveCorpus:
         self.log.put(records)
         self._apply(records, {(pair, key): vector for key, vector in vectors.items()})
 
-    def _apply(self, records: Iterable[ArticleRecord], vectors: dict | None = None) -> None:
+    def _apply(self, records: Iterable[ArticleRecord], vectors: dict | None = None) -> int:
+        """Applies the records newer than what is held; returns how many. A record equal to the one
+        held (this process's own write read back from the log by `sync`) changes nothing and is
+        not queued, so it costs no second overlay refresh."""
+        applied = 0
         with self._lock:
             for record in records:
                 current = self.records.get(record.article_id)
-                if current is None or current.updated_ms <= record.updated_ms:
+                if current is None or (current.updated_ms <= record.updated_ms and current != record):
                     self.records[record.article_id] = record
                     self._queue.append(record)
+                    applied += 1
             if vectors:
                 self._vectors.update(vectors)
+        return applied
 
     def sync(self, pair=None) -> int:
-        """Applies changes from the log since the last sync (and refreshes `pair`'s overlay)."""
+        """Applies changes from the log since the last sync (and refreshes `pair`'s overlay);
+        returns how many were new to this process (its own writes read back are not)."""
         records, seq = self.log.changes_since(self.seq)
-        self._apply(records)
+        applied = self._apply(records)
         self.seq = max(self.seq, seq)
         if pair is not None:
             self.refresh(pair)
@@ -91,7 +98,7 @@ class LiveCorpus:
                     self.refresh_ages(pair)
                 except Exception:  # stale ages cost a little quality, never the sync
                     LOG.exception("re-embedding aged listings failed; will retry")
-        return len(records)
+        return applied
 
     def refresh_ages(self, pair, now_ms: float | None = None) -> int:
         """Re-embeds the listings whose age bucket changed (serving/live_ages.py) and publishes an

@@ -76,6 +76,17 @@ def test_removals_still_apply_when_the_model_cannot_embed(pairs):
         LiveCorpus(EmbeddedArticleLog()).upsert([record("n-2", "2025-02-01T00:00:00Z")], blind)
 
 
+def test_own_writes_read_back_from_the_log_are_not_applied_again(pairs):
+    (old, _), _ = pairs
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    corpus.upsert([record("n-own", "2025-02-01T00:00:00Z", region="north")], old)
+    before = corpus.overlay(old)
+    assert corpus.sync(old) == 0 and corpus.overlay(old) is before  # no new overlay built
+    newer = record("n-own", "2025-02-02T00:00:00Z", status="sold")
+    corpus.log.put([newer])  # another writer of the same log
+    assert corpus.sync(old) == 1 and corpus.records["n-own"] == newer and corpus.overlay(old) is not before
+
+
 def test_article_bodies_are_checked_field_by_field():
     with pytest.raises(ArticleError) as caught:
         parse_article("x", {"status": "gone", "created_at": "2024-13-01T00:00:00Z", "colour": "red"})
@@ -90,6 +101,10 @@ def test_redis_change_log_brings_every_replica_the_same_records(redis_url):
     one.upsert([record("n1", "2025-02-02T00:00:00Z", status="sold")])
     assert two.sync() == 2 and two.records == one.records and two.records["n1"].status == "sold"
     assert two.sync() == 0  # nothing new
+    # A replica's own writes come back from the log: they are not news (no second refresh).
+    assert one.sync() == 0
+    two.upsert([record("n3", "2025-02-03T00:00:00Z")])
+    assert two.sync() == 0 and one.sync() == 1 and one.records == two.records
     late = LiveCorpus(RedisArticleLog(redis_url, "cl:"))  # a restarted replica
     late.sync()
     assert late.records == one.records
