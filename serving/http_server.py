@@ -1,12 +1,15 @@
 """The HTTP server's own edges: JSON errors for what uvicorn refuses itself, and slow clients timed out.
 
-uvicorn (h11) answers a request it cannot parse, e.g. a request line or headers over
-`max_header_bytes` (h11's `max_incomplete_event_size`), with a text/plain 400 of its own before the
-app ever runs, and it waits forever for a client that connects and then sends its headers slowly
-or not at all. `JsonH11Protocol` (passed to uvicorn as `http=`) changes exactly those two things:
+The service speaks HTTP/1.1 through uvicorn's httptools protocol (the C parser llhttp: about a
+third of the CPU per request of the pure-Python h11 one, measured in docs/serving.md). uvicorn
+answers a request it cannot parse with a text/plain 400 of its own before the app ever runs, puts
+no limit on the size of a request's head, and waits forever for a client that connects and then
+sends its headers slowly or not at all. `JsonHttpProtocol` (passed to uvicorn as `http=`) changes
+exactly those things:
 
   * such errors are JSON like every other error of the service, `{"error": {"status", "message"}}`:
-    431 for oversized headers, 414 when the request line alone is over the limit, 400 otherwise;
+    431 when the request line and headers are over `max_header_bytes`, 414 when the request line
+    alone is, 400 for anything else the parser refuses;
   * the request line and headers must arrive within `header_timeout_s` of the connection (or of
     the previous response on a kept-alive connection), else the client gets a JSON 408 and the
     connection is closed. Slow bodies are bounded by the app (serving/app.py, `body_timeout_s`).
@@ -22,8 +25,8 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.settings import ServiceSettings, get_settings
 
@@ -44,22 +47,27 @@ def raw_json_response(status: int, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class JsonH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with JSON protocol errors and a deadline for request headers."""
+class JsonHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with JSON protocol errors, a limit on the request head and a
+    deadline for it."""
 
     header_timeout_s: float | None = None  # set by `configure`; worker processes read CANDIDATES_*
+    max_header_bytes: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if JsonH11Protocol.header_timeout_s is None:
-            JsonH11Protocol.header_timeout_s = get_settings().header_timeout_s
-        self.header_timeout_s = float(JsonH11Protocol.header_timeout_s)
+        if JsonHttpProtocol.header_timeout_s is None or JsonHttpProtocol.max_header_bytes is None:
+            settings = get_settings()
+            JsonHttpProtocol.header_timeout_s = settings.header_timeout_s
+            JsonHttpProtocol.max_header_bytes = settings.max_header_bytes
+        self.header_timeout_s = float(JsonHttpProtocol.header_timeout_s)
+        self._max_header_bytes = int(JsonHttpProtocol.max_header_bytes)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._timed_cycle: Any = None
         self._discarding = False
+        self._in_body = False  # between a request's headers and the end of its body
         self._pending_head = bytearray()  # bytes of the request line + headers being received
         self._answered = 0  # responses completed on this connection
-        self._max_header_bytes = int(getattr(self.conn, "_max_incomplete_event_size", 16 * 1024))
 
     # The deadline: armed when a connection opens and after each response, cleared once a
     # request's headers are in (uvicorn then creates the request's cycle).
@@ -85,14 +93,29 @@ class JsonH11Protocol(H11Protocol):
         if self._discarding:  # the error is sent; swallow the rest of what the client sends
             return
         # Bytes that arrive while the previous request's body is still coming (e.g. the rest of a
-        # body refused with 413 before it was read) are that body, which h11 drops; only bytes of
-        # a new request (h11 waiting for one: IDLE) count towards its head.
-        if self._header_deadline is not None and self.conn.their_state is h11.IDLE and self._head_too_large(data):
+        # body refused with 413 before it was read) are that body, which the parser consumes and
+        # uvicorn drops; only bytes of a new request count towards its head.
+        if self._header_deadline is not None and not self._in_body and self._head_too_large(data):
             return
-        super().data_received(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # no upgrades here (no websockets): plain request
+            pass
+        except httptools.HttpParserError:
+            self.send_400_response("malformed HTTP request")
+            return
         if self.cycle is not None and self.cycle is not self._timed_cycle:
             self._timed_cycle = self.cycle  # a new request's headers arrived in time
             self._disarm()
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         self._answered += 1
@@ -103,8 +126,7 @@ class JsonH11Protocol(H11Protocol):
     def _head_too_large(self, data: bytes) -> bool:
         """Refuses (and returns True) once the request line + headers exceed `max_header_bytes`.
 
-        h11's own limit only applies to a head that arrives in pieces; a large one in one packet
-        would pass, so the head is measured here as it comes in.
+        The parser itself has no limit, so the head is measured here as it comes in.
         """
         limit = self._max_header_bytes
         self._pending_head += data[: limit + 4]
@@ -131,16 +153,8 @@ class JsonH11Protocol(H11Protocol):
         self._refuse(408, f"no complete request line and headers within {self.header_timeout_s:g}s")
 
     def send_400_response(self, msg: str) -> None:
-        buffered, _ = self.conn.trailing_data
-        if len(buffered) > self._max_header_bytes:
-            if b"\r\n" not in buffered[: self._max_header_bytes + 2]:
-                status, message = 414, f"request line over {self._max_header_bytes} bytes"
-            else:
-                status, message = 431, f"request line and headers over {self._max_header_bytes} bytes"
-        else:
-            status, message = 400, "malformed HTTP request"
-        LOG.info("refused a request from %s: %s", self.client, message)
-        self._refuse(status, message)
+        LOG.info("refused a request from %s: %s", self.client, msg)
+        self._refuse(400, msg)
 
     def _refuse(self, status: int, message: str) -> None:
         """Sends the JSON error, then closes gently: half-close, read and drop what still comes for
@@ -156,9 +170,9 @@ class JsonH11Protocol(H11Protocol):
 
 def uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
     """The uvicorn.run/Config options that apply the service's server limits (and set this process's)."""
-    JsonH11Protocol.header_timeout_s = settings.header_timeout_s
+    JsonHttpProtocol.header_timeout_s = settings.header_timeout_s
+    JsonHttpProtocol.max_header_bytes = settings.max_header_bytes
     return {
-        "http": JsonH11Protocol,
-        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "http": JsonHttpProtocol,
         "timeout_keep_alive": settings.keep_alive_s,
     }
