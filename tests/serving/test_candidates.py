@@ -178,3 +178,34 @@ def test_every_article_in_the_seen_set_is_excluded_not_only_the_history(pair):
     assert not set(answered) & (set(top) | set(row[features.HISTORY])) and len(answered) == 10
     # The user vector is the same (the seen set is not a model input): the rest keeps its order.
     assert answered[:7] == [pair.article_ids[r] for r in first.rows[3:10]]
+
+
+def test_the_body_with_live_listings_names_each_row_as_the_overlay_does(pair):
+    # With live records the body is built from the overlay (model rows and live slots); each
+    # candidate must carry exactly `overlay.article_id(row)` and `overlay.title(row)`.
+    import orjson
+
+    from serving.candidates import CandidateAnswer
+    from serving.live_articles import parse_article
+    from serving.live_overlay import build_overlay
+
+    records = {
+        "live-1": parse_article("live-1", {"title": "a new lamp", "category": "books", "region": "south"}),
+        "live-2": parse_article("live-2", {"category": "toys", "region": "north"}),  # no title
+        pair.article_ids[3]: parse_article(pair.article_ids[3], {"status": "sold"}),
+    }
+    overlay = build_overlay(pair, records)
+    rows = [0, 1, pair.n_articles, 2, pair.n_articles + 1, 5]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    answer = CandidateAnswer("u0001", pair.version, False, rows, scores, None, {}, overlay)
+    for include_titles in (True, False):
+        expected = []
+        for r, s in zip(rows, scores):
+            item = {"article_id": overlay.article_id(r), "score": s}
+            title = overlay.title(r) if include_titles else None
+            if title is not None:
+                item["title"] = title
+            expected.append(item)
+        body = orjson.loads(answer_json(answer, pair, include_titles))
+        assert body["candidates"] == expected
+        assert {c["article_id"] for c in body["candidates"]} >= {"live-1", "live-2"}
