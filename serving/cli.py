@@ -180,6 +180,7 @@ SERVE_FLAGS: dict[str, tuple[str, str]] = {
     "watch_interval_s": ("--watch-interval", "SECONDS"),
     "reload_min_interval_s": ("--reload-min-interval", "SECONDS"),
     "header_timeout_s": ("--header-timeout", "SECONDS"),
+    "body_timeout_s": ("--body-timeout", "SECONDS"),
     "batch_wait_ms": ("--batch-wait-ms", "MS"),
     "write_token": ("--write-token", "TOKEN"),
 }

@@ -106,8 +106,9 @@ class GuardAndMeasure:
                 if body_done[0]:  # afterwards only a disconnect can come: no deadline
                     return await receive()
                 try:  # a client that stops sending its body half-way is not waited for
-                    message = await asyncio.wait_for(receive(), body_timeout_s)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(body_timeout_s):  # a timer only; wait_for made a task
+                        message = await receive()
+                except TimeoutError:
                     raise _BodyTooSlow from None
                 if message["type"] == "http.request":
                     received[0] += len(message.get("body", b""))

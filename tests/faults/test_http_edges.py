@@ -18,7 +18,7 @@ HEADER_TIMEOUT_S = 1.0
 @pytest.fixture(scope="module")
 def service(model_dirs, tmp_path_factory):
     service = Service(model_dirs["v1"], tmp_path_factory.mktemp("http") / "service.log",
-                      "--header-timeout", str(HEADER_TIMEOUT_S))  # fmt: skip
+                      "--header-timeout", str(HEADER_TIMEOUT_S), "--body-timeout", str(HEADER_TIMEOUT_S))  # fmt: skip
     service.wait_ready()
     yield service
     service.stop()
@@ -135,6 +135,12 @@ def test_silent_and_slow_clients_are_cut_off(service):
             rest += chunk
     assert time.monotonic() - started < HEADER_TIMEOUT_S + 6
     assert rest == b"" or b" 408 " in rest.split(b"\r\n")[0]
+    # Sends its headers, then half of the body it announced, and stalls.
+    status, body, elapsed = raw_exchange(
+        service.port,
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n" + b'{"events": [',
+    )
+    assert status == 408 and "body" in body["error"]["message"] and elapsed < HEADER_TIMEOUT_S + 3
     # The service is still answering normally afterwards.
     assert service.get("/v1/users/u0001/candidates?k=5")[0] == 200
 
