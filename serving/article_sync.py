@@ -61,7 +61,8 @@ def read_articles_table(project: str, dataset: str, table: str, since: str | Non
     wanted = [c for c in COLUMNS if c == "article_id" or c in features.ARTICLES_OPTIONAL_COLUMNS]
     schema = {f.name for f in client.get_table(f"{project}.{dataset}.{table}").schema}
     query = f"SELECT {', '.join(c for c in wanted if c in schema)} FROM `{project}.{dataset}.{table}`"
-    frame = client.query(query).to_dataframe(create_bqstorage_client=False)
+    # Through Arrow: `to_dataframe` needs the optional db-dtypes package, which is not installed.
+    frame = client.query(query).to_arrow(create_bqstorage_client=False).to_pandas()
     return _rows(frame, since)
 
 
