@@ -181,6 +181,7 @@ SERVE_FLAGS: dict[str, tuple[str, str]] = {
     "reload_min_interval_s": ("--reload-min-interval", "SECONDS"),
     "header_timeout_s": ("--header-timeout", "SECONDS"),
     "batch_wait_ms": ("--batch-wait-ms", "MS"),
+    "encoder": ("--encoder", "KIND"),
     "write_token": ("--write-token", "TOKEN"),
 }
 
