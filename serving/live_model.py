@@ -133,7 +133,10 @@ def embed_articles(pair, records: Sequence[ArticleRecord], now_ms: float | None 
     if not records:
         return np.zeros((0, pair.index.d), dtype=np.float32)
     raw = article_features(records, wall_clock_ms() if now_ms is None else now_ms)
-    vectors = pair.encoder.article_vectors(raw)
+    tower = getattr(pair.encoder, "article_vectors", None)
+    if tower is None:
+        raise ValueError(f"model {pair.version} has no 'article_vectors' tower: cannot embed new listings")
+    vectors = tower(raw)
     if vectors.shape != (len(records), pair.index.d) or not np.isfinite(vectors).all():
         raise ValueError(f"model {pair.version}'s article tower answered {vectors.shape} / non-finite values")
     return vectors
