@@ -67,7 +67,7 @@ class ServiceSettings(BaseSettings):
 
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).
-    tf_threads: int = Field(1, ge=0, description="TensorFlow intra/inter-op threads (0: TF default)")
+    tf_threads: int = Field(1, ge=0, description="threads of the towers: TensorFlow's intra/inter-op pools, or NumPy's BLAS for the NumPy towers (0: library defaults)")
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads for FAISS search (0: FAISS default)")
     encoder: str = Field(
         "auto",

@@ -8,8 +8,9 @@ SavedModel's signatures and needs what the exported transform does with them:
     `StaticVocabularyTable` computes (FarmHash's Fingerprint64, `pyfarmhash`; with no OOV buckets,
     -1, TFT's default value);
   * histories cut to their first H columns with "" as padding, positions kept (`history_ids`);
-  * search tokens (`homefeed.tokens.query_tokens`, the plain-Python twin of trainer/text_ops.py) of
-    the first `search_length` queries, and of the first query alone, at most SEARCH_TOKENS_MAX;
+  * search tokens (`query_tokens`: trainer/text_ops.py's lower-case and split, with the separator
+    classes of `homefeed.tokens`) of the first `search_length` queries, and of the first query
+    alone, at most SEARCH_TOKENS_MAX;
   * title tokens hashed into TITLE_HASH_BUCKETS and the age bucket (`features.age_bucket`);
   * the example age's z-score with the training split's mean and deviation.
 
@@ -19,6 +20,9 @@ Ids come out dense and right-padded with PAD_ID (-1), the layout `TwoTowerModel`
 
 from __future__ import annotations
 
+import functools
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,10 +82,38 @@ def history_ids(column: np.ndarray, vocabulary: Vocabulary, width: int) -> np.nd
     "" (dropped by `tf.sparse.from_dense` in the signature) and missing columns PAD_ID."""
     out = np.full((column.shape[0], width), PAD_ID, dtype=np.int64)
     kept = column[:, :width]
-    for (i, j), value in np.ndenumerate(kept):
-        if value != "":
-            out[i, j] = vocabulary.lookup(value)
+    lookup = vocabulary.lookup
+    ids = [PAD_ID if value == "" else lookup(value) for value in kept.ravel().tolist()]
+    out[:, : kept.shape[1]] = np.asarray(ids, dtype=np.int64).reshape(kept.shape)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def separators() -> re.Pattern:
+    """`homefeed.tokens.SEPARATOR_PATTERN` as a Python regex: a class of every code point of the
+    separator categories (Python's `re` has no `\\p{..}`), built once per process (~0.5 s)."""
+    points = [c for c in range(sys.maxunicode + 1) if tokens._is_separator(chr(c))]
+    ranges, start, previous = [], points[0], points[0]
+    for c in points[1:]:
+        if c != previous + 1:
+            ranges.append((start, previous))
+            start = c
+        previous = c
+    ranges.append((start, previous))
+    return re.compile("[" + "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges) + "]+")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def query_tokens(query: str) -> tuple[str, ...]:
+    """One (normalised) query's unigrams then bigrams: trainer/text_ops.py's graph (lower-case, split
+    on separators, at most MAX_TOKENS_PER_QUERY words) with a compiled regex, cached per query.
+    Equal to `homefeed.tokens.ngrams(words(query))` on normalised text (tests/trainer/test_numpy_towers.py)."""
+    query_words = [w for w in separators().split(query.lower()) if w][: tokens.MAX_TOKENS_PER_QUERY]
+    return tuple(tokens.ngrams(query_words))
+
+
+def _tokens_of(queries: Sequence[str]) -> list[str]:
+    return [token for query in queries for token in query_tokens(query)]
 
 
 def _fill(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
@@ -103,18 +135,16 @@ def search_token_ids(
     recent, last = [], []
     for row in queries:
         given = [q for q in row[:search_length] if q != ""]
-        recent.append([vocabulary.lookup(t) for t in tokens.query_tokens(given)[: features.SEARCH_TOKENS_MAX]])
+        recent.append([vocabulary.lookup(t) for t in _tokens_of(given)[: features.SEARCH_TOKENS_MAX]])
         first = [row[0]] if len(row) and row[0] != "" else []
-        last.append([vocabulary.lookup(t) for t in tokens.query_tokens(first)[: features.SEARCH_TOKENS_MAX]])
+        last.append([vocabulary.lookup(t) for t in _tokens_of(first)[: features.SEARCH_TOKENS_MAX]])
     return _fill(recent, features.SEARCH_TOKENS_MAX), _fill(last, features.SEARCH_TOKENS_MAX)
 
 
 def title_token_ids(titles: Sequence[str]) -> np.ndarray:
     """Normalised titles ("" none) -> int64 `[N, TITLE_TOKENS_MAX]`: hashed unigram and bigram ids."""
     rows = [
-        [fingerprint_bucket(t, features.TITLE_HASH_BUCKETS) for t in tokens.query_tokens([title] if title else [])[
-            : features.TITLE_TOKENS_MAX
-        ]]
+        [fingerprint_bucket(t, features.TITLE_HASH_BUCKETS) for t in _tokens_of([title] if title else [])[: features.TITLE_TOKENS_MAX]]
         for title in titles
     ]
     return _fill(rows, features.TITLE_TOKENS_MAX)

@@ -242,7 +242,8 @@ def load_user_encoder(
     (serving/integrity.py), so a twin whose files changed never loads.
 
     Raises:
-      ValueError: `encoder` is unknown, or `numpy` for a directory without a twin.
+      ValueError: `encoder` is unknown, or `numpy` for a directory without a usable twin
+        (`auto` falls back to the SavedModel with a warning when the twin cannot be read).
     """
     from trainer.numpy_towers import has_twin
 
@@ -252,5 +253,12 @@ def load_user_encoder(
     if encoder == "numpy" and not twin:
         raise ValueError(f"{model_dir} has no NumPy towers (exported before they existed, or their proof failed)")
     if twin and encoder != "saved_model":
-        return NumpyUserEncoder(model_dir, history_length)
+        from trainer.numpy_towers import TwinFilesError
+
+        try:
+            return NumpyUserEncoder(model_dir, history_length)
+        except TwinFilesError as error:
+            if encoder == "numpy":
+                raise
+            LOG.warning("%s; using the SavedModel", error)  # e.g. a twin format this version cannot read
     return UserEncoder(model_dir, history_length)
