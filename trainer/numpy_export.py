@@ -291,7 +291,7 @@ def write_twin(
         spec = _write_files(directory, model, transform_layer, staging / layout.SAVED_MODEL_DIR / "assets", extra_config)
         twin = numpy_towers.NumpyTowers(staging)
         search_vocab = twin.vocabularies.get(features.SEARCH_TOKEN_VOCAB)
-        tokens = list(search_vocab._ids)[:200] if search_vocab is not None else []
+        tokens = search_vocab.values()[:200] if search_vocab is not None else []
         proof = prove(twin, loaded, proof_rows(corpus, tokens, twin.history_length), proof_articles(corpus, now_ms))
         spec["proof"] = proof
         atomic.write_json(directory / layout.NUMPY_TOWERS_SPEC_FILE, spec)

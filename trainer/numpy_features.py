@@ -64,6 +64,10 @@ class Vocabulary:
             lines.pop()
         return cls(lines, oov_buckets)
 
+    def values(self) -> list[str]:
+        """The vocabulary in id order."""
+        return list(self._ids)
+
     def lookup(self, value: str) -> int:
         found = self._ids.get(value)
         if found is not None:
