@@ -126,6 +126,10 @@ def make_corpus_model(
         raise ValueError(f"corpus size {size} is smaller than the model's {len(ids)} real articles")
     target.mkdir(parents=True)
     shutil.copytree(source / "saved_model", target / "saved_model")
+    from homefeed.layout.model_dir import NUMPY_TOWERS_DIR
+
+    if (source / NUMPY_TOWERS_DIR).is_dir():  # the towers without TensorFlow, when exported with them
+        shutil.copytree(source / NUMPY_TOWERS_DIR, target / NUMPY_TOWERS_DIR)
     for name in (model_files.ARTICLES_FILE, model_files.POPULAR_FILE):
         if (source / name).exists():
             shutil.copy2(source / name, target / name)
@@ -235,11 +239,11 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def start_service(model_dir: Path, port: int, workers: int, log_path: Path) -> subprocess.Popen:
+def start_service(model_dir: Path, port: int, workers: int, log_path: Path, encoder: str = "auto") -> subprocess.Popen:
     log = open(log_path, "w")  # noqa: SIM115 - owned by the process
     command = [
         sys.executable, "-c", LAUNCHER, "serve", "--model", str(model_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-watch",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-watch", "--encoder", encoder,
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -368,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--k", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--encoder", default="auto", choices=("auto", "numpy", "saved_model"),
+                        help="serve --encoder: the towers in NumPy (a model exported with them) or the SavedModel")
     parser.add_argument("--index-type", default="auto", choices=("auto", "flat", "hnsw", "ivf"))
     parser.add_argument("--synthetic", choices=("neighbours", "gauss"), default="neighbours",
                         help="how synthetic article vectors are made (see synthetic_vectors)")
@@ -405,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = [f"/v1/users/{u}/candidates?k={args.k}" for u in users]
             port = free_port()
             log_path = workdir / f"serve-{size}.log"
-            process = start_service(target, port, args.workers, log_path)
+            process = start_service(target, port, args.workers, log_path, args.encoder)
             try:
                 ready = wait_until_ready(f"http://127.0.0.1:{port}", process, timeout_s=600, poll_s=0.5, log_path=log_path)
                 wait_for_workers(port, args.workers)
@@ -421,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                     "recall_tuning_s": index["recall_seconds"],
                     "rss_mib_idle": round(rss_mib(process.pid), 1),
                     "model_version": ready["model_version"],
+                    "encoder": ready.get("encoder", "saved_model"),
                     "loads": [],
                 }
                 for concurrency in args.concurrency:

@@ -182,6 +182,7 @@ SERVE_FLAGS: dict[str, tuple[str, str]] = {
     "header_timeout_s": ("--header-timeout", "SECONDS"),
     "body_timeout_s": ("--body-timeout", "SECONDS"),
     "batch_wait_ms": ("--batch-wait-ms", "MS"),
+    "encoder": ("--encoder", "KIND"),
     "write_token": ("--write-token", "TOKEN"),
 }
 

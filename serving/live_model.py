@@ -3,8 +3,9 @@
 * `pair_corpus(pair)`: each row's attributes and region code and the model's as_of, read once from
   the model directory and cached per loaded `ModelPair`;
 * `region_index(pair)`: its `filtered_search.RegionIndex` (built on first use);
-* `embed_articles(pair, records)`: vectors for listings from the SavedModel's `article_vectors`
-  signature, the article tower the model was trained with.
+* `embed_articles(pair, records)`: vectors for listings from the article tower the model was
+  trained with: the served encoder's (`trainer.serving_model`: the NumPy twin when the model has
+  one, else the SavedModel's `article_vectors` signature).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ class PairCorpus:
     region_codes: np.ndarray
     as_of_ms: int | None
     region_index: Any = None  # filtered_search.RegionIndex, built on first use
-    article_tower: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -121,26 +121,11 @@ def region_index(pair):
     return corpus.region_index
 
 
-def article_tower(pair):
-    """The served SavedModel's `article_vectors` signature (raises ValueError when it has none)."""
-    from trainer.model_dir import ARTICLE_SIGNATURE
-
-    corpus = pair_corpus(pair)
-    if corpus.article_tower is None:
-        loaded = getattr(pair.encoder, "_loaded", None)  # the SavedModel UserEncoder loaded
-        signatures = getattr(loaded, "signatures", {})
-        if ARTICLE_SIGNATURE not in signatures:
-            raise ValueError(f"model {pair.version} has no '{ARTICLE_SIGNATURE}' signature: cannot embed new listings")
-        corpus.article_tower = signatures[ARTICLE_SIGNATURE]
-    return corpus.article_tower
-
-
 def embed_articles(pair, records: Sequence[ArticleRecord], now_ms: float | None = None) -> np.ndarray:
-    """Vectors of `records` from the model's article tower, ages at `now_ms` (default: the wall
+    """Vectors of `records` from the served encoder's article tower, ages at `now_ms` (default: the wall
     clock): `float32 [len(records), d]`. The inputs are made as the pipeline's export makes them
     (serving.live_articles.article_features); a model exported before the content inputs existed
     gets only the ones it takes."""
-    from trainer.article_inputs import call_article_signature
     from trainer.article_inputs import now_ms as wall_clock_ms
 
     from serving.live_articles import article_features
@@ -148,7 +133,10 @@ def embed_articles(pair, records: Sequence[ArticleRecord], now_ms: float | None 
     if not records:
         return np.zeros((0, pair.index.d), dtype=np.float32)
     raw = article_features(records, wall_clock_ms() if now_ms is None else now_ms)
-    vectors = call_article_signature(article_tower(pair), raw)
+    tower = getattr(pair.encoder, "article_vectors", None)
+    if tower is None:
+        raise ValueError(f"model {pair.version} has no 'article_vectors' tower: cannot embed new listings")
+    vectors = tower(raw)
     if vectors.shape != (len(records), pair.index.d) or not np.isfinite(vectors).all():
         raise ValueError(f"model {pair.version}'s article tower answered {vectors.shape} / non-finite values")
     return vectors

@@ -46,7 +46,8 @@ class ModelPair:
     Attributes:
       version: the model's `model_version` (also the index's).
       model_dir: where it was loaded from.
-      encoder: `trainer.serving_model.UserEncoder` over `model_dir/saved_model`.
+      encoder: `trainer.serving_model.UserEncoder` over `model_dir/saved_model`, or its NumPy twin
+        `NumpyUserEncoder` over `model_dir/numpy_towers` (same interface, `kind` says which).
       index: the FAISS index (`IndexIDMap`; ids are rows of `article_ids`).
       article_ids: row -> article id.
       titles: row -> title, or None when the article table has no titles.
@@ -88,6 +89,7 @@ class ModelPair:
             "search_params": self.index_manifest.get("search_params", {}),
             "histories": self.histories.description if self.histories else None,
             "titles": self.titles is not None,
+            "encoder": getattr(self.encoder, "kind", "saved_model"),
         }
 
 
@@ -106,6 +108,7 @@ def load_model_pair(
     model_dir: str | os.PathLike,
     history_length: int = features.HISTORY_LENGTH,
     load_histories: bool = True,
+    encoder: str = "auto",
 ) -> ModelPair:
     """Loads and checks a model directory with its index; warms both up.
 
@@ -114,13 +117,15 @@ def load_model_pair(
       history_length: histories are cut to this many most recent views before encoding.
       load_histories: also load `model_dir/user_histories.parquet` into an embedded store when the
         directory has one (the service skips this when it reads histories elsewhere).
+      encoder: `auto` (the NumPy towers when the model has them, else the SavedModel), `numpy`
+        (refuse a model without them) or `saved_model` (trainer.serving_model.load_user_encoder).
 
     Raises:
       ModelDirError (IndexMismatchError for a foreign index), FileNotFoundError, or whatever the
       SavedModel load raises: the pair must not serve.
     """
 
-    from trainer.serving_model import UserEncoder
+    from trainer.serving_model import load_user_encoder
 
     started = time.perf_counter()
     model_dir = Path(model_dir)
@@ -154,7 +159,10 @@ def load_model_pair(
         )
     faiss_index.set_search_params(index, faiss_index.SearchParams(**index_manifest.get("search_params", {})))
 
-    encoder = UserEncoder(model_dir, history_length=history_length)
+    # The NumPy twin when the model has one (its files were just checked against their hashes).
+    encoder = load_user_encoder(model_dir, history_length=history_length, encoder=encoder)
+    LOG.info("model %s: user and article towers run on %s", version,
+             "NumPy (numpy_towers/, no TensorFlow)" if encoder.kind == "numpy" else "the TensorFlow SavedModel")
     if encoder.dim != index.d:
         raise IndexMismatchError(f"model {version} makes {encoder.dim}-d user vectors but the index holds {index.d}-d vectors")
     titles = model_files.read_titles(model_dir, article_ids)

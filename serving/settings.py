@@ -67,8 +67,14 @@ class ServiceSettings(BaseSettings):
 
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).
-    tf_threads: int = Field(1, ge=0, description="TensorFlow intra/inter-op threads (0: TF default)")
+    tf_threads: int = Field(1, ge=0, description="threads of the towers: TensorFlow's intra/inter-op pools, or NumPy's BLAS for the NumPy towers (0: library defaults)")
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads for FAISS search (0: FAISS default)")
+    encoder: str = Field(
+        "auto",
+        pattern="^(auto|numpy|saved_model)$",
+        description="towers: auto (the model's NumPy twin when it has one, proven equal at export, no "
+        "TensorFlow; else its SavedModel), numpy (refuse models without it), saved_model",
+    )
     batch_wait_ms: float = Field(
         1.0, ge=0, le=50,
         description="batching: with Redis a user-tower call waits up to this long for concurrent requests to share "

@@ -232,6 +232,12 @@ def write_model_dir(
         if vectors.shape != (len(corpus), dim) or not np.isfinite(vectors).all():
             raise RuntimeError(f"article vectors are {vectors.shape} or not finite; expected ({len(corpus)}, {dim})")
         np.save(staging / layout.ARTICLE_VECTORS_FILE, vectors)
+        # The towers without TensorFlow, written only when proven equal to the reloaded SavedModel.
+        from trainer import numpy_export
+
+        twin_proof = numpy_export.write_twin(
+            staging, module.model, module.transform_layer, loaded, artifacts.extra_config, corpus, now
+        )
         (staging / layout.ARTICLE_IDS_FILE).write_text("".join(f"{a}\n" for a in corpus[features.ARTICLE_ID]))
         columns = [c for c in CORPUS_METADATA_COLUMNS if c in corpus.columns]
         corpus[columns].to_parquet(staging / layout.ARTICLES_FILE, index=False)
@@ -273,6 +279,8 @@ def write_model_dir(
             # and the corpus vectors were made with ages at this time (ms since the epoch).
             "uses_article_content": module.model.title_embedding is not None,
             "article_ages_at_ms": now,
+            # trainer/numpy_towers.py: the proof that numpy_towers/ equals the SavedModel (None: absent).
+            "numpy_towers": twin_proof,
             "signature": {
                 "name": SERVING_SIGNATURE,
                 "inputs": list(USER_INPUTS),

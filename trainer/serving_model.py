@@ -78,53 +78,50 @@ def _manifest_value(model_dir: Path, key: str, default):
         return default
 
 
-class UserEncoder:
-    """Loads `MODEL_DIR/saved_model` and turns raw user histories into user vectors.
+_TF_THREADS: list[int] = []  # set_tf_threads' request, applied when TensorFlow is first loaded here
 
-    Args:
-      model_dir: a model directory as written by `candidates train` (see docs/architecture.md).
-      history_length: histories are cut to their most recent `history_length` views before the call
-        (the transform inside the model truncates too; cutting here only saves work).
-    """
 
-    def __init__(self, model_dir: str | Path, history_length: int = features.HISTORY_LENGTH):
-        import tensorflow as tf  # heavy: imported only when a model is actually loaded
+def set_tf_threads(threads: int) -> None:
+    """Sizes TensorFlow's intra/inter-op pools: now when TensorFlow is already imported, else when a
+    SavedModel is first loaded (so a process serving NumPy towers never imports TensorFlow)."""
+    import sys
 
-        self._tf = tf
-        self.model_dir = Path(model_dir)
-        path = self.model_dir / SAVED_MODEL_DIR
-        if not path.is_dir():
-            raise FileNotFoundError(f"no SavedModel at {path}: is {model_dir} a finished model directory?")
-        self._loaded = tf.saved_model.load(str(path))
-        if SIGNATURE not in self._loaded.signatures:
-            raise ValueError(f"{path} has no '{SIGNATURE}' signature (has {list(self._loaded.signatures)})")
-        self._signature = self._loaded.signatures[SIGNATURE]
-        self.history_length = history_length
-        # Models exported before searches existed take no query input: leave it out for them.
-        self._inputs = set(self._signature.structured_input_signature[1])
-        # Whether the user tower reads the queries (the model was trained with searches): only
-        # then can a user with searches but no views be personalised.
-        self.uses_searches = bool(_manifest_value(self.model_dir, "uses_searches", False))
-        self.dim = int(self._signature.structured_outputs[OUTPUT_KEY].shape[-1])
+    _TF_THREADS[:] = [threads]
+    if "tensorflow" in sys.modules:
+        _apply_tf_threads()
 
-    def encode(
-        self,
-        rows: Sequence[Mapping[str, Sequence[str]]],
-        example_age_days: float | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
-    ) -> np.ndarray:
-        """User vectors for `rows` (see `pad_histories`), as `float32 [len(rows), dim]`.
 
-        `example_age_days` is one age for every row (serving: `features.SERVING_EXAMPLE_AGE`) or
-        one per row (offline evaluation of historical examples).
-        """
-        if not rows:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        tf = self._tf
-        padded = pad_histories(rows, self.history_length)
-        inputs = {key: tf.constant(value, dtype=tf.string) for key, value in padded.items() if key in self._inputs}
-        ages = np.broadcast_to(np.asarray(example_age_days, dtype=np.float32), (len(rows),))
-        inputs[features.EXAMPLE_AGE] = tf.constant(ages, tf.float32)
-        return self._signature(**inputs)[OUTPUT_KEY].numpy()
+def _apply_tf_threads() -> None:
+    import tensorflow as tf
+
+    if not _TF_THREADS:
+        return
+    threads = _TF_THREADS.pop()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TF already initialised in this process (e.g. tests): keep its pools
+        LOG.debug("TensorFlow thread pools already initialised; tf_threads not applied")
+
+
+def call_user_signature(signature, padded: Mapping[str, np.ndarray], ages: np.ndarray) -> np.ndarray:
+    """The serving signature over `pad_histories` output and float32 ages `[B]` -> `float32 [B, d]`;
+    inputs the signature does not take (a model exported before searches existed) are left out."""
+    import tensorflow as tf
+
+    accepted = set(signature.structured_input_signature[1])
+    inputs = {key: tf.constant(value, dtype=tf.string) for key, value in padded.items() if key in accepted}
+    inputs[features.EXAMPLE_AGE] = tf.constant(np.asarray(ages, np.float32), tf.float32)
+    return signature(**inputs)[OUTPUT_KEY].numpy()
+
+
+class _Encoder:
+    """What both encoders share: `encode_batched` over their `encode`."""
+
+    dim: int
+
+    def encode(self, rows, example_age_days=features.SERVING_EXAMPLE_AGE) -> np.ndarray:
+        raise NotImplementedError
 
     def encode_batched(
         self,
@@ -138,3 +135,130 @@ class UserEncoder:
             self.encode(rows[i : i + batch_size], ages[i : i + batch_size]) for i in range(0, len(rows), batch_size)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+
+class UserEncoder(_Encoder):
+    """Loads `MODEL_DIR/saved_model` and turns raw user histories into user vectors.
+
+    Args:
+      model_dir: a model directory as written by `candidates train` (see docs/architecture.md).
+      history_length: histories are cut to their most recent `history_length` views before the call
+        (the transform inside the model truncates too; cutting here only saves work).
+    """
+
+    def __init__(self, model_dir: str | Path, history_length: int = features.HISTORY_LENGTH):
+        import tensorflow as tf  # heavy: imported only when a model is actually loaded
+
+        _apply_tf_threads()
+        self.model_dir = Path(model_dir)
+        path = self.model_dir / SAVED_MODEL_DIR
+        if not path.is_dir():
+            raise FileNotFoundError(f"no SavedModel at {path}: is {model_dir} a finished model directory?")
+        self._loaded = tf.saved_model.load(str(path))
+        if SIGNATURE not in self._loaded.signatures:
+            raise ValueError(f"{path} has no '{SIGNATURE}' signature (has {list(self._loaded.signatures)})")
+        self._signature = self._loaded.signatures[SIGNATURE]
+        self.history_length = history_length
+        # Whether the user tower reads the queries (the model was trained with searches): only
+        # then can a user with searches but no views be personalised.
+        self.uses_searches = bool(_manifest_value(self.model_dir, "uses_searches", False))
+        self.dim = int(self._signature.structured_outputs[OUTPUT_KEY].shape[-1])
+
+    kind = "saved_model"  # what the service logs
+
+    def encode(
+        self,
+        rows: Sequence[Mapping[str, Sequence[str]]],
+        example_age_days: float | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
+    ) -> np.ndarray:
+        """User vectors for `rows` (see `pad_histories`), as `float32 [len(rows), dim]`.
+
+        `example_age_days` is one age for every row (serving: `features.SERVING_EXAMPLE_AGE`) or
+        one per row (offline evaluation of historical examples).
+        """
+        if not rows:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ages = np.broadcast_to(np.asarray(example_age_days, dtype=np.float32), (len(rows),))
+        return call_user_signature(self._signature, pad_histories(rows, self.history_length), ages)
+
+    def article_vectors(self, raw: Mapping[str, np.ndarray]) -> np.ndarray:
+        """`float32 [n, dim]`: the `article_vectors` signature over `raw`
+        (trainer/article_inputs.py `raw_article_features`).
+
+        Raises:
+          ValueError: the SavedModel has no article signature (cannot embed new listings).
+        """
+        from trainer.article_inputs import call_article_signature
+        from trainer.model_dir import ARTICLE_SIGNATURE
+
+        if ARTICLE_SIGNATURE not in self._loaded.signatures:
+            raise ValueError(f"{self.model_dir} has no '{ARTICLE_SIGNATURE}' signature: cannot embed new listings")
+        return call_article_signature(self._loaded.signatures[ARTICLE_SIGNATURE], raw)
+
+
+class NumpyUserEncoder(_Encoder):
+    """`UserEncoder`'s interface over the NumPy twin of the towers (trainer/numpy_towers.py): the
+    same vectors (proven at export, trainer/numpy_export.py) without TensorFlow.
+
+    Raises:
+      numpy_towers.TwinFilesError: the model directory has no usable `numpy_towers/`.
+    """
+
+    kind = "numpy"
+
+    def __init__(self, model_dir: str | Path, history_length: int = features.HISTORY_LENGTH):
+        from trainer.numpy_towers import NumpyTowers
+
+        self.model_dir = Path(model_dir)
+        self.towers = NumpyTowers(self.model_dir)
+        self.history_length = history_length
+        self.dim = self.towers.dim
+        self.uses_searches = bool(_manifest_value(self.model_dir, "uses_searches", False))
+
+    def encode(
+        self,
+        rows: Sequence[Mapping[str, Sequence[str]]],
+        example_age_days: float | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
+    ) -> np.ndarray:
+        """As `UserEncoder.encode`."""
+        if not rows:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ages = np.broadcast_to(np.asarray(example_age_days, dtype=np.float32), (len(rows),))
+        return self.towers.user_vectors(pad_histories(rows, self.history_length), ages)
+
+    def article_vectors(self, raw: Mapping[str, np.ndarray]) -> np.ndarray:
+        """As `UserEncoder.article_vectors`."""
+        return self.towers.article_vectors(raw)
+
+
+ENCODERS = ("auto", "numpy", "saved_model")
+
+
+def load_user_encoder(
+    model_dir: str | Path, history_length: int = features.HISTORY_LENGTH, encoder: str = "auto"
+) -> UserEncoder | NumpyUserEncoder:
+    """The encoder for a model directory: the NumPy twin when its manifest lists one (`auto`,
+    `numpy`), else the SavedModel (`auto`, `saved_model`). The caller checks file hashes first
+    (serving/integrity.py), so a twin whose files changed never loads.
+
+    Raises:
+      ValueError: `encoder` is unknown, or `numpy` for a directory without a usable twin
+        (`auto` falls back to the SavedModel with a warning when the twin cannot be read).
+    """
+    from trainer.numpy_towers import has_twin
+
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+    twin = has_twin({"files": _manifest_value(Path(model_dir), "files", None) or {}})
+    if encoder == "numpy" and not twin:
+        raise ValueError(f"{model_dir} has no NumPy towers (exported before they existed, or their proof failed)")
+    if twin and encoder != "saved_model":
+        from trainer.numpy_towers import TwinFilesError
+
+        try:
+            return NumpyUserEncoder(model_dir, history_length)
+        except TwinFilesError as error:
+            if encoder == "numpy":
+                raise
+            LOG.warning("%s; using the SavedModel", error)  # e.g. a twin format this version cannot read
+    return UserEncoder(model_dir, history_length)

@@ -34,6 +34,13 @@ EVALUATION_FILE = "evaluation.json"
 EVALUATION_PROTOCOL_KEY = "protocol"
 EVALUATION_PLOT_FILE = "evaluation.png"
 PREDICTIONS_PAGE_FILE = "predictions.html"  # sample users' views and candidates (trainer/predictions.py)
+# The towers without TensorFlow (trainer/numpy_towers.py), written by trainer/numpy_export.py only
+# when proven equal to the SavedModel: `spec.json` (parts, sizes, constants, the proof), one `.npy`
+# per weight array under `weights/` and the vocabularies under `vocab/`. Absent: the SavedModel serves.
+NUMPY_TOWERS_DIR = "numpy_towers"
+NUMPY_TOWERS_SPEC_FILE = "spec.json"
+NUMPY_TOWERS_WEIGHTS_DIR = "weights"
+NUMPY_TOWERS_VOCAB_DIR = "vocab"
 
 # The exported SavedModel's interface, written by trainer/export.py and called by
 # trainer/serving_model.py: one definition so the two cannot drift apart.
