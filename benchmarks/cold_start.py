@@ -133,11 +133,11 @@ def reembed_cost(pair) -> dict[str, float]:
 
 def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str, overrides: dict[str, Any],
             seed: int, served: bool) -> dict[str, Any]:  # fmt: skip
-    from homefeed.config import TrainConfig, from_dict, to_dict
+    from homefeed.config import TrainConfig, to_dict, train_config
     from trainer.evaluate import evaluate_model
     from trainer.train import train_model
 
-    config = replace(from_dict(TrainConfig, {**to_dict(TrainConfig()), **overrides}), seed=seed)
+    config = replace(train_config(overrides), seed=seed)
     version = f"{variant}-seed-{seed}-{int(time.time())}"
     started = time.monotonic()
     result = train_model(transform_dir, work / "models", config, model_version=version)
@@ -153,6 +153,7 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
         "dataset": name, "variant": variant, "overrides": overrides, "seed": seed,
         "train_seconds": round(train_seconds, 1),
         "validation_recall@200": result.metrics["best_validation_recall"],
+        "id_dropout_choice": result.metrics.get("id_dropout_choice"),
         "test_recall@200": evaluation["model"][f"recall@{K}"],
         "test_recall@50": evaluation["model"]["recall@50"],
         "test_recall@200_examples_age": examples_age["model"][f"recall@{K}"],

@@ -142,11 +142,11 @@ def encode_cost_ms(model_dir: Path, extract_dir: Path, calls: int = 200) -> floa
 
 def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str,
             overrides: dict[str, Any], seed: int) -> dict[str, Any]:  # fmt: skip
-    from homefeed.config import TrainConfig, from_dict, to_dict
+    from homefeed.config import TrainConfig, to_dict, train_config
     from trainer.evaluate import evaluate_model
     from trainer.train import train_model
 
-    config = replace(from_dict(TrainConfig, {**to_dict(TrainConfig()), **overrides}), seed=seed)
+    config = replace(train_config(overrides), seed=seed)
     version = f"{variant}-seed-{seed}-{int(time.time())}"
     started = time.monotonic()
     result = train_model(transform_dir, work / name / "models", config, model_version=version)
@@ -175,9 +175,9 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
 
 def is_default(overrides: dict[str, Any]) -> bool:
     """Whether a variant trains exactly what `TrainConfig()` trains (the goals are checked on it)."""
-    from homefeed.config import TrainConfig, from_dict, to_dict
+    from homefeed.config import TrainConfig, to_dict, train_config
 
-    return from_dict(TrainConfig, {**to_dict(TrainConfig()), **overrides}) == TrainConfig()
+    return train_config(overrides) == TrainConfig()
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def train(
     clash = sorted(set(overrides or {}) & set(settings))
     if clash:
         raise ValueError(f"overrides {clash} are pipeline parameters of their own; set those instead")
-    config = config_lib.from_dict(config_lib.TrainConfig, {**settings, **dict(overrides or {})})
+    config = config_lib.train_config({**settings, **dict(overrides or {})})
 
     result = train_into(transformed.path, model.path, config)
     metrics = result.metrics
