@@ -89,8 +89,10 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     return spec, VARIANTS[spec]
 
 
-def prepare(name: str, work: Path, movielens: str) -> tuple[Path, Path, dict[str, float]]:
-    """Input tables -> EXTRACT_DIR -> TRANSFORM_DIR under work/name (reused when finished already)."""
+def prepare(name: str, work: Path, movielens: str, sample=None, searches: bool = False) -> tuple[Path, Path, dict[str, float]]:
+    """Input tables -> EXTRACT_DIR -> TRANSFORM_DIR under work/name (reused when finished already);
+    `sample`: the SampleDataConfig of a generated dataset (default: by name, as the module says);
+    `searches`: a generated dataset's searches go into the extract (the user tower's search part)."""
     from components.extract.extract import extract_local
     from components.transform.job import run_transform
 
@@ -107,10 +109,11 @@ def prepare(name: str, work: Path, movielens: str) -> tuple[Path, Path, dict[str
     else:
         from homefeed.sample_data import SampleDataConfig, churn_config, write_sample_data
 
-        write_sample_data(base / "input", churn_config() if name == "churn" else SampleDataConfig())
+        write_sample_data(base / "input", sample or (churn_config() if name == "churn" else SampleDataConfig()))
     seconds["input"] = time.monotonic() - started
     started = time.monotonic()
-    extract_local(base / "input" / "events.parquet", base / "input" / "articles.parquet", base / "extract")
+    extract_local(base / "input" / "events.parquet", base / "input" / "articles.parquet", base / "extract",
+                  searches_path=base / "input" / "searches.parquet" if searches else None)  # fmt: skip
     seconds["extract"] = time.monotonic() - started
     started = time.monotonic()
     run_transform(str(base / "extract"), str(base / "transform"))
