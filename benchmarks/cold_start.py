@@ -169,6 +169,7 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
         "test_recall@200": evaluation["model"][f"recall@{K}"],
         "test_recall@50": evaluation["model"]["recall@50"],
         "test_recall@200_examples_age": examples_age["model"][f"recall@{K}"],
+        "test_baselines_recall@200": {n: m.get(f"recall@{K}") for n, m in evaluation["baselines"].items()},
         "new_views": cold["num_users"], "new_rankable": cold["num_rankable"],
         "new": {n: m.get(f"recall@{K}") for n, m in cold.items() if isinstance(m, dict)},
         "machine": machine(),
@@ -199,6 +200,9 @@ def print_table(name: str, variant: str, runs: list[dict[str, Any]]) -> None:
     print(f"{'model / trending':<34} {model / trend if trend else float('inf'):>8.2f}")
     print(f"{'overall test recall@200':<34} {m(r['test_recall@200'] for r in runs):>8.4f}   "
           + " ".join(f"{r['test_recall@200']:.4f}" for r in runs))  # fmt: skip
+    if "test_baselines_recall@200" in runs[0]:
+        for label, key in (("  ... category/region popularity", "category_region"), ("  ... item-kNN", "item_knn")):
+            print(f"{label:<34} {m(r['test_baselines_recall@200'].get(key) for r in runs):>8.4f}")
     print(f"{'overall test recall@50':<34} {m(r['test_recall@50'] for r in runs):>8.4f}")
     print(f"{'  ... at each view`s own age':<34} {m(r['test_recall@200_examples_age'] for r in runs):>8.4f}   "
           + " ".join(f"{r['test_recall@200_examples_age']:.4f}" for r in runs))  # fmt: skip
