@@ -3,36 +3,13 @@ beyond category and region, present only when asked for."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from homefeed.sample_data import ADJECTIVES, CATEGORY_NOUNS, CHURN_SETTINGS, SampleDataConfig, churn_config, generate
+from homefeed.sample_data import CATEGORY_NOUNS, CHURN_SETTINGS, SampleDataConfig, churn_config, generate
+from homefeed.sample_stats import title_types, type_repeat
 
 SMALL = dict(users=400, articles=6000, days=7)
-
-
-def _types(titles: pd.Series) -> pd.Series:
-    """The noun of each "<adjective> <noun>" title (adjectives may have two words)."""
-    pattern = "^(?:" + "|".join(ADJECTIVES) + ") "
-    return titles.str.replace(pattern, "", regex=True)
-
-
-def _type_repeat_lift(events: pd.DataFrame, articles: pd.DataFrame, seed: int = 0) -> float:
-    """P(a view's type = the type of the user's previous view in that category), over the same
-    probability when each view's type is replaced by a random one of its category's views (the
-    independent reference): ~1 when the type is chosen regardless of the user."""
-    a = articles.set_index("article_id")
-    views = events.sort_values(["user_id", "viewed_at", "article_id"], kind="stable").reset_index(drop=True)
-    views["category"] = a["category"].reindex(views["article_id"]).to_numpy()
-    views["type"] = _types(a["title"]).reindex(views["article_id"]).to_numpy()
-    rng = np.random.default_rng(seed)
-    views["shuffled"] = views.groupby("category")["type"].transform(lambda s: rng.permutation(s.to_numpy()))
-    previous = views.groupby(["user_id", "category"])["type"].shift(1)
-    has_previous = previous.notna()
-    same = (views["type"] == previous)[has_previous].mean()
-    reference = (views["shuffled"] == previous)[has_previous].mean()
-    return float(same / reference)
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +18,18 @@ def worlds():
 
 
 def test_without_taste_a_title_says_nothing_about_the_user_beyond_its_category(worlds):
-    assert abs(_type_repeat_lift(*worlds[0.0]) - 1.0) < 0.1
+    assert abs(type_repeat(*worlds[0.0])["lift"] - 1.0) < 0.1
 
 
 def test_with_taste_users_keep_to_their_kinds_of_items(worlds):
-    assert _type_repeat_lift(*worlds[0.8]) > 1.4
+    assert type_repeat(*worlds[0.8])["lift"] > 1.4
 
 
 def test_taste_changes_which_listings_are_opened_not_the_listings(worlds):
     (_, plain_articles), (taste_events, taste_articles) = worlds[0.0], worlds[0.8]
     pd.testing.assert_frame_equal(plain_articles, taste_articles)
     nouns = {noun for nouns in CATEGORY_NOUNS.values() for noun in nouns}
-    assert set(_types(taste_articles["title"])) <= nouns
+    assert set(title_types(taste_articles["title"])) <= nouns
     assert taste_events.groupby(["user_id", "article_id"]).size().max() == 1  # still first views only
 
 
@@ -65,3 +42,14 @@ def test_the_churn_preset_carries_the_taste_and_the_default_world_does_not():
 def test_bad_taste_settings_name_the_setting(field, value):
     with pytest.raises(ValueError, match=field):
         generate(SampleDataConfig(users=10, articles=100, **{field: value}))
+
+
+def test_type_repeat_counts_repeats_of_the_previous_type_in_a_category():
+    articles = pd.DataFrame({"article_id": ["a1", "a2", "a3", "a4"], "category": ["bikes", "bikes", "bikes", "toys"],
+                             "title": ["Barely used cargo bike", "Retro cargo bike", "Vintage road bike", "Small rc car"]})  # fmt: skip
+    at = pd.to_datetime(["2026-01-01T10:00Z", "2026-01-01T10:01Z", "2026-01-01T10:02Z", "2026-01-01T10:03Z"])
+    events = pd.DataFrame({"user_id": ["u1"] * 4, "article_id": ["a1", "a4", "a2", "a3"], "viewed_at": at})
+    # bikes: cargo, cargo (same as previous), road (not); the toy has no previous toy
+    assert list(title_types(articles["title"])) == ["cargo bike", "cargo bike", "road bike", "rc car"]
+    result = type_repeat(events, articles)
+    assert result["views"] == 2 and result["same_type_as_previous"] == 0.5
