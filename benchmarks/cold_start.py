@@ -145,7 +145,7 @@ def reembed_cost(pair) -> dict[str, float]:
 
 def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str, overrides: dict[str, Any],
             seed: int, served: bool) -> dict[str, Any]:  # fmt: skip
-    from homefeed.config import TrainConfig, to_dict, train_config
+    from trainer.id_dropout_choice import train_config
     from trainer.evaluate import evaluate_model
     from trainer.train import train_model
 

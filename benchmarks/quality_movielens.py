@@ -145,8 +145,9 @@ def encode_cost_ms(model_dir: Path, extract_dir: Path, calls: int = 200) -> floa
 
 def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str,
             overrides: dict[str, Any], seed: int) -> dict[str, Any]:  # fmt: skip
-    from homefeed.config import TrainConfig, to_dict, train_config
+    from homefeed.config import to_dict
     from trainer.evaluate import evaluate_model
+    from trainer.id_dropout_choice import train_config
     from trainer.train import train_model
 
     config = replace(train_config(overrides), seed=seed)
@@ -178,7 +179,8 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
 
 def is_default(overrides: dict[str, Any]) -> bool:
     """Whether a variant trains exactly what `TrainConfig()` trains (the goals are checked on it)."""
-    from homefeed.config import TrainConfig, to_dict, train_config
+    from homefeed.config import TrainConfig
+    from trainer.id_dropout_choice import train_config
 
     return train_config(overrides) == TrainConfig()
 

@@ -74,7 +74,9 @@ def register(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from trainer.train import train_model
 
-    config = config_lib.train_config(given_config_values(config_lib.TrainConfig, args))  # --id-dropout alone: no choice
+    from trainer.id_dropout_choice import train_config
+
+    config = train_config(given_config_values(config_lib.TrainConfig, args))  # --id-dropout alone: no choice
     started = time.monotonic()
     result = train_model(args.transformed, args.out, config, model_version=args.version)
     best = result.metrics

@@ -17,13 +17,21 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from homefeed.config import TrainConfig
+from homefeed.config import TrainConfig, from_dict
 
 LOG = logging.getLogger(__name__)
 
 M = TypeVar("M")
 
 METRICS_KEY = "id_dropout_choice"
+
+
+def train_config(values: dict[str, Any]) -> TrainConfig:
+    """`TrainConfig` from fields by name (as `homefeed.config.from_dict`), where an `id_dropout`
+    given without `id_dropout_choices` means that rate only: asking for a rate turns the choice off.
+    The CLI, the pipeline's train component and the benchmarks build their configs with it."""
+    extra = {"id_dropout_choices": ()} if "id_dropout" in values and "id_dropout_choices" not in values else {}
+    return from_dict(TrainConfig, {**values, **extra})
 
 
 def candidate_configs(config: TrainConfig, has_validation: bool) -> list[TrainConfig]:

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from homefeed.config import TrainConfig, train_config
+from homefeed.config import TrainConfig
 from homefeed.config_flags import given_config_values
 from homefeed.layout import model_dir as layout
 from homefeed_cli import cli
 from trainer import id_dropout_choice
+from trainer.id_dropout_choice import train_config
 
 
 def _fit_with(recalls: dict[float, float | None]):
@@ -55,7 +56,7 @@ def test_asking_for_a_rate_turns_the_choice_off():
     assert train_config(given_config_values(TrainConfig, args)).id_dropout_choices == ()
     args = parser.parse_args(["train", "--transformed", "t", "--out", "o", "--id-dropout-choices", "0", "0.8"])
     assert train_config(given_config_values(TrainConfig, args)).id_dropout_choices == (0.0, 0.8)
-    with pytest.raises(ValueError, match="id_dropout_choices must all be in"):
+    with pytest.raises(ValueError, match=r"id_dropout_choices must be in \[0, 1\), got 0.5, \(0.0, 1.0\)"):
         TrainConfig(id_dropout_choices=(0.0, 1.0))
 
 
