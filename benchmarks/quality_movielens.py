@@ -89,8 +89,10 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     return spec, VARIANTS[spec]
 
 
-def prepare(name: str, work: Path, movielens: str) -> tuple[Path, Path, dict[str, float]]:
-    """Input tables -> EXTRACT_DIR -> TRANSFORM_DIR under work/name (reused when finished already)."""
+def prepare(name: str, work: Path, movielens: str, sample=None, searches: bool = False) -> tuple[Path, Path, dict[str, float]]:
+    """Input tables -> EXTRACT_DIR -> TRANSFORM_DIR under work/name (reused when finished already);
+    `sample`: the SampleDataConfig of a generated dataset (default: by name, as the module says);
+    `searches`: a generated dataset's searches go into the extract (the user tower's search part)."""
     from components.extract.extract import extract_local
     from components.transform.job import run_transform
 
@@ -107,10 +109,11 @@ def prepare(name: str, work: Path, movielens: str) -> tuple[Path, Path, dict[str
     else:
         from homefeed.sample_data import SampleDataConfig, churn_config, write_sample_data
 
-        write_sample_data(base / "input", churn_config() if name == "churn" else SampleDataConfig())
+        write_sample_data(base / "input", sample or (churn_config() if name == "churn" else SampleDataConfig()))
     seconds["input"] = time.monotonic() - started
     started = time.monotonic()
-    extract_local(base / "input" / "events.parquet", base / "input" / "articles.parquet", base / "extract")
+    extract_local(base / "input" / "events.parquet", base / "input" / "articles.parquet", base / "extract",
+                  searches_path=base / "input" / "searches.parquet" if searches else None)  # fmt: skip
     seconds["extract"] = time.monotonic() - started
     started = time.monotonic()
     run_transform(str(base / "extract"), str(base / "transform"))
@@ -142,11 +145,12 @@ def encode_cost_ms(model_dir: Path, extract_dir: Path, calls: int = 200) -> floa
 
 def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str,
             overrides: dict[str, Any], seed: int) -> dict[str, Any]:  # fmt: skip
-    from homefeed.config import TrainConfig, from_dict, to_dict
+    from homefeed.config import to_dict
     from trainer.evaluate import evaluate_model
+    from trainer.id_dropout_choice import train_config
     from trainer.train import train_model
 
-    config = replace(from_dict(TrainConfig, {**to_dict(TrainConfig()), **overrides}), seed=seed)
+    config = replace(train_config(overrides), seed=seed)
     version = f"{variant}-seed-{seed}-{int(time.time())}"
     started = time.monotonic()
     result = train_model(transform_dir, work / name / "models", config, model_version=version)
@@ -175,9 +179,10 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
 
 def is_default(overrides: dict[str, Any]) -> bool:
     """Whether a variant trains exactly what `TrainConfig()` trains (the goals are checked on it)."""
-    from homefeed.config import TrainConfig, from_dict, to_dict
+    from homefeed.config import TrainConfig
+    from trainer.id_dropout_choice import train_config
 
-    return from_dict(TrainConfig, {**to_dict(TrainConfig()), **overrides}) == TrainConfig()
+    return train_config(overrides) == TrainConfig()
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -72,7 +72,9 @@ def register(subparsers: Any) -> None:
         "--churn",
         action="store_true",
         help="fresh-content world: listings live about a day (then sold or deleted) and most views go "
-        "to listings from the last hours; 14 days, 8000 listings unless --days/--articles say otherwise "
+        "to listings from the last hours; users look for kinds of items within a category (a cargo bike, "
+        "not any bike), so a title says something about who opens it; 14 days, 8000 listings unless "
+        "--days/--articles say otherwise "
         "(homefeed.sample_data.CHURN_SETTINGS)",
     )
     sample.set_defaults(handler=run_sample_data)

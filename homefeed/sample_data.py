@@ -13,6 +13,14 @@ The simulated world, kept small enough for a demo yet shaped like a real feed:
   last few: the short-term structure a sequence model can learn.
 * Which listing is opened depends on its quality (Zipf-like: a few listings are very popular) and
   its age (listings are viewed mostly in the days after they are listed).
+* Optionally (`type_taste` > 0; on in the `--churn` preset) users also care about the kind of item
+  within a category, the title's noun: one wants a cargo bike or a kids bike, not any bike; another
+  opens espresso machines and knife sets, never toasters. Each user has a preference over each
+  category's product types (a Dirichlet draw, `type_concentration`), and a view within a category
+  favours listings of the types they prefer. This is the signal a title can carry beyond category
+  and region: without it (`type_taste` 0, the default) a title is a random adjective and a noun
+  drawn uniformly within its category, and no model can place a new listing better from its title
+  than from its category and region.
 * A view is the first time a user opens a listing: each (user, article) pair occurs at most once,
   so the quality protocol's "exclude already-viewed articles" never hides a target. In a world
   this small, active users open most of what their region offers in a category; they then look
@@ -106,6 +114,10 @@ CATEGORY_NOUNS: dict[str, tuple[str, ...]] = {
     ),
 }
 CATEGORIES: tuple[str, ...] = tuple(CATEGORY_NOUNS)
+# Every category's nouns end to end (a product type's index); category c's are TYPES[TYPE_OFFSETS[c]:...].
+TYPES: tuple[str, ...] = tuple(noun for nouns in CATEGORY_NOUNS.values() for noun in nouns)
+TYPE_OFFSETS = np.cumsum([0, *(len(nouns) for nouns in CATEGORY_NOUNS.values())])[:-1]
+_TYPE_STREAM = 104_729  # mixed into the seed: the type taste's own generator
 ADJECTIVES: tuple[str, ...] = (
     "Vintage", "Like-new", "Barely used", "Handmade", "Compact", "Large", "Retro", "Classic",
     "Sturdy", "Refurbished", "Antique", "Modern", "Small", "Pre-loved", "Solid", "Stylish",
@@ -171,6 +183,14 @@ class SampleDataConfig:
     # `deleted_share` of them; still `active` if that is after the window). 0: listings stay until
     # sold or deleted as above. See `churn_config` for the fresh-content preset (`--churn`).
     listing_lifetime_days: float = 0.0
+    # Product-type taste (see the module docstring): this share of the views within a category
+    # look for one type (its title noun), drawn from the user's preference over the category's
+    # types, and open a listing of that type (any region, local ones first as always; the
+    # category's listings when none of the type is up). 0: no taste, titles carry no signal beyond
+    # category and region, and the output is exactly that of a generator without the setting.
+    type_taste: float = 0.0
+    # Dirichlet concentration of each user's preference over a category's types: smaller, narrower.
+    type_concentration: float = 0.3
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -190,11 +210,12 @@ class SampleDataConfig:
         need(self.session_length >= 1, f"session_length must be >= 1, got {self.session_length}")
         need(self.view_gap_seconds > 0, f"view_gap_seconds must be > 0, got {self.view_gap_seconds}")
         for name in ("category_stickiness", "home_region_share", "other_region_weight", "prelisted_share",
-                     "sold_share", "deleted_share"):
+                     "sold_share", "deleted_share", "type_taste"):
             value = getattr(self, name)
             need(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value}")
         need(self.sold_share + self.deleted_share <= 0.9, "sold_share + deleted_share must be <= 0.9")
         need(self.taste_concentration > 0, f"taste_concentration must be > 0, got {self.taste_concentration}")
+        need(self.type_concentration > 0, f"type_concentration must be > 0, got {self.type_concentration}")
         need(self.recency_days > 0, f"recency_days must be > 0, got {self.recency_days}")
         need(self.stale_weight >= 0, f"stale_weight must be >= 0, got {self.stale_weight}")
         need(self.popularity_exponent >= 0, f"popularity_exponent must be >= 0, got {self.popularity_exponent}")
@@ -243,6 +264,7 @@ class _Articles:
     status: np.ndarray  # int, index into features.ARTICLE_STATUSES
     quality: np.ndarray  # float > 0, heavy-tailed
     title: np.ndarray  # object (str)
+    kind: np.ndarray  # int, the title noun's index in TYPES (the product type)
     anchors: np.ndarray  # a few always-available listings: the last-resort fallback
 
 
@@ -281,14 +303,10 @@ def _simulate_articles(config: SampleDataConfig, rng: np.random.Generator) -> _A
 
     adjective = rng.integers(len(ADJECTIVES), size=n)
     noun_draw = rng.random(n)
-    title = np.array(
-        [
-            f"{ADJECTIVES[a]} {nouns[int(u * len(nouns))]}"
-            for a, nouns, u in zip(adjective, (CATEGORY_NOUNS[CATEGORIES[c]] for c in category), noun_draw)
-        ],
-        dtype=object,
-    )
-    return _Articles(category, region, created, removed, status, quality, title, anchors)
+    sizes = np.array([len(CATEGORY_NOUNS[c]) for c in CATEGORIES])
+    kind = TYPE_OFFSETS[category] + (noun_draw * sizes[category]).astype(np.int64)
+    title = np.array([f"{ADJECTIVES[a]} {TYPES[t]}" for a, t in zip(adjective, kind)], dtype=object)
+    return _Articles(category, region, created, removed, status, quality, title, kind, anchors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +332,7 @@ class _ArticleSampler:
         self.stale_weight = config.stale_weight
         self.other_region_weight = config.other_region_weight
         self.by_category = [np.flatnonzero(articles.category == c) for c in range(len(CATEGORIES))]
+        self.by_type = [np.flatnonzero(articles.kind == t) for t in range(len(TYPES))]
         self.everything = np.arange(len(articles.category))
 
     def bucket_of(self, seconds: np.ndarray) -> np.ndarray:
@@ -347,8 +366,9 @@ class _ArticleSampler:
         return np.where(nonempty[row], pool[position], -1)
 
     def draw_views(self, category: np.ndarray | None, region: np.ndarray, buckets: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
-        """One article per view, from the view's category (None: any category); -1 if none available."""
+                   rng: np.random.Generator, pools: list[np.ndarray] | None = None) -> np.ndarray:
+        """One article per view, from the view's category (None: any category; with `pools`, the
+        view's pool, e.g. `by_type`); -1 if none available."""
         result = np.full(len(region), -1, dtype=np.int64)
         u = rng.random(len(region))
         n_regions = len(REGIONS)
@@ -359,7 +379,7 @@ class _ArticleSampler:
             if len(views) == 0:
                 continue
             k = int(key[views[0]])
-            pool = self.everything if category is None else self.by_category[k // n_regions]
+            pool = self.everything if category is None else (pools or self.by_category)[k // n_regions]
             if len(pool):
                 result[views] = self.draw(pool, k % n_regions, buckets[views], u[views])
         return result
@@ -431,7 +451,9 @@ def _simulate_views(config: SampleDataConfig, articles: _Articles, rng: np.rando
     region, buckets = region[order], buckets[order]
     article = np.full(total, -1, dtype=np.int64)
     n_articles = len(articles.category)
+    sought, type_rng = _sought_types(config, user, category, rng_seed=config.seed)
     for attempt in range(_REDRAWS_IN_CATEGORY + _REDRAWS_IN_TASTE + _REDRAWS_ANYWHERE):
+        in_category = attempt < _REDRAWS_IN_CATEGORY
         index = np.flatnonzero((article < 0) | _repeated(user, article, n_articles))
         if len(index) == 0:
             break
@@ -440,6 +462,10 @@ def _simulate_views(config: SampleDataConfig, articles: _Articles, rng: np.rando
             if attempt >= _REDRAWS_IN_CATEGORY:
                 category[index] = _draw_categories(cumulative_taste, user[index], rng)
             article[index] = sampler.draw_views(category[index], region[index], buckets[index], rng)
+            if in_category and sought is not None:
+                typed = index[sought[index] >= 0]
+                found = sampler.draw_views(sought[typed], region[typed], buckets[typed], type_rng, sampler.by_type)
+                article[typed] = np.where(found >= 0, found, article[typed])
             index = index[article[index] < 0]  # nothing of the category available then
         if len(index):
             article[index] = sampler.draw_views(None, region[index], buckets[index], rng)
@@ -448,6 +474,26 @@ def _simulate_views(config: SampleDataConfig, articles: _Articles, rng: np.rando
     user, seconds, article = user[keep], seconds[keep], article[keep]
 
     return _top_up(config, user, seconds, article, articles, n_users)
+
+
+def _sought_types(config: SampleDataConfig, user: np.ndarray, category: np.ndarray,
+                  rng_seed: int) -> tuple[np.ndarray | None, np.random.Generator | None]:  # fmt: skip
+    """Per view, the product type (index into TYPES) it looks for, -1 for none, drawn from each
+    user's preference over the view's category's types; and the taste's own generator (so the
+    other draws stay as they are). `(None, None)` without taste (`type_taste` 0)."""
+    if config.type_taste <= 0:
+        return None, None
+    rng = np.random.default_rng([rng_seed, _TYPE_STREAM])
+    n_users = int(user.max()) + 1 if len(user) else 0
+    sought = np.full(len(user), -1, dtype=np.int64)
+    wants = rng.random(len(user)) < config.type_taste
+    u = rng.random(len(user))
+    for c, nouns in enumerate(CATEGORY_NOUNS.values()):
+        preference = rng.dirichlet(np.full(len(nouns), config.type_concentration), size=n_users)
+        views = np.flatnonzero(wants & (category == c))
+        drawn = (np.cumsum(preference, axis=1)[user[views]] < u[views, None]).sum(axis=1)
+        sought[views] = TYPE_OFFSETS[c] + np.minimum(drawn, len(nouns) - 1)
+    return sought, rng
 
 
 def _draw_categories(cumulative_taste: np.ndarray, user: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -516,6 +562,9 @@ CHURN_SETTINGS: dict[str, Any] = {
     "stale_weight": 0.01,
     "prelisted_share": 0.0,
     "bucket_hours": 2,
+    # People look for kinds of things within a category (a cargo bike, not any bike): the signal a
+    # title carries beyond category and region (see the module docstring and type_taste).
+    "type_taste": 0.8,
 }
 
 

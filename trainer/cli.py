@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from homefeed import config as config_lib
-from homefeed.config_flags import add_config_flags, config_from_args
+from homefeed.config_flags import add_config_flags, config_from_args, given_config_values
 
 TRAIN_DESCRIPTION = """\
 Train the two-tower candidate model (YouTube DNN) on a transform output and write a versioned
@@ -74,7 +74,9 @@ def register(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from trainer.train import train_model
 
-    config = config_from_args(config_lib.TrainConfig, args)
+    from trainer.id_dropout_choice import train_config
+
+    config = train_config(given_config_values(config_lib.TrainConfig, args))  # --id-dropout alone: no choice
     started = time.monotonic()
     result = train_model(args.transformed, args.out, config, model_version=args.version)
     best = result.metrics

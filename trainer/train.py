@@ -31,6 +31,7 @@ from homefeed import config as config_lib
 from homefeed import features
 from trainer import data as data_lib
 from trainer import export as export_lib
+from trainer import id_dropout_choice
 from trainer import loss as loss_lib
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
@@ -322,9 +323,6 @@ def train_model(
         int((corpus_ids[model_lib.LABEL_KEY] >= data.vocab.known_articles).sum()),
     )
 
-    model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
-    model.build_all()
-    trainer = Trainer(model, stats, config)
     user_weights = data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user)
     if user_weights:
         LOG.info("%d users have more than %d training examples: their examples are weighted down to count %d",
@@ -332,7 +330,15 @@ def train_model(
     dataset = data_lib.training_dataset(
         data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples, user_weights=user_weights
     )
-    metrics = fit(trainer, dataset, steps_per_epoch, eval_set, corpus_ids)
+
+    def fit_one(candidate: config_lib.TrainConfig) -> tuple[model_lib.TwoTowerModel, dict[str, Any]]:
+        keras.utils.set_random_seed(candidate.seed)
+        model = model_lib.TwoTowerModel(data.vocab, data.history_length, candidate)
+        model.build_all()
+        return model, fit(Trainer(model, stats, candidate), dataset, steps_per_epoch, eval_set, corpus_ids)
+
+    # One model, or one per id dropout rate with the best on validation kept (trainer/id_dropout_choice.py).
+    config, model, metrics = id_dropout_choice.fit_best(config, fit_one, eval_set is not None and len(eval_set) > 0)
     metrics["num_train_examples"] = stats.num_examples
     metrics["fit"] = {"splits": [features.TRAIN_SPLIT], "epochs": metrics["best_epoch"], "chosen_on": features.VALIDATION_SPLIT}
     if config.refit:

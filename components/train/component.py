@@ -32,7 +32,7 @@ def train(
 
     stage = runtime.start("train")
     from components.train.train_into import train_into
-    from homefeed import config as config_lib
+    from trainer.id_dropout_choice import train_config
 
     settings = {
         "embedding_dim": embedding_dim,
@@ -47,7 +47,7 @@ def train(
     clash = sorted(set(overrides or {}) & set(settings))
     if clash:
         raise ValueError(f"overrides {clash} are pipeline parameters of their own; set those instead")
-    config = config_lib.from_dict(config_lib.TrainConfig, {**settings, **dict(overrides or {})})
+    config = train_config({**settings, **dict(overrides or {})})
 
     result = train_into(transformed.path, model.path, config)
     metrics = result.metrics

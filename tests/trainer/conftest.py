@@ -30,6 +30,8 @@ SMALL_TRAIN_CONFIG = dict(
     eval_k=10,  # the corpus has 61 articles: recall@200 would be 1.0 from the first epoch
     popular_articles=20,
     seed=3,
+    id_dropout=0.5,  # one model per fixture (test_id_dropout_choice.py trains the choice)
+    id_dropout_choices=(),
 )
 
 
