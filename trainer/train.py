@@ -34,6 +34,7 @@ from trainer import export as export_lib
 from trainer import loss as loss_lib
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
+from trainer import validation_set
 from trainer.validation_set import (
     EvalSet,
     build_eval_set,
@@ -149,7 +150,7 @@ class Trainer:
         for start in range(0, len(eval_set), 4096):
             batch = {key: value[start : start + 4096] for key, value in eval_set.features.items() if key != features.USER_ID}
             parts.append(self.model.user_vectors(batch, training=False).numpy())
-        return metrics_lib.batched_ranks(np.concatenate(parts), article_vectors, eval_set.targets, eval_set.exclude)
+        return validation_set.target_ranks(np.concatenate(parts), article_vectors, eval_set)
 
     def snapshot(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.model.weights]

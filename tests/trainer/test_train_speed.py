@@ -1,7 +1,8 @@
 """What the training loop does for speed changes nothing it computes.
 
-The reference is Keras's own Adam, applied uncompiled, as the loop did before its update was
-compiled with XLA; one real transform run is shared with the other trainer tests (conftest.py).
+References: Keras's own Adam, applied uncompiled, as the loop did before its update was compiled
+with XLA (one real transform run shared with the other trainer tests, conftest.py); and
+`metrics.batched_ranks`, which per-epoch validation used before `validation_set.target_ranks`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import pytest
 
 from homefeed.config import TrainConfig
 
-pytestmark = pytest.mark.slow
 
 
 def _trainer(transform_dir, **overrides):
@@ -32,6 +32,7 @@ def _trainer(transform_dir, **overrides):
     return Trainer(model, stats, config), batches
 
 
+@pytest.mark.slow
 def test_compiled_adam_update_gives_the_weights_of_keras_adam(transform_dir):
     import keras
 
@@ -54,3 +55,24 @@ def test_compiled_adam_update_gives_the_weights_of_keras_adam(transform_dir):
     moved = np.abs(after[embedding] - before[embedding]).sum(axis=1) > 0
     assert 0 < moved.sum() < len(moved)  # trained, and rows never looked up stay where they were
     assert int(fast.optimizer.iterations) == len(batches) and isinstance(fast.optimizer, keras.optimizers.Adam)
+
+
+@pytest.mark.parametrize("batch_size", [1024, 7])
+def test_validation_ranks_are_the_reference_ranks_with_ties_exclusions_and_misses(batch_size):
+    from trainer import metrics
+    from trainer.validation_set import EvalSet, target_ranks
+
+    rng = np.random.default_rng(0)
+    # Small integer vectors: many exact score ties, so the tie rule (lower corpus index first) counts.
+    users = rng.integers(-2, 3, (300, 4)).astype(np.float32)
+    articles = rng.integers(-2, 3, (500, 4)).astype(np.float32)
+    targets = rng.integers(0, 500, 300)
+    targets[:20] = -1  # not in the corpus
+    exclude = [np.unique(rng.integers(0, 500, rng.integers(0, 40))) for _ in range(300)]
+    exclude[25] = np.array([targets[25], 3])  # the target itself was viewed: a miss
+    exclude[26] = np.zeros(0, np.int64)
+    eval_set = EvalSet({}, targets, exclude)
+    want = metrics.batched_ranks(users, articles, targets, exclude)
+    got = target_ranks(users, articles, eval_set, batch_size=batch_size)
+    np.testing.assert_array_equal(got, want)
+    assert (got == metrics.MISSED).sum() >= 21 and len(set(got[got != metrics.MISSED])) > 50
