@@ -13,7 +13,8 @@ age, 5% validation, 5% test), transforms it once on DirectRunner (not timed; kep
      per-epoch validation (recall@K over at most `max_eval_users` validation examples, exact
      search over the corpus), and the whole call (statistics, corpus, export included).
 
-Printed: examples/s per epoch, the input pipeline's time as a share of a training epoch (an upper
+Printed: examples/s per epoch, the process's CPU seconds per epoch (all threads; what a busy
+machine changes least), the input pipeline's time as a share of a training epoch (an upper
 bound on what a faster input pipeline could save: tf.data overlaps it with the step), the
 validation share, and the machine's load average, which the wall clock depends on. Every
 `candidates train` flag is accepted and passed through (e.g. --batch-size 1024).
@@ -119,10 +120,10 @@ def main() -> int:
     epochs = metrics["epochs"]
     n = metrics["num_train_examples"]
 
-    print(f"{'epoch':>5} {'seconds':>8} {'examples/s':>11} {'validation s':>13} {'loss':>8} {'val recall':>10}")
+    print(f"{'epoch':>5} {'seconds':>8} {'examples/s':>11} {'CPU s':>7} {'validation s':>13} {'loss':>8} {'val recall':>10}")
     for e in epochs:
         recall = e.get(f"validation_recall@{metrics['validation_k']}")
-        print(f"{e['epoch']:>5} {e['seconds']:>8.1f} {n / e['seconds']:>11.0f} {e['validation_seconds']:>13.1f} "
+        print(f"{e['epoch']:>5} {e['seconds']:>8.1f} {n / e['seconds']:>11.0f} {e['cpu_seconds']:>7.1f} {e['validation_seconds']:>13.1f} "
               f"{e['loss']:>8.4f} {'n/a' if recall is None else f'{recall:.4f}':>10}")  # fmt: skip
     epoch_seconds = [e["seconds"] for e in epochs]
     validation_seconds = sum(e["validation_seconds"] for e in epochs)

@@ -190,7 +190,8 @@ def fit(
     With `eval_set` None (or empty) every `config.epochs` epoch runs and the last one is kept.
 
     Returns the training log: `epochs` (one dict per epoch: epoch, loss, validation recall,
-    seconds, of which validation_seconds scoring the validation set), `best_epoch`, `best_validation_recall`, `epochs_run`, `stopped_early`, `train_seconds`.
+    seconds, of which validation_seconds scoring the validation set, and the process's cpu_seconds),
+    `best_epoch`, `best_validation_recall`, `epochs_run`, `stopped_early`, `train_seconds`.
     """
     config = trainer.config
     k = early_stopping_k(config.eval_k, len(corpus_ids[model_lib.LABEL_KEY]))
@@ -200,6 +201,7 @@ def fit(
     started = time.monotonic()
     for epoch in range(1, config.epochs + 1):
         epoch_started = last_progress = time.monotonic()
+        cpu_started = time.process_time()
         losses = []
         for step, batch in enumerate(dataset, start=1):
             losses.append(float(trainer.step(batch)))
@@ -219,6 +221,7 @@ def fit(
             f"validation_recall@{k}": recall,
             "seconds": round(seconds, 2),
             "validation_seconds": round(time.monotonic() - validation_started, 2),
+            "cpu_seconds": round(time.process_time() - cpu_started, 2),  # all threads: less load-dependent
         }
         log.append(entry)
         LOG.info(

@@ -76,3 +76,10 @@ def test_validation_ranks_are_the_reference_ranks_with_ties_exclusions_and_misse
     got = target_ranks(users, articles, eval_set, batch_size=batch_size)
     np.testing.assert_array_equal(got, want)
     assert (got == metrics.MISSED).sum() >= 21 and len(set(got[got != metrics.MISSED])) > 50
+
+
+@pytest.mark.slow
+def test_each_epoch_logs_its_seconds_validation_seconds_and_cpu_seconds(trained):
+    for epoch in trained.result.metrics["epochs"]:
+        assert 0 < epoch["validation_seconds"] <= epoch["seconds"]
+        assert epoch["cpu_seconds"] > 0
