@@ -1,7 +1,7 @@
 """What the training loop does for speed changes nothing it computes.
 
-References: Keras's own Adam, applied uncompiled, as the loop did before its update was compiled
-with XLA (one real transform run shared with the other trainer tests, conftest.py); and
+References: Keras's own Adam, applied uncompiled (the default), for `fused_adam`, its update
+compiled with XLA (one real transform run shared with the other trainer tests, conftest.py); and
 `metrics.batched_ranks`, which per-epoch validation used before `validation_set.target_ranks`.
 """
 
@@ -36,12 +36,8 @@ def _trainer(transform_dir, **overrides):
 def test_compiled_adam_update_gives_the_weights_of_keras_adam(transform_dir):
     import keras
 
-    fast, batches = _trainer(transform_dir, num_sampled_negatives=8)
-    reference, _ = _trainer(transform_dir, num_sampled_negatives=8)
-    # The reference applies the gradients with the plain Keras call, not compiled.
-    reference._apply_gradients = lambda gradients: reference.optimizer.apply_gradients(
-        zip(gradients, reference.model.trainable_variables)
-    )
+    fast, batches = _trainer(transform_dir, num_sampled_negatives=8, fused_adam=True)
+    reference, _ = _trainer(transform_dir, num_sampled_negatives=8)  # the plain Keras call, not compiled
     before = fast.snapshot()
     for batch in batches:
         assert float(fast.step(batch)) == pytest.approx(float(reference.step(batch)), rel=1e-5)
