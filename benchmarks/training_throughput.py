@@ -20,6 +20,7 @@ validation share, and the machine's load average, which the wall clock depends o
 `candidates train` flag is accepted and passed through (e.g. --batch-size 1024).
 
   .venv/bin/python benchmarks/training_throughput.py                       # 10^6 examples, 5 epochs
+  .venv/bin/python benchmarks/training_throughput.py --fused-adam --epochs 2       # any train flag
   .venv/bin/python benchmarks/training_throughput.py --examples 100000 --epochs 2
   .venv/bin/python benchmarks/training_throughput.py --json benchmarks/results/training_issue16.jsonl
 
