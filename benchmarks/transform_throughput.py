@@ -1,7 +1,8 @@
 """Throughput of the transform job (`components.transform.job.run_transform`) on DirectRunner.
 
 Generates synthetic EXTRACT_DIRs (seeded: Zipf-popular articles, histories of 1..H views with
-parallel categories and regions, 5% validation, 5% test), then runs the job once per size in a fresh process and
+parallel categories and regions, the label's title and age as the extract writes them (--no-content:
+without, as before the content-aware article tower), 5% validation, 5% test), then runs the job once per size in a fresh process and
 prints examples/second (wall clock and per CPU second) and peak memory: max RSS of the job process
 and of its largest child (worker processes in multi_processing mode; importing TensorFlow alone
 leaves a ~640 MiB short-lived child). Generation is not timed. With --profile, each run is under
@@ -36,8 +37,16 @@ CATEGORIES = 12
 REGIONS = 5
 
 
-def generate_extract_dir(path: Path, num_examples: int, history_length: int, seed: int = 0) -> Path:
-    """Writes a synthetic EXTRACT_DIR with `num_examples` training examples (vectorised, fast)."""
+TITLE_WORDS = 5_000
+
+
+def generate_extract_dir(path: Path, num_examples: int, history_length: int, seed: int = 0, content: bool = True) -> Path:
+    """Writes a synthetic EXTRACT_DIR with `num_examples` training examples (vectorised, fast).
+
+    With `content` (what `candidates extract` writes today) each example also has the label's
+    title (3 words of a Zipf-distributed vocabulary, fixed per article) and age in days; without it
+    the data is that of the figures measured before the content-aware article tower.
+    """
     rng = np.random.default_rng(seed)
     num_articles = max(1_000, num_examples // 10)
     num_users = max(10, num_examples // 20)
@@ -76,10 +85,16 @@ def generate_extract_dir(path: Path, num_examples: int, history_length: int, see
             features.TRAIN_SPLIT,
         )),
     }
+    titles = None
+    if content:
+        words = (rng.zipf(1.2, (num_articles, 3)) - 1) % TITLE_WORDS
+        titles = pa.array([f"w{a} w{b} w{c}" for a, b, c in words])
+        columns[features.LABEL_TITLE] = titles.take(pa.array(label))
+        columns[features.LABEL_AGE] = pa.array(rng.exponential(20.0, num_examples))
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path / extract_layout.TRAINING_EXAMPLES_FILE, row_group_size=100_000)
     pq.write_table(
-        pa.table({"article_id": names, "title": names, "category": category_names.take(
+        pa.table({"article_id": names, "title": titles if titles is not None else names, "category": category_names.take(
             pa.array(np.arange(num_articles) % CATEGORIES)), "region": region_names.take(
             pa.array(np.arange(num_articles) % REGIONS))}),
         path / extract_layout.CORPUS_FILE,
@@ -170,6 +185,8 @@ def main() -> int:
     parser.add_argument("--mode", default="in_memory", help="direct_running_mode")
     parser.add_argument("--profile", action="store_true", help="cProfile each run (in_memory only sees this process)")
     parser.add_argument("--top", type=int, default=25, help="functions listed with --profile")
+    parser.add_argument("--no-content", action="store_true",
+                        help="generate examples without label title and age (the data before the content-aware article tower)")
     parser.add_argument("--run-one", nargs=2, metavar=("EXAMPLES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -180,14 +197,15 @@ def main() -> int:
     sizes = sorted(set(args.sizes + ([1_000_000] if args.large else [])))
     workdir = Path(args.workdir)
     print(f"transform throughput on DirectRunner ({args.mode}, {args.workers} worker(s)), "
-          f"H={args.history_length}, batch {args.batch_size}, {os.cpu_count()} CPUs")
+          f"H={args.history_length}, batch {args.batch_size}, {os.cpu_count()} CPUs, "
+          f"{'no label content' if args.no_content else 'with label titles and ages'}")
     print("(wall seconds depend on what else the machine runs; CPU seconds much less so)")
     print(f"{'examples':>10} {'wall s':>8} {'examples/s':>11} {'CPU s':>8} {'examples/CPU s':>15} "
-          f"{'peak RSS MiB (job / children)':>30}")
+          f"{'peak RSS MiB (job / children)':>30} {'load 1/5 min':>13}")
     for size in sizes:
-        examples = workdir / f"extract-{size}-h{args.history_length}"
+        examples = workdir / f"extract-{size}-h{args.history_length}{'' if args.no_content else '-content'}"
         if not (examples / extract_layout.SUCCESS_MARKER).exists():
-            generate_extract_dir(examples, size, args.history_length)
+            generate_extract_dir(examples, size, args.history_length, content=not args.no_content)
         command = [sys.executable, __file__, "--run-one", str(examples), str(workdir / f"out-{size}"),
                    "--history-length", str(args.history_length), "--batch-size", str(args.batch_size),
                    "--workers", str(args.workers), "--mode", args.mode, "--top", str(args.top)]
@@ -202,7 +220,8 @@ def main() -> int:
         rate = result["records_in"] / result["seconds"]
         cpu = result["cpu_seconds"]
         print(f"{size:>10} {result['seconds']:>8.1f} {rate:>11.0f} {cpu:>8.1f} {result['records_in'] / cpu:>15.0f} "
-              f"{result['peak_rss_mib_self']:>16.0f} / {result['peak_rss_mib_children']:.0f}", flush=True)
+              f"{result['peak_rss_mib_self']:>16.0f} / {result['peak_rss_mib_children']:<11.0f} "
+              f"{os.getloadavg()[0]:>6.1f}/{os.getloadavg()[1]:.1f}", flush=True)
         if args.profile:
             profile = result["profile"]
             total = sum(profile["split_seconds"].values())

@@ -281,6 +281,7 @@ class TrainConfig:
     cache_examples: bool = field(
         default=True, metadata={"help": "keep the training records in memory after the first epoch"}
     )
+    fused_adam: bool = field(default=False, metadata={"help": "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step at 10^5 articles); same arithmetic, rounded differently: results differ slightly (off: MovieLens test R@200 moved 0.752 -> 0.747, README)"})  # fmt: skip
     popular_articles: int = field(
         default=1000, metadata={"help": "size of popular_articles.json (the serving fallback)"}
     )

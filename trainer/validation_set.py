@@ -90,6 +90,57 @@ def build_eval_set(
     return EvalSet(rows, targets.astype(np.int64), exclude)
 
 
+def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set: EvalSet, batch_size: int = 1024) -> np.ndarray:
+    """`metrics.batched_ranks` of the eval set, the same ranks in fewer passes over the scores.
+
+    The reference builds several score-sized temporaries per batch (row copies, four boolean
+    matrices); per-epoch validation at 10^4 users x 10^5 articles spent most of its time there.
+    Here each batch's scores (the same BLAS product, so the same floats) are compared once for
+    `>` and once for `>=`: a target without an equal score elsewhere is ranked by the first
+    count, the rare row with ties gets the reference's tie rule (lower corpus index first) from its
+    own row, and the excluded articles are looked up in the same score matrix.
+
+    Args:
+      user_vectors: float32 `[n, d]`, row i for `eval_set` row i.
+      article_vectors: float32 `[n_articles, d]`, corpus order.
+
+    Returns:
+      int64 `[n]`, `metrics.MISSED` where the target is not in the corpus or excluded.
+    """
+    from trainer import metrics as metrics_lib
+
+    n_articles = len(article_vectors)
+    batch_size = max(1, min(batch_size, metrics_lib.MAX_SCORES_IN_MEMORY // max(n_articles, 1)))
+    ranks = np.full(len(eval_set), metrics_lib.MISSED, np.int64)
+    for start in range(0, len(eval_set), batch_size):
+        targets = eval_set.targets[start : start + batch_size]
+        valid = np.flatnonzero((targets >= 0) & (targets < n_articles))
+        if not len(valid):
+            continue
+        scores = user_vectors[start + valid] @ article_vectors.T
+        target_columns = targets[valid]
+        target_scores = scores[np.arange(len(valid)), target_columns][:, None]
+        greater = np.count_nonzero(scores > target_scores, axis=1)
+        tied = np.count_nonzero(scores >= target_scores, axis=1) - greater > 1
+        for j in np.flatnonzero(tied):
+            greater[j] += np.count_nonzero(scores[j, : target_columns[j]] == target_scores[j, 0])
+        for j, row in enumerate(valid):
+            excluded = eval_set.exclude[start + row]
+            excluded = excluded[(excluded >= 0) & (excluded < n_articles)]
+            if not len(excluded):
+                continue
+            if np.any(excluded == target_columns[j]):
+                greater[j] = metrics_lib.MISSED
+                continue
+            excluded_scores = scores[j, excluded]
+            greater[j] -= np.count_nonzero(
+                (excluded_scores > target_scores[j, 0])
+                | ((excluded_scores == target_scores[j, 0]) & (excluded < target_columns[j]))
+            )
+        ranks[start + valid] = greater
+    return ranks
+
+
 def serving_age_feature(transform_layer, n: int) -> np.ndarray:
     """The transformed (z-scored) `features.SERVING_EXAMPLE_AGE`, float32 `[n]`: what the service
     feeds every user, so validation recall is the recall of what is served."""

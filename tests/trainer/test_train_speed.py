@@ -1,0 +1,81 @@
+"""What the training loop does for speed changes nothing it computes.
+
+References: Keras's own Adam, applied uncompiled (the default), for `fused_adam`, its update
+compiled with XLA (one real transform run shared with the other trainer tests, conftest.py); and
+`metrics.batched_ranks`, which per-epoch validation used before `validation_set.target_ranks`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from homefeed.config import TrainConfig
+
+
+
+def _trainer(transform_dir, **overrides):
+    import keras
+
+    from conftest import SMALL_TRAIN_CONFIG
+    from trainer import data as data_lib
+    from trainer import model as model_lib
+    from trainer.train import Trainer
+
+    config = TrainConfig(**{**SMALL_TRAIN_CONFIG, "dropout": 0.0, "id_dropout": 0.0, **overrides})
+    data = data_lib.TransformedData.open(transform_dir)
+    stats = data_lib.training_statistics(data)
+    keras.utils.set_random_seed(config.seed)
+    model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
+    model.build_all()
+    batches = list(data_lib.training_dataset(data, config.batch_size, 1000, config.seed, cache=False).take(3))
+    return Trainer(model, stats, config), batches
+
+
+@pytest.mark.slow
+def test_compiled_adam_update_gives_the_weights_of_keras_adam(transform_dir):
+    import keras
+
+    fast, batches = _trainer(transform_dir, num_sampled_negatives=8, fused_adam=True)
+    reference, _ = _trainer(transform_dir, num_sampled_negatives=8)  # the plain Keras call, not compiled
+    before = fast.snapshot()
+    for batch in batches:
+        assert float(fast.step(batch)) == pytest.approx(float(reference.step(batch)), rel=1e-5)
+    after = fast.snapshot()
+    # Equal up to float rounding: fused and unfused arithmetic round differently, and Adam scales
+    # a near-zero gradient (the attention key bias's) to a full step. Textbook dense Adam (moments
+    # decayed on every row) would differ by ~1e-3 after these 3 steps of learning rate 0.01.
+    for got, want, variable in zip(after, reference.snapshot(), fast.model.weights):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5, err_msg=variable.path)
+    embedding = next(i for i, v in enumerate(fast.model.weights) if v.path.startswith("article_embedding"))
+    moved = np.abs(after[embedding] - before[embedding]).sum(axis=1) > 0
+    assert 0 < moved.sum() < len(moved)  # trained, and rows never looked up stay where they were
+    assert int(fast.optimizer.iterations) == len(batches) and isinstance(fast.optimizer, keras.optimizers.Adam)
+
+
+@pytest.mark.parametrize("batch_size", [1024, 7])
+def test_validation_ranks_are_the_reference_ranks_with_ties_exclusions_and_misses(batch_size):
+    from trainer import metrics
+    from trainer.validation_set import EvalSet, target_ranks
+
+    rng = np.random.default_rng(0)
+    # Small integer vectors: many exact score ties, so the tie rule (lower corpus index first) counts.
+    users = rng.integers(-2, 3, (300, 4)).astype(np.float32)
+    articles = rng.integers(-2, 3, (500, 4)).astype(np.float32)
+    targets = rng.integers(0, 500, 300)
+    targets[:20] = -1  # not in the corpus
+    exclude = [np.unique(rng.integers(0, 500, rng.integers(0, 40))) for _ in range(300)]
+    exclude[25] = np.array([targets[25], 3])  # the target itself was viewed: a miss
+    exclude[26] = np.zeros(0, np.int64)
+    eval_set = EvalSet({}, targets, exclude)
+    want = metrics.batched_ranks(users, articles, targets, exclude)
+    got = target_ranks(users, articles, eval_set, batch_size=batch_size)
+    np.testing.assert_array_equal(got, want)
+    assert (got == metrics.MISSED).sum() >= 21 and len(set(got[got != metrics.MISSED])) > 50
+
+
+@pytest.mark.slow
+def test_each_epoch_logs_its_seconds_validation_seconds_and_cpu_seconds(trained):
+    for epoch in trained.result.metrics["epochs"]:
+        assert 0 < epoch["validation_seconds"] <= epoch["seconds"]
+        assert epoch["cpu_seconds"] > 0
