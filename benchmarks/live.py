@@ -4,7 +4,7 @@ Part `filter` (library level, no HTTP; seeded synthetic data):
   1. makes `--size` clustered unit vectors of `--dim` (1,000 Gaussian clusters, like article
      vectors) and queries near a few of them (like user vectors: the mean of a few articles);
   2. builds the index as `candidates build-index` does (`--index-type`, default HNSW) and tunes
-     efSearch / nprobe until unfiltered recall@k reaches 0.95;
+     efSearch / nprobe until unfiltered recall@k reaches IndexConfig.recall_floor (0.98), as the service's build does;
   3. gives each row a region, so regions cover `--shares` of the corpus (default 0.1 %, 1 %,
      10 %, 50 %; regions independent of the vectors, the hard case for a filtered graph search);
   4. for each share runs `serving.filtered_search.RegionIndex.search` (the service's code) on one
@@ -106,7 +106,8 @@ def bench_filter(args) -> dict:
         print(f"built {args.index_type} over {args.size:,} x {args.dim} in {build_s:.0f}s")
         return {"build_s": round(build_s, 1)}
     exact = faiss_index.exact_search(vectors, queries, args.k)
-    tuning = faiss_index.tune_search(index, queries, exact, args.k, 0.95, config)
+    # Tuned to the floor the service's index is built to (IndexConfig.recall_floor), not below it.
+    tuning = faiss_index.tune_search(index, queries, exact, args.k, config.recall_floor, config)
     print(f"{args.index_type} over {args.size:,} x {args.dim} built in {build_s:.0f}s; unfiltered recall@{args.k} "
           f"{tuning.recall:.3f} with {tuning.params.to_dict() or 'exact search'}")
     codes = region_codes(args.size, args.shares, rng)
