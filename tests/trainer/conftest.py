@@ -12,27 +12,8 @@ from pathlib import Path
 import pytest
 
 from homefeed.config import TrainConfig, TransformConfig
-from trainer_testdata import H, write_extract_dir
+from trainer_testdata import SMALL_TRAIN_CONFIG, H, write_extract_dir
 
-# Small and quick, still well able to learn the planted sequences.
-SMALL_TRAIN_CONFIG = dict(
-    embedding_dim=16,
-    attribute_embedding_dim=8,
-    tower_units=(32,),
-    output_dim=16,
-    recent_items=2,
-    dropout=0.0,
-    temperature=0.1,
-    learning_rate=0.01,
-    batch_size=64,
-    epochs=12,
-    early_stopping_patience=4,
-    eval_k=10,  # the corpus has 61 articles: recall@200 would be 1.0 from the first epoch
-    popular_articles=20,
-    seed=3,
-    id_dropout=0.5,  # one model per fixture (test_id_dropout_choice.py trains the choice)
-    id_dropout_choices=(),
-)
 
 
 @dataclass

@@ -62,7 +62,7 @@ def test_asking_for_a_rate_turns_the_choice_off():
 
 @pytest.mark.slow
 def test_training_keeps_the_model_of_the_chosen_rate(transform_dir, tmp_path):
-    from conftest import SMALL_TRAIN_CONFIG
+    from trainer_testdata import SMALL_TRAIN_CONFIG
     from trainer.train import train_model
 
     config = TrainConfig(**{**SMALL_TRAIN_CONFIG, "epochs": 3, "id_dropout_choices": (0.0, 0.5)})

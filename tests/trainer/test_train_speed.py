@@ -17,7 +17,7 @@ from homefeed.config import TrainConfig
 def _trainer(transform_dir, **overrides):
     import keras
 
-    from conftest import SMALL_TRAIN_CONFIG
+    from trainer_testdata import SMALL_TRAIN_CONFIG
     from trainer import data as data_lib
     from trainer import model as model_lib
     from trainer.train import Trainer

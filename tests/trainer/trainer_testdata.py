@@ -127,3 +127,24 @@ def write_extract_dir(path: Path, n_users: int = 300, seed: int = 7) -> Path:
     corpus_frame().to_parquet(path / extract_layout.CORPUS_FILE, index=False)
     (path / extract_layout.SUCCESS_MARKER).write_text("")
     return path
+
+
+# Small and quick, still well able to learn the planted sequences.
+SMALL_TRAIN_CONFIG = dict(
+    embedding_dim=16,
+    attribute_embedding_dim=8,
+    tower_units=(32,),
+    output_dim=16,
+    recent_items=2,
+    dropout=0.0,
+    temperature=0.1,
+    learning_rate=0.01,
+    batch_size=64,
+    epochs=12,
+    early_stopping_patience=4,
+    eval_k=10,  # the corpus has 61 articles: recall@200 would be 1.0 from the first epoch
+    popular_articles=20,
+    seed=3,
+    id_dropout=0.5,  # one model per fixture (test_id_dropout_choice.py trains the choice)
+    id_dropout_choices=(),
+)
