@@ -25,7 +25,6 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.settings import ServiceSettings, get_settings
@@ -97,14 +96,7 @@ class JsonHttpProtocol(HttpToolsProtocol):
         # uvicorn drops; only bytes of a new request count towards its head.
         if self._header_deadline is not None and not self._in_body and self._head_too_large(data):
             return
-        self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:  # no upgrades here (no websockets): plain request
-            pass
-        except httptools.HttpParserError:
-            self.send_400_response("malformed HTTP request")
-            return
+        super().data_received(data)  # a parser error comes back through send_400_response
         if self.cycle is not None and self.cycle is not self._timed_cycle:
             self._timed_cycle = self.cycle  # a new request's headers arrived in time
             self._disarm()
@@ -154,7 +146,7 @@ class JsonHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         LOG.info("refused a request from %s: %s", self.client, msg)
-        self._refuse(400, msg)
+        self._refuse(400, "malformed HTTP request")
 
     def _refuse(self, status: int, message: str) -> None:
         """Sends the JSON error, then closes gently: half-close, read and drop what still comes for
