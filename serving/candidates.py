@@ -225,23 +225,7 @@ def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool =
     """
     rounded = hot_path.round6(answer.scores)
     if answer.overlay is not None and answer.overlay.records:
-        # `overlay.article_id(r)` / `overlay.title(r)` inlined: this loop runs k times per request.
-        overlay = answer.overlay
-        n_main, ids, side_ids, records = overlay.n_main, overlay.pair.article_ids, overlay.side_ids, overlay.records
-        titles = overlay.pair.titles if include_titles else None
-        candidates = []
-        for r, s in zip(answer.rows, rounded):
-            if r < n_main:
-                item = {"article_id": ids[r], "score": s}
-                title = titles[r] if titles is not None else None
-            else:
-                article_id = side_ids[r - n_main]
-                item = {"article_id": article_id, "score": s}
-                title = records[article_id].title if include_titles else None
-            if title is not None:
-                item["title"] = title
-            candidates.append(item)
-        return _body(answer, candidates)
+        return _body(answer, answer.overlay.candidate_items(answer.rows, rounded, include_titles))
     ids = pair.article_ids
     titles = pair.titles if include_titles else None
     if titles is None:

@@ -61,6 +61,25 @@ class LiveOverlay:
             return self.pair.titles[row] if self.pair.titles is not None else None
         return self.records[self.side_ids[row - self.n_main]].title
 
+    def candidate_items(self, rows, scores, include_titles: bool) -> list[dict]:
+        """`{"article_id", "score"[, "title"]}` per row: `article_id(r)` and `title(r)` for k rows at
+        once (the answer's hot loop: the lists are read once, not through two calls per row)."""
+        n_main, ids, side_ids, records = self.n_main, self.pair.article_ids, self.side_ids, self.records
+        titles = self.pair.titles if include_titles else None
+        items = []
+        for r, s in zip(rows, scores):
+            if r < n_main:
+                item = {"article_id": ids[r], "score": s}
+                title = titles[r] if titles is not None else None
+            else:
+                article_id = side_ids[r - n_main]
+                item = {"article_id": article_id, "score": s}
+                title = records[article_id].title if include_titles else None
+            if title is not None:
+                item["title"] = title
+            items.append(item)
+        return items
+
     def is_known(self, article_id: str) -> bool:
         return article_id in self.records or article_id in self.corpus.row_of
 
