@@ -20,7 +20,11 @@ Part `service` (over HTTP on loopback; needs a trained model directory with its 
   3. GET latency at concurrency 1 for `--duration` seconds idle, then again while another thread
      upserts listings at `--upserts-per-s` (default 100); prints p50/p99 of both and their ratio.
   3b. before that, the serving process's CPU per upsert (its /proc CPU time over `--cpu-seconds`
-     of upserts, less as long idle), which hardly depends on the machine's load.
+     of upserts, less as long idle), which hardly depends on the machine's load; with Redis also
+     the reading replica's CPU per change it synced (a replica that takes no writes).
+  With `--redis-url` the GETs go to a replica that takes none of the writes (the writes go to the
+  other), the layout docs/live.md recommends when GET tail latency matters: it then pays only for
+  syncing (a batch every `--live-sync-interval`), not for parsing and embedding each upsert.
   Targets: PUT -> visible < 1 s; p99 under upserts within 20 % of idle.
 
 Usage:
@@ -310,24 +314,31 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def upsert_cpu_ms(port: int, pid: int, per_s: float, seconds: float) -> dict:
+def upsert_cpu_ms(port: int, pid: int, per_s: float, seconds: float, reader_pid: int | None = None) -> dict:
     """The serving process's CPU per upsert: its CPU over `seconds` of upserts at `per_s` (and no
     GETs), less its CPU over as long idle (the sync loop), divided by the upserts it answered.
-    CPU time, unlike latency, hardly depends on how loaded the machine is."""
-    before = process_cpu_s(pid)
+    With `reader_pid` (another replica, which learns the changes from Redis), that replica's CPU
+    per change it synced, the same way. CPU time, unlike latency, hardly depends on how loaded the
+    machine is."""
+    pids = [pid] + ([reader_pid] if reader_pid else [])
+    before = [process_cpu_s(p) for p in pids]
     time.sleep(seconds)
-    idle = process_cpu_s(pid) - before
+    idle = [process_cpu_s(p) - b for p, b in zip(pids, before)]
     stop, counter = multiprocessing.Event(), multiprocessing.Value("i", 0)
     writer = multiprocessing.Process(target=upsert_process, args=(port, per_s, stop, counter))
-    before = process_cpu_s(pid)
+    before = [process_cpu_s(p) for p in pids]
     writer.start()
     time.sleep(seconds)
     stop.set()
     writer.join(timeout=30)
-    busy = process_cpu_s(pid) - before
+    time.sleep(0.5)  # the reader's last sync tick
+    busy = [process_cpu_s(p) - b for p, b in zip(pids, before)]
     n = max(counter.value, 1)
-    return {"upserts": counter.value, "upserts_per_s": counter.value / seconds, "busy_cpu_ms": busy * 1000,
-            "idle_cpu_ms": idle * 1000, "cpu_ms_per_upsert": (busy - idle) * 1000 / n}
+    result = {"upserts": counter.value, "upserts_per_s": counter.value / seconds, "busy_cpu_ms": busy[0] * 1000,
+              "idle_cpu_ms": idle[0] * 1000, "cpu_ms_per_upsert": (busy[0] - idle[0]) * 1000 / n}
+    if reader_pid:
+        result["reader_cpu_ms_per_change"] = (busy[1] - idle[1]) * 1000 / n
+    return result
 
 
 def bench_service(args) -> dict:
@@ -370,10 +381,13 @@ def bench_service(args) -> dict:
                 time.sleep(0.002)
         print(f"PUT -> visible ({'other replica via Redis' if args.redis_url else 'same replica'}), {args.listings} listings: "
               f"p50 {percentile(visible, 50):.1f} ms, max {max(visible) * 1000:.1f} ms")
-        cpu = upsert_cpu_ms(ports[0], processes[0].pid, args.upserts_per_s, args.cpu_seconds)
+        reader_pid = processes[-1].pid if len(processes) > 1 else None
+        cpu = upsert_cpu_ms(ports[0], processes[0].pid, args.upserts_per_s, args.cpu_seconds, reader_pid)
         print(f"service CPU per upsert at {cpu['upserts_per_s']:.0f}/s: {cpu['cpu_ms_per_upsert']:.2f} ms "
               f"({cpu['busy_cpu_ms']:.0f} ms CPU for {cpu['upserts']} upserts in {args.cpu_seconds:.0f} s, "
               f"less {cpu['idle_cpu_ms']:.0f} ms when idle for as long)")
+        if reader_pid:
+            print(f"the other replica's CPU per change it synced from Redis: {cpu['reader_cpu_ms_per_change']:.3f} ms")
         idle, idle_server = get_latencies(ports[-1], users, args.duration)
         stop, upserts = multiprocessing.Event(), multiprocessing.Value("i", 0)
         # The writers run in their own process, so the GIL of this (measuring) process stays free.

@@ -14,6 +14,11 @@ exactly those things:
     the previous response on a kept-alive connection), else the client gets a JSON 408 and the
     connection is closed. Slow bodies are bounded by the app (serving/app.py, `body_timeout_s`).
 
+  * a response's head goes out in the same send as its body (`HeadWithBody`): uvicorn writes
+    them separately, so each answer cost two system calls and two TCP segments, the first waking
+    the client for a head it cannot use yet. On loopback that head send was a tenth of the GIL time
+    of a listing upsert in a py-spy profile (benchmarks/live.py, docs/live.md).
+
 Everything else is uvicorn's own behaviour (`timeout_keep_alive` closes idle connections).
 """
 
@@ -44,6 +49,37 @@ def raw_json_response(status: int, message: str) -> bytes:
         "connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+class HeadWithBody:
+    """The transport a request's cycle writes its response through: the first write (the head)
+    is held and sent with the next one (the body, or its first chunk), so a response leaves in one
+    send. Anything else the cycle does with the transport reaches the real one; closing sends a
+    held head first. An interim `100 Continue` is sent at once (the client waits for it)."""
+
+    __slots__ = ("_transport", "_head")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            self._transport.write(head + data)
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):
+            self._head = bytes(data)
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            self._transport.write(head)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self._transport, name)
 
 
 class JsonHttpProtocol(HttpToolsProtocol):
@@ -104,6 +140,8 @@ class JsonHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_body = True
         super().on_headers_complete()
+        if self.cycle is not None and not isinstance(self.cycle.transport, HeadWithBody):
+            self.cycle.transport = HeadWithBody(self.cycle.transport)  # its task has not run yet
 
     def on_message_complete(self) -> None:
         self._in_body = False

@@ -111,6 +111,7 @@ class EmbeddedArticleLog:
     """Records in this process only (no Redis configured)."""
 
     description = "in-process live articles"
+    in_process = True  # a put is a dict update, never a network call (see LiveCorpus.writes_inline)
 
     def __init__(self):
         self._records: dict[str, tuple[int, ArticleRecord]] = {}
@@ -146,6 +147,8 @@ return seq
 
 class RedisArticleLog:
     """Records in Redis: `<base>-articles` hash id -> JSON, `<base>-articles-log` zset id by change seq."""
+
+    in_process = False  # a put is a round trip that may take up to the client's timeout
 
     def __init__(self, url: str, history_prefix: str, timeout_s: float = 2.0):
         base = history_prefix.rstrip(":")

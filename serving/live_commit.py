@@ -62,6 +62,10 @@ class GroupCommit:
         if change.error is not None:
             raise change.error
 
+    def busy(self) -> bool:
+        """Whether a commit is running or changes are queued for one."""
+        return self._commit_lock.locked() or bool(self._queue)
+
     def _commit(self, batch: list[_Change], pair) -> None:
         try:
             self._embed(batch, pair)

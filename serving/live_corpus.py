@@ -64,6 +64,22 @@ class LiveCorpus:
             return
         self._commits.submit(records, pair)
 
+    def writes_inline(self, pair) -> bool:
+        """Whether an upsert for `pair` may run on the caller's event loop instead of a thread.
+
+        True when it can neither block nor take long: the log is in this process (no network
+        call), `pair` embeds with the NumPy towers (~0.2 ms a listing, no SavedModel call), and no
+        other writer or refresh holds the locks an upsert takes right now (a sync or an age refresh
+        in a thread would make the loop wait). A thread hop costs more than such an upsert: waking
+        the pool thread, handing the GIL to it and back, while a candidate request waits for the GIL
+        (measured in benchmarks/live.py: docs/live.md)."""
+        return (
+            getattr(self.log, "in_process", False)
+            and getattr(getattr(pair, "encoder", None), "kind", None) == "numpy"
+            and not self._build_lock.locked()
+            and not self._commits.busy()
+        )
+
     def _commit(self, records: Sequence[ArticleRecord], pair, vectors: dict) -> None:
         """Stores and applies already embedded `records` (`vectors`: (id, attributes) -> vector)."""
         self.log.put(records)

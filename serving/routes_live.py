@@ -226,6 +226,19 @@ def _store(request: Request, records: list[ArticleRecord]) -> Response | None:
     return None
 
 
+INLINE_RECORDS = 4  # at most this many listings are embedded on the event loop (~0.2 ms each)
+
+
+async def _store_async(request: Request, records: list[ArticleRecord]) -> Response | None:
+    """`_store` on the event loop when the live corpus says an upsert there is cheap and cannot
+    block (`LiveCorpus.writes_inline`) and the change is small, else in a thread (a SavedModel
+    call, a Redis round trip, a batch of many listings: the loop keeps answering meanwhile)."""
+    live, pair = getattr(request.app.state, "live", None), _pair(request)
+    if len(records) <= INLINE_RECORDS and live is not None and pair is not None and live.corpus.writes_inline(pair):
+        return _store(request, records)
+    return await asyncio.to_thread(_store, request, records)
+
+
 def _state(record: ArticleRecord, result: str) -> dict[str, Any]:
     return {"article_id": record.article_id, "result": result, "status": record.status, "visible": record.status == ACTIVE}
 
@@ -249,7 +262,7 @@ async def put_article(request: Request, article_id: ArticleId) -> Response:
     if live is not None:
         existed = live.corpus.get(article_id) is not None or (pair is not None and live.overlay(pair).is_known(article_id))
         record = complete(record, set(body), live, pair)
-    failure = await asyncio.to_thread(_store, request, [record])
+    failure = await _store_async(request, [record])
     if failure is not None:
         return failure
     result = "removed" if not record.status == ACTIVE else ("updated" if existed else "created")
@@ -265,7 +278,7 @@ async def delete_article(request: Request, article_id: ArticleId) -> Response:
     if not live.overlay(pair).is_known(article_id):
         return _error(404, f"article {article_id!r} is neither in the served corpus nor a live listing")
     record = complete(removal(article_id), {"status"}, live, pair)
-    failure = await asyncio.to_thread(_store, request, [record])
+    failure = await _store_async(request, [record])
     return failure or _json(_state(record, "removed"))
 
 
@@ -305,7 +318,7 @@ async def post_articles(request: Request) -> Response:
         except ArticleError as error:
             rejected.append({"index": index, "reason": str(error)})
     if records:
-        failure = await asyncio.to_thread(_store, request, records)
+        failure = await _store_async(request, records)
         if failure is not None:
             return failure
     answer = {"accepted": len(records), "rejected": rejected}

@@ -159,3 +159,22 @@ def test_the_rest_of_a_refused_body_is_not_read_as_the_next_request(service):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         second = read_one_response(sock)
     assert second.startswith(b"HTTP/1.1 200"), second[:300]
+
+
+def test_the_service_answers_expect_100_continue_and_kept_alive_requests(service):
+    # An endpoint that reads its body, so the server asks for it with an interim 100.
+    body = json.dumps({"events": [{"user_id": "u0001", "article_id": "nowhere", "viewed_at": "2026-01-01T00:00:00Z"}]}).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
+        sock.sendall(body)
+        answer = read_one_response(sock)
+        assert answer.split(b" ", 2)[1] == b"422" and b"nowhere" in answer, answer[:300]  # an unknown article
+        for _ in range(3):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = read_one_response(sock)
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"}"), answer[:200]
