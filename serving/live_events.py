@@ -290,6 +290,7 @@ class EmbeddedLiveViews:
     """Live views in this process (the embedded store's companion); kept across model reloads."""
 
     description = "in-process live views"
+    in_process = True  # `add` is a dict update under a short lock: the event loop may call it
 
     def __init__(self, cap: int = features.HISTORY_LENGTH):
         self.cap = cap

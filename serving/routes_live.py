@@ -32,6 +32,9 @@ LOG = logging.getLogger(__name__)
 EVENTS_PATH = "/v1/events"
 ARTICLES_PATH = "/v1/articles"
 MAX_ARTICLES_PER_REQUEST = 1000
+# Small writes to in-process stores run on the event loop (no thread hop; see `_store_async`).
+INLINE_RECORDS = 4  # at most this many listings are embedded on the event loop (~0.2 ms each)
+INLINE_EVENTS = 32  # at most this many views are merged into in-process histories on the event loop
 # Bodies of the bulk endpoints may be larger than the service's general limit: 1,000 items of a
 # few hundred bytes each. Larger ones are refused with 413 before they are read.
 BULK_BODY_BYTES = 1024 * 1024
@@ -167,7 +170,12 @@ async def post_events(request: Request) -> Response:
     overlay = live.overlay(pair)
     views, rejected = parse_items(items, overlay.is_known)
     try:
-        applied = await asyncio.to_thread(live.views.add, views) if views else 0
+        if not views:
+            applied = 0
+        elif getattr(live.views, "in_process", False) and len(views) <= INLINE_EVENTS:
+            applied = live.views.add(views)  # a few dict updates: cheaper than a thread hop
+        else:  # a Redis round trip, or many users' histories merged
+            applied = await asyncio.to_thread(live.views.add, views)
     except StoreUnavailableError as error:
         LOG.error("events not stored: %s", error)
         return _error(503, f"the history store did not take the events; nothing was stored: {error}")
@@ -224,9 +232,6 @@ def _store(request: Request, records: list[ArticleRecord]) -> Response | None:
             metrics.article_changes.labels(record.status).inc()
         metrics.records.set(len(live.corpus.records))
     return None
-
-
-INLINE_RECORDS = 4  # at most this many listings are embedded on the event loop (~0.2 ms each)
 
 
 async def _store_async(request: Request, records: list[ArticleRecord]) -> Response | None:

@@ -204,7 +204,7 @@ def test_trained_model_twin_and_the_service_answering_identically_with_either(se
 
     model_dir, histories = served
     assert_twin_equals_saved_model(model_dir)
-    answers = {}
+    answers, live_answers = {}, {}
     for encoder in ("numpy", "saved_model"):
         app = create_app()
         app.dependency_overrides[get_settings] = lambda encoder=encoder: ServiceSettings(
@@ -215,6 +215,18 @@ def test_trained_model_twin_and_the_service_answering_identically_with_either(se
             answers[encoder] = [
                 client.get(f"/v1/users/u{i}/candidates", params={"k": 20}).json() for i in range(len(HOSTILE_ROWS))
             ]
+            # A new listing: embedded on the event loop by the twin, in a thread by the SavedModel
+            # (routes_live._store_async); served by the next request either way, with equal vectors.
+            pair = app.state.holder.pair
+            assert app.state.live.corpus.writes_inline(pair) == (encoder == "numpy")
+            put = client.put("/v1/articles/live-new", json={"title": "red bike", "category": "c0", "region": "r-live"})
+            assert put.status_code == 200 and put.json()["result"] == "created", put.text
+            live_answers[encoder] = client.get("/v1/users/u0/candidates", params={"k": 5, "region": "r-live"}).json()
+    for encoder, body in live_answers.items():
+        assert [c["article_id"] for c in body["candidates"]] == ["live-new"] and not body.get("fallback"), (encoder, body)
+    assert live_answers["numpy"]["candidates"][0]["score"] == pytest.approx(
+        live_answers["saved_model"]["candidates"][0]["score"], abs=1e-5
+    )
     for numpy_body, reference_body in zip(answers["numpy"], answers["saved_model"]):
         assert [c["article_id"] for c in numpy_body["candidates"]] == [c["article_id"] for c in reference_body["candidates"]]
         assert [c["score"] for c in numpy_body["candidates"]] == pytest.approx(
