@@ -64,8 +64,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """`TwoTowerModel._ids` then the embedding: ids clipped into the table (padding -> row 0, masked later)."""
-    return table[np.clip(ids, 0, table.shape[0] - 1)]
+    """`TwoTowerModel._ids` then the embedding: ids clipped into the table (padding -> row 0, masked later).
+
+    `take(mode="clip")` clips in the same C call as the gather (negative ids to row 0): numpy's
+    `clip` costs ~10 us of Python wrappers a call, and a request makes one call per feature."""
+    return table.take(ids, axis=0, mode="clip")
 
 
 @dataclass(frozen=True)
