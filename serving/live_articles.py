@@ -11,6 +11,7 @@ What a served model makes of the records is serving/live_corpus.py.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -122,12 +123,16 @@ class EmbeddedArticleLog:
         with self._lock:
             for record in records:
                 self._seq += 1
+                self._records.pop(record.article_id, None)  # re-inserted last: the dict stays in seq order
                 self._records[record.article_id] = (self._seq, record)
             return self._seq
 
     def changes_since(self, seq: int) -> tuple[list[ArticleRecord], int]:
+        """Records changed after `seq`, oldest first: read from the newest end, O(changes) (the
+        sync loop asks four times a second; a scan of every record held was O(records))."""
         with self._lock:
-            return [r for s, r in self._records.values() if s > seq], self._seq
+            newer = list(itertools.takewhile(lambda entry: entry[0] > seq, reversed(self._records.values())))
+            return [r for _, r in reversed(newer)], self._seq
 
     def close(self) -> None:
         pass

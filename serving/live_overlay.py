@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,16 @@ LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True, eq=False)
 class LiveOverlay:
-    """One served model's view of the live records (immutable)."""
+    """One served model's view of the live records.
+
+    Publishing one must not cost O(live records): `records`, `side_ids`, `side_row_of` and
+    `side_former_slots` are the builder's own containers, shared by every overlay it publishes and
+    only ever added to (a slot's id and an id's former slots never change). What a snapshot fixes
+    is its slot count m and its arrays (`side_vectors`, `side_region_codes`, `side_alive`), so an
+    older overlay answers exactly as it did when published, except that `records` may hold a newer
+    state of a listing (its title or attributes a few milliseconds early). Readers only look ids up
+    (never iterate), and a slot from the shared maps is used only if it is below m.
+    """
 
     pair: Any
     corpus: PairCorpus
@@ -43,7 +52,8 @@ class LiveOverlay:
     side_region_codes: np.ndarray  # int32 [m], codes of `side_region_code`
     side_region_code: dict[str, int]
     side_alive: np.ndarray  # bool [m]: False for slots of changed or removed listings
-    side_row_of: dict[str, int]  # article id -> its live slot
+    side_row_of: dict[str, int]  # article id -> its latest live slot (shared: may be >= m, see below)
+    side_former_slots: dict[str, list[int]] = field(default_factory=dict)  # id -> slots it held before
 
     @property
     def n_main(self) -> int:
@@ -104,10 +114,14 @@ class LiveOverlay:
         if regions is not None:
             codes = [self.side_region_code[r] for r in regions if r in self.side_region_code]
             allowed &= np.isin(self.side_region_codes, np.asarray(codes, dtype=np.int32))
+        m, former = allowed.size, self.side_former_slots
         for article_id in seen:
             slot = self.side_row_of.get(article_id)
-            if slot is not None:
+            if slot is not None and slot < m:
                 allowed[slot] = False
+            for slot in former.get(article_id, ()):  # a listing changed since: its slots here too
+                if slot < m:
+                    allowed[slot] = False
         return allowed
 
 
@@ -120,13 +134,14 @@ class OverlayBuilder:
         self.as_of = self.corpus.as_of_ms
         self.applying: dict[str, ArticleRecord] = {}
         self.dead: set[int] = set()
-        self._dead_sorted: np.ndarray | None = np.zeros(0, dtype=np.int64)
+        self._dead_sorted = np.zeros(0, dtype=np.int64)  # `dead`, sorted (a new array per change)
         self.m = 0
         self.vectors = np.zeros((capacity, pair.index.d), dtype=np.float32)
         self.region_codes = np.zeros(capacity, dtype=np.int32)
         self.alive = np.zeros(capacity, dtype=bool)
         self.side_ids: list[str] = []
         self.slot_of: dict[str, int] = {}
+        self.former_slots: dict[str, list[int]] = {}
         self.region_code: dict[str, int] = {}
 
     def applies(self, record: ArticleRecord) -> bool:
@@ -143,19 +158,26 @@ class OverlayBuilder:
                     vectors[(record.article_id, record.attributes())] = vector
             except Exception as error:  # tombstones must still apply; new listings wait for a model that can embed
                 LOG.error("model %s cannot embed %d new listing(s), they are not served: %s", self.pair.version, len(missing), error)
+        newly_dead: list[int] = []
         for record in records:
             article_id = record.article_id
             self.applying[article_id] = record
             row = self.corpus.row_of.get(article_id)
             if row is not None and row not in self.dead:
                 self.dead.add(row)
-                self._dead_sorted = None  # re-sorted at the next snapshot
-            old = self.slot_of.pop(article_id, None)
-            if old is not None:
+                newly_dead.append(row)
+            old = self.slot_of.get(article_id)
+            if old is not None:  # recorded as former before it leaves slot_of (published overlays read both)
                 self.alive[old] = False
+                self.former_slots.setdefault(article_id, []).append(old)
             vector = vectors.get((article_id, record.attributes())) if record.active else None
             if vector is not None:
                 self.slot_of[article_id] = self._append(article_id, record.region or features.MISSING_ATTRIBUTE, vector)
+            elif old is not None:
+                del self.slot_of[article_id]
+        if newly_dead:  # merged into the sorted array: O(rows hidden) memory copy, no re-sort of all
+            new = np.sort(np.asarray(newly_dead, dtype=np.int64))
+            self._dead_sorted = np.insert(self._dead_sorted, np.searchsorted(self._dead_sorted, new), new)
 
     def _append(self, article_id: str, region: str, vector: np.ndarray) -> int:
         if self.m == self.vectors.shape[0]:  # grow by doubling; published views keep the old buffers
@@ -171,20 +193,19 @@ class OverlayBuilder:
         return slot
 
     def snapshot(self) -> LiveOverlay:
-        if self._dead_sorted is None:
-            self._dead_sorted = np.fromiter(sorted(self.dead), dtype=np.int64, count=len(self.dead))
         m = self.m
         return LiveOverlay(
             pair=self.pair,
             corpus=self.corpus,
-            records=dict(self.applying),
+            records=self.applying,  # shared, see LiveOverlay
             dead_rows=self._dead_sorted,
             side_ids=self.side_ids,
             side_vectors=self.vectors[:m],
             side_region_codes=self.region_codes[:m],
             side_region_code=dict(self.region_code),
             side_alive=self.alive[:m].copy(),
-            side_row_of=dict(self.slot_of),
+            side_row_of=self.slot_of,
+            side_former_slots=self.former_slots,
         )
 
 

@@ -121,9 +121,26 @@ def test_changes_apply_incrementally_and_published_overlays_stay_as_they_were(pa
     corpus.upsert([record("m-5", "2025-02-02T00:00:00Z", status="sold")], old)
     now = corpus.overlay(old)
     assert first.n_side == 1 and first.side_alive.tolist() == [True] and first.side_region_code == {"north": 0}
+    # The earlier overlay shares the builder's maps but still answers as published: m-0 is in its
+    # slot 0 there (it has moved since), and a user who saw m-0 does not get it from that overlay.
+    assert first.side_allowed(None, seen=()).tolist() == [True]
+    assert first.side_allowed(None, seen=["m-0"]).tolist() == [False]
+    assert first.side_allowed({"north"}, seen=["m-42"]).tolist() == [True]  # a slot past its m is ignored
     assert now.n_side == 101 and int(now.side_alive.sum()) == 99
     south = now.side_allowed({"south"}, seen=["m-7"])
     alive_south = {now.side_ids[j] for j in np.flatnonzero(south)}
     assert alive_south == {f"m-{i}" for i in range(100)} - {"m-5", "m-7"}
     assert not now.side_allowed({"north"}, seen=()).any()
     np.testing.assert_allclose(now.side_vectors[now.side_row_of["m-42"]], model_factory.article_vectors_for(["m-42"], table)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_embedded_log_changes_since_are_the_newer_changes_oldest_first():
+    log = EmbeddedArticleLog()
+    a, b, c = (record(i, "2025-02-01T00:00:00Z", region="north") for i in ("a", "b", "c"))
+    assert log.put([a, b]) == 2 and log.put([c]) == 3
+    a2 = dataclasses.replace(a, region="south")
+    assert log.put([a2]) == 4  # a changed again: now the newest
+    reference = {1: [b, c, a2], 2: [c, a2], 3: [a2], 4: []}  # each id's latest state, by its last seq
+    assert log.changes_since(0) == ([b, c, a2], 4)
+    for seq, expected in reference.items():
+        assert log.changes_since(seq) == (expected, 4)
