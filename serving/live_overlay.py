@@ -64,8 +64,10 @@ class LiveOverlay:
     def candidate_items(self, rows, scores, include_titles: bool) -> list[dict]:
         """`{"article_id", "score"[, "title"]}` per row: `article_id(r)` and `title(r)` for k rows at
         once (the answer's hot loop: the lists are read once, not through two calls per row)."""
-        n_main, ids, side_ids, records = self.n_main, self.pair.article_ids, self.side_ids, self.records
-        titles = self.pair.titles if include_titles else None
+        n_main, side_ids, records = self.n_main, self.side_ids, self.records
+        main = [r for r in rows if r < n_main]  # the model's rows: read in one call each
+        ids = dict(zip(main, self.pair.article_ids.take(main)))
+        titles = dict(zip(main, self.pair.titles.take(main))) if include_titles and self.pair.titles is not None else None
         items = []
         for r, s in zip(rows, scores):
             if r < n_main:
