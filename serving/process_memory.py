@@ -22,7 +22,9 @@ import sys
 LOG = logging.getLogger(__name__)
 
 
-M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
+M_ARENA_MAX = -8  # mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1 << 20  # fixed: glibc would raise it after each large free, keeping large temporaries
 
 
 def _libc():
@@ -36,8 +38,9 @@ def configure() -> None:
 
     pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     with contextlib.suppress(OSError, AttributeError, TypeError):
-        if not _libc().mallopt(M_ARENA_MAX, 1):
-            LOG.debug("mallopt(M_ARENA_MAX, 1) refused")
+        libc = _libc()
+        if not (libc.mallopt(M_ARENA_MAX, 1) and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
+            LOG.debug("mallopt refused")
 
 
 def release_free_memory() -> None:
