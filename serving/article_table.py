@@ -227,8 +227,9 @@ def coded_arrays(n: int, rows: np.ndarray, values: Sequence[Any], missing: str) 
     if (raw < 0).any():
         code_of.setdefault(missing, len(code_of))
         raw[raw < 0] = code_of[missing]
-    names = sorted(code_of)
-    remap = np.empty(max(len(code_of), 1), dtype=np.int32)
+    name_of = {code: name for name, code in code_of.items()}
+    names = sorted(name_of[code] for code in np.unique(raw).tolist())  # values some row holds
+    remap = np.zeros(max(len(code_of), 1), dtype=np.int32)
     for new, name in enumerate(names):
         remap[code_of[name]] = new
     return {"codes": remap[raw] if n else np.zeros(0, np.int32), "names": np.array(names or [missing], dtype=str)}

@@ -71,6 +71,9 @@ def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(m
             assert time.monotonic() < deadline, f"the reload did not reach every worker: {after}"
             time.sleep(0.2)
         assert set(after) == set(before)  # the same two processes, reloaded (not restarted)
+        # Both map one copy of v2's per-article arrays (serving/shared_arrays.py), not one each.
+        mapped = [{line.split()[-1] for line in open(f"/proc/{pid}/maps") if "/shared-arrays/" in line} for pid in after]
+        assert any(p.endswith("article_ids/keys.npy") for p in mapped[0] & mapped[1]), mapped
 
         event = {"events": [{"user_id": "u0001", "article_id": "a0003", "viewed_at": "2024-06-02T10:00:00Z"}]}
         status, body = call(f"{url}/v1/events", "POST", json.dumps(event).encode())
@@ -94,3 +97,4 @@ def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(m
         output = process.communicate(timeout=60)[0]
     assert "reload announced to the other workers" in output, output[-3000:]
     assert "reload announced by another worker: loaded" in output, output[-3000:]
+    assert output.count("shared-arrays/") and output.count("/article_ids in ") == 2, output[-3000:]  # once per version
