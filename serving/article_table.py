@@ -3,10 +3,10 @@ attributes. No Python object per article: at 10^6 articles a `list[str]` of ids 
 cost ~130 MB in every worker process; these arrays cost nothing private when memory-mapped from
 shared files (serving/shared_arrays.py) and a few tens of MB when held in memory.
 
-* `StringColumn`: row -> str (or None) from one UTF-8 blob and offsets. Columns that have `keys`
-  also hold each value in a fixed-width unicode array (`<U w`, w <= `MAX_KEY_CHARS`): when every
-  value fits (`exact`), a row's value is read from there in one C call per batch (`take`), as
-  fast as indexing a list.
+* `StringColumn`: row -> str (or None) from one UTF-8 blob and offsets. Columns with `keys` hold
+  each value in a fixed-width unicode array (`<U w`, w <= `MAX_KEY_CHARS`); when every value fits
+  (`exact`) that array is the column (no blob) and a batch of rows is read in one C call
+  (`take`), as fast as indexing a list.
 * `ArticleIds`: the ids, row = line of `article_ids.txt` = id in the index. `row_of` looks ids up
   by binary search over the keys in sorted order (`np.searchsorted`, vectorised in `rows`); ids
   longer than the keys (or ending in NUL) are compared in full, so any string works.
@@ -29,20 +29,26 @@ MAX_KEY_CHARS = 64  # wider ids are kept as prefixes plus the full UTF-8 (the ke
 def string_arrays(values: Sequence[str | None], keys: bool = False) -> dict[str, Any]:
     """The arrays of a `StringColumn` holding `values` (None allowed unless `keys`).
 
-    With `keys`: `keys` (`<U w` in row order), `order` (rows sorted by value, ties by row),
-    `sorted_keys` (= keys[order]) and `exact` (every value is its key).
+    `blob` (the UTF-8 values one after another) and `offsets` (`int64 [n + 1]`), `present` (bool,
+    only when some value is None). With `keys`: `keys` (`<U w` in row order), `order` (rows
+    sorted by value, ties by row), `sorted_keys` (= keys[order]) and `exact` (every value is its
+    key; then there is no blob).
     """
-    encoded = [v.encode("utf-8") if v is not None else b"" for v in values]
-    n = len(encoded)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=offsets[1:])
-    arrays: dict[str, Any] = {"blob": b"".join(encoded), "offsets": offsets}
-    del encoded
-    if any(v is None for v in values):
-        arrays["present"] = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    n = len(values)
+    arrays: dict[str, Any] = {}
+    exact = False
     if keys:
         width = max(map(len, values), default=1)
         exact = width <= MAX_KEY_CHARS and not any(v.endswith("\x00") for v in values)
+    if not exact:  # the full values (the keys hold them all when exact)
+        encoded = [v.encode("utf-8") if v is not None else b"" for v in values]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=offsets[1:])
+        arrays.update(blob=b"".join(encoded), offsets=offsets)
+        del encoded
+    if any(v is None for v in values):
+        arrays["present"] = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    if keys:
         key_array = np.array(values, dtype=f"<U{max(1, min(width, MAX_KEY_CHARS))}")  # truncates longer values
         if exact:
             order = np.argsort(key_array, kind="stable")
@@ -57,12 +63,12 @@ class StringColumn(Sequence):
     """row -> value (str, or None where `present` is False) over the arrays of `string_arrays`."""
 
     def __init__(self, arrays: dict[str, Any]):
-        self._blob = arrays["blob"]
-        self._offsets = arrays["offsets"]
+        self._blob = arrays.get("blob")
+        self._offsets = arrays.get("offsets")
         self._present = arrays.get("present")
         self._keys = arrays.get("keys")
         self._exact = self._keys is not None and bool(arrays["exact"][0])
-        self._n = int(self._offsets.shape[0]) - 1
+        self._n = int(self._keys.shape[0]) if self._exact else int(self._offsets.shape[0]) - 1
 
     @classmethod
     def from_values(cls, values: Sequence[str | None]) -> "StringColumn":
