@@ -86,6 +86,13 @@ class SharedArrays:
         """
         if self.root is None:
             return dict(build())
+        try:
+            return self._get_shared(name, build)
+        except OSError as error:  # a full or unwritable disk costs memory, never the model
+            LOG.warning("cannot share %s through %s (%s): this worker keeps its own copy", name, self.root, error)
+            return dict(build())
+
+    def _get_shared(self, name: str, build: Callable[[], Built]) -> dict:
         entry_root = self.root / self.key
         entry_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         entry = entry_root / name

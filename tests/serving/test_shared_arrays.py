@@ -60,6 +60,13 @@ def test_a_changed_file_is_never_used_but_rebuilt(tmp_path, caplog):
     assert SharedArrays(tmp_path, "k1").get("numbers", counting_build(calls))["numbers"][-1] == 999 and len(calls) == 3
 
 
+def test_an_unwritable_directory_costs_memory_not_the_arrays(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    arrays = SharedArrays(blocked, "k1").get("numbers", counting_build([]))
+    assert arrays["numbers"].tolist() == list(range(1000)) and not isinstance(arrays["numbers"], np.memmap)
+
+
 def test_old_entries_are_removed_while_mapped_ones_stay_readable(tmp_path):
     first = SharedArrays(tmp_path, "k0").get("numbers", counting_build([]))
     for i in range(1, KEEP_ENTRIES + 2):
