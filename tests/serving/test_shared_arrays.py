@@ -3,6 +3,7 @@ checked against its hashes, and answering exactly as the plain lists did."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -101,6 +102,24 @@ def test_shared_pair_answers_as_the_files_say(model_v1, tmp_path):
     north = answers(plain, users[:10], regions={"north"})
     assert answers(again, users[:10], regions={"north"}) == north
     assert all(ids.index(c["article_id"]) % 2 == 0 for body in north for c in json.loads(body)["candidates"])
+
+
+def mapped_files() -> set[str]:
+    return {line.split()[-1] for line in open("/proc/self/maps") if "/" in line}
+
+
+def test_a_new_version_maps_its_own_arrays_and_the_old_ones_close(model_v1, make_model, tmp_path):
+    from serving.live_model import region_index
+
+    old = load_model_pair(model_v1, shared_dir=tmp_path)
+    new = load_model_pair(make_model("v2", seed=1), shared_dir=tmp_path)
+    region_index(old), region_index(new)  # the region-sorted vectors too
+    assert old.shared.key != new.shared.key and old.article_ids[0] == new.article_ids[0]
+    assert {f for f in mapped_files() if old.shared.key in f} >= {str(tmp_path / old.shared.key / "regions" / "sorted_vectors.npy")}
+    del old
+    gc.collect()
+    assert not [f for f in mapped_files() if f.startswith(str(tmp_path)) and new.shared.key not in f]  # closed
+    assert [f for f in mapped_files() if new.shared.key in f]
 
 
 def test_an_id_listed_twice_is_refused(model_v1, tmp_path):
