@@ -171,11 +171,10 @@ class ArticleIds(StringColumn):
         """Up to `limit` ids listed more than once, with their rows (an intact model has none)."""
         if self._n < 2:
             return []
-        if self._exact:
-            same = np.flatnonzero(self._sorted[1:] == self._sorted[:-1])
-        else:
-            same = np.flatnonzero(self._sorted[1:] == self._sorted[:-1])
-            same = np.array([i for i in same if self._value(int(self._order[i])) == self._value(int(self._order[i + 1]))], dtype=np.int64)
+        same = np.flatnonzero(self._sorted[1:] == self._sorted[:-1])  # equal keys, next to each other
+        if not self._exact:  # equal prefixes: compare in full
+            same = [i for i in same.tolist() if self._value(int(self._order[i])) == self._value(int(self._order[i + 1]))]
+            same = np.asarray(same, dtype=np.int64)
         found: dict[str, list[int]] = {}
         for i in same.tolist():
             article_id = self._value(int(self._order[i]))

@@ -180,8 +180,7 @@ def _open(entry: Path) -> dict:
 
 
 def _map_array(path: Path) -> np.ndarray:
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
-    return array
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def _map_bytes(path: Path):
