@@ -139,7 +139,7 @@ async def lifespan(app: FastAPI):
     if settings.model is None:
         raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
     configure_threads(settings)
-    process_memory.configure()  # freed memory goes back to the OS (one more worker costs less)
+    process_memory.configure(worker=settings.reload_bus is not None)  # freed memory goes back to the OS
     app.state.batcher = EncodeBatcher(settings.batch_wait_ms / 1000, settings.max_batch) if settings.batch_wait_ms else None
     # Without Redis the request path has no network call: requests run in batches on one thread.
     use_dispatcher = settings.batch_wait_ms and not settings.redis_url

@@ -31,12 +31,16 @@ def _libc():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
-def configure() -> None:
-    """Arrow allocates from the system allocator and malloc from one arena in this process (call
-    before the process starts threads), so freed memory can go back to the operating system."""
+def configure(worker: bool = True) -> None:
+    """Arrow allocates from the system allocator in this process, and with `worker` (a worker of
+    `serve --workers N`: call before it starts threads) malloc uses one arena and a fixed mmap
+    threshold, so freed memory can go back to the operating system. Without `worker` (one
+    process, tests) malloc keeps its defaults."""
     import pyarrow
 
     pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    if not worker:
+        return
     with contextlib.suppress(OSError, AttributeError, TypeError):
         libc = _libc()
         if not (libc.mallopt(M_ARENA_MAX, 1) and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)):

@@ -135,6 +135,6 @@ def test_an_id_listed_twice_is_refused(model_v1, tmp_path):
 def test_serving_processes_read_parquet_with_the_system_allocator():
     import pyarrow
 
-    process_memory.configure()
+    process_memory.configure(worker=False)  # malloc's settings stay as they are in the test process
     assert pyarrow.default_memory_pool().backend_name == "system"
     process_memory.release_free_memory()  # never raises
