@@ -6,9 +6,10 @@ Two allocators hold on to freed memory: Arrow's default pool (mimalloc) keeps ~3
 Parquet snapshot of user histories is read, and glibc's malloc keeps what a model load freed in
 the arena of the thread that loaded it (loads run on the reload thread): ~30-50 MB at 10^6
 articles that `malloc_trim` did not return (measured). So a serving process reads Parquet through
-the system allocator, uses one malloc arena (`configure`, before any thread starts; its threads
-allocate little outside the GIL) and, after each model load or build of shared arrays, returns
-what is free (`release_free_memory`). Measured in benchmarks/serving.py (`memory_by_process`).
+the system allocator, a worker of `serve --workers N` uses one malloc arena with a fixed mmap
+threshold (`configure`, before it starts threads; its threads allocate little outside the GIL),
+and after each model load or build of shared arrays what is free goes back
+(`release_free_memory`). Measured in benchmarks/serving.py (`memory_by_process`).
 """
 
 from __future__ import annotations
