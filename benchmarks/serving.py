@@ -490,7 +490,7 @@ def print_entry(entry: dict[str, Any]) -> None:
         )
         if load["error_examples"]:
             print(f"     errors, e.g.: {load['error_examples']}")
-    print(f"memory after load, {entry['workers']} worker(s) (private = what one more worker adds; the index is shared):")
+    print(f"memory after load, {entry['workers']} worker(s) (private dirty = what one more worker adds; the index and the article arrays are shared):")
     for row in entry["memory_by_process"]:
         print(
             f"  pid {row['pid']:>7}: RSS {row['rss_mib']:8.1f} MiB  PSS {row['pss_mib']:8.1f} MiB  private {row['private_mib']:8.1f} MiB"
@@ -501,7 +501,7 @@ def print_entry(entry: dict[str, Any]) -> None:
 def print_summary(report: dict[str, Any]) -> None:
     print(
         f"\nTargets ({report['machine']}, 10^6 articles, k=200): recall@200 >= 0.98; c=1 p99 <= 5 ms; "
-        "c=16 >= 1,000 requests/s, p99 <= 25 ms, 0 errors; one more worker <= 150 MB private"
+        "c=16 >= 1,000 requests/s, p99 <= 25 ms, 0 errors; one more worker <= 150 MB private dirty"
     )
     for entry in report["sizes"]:
         big = entry["articles"] >= 1_000_000
