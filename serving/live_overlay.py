@@ -145,11 +145,11 @@ class OverlayBuilder:
                     vectors[(record.article_id, record.attributes())] = vector
             except Exception as error:  # tombstones must still apply; new listings wait for a model that can embed
                 LOG.error("model %s cannot embed %d new listing(s), they are not served: %s", self.pair.version, len(missing), error)
-        for record in records:
+        model_rows = self.corpus.row_of.rows([r.article_id for r in records]).tolist()  # one lookup for all
+        for record, row in zip(records, model_rows):
             article_id = record.article_id
             self.applying[article_id] = record
-            row = self.corpus.row_of.get(article_id)
-            if row is not None and row not in self.dead:
+            if row >= 0 and row not in self.dead:
                 self.dead.add(row)
                 self._dead_sorted = None  # re-sorted at the next snapshot
             old = self.slot_of.pop(article_id, None)
