@@ -21,11 +21,13 @@ For each corpus size (default 10^5 and 10^6 articles) this
 
 Targets (issue 16; 2-core machine, 10^6 articles, k=200): index recall@200 >= 0.98; concurrency 1
 p99 <= 5 ms; concurrency 16 >= 1,000 requests/s, 0 errors, p99 <= 25 ms; each extra worker adds
-<= 150 MB private memory (`--workers N`: the index is memory-mapped and shared).
+<= 150 MB of memory of its own (`--workers N`: the index and the per-article arrays are
+memory-mapped and shared; `memory_by_process` says what is counted).
 
 Usage:
   python benchmarks/serving.py --model MODEL_DIR [--histories EXTRACT_DIR/user_histories.parquet]
       [--sizes 100000 1000000] [--concurrency 1 16] [--workers N] [--requests 3000] [--duration 60] [--json OUT]
+      [--memory-only] [--workdir DIR --reuse]
 """
 
 from __future__ import annotations
@@ -204,9 +206,12 @@ def rss_mib(pid: int) -> float:
 def memory_by_process(pid: int) -> list[dict[str, float]]:
     """Per process of the service (the parent and its uvicorn workers): RSS, PSS and private MiB.
 
-    Private (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup) is what one more worker
-    adds: pages shared with other processes (the memory-mapped index, shared libraries) are not
-    in it. PSS splits each shared page between the processes that map it.
+    Private (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup): pages no other process
+    maps right now. That includes clean pages of a memory-mapped file that only this worker has
+    touched so far (the index, the shared article arrays): page cache, which the next worker maps
+    too rather than copies. Private dirty (anonymous memory: Python objects, numpy arrays, malloc)
+    is what one more worker cannot share, the figure the target is checked against. PSS splits
+    each shared page between the processes that map it.
     """
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -221,6 +226,8 @@ def memory_by_process(pid: int) -> list[dict[str, float]]:
         rows.append({
             "pid": p, "rss_mib": round(fields.get("Rss", 0.0), 1), "pss_mib": round(fields.get("Pss", 0.0), 1),
             "private_mib": round(fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0), 1),
+            "private_dirty_mib": round(fields.get("Private_Dirty", 0.0), 1),
+            "anonymous_mib": round(fields.get("Anonymous", 0.0), 1),
         })  # fmt: skip
     return rows
 
@@ -381,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the corpora here (default: a temporary directory)")
     parser.add_argument("--reuse", action="store_true", help="reuse corpora and indexes already in --workdir")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="no load levels: start the service, send the --warmup requests (2 connections per worker), "
+                        "read each process's memory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -430,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
                     "encoder": ready.get("encoder", "saved_model"),
                     "loads": [],
                 }
-                for concurrency in args.concurrency:
+                if args.memory_only:
+                    # the warm-up requests only, over several connections so that every worker answers some
+                    run_load(port, paths, 2 * args.workers, args.warmup, args.duration, 0)
+                for concurrency in [] if args.memory_only else args.concurrency:
                     LOG.info("load: %d articles, concurrency %d", size, concurrency)
                     cpu_before = cpu_seconds(process.pid)
                     load = run_load(port, paths, concurrency, args.requests, args.duration, args.warmup)
@@ -477,15 +490,18 @@ def print_entry(entry: dict[str, Any]) -> None:
         )
         if load["error_examples"]:
             print(f"     errors, e.g.: {load['error_examples']}")
-    print(f"memory after load, {entry['workers']} worker(s) (private = what one more worker adds; the index is shared):")
+    print(f"memory after load, {entry['workers']} worker(s) (private dirty = what one more worker adds; the index and the article arrays are shared):")
     for row in entry["memory_by_process"]:
-        print(f"  pid {row['pid']:>7}: RSS {row['rss_mib']:8.1f} MiB  PSS {row['pss_mib']:8.1f} MiB  private {row['private_mib']:8.1f} MiB")
+        print(
+            f"  pid {row['pid']:>7}: RSS {row['rss_mib']:8.1f} MiB  PSS {row['pss_mib']:8.1f} MiB  private {row['private_mib']:8.1f} MiB"
+            f"  (dirty {row.get('private_dirty_mib', float('nan')):7.1f} MiB, anonymous {row.get('anonymous_mib', float('nan')):7.1f} MiB)"
+        )
 
 
 def print_summary(report: dict[str, Any]) -> None:
     print(
         f"\nTargets ({report['machine']}, 10^6 articles, k=200): recall@200 >= 0.98; c=1 p99 <= 5 ms; "
-        "c=16 >= 1,000 requests/s, p99 <= 25 ms, 0 errors; one more worker <= 150 MB private"
+        "c=16 >= 1,000 requests/s, p99 <= 25 ms, 0 errors; one more worker <= 150 MB private dirty"
     )
     for entry in report["sizes"]:
         big = entry["articles"] >= 1_000_000
@@ -504,10 +520,15 @@ def print_summary(report: dict[str, Any]) -> None:
                 f"p99 {load['p99_ms']} ms, {load['errors']} errors, recall {entry['index_recall@200']}  "
                 f"{'OK' if not misses else 'MISSED: ' + ', '.join(misses)}"
             )
-        workers = [row for row in entry["memory_by_process"][1:]] if entry["workers"] > 1 else []
+        # The workers are the processes holding a model (uvicorn's parent and its helper hold none).
+        workers = [row for row in entry["memory_by_process"] if row["rss_mib"] > 100] if entry["workers"] > 1 else []
         if workers:
-            worst = max(row["private_mib"] * 1.048576 for row in workers)
-            print(f"  one more worker adds up to {worst:.0f} MB private  {'OK' if worst <= 150 else 'MISSED'}")
+            worst = max(row["private_dirty_mib"] * 1.048576 for row in workers)
+            touched = max(row["private_mib"] * 1.048576 for row in workers)
+            print(
+                f"  one more worker adds up to {worst:.0f} MB of its own (private dirty)  {'OK' if worst <= 150 else 'MISSED'}; "
+                f"private incl. shared-file pages only it has touched so far: up to {touched:.0f} MB"
+            )
 
 
 if __name__ == "__main__":

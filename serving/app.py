@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from homefeed import __version__
 from homefeed.redact import public_message
 from serving import candidates as candidate_logic
-from serving import routes_live
+from serving import process_memory, routes_live
 from serving.auth import WriteAuth
 from serving.batcher import EncodeBatcher
 from serving.dispatch import BatchDispatcher
@@ -50,6 +50,7 @@ from serving.model_holder import ModelHolder
 from serving.model_pair import load_model_pair
 from serving.settings import ServiceSettings, get_settings
 from serving.store import EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
+from serving.shared_arrays import shared_root
 from serving.workers import ReloadBus
 
 LOG = logging.getLogger(__name__)
@@ -138,13 +139,15 @@ async def lifespan(app: FastAPI):
     if settings.model is None:
         raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
     configure_threads(settings)
+    process_memory.configure(worker=settings.reload_bus is not None)  # freed memory goes back to the OS
     app.state.batcher = EncodeBatcher(settings.batch_wait_ms / 1000, settings.max_batch) if settings.batch_wait_ms else None
     # Without Redis the request path has no network call: requests run in batches on one thread.
     use_dispatcher = settings.batch_wait_ms and not settings.redis_url
     app.state.dispatcher = BatchDispatcher(settings.max_batch) if use_dispatcher else None
     store = open_store(settings)
     loader = functools.partial(
-        load_model_pair, history_length=settings.history_length, load_histories=store is None, encoder=settings.encoder
+        load_model_pair, history_length=settings.history_length, load_histories=store is None, encoder=settings.encoder,
+        shared_dir=shared_root(settings.reload_bus),  # --workers N: per-article arrays mapped from shared files
     )
     holder = ModelHolder(settings.model, loader, app.state.metrics, min_interval_s=settings.reload_min_interval_s)
     app.state.holder = holder

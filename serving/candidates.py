@@ -226,15 +226,14 @@ def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool =
     rounded = hot_path.round6(answer.scores)
     if answer.overlay is not None and answer.overlay.records:
         return _body(answer, answer.overlay.candidate_items(answer.rows, rounded, include_titles))
-    ids = pair.article_ids
-    titles = pair.titles if include_titles else None
+    ids = pair.article_ids.take(answer.rows)  # one call for the answer's rows (serving/article_table.py)
+    titles = pair.titles.take(answer.rows) if include_titles and pair.titles is not None else None
     if titles is None:
-        candidates = [{"article_id": ids[r], "score": s} for r, s in zip(answer.rows, rounded)]
+        candidates = [{"article_id": a, "score": s} for a, s in zip(ids, rounded)]
     else:
         candidates = [
-            {"article_id": ids[r], "score": s, "title": titles[r]} if titles[r] is not None
-            else {"article_id": ids[r], "score": s}
-            for r, s in zip(answer.rows, rounded)
+            {"article_id": a, "score": s, "title": t} if t is not None else {"article_id": a, "score": s}
+            for a, s, t in zip(ids, rounded, titles)
         ]
     return _body(answer, candidates)
 

@@ -18,6 +18,7 @@ from homefeed.config_flags import add_config_flags, config_from_args
 from serving.store import DEFAULT_REDIS_PREFIX  # the history keys' owner (light: orjson only)
 
 LOG = logging.getLogger(__name__)
+WORKERS_DIR_PREFIX = "candidates-workers-"  # the directory `serve --workers N` makes for its workers
 
 # build-index flags: generated from IndexConfig (homefeed/config_flags.py), under their established names.
 INDEX_FLAGS = {"hnsw_ef_construction": "--ef-construction", "hnsw_ef_search": "--ef-search", "ivf_nprobe": "--nprobe",
@@ -269,9 +270,14 @@ def serve_command(args: argparse.Namespace) -> int:
         import shutil
         import tempfile
 
+        from homefeed import lifetime
+
         # Worker processes build their own app from the environment (serving/settings.py); they
         # pass /admin/reload on to each other through a directory of this process (serving/workers.py).
-        bus = tempfile.mkdtemp(prefix=f"candidates-workers-{os.getpid()}-")
+        # Named for this process: a later serve removes what a killed one left (its shared arrays
+        # can be hundreds of MB; serving/shared_arrays.py).
+        lifetime.remove_stale_dirs(tempfile.gettempdir(), WORKERS_DIR_PREFIX)
+        bus = str(lifetime.owned_dir(tempfile.gettempdir(), WORKERS_DIR_PREFIX))
         settings = settings.model_copy(update={"reload_bus": bus, "supervisor_pid": os.getpid()})
         for key, value in settings.model_dump(exclude_none=True).items():
             os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)

@@ -47,6 +47,23 @@ def top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return scores[order].astype(np.float32), rows[order].astype(np.int64)
 
 
+def region_arrays(vectors: np.ndarray, region_codes: np.ndarray) -> dict[str, np.ndarray]:
+    """What `RegionIndex` searches: rows grouped by region code (`order`, `int64 [n]`), where each
+    region's block starts (`starts`, `int64 [n_regions + 1]`), the vectors in that order
+    (`sorted_vectors`, `float32 [n, d]`) and each row's place in it (`position`, `int64 [n]`)."""
+    codes = np.ascontiguousarray(region_codes, dtype=np.int32)
+    n = codes.shape[0]
+    n_regions = int(codes.max()) + 1 if n else 0
+    order = np.argsort(codes, kind="stable").astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_regions))]).astype(np.int64)
+    sorted_vectors = np.empty((n, vectors.shape[1]), dtype=np.float32)
+    for start in range(0, n, 65536):  # in blocks: a memory-mapped `vectors` is never copied whole
+        sorted_vectors[start : start + 65536] = vectors[order[start : start + 65536]]
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n, dtype=np.int64)
+    return {"order": order, "starts": starts, "sorted_vectors": sorted_vectors, "position": position}
+
+
 class RegionIndex:
     """The rows of one index grouped by region code, for `search`.
 
@@ -55,6 +72,8 @@ class RegionIndex:
       vectors: its article vectors, `float32 [n, d]`, row i = id i.
       region_codes: `int [n]`, code of each row's region (0 .. n_regions-1).
       exact_share: filters up to this share of rows are searched exactly.
+      arrays: `region_arrays(vectors, region_codes)` made already (e.g. memory-mapped from files
+        the worker processes share: serving/shared_arrays.py); None: made here.
     """
 
     def __init__(
@@ -63,6 +82,7 @@ class RegionIndex:
         vectors: np.ndarray,
         region_codes: np.ndarray,
         exact_share: float = EXACT_SHARE,
+        arrays: dict[str, np.ndarray] | None = None,
     ):
         codes = np.ascontiguousarray(region_codes, dtype=np.int32)
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -75,12 +95,9 @@ class RegionIndex:
         self.codes = codes
         self.exact_share = exact_share
         self.index_type = faiss_index.index_type_of(index)
-        n_regions = int(codes.max()) + 1 if self.n else 0
-        self.order = np.argsort(codes, kind="stable").astype(np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_regions))]).astype(np.int64)
-        self.sorted_vectors = np.ascontiguousarray(vectors[self.order])
-        self.position = np.empty(self.n, dtype=np.int64)
-        self.position[self.order] = np.arange(self.n, dtype=np.int64)
+        arrays = arrays if arrays is not None else region_arrays(vectors, codes)
+        self.order, self.starts = arrays["order"], arrays["starts"]
+        self.sorted_vectors, self.position = arrays["sorted_vectors"], arrays["position"]
         self._bitmaps: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
 
     def count(self, codes: Sequence[int]) -> int:

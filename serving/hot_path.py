@@ -27,12 +27,19 @@ def drop_seen(
 ) -> tuple[list[int], list[float]]:
     """The first `k` of FAISS's neighbours (`rows`, `scores`: one query's, best first) that are
     real rows (FAISS pads with -1) and whose article id (`pair.article_ids[row]`) is not in
-    `seen_ids` (any iterable of ids; a set is used as is, anything else is made one)."""
+    `seen_ids` (any iterable of ids; a set is used as is, anything else is made one). The ids of
+    the neighbours are read in one `take` (serving/article_table.py), not one lookup per row."""
     seen = seen_ids if not seen_ids or isinstance(seen_ids, (set, frozenset, dict)) else set(seen_ids)
-    ids = pair.article_ids
+    rows, scores = np.asarray(rows).tolist(), np.asarray(scores).tolist()
+    # Ids only when there is something to compare them with; all at once (one call, not one per row).
+    ids = pair.article_ids.take([row for row in rows if row >= 0]) if seen else None
     kept_rows, kept_scores = [], []
-    for score, row in zip(np.asarray(scores).tolist(), np.asarray(rows).tolist()):
-        if row < 0 or (seen and ids[row] in seen):
+    i = 0
+    for score, row in zip(scores, rows):
+        if row < 0:
+            continue
+        i += 1
+        if seen and ids[i - 1] in seen:
             continue
         kept_rows.append(row)
         kept_scores.append(score)

@@ -21,6 +21,7 @@ import numpy as np
 
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
+from serving.article_table import CodedColumn, RowLookup, coded_arrays
 from serving.live_articles import ArticleRecord
 
 LOG = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ LOG = logging.getLogger(__name__)
 class PairCorpus:
     """Per served model: each row's attributes, the region codes and the model's as_of."""
 
-    row_of: dict[str, int]
-    attributes: dict[str, list[str]]  # attr -> value per row
+    row_of: RowLookup  # article id -> row (serving/article_table.py; used like a dict)
+    attributes: dict[str, CodedColumn]  # attr -> value per row
     region_names: list[str]
     region_code: dict[str, int]
     region_codes: np.ndarray
@@ -81,29 +82,31 @@ def pair_corpus(pair) -> PairCorpus:
 
 
 def _load_pair_corpus(pair) -> PairCorpus:
-    import pyarrow.parquet as pq
-
+    """Each row's attributes from the model's `articles.parquet` as coded columns, built once per
+    version (shared by the worker processes through `pair.shared`; serving/article_table.py)."""
     ids = pair.article_ids
-    row_of = {a: r for r, a in enumerate(ids)}
-    attributes = {a: [features.MISSING_ATTRIBUTE] * len(ids) for a in features.ARTICLE_ATTRIBUTES}
-    path = pair.model_dir / extract_layout.CORPUS_FILE
-    if path.exists():
-        names = pq.read_schema(path).names
-        wanted = [a for a in features.ARTICLE_ATTRIBUTES if a in names]
-        if wanted and "article_id" in names:
-            table = pq.read_table(path, columns=["article_id", *wanted]).to_pydict()
-            for i, article_id in enumerate(table["article_id"]):
-                row = row_of.get(article_id)
-                if row is not None:
-                    for a in wanted:
-                        value = table[a][i]
-                        if value is not None:
-                            attributes[a][row] = str(value)
-    regions = attributes["region"] if "region" in attributes else [features.MISSING_ATTRIBUTE] * len(ids)
-    names_list = sorted(set(regions))
-    code = {name: i for i, name in enumerate(names_list)}
-    codes = np.fromiter((code[r] for r in regions), dtype=np.int32, count=len(regions))
-    return PairCorpus(row_of, attributes, names_list, code, codes, model_as_of_ms(pair))
+
+    def build() -> dict:
+        import pyarrow.parquet as pq
+
+        path = pair.model_dir / extract_layout.CORPUS_FILE
+        names = pq.read_schema(path).names if path.exists() else []
+        wanted = [a for a in features.ARTICLE_ATTRIBUTES if a in names] if "article_id" in names else []
+        table = pq.read_table(path, columns=["article_id", *wanted]).to_pydict() if wanted else {}
+        rows = ids.rows(table["article_id"]) if wanted else np.zeros(0, dtype=np.int64)
+        arrays = {}
+        for a in features.ARTICLE_ATTRIBUTES:
+            coded = coded_arrays(len(ids), rows, table.get(a, ()), features.MISSING_ATTRIBUTE)
+            arrays[f"{a}_codes"], arrays[f"{a}_names"] = coded["codes"], coded["names"]
+        return arrays
+
+    arrays = pair.shared.get("attributes", build)
+    attributes = {
+        a: CodedColumn({"codes": arrays[f"{a}_codes"], "names": arrays[f"{a}_names"]}) for a in features.ARTICLE_ATTRIBUTES
+    }
+    regions = attributes["region"]
+    code = {name: i for i, name in enumerate(regions.names)}
+    return PairCorpus(ids.row_of, attributes, regions.names, code, regions.codes, model_as_of_ms(pair))
 
 
 def region_index(pair):
@@ -112,12 +115,13 @@ def region_index(pair):
     if corpus.region_index is None:
         with corpus.lock:
             if corpus.region_index is None:
-                from serving.filtered_search import RegionIndex
+                from serving.filtered_search import RegionIndex, region_arrays
 
                 from serving.model_files import ARTICLE_VECTORS_FILE
 
                 vectors = np.load(pair.model_dir / ARTICLE_VECTORS_FILE, mmap_mode="r")
-                corpus.region_index = RegionIndex(pair.index, vectors, corpus.region_codes)
+                arrays = pair.shared.get("regions", lambda: region_arrays(vectors, corpus.region_codes))
+                corpus.region_index = RegionIndex(pair.index, vectors, corpus.region_codes, arrays=arrays)
     return corpus.region_index
 
 

@@ -74,8 +74,10 @@ class LiveOverlay:
     def candidate_items(self, rows, scores, include_titles: bool) -> list[dict]:
         """`{"article_id", "score"[, "title"]}` per row: `article_id(r)` and `title(r)` for k rows at
         once (the answer's hot loop: the lists are read once, not through two calls per row)."""
-        n_main, ids, side_ids, records = self.n_main, self.pair.article_ids, self.side_ids, self.records
-        titles = self.pair.titles if include_titles else None
+        n_main, side_ids, records = self.n_main, self.side_ids, self.records
+        main = [r for r in rows if r < n_main]  # the model's rows: read in one call each
+        ids = dict(zip(main, self.pair.article_ids.take(main)))
+        titles = dict(zip(main, self.pair.titles.take(main))) if include_titles and self.pair.titles is not None else None
         items = []
         for r, s in zip(rows, scores):
             if r < n_main:
@@ -159,11 +161,11 @@ class OverlayBuilder:
             except Exception as error:  # tombstones must still apply; new listings wait for a model that can embed
                 LOG.error("model %s cannot embed %d new listing(s), they are not served: %s", self.pair.version, len(missing), error)
         newly_dead: list[int] = []
-        for record in records:
+        model_rows = self.corpus.row_of.rows([r.article_id for r in records]).tolist()  # one lookup for all
+        for record, row in zip(records, model_rows):
             article_id = record.article_id
             self.applying[article_id] = record
-            row = self.corpus.row_of.get(article_id)
-            if row is not None and row not in self.dead:
+            if row >= 0 and row not in self.dead:
                 self.dead.add(row)
                 newly_dead.append(row)
             old = self.slot_of.get(article_id)

@@ -56,7 +56,8 @@ def search_live(
     """
     pair, corpus = overlay.pair, overlay.corpus
     query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-    seen_rows = np.fromiter((corpus.row_of[a] for a in seen if a in corpus.row_of), dtype=np.int64)
+    seen_rows = corpus.row_of.rows(seen)  # one vectorised lookup (-1: not a model row)
+    seen_rows = seen_rows[seen_rows >= 0]
     exclude = np.union1d(overlay.dead_rows, seen_rows) if seen_rows.size else overlay.dead_rows
     if regions is None:
         main_scores, main_rows = _search_excluding(pair, query, k, exclude)

@@ -4,7 +4,8 @@ Layout (docs/architecture.md, MODEL_DIR and PUBLISH_ROOT): `manifest.json` is wr
 directory without one is not a model. The serving side reads only what it needs: the manifest,
 `article_ids.txt`, `articles.parquet` (titles), `popular_articles.json` (the fallback) and
 optionally `user_histories.parquet` (the embedded history store's snapshot, placed there by the
-publish step or by hand).
+publish step or by hand). Ids and titles are held as flat arrays (serving/article_table.py),
+shared by the worker processes through files when there are several (serving/shared_arrays.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from homefeed.layout import index_dir as index_layout
 from homefeed.layout import model_dir as layout  # MODEL_DIR's names and validator (stdlib only)
 from homefeed.layout import publish_root as publish_layout
 from homefeed.layout.json_files import read_json_object
+from serving.article_table import ArticleIds, StringColumn, as_article_ids, string_arrays
+from serving.shared_arrays import SharedArrays
 
 LOG = logging.getLogger(__name__)
 
@@ -125,23 +129,52 @@ def read_article_ids(model_dir: Path) -> list[str]:
     return ids
 
 
-def read_titles(model_dir: Path, article_ids: list[str]) -> list[str | None] | None:
+def load_article_ids(model_dir: Path, shared: SharedArrays | None = None) -> ArticleIds:
+    """`article_ids.txt` as an `ArticleIds` column (built once per version, shared by the workers).
+
+    Raises:
+      ModelDirError: the file is missing, empty, has blank lines or lists an id twice.
+    """
+    def build() -> dict:
+        ids = read_article_ids(model_dir)
+        arrays = string_arrays(ids, keys=True)
+        repeated = ArticleIds(arrays).duplicates()
+        if repeated:
+            listed = "; ".join(f"{a!r} on lines {', '.join(str(r + 1) for r in rows)}" for a, rows in repeated)
+            raise ModelDirError(f"{model_dir / ARTICLE_IDS_FILE} lists an article id more than once: {listed}")
+        return arrays
+
+    return ArticleIds((shared or SharedArrays(None, "")).get("article_ids", build))
+
+
+def read_titles(
+    model_dir: Path, article_ids: Sequence[str], shared: SharedArrays | None = None
+) -> StringColumn | None:
     """Titles in `article_ids` order from `articles.parquet`, or None when there are none."""
-    path = model_dir / ARTICLES_FILE
-    if not path.exists():
-        return None
-    import pyarrow.parquet as pq
+    article_ids = as_article_ids(article_ids)
 
-    schema = pq.read_schema(path)
-    if "title" not in schema.names or "article_id" not in schema.names:
-        return None
-    table = pq.read_table(path, columns=["article_id", "title"])
-    by_id = dict(zip(table.column("article_id").to_pylist(), table.column("title").to_pylist()))
-    titles = [by_id.get(a) for a in article_ids]
-    return titles if any(t is not None for t in titles) else None
+    def build() -> dict:
+        path = model_dir / ARTICLES_FILE
+        if not path.exists():
+            return {}
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        if "title" not in schema.names or "article_id" not in schema.names:
+            return {}
+        table = pq.read_table(path, columns=["article_id", "title"])
+        rows = article_ids.rows(table.column("article_id").to_pylist())
+        titles: list[str | None] = [None] * len(article_ids)
+        for row, title in zip(rows.tolist(), table.column("title").to_pylist()):
+            if row >= 0:
+                titles[row] = title  # an id listed twice: the last row wins
+        return string_arrays(titles) if any(t is not None for t in titles) else {}
+
+    arrays = (shared or SharedArrays(None, "")).get("titles", build)
+    return StringColumn(arrays) if arrays else None
 
 
-def read_popular(model_dir: Path, corpus: set[str]) -> list[tuple[str, float]]:
+def read_popular(model_dir: Path, corpus: Container[str]) -> list[tuple[str, float]]:
     """The fallback list from `popular_articles.json`: `(article_id, count)` most popular first.
 
     Accepts a list of entries or `{"articles": [...]}`; an entry is `{"article_id", "count"}` (also

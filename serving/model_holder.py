@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving import model_files, publish
+from serving import model_files, process_memory, publish
 from serving.metrics import ServiceMetrics
 from serving.model_pair import ModelPair, load_model_pair
 
@@ -166,12 +166,13 @@ class ModelHolder:
             return self._record("rejected", previous, previous, str(error), trigger)
         self.pair = pair  # the swap: atomic for every reader
         self.last_error = None
-        # A loaded pair is millions of long-lived objects (ids, titles, histories); moving them
+        # A loaded pair holds many long-lived objects (histories; ids and titles are arrays); moving them
         # out of the collector's reach keeps full GC passes (p99 spikes) short. Unfreezing
         # first lets the previous pair's reference cycles be collected.
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        process_memory.release_free_memory()  # what the load and the old pair freed goes back to the OS
         if self._metrics is not None:
             m = self._metrics
             m.model_info.info({"model_version": pair.version, "index_type": pair.index_type})  # no paths in labels

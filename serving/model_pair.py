@@ -29,7 +29,9 @@ from serving import index as faiss_index
 from serving import integrity
 from serving import model_files
 from serving.index_build import read_index_manifest
+from serving.article_table import ArticleIds, StringColumn, as_article_ids, as_string_column
 from serving.model_files import ModelDirError
+from serving.shared_arrays import SharedArrays, inputs_key
 from serving.store import EmbeddedStore
 
 LOG = logging.getLogger(__name__)
@@ -49,25 +51,34 @@ class ModelPair:
       encoder: `trainer.serving_model.UserEncoder` over `model_dir/saved_model`, or its NumPy twin
         `NumpyUserEncoder` over `model_dir/numpy_towers` (same interface, `kind` says which).
       index: the FAISS index (`IndexIDMap`; ids are rows of `article_ids`).
-      article_ids: row -> article id.
-      titles: row -> title, or None when the article table has no titles.
+      article_ids: row -> article id, and the id -> row lookup (`article_ids.row_of`):
+        `serving.article_table.ArticleIds` (a plain list given here is made one).
+      titles: row -> title (None for an article without one), or None when the article table
+        has no titles: a `serving.article_table.StringColumn` (a list given here is made one).
       popular: the fallback, `(row, view count)` most popular first, corpus articles only.
       histories: the embedded store from `model_dir/user_histories.parquet`, if it has one.
       index_manifest, manifest: the two manifests as read.
       loaded_at: wall-clock time of the load (seconds since the epoch).
+      shared: where arrays derived from this version are kept (serving/shared_arrays.py): in
+        files shared by the worker processes, or (the default) in this process.
     """
 
     version: str
     model_dir: Path
     encoder: Any
     index: Any
-    article_ids: list[str]
-    titles: list[str | None] | None
+    article_ids: ArticleIds
+    titles: StringColumn | None
     popular: list[tuple[int, float]]
     histories: EmbeddedStore | None
     index_manifest: dict[str, Any]
     manifest: dict[str, Any]
     loaded_at: float = field(default_factory=time.time)
+    shared: SharedArrays = field(default_factory=lambda: SharedArrays(None, ""))
+
+    def __post_init__(self):
+        object.__setattr__(self, "article_ids", as_article_ids(self.article_ids))
+        object.__setattr__(self, "titles", as_string_column(self.titles))
 
     @property
     def index_type(self) -> str:
@@ -104,11 +115,24 @@ def check_index_matches(model_dir: Path, manifest: dict[str, Any], index_manifes
         raise IndexMismatchError(str(error)) from None
 
 
+def version_key(model_dir: Path, manifest: dict[str, Any], verified: dict[str, tuple[int, str]]) -> str:
+    """The key of this version's derived arrays: the hashes of the files they are made from (as
+    just verified; a file no record lists is hashed here)."""
+    parts = {"model_version": manifest["model_version"]}
+    for name in (model_files.ARTICLE_IDS_FILE, model_files.ARTICLES_FILE, model_files.ARTICLE_VECTORS_FILE):
+        if name in verified:
+            parts[name] = verified[name][1]
+        elif (model_dir / name).is_file():
+            parts[name] = model_files.sha256_file(model_dir / name)
+    return inputs_key(parts)
+
+
 def load_model_pair(
     model_dir: str | os.PathLike,
     history_length: int = features.HISTORY_LENGTH,
     load_histories: bool = True,
     encoder: str = "auto",
+    shared_dir: str | os.PathLike | None = None,
 ) -> ModelPair:
     """Loads and checks a model directory with its index; warms both up.
 
@@ -119,6 +143,9 @@ def load_model_pair(
         directory has one (the service skips this when it reads histories elsewhere).
       encoder: `auto` (the NumPy towers when the model has them, else the SavedModel), `numpy`
         (refuse a model without them) or `saved_model` (trainer.serving_model.load_user_encoder).
+      shared_dir: where the worker processes of one service share the per-article arrays (ids,
+        titles, attributes, region-sorted vectors) as memory-mapped files
+        (serving/shared_arrays.py); None: they are built in this process's memory.
 
     Raises:
       ModelDirError (IndexMismatchError for a foreign index), FileNotFoundError, or whatever the
@@ -147,7 +174,8 @@ def load_model_pair(
             "model %s: %s is not covered by any record (copied in by hand?): it is served unverified",
             version, model_files.HISTORIES_FILE,
         )
-    article_ids = model_files.read_article_ids(model_dir)
+    shared = SharedArrays(shared_dir, version_key(model_dir, manifest, report.hashes))
+    article_ids = model_files.load_article_ids(model_dir, shared)
     index_path = index_layout.index_file(model_dir, index_manifest)
     if not index_path.exists():
         raise ModelDirError(f"{index_path} is missing although {model_files.INDEX_MANIFEST_FILE} exists")
@@ -165,11 +193,10 @@ def load_model_pair(
              "NumPy (numpy_towers/, no TensorFlow)" if encoder.kind == "numpy" else "the TensorFlow SavedModel")
     if encoder.dim != index.d:
         raise IndexMismatchError(f"model {version} makes {encoder.dim}-d user vectors but the index holds {index.d}-d vectors")
-    titles = model_files.read_titles(model_dir, article_ids)
-    popular_ids = model_files.read_popular(model_dir, set(article_ids))
-    wanted = {a for a, _ in popular_ids}
-    row_of = {a: row for row, a in enumerate(article_ids) if a in wanted}
-    popular = [(row_of[a], count) for a, count in popular_ids]
+    titles = model_files.read_titles(model_dir, article_ids, shared)
+    popular_ids = model_files.read_popular(model_dir, article_ids)
+    popular_rows = article_ids.rows([a for a, _ in popular_ids]).tolist()
+    popular = [(row, count) for row, (_, count) in zip(popular_rows, popular_ids)]
     histories = None
     if load_histories and (model_dir / model_files.HISTORIES_FILE).exists():
         histories = EmbeddedStore.from_parquet(model_dir / model_files.HISTORIES_FILE)
@@ -192,6 +219,7 @@ def load_model_pair(
         histories=histories,
         index_manifest=index_manifest,
         manifest=manifest,
+        shared=shared,
     )
     LOG.info(
         "loaded model %s from %s: %s index over %d articles in %.1fs",

@@ -7,13 +7,17 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
+from homefeed import lifetime
 from serve_process import free_port, publish_root, start_serve
+from serving.cli import WORKERS_DIR_PREFIX
 from serving.query import wait_until_ready
 
 def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
@@ -71,6 +75,9 @@ def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(m
             assert time.monotonic() < deadline, f"the reload did not reach every worker: {after}"
             time.sleep(0.2)
         assert set(after) == set(before)  # the same two processes, reloaded (not restarted)
+        # Both map one copy of v2's per-article arrays (serving/shared_arrays.py), not one each.
+        mapped = [{line.split()[-1] for line in open(f"/proc/{pid}/maps") if "/shared-arrays/" in line} for pid in after]
+        assert any(p.endswith("article_ids/keys.npy") for p in mapped[0] & mapped[1]), mapped
 
         event = {"events": [{"user_id": "u0001", "article_id": "a0003", "viewed_at": "2024-06-02T10:00:00Z"}]}
         status, body = call(f"{url}/v1/events", "POST", json.dumps(event).encode())
@@ -86,6 +93,10 @@ def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(m
         while alive := [pid for pid in after if running(pid)]:
             assert time.monotonic() < deadline, f"workers {alive} outlived the killed serve process"
             time.sleep(0.1)
+        # What the killed serve left (its workers' directory, shared arrays included) goes with the next serve.
+        left = [p for p in Path(tempfile.gettempdir()).glob(f"{WORKERS_DIR_PREFIX}p{process.pid}t*") if p.is_dir()]
+        assert len(left) == 1 and (left[0] / "shared-arrays").is_dir(), left
+        assert left[0] in lifetime.remove_stale_dirs(tempfile.gettempdir(), WORKERS_DIR_PREFIX) and not left[0].exists()
     finally:
         process.send_signal(signal.SIGTERM)
         for pid in locals().get("after", ()):  # should this test fail, leave no orphan behind
@@ -94,3 +105,4 @@ def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(m
         output = process.communicate(timeout=60)[0]
     assert "reload announced to the other workers" in output, output[-3000:]
     assert "reload announced by another worker: loaded" in output, output[-3000:]
+    assert output.count("shared-arrays/") and output.count("/article_ids in ") == 2, output[-3000:]  # once per version
