@@ -34,11 +34,14 @@ from homefeed import atomic
 from homefeed import config as config_lib
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
+from trainer import article_inputs
 from trainer import baselines as baselines_lib
 from trainer import cold_start
 from trainer import metrics as metrics_lib
 from trainer import model_dir as layout
 from trainer import predictions as predictions_lib
+from trainer import served_corpus as served_lib
+from trainer import served_ranks
 
 LOG = logging.getLogger(__name__)
 
@@ -178,22 +181,30 @@ def write_plot(path: Path, curves: dict[str, np.ndarray], ks: tuple[int, ...], t
         plt.close(fig)
 
 
-def _category_region_ranks(model_dir: Path, article_ids: list[str], log, as_of, user_rows, targets, exclude) -> np.ndarray:
-    """Target ranks of the category/region popularity baseline (trainer/baselines.py), from the
-    model directory's articles.parquet (attributes, created_at)."""
-    corpus = pd.read_parquet(model_dir / layout.ARTICLES_FILE) if (model_dir / layout.ARTICLES_FILE).exists() else pd.DataFrame()
-    corpus = corpus.set_index(features.ARTICLE_ID).reindex(article_ids) if len(corpus) else pd.DataFrame(index=article_ids)
+def _category_region(served: served_lib.ServedCorpus, log, as_of) -> baselines_lib.CategoryRegionPopularity:
+    """The category/region popularity baseline (trainer/baselines.py) over the served corpus."""
+    frame = served.frame
 
     def column(name: str) -> list:
-        return corpus[name].fillna(features.MISSING_ATTRIBUTE).astype(str).tolist() if name in corpus else [features.MISSING_ATTRIBUTE] * len(article_ids)
+        return frame[name].fillna(features.MISSING_ATTRIBUTE).astype(str).tolist() if name in frame else [features.MISSING_ATTRIBUTE] * len(frame)
 
-    created = (
-        pd.to_datetime(corpus[features.CREATED_AT], utc=True).map(lambda t: t.value / 1e6 if pd.notna(t) else np.nan).to_numpy(np.float64)
-        if features.CREATED_AT in corpus
-        else np.full(len(article_ids), np.nan)
-    )
-    baseline = baselines_lib.CategoryRegionPopularity(log, column("category"), column("region"), created, as_of)
-    return baseline.ranks(user_rows, targets, exclude)
+    return baselines_lib.CategoryRegionPopularity(log, column("category"), column("region"), served.created_ms, as_of)
+
+
+def _served_corpus(encoder, article_ids: list[str], articles: pd.DataFrame, examples_dir: Path):
+    """`(served corpus, the model's article tower or None)`: the corpus live at each view with
+    the tower embedding it (the live service's path), or the as_of snapshot with the exported
+    vectors when the views have no times or the model predates the `article_vectors` signature."""
+    views = served_lib.read_views(examples_dir / extract_layout.TRAINING_EXAMPLES_FILE)
+    served = served_lib.ServedCorpus.build(article_ids, articles, views)
+    if not served.timed:
+        return served, None
+    try:
+        encoder.article_vectors(article_inputs.corpus_article_features(served.frame.iloc[:1], 0.0))
+    except ValueError as error:
+        LOG.warning("%s: ranked over the as_of corpus with its exported vectors", error)
+        return served_lib.ServedCorpus.snapshot(article_ids, articles), None
+    return served, encoder.article_vectors
 
 
 def evaluate_model(
@@ -231,9 +242,11 @@ def evaluate_model(
         raise layout.UnfinishedModelError(
             f"{model_dir}: {len(article_ids)} article ids but {vectors.shape[0]} article vectors"
         )
-    corpus_index = pd.Index(article_ids)
-
     table = _read_examples(examples_dir)
+    articles = pd.read_parquet(model_dir / layout.ARTICLES_FILE) if (model_dir / layout.ARTICLES_FILE).exists() else pd.DataFrame()
+    encoder = UserEncoder(model_dir, history_length=int(manifest.get("history_length") or features.HISTORY_LENGTH))
+    served, embed = _served_corpus(encoder, article_ids, articles, examples_dir)
+    corpus_index = served.article_ids
     is_test = pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)
     train = table.filter(pc.invert(is_test))  # every view before the test targets (train + validation)
     eval_rows = table.filter(is_test).to_pandas()
@@ -271,7 +284,7 @@ def evaluate_model(
         seen_targets,
     )
 
-    encoder = UserEncoder(model_dir, history_length=int(manifest.get("history_length") or features.HISTORY_LENGTH))
+    times = served_ranks.times_ms(eval_rows[features.VIEWED_AT]) if served.timed else np.full(len(eval_rows), np.nan)
     ages = (
         eval_rows[features.EXAMPLE_AGE].astype(np.float32).to_numpy()
         if config.example_age == "examples" and features.EXAMPLE_AGE in eval_rows.columns
@@ -279,16 +292,16 @@ def evaluate_model(
     )
     rows = _row_dicts(eval_rows)
     user_vectors = encoder.encode_batched(rows, config.batch_size, example_age_days=ages)
-    model_ranks = metrics_lib.batched_ranks(user_vectors, vectors, targets, exclude, config.batch_size)
     as_of = _as_of(examples_dir, views)
+    as_of_ms = manifest.get("article_ages_at_ms") or (np.nan if as_of is None else pd.Timestamp(as_of).value / 1e6)
+    served_vectors = served_lib.ServedVectors(served, times, embed, float(as_of_ms)) if embed is not None else vectors
+    model_ranks = served_ranks.model_ranks(served, served_vectors, user_vectors, times, targets, exclude)
     knn_users = None
     if len(users) > config.knn_max_users:
         knn_users = np.sort(np.random.default_rng(config.seed).choice(len(users), config.knn_max_users, replace=False))
         LOG.info("item-kNN baseline on a sample of %d of the %d test users", config.knn_max_users, len(users))
-    baseline_ranks = baselines_lib.baseline_ranks(log, as_of, histories, targets, exclude, knn_users)
-    baseline_ranks[baselines_lib.CATEGORY_REGION_POPULARITY] = _category_region_ranks(
-        model_dir, article_ids, log, as_of, user_index.get_indexer(users), targets, exclude
-    )
+    baseline_ranks = served_ranks.baseline_ranks(served, log, as_of, times, user_index.get_indexer(users), histories, targets,
+                                                 exclude, knn_users, _category_region(served, log, as_of))  # fmt: skip
     rankable = (targets >= 0) & np.array(
         [exclude is None or not np.any(exclude[i] == t) for i, t in enumerate(targets)], bool
     )
@@ -315,6 +328,11 @@ def evaluate_model(
         "num_users": len(users),
         "item_knn_users": len(users) if knn_users is None else len(knn_users),
         "num_articles": len(article_ids),
+        "served_corpus": {
+            "definition": served_lib.DEFINITION if served.timed else "the as_of corpus (no view times)",
+            "listings": len(served),
+            "median_live": float(np.median([len(served.live_rows(t)) for t in times[:: max(1, len(times) // 200)]])),
+        },
         "targets_outside_corpus": outside,
         "targets_already_viewed": seen_targets,
         "config": config_lib.to_dict(config),
@@ -328,11 +346,13 @@ def evaluate_model(
             "split": features.TEST_SPLIT,
             "example_age": config.example_age,
             "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
+            "corpus": "live at each view" if served.timed else "as_of snapshot",
         },
     }
+    exported_exclude = None if exclude is None else [e[e < len(article_ids)] for e in exclude]  # the page shows the as_of corpus
     sample = predictions_lib.sample_predictions(
         users, rows, eval_rows[features.LABEL].astype(str).tolist(), user_vectors, vectors, article_ids,
-        exclude, model_ranks, config.sample_users, config.seed,
+        exported_exclude, model_ranks, config.sample_users, config.seed,
     )  # fmt: skip
     write_plot(
         model_dir / layout.EVALUATION_PLOT_FILE,
