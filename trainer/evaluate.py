@@ -2,16 +2,19 @@
 
 Protocol (DEVELOPERS.md): each user's last view is the target (`split = test` rows of
 `training_examples.parquet`; never used for a choice, only reported and read by the publish gate),
-its history the earlier views; candidates are the model's corpus (`article_ids.txt`) minus
-everything the user viewed before the target (all their earlier views, validation included, not
-only the at most H in the history column). The model is called through
-`trainer.serving_model.UserEncoder` (raw strings into the exported SavedModel, as the service
-does) and searched exactly over `article_vectors.npy`. The baselines (trainer/baselines.py:
-popularity, trending over the last 1 and 7 days before the extract's as_of, item-kNN) see the same
-views before the test targets and rank with the same exclusions. Writes `evaluation.json`,
+its history the earlier views. Each test view is ranked over the corpus the live service held at
+its time (trainer/served_corpus.py, the one owner of that definition: the as_of corpus created by
+then plus the listings sold before as_of while they were up, each vector made by the model's
+article tower at the listing's age then; without view times, the as_of corpus and
+`article_vectors.npy`), minus the user's seen set (the last features.SEEN_LENGTH articles viewed,
+as the service filters). The user vector comes from `trainer.serving_model.UserEncoder` (raw
+strings into the exported SavedModel at the serving example age, as the service does). The
+baselines (trainer/baselines.py: popularity, trending over the last 1 and 7 days before the view,
+item-kNN, category/region popularity) see the same views before the test targets and rank the
+same rows with the same exclusions (trainer/served_ranks.py). Writes `evaluation.json`,
 `evaluation.png` (recall@K curves) and `predictions.html` (a sample of users' last views and top
-candidates, trainer/predictions.py) into the model directory, each atomically, and returns the
-metrics.
+candidates from the as_of corpus, trainer/predictions.py) into the model directory, each
+atomically, and returns the metrics.
 """
 
 from __future__ import annotations
@@ -211,6 +214,7 @@ def evaluate_model(
     model_dir: str | os.PathLike,
     examples_dir: str | os.PathLike,
     config: config_lib.EvaluateConfig | None = None,
+    served: served_lib.ServedCorpus | None = None,
 ) -> dict[str, Any]:
     """Recall@K and NDCG@K of the model and of the baselines on the test split (see module docstring).
 
@@ -218,6 +222,8 @@ def evaluate_model(
       model_dir: a finished model directory, or a `train --out` root (its newest model is used).
       examples_dir: the EXTRACT_DIR the model's transform was built from.
       config: cut-offs and options (defaults if None).
+      served: the corpus to rank each view over (its first rows the model's corpus, in order);
+        default: `ServedCorpus.build` from the extract (benchmarks pass a generator's true one).
 
     Returns:
       `{"model_version", "model_dir", "split", "fit", "as_of", "num_users", ..., "model":
@@ -245,7 +251,7 @@ def evaluate_model(
     table = _read_examples(examples_dir)
     articles = pd.read_parquet(model_dir / layout.ARTICLES_FILE) if (model_dir / layout.ARTICLES_FILE).exists() else pd.DataFrame()
     encoder = UserEncoder(model_dir, history_length=int(manifest.get("history_length") or features.HISTORY_LENGTH))
-    served, embed = _served_corpus(encoder, article_ids, articles, examples_dir)
+    served, embed = (served, encoder.article_vectors) if served is not None else _served_corpus(encoder, article_ids, articles, examples_dir)
     corpus_index = served.article_ids
     is_test = pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)
     train = table.filter(pc.invert(is_test))  # every view before the test targets (train + validation)
