@@ -224,7 +224,7 @@ def print_table(name: str, variant: str, runs: list[dict[str, Any]]) -> None:
     cat = m(r["new"].get("category_region") for r in runs)
     trend = m(r["new"].get("trending_1d") for r in runs)
     print(f"\n{name} / {variant}: seeds {[r['seed'] for r in runs]}, {runs[0]['new_views']} new test views "
-          f"({runs[0]['new_rankable']} rankable); {machine()}")  # fmt: skip
+          f"({runs[0]['new_rankable']} rankable); {runs[0].get('machine') or machine()}")  # fmt: skip
     print(f"{'new-listing recall@200':<34} {'median':>8}   per seed")
     for label, key in (("model", "model"), ("trending 1 day", "trending_1d"), ("category/region popularity", "category_region"),
                        ("popularity", "popularity")):  # fmt: skip
@@ -276,7 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--true-corpus", action="store_true",
                         help="generated datasets: also rank over the generator's true live corpus (removal times)")
     parser.add_argument("--log", default=None, help="append every run as a JSON line here")
+    parser.add_argument("--report", default=None, metavar="LOG",
+                        help="only print the tables of the runs logged in LOG (one locked run per seed, then this)")
     args = parser.parse_args(argv)
+    if args.report:
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for line in Path(args.report).read_text().splitlines():
+            run = json.loads(line)
+            runs.setdefault((run["dataset"], run["variant"]), []).append(run)
+        for (name, variant), group in runs.items():
+            print_table(name, variant, group)
+        return 0
     import logging
 
     logging.basicConfig(level=logging.WARNING)
