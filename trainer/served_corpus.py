@@ -102,7 +102,7 @@ class ServedCorpus:
         if len(articles):
             exported = exported.merge(articles.drop_duplicates(features.ARTICLE_ID).assign(
                 **{features.ARTICLE_ID: articles[features.ARTICLE_ID].astype(str)}), how="left", on=features.ARTICLE_ID)  # fmt: skip
-        timed = features.VIEWED_AT in examples.column_names
+        timed = features.VIEWED_AT in examples.column_names and examples.column(features.VIEWED_AT).null_count < len(examples)
         if not timed:
             n = len(exported)
             return cls(pd.Index(exported[features.ARTICLE_ID]), exported, timestamps_ms(exported.get(features.CREATED_AT, [None] * n)),
