@@ -73,10 +73,11 @@ def baseline_ranks(
     popularity = baselines_lib.popularity_scores(log)
     out = {"popularity": ranks_of(corpus, times, targets, exclude, lambda i, rows, t: popularity[rows])}
     if as_of is not None or not np.all(np.isnan(times)):
+        trending = _Trending(log, popularity)
         for days in baselines_lib.TRENDING_WINDOWS_DAYS:
             out[baselines_lib.trending_name(days)] = ranks_of(
                 corpus, times, targets, exclude,
-                lambda i, rows, t, days=days: _trending(log, _at(t, as_of), days, rows),
+                lambda i, rows, t, days=days: trending.scores(_at(t, as_of), days, rows),
             )  # fmt: skip
     knn = baselines_lib.ItemKNN(log)
     out["item_knn"] = ranks_of(corpus, times, targets, exclude, lambda i, rows, t: knn.scores(histories[i])[rows], knn_users)
@@ -86,7 +87,18 @@ def baseline_ranks(
     return out
 
 
-def _trending(log: baselines_lib.ViewLog, at: np.datetime64 | None, days: int, rows: np.ndarray) -> np.ndarray:
-    if at is None:  # no time at all: all-time views
-        return baselines_lib.popularity_scores(log)[rows]
-    return baselines_lib.trending_scores(log, at, days)[rows]
+class _Trending:
+    """`baselines.trending_scores` at any time, from the views in the window only (time-sorted once)."""
+
+    def __init__(self, log: baselines_lib.ViewLog, popularity: np.ndarray):
+        order = np.argsort(log.viewed_at, kind="stable")  # NaT last: never in a window
+        self.times, self.items = log.viewed_at[order], log.items[order]
+        self.popularity, self.scale = popularity, len(log.items) + 1
+
+    def scores(self, at: np.datetime64 | None, days: int, rows: np.ndarray) -> np.ndarray:
+        if at is None:  # no time at all: all-time views
+            return self.popularity[rows]
+        at = np.datetime64(at, "ns")
+        start, stop = np.searchsorted(self.times, [at - np.timedelta64(int(days * 86400e9), "ns"), at], side="right")
+        window = np.bincount(self.items[start:stop], minlength=len(self.popularity)).astype(np.float64)
+        return window[rows] * self.scale + self.popularity[rows]

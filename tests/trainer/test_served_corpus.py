@@ -128,3 +128,18 @@ def test_ranks_count_only_the_live_unseen_listings_with_the_reference_tie_rule()
     assert served_lib.ranks_over_time(c, times[:1], targets[:1], [np.array([3])], lambda i, r, t: scores[r])[0] == metrics_lib.MISSED
     subset = served_lib.ranks_over_time(c, times, targets, exclude, lambda i, rows, t: scores[rows], np.array([2, 0]))
     np.testing.assert_array_equal(subset, got[[2, 0]])
+
+
+def test_trending_at_a_time_equals_the_reference_window_before_it():
+    from trainer import baselines
+    from trainer.served_ranks import _Trending
+
+    rng = np.random.default_rng(5)
+    n_items, n_views = 12, 300
+    times = (np.datetime64("2026-05-01T00:00:00", "ns") + rng.integers(0, 10 * 86400, n_views).astype("timedelta64[s]"))
+    log = baselines.ViewLog(rng.integers(0, 5, n_views), rng.integers(0, n_items, n_views), times, n_items)
+    trending = _Trending(log, baselines.popularity_scores(log))
+    rows = np.array([0, 3, 4, 7, 11])
+    for at in times[:20]:
+        for days in (1, 7):
+            np.testing.assert_array_equal(trending.scores(at, days, rows), baselines.trending_scores(log, at, days)[rows])
