@@ -210,6 +210,20 @@ def _served_corpus(encoder, article_ids: list[str], articles: pd.DataFrame, exam
     return served, encoder.article_vectors
 
 
+def _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config) -> dict[str, Any]:
+    """The model's and popularity's figures over the as_of corpus and its exported vectors alone:
+    what replaying the test users against the exported index gives (a target sold before as_of a
+    miss, listings created after a view among its candidates). Not the gate's figure; the
+    comparison with such a replay (tests/test_end_to_end.py)."""
+    n = served.num_exported
+    snapshot_targets = np.where(targets < n, targets, -1)
+    snapshot_exclude = None if exclude is None else [e[e < n] for e in exclude]
+    model = metrics_lib.batched_ranks(user_vectors, vectors, snapshot_targets, snapshot_exclude, config.batch_size)
+    popularity = baselines_lib.shared_score_ranks(baselines_lib.popularity_scores(log)[:n], snapshot_targets, snapshot_exclude)
+    return {"model": metrics_lib.ranking_metrics(model, config.ks, config.ndcg_k),
+            "popularity": metrics_lib.ranking_metrics(popularity, config.ks, config.ndcg_k)}  # fmt: skip
+
+
 def evaluate_model(
     model_dir: str | os.PathLike,
     examples_dir: str | os.PathLike,
@@ -320,6 +334,7 @@ def evaluate_model(
         rankable,
     )
     model_metrics = metrics_lib.ranking_metrics(model_ranks, config.ks, config.ndcg_k)
+    as_of_corpus = _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config)
     baseline_metrics = {name: metrics_lib.ranking_metrics(r, config.ks, config.ndcg_k) for name, r in baseline_ranks.items()}
     metrics_file = model_dir / layout.METRICS_FILE
     fit = json.loads(metrics_file.read_text()).get("fit") if metrics_file.exists() else None
@@ -347,6 +362,7 @@ def evaluate_model(
         "baselines": baseline_metrics,
         "popularity": baseline_metrics["popularity"],
         "cold_start": cold,
+        "as_of_corpus": as_of_corpus,
         # How recall was measured; the publish gate compares versions only under the same protocol.
         layout.EVALUATION_PROTOCOL_KEY: {
             "split": features.TEST_SPLIT,
