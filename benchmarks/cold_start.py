@@ -3,10 +3,14 @@
     .venv/bin/python benchmarks/cold_start.py                                   # churn, seeds 42 1 2
     .venv/bin/python benchmarks/cold_start.py --datasets churn ml-100k --served
     .venv/bin/python benchmarks/cold_start.py --tune --variants d0.1='{"id_dropout": 0.1}' d0.3='{"id_dropout": 0.3}'
+    # one locked run per seed, then the medians:
+    flock -s /work/bench.lock .venv/bin/python benchmarks/cold_start.py --seeds 42 --true-corpus --log runs.jsonl
+    .venv/bin/python benchmarks/cold_start.py --report runs.jsonl
 
 A test view is *new* when its target article appears in no view of the train split (its id was
 never trained: one of the OOV ids; on MovieLens a film first rated after the training views):
-trainer/cold_start.py. `candidates evaluate` reports the figure in evaluation.json
+trainer/cold_start.py; every test view is ranked over the corpus live at its time,
+trainer/served_corpus.py. `candidates evaluate` reports the figure in evaluation.json
 (`cold_start`); this script runs import -> extract -> transform -> train -> evaluate per seed
 (benchmarks/quality_movielens.py `prepare`) and prints the medians over seeds: new-listing
 recall@200 of the model, of trending (1 day) and of the category/region popularity baseline
@@ -16,6 +20,11 @@ overall test recall@200.
 `--tune` answers a choice without touching the test views: each user's last view is dropped
 from the input before the extract, so the "test" split of that data is the original validation
 split (and its new listings the validation's); choose there, report on the real test split.
+
+`--true-corpus` (generated datasets) also ranks over the generator's true live corpus: every
+listing of the input table from its created_at until the generator took it down (its removal
+time, which the extract does not hold, re-simulated from the seed), to show how much the
+extract's lower bound (a sold listing up until its last view) moves the figures.
 
 `--served` also measures the served recall: every test user's history and seen set before the
 test view are put into an in-memory store, the model directory gets an index

@@ -189,7 +189,8 @@ class ServedVectors:
             0.0,
         )
         raw[features.LABEL_AGE] = bucket_age_days(pair_buckets).astype(np.float32)
-        assert np.array_equal(age_buckets(raw[features.LABEL_AGE]), pair_buckets)
+        if not np.array_equal(age_buckets(raw[features.LABEL_AGE]), pair_buckets):  # float32 rounding would show here
+            raise RuntimeError("served corpus: a bucket's representative age fell outside its bucket")
         LOG.info("embedding %d (listing, age bucket) pairs of %d listings for the served corpus", len(pair_rows), len(corpus))
         self.vectors = embed(raw) if len(pair_rows) else np.zeros((0, 1), np.float32)
 
