@@ -3,10 +3,14 @@
     .venv/bin/python benchmarks/cold_start.py                                   # churn, seeds 42 1 2
     .venv/bin/python benchmarks/cold_start.py --datasets churn ml-100k --served
     .venv/bin/python benchmarks/cold_start.py --tune --variants d0.1='{"id_dropout": 0.1}' d0.3='{"id_dropout": 0.3}'
+    # one locked run per seed, then the medians:
+    flock -s /work/bench.lock .venv/bin/python benchmarks/cold_start.py --seeds 42 --true-corpus --log runs.jsonl
+    .venv/bin/python benchmarks/cold_start.py --report runs.jsonl
 
 A test view is *new* when its target article appears in no view of the train split (its id was
 never trained: one of the OOV ids; on MovieLens a film first rated after the training views):
-trainer/cold_start.py. `candidates evaluate` reports the figure in evaluation.json
+trainer/cold_start.py; every test view is ranked over the corpus live at its time,
+trainer/served_corpus.py. `candidates evaluate` reports the figure in evaluation.json
 (`cold_start`); this script runs import -> extract -> transform -> train -> evaluate per seed
 (benchmarks/quality_movielens.py `prepare`) and prints the medians over seeds: new-listing
 recall@200 of the model, of trending (1 day) and of the category/region popularity baseline
@@ -16,6 +20,11 @@ overall test recall@200.
 `--tune` answers a choice without touching the test views: each user's last view is dropped
 from the input before the extract, so the "test" split of that data is the original validation
 split (and its new listings the validation's); choose there, report on the real test split.
+
+`--true-corpus` (generated datasets) also ranks over the generator's true live corpus: every
+listing of the input table from its created_at until the generator took it down (its removal
+time, which the extract does not hold, re-simulated from the seed), to show how much the
+extract's lower bound (a sold listing up until its last view) moves the figures.
 
 `--served` also measures the served recall: every test user's history and seen set before the
 test view are put into an in-memory store, the model directory gets an index
@@ -143,8 +152,34 @@ def reembed_cost(pair) -> dict[str, float]:
             "reembed_ms_per_listing": round(seconds * 1000 / max(count, 1), 3)}  # fmt: skip
 
 
+def true_served_corpus(model_dir: Path, input_dir: Path, sample):
+    """The generator's own live corpus (ground truth the extract does not hold): every listing of
+    the input table, live from its created_at until it was sold or deleted (the generator's
+    removal time, re-simulated from the same seed), the model's corpus first."""
+    import numpy as np
+    import pandas as pd
+
+    from homefeed import features, sample_data
+    from trainer import served_corpus as served_lib
+
+    # The articles are the generator's first draws from its seeded stream (sample_data.generate).
+    world = sample_data._simulate_articles(sample, np.random.default_rng(sample.seed))
+    articles = pd.read_parquet(input_dir / "articles.parquet")
+    assert len(articles) == len(world.removed)
+    start = pd.Timestamp(sample_data._parse_end(sample.end)) - pd.Timedelta(days=sample.days)
+    removed_ms = start.value / 1e6 + world.removed * 1000.0  # +inf while active
+    exported = (model_dir / "article_ids.txt").read_text().splitlines()
+    order = pd.Index(articles[features.ARTICLE_ID]).get_indexer(exported)
+    rest = np.setdiff1d(np.arange(len(articles)), order)
+    rows = np.concatenate([order, rest])
+    frame = articles.iloc[rows].reset_index(drop=True)
+    created = served_lib.timestamps_ms(frame[features.CREATED_AT])
+    return served_lib.ServedCorpus(pd.Index(frame[features.ARTICLE_ID].astype(str)), frame, created, created,
+                                   removed_ms[rows], len(exported), True)  # fmt: skip
+
+
 def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str, overrides: dict[str, Any],
-            seed: int, served: bool) -> dict[str, Any]:  # fmt: skip
+            seed: int, served: bool, true_corpus=None) -> dict[str, Any]:  # fmt: skip
     from trainer.id_dropout_choice import train_config
     from trainer.evaluate import evaluate_model
     from trainer.train import train_model
@@ -172,8 +207,15 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
         "test_baselines_recall@200": {n: m.get(f"recall@{K}") for n, m in evaluation["baselines"].items()},
         "new_views": cold["num_users"], "new_rankable": cold["num_rankable"],
         "new": {n: m.get(f"recall@{K}") for n, m in cold.items() if isinstance(m, dict)},
+        "served_corpus_median_live": evaluation["served_corpus"]["median_live"],
         "machine": machine(),
     }  # fmt: skip
+    if true_corpus is not None:  # the same, over the generator's true live corpus
+        truth = evaluate_model(result.model_dir, extract_dir, served=true_corpus(result.model_dir))
+        run.update({"true_corpus_median_live": truth["served_corpus"]["median_live"],
+                    "true_test_recall@200": truth["model"][f"recall@{K}"],
+                    "true_test_baselines_recall@200": {n: m.get(f"recall@{K}") for n, m in truth["baselines"].items()},
+                    "true_new": {n: m.get(f"recall@{K}") for n, m in truth["cold_start"].items() if isinstance(m, dict)}})  # fmt: skip
     if served:
         run.update(served_recall(result.model_dir, extract_dir))
     shutil.rmtree(result.model_dir, ignore_errors=True)
@@ -191,7 +233,7 @@ def print_table(name: str, variant: str, runs: list[dict[str, Any]]) -> None:
     cat = m(r["new"].get("category_region") for r in runs)
     trend = m(r["new"].get("trending_1d") for r in runs)
     print(f"\n{name} / {variant}: seeds {[r['seed'] for r in runs]}, {runs[0]['new_views']} new test views "
-          f"({runs[0]['new_rankable']} rankable); {machine()}")  # fmt: skip
+          f"({runs[0]['new_rankable']} rankable); {runs[0].get('machine') or machine()}")  # fmt: skip
     print(f"{'new-listing recall@200':<34} {'median':>8}   per seed")
     for label, key in (("model", "model"), ("trending 1 day", "trending_1d"), ("category/region popularity", "category_region"),
                        ("popularity", "popularity")):  # fmt: skip
@@ -213,6 +255,14 @@ def print_table(name: str, variant: str, runs: list[dict[str, Any]]) -> None:
     if "reembed_ms" in runs[0]:
         print(f"{'age re-embedding (all listings)':<34} {m(r['reembed_ms'] for r in runs):>8.1f} ms for {runs[0]['reembedded']} "
               f"listings, {m(r['reembed_ms_per_listing'] for r in runs):.3f} ms each")  # fmt: skip
+    print(f"{'listings live at a view (median)':<34} {m(r.get('served_corpus_median_live') for r in runs):>8.0f}")
+    if "true_new" in runs[0]:
+        print("over the generator's true live corpus (sold listings up until their removal):")
+        tmodel, tcat = m(r["true_new"].get("model") for r in runs), m(r["true_new"].get("category_region") for r in runs)
+        print(f"{'  new: model / category-region':<34} {tmodel:>8.4f} / {tcat:.4f} = {tmodel / tcat if tcat else float('inf'):.2f}")
+        print(f"{'  overall: model / category-region':<34} {m(r['true_test_recall@200'] for r in runs):>8.4f} / "
+              f"{m(r['true_test_baselines_recall@200'].get('category_region') for r in runs):.4f}")  # fmt: skip
+        print(f"{'  listings live at a view (median)':<34} {m(r['true_corpus_median_live'] for r in runs):>8.0f}")
     print(f"{'train seconds':<34} {m(r['train_seconds'] for r in runs):>8.1f}")
 
 
@@ -232,8 +282,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--searches", action="store_true",
                         help="generated datasets: their searches go into the extract (the user tower's search part)")
     parser.add_argument("--served", action="store_true", help="also measure the service path's recall")
+    parser.add_argument("--true-corpus", action="store_true",
+                        help="generated datasets: also rank over the generator's true live corpus (removal times)")
     parser.add_argument("--log", default=None, help="append every run as a JSON line here")
+    parser.add_argument("--report", default=None, metavar="LOG",
+                        help="only print the tables of the runs logged in LOG (one locked run per seed, then this)")
     args = parser.parse_args(argv)
+    if args.report:
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for line in Path(args.report).read_text().splitlines():
+            run = json.loads(line)
+            runs.setdefault((run["dataset"], run["variant"]), []).append(run)
+        for (name, variant), group in runs.items():
+            print_table(name, variant, group)
+        return 0
     import logging
 
     logging.basicConfig(level=logging.WARNING)
@@ -250,8 +312,11 @@ def main(argv: list[str] | None = None) -> int:
             variant, overrides = parse_variant(spec)
             runs = []
             for seed in args.seeds:
+                truth = None
+                if args.true_corpus and sample is not None and not args.tune:
+                    truth = lambda model_dir, s=sample, d=work / name / "input": true_served_corpus(model_dir, d, s)  # noqa: E731
                 run = run_one(name + ("-validation" if args.tune else ""), work, extract_dir, transform_dir, variant,
-                              overrides, seed, args.served)  # fmt: skip
+                              overrides, seed, args.served, truth)  # fmt: skip
                 runs.append(run)
                 if args.log:
                     with open(args.log, "a") as log:

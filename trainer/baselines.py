@@ -225,6 +225,9 @@ class CategoryRegionPopularity:
             recent = (log.viewed_at > as_of - np.timedelta64(86_400 * 10**9, "ns")) & (log.viewed_at <= as_of)
         cell_views = np.bincount(self.cell[log.items[recent]], minlength=self.num_cells).astype(np.float64)
         created = np.nan_to_num(np.asarray(created_at_ms, np.float64), nan=-np.inf)
+        self.created = created
+        order = np.argsort(log.viewed_at, kind="stable")  # for the day before any time (scores_among)
+        self._view_times, self._view_cells = log.viewed_at[order], self.cell[log.items[order]]
         # One float per article for the last two keys: rank of (cell views, created_at) ascending.
         order = np.lexsort((created, cell_views[self.cell]))
         self.secondary = np.empty(len(order), np.float64)
@@ -239,6 +242,22 @@ class CategoryRegionPopularity:
         """float64 `[num_items]` for user index `user` (see class docstring)."""
         counts = self._user_cells.get(int(user), np.zeros(self.num_cells))
         return counts[self.cell] * (len(self.secondary) + 1.0) + self.secondary
+
+    def scores_among(self, user: int, rows: np.ndarray, at: np.datetime64 | None) -> np.ndarray:
+        """float64 `[len(rows)]`: `scores(user)` of corpus `rows` only, ordered among themselves,
+        the cell's views counted in the day before `at` (None: all of them) instead of as_of."""
+        counts = self._user_cells.get(int(user), np.zeros(self.num_cells))
+        if at is None:
+            window = self._view_cells
+        else:
+            at = np.datetime64(at, "ns")
+            start, stop = np.searchsorted(self._view_times, [at - np.timedelta64(86_400 * 10**9, "ns"), at], side="right")
+            window = self._view_cells[start:stop]
+        cell_views = np.bincount(window, minlength=self.num_cells).astype(np.float64)
+        cells = self.cell[rows]
+        secondary = np.empty(len(rows), np.float64)
+        secondary[np.lexsort((self.created[rows], cell_views[cells]))] = np.arange(len(rows))
+        return counts[cells] * (len(rows) + 1.0) + secondary
 
     def ranks(self, users: Sequence[int], targets: np.ndarray, exclude: Sequence[np.ndarray] | None) -> np.ndarray:
         """`metrics.target_ranks` of every user's scores, in bounded memory."""

@@ -5,7 +5,9 @@ a history): the model has never trained on its id (it is one of the OOV ids) and
 after the training data was cut; on MovieLens, a film first rated after the training views. Its
 recall@K is reported for the model and for the baselines that can rank an article without views
 of its own (trending, and the category/region popularity baseline, trainer/baselines.py), on the
-same users with the same exclusions as the overall figures.
+same users with the same exclusions as the overall figures, over the corpus live at each view
+(trainer/served_corpus.py): a new listing sold before as_of was still a candidate when it was
+viewed, so every new test view is rankable unless the user had seen the listing already.
 """
 
 from __future__ import annotations

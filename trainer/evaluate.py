@@ -2,16 +2,19 @@
 
 Protocol (DEVELOPERS.md): each user's last view is the target (`split = test` rows of
 `training_examples.parquet`; never used for a choice, only reported and read by the publish gate),
-its history the earlier views; candidates are the model's corpus (`article_ids.txt`) minus
-everything the user viewed before the target (all their earlier views, validation included, not
-only the at most H in the history column). The model is called through
-`trainer.serving_model.UserEncoder` (raw strings into the exported SavedModel, as the service
-does) and searched exactly over `article_vectors.npy`. The baselines (trainer/baselines.py:
-popularity, trending over the last 1 and 7 days before the extract's as_of, item-kNN) see the same
-views before the test targets and rank with the same exclusions. Writes `evaluation.json`,
+its history the earlier views. Each test view is ranked over the corpus the live service held at
+its time (trainer/served_corpus.py, the one owner of that definition: the as_of corpus created by
+then plus the listings sold before as_of while they were up, each vector made by the model's
+article tower at the listing's age then; without view times, the as_of corpus and
+`article_vectors.npy`), minus the user's seen set (the last features.SEEN_LENGTH articles viewed,
+as the service filters). The user vector comes from `trainer.serving_model.UserEncoder` (raw
+strings into the exported SavedModel at the serving example age, as the service does). The
+baselines (trainer/baselines.py: popularity, trending over the last 1 and 7 days before the view,
+item-kNN, category/region popularity) see the same views before the test targets and rank the
+same rows with the same exclusions (trainer/served_ranks.py). Writes `evaluation.json`,
 `evaluation.png` (recall@K curves) and `predictions.html` (a sample of users' last views and top
-candidates, trainer/predictions.py) into the model directory, each atomically, and returns the
-metrics.
+candidates from the as_of corpus, trainer/predictions.py) into the model directory, each
+atomically, and returns the metrics.
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ from homefeed import atomic
 from homefeed import config as config_lib
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
+from trainer import article_inputs
 from trainer import baselines as baselines_lib
 from trainer import cold_start
 from trainer import metrics as metrics_lib
 from trainer import model_dir as layout
 from trainer import predictions as predictions_lib
+from trainer import served_corpus as served_lib
+from trainer import served_ranks
 
 LOG = logging.getLogger(__name__)
 
@@ -178,28 +184,51 @@ def write_plot(path: Path, curves: dict[str, np.ndarray], ks: tuple[int, ...], t
         plt.close(fig)
 
 
-def _category_region_ranks(model_dir: Path, article_ids: list[str], log, as_of, user_rows, targets, exclude) -> np.ndarray:
-    """Target ranks of the category/region popularity baseline (trainer/baselines.py), from the
-    model directory's articles.parquet (attributes, created_at)."""
-    corpus = pd.read_parquet(model_dir / layout.ARTICLES_FILE) if (model_dir / layout.ARTICLES_FILE).exists() else pd.DataFrame()
-    corpus = corpus.set_index(features.ARTICLE_ID).reindex(article_ids) if len(corpus) else pd.DataFrame(index=article_ids)
+def _category_region(served: served_lib.ServedCorpus, log, as_of) -> baselines_lib.CategoryRegionPopularity:
+    """The category/region popularity baseline (trainer/baselines.py) over the served corpus."""
+    frame = served.frame
 
     def column(name: str) -> list:
-        return corpus[name].fillna(features.MISSING_ATTRIBUTE).astype(str).tolist() if name in corpus else [features.MISSING_ATTRIBUTE] * len(article_ids)
+        return frame[name].fillna(features.MISSING_ATTRIBUTE).astype(str).tolist() if name in frame else [features.MISSING_ATTRIBUTE] * len(frame)
 
-    created = (
-        pd.to_datetime(corpus[features.CREATED_AT], utc=True).map(lambda t: t.value / 1e6 if pd.notna(t) else np.nan).to_numpy(np.float64)
-        if features.CREATED_AT in corpus
-        else np.full(len(article_ids), np.nan)
-    )
-    baseline = baselines_lib.CategoryRegionPopularity(log, column("category"), column("region"), created, as_of)
-    return baseline.ranks(user_rows, targets, exclude)
+    return baselines_lib.CategoryRegionPopularity(log, column("category"), column("region"), served.created_ms, as_of)
+
+
+def _served_corpus(encoder, article_ids: list[str], articles: pd.DataFrame, examples_dir: Path):
+    """`(served corpus, the model's article tower or None)`: the corpus live at each view with
+    the tower embedding it (the live service's path), or the as_of snapshot with the exported
+    vectors when the views have no times or the model predates the `article_vectors` signature."""
+    views = served_lib.read_views(examples_dir / extract_layout.TRAINING_EXAMPLES_FILE)
+    served = served_lib.ServedCorpus.build(article_ids, articles, views)
+    if not served.timed:
+        return served, None
+    try:
+        encoder.article_vectors(article_inputs.corpus_article_features(served.frame.iloc[:1], 0.0))
+    except ValueError as error:
+        LOG.warning("%s: ranked over the as_of corpus with its exported vectors", error)
+        return served_lib.ServedCorpus.snapshot(article_ids, articles), None
+    return served, encoder.article_vectors
+
+
+def _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config) -> dict[str, Any]:
+    """The model's and popularity's figures over the as_of corpus and its exported vectors alone:
+    what replaying the test users against the exported index gives (a target sold before as_of a
+    miss, listings created after a view among its candidates). Not the gate's figure; the
+    comparison with such a replay (tests/test_end_to_end.py)."""
+    n = served.num_exported
+    snapshot_targets = np.where(targets < n, targets, -1)
+    snapshot_exclude = None if exclude is None else [e[e < n] for e in exclude]
+    model = metrics_lib.batched_ranks(user_vectors, vectors, snapshot_targets, snapshot_exclude, config.batch_size)
+    popularity = baselines_lib.shared_score_ranks(baselines_lib.popularity_scores(log)[:n], snapshot_targets, snapshot_exclude)
+    return {"model": metrics_lib.ranking_metrics(model, config.ks, config.ndcg_k),
+            "popularity": metrics_lib.ranking_metrics(popularity, config.ks, config.ndcg_k)}  # fmt: skip
 
 
 def evaluate_model(
     model_dir: str | os.PathLike,
     examples_dir: str | os.PathLike,
     config: config_lib.EvaluateConfig | None = None,
+    served: served_lib.ServedCorpus | None = None,
 ) -> dict[str, Any]:
     """Recall@K and NDCG@K of the model and of the baselines on the test split (see module docstring).
 
@@ -207,6 +236,8 @@ def evaluate_model(
       model_dir: a finished model directory, or a `train --out` root (its newest model is used).
       examples_dir: the EXTRACT_DIR the model's transform was built from.
       config: cut-offs and options (defaults if None).
+      served: the corpus to rank each view over (its first rows the model's corpus, in order);
+        default: `ServedCorpus.build` from the extract (benchmarks pass a generator's true one).
 
     Returns:
       `{"model_version", "model_dir", "split", "fit", "as_of", "num_users", ..., "model":
@@ -231,9 +262,11 @@ def evaluate_model(
         raise layout.UnfinishedModelError(
             f"{model_dir}: {len(article_ids)} article ids but {vectors.shape[0]} article vectors"
         )
-    corpus_index = pd.Index(article_ids)
-
     table = _read_examples(examples_dir)
+    articles = pd.read_parquet(model_dir / layout.ARTICLES_FILE) if (model_dir / layout.ARTICLES_FILE).exists() else pd.DataFrame()
+    encoder = UserEncoder(model_dir, history_length=int(manifest.get("history_length") or features.HISTORY_LENGTH))
+    served, embed = (served, encoder.article_vectors) if served is not None else _served_corpus(encoder, article_ids, articles, examples_dir)
+    corpus_index = served.article_ids
     is_test = pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)
     train = table.filter(pc.invert(is_test))  # every view before the test targets (train + validation)
     eval_rows = table.filter(is_test).to_pandas()
@@ -271,7 +304,7 @@ def evaluate_model(
         seen_targets,
     )
 
-    encoder = UserEncoder(model_dir, history_length=int(manifest.get("history_length") or features.HISTORY_LENGTH))
+    times = served_ranks.times_ms(eval_rows[features.VIEWED_AT]) if served.timed else np.full(len(eval_rows), np.nan)
     ages = (
         eval_rows[features.EXAMPLE_AGE].astype(np.float32).to_numpy()
         if config.example_age == "examples" and features.EXAMPLE_AGE in eval_rows.columns
@@ -279,16 +312,16 @@ def evaluate_model(
     )
     rows = _row_dicts(eval_rows)
     user_vectors = encoder.encode_batched(rows, config.batch_size, example_age_days=ages)
-    model_ranks = metrics_lib.batched_ranks(user_vectors, vectors, targets, exclude, config.batch_size)
     as_of = _as_of(examples_dir, views)
+    as_of_ms = manifest.get("article_ages_at_ms") or (np.nan if as_of is None else pd.Timestamp(as_of).value / 1e6)
+    served_vectors = served_lib.ServedVectors(served, times, embed, float(as_of_ms)) if embed is not None else vectors
+    model_ranks = served_ranks.model_ranks(served, served_vectors, user_vectors, times, targets, exclude)
     knn_users = None
     if len(users) > config.knn_max_users:
         knn_users = np.sort(np.random.default_rng(config.seed).choice(len(users), config.knn_max_users, replace=False))
         LOG.info("item-kNN baseline on a sample of %d of the %d test users", config.knn_max_users, len(users))
-    baseline_ranks = baselines_lib.baseline_ranks(log, as_of, histories, targets, exclude, knn_users)
-    baseline_ranks[baselines_lib.CATEGORY_REGION_POPULARITY] = _category_region_ranks(
-        model_dir, article_ids, log, as_of, user_index.get_indexer(users), targets, exclude
-    )
+    baseline_ranks = served_ranks.baseline_ranks(served, log, as_of, times, user_index.get_indexer(users), histories, targets,
+                                                 exclude, knn_users, _category_region(served, log, as_of))  # fmt: skip
     rankable = (targets >= 0) & np.array(
         [exclude is None or not np.any(exclude[i] == t) for i, t in enumerate(targets)], bool
     )
@@ -301,6 +334,7 @@ def evaluate_model(
         rankable,
     )
     model_metrics = metrics_lib.ranking_metrics(model_ranks, config.ks, config.ndcg_k)
+    as_of_corpus = _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config)
     baseline_metrics = {name: metrics_lib.ranking_metrics(r, config.ks, config.ndcg_k) for name, r in baseline_ranks.items()}
     metrics_file = model_dir / layout.METRICS_FILE
     fit = json.loads(metrics_file.read_text()).get("fit") if metrics_file.exists() else None
@@ -315,6 +349,11 @@ def evaluate_model(
         "num_users": len(users),
         "item_knn_users": len(users) if knn_users is None else len(knn_users),
         "num_articles": len(article_ids),
+        "served_corpus": {
+            "definition": served_lib.DEFINITION if served.timed else "the as_of corpus (no view times)",
+            "listings": len(served),
+            "median_live": float(np.median([len(served.live_rows(t)) for t in times[:: max(1, len(times) // 200)]])),
+        },
         "targets_outside_corpus": outside,
         "targets_already_viewed": seen_targets,
         "config": config_lib.to_dict(config),
@@ -323,16 +362,19 @@ def evaluate_model(
         "baselines": baseline_metrics,
         "popularity": baseline_metrics["popularity"],
         "cold_start": cold,
+        "as_of_corpus": as_of_corpus,
         # How recall was measured; the publish gate compares versions only under the same protocol.
         layout.EVALUATION_PROTOCOL_KEY: {
             "split": features.TEST_SPLIT,
             "example_age": config.example_age,
             "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
+            "corpus": "live at each view" if served.timed else "as_of snapshot",
         },
     }
+    exported_exclude = None if exclude is None else [e[e < len(article_ids)] for e in exclude]  # the page shows the as_of corpus
     sample = predictions_lib.sample_predictions(
         users, rows, eval_rows[features.LABEL].astype(str).tolist(), user_vectors, vectors, article_ids,
-        exclude, model_ranks, config.sample_users, config.seed,
+        exported_exclude, model_ranks, config.sample_users, config.seed,
     )  # fmt: skip
     write_plot(
         model_dir / layout.EVALUATION_PLOT_FILE,

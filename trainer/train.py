@@ -151,7 +151,11 @@ class Trainer:
         for start in range(0, len(eval_set), 4096):
             batch = {key: value[start : start + 4096] for key, value in eval_set.features.items() if key != features.USER_ID}
             parts.append(self.model.user_vectors(batch, training=False).numpy())
-        return validation_set.target_ranks(np.concatenate(parts), article_vectors, eval_set)
+        # Targets without a corpus row (new listings) are ranked by their own vectors (validation_set).
+        own = None
+        if eval_set.own_target is not None and eval_set.own_target.any():
+            own = self.model.article_vectors(*validation_set.label_inputs(eval_set, self.model.attributes)).numpy()
+        return validation_set.target_ranks(np.concatenate(parts), article_vectors, eval_set, target_vectors=own)
 
     def snapshot(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.model.weights]

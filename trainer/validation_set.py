@@ -2,6 +2,14 @@
 
 A seeded sample of at most `TrainConfig.max_eval_users` rows of the VALIDATION split, with each
 row's target and exclusions (the user's training views and the row's history) as corpus indices.
+
+A row whose target has no row in the as_of corpus (a listing never viewed in training, i.e. an
+OOV id, or one sold before as_of) is still ranked, as the service would rank it (it was live when
+viewed): its vector is the article tower's over the row's own label features (the OOV id, its
+attributes, title and age at the view), scored against the corpus (trainer/served_corpus.py
+owns this definition for the offline evaluation). Counting them as misses, as before, made
+validation blind to new listings, so the id-dropout choice (trainer/id_dropout_choice.py) never
+saw what dropout buys them; now validation holds the same share of new listings as the views do.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ class EvalSet:
     features: dict[str, np.ndarray]
     targets: np.ndarray
     exclude: list[np.ndarray]
+    own_target: np.ndarray | None = None  # bool [n]: ranked with the row's own label vector (see module docstring)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -87,10 +96,44 @@ def build_eval_set(
         ids = ids[ids < known_articles]  # OOV ids are shared by many articles: never exclude them
         rows_in_corpus = corpus_lookup[ids]
         exclude.append(np.unique(rows_in_corpus[rows_in_corpus >= 0]))
-    return EvalSet(rows, targets.astype(np.int64), exclude)
+    own = (targets < 0) if model_lib.LABEL_KEY in rows else np.zeros(len(labels), bool)
+    return EvalSet(rows, targets.astype(np.int64), exclude, own)
 
 
-def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set: EvalSet, batch_size: int = 1024) -> np.ndarray:
+def label_inputs(eval_set: EvalSet, attributes) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """`(ids, attributes, content)` of the rows' own labels, as `TwoTowerModel.article_vectors` takes them."""
+    f = eval_set.features
+    return (
+        f[model_lib.LABEL_KEY],
+        {a: f[model_lib.label_attribute_key(a)] for a in attributes},
+        {k: f[k] for k in model_lib.CONTENT_KEYS if k in f},
+    )
+
+
+def own_target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, target_vectors: np.ndarray,
+                     eval_set: EvalSet) -> np.ndarray:  # fmt: skip
+    """Ranks of the `own_target` rows: their label's own vector (`target_vectors`, row i for
+    eval_set row i) among the corpus, as one more listing after the corpus's last row (ties rank
+    it below), the excluded corpus rows left out. int64 `[n]`, `metrics.MISSED` elsewhere."""
+    from trainer import metrics as metrics_lib
+
+    ranks = np.full(len(eval_set), metrics_lib.MISSED, np.int64)
+    own = np.flatnonzero(eval_set.own_target) if eval_set.own_target is not None else np.zeros(0, np.int64)
+    step = max(1, metrics_lib.MAX_SCORES_IN_MEMORY // max(len(article_vectors), 1))
+    for start in range(0, len(own), step):
+        chosen = own[start : start + step]
+        scores = user_vectors[chosen] @ article_vectors.T
+        mine = np.einsum("nd,nd->n", user_vectors[chosen], target_vectors[chosen])[:, None]
+        beats = scores >= mine
+        for j, row in enumerate(chosen):
+            excluded = eval_set.exclude[row]
+            excluded = excluded[(excluded >= 0) & (excluded < len(article_vectors))]
+            ranks[row] = int(beats[j].sum()) - int(beats[j, excluded].sum())
+    return ranks
+
+
+def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set: EvalSet, batch_size: int = 1024,
+                 target_vectors: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """`metrics.batched_ranks` of the eval set, the same ranks in fewer passes over the scores.
 
     The reference builds several score-sized temporaries per batch (row copies, four boolean
@@ -104,8 +147,12 @@ def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set
       user_vectors: float32 `[n, d]`, row i for `eval_set` row i.
       article_vectors: float32 `[n_articles, d]`, corpus order.
 
+      target_vectors: float32 `[n, d]`, each row's own label vector: the `own_target` rows are
+        ranked with it (`own_target_ranks`); None: they are misses.
+
     Returns:
-      int64 `[n]`, `metrics.MISSED` where the target is not in the corpus or excluded.
+      int64 `[n]`, `metrics.MISSED` where the target is not in the corpus (and has no own vector)
+      or is excluded.
     """
     from trainer import metrics as metrics_lib
 
@@ -138,6 +185,9 @@ def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set
                 | ((excluded_scores == target_scores[j, 0]) & (excluded < target_columns[j]))
             )
         ranks[start + valid] = greater
+    if target_vectors is not None and eval_set.own_target is not None and eval_set.own_target.any():
+        own = eval_set.own_target
+        ranks[own] = own_target_ranks(user_vectors, article_vectors, target_vectors, eval_set)[own]
     return ranks
 
 

@@ -113,3 +113,23 @@ def test_item_knn_on_a_sample_of_users_ranks_only_those():
     targets = np.array([2, 2, 4])
     ranks = baselines.baseline_ranks(log, AS_OF, histories, targets, histories, knn_users=np.array([1, 2]))
     assert ranks["item_knn"].tolist() == [1, 3] and len(ranks["popularity"]) == 3
+
+
+def test_category_region_scores_among_live_rows_order_them_as_the_full_corpus_does():
+    # Cells: a0, a1 (c0/r0); a2 (c1/r0); a3, a4 (c0/r1). created_at: a4 newest, a2 unknown.
+    log = view_log()
+    created = np.array([0.0, 1.0, np.nan, 2.0, 3.0]) * 86_400_000.0
+    baseline = baselines.CategoryRegionPopularity(log, ["c0", "c0", "c1", "c0", "c0"], ["r0", "r0", "r0", "r1", "r1"],
+                                                  created, AS_OF)  # fmt: skip
+    for user in range(3):
+        full = baseline.scores(user)
+        for rows in (np.arange(5), np.array([0, 2, 4]), np.array([1, 3])):
+            among = baseline.scores_among(user, rows, AS_OF)
+            assert order(np.where(np.isin(np.arange(5), rows), full, -np.inf))[: len(rows)] == [
+                CORPUS[rows[j]] for j in np.lexsort((rows, -among))
+            ]
+    # The "last day" ends at the time given: at day 6.5 only the a2 view (c1/r0) is recent, so for
+    # u3 (who viewed a3, c0/r1) their own cell comes first, then c1/r0 before c0/r0.
+    early = baseline.scores_among(2, np.arange(5), T0 + np.timedelta64(int(6.5 * 86400), "s"))
+    assert CORPUS[np.lexsort((np.arange(5), -early))[0]] in ("a3", "a4")  # u3's own cell first
+    assert early[2] > early[0] and early[2] > early[1]  # then c1/r0, the only cell viewed in (5.5, 6.5]

@@ -47,7 +47,7 @@ def test_one_model_without_choices_or_without_validation():
 
 
 def test_asking_for_a_rate_turns_the_choice_off():
-    assert TrainConfig().id_dropout_choices == (0.0, 0.5)
+    assert TrainConfig().id_dropout_choices == (0.0, 0.9)
     assert train_config({"id_dropout": 0.2}).id_dropout_choices == ()
     assert train_config({"id_dropout": 0.2, "id_dropout_choices": [0.1, 0.3]}).id_dropout_choices == (0.1, 0.3)
     assert train_config({}) == TrainConfig()

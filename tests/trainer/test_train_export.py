@@ -128,7 +128,8 @@ def test_training_beats_popularity_by_far_on_the_test_split(trained):
     written = json.loads((trained.result.model_dir / layout.EVALUATION_FILE).read_text())
     assert written["model"] == model and written["baselines"] == result["baselines"]
     assert written["protocol"] == {"split": features.TEST_SPLIT, "example_age": "serving",
-                                   "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles"}  # fmt: skip
+                                   "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
+                                   "corpus": "as_of snapshot"}  # no view times: the as_of corpus  # fmt: skip
     png = (trained.result.model_dir / layout.EVALUATION_PLOT_FILE).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     page = (trained.result.model_dir / layout.PREDICTIONS_PAGE_FILE).read_text()

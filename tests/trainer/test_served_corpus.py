@@ -1,0 +1,145 @@
+"""The served corpus at a view's time (trainer/served_corpus.py) and the ranks over it, against
+hand-built worlds and a plain reference (metrics.target_ranks over the live sub-corpus)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from homefeed import features
+from trainer import metrics as metrics_lib
+from trainer import served_corpus as served_lib
+
+T0 = pd.Timestamp("2026-05-01T00:00:00Z")
+
+
+def at(days: float) -> pd.Timestamp:
+    return T0 + pd.Timedelta(days=days)
+
+
+def ms(days: float) -> float:
+    return at(days).value / 1e6
+
+
+# The as_of corpus: a0 (created day 0), a1 (day 5), a2 (no created_at). s1 and s2 were sold before
+# as_of: known only from views (s1 viewed on days 2 and 3, created day 1.5; s2 viewed on day 8).
+ARTICLES = pd.DataFrame({
+    features.ARTICLE_ID: ["a0", "a1", "a2"], "title": ["Oak desk", "Road bike", None],
+    "category": ["c0", "c1", "c0"], "region": ["r0", "r0", "r1"],
+    features.CREATED_AT: [at(0), at(5), pd.NaT],
+})  # fmt: skip
+VIEWS = [("s1", 2.0, 0.5, "c0", "Kids bike"), ("s1", 3.0, 1.5, "c0", "Kids bike"), ("a0", 4.0, 4.0, "c0", "Oak desk"),
+         ("s2", 8.0, 0.25, "c1", "Yoga mat"), ("a1", 4.5, 0.0, "c1", "Road bike")]  # a1 viewed half a day early  # fmt: skip
+
+
+def views_table(with_times: bool = True) -> pa.Table:
+    columns = {
+        features.LABEL: [v[0] for v in VIEWS],
+        features.label_attribute("category"): [v[3] for v in VIEWS],
+        features.label_attribute("region"): ["r0"] * len(VIEWS),
+        features.LABEL_TITLE: [v[4] for v in VIEWS],
+        features.LABEL_AGE: [v[2] for v in VIEWS],
+    }
+    if with_times:
+        columns[features.VIEWED_AT] = pa.array([at(v[1]) for v in VIEWS], pa.timestamp("us", tz="UTC"))
+    return pa.table(columns)
+
+
+def corpus() -> served_lib.ServedCorpus:
+    return served_lib.ServedCorpus.build(["a0", "a1", "a2"], ARTICLES, views_table())
+
+
+def live_ids(c: served_lib.ServedCorpus, days: float) -> list[str]:
+    return list(c.article_ids[c.live_rows(ms(days))])
+
+
+def test_listings_sold_before_as_of_are_live_between_created_at_and_their_last_view():
+    c = corpus()
+    assert list(c.article_ids) == ["a0", "a1", "a2", "s1", "s2"] and c.num_exported == 3 and c.timed
+    # s1: created = first view - its age = day 1.5; last view day 3.
+    assert c.created_ms[3] == pytest.approx(ms(1.5))
+    assert c.frame.loc[3, "title"] == "Kids bike" and c.frame.loc[3, "category"] == "c0"
+    assert live_ids(c, 1.0) == ["a0", "a2"]  # s1 not created yet, a1 neither
+    assert live_ids(c, 2.5) == ["a0", "a2", "s1"]
+    assert live_ids(c, 3.5) == ["a0", "a2"]  # s1 gone after its last view
+    assert live_ids(c, 4.6) == ["a0", "a1", "a2"]  # a1 viewed at 4.5, before its created_at: live from then
+    assert live_ids(c, 7.99) == ["a0", "a1", "a2", "s2"]  # s2 created day 7.75
+    # Without view times: the as_of corpus, always live.
+    snapshot = served_lib.ServedCorpus.build(["a0", "a1", "a2"], ARTICLES, views_table(with_times=False))
+    assert not snapshot.timed and list(snapshot.article_ids[snapshot.live_rows(ms(1.0))]) == ["a0", "a1", "a2"]
+    assert list(served_lib.ServedCorpus.snapshot(["a0", "a1"], ARTICLES).article_ids) == ["a0", "a1"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_age_buckets_match_the_reference_and_bucket_ages_fall_in_their_bucket(seed):
+    rng = np.random.default_rng(seed)
+    hours = np.concatenate([2.0 ** np.arange(0, 21) - 1, rng.exponential(200, 500), [0.0]])
+    days = np.concatenate([hours / 24.0, [-1.0, np.nan]])
+    np.testing.assert_array_equal(served_lib.age_buckets(days), [features.age_bucket(d) for d in days])
+    buckets = np.arange(features.AGE_BUCKETS)
+    np.testing.assert_array_equal(served_lib.age_buckets(served_lib.bucket_age_days(buckets)), buckets)
+
+
+def test_vectors_are_the_tower_at_the_age_bucket_of_each_view_time():
+    c = corpus()
+    calls = []
+
+    def embed(raw):  # a tower whose vector says which listing and which age bucket it saw
+        calls.append(len(raw[features.LABEL]))
+        ids = [{"a0": 0, "a1": 1, "a2": 2, "s1": 3, "s2": 4}[a] for a in raw[features.LABEL]]
+        buckets = [features.age_bucket(a) for a in raw[features.LABEL_AGE]]
+        titles = [len(t) for t in raw[features.LABEL_TITLE]]
+        return np.array([ids, buckets, titles], np.float32).T
+
+    times = np.array([ms(2.5), ms(4.6), ms(8.0)])
+    vectors = served_lib.ServedVectors(c, times, embed, as_of_ms=ms(9.0))
+    assert calls == [len(vectors.vectors)]  # one call; each (listing, bucket) pair once
+    assert len(vectors.vectors) == len(np.unique(vectors.vectors[:, :2], axis=0))
+    for t in times:
+        rows = c.live_rows(t)
+        got = vectors.at(rows, t)
+        np.testing.assert_array_equal(got[:, 0], rows)
+        expected = [features.age_bucket(features.age_days(None if np.isnan(c.created_ms[r]) else c.created_ms[r], t)) for r in rows]
+        np.testing.assert_array_equal(got[:, 1], expected)
+    assert vectors.at(np.array([3]), ms(2.5))[0, 2] == len("kids bike")
+
+
+def test_ranks_count_only_the_live_unseen_listings_with_the_reference_tie_rule():
+    c = corpus()
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 3, size=len(c)).astype(np.float64)  # ties on purpose
+    times = np.array([ms(2.5), ms(2.5), ms(4.6), ms(8.0), ms(3.5)])
+    targets = np.array([3, 0, 1, 4, 3])  # the last: s1 after its last view, not live
+    exclude = [np.array([], np.int64), np.array([2]), np.array([0]), np.array([1, 0]), np.array([], np.int64)]
+    got = served_lib.ranks_over_time(c, times, targets, exclude, lambda i, rows, t: scores[rows])
+    for i in range(len(targets)):
+        rows = c.live_rows(times[i])
+        position = np.flatnonzero(rows == targets[i])
+        if not len(position):
+            assert got[i] == metrics_lib.MISSED
+            continue
+        sub_exclude = [np.flatnonzero(np.isin(rows, exclude[i]))]
+        reference = metrics_lib.target_ranks(scores[rows][None, :], position, sub_exclude)
+        assert got[i] == reference[0], i
+    assert got[4] == metrics_lib.MISSED
+    # An excluded target is a miss; a chosen subset of rows ranks only those.
+    assert served_lib.ranks_over_time(c, times[:1], targets[:1], [np.array([3])], lambda i, r, t: scores[r])[0] == metrics_lib.MISSED
+    subset = served_lib.ranks_over_time(c, times, targets, exclude, lambda i, rows, t: scores[rows], np.array([2, 0]))
+    np.testing.assert_array_equal(subset, got[[2, 0]])
+
+
+def test_trending_at_a_time_equals_the_reference_window_before_it():
+    from trainer import baselines
+    from trainer.served_ranks import _Trending
+
+    rng = np.random.default_rng(5)
+    n_items, n_views = 12, 300
+    times = (np.datetime64("2026-05-01T00:00:00", "ns") + rng.integers(0, 10 * 86400, n_views).astype("timedelta64[s]"))
+    log = baselines.ViewLog(rng.integers(0, 5, n_views), rng.integers(0, n_items, n_views), times, n_items)
+    trending = _Trending(log, baselines.popularity_scores(log))
+    rows = np.array([0, 3, 4, 7, 11])
+    for at in times[:20]:
+        for days in (1, 7):
+            np.testing.assert_array_equal(trending.scores(at, days, rows), baselines.trending_scores(log, at, days)[rows])
