@@ -281,6 +281,7 @@ class TrainConfig:
     cache_examples: bool = field(
         default=True, metadata={"help": "keep the training records in memory after the first epoch"}
     )
+    lazy_adam: bool = field(default=False, metadata={"help": "Adam updates only the embedding rows a batch looked up (their moments too; TF Addons' LazyAdam, trainer/lazy_adam.py) instead of every row of every table each step; off: Keras's dense Adam"})  # fmt: skip
     fused_adam: bool = field(default=False, metadata={"help": "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step at 10^5 articles); same arithmetic, rounded differently: results differ slightly (off: MovieLens test R@200 moved 0.752 -> 0.747, README)"})  # fmt: skip
     popular_articles: int = field(
         default=1000, metadata={"help": "size of popular_articles.json (the serving fallback)"}
