@@ -1,14 +1,15 @@
 """Lazy Adam: Adam whose update of an embedding table touches only the rows the batch looked up.
 
 A lookup's gradient is a `tf.IndexedSlices` (the looked-up rows and their gradients). Keras 3's
-Adam turns it into a dense table-sized tensor and then decays the moments of, and moves, every row
-of the table, several passes over it per step: at 10^5 articles x 64 that dominated a step.
-`LazyAdam` instead sums the gradient of each distinct row (a row looked up twice gets one update
-with the sum, as the dense gradient would have), gathers that row's moments, applies Adam's
-arithmetic to them and scatters the rows back; rows not in the batch keep their value and moments
-(their moments are not decayed: the difference from dense Adam, the same as TF Addons' LazyAdam
-and TensorFlow Recommenders' practice for embeddings). Bias correction uses the global step count,
-as Keras's Adam does. Dense gradients (every other weight) take Keras's Adam update unchanged.
+Adam turns it into table-sized dense tensors and then decays the moments of, and moves, every row
+of the table, several passes over it per step: at 10^5 articles x 64 that was half a step's CPU
+time (benchmarks/training_throughput.py --profile-steps). `LazyAdam` instead sums the gradient of
+each distinct row, gathers that row's moments, applies Adam's arithmetic to them and scatters the
+rows back. It differs from Keras's Adam in two ways: rows not in the batch keep their value and
+their moments (not decayed), as in TF Addons' LazyAdam; and a row looked up several times in one
+batch gets the square of its summed gradient in the second moment (Keras squares each lookup's
+gradient, then sums). Bias correction uses the global step count, as Keras's Adam does. Dense
+gradients (every other weight) and small tables (`min_lazy_rows`) take Keras's update unchanged.
 """
 
 from __future__ import annotations
