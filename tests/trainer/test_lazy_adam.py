@@ -43,7 +43,7 @@ def test_sparse_gradients_update_only_their_rows_with_summed_duplicates(compiled
                       rng.normal(size=(3, 4)).astype(np.float32)))  # fmt: skip
     table = keras.Variable(table0, name="table")
     dense = keras.Variable(dense0, name="dense")
-    optimizer = LazyAdam(learning_rate=LR, beta_1=B1, beta_2=B2, epsilon=EPS)
+    optimizer = LazyAdam(learning_rate=LR, beta_1=B1, beta_2=B2, epsilon=EPS, min_lazy_rows=50)
     optimizer.build([table, dense])
 
     def apply(indices, values, dense_grad):
@@ -64,15 +64,22 @@ def test_sparse_gradients_update_only_their_rows_with_summed_duplicates(compiled
     assert int(optimizer.iterations) == 3
 
 
-def test_dense_gradients_give_keras_adam_exactly():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_dense_gradients_and_small_tables_give_keras_adam_exactly(sparse):
     import keras
     import tensorflow as tf
 
-    from trainer.lazy_adam import LazyAdam
+    from trainer.lazy_adam import MIN_LAZY_ROWS, LazyAdam
 
     rng = np.random.default_rng(1)
-    start = rng.normal(size=(6, 5)).astype(np.float32)
-    grads = [tf.constant(rng.normal(size=(6, 5)).astype(np.float32)) for _ in range(3)]
+    rows = MIN_LAZY_ROWS - 1
+    start = rng.normal(size=(rows, 5)).astype(np.float32)
+    if sparse:  # a table just below MIN_LAZY_ROWS, looked up with duplicates
+        grads = [tf.IndexedSlices(tf.constant(rng.normal(size=(8, 5)).astype(np.float32)),
+                                  tf.constant(rng.integers(0, 20, 8)), tf.constant([rows, 5], tf.int64))
+                 for _ in range(3)]  # fmt: skip
+    else:
+        grads = [tf.constant(rng.normal(size=(rows, 5)).astype(np.float32)) for _ in range(3)]
     results = []
     for cls in (LazyAdam, keras.optimizers.Adam):
         weight = keras.Variable(start)
