@@ -13,6 +13,16 @@ age, 5% validation, 5% test), transforms it once on DirectRunner (not timed; kep
      per-epoch validation (recall@K over at most `max_eval_users` validation examples, exact
      search over the corpus), and the whole call (statistics, corpus, export included).
 
+With the default `id_dropout_choices` (0, 0.5) `train_model` trains one model per rate (the
+best on validation kept), so the training loop takes about twice one model's time: the table
+shows the chosen model's epochs and a line gives each model's seconds. `--id-dropout-choices`
+with no value trains one model (at `--id-dropout`, default 0.5), as the figures before that
+choice were measured.
+
+`--profile-steps N` trains nothing: it times N steps of one model, split into the forward and
+backward pass (`Trainer.loss_and_gradients`) and the optimizer's update (the rest of
+`Trainer.step`), in CPU-ms and wall ms per step.
+
 Printed: examples/s per epoch, the process's CPU seconds per epoch (all threads; what a busy
 machine changes least), the input pipeline's time as a share of a training epoch (an upper
 bound on what a faster input pipeline could save: tf.data overlaps it with the step), the
@@ -20,7 +30,9 @@ validation share, and the machine's load average, which the wall clock depends o
 `candidates train` flag is accepted and passed through (e.g. --batch-size 1024).
 
   .venv/bin/python benchmarks/training_throughput.py                       # 10^6 examples, 5 epochs
+  .venv/bin/python benchmarks/training_throughput.py --lazy-adam --id-dropout-choices   # one model
   .venv/bin/python benchmarks/training_throughput.py --fused-adam --epochs 2       # any train flag
+  .venv/bin/python benchmarks/training_throughput.py --profile-steps 100 --lazy-adam  # the step split
   .venv/bin/python benchmarks/training_throughput.py --examples 100000 --epochs 2
   .venv/bin/python benchmarks/training_throughput.py --json benchmarks/results/training_issue16.jsonl
 
@@ -88,6 +100,40 @@ def time_input_pipeline(transformed: Path, config: config_lib.TrainConfig) -> di
     return {"first_pass_seconds": seconds[0], "cached_pass_seconds": seconds[1], "batches": batches}
 
 
+def time_step_parts(transformed: Path, config: config_lib.TrainConfig, steps: int) -> dict[str, float]:
+    """CPU and wall milliseconds per training step, split into the forward/backward pass and the
+    optimizer's update: `steps` batches timed through `Trainer.loss_and_gradients` alone, then the
+    same batches through the whole `Trainer.step` (after a few warm-up steps each; no validation)."""
+    import keras
+    import tensorflow as tf
+
+    from trainer import data as data_lib
+    from trainer import model as model_lib
+    from trainer.train import Trainer
+
+    data = data_lib.TransformedData.open(transformed)
+    stats = data_lib.training_statistics(data)
+    keras.utils.set_random_seed(config.seed)
+    model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
+    model.build_all()
+    trainer = Trainer(model, stats, config)
+    batches = list(data_lib.training_dataset(data, config.batch_size, 10_000, config.seed, cache=False).take(steps + 5))
+    gradients = tf.function(trainer.loss_and_gradients, reduce_retracing=True)
+
+    def per_step(fn) -> tuple[float, float]:
+        for batch in batches[:5]:
+            float(fn(batch)[0] if fn is gradients else fn(batch))
+        wall, cpu = time.monotonic(), time.process_time()
+        for batch in batches[5:]:
+            float(fn(batch)[0] if fn is gradients else fn(batch))
+        return 1000 * (time.process_time() - cpu) / steps, 1000 * (time.monotonic() - wall) / steps
+
+    backward_cpu, backward_wall = per_step(gradients)
+    step_cpu, step_wall = per_step(trainer.step)
+    return {"steps": steps, "forward_backward_cpu_ms": backward_cpu, "forward_backward_wall_ms": backward_wall,
+            "step_cpu_ms": step_cpu, "step_wall_ms": step_wall, "update_cpu_ms": step_cpu - backward_cpu}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=1_000_000, help="synthetic examples (default: %(default)s)")
@@ -95,6 +141,9 @@ def main() -> int:
     parser.add_argument("--json", help="append the figures as one JSON line to this file")
     parser.add_argument("--label", default="", help="a name for this run in --json")
     parser.add_argument("--skip-input", action="store_true", help="do not time the input pipeline alone")
+    parser.add_argument("--profile-steps", type=int, default=0, metavar="N", help=(
+        "instead of training: time N steps of one model, split into forward/backward and the optimizer's update "
+        "(CPU-ms and wall ms per step)"))  # fmt: skip
     add_config_flags(parser, config_lib.TrainConfig, "model and training (as `candidates train`)")
     args = parser.parse_args()
     config = config_from_args(config_lib.TrainConfig, args, early_stopping_patience=0)
@@ -108,6 +157,25 @@ def main() -> int:
     transformed = prepare(workdir, args.examples)
 
     from trainer.train import train_model
+
+    if args.profile_steps:
+        load_before = os.getloadavg()
+        parts = time_step_parts(transformed, config, args.profile_steps)
+        print(f"step profile: {args.examples} synthetic examples, batch {config.batch_size}, lazy_adam "
+              f"{config.lazy_adam}, fused_adam {config.fused_adam}, {machine()}")  # fmt: skip
+        print(f"{'per step':<18} {'CPU ms':>8} {'wall ms':>8}")
+        print(f"{'forward/backward':<18} {parts['forward_backward_cpu_ms']:>8.1f} {parts['forward_backward_wall_ms']:>8.1f}")
+        print(f"{'update (the rest)':<18} {parts['update_cpu_ms']:>8.1f} {parts['step_wall_ms'] - parts['forward_backward_wall_ms']:>8.1f}")
+        print(f"{'whole step':<18} {parts['step_cpu_ms']:>8.1f} {parts['step_wall_ms']:>8.1f}")
+        load_after = os.getloadavg()
+        print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
+        if args.json:
+            figures = {"label": args.label, "machine": machine(), "examples": args.examples, "step_profile": parts,
+                       "config": {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(config)}},
+                       "load_average_before": load_before, "load_average_after": load_after}  # fmt: skip
+            with open(args.json, "a") as f:
+                f.write(json.dumps(figures) + "\n")
+        return 0
 
     print(f"training throughput: {args.examples} synthetic examples, {config.epochs} epochs, "
           f"batch {config.batch_size}, {machine()}")  # fmt: skip
@@ -128,6 +196,11 @@ def main() -> int:
               f"{e['loss']:>8.4f} {'n/a' if recall is None else f'{recall:.4f}':>10}")  # fmt: skip
     epoch_seconds = [e["seconds"] for e in epochs]
     validation_seconds = sum(e["validation_seconds"] for e in epochs)
+    per_model = metrics.get("id_dropout_choice", {}).get("train_seconds")
+    if per_model:  # the epochs above are the chosen model's; train_seconds sums every model's
+        print(f"{len(per_model)} models trained (one per id dropout rate, the best on validation kept; the table "
+              f"shows the chosen {metrics['id_dropout_choice']['chosen']}): "
+              + ", ".join(f"id dropout {rate}: {seconds:.1f} s" for rate, seconds in per_model.items()))  # fmt: skip
     print(f"{len(epochs)} epochs: {metrics['train_seconds']:.1f} s training loop "
           f"({validation_seconds / metrics['train_seconds']:.0%} validation), "
           f"{metrics['total_seconds']:.1f} s the whole train_model call (statistics, corpus, export)")  # fmt: skip
@@ -141,6 +214,7 @@ def main() -> int:
         "train_seconds": metrics["train_seconds"],
         "total_seconds": metrics["total_seconds"],
         "validation_seconds": validation_seconds,
+        "train_seconds_per_model": per_model or {str(config.id_dropout): metrics["train_seconds"]},
         "load_average_before": load_before,
         "load_average_after": load_after,
     }

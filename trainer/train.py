@@ -32,6 +32,7 @@ from homefeed import features
 from trainer import data as data_lib
 from trainer import export as export_lib
 from trainer import id_dropout_choice
+from trainer import lazy_adam
 from trainer import loss as loss_lib
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
@@ -75,7 +76,8 @@ class Trainer:
     ):
         self.model = model
         self.config = config
-        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        optimizer = lazy_adam.LazyAdam if config.lazy_adam else keras.optimizers.Adam
+        self.optimizer = optimizer(learning_rate=config.learning_rate)
         probabilities = stats.label_counts / max(stats.label_counts.sum(), 1)
         self.log_label_probabilities = tf.constant(np.log(np.maximum(probabilities, 1e-12)), tf.float32)
         self.attribute_tables = {a: tf.constant(t, tf.int32) for a, t in stats.article_attributes.items()}
@@ -95,6 +97,13 @@ class Trainer:
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
 
     def _step(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        loss, gradients = self.loss_and_gradients(batch)
+        self._apply_gradients(gradients)
+        return loss
+
+    def loss_and_gradients(self, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """One training step's forward and backward pass (no update): the loss and the gradients of
+        `model.trainable_variables` (embedding tables' as `tf.IndexedSlices`)."""
         config = self.config
         labels = batch[model_lib.LABEL_KEY]
         candidate_ids = labels
@@ -132,9 +141,7 @@ class Trainer:
                 remove_accidental_hits=config.remove_accidental_hits,
                 example_weights=batch.get(data_lib.EXAMPLE_WEIGHT_KEY),
             )
-        gradients = tape.gradient(loss, self.model.trainable_variables)
-        self._apply_gradients(gradients)
-        return loss
+        return loss, tape.gradient(loss, self.model.trainable_variables)
 
     def eval_recall(self, eval_set: EvalSet, corpus_ids: dict[str, np.ndarray], k: int) -> float:
         """Recall@k of the current weights on `eval_set`, exact search over the corpus."""

@@ -1,8 +1,11 @@
-"""What the training loop does for speed changes nothing it computes.
+"""What the training loop does for speed, and what that changes in what it computes.
 
-References: Keras's own Adam, applied uncompiled (the default), for `fused_adam`, its update
-compiled with XLA (one real transform run shared with the other trainer tests, conftest.py); and
-`metrics.batched_ranks`, which per-epoch validation used before `validation_set.target_ranks`.
+Reference: Keras's own Adam, applied uncompiled. `fused_adam` (its update compiled with XLA) gives
+its weights up to rounding; `lazy_adam` (the default) gives its first step on the rows looked up
+once and leaves the rows a batch did not look up where they are (its arithmetic is checked
+against NumPy in test_lazy_adam.py). One real transform run is shared with the other trainer
+tests (conftest.py). Per-epoch validation ranks: `metrics.batched_ranks`, which it used before
+`validation_set.target_ranks`.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ def _trainer(transform_dir, **overrides):
 def test_compiled_adam_update_gives_the_weights_of_keras_adam(transform_dir):
     import keras
 
-    fast, batches = _trainer(transform_dir, num_sampled_negatives=8, fused_adam=True)
-    reference, _ = _trainer(transform_dir, num_sampled_negatives=8)  # the plain Keras call, not compiled
+    fast, batches = _trainer(transform_dir, num_sampled_negatives=8, fused_adam=True, lazy_adam=False)
+    reference, _ = _trainer(transform_dir, num_sampled_negatives=8, lazy_adam=False)  # the plain Keras call
     before = fast.snapshot()
     for batch in batches:
         assert float(fast.step(batch)) == pytest.approx(float(reference.step(batch)), rel=1e-5)
@@ -79,3 +82,49 @@ def test_each_epoch_logs_its_seconds_validation_seconds_and_cpu_seconds(trained)
     for epoch in trained.result.metrics["epochs"]:
         assert 0 < epoch["validation_seconds"] <= epoch["seconds"]
         assert epoch["cpu_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_lazy_adam_moves_the_looked_up_rows_as_keras_adam_and_leaves_the_others(transform_dir):
+    from trainer.lazy_adam import LazyAdam
+
+    # Small batches, so that some rows of the 61-article table are not looked up by the second.
+    lazy, batches = _trainer(transform_dir, lazy_adam=True, batch_size=4)
+    reference, _ = _trainer(transform_dir, batch_size=4, lazy_adam=False)
+    assert isinstance(lazy.optimizer, LazyAdam) and not isinstance(reference.optimizer, LazyAdam)
+    lazy.optimizer.min_lazy_rows = 1  # the test data's tables are small; big ones are lazy by default
+    embedding = next(i for i, v in enumerate(lazy.model.weights) if v.path.startswith("article_embedding"))
+    before = lazy.snapshot()
+    # First step: every moment is zero before it, so Adam moves exactly the rows in the batch,
+    # lazily or not, and by the same amount where a row was looked up once. (A row looked up n
+    # times: LazyAdam's second moment takes the square of the summed gradient, as TF Addons'
+    # LazyAdam and dense Adam on a dense gradient do; Keras's Adam squares each lookup's gradient
+    # before summing.) Dense weights: equal.
+    import tensorflow as tf
+
+    from trainer.model import HISTORY_KEY, LABEL_KEY
+
+    def looked_up(batch):  # padding (-1) is looked up as row 0 (masked, a zero gradient, but looked up)
+        return np.clip(np.concatenate([np.ravel(batch[k].numpy()) for k in (HISTORY_KEY, LABEL_KEY)]), 0, None)
+
+    variables = lazy.model.trainable_variables
+    gradients = dict(zip((v.path for v in variables), lazy.loss_and_gradients(batches[0])[1]))
+    once = np.bincount(looked_up(batches[0]), minlength=before[embedding].shape[0]) == 1
+    assert float(lazy.step(batches[0])) == pytest.approx(float(reference.step(batches[0])), rel=1e-6)
+    after = lazy.snapshot()
+    for i, (got, want, variable) in enumerate(zip(after, reference.snapshot(), lazy.model.weights)):
+        if i == embedding:
+            assert once.sum() > 5
+            np.testing.assert_allclose(got[once], want[once], rtol=1e-5, atol=1e-6, err_msg=variable.path)
+        elif not isinstance(gradients.get(variable.path), tf.IndexedSlices):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=variable.path)
+    first = lazy.snapshot()[embedding]
+    # Later steps: a row the batch did not look up stays put under LazyAdam; Keras's Adam keeps
+    # moving it with its decaying momentum.
+    lazy.step(batches[1])
+    reference.step(batches[1])
+    ids = looked_up(batches[1])
+    untouched = np.setdiff1d(np.flatnonzero(np.abs(first - before[embedding]).sum(axis=1) > 0), ids)
+    assert len(untouched) > 0
+    np.testing.assert_array_equal(lazy.snapshot()[embedding][untouched], first[untouched])
+    assert np.abs(reference.snapshot()[embedding][untouched] - first[untouched]).max() > 1e-4
