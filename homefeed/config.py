@@ -284,8 +284,9 @@ class TrainConfig:
     )
     # On: 94.6 -> 61.4 CPU-ms a step at 10^5 articles; MovieLens validation R@200 (seeds 42/1/2)
     # 0.827/0.828/0.828 -> 0.824/0.828/0.826, test 0.766/0.765/0.766 -> 0.774/0.763/0.774; test R@50
-    # lower: median 0.461 -> 0.448 (README, benchmarks/results/quality_lazy_adam.jsonl).
-    lazy_adam: bool = field(default=True, metadata={"help": "Adam updates only the embedding rows a batch looked up, and their moments (TF Addons' LazyAdam, trainer/lazy_adam.py), not every row of every table each step (~35% less CPU per step at 10^5 articles); --no-lazy-adam: Keras's dense Adam"})  # fmt: skip
+    # lower: median 0.461 -> 0.448 (README, benchmarks/results/quality_lazy_adam.jsonl). Opt-in: the
+    # test R@50 drop is on every seed, and a default must not trade quality for speed.
+    lazy_adam: bool = field(default=False, metadata={"help": "Adam updates only the embedding rows a batch looked up, and their moments (TF Addons' LazyAdam, trainer/lazy_adam.py), not every row of every table each step (~35% less CPU per step at 10^5 articles, ~28% less time an epoch); MovieLens test R@50 median 0.461 -> 0.448, so off by default (Keras's dense Adam)"})  # fmt: skip
     fused_adam: bool = field(default=False, metadata={"help": "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step at 10^5 articles); same arithmetic, rounded differently: results differ slightly (off: MovieLens test R@200 moved 0.752 -> 0.747, README); figures with --no-lazy-adam, with lazy Adam it compiles the lazy update (not measured)"})  # fmt: skip
     popular_articles: int = field(
         default=1000, metadata={"help": "size of popular_articles.json (the serving fallback)"}

@@ -1,7 +1,7 @@
 """What the training loop does for speed, and what that changes in what it computes.
 
 Reference: Keras's own Adam, applied uncompiled. `fused_adam` (its update compiled with XLA) gives
-its weights up to rounding; `lazy_adam` (the default) gives its first step on the rows looked up
+its weights up to rounding; `lazy_adam` (opt-in) gives its first step on the rows looked up
 once and leaves the rows a batch did not look up where they are (its arithmetic is checked
 against NumPy in test_lazy_adam.py). One real transform run is shared with the other trainer
 tests (conftest.py). Per-epoch validation ranks: `metrics.batched_ranks`, which it used before
