@@ -282,10 +282,7 @@ class TrainConfig:
     cache_examples: bool = field(
         default=True, metadata={"help": "keep the training records in memory after the first epoch"}
     )
-    # On: 94.6 -> 61.4 CPU-ms a step at 10^5 articles; MovieLens validation R@200 (seeds 42/1/2)
-    # 0.827/0.828/0.828 -> 0.824/0.828/0.826, test 0.766/0.765/0.766 -> 0.774/0.763/0.774; test R@50
-    # lower: median 0.461 -> 0.448 (README, benchmarks/results/quality_lazy_adam.jsonl). Opt-in: the
-    # test R@50 drop is on every seed, and a default must not trade quality for speed.
+    # Opt-in: test R@50 fell on every MovieLens seed (README, benchmarks/results/quality_lazy_adam.jsonl).
     lazy_adam: bool = field(default=False, metadata={"help": "Adam updates only the embedding rows a batch looked up, and their moments (TF Addons' LazyAdam, trainer/lazy_adam.py), not every row of every table each step (~35% less CPU per step at 10^5 articles, ~28% less time an epoch); MovieLens test R@50 median 0.461 -> 0.448, so off by default (Keras's dense Adam)"})  # fmt: skip
     fused_adam: bool = field(default=False, metadata={"help": "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step at 10^5 articles); same arithmetic, rounded differently: results differ slightly (off: MovieLens test R@200 moved 0.752 -> 0.747, README); figures with --no-lazy-adam, with lazy Adam it compiles the lazy update (not measured)"})  # fmt: skip
     popular_articles: int = field(
@@ -383,10 +380,8 @@ class EvaluateConfig:
 class IndexConfig:
     """The FAISS index over article vectors (serving/index.py, serving/index_build.py)."""
 
-    # "auto" picks exact search (flat) below `exact_below` articles and IVF from there on (at 10^6
-    # trained-like vectors IVF-Flat reaches recall@200 0.98 in a 15-30 s build and ~0.3 ms per
-    # query, where HNSW needed 420 s and 1.5 ms for 0.95: docs/serving.md); "flat", "hnsw" and
-    # "ivf" force a type.
+    # "auto": exact (flat) below `exact_below` articles, else IVF (at 10^6: recall@200 0.98 in a 15-30 s
+    # build, where HNSW needed 420 s for 0.95: docs/serving.md); "flat", "hnsw", "ivf" force a type.
     index_type: str = "auto"
     exact_below: int = 50_000
     hnsw_m: int = 32
