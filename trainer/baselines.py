@@ -89,8 +89,13 @@ def trending_scores(log: ViewLog, as_of: np.datetime64, days: float) -> np.ndarr
     start = as_of - np.timedelta64(int(days * 86400e9), "ns")
     recent = (log.viewed_at > start) & (log.viewed_at <= as_of)
     window = np.bincount(log.items[recent], minlength=log.num_items).astype(np.float64)
-    total = popularity_scores(log)
-    return window * (len(log.items) + 1) + total
+    return trending_from_window(window, popularity_scores(log), len(log.items))
+
+
+def trending_from_window(window: np.ndarray, all_time: np.ndarray, num_views: int) -> np.ndarray:
+    """The trending score of `window` views (ties by `all_time` views) out of `num_views` in all:
+    `window * (num_views + 1) + all_time`, so any window lead beats any all-time lead."""
+    return window * (num_views + 1) + all_time
 
 
 def shared_score_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[np.ndarray] | None) -> np.ndarray:

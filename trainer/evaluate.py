@@ -304,7 +304,7 @@ def evaluate_model(
         seen_targets,
     )
 
-    times = served_ranks.times_ms(eval_rows[features.VIEWED_AT]) if served.timed else np.full(len(eval_rows), np.nan)
+    times = served_lib.timestamps_ms(eval_rows[features.VIEWED_AT]) if served.timed else np.full(len(eval_rows), np.nan)
     ages = (
         eval_rows[features.EXAMPLE_AGE].astype(np.float32).to_numpy()
         if config.example_age == "examples" and features.EXAMPLE_AGE in eval_rows.columns

@@ -26,11 +26,6 @@ from trainer import baselines as baselines_lib
 from trainer import served_corpus as served_lib
 
 
-def times_ms(viewed_at) -> np.ndarray:
-    """float64 ms since the epoch of each view time, NaN when unknown."""
-    return served_lib.timestamps_ms(viewed_at)
-
-
 def _at(t_ms: float, as_of: np.datetime64 | None) -> np.datetime64 | None:
     return as_of if np.isnan(t_ms) else np.datetime64(int(t_ms * 1e6), "ns")
 
@@ -93,7 +88,7 @@ class _Trending:
     def __init__(self, log: baselines_lib.ViewLog, popularity: np.ndarray):
         order = np.argsort(log.viewed_at, kind="stable")  # NaT last: never in a window
         self.times, self.items = log.viewed_at[order], log.items[order]
-        self.popularity, self.scale = popularity, len(log.items) + 1
+        self.popularity, self.num_views = popularity, len(log.items)
 
     def scores(self, at: np.datetime64 | None, days: int, rows: np.ndarray) -> np.ndarray:
         if at is None:  # no time at all: all-time views
@@ -101,4 +96,4 @@ class _Trending:
         at = np.datetime64(at, "ns")
         start, stop = np.searchsorted(self.times, [at - np.timedelta64(int(days * 86400e9), "ns"), at], side="right")
         window = np.bincount(self.items[start:stop], minlength=len(self.popularity)).astype(np.float64)
-        return window[rows] * self.scale + self.popularity[rows]
+        return baselines_lib.trending_from_window(window[rows], self.popularity[rows], self.num_views)
