@@ -12,8 +12,7 @@ exactly those things:
     alone is, 400 for anything else the parser refuses;
   * the request line and headers must arrive within `header_timeout_s` of the connection (or of
     the previous response on a kept-alive connection), else the client gets a JSON 408 and the
-    connection is closed. Slow bodies are bounded by the app (serving/app.py, `body_timeout_s`).
-
+    connection is closed. Slow bodies are bounded by the app (serving/app.py, `body_timeout_s`);
   * a response's head goes out in the same send as its body (`HeadWithBody`): uvicorn writes
     them separately, so each answer cost two system calls and two TCP segments, the first waking
     the client for a head it cannot use yet. On loopback that head send was a tenth of the GIL time

@@ -170,12 +170,7 @@ async def post_events(request: Request) -> Response:
     overlay = live.overlay(pair)
     views, rejected = parse_items(items, overlay.is_known)
     try:
-        if not views:
-            applied = 0
-        elif getattr(live.views, "in_process", False) and len(views) <= INLINE_EVENTS:
-            applied = live.views.add(views)  # a few dict updates: cheaper than a thread hop
-        else:  # a Redis round trip, or many users' histories merged
-            applied = await asyncio.to_thread(live.views.add, views)
+        applied = await _add_views_async(live.views, views) if views else 0
     except StoreUnavailableError as error:
         LOG.error("events not stored: %s", error)
         return _error(503, f"the history store did not take the events; nothing was stored: {error}")
@@ -242,6 +237,15 @@ async def _store_async(request: Request, records: list[ArticleRecord]) -> Respon
     if len(records) <= INLINE_RECORDS and live is not None and pair is not None and live.corpus.writes_inline(pair):
         return _store(request, records)
     return await asyncio.to_thread(_store, request, records)
+
+
+async def _add_views_async(views_store, views: list) -> int:
+    """`views_store.add(views)` on the event loop when the store is in this process and the batch
+    small (a few dict updates: cheaper than a thread hop), else in a thread (a Redis round trip,
+    many users' histories merged)."""
+    if getattr(views_store, "in_process", False) and len(views) <= INLINE_EVENTS:
+        return views_store.add(views)
+    return await asyncio.to_thread(views_store.add, views)
 
 
 def _state(record: ArticleRecord, result: str) -> dict[str, Any]:
