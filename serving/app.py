@@ -52,6 +52,7 @@ from serving.settings import ServiceSettings, get_settings
 from serving.store import EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
 from serving.shared_arrays import shared_root
 from serving.workers import ReloadBus
+from serving.upsert_route import UpsertRoute
 
 LOG = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = None  # set by the lifespan
+    app.add_middleware(UpsertRoute)  # innermost: listing upserts skip FastAPI's routing (serving/upsert_route.py)
     app.add_middleware(WriteAuth)  # inside GuardAndMeasure, so refused writes are counted too
     app.add_middleware(GuardAndMeasure)
     app.include_router(routes_live.router)

@@ -136,6 +136,11 @@ class ArticleIds(StringColumn):
 
     def row(self, article_id: str) -> int | None:
         """The row of `article_id`, None when the model has no such article."""
+        if self._exact and isinstance(article_id, str):  # one id (a live write's lookups): no array set-up
+            if not (self._n and 0 < len(article_id) <= self._width) or article_id[-1] == "\x00":
+                return None  # every id fits the keys here: a longer one (or a NUL end, as in `rows`) is not one
+            i = int(self._sorted.searchsorted(article_id))
+            return int(self._order[i]) if i < self._n and self._sorted[i] == article_id else None
         row = int(self.rows([article_id])[0])
         return row if row >= 0 else None
 

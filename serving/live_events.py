@@ -54,7 +54,7 @@ _ARTICLE_ID = re.compile(ARTICLE_ID_PATTERN)
 
 
 def valid_article_id(value: Any) -> bool:
-    return isinstance(value, str) and _ARTICLE_ID.match(value) is not None
+    return isinstance(value, str) and _ARTICLE_ID.fullmatch(value) is not None  # fullmatch: `$` alone lets a final "\n" through
 
 
 ARTICLE_ID_RULE = f"article_id must be 1-{MAX_ARTICLE_ID_LENGTH} characters without control characters or U+FFFD"
@@ -125,7 +125,7 @@ def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: fl
 def checked_user_id(item: Mapping[str, Any]) -> str:
     """The item's `user_id`, or ValueError with the rule (every event type)."""
     user_id = item.get("user_id")
-    if not isinstance(user_id, str) or not ID_PATTERN.match(user_id):
+    if not isinstance(user_id, str) or not ID_PATTERN.fullmatch(user_id):
         raise ValueError(f"user_id must be 1-128 characters of A-Z a-z 0-9 . _ : @ -, got {user_id!r}"[:300])
     return user_id
 

@@ -124,9 +124,13 @@ def _error(status: int, message: str, details: list[dict[str, Any]] | None = Non
     return _json({"error": error, **extra}, status)
 
 
-def _pair(request: Request):
-    holder = getattr(request.app.state, "holder", None)
+def _state_pair(state):
+    holder = getattr(state, "holder", None)
     return holder.pair if holder is not None else None
+
+
+def _pair(request: Request):
+    return _state_pair(request.app.state)
 
 
 async def _items(request: Request, key: str, limit: int) -> list[Any] | Response:
@@ -209,9 +213,11 @@ def complete(record: ArticleRecord, given: set[str], live, pair) -> ArticleRecor
     return replace(record, **{f: v for f, v in base.items() if f not in given})
 
 
-def _store(request: Request, records: list[ArticleRecord]) -> Response | None:
-    pair = _pair(request)
-    live = getattr(request.app.state, "live", None)
+def _store(state, records: list[ArticleRecord]) -> Response | None:
+    """Stores `records` in the live corpus of the app whose `state` is given; the error response
+    when that failed, else None."""
+    pair = _state_pair(state)
+    live = getattr(state, "live", None)
     if pair is None or live is None:
         return _error(503, "no model loaded yet")
     try:
@@ -221,7 +227,7 @@ def _store(request: Request, records: list[ArticleRecord]) -> Response | None:
         return _error(503, f"the live corpus store did not take the change; nothing was stored: {error}")
     except ValueError as error:  # the model cannot embed listings (no article tower)
         return _error(409, str(error))
-    metrics = _metrics(request)
+    metrics = getattr(state, "live_metrics", None)
     if metrics is not None:
         for record in records:
             metrics.article_changes.labels(record.status).inc()
@@ -229,14 +235,14 @@ def _store(request: Request, records: list[ArticleRecord]) -> Response | None:
     return None
 
 
-async def _store_async(request: Request, records: list[ArticleRecord]) -> Response | None:
+async def _store_async(state, records: list[ArticleRecord]) -> Response | None:
     """`_store` on the event loop when the live corpus says an upsert there is cheap and cannot
     block (`LiveCorpus.writes_inline`) and the change is small, else in a thread (a SavedModel
     call, a Redis round trip, a batch of many listings: the loop keeps answering meanwhile)."""
-    live, pair = getattr(request.app.state, "live", None), _pair(request)
+    live, pair = getattr(state, "live", None), _state_pair(state)
     if len(records) <= INLINE_RECORDS and live is not None and pair is not None and live.corpus.writes_inline(pair):
-        return _store(request, records)
-    return await asyncio.to_thread(_store, request, records)
+        return _store(state, records)
+    return await asyncio.to_thread(_store, state, records)
 
 
 async def _add_views_async(views_store, views: list) -> int:
@@ -257,21 +263,29 @@ async def put_article(request: Request, article_id: ArticleId) -> Response:
     """Creates or changes a listing. `status` sold/deleted removes it from every answer at once.
 
     Body (all optional): `{"title", "category", "region", "status": active|sold|deleted, "created_at"}`.
+    A valid id is answered by serving/upsert_route.py before FastAPI routes it (the same
+    `upsert_article`); this route documents the endpoint and answers ids that fail validation.
     """
+    return await upsert_article(request.app.state, article_id, await request.body())
+
+
+async def upsert_article(state, article_id: str, raw_body: bytes) -> Response:
+    """The answer to `PUT /v1/articles/{article_id}` with `raw_body` (a valid id), for the app
+    whose `state` is given."""
     try:
-        body = orjson.loads(await request.body() or b"{}")
+        body = orjson.loads(raw_body or b"{}")
     except orjson.JSONDecodeError as error:
         return _error(400, f"the body is not valid JSON: {error}")
     try:
         record = parse_article(article_id, body)
     except ArticleError as error:
         return _error(422, str(error), error.details)
-    live, pair = getattr(request.app.state, "live", None), _pair(request)
+    live, pair = getattr(state, "live", None), _state_pair(state)
     existed = False
     if live is not None:
         existed = live.corpus.get(article_id) is not None or (pair is not None and live.overlay(pair).is_known(article_id))
         record = complete(record, set(body), live, pair)
-    failure = await _store_async(request, [record])
+    failure = await _store_async(state, [record])
     if failure is not None:
         return failure
     result = "removed" if not record.status == ACTIVE else ("updated" if existed else "created")
@@ -287,7 +301,7 @@ async def delete_article(request: Request, article_id: ArticleId) -> Response:
     if not live.overlay(pair).is_known(article_id):
         return _error(404, f"article {article_id!r} is neither in the served corpus nor a live listing")
     record = complete(removal(article_id), {"status"}, live, pair)
-    failure = await _store_async(request, [record])
+    failure = await _store_async(request.app.state, [record])
     return failure or _json(_state(record, "removed"))
 
 
@@ -327,7 +341,7 @@ async def post_articles(request: Request) -> Response:
         except ArticleError as error:
             rejected.append({"index": index, "reason": str(error)})
     if records:
-        failure = await _store_async(request, records)
+        failure = await _store_async(request.app.state, records)
         if failure is not None:
             return failure
     answer = {"accepted": len(records), "rejected": rejected}

@@ -231,7 +231,7 @@ def test_sync_articles_reports_a_refusing_or_missing_service_in_one_line(model, 
 def test_article_ids_with_control_characters_or_undecodable_bytes_are_refused(service):
     # %ff is not UTF-8: decoded it becomes U+FFFD, so %ff and %fe would name the same listing;
     # NUL and other control characters are no one's listing id. 422, never stored.
-    for raw in ("%ff", "%fe", "%00", "a%0Ab", "x%7F"):
+    for raw in ("%ff", "%fe", "%00", "a%0Ab", "x%7F", "ab%0A"):  # a final newline too (a `$`-only regex let it by)
         answer = service.put(f"/v1/articles/{raw}", json={"region": "north"})
         assert answer.status_code == 422 and answer.json()["error"]["message"], (raw, answer.text)
         assert service.delete(f"/v1/articles/{raw}").status_code == 422
@@ -239,3 +239,5 @@ def test_article_ids_with_control_characters_or_undecodable_bytes_are_refused(se
     assert bulk.status_code == 422 and len(bulk.json()["rejected"]) == 2
     events = service.post("/v1/events", json={"events": [view("u0001", "a\u0000"), view("u0001", "\x1b[31m")]})
     assert events.status_code == 422 and all("article_id" in r["reason"] for r in events.json()["rejected"])
+    newline = service.post("/v1/events", json={"events": [view("u0001\n", "a000001"), view("u0001", "a000001\n")]})
+    assert newline.status_code == 422 and [r["reason"].split()[0] for r in newline.json()["rejected"]] == ["user_id", "article_id"]
