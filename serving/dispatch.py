@@ -28,6 +28,8 @@ from serving import candidates as candidate_logic
 LOG = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
+# The longest a live write waits for running candidate batches (`BatchDispatcher.reads_first`).
+READS_FIRST_MAX_WAIT_S = 0.005
 
 
 def run_batch(requests: list[tuple]) -> list[Any]:
@@ -72,6 +74,8 @@ class BatchDispatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidates-compute")
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._running = False
+        self._quiet = asyncio.Event()  # set while no batch runs (see `reads_first`)
+        self._quiet.set()
         self.batches = 0  # for the benchmark and tests
         self.requests = 0
 
@@ -84,6 +88,23 @@ class BatchDispatcher:
             self._start(loop)
         return await future
 
+    async def reads_first(self, max_wait_s: float = READS_FIRST_MAX_WAIT_S) -> None:
+        """Returns once no batch of candidate requests runs, or after `max_wait_s` (a write never
+        waits longer, however busy the reads keep the dispatcher).
+
+        A live write awaits this before it runs on the event loop: started while a batch computes,
+        it would hold the GIL the compute thread needs between its NumPy and FAISS calls, and the
+        candidate request would wait for the whole write. Run after the batch, the write
+        overlaps the clients' turnaround instead (measured in benchmarks/live.py: docs/live.md).
+        A batch's answers are sent before the write starts: their tasks are woken first."""
+        if self._quiet.is_set():
+            return
+        try:
+            async with asyncio.timeout(max_wait_s):
+                await self._quiet.wait()
+        except TimeoutError:
+            pass
+
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
@@ -92,8 +113,10 @@ class BatchDispatcher:
                 break
             if not self._waiting:
                 self._running = False
+                self._quiet.set()
                 return
         self._running = True
+        self._quiet.clear()
         self.batches += 1
         self.requests += len(batch)
         work = loop.run_in_executor(self._executor, run_batch, [arguments for arguments, _ in batch])
@@ -112,6 +135,8 @@ class BatchDispatcher:
         self._running = False
         if self._waiting:
             self._start(loop)
+        else:
+            self._quiet.set()  # after the answers' futures: their tasks run before a waiting write
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -174,7 +174,7 @@ async def post_events(request: Request) -> Response:
     overlay = live.overlay(pair)
     views, rejected = parse_items(items, overlay.is_known)
     try:
-        applied = await _add_views_async(live.views, views) if views else 0
+        applied = await _add_views_async(request.app.state, live.views, views) if views else 0
     except StoreUnavailableError as error:
         LOG.error("events not stored: %s", error)
         return _error(503, f"the history store did not take the events; nothing was stored: {error}")
@@ -239,17 +239,27 @@ async def _store_async(state, records: list[ArticleRecord]) -> Response | None:
     """`_store` on the event loop when the live corpus says an upsert there is cheap and cannot
     block (`LiveCorpus.writes_inline`) and the change is small, else in a thread (a SavedModel
     call, a Redis round trip, a batch of many listings: the loop keeps answering meanwhile)."""
+    await _reads_first(state)
     live, pair = getattr(state, "live", None), _state_pair(state)
     if len(records) <= INLINE_RECORDS and live is not None and pair is not None and live.corpus.writes_inline(pair):
         return _store(state, records)
     return await asyncio.to_thread(_store, state, records)
 
 
-async def _add_views_async(views_store, views: list) -> int:
+async def _reads_first(state) -> None:
+    """Lets a running batch of candidate requests finish before a write (serving/dispatch.py,
+    `BatchDispatcher.reads_first`); without the dispatcher (Redis histories) writes go at once."""
+    dispatcher = getattr(state, "dispatcher", None)
+    if dispatcher is not None:
+        await dispatcher.reads_first()
+
+
+async def _add_views_async(state, views_store, views: list) -> int:
     """`views_store.add(views)` on the event loop when the store is in this process and the batch
     small (a few dict updates: cheaper than a thread hop), else in a thread (a Redis round trip,
     many users' histories merged)."""
     if getattr(views_store, "in_process", False) and len(views) <= INLINE_EVENTS:
+        await _reads_first(state)
         return views_store.add(views)
     return await asyncio.to_thread(views_store.add, views)
 

@@ -62,3 +62,58 @@ def test_concurrent_requests_run_in_shared_batches(pair):
     for user, got in zip(USERS * 3, results):
         _same(got, candidate_logic.recommend(pair, None, user, 20))
     assert dispatcher.requests == len(results) and dispatcher.batches < len(results)
+
+
+def test_a_write_waits_for_the_running_batch_and_its_answers_but_not_longer_than_its_limit(pair, monkeypatch):
+    """`reads_first`: idle -> at once; during a batch -> after the batch's answers are delivered;
+    when batches never stop -> after max_wait_s."""
+    import threading
+    import time
+
+    from serving import dispatch
+
+    release = threading.Event()
+    real = dispatch.run_batch
+
+    def held_batch(requests):  # the batch "computes" until the test releases it
+        release.wait(10)
+        return real(requests)
+
+    monkeypatch.setattr(dispatch, "run_batch", held_batch)
+    dispatcher = BatchDispatcher(max_batch=4)
+    order: list[str] = []
+
+    async def scenario():
+        await asyncio.wait_for(dispatcher.reads_first(), 0.5)  # idle: no wait
+        async def handler():  # a request's handler: sends its answer in the step its result wakes
+            answer = await dispatcher.recommend(pair, None, "u0001", 5)
+            order.append("answer")
+            return answer
+
+        read = asyncio.create_task(handler())
+        await asyncio.sleep(0.01)  # the batch is running now
+
+        async def write():
+            await dispatcher.reads_first(max_wait_s=5.0)
+            order.append("write")
+
+        writer = asyncio.create_task(write())
+        await asyncio.sleep(0.05)
+        assert not writer.done() and order == []  # still computing: the write waits
+        release.set()
+        await asyncio.gather(read, writer)
+        assert order == ["answer", "write"]
+
+        release.clear()  # a batch that never ends in time: the write goes after its limit
+        stuck = asyncio.create_task(dispatcher.recommend(pair, None, "u0002", 5))
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await dispatcher.reads_first(max_wait_s=0.05)
+        assert 0.04 <= time.monotonic() - started < 2.0 and not stuck.done()
+        release.set()
+        await stuck
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        dispatcher.close()
