@@ -17,8 +17,9 @@ Part `service` (over HTTP on loopback; needs a trained model directory with its 
   2. PUT -> visible: PUTs `--listings` new listings, each in a region of its own, and polls
      `GET /v1/users/{u}/candidates?region=<its region>` (on the other replica with Redis) until the
      listing is there; prints p50/max of the time from the PUT's answer to the first answer with it;
-  3. GET latency at concurrency 1 for `--duration` seconds idle, then again while another thread
-     upserts listings at `--upserts-per-s` (default 100); prints p50/p99 of both and their ratio.
+  3. GET latency at concurrency 1 for `--duration` seconds idle and as long while another process
+     upserts listings at `--upserts-per-s` (default 100), in `--windows` alternating windows of
+     each (so the machine's other load weighs on both alike); prints p50/p99 of both and their ratio.
   3b. before that, the serving process's CPU per upsert (its /proc CPU time over `--cpu-seconds`
      of upserts, less as long idle), which hardly depends on the machine's load; with Redis also
      the reading replica's CPU per change it synced (a replica that takes no writes).
@@ -281,14 +282,19 @@ def get_latencies(port: int, users, seconds: float) -> tuple[list[float], list[f
     return timings, server
 
 
-def upsert_process(port: int, per_s: float, stop, counter) -> None:
-    """UPSERT_THREADS writers, each at its share of `per_s`, until `stop` is set."""
+def upsert_process(port: int, per_s: float, stop, counter, paused=None) -> None:
+    """UPSERT_THREADS writers, each at its share of `per_s`, until `stop` is set; none while
+    `paused` (an Event, optional) is set."""
     def writer(worker: int) -> None:
         regions = ["north", "south", "east", "west"]
         client = RawClient(port)
         try:
             interval, next_at = UPSERT_THREADS / per_s, time.monotonic() + worker / per_s
             while not stop.is_set():
+                if paused is not None and paused.is_set():
+                    time.sleep(0.005)
+                    next_at = time.monotonic() + worker / per_s  # resume on the schedule, no burst
+                    continue
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 with counter.get_lock():
                     n = counter.value
@@ -388,21 +394,37 @@ def bench_service(args) -> dict:
               f"less {cpu['idle_cpu_ms']:.0f} ms when idle for as long)")
         if reader_pid:
             print(f"the other replica's CPU per change it synced from Redis: {cpu['reader_cpu_ms_per_change']:.3f} ms")
-        idle, idle_server = get_latencies(ports[-1], users, args.duration)
-        stop, upserts = multiprocessing.Event(), multiprocessing.Value("i", 0)
+        # Idle and loaded windows alternate (`--windows` of each), so a change in the machine's
+        # other load during the run weighs on both alike instead of on whichever ran second.
+        stop, paused, upserts = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Value("i", 0)
+        paused.set()
         # The writers run in their own process, so the GIL of this (measuring) process stays free.
-        writer_process = multiprocessing.Process(target=upsert_process, args=(ports[0], args.upserts_per_s, stop, upserts))
+        writer_process = multiprocessing.Process(target=upsert_process, args=(ports[0], args.upserts_per_s, stop, upserts, paused))
         writer_process.start()
-        time.sleep(1.0)  # let the rate settle
-        t0, start_count = time.monotonic(), upserts.value
-        loaded, loaded_server = get_latencies(ports[-1], users, args.duration)
-        rate = (upserts.value - start_count) / (time.monotonic() - t0)
-        stop.set()
-        writer_process.join(timeout=30)
-        if writer_process.is_alive():
-            writer_process.kill()
+        idle, idle_server, loaded, loaded_server, loaded_s, loaded_count = [], [], [], [], 0.0, 0
+        window = args.duration / args.windows
+        try:
+            for _ in range(args.windows):
+                got, server = get_latencies(ports[-1], users, window)
+                idle += got
+                idle_server += server
+                paused.clear()
+                time.sleep(0.25)  # let the rate settle
+                t0, start_count = time.monotonic(), upserts.value
+                got, server = get_latencies(ports[-1], users, window)
+                loaded_s, loaded_count = loaded_s + time.monotonic() - t0, loaded_count + upserts.value - start_count
+                loaded += got
+                loaded_server += server
+                paused.set()
+                time.sleep(0.1)  # the last upserts answered
+        finally:
+            stop.set()
+            writer_process.join(timeout=30)
+            if writer_process.is_alive():
+                writer_process.kill()
+        rate = loaded_count / loaded_s
         ratio = percentile(loaded, 99) / percentile(idle, 99)
-        print(f"GET k=200 at concurrency 1, {args.duration:.0f} s each:")
+        print(f"GET k=200 at concurrency 1, {args.duration:.0f} s each, in {args.windows} alternating windows:")
         print(f"  idle          p50 {percentile(idle, 50):6.2f} ms  p99 {percentile(idle, 99):6.2f} ms  "
               f"(in the service: p50 {percentile(idle_server, 50):.2f}, p99 {percentile(idle_server, 99):.2f}; {len(idle)} requests)")
         print(f"  {rate:5.1f} upserts/s p50 {percentile(loaded, 50):6.2f} ms  p99 {percentile(loaded, 99):6.2f} ms  "
@@ -456,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--histories", type=Path, help="user_histories.parquet if the model has none")
     s.add_argument("--redis-url", help="run two replicas sharing this Redis (measures cross-replica visibility)")
     s.add_argument("--listings", type=int, default=20)
-    s.add_argument("--duration", type=float, default=20.0, help="seconds of GETs, idle and under upserts")
+    s.add_argument("--duration", type=float, default=20.0, help="seconds of GETs, idle and under upserts (each)")
+    s.add_argument("--windows", type=int, default=5, help="idle and loaded windows alternate this many times")
     s.add_argument("--upserts-per-s", type=float, default=100.0)
     s.add_argument("--cpu-seconds", type=float, default=5.0, help="seconds of upserts (and of idle) for the CPU per upsert")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
