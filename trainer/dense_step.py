@@ -30,7 +30,15 @@ DenseLoss = Callable[..., tf.Tensor]
 def dense_loss(model: model_lib.TwoTowerModel, config: TrainConfig) -> DenseLoss:
     """`f(user_lookups, article_lookups, labels, candidate_ids, log_q, example_weights) -> loss`:
     the retrieval loss from the two towers' lookups (training mode), compiled with XLA when
-    `config.xla_dense`. `log_q` and `example_weights` may be None."""
+    `config.xla_dense`. `log_q` and `example_weights` may be None.
+
+    Raises:
+      ValueError: `xla_dense` with `user_pooling="gru"` (XLA cannot compile the gradient of the
+        GRU's loop: its TensorLists cross the compiled function's boundary).
+    """
+    if config.xla_dense and config.user_pooling == "gru":
+        raise ValueError("TrainConfig.xla_dense does not support user_pooling='gru' (XLA cannot compile the GRU's "
+                         "gradient); use xla_dense=False or user_pooling 'attention' or 'mean'")  # fmt: skip
 
     def loss(
         user_lookups: Mapping[str, tf.Tensor],

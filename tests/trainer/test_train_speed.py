@@ -151,3 +151,11 @@ def test_xla_dense_step_gives_the_plain_loss_gradients_and_sparse_table_gradient
         assert float(fast.step(batch)) == pytest.approx(float(reference.step(batch)), rel=1e-4)
     for got, want, variable in zip(fast.snapshot(), reference.snapshot(), fast.model.weights):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=variable.path)
+
+
+def test_xla_dense_with_gru_pooling_is_refused_before_training():
+    from trainer import dense_step
+
+    with pytest.raises(ValueError, match="xla_dense does not support user_pooling='gru'"):
+        dense_step.dense_loss(None, TrainConfig(xla_dense=True, user_pooling="gru"))
+    assert callable(dense_step.dense_loss(None, TrainConfig(xla_dense=False, user_pooling="gru")))
