@@ -59,4 +59,5 @@ def dense_loss(model: model_lib.TwoTowerModel, config: TrainConfig) -> DenseLoss
             example_weights=example_weights,
         )
 
-    return tf.function(loss, jit_compile=True, reduce_retracing=True) if config.xla_dense else loss
+    # autograph off: no tensor-dependent Python control flow here (and AutoGraph cannot read a closure).
+    return tf.function(loss, jit_compile=True, reduce_retracing=True, autograph=False) if config.xla_dense else loss
