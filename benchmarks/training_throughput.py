@@ -33,6 +33,7 @@ validation share, and the machine's load average, which the wall clock depends o
   .venv/bin/python benchmarks/training_throughput.py --lazy-adam --id-dropout-choices   # one model
   .venv/bin/python benchmarks/training_throughput.py --fused-adam --epochs 2       # any train flag
   .venv/bin/python benchmarks/training_throughput.py --profile-steps 100 --lazy-adam  # the step split
+  .venv/bin/python benchmarks/training_throughput.py --profile-steps 100 --lazy-adam --xla-dense  # dense part under XLA
   .venv/bin/python benchmarks/training_throughput.py --examples 100000 --epochs 2
   .venv/bin/python benchmarks/training_throughput.py --json benchmarks/results/training_issue16.jsonl
 

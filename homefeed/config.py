@@ -279,9 +279,8 @@ class TrainConfig:
         },
     )
     shuffle_buffer: int = field(default=200_000, metadata={"help": "examples in the shuffle buffer"})
-    cache_examples: bool = field(
-        default=True, metadata={"help": "keep the training records in memory after the first epoch"}
-    )
+    cache_examples: bool = field(default=True, metadata={"help": "keep the training records in memory after the first epoch"})
+    xla_dense: bool = field(default=False, metadata={"help": "training only: compile the step's dense part (after the embedding lookups, loss included) with XLA, the lookups' gradients still sparse (trainer/dense_step.py; export unchanged): ~23% less CPU in forward/backward, 65 -> 52 CPU-ms a step with lazy Adam at 10^5 articles; MovieLens test R@50 median 0.460 -> 0.453 (R@200 0.768 -> 0.775), so off by default; not with user_pooling gru"})  # fmt: skip
     # Opt-in: test R@50 fell on every MovieLens seed (README, benchmarks/results/quality_lazy_adam.jsonl).
     lazy_adam: bool = field(default=False, metadata={"help": "Adam updates only the embedding rows a batch looked up, and their moments (TF Addons' LazyAdam, trainer/lazy_adam.py), not every row of every table each step (~35% less CPU per step at 10^5 articles, ~28% less time an epoch); MovieLens test R@50 median 0.461 -> 0.448, so off by default (Keras's dense Adam)"})  # fmt: skip
     fused_adam: bool = field(default=False, metadata={"help": "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step at 10^5 articles); same arithmetic, rounded differently: results differ slightly (off: MovieLens test R@200 moved 0.752 -> 0.747, README); figures with --no-lazy-adam, with lazy Adam it compiles the lazy update (not measured)"})  # fmt: skip

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from homefeed import features
 from homefeed.config import TrainConfig
+from trainer import dropout as dropout_lib
 from trainer import sequence
 
 LOG = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class TwoTowerModel(keras.Model):
                 )
             )
             if config.dropout > 0:
-                tower.append(keras.layers.Dropout(config.dropout, seed=seed + 40 + i, name=f"user_dropout_{i}"))
+                tower.append(dropout_lib.Dropout(config.dropout, seed=seed + 40 + i, name=f"user_dropout_{i}"))
         tower.append(
             keras.layers.Dense(
                 config.output_dim,
@@ -230,24 +231,28 @@ class TwoTowerModel(keras.Model):
             `example_age_days_xf` float `[B]` (z-scored).
           training: enables dropout.
         """
+        return self.user_from_lookups(self.user_lookups(inputs, training=training), training=training)
+
+    def user_lookups(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        """The user tower's first half: every embedding lookup (gather) and mask, at fixed widths.
+
+        Returns the tensors `user_from_lookups` reads: `history` `[B, H, E]` and `mask` `[B, H]`,
+        per attribute `attribute_<attr>` and `attribute_<attr>_mask`, per search key `<key>` and `<key>_mask`, `age`
+        `[B, 1]`. Training splits the tower here so that the dense half can be compiled with XLA
+        while the lookups' gradients stay sparse (`tf.IndexedSlices`; trainer/dense_step.py).
+        """
         history = self._fixed_width(inputs[HISTORY_KEY])
         mask = history >= 0
         if training and self._search_only_seed is not None and self.config.search_only_share > 0:
             # Some rows as a user known only by searches would be: every history part sees nothing.
             draw = keras.random.uniform([tf.shape(history)[0], 1], seed=self._search_only_seed)
             mask = mask & (draw >= self.config.search_only_share)
-        embedded = self.history_embedding(self._ids(history, self.vocab.articles))
-        parts = [masked_mean(embedded, mask)]
-        if self.config.recent_items:
-            positions = tf.range(self.history_length)[None, :]
-            parts.append(masked_mean(embedded, mask & (positions < self.config.recent_items)))
-        if self.sequence_pooling is not None:
-            parts.append(self.sequence_pooling(embedded, mask, training=training))
+        looked_up = {"history": self.history_embedding(self._ids(history, self.vocab.articles)), "mask": mask}
         for attr in self.attributes:
             values = self._fixed_width(inputs[history_attribute_key(attr)])
-            embedded_attr = self.history_attribute_embeddings[attr](self._ids(values, self.vocab.attributes[attr]))
+            looked_up[f"attribute_{attr}"] = self.history_attribute_embeddings[attr](self._ids(values, self.vocab.attributes[attr]))
             # The history's mask, not the attribute's: the columns are parallel by contract.
-            parts.append(masked_mean(embedded_attr, mask & (values >= 0)))
+            looked_up[f"attribute_{attr}_mask"] = mask & (values >= 0)
         if self.search_embedding is not None:
             # A row without queries (or inputs without the key) gives zeros, like an empty history.
             # Two parts: all recent queries' tokens, and the most recent query's alone.
@@ -256,9 +261,26 @@ class TwoTowerModel(keras.Model):
                 search = self._fixed_width(
                     given if given is not None else tf.fill([tf.shape(history)[0], 1], PAD_ID), features.SEARCH_TOKENS_MAX
                 )
-                embedded_search = self.search_embedding(self._ids(search, self.vocab.search_tokens))
-                parts.append(masked_mean(embedded_search, search >= 0))
-        parts.append(tf.reshape(tf.cast(inputs[AGE_KEY], tf.float32), [-1, 1]))
+                looked_up[key] = self.search_embedding(self._ids(search, self.vocab.search_tokens))
+                looked_up[f"{key}_mask"] = search >= 0
+        looked_up["age"] = tf.reshape(tf.cast(inputs[AGE_KEY], tf.float32), [-1, 1])
+        return looked_up
+
+    def user_from_lookups(self, looked_up: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """The user tower's dense half: `user_lookups`'s tensors -> user vectors `[B, d]`."""
+        embedded, mask = looked_up["history"], looked_up["mask"]
+        parts = [masked_mean(embedded, mask)]
+        if self.config.recent_items:
+            positions = tf.range(self.history_length)[None, :]
+            parts.append(masked_mean(embedded, mask & (positions < self.config.recent_items)))
+        if self.sequence_pooling is not None:
+            parts.append(self.sequence_pooling(embedded, mask, training=training))
+        for attr in self.attributes:
+            parts.append(masked_mean(looked_up[f"attribute_{attr}"], looked_up[f"attribute_{attr}_mask"]))
+        if self.search_embedding is not None:
+            for key in SEARCH_KEYS:
+                parts.append(masked_mean(looked_up[key], looked_up[f"{key}_mask"]))
+        parts.append(looked_up["age"])
         x = tf.concat(parts, axis=1)
         for layer in self.user_layers:
             x = layer(x, training=training) if isinstance(layer, keras.layers.Dropout) else layer(x)
@@ -282,15 +304,31 @@ class TwoTowerModel(keras.Model):
         """Article vectors `[N, d]` from ids `[N]`, `attributes[attr]` ids `[N]` and `content`
         (`title_tokens_xf` int `[N, T]` right-padded with `PAD_ID`, `label_age_bucket_xf` int
         `[N]`; transformed). A model with content needs `content`; one without ignores it."""
-        parts = [self.article_embedding(self._ids(article_ids, self.vocab.articles))]
+        return self.article_from_lookups(self.article_lookups(article_ids, attributes, content))
+
+    def article_lookups(
+        self, article_ids: tf.Tensor, attributes: Mapping[str, tf.Tensor], content: Mapping[str, tf.Tensor] | None = None
+    ) -> dict[str, tf.Tensor]:
+        """The article tower's lookups (arguments as `article_vectors`): `id` `[N, E]`, per
+        attribute `attribute_<attr>`, and with content `title` `[N, T, E_t]`, `title_mask` and `age_bucket`."""
+        looked_up = {"id": self.article_embedding(self._ids(article_ids, self.vocab.articles))}
         for attr in self.attributes:
-            parts.append(self.attribute_embeddings[attr](self._ids(attributes[attr], self.vocab.attributes[attr])))
+            looked_up[f"attribute_{attr}"] = self.attribute_embeddings[attr](self._ids(attributes[attr], self.vocab.attributes[attr]))
         if self.title_embedding is not None:
             title = self._fixed_width(content[TITLE_KEY], features.TITLE_TOKENS_MAX)
-            embedded = self.title_embedding(self._ids(title, self.vocab.title_buckets))
-            parts.append(masked_mean(embedded, title >= 0))
+            looked_up["title"] = self.title_embedding(self._ids(title, self.vocab.title_buckets))
+            looked_up["title_mask"] = title >= 0
         if self.age_embedding is not None:
-            parts.append(self.age_embedding(self._ids(content[AGE_BUCKET_KEY], self.vocab.age_buckets)))
+            looked_up["age_bucket"] = self.age_embedding(self._ids(content[AGE_BUCKET_KEY], self.vocab.age_buckets))
+        return looked_up
+
+    def article_from_lookups(self, looked_up: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The article tower's dense half: `article_lookups`'s tensors -> article vectors `[N, d]`."""
+        parts = [looked_up["id"], *(looked_up[f"attribute_{attr}"] for attr in self.attributes)]
+        if self.title_embedding is not None:
+            parts.append(masked_mean(looked_up["title"], looked_up["title_mask"]))
+        if self.age_embedding is not None:
+            parts.append(looked_up["age_bucket"])
         x = tf.concat(parts, axis=1)
         if self.article_hidden is not None:
             x = self.article_hidden(x)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from trainer import dropout as dropout_lib
+
 
 class _Block(keras.layers.Layer):
     """Pre-norm transformer block: x + MHA(LN(x)), then + FFN(LN(.)); queries may be a prefix."""
@@ -26,7 +28,7 @@ class _Block(keras.layers.Layer):
     def __init__(self, dim: int, heads: int, dropout: float, seed: int, name: str):
         super().__init__(name=name)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
-        self.attention = keras.layers.MultiHeadAttention(
+        self.attention = dropout_lib.MultiHeadAttention(
             heads,
             max(1, dim // heads),
             dropout=dropout,
@@ -40,7 +42,7 @@ class _Block(keras.layers.Layer):
         self.ffn_out = keras.layers.Dense(
             dim, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 2), name="ffn_out"
         )
-        self.dropout = keras.layers.Dropout(dropout, seed=seed + 3)
+        self.dropout = dropout_lib.Dropout(dropout, seed=seed + 3)
 
     def call(self, x: tf.Tensor, mask: tf.Tensor, queries: int | None = None, training: bool = False) -> tf.Tensor:
         """`x [B, H, E]`, `mask [B, H]` -> `[B, Q, E]` for the first `queries` positions (all if None)."""

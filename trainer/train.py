@@ -30,6 +30,7 @@ import tensorflow as tf
 from homefeed import config as config_lib
 from homefeed import features
 from trainer import data as data_lib
+from trainer import dense_step
 from trainer import export as export_lib
 from trainer import id_dropout_choice
 from trainer import lazy_adam
@@ -92,6 +93,7 @@ class Trainer:
         # up to rounding, tests/trainer/test_train_speed.py).
         self._apply_gradients = tf.function(self._apply, jit_compile=True) if config.fused_adam else self._apply
         self.step = tf.function(self._step, reduce_retracing=True)
+        self._dense_loss = dense_step.dense_loss(model, config)
 
     def _apply(self, gradients: list[tf.Tensor]) -> None:
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
@@ -127,20 +129,13 @@ class Trainer:
                 self.num_sampleable,
             )
         with tf.GradientTape() as tape:
-            users = self.model.user_vectors(batch, training=True)
             # Id dropout: the tower sees some labels as OOV ids (new listings); the loss still
-            # compares the true ids (accidental hits, logQ).
-            candidates = self.model.article_vectors(self.model.drop_ids(candidate_ids), candidate_attributes, candidate_content)
-            loss = loss_lib.retrieval_loss(
-                users,
-                candidates,
-                labels,
-                candidate_ids,
-                temperature=config.temperature,
-                candidate_log_q=log_q,
-                remove_accidental_hits=config.remove_accidental_hits,
-                example_weights=batch.get(data_lib.EXAMPLE_WEIGHT_KEY),
-            )
+            # compares the true ids (accidental hits, logQ). The lookups, then the dense part
+            # (XLA-compiled with `xla_dense`; trainer/dense_step.py).
+            user_lookups = self.model.user_lookups(batch, training=True)
+            article_lookups = self.model.article_lookups(self.model.drop_ids(candidate_ids), candidate_attributes, candidate_content)
+            weights = batch.get(data_lib.EXAMPLE_WEIGHT_KEY)
+            loss = self._dense_loss(user_lookups, article_lookups, labels, candidate_ids, log_q, weights)
         return loss, tape.gradient(loss, self.model.trainable_variables)
 
     def eval_recall(self, eval_set: EvalSet, corpus_ids: dict[str, np.ndarray], k: int) -> float:

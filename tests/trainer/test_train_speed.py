@@ -128,3 +128,34 @@ def test_lazy_adam_moves_the_looked_up_rows_as_keras_adam_and_leaves_the_others(
     assert len(untouched) > 0
     np.testing.assert_array_equal(lazy.snapshot()[embedding][untouched], first[untouched])
     assert np.abs(reference.snapshot()[embedding][untouched] - first[untouched]).max() > 1e-4
+
+
+@pytest.mark.slow
+def test_xla_dense_step_gives_the_plain_loss_gradients_and_sparse_table_gradients(transform_dir):
+    import tensorflow as tf
+
+    # Dropout off: XLA draws its own dropout masks (the search-only draw is outside, the same).
+    fast, batches = _trainer(transform_dir, num_sampled_negatives=8, xla_dense=True, lazy_adam=True)
+    reference, _ = _trainer(transform_dir, num_sampled_negatives=8, lazy_adam=True)
+    loss_and_gradients = tf.function(fast.loss_and_gradients)
+    loss, gradients = loss_and_gradients(batches[0])
+    want_loss, want_gradients = tf.function(reference.loss_and_gradients)(batches[0])
+    assert float(loss) == pytest.approx(float(want_loss), rel=1e-5)
+    for got, want, variable in zip(gradients, want_gradients, fast.model.trainable_variables):
+        # Embedding tables' gradients stay the looked-up rows: lazy Adam updates only those.
+        assert isinstance(got, tf.IndexedSlices) == isinstance(want, tf.IndexedSlices), variable.path
+        got, want = tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5, err_msg=variable.path)
+    assert isinstance(gradients[[v.path for v in fast.model.trainable_variables].index("article_embedding/embeddings")], tf.IndexedSlices)
+    for batch in batches:
+        assert float(fast.step(batch)) == pytest.approx(float(reference.step(batch)), rel=1e-4)
+    for got, want, variable in zip(fast.snapshot(), reference.snapshot(), fast.model.weights):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=variable.path)
+
+
+def test_xla_dense_with_gru_pooling_is_refused_before_training():
+    from trainer import dense_step
+
+    with pytest.raises(ValueError, match="xla_dense does not support user_pooling='gru'"):
+        dense_step.dense_loss(None, TrainConfig(xla_dense=True, user_pooling="gru"))
+    assert callable(dense_step.dense_loss(None, TrainConfig(xla_dense=False, user_pooling="gru")))
