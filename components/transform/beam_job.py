@@ -1,7 +1,8 @@
 """The transform's Beam pipeline: validate, analyze and transform with TF Transform, write.
 
   training_examples.parquet --ReadAllFromParquetBatched--> Arrow tables
-    --Validate (records.validate, vectorised)--> train / validation / test record batches, dead letters, counts
+    --Validate (records.validate, vectorised)--> train / validation / test record batches (each
+      re-gathered into full batches, batching.py), dead letters, counts
   train --AnalyzeAndTransformDataset--> transformed train + transform_fn --WriteTransformFn
   validation, test  --TransformDataset(transform_fn)--> transformed validation, test
   each split --encode per batch (tfx_bsl)--> tf.Examples --gzip TFRecord sink (tfrecord_sink.py)
@@ -20,7 +21,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.transform import files, records, tfrecord_sink
+from components.transform import batching, files, records, tfrecord_sink
 from homefeed import config as config_lib
 from homefeed.layout import transform_dir as layout
 
@@ -68,6 +69,8 @@ class _ValidateFn(beam.DoFn):
 
     def process(self, element: tuple[str, pa.Table]) -> Iterator[Any]:
         source, table = element
+        # Each split's rows re-gathered into full batches (batching.py): fewer TensorFlow calls.
+        batchers = {split: batching.SplitBatcher(self._batch_size) for split in layout.SPLIT_DIRS}
         for batch in records.split_batches(table, self._batch_size):
             checked = records.validate(batch, source=source)
             self._records.inc(checked.records_in)
@@ -75,7 +78,8 @@ class _ValidateFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.COUNTS, (RECORDS_IN, checked.records_in))
             for split, rows in checked.by_split.items():
                 yield beam.pvalue.TaggedOutput(self.COUNTS, (VALID + split, rows.num_rows))
-                yield beam.pvalue.TaggedOutput(split, rows)
+                for full in batchers[split].add(rows):
+                    yield beam.pvalue.TaggedOutput(split, full)
             for reason, count in checked.reason_counts.items():
                 yield beam.pvalue.TaggedOutput(self.COUNTS, (DEAD + reason, count))
             for letter in checked.dead_letters:
@@ -84,6 +88,9 @@ class _ValidateFn(beam.DoFn):
             if time.monotonic() - self._last_log > self._LOG_EVERY_S:
                 self._last_log = time.monotonic()
                 LOG.info("validated %d records so far (this worker)", self._seen)
+        for split, batcher in batchers.items():
+            for rest in batcher.flush():
+                yield beam.pvalue.TaggedOutput(split, rest)
 
 
 class _EncodeExamplesFn(beam.DoFn):
