@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homefeed import features
+from homefeed.config import TransformConfig
 from homefeed.layout import extract_dir as extract_layout
 
 CATEGORIES = 12
@@ -137,7 +138,6 @@ def run_one(examples: Path, out: Path, args: argparse.Namespace) -> dict:
     import logging
 
     from components.transform.job import run_transform
-    from homefeed.config import TransformConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("components").setLevel(logging.INFO)
@@ -180,7 +180,8 @@ def main() -> int:
     parser.add_argument("--large", action="store_true", help="also run 10^6 examples")
     parser.add_argument("--workdir", default="/tmp/transform-benchmark")
     parser.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH)
-    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=TransformConfig.batch_size,
+                        help="rows per TensorFlow batch (default: TransformConfig's)")
     parser.add_argument("--workers", type=int, default=1, help="direct_num_workers")
     parser.add_argument("--mode", default="in_memory", help="direct_running_mode")
     parser.add_argument("--profile", action="store_true", help="cProfile each run (in_memory only sees this process)")
