@@ -112,8 +112,8 @@ class TransformConfig:
     search_vocab_frequency_threshold: int = 2
     search_oov_buckets: int = 16
     runner: str = "DirectRunner"
-    # DirectRunner only: parallel workers and how they run ("in_memory", "multi_threading",
-    # "multi_processing"). Ignored by other runners.
+    # DirectRunner only; ignored by other runners. Workers other than 1 are refused by the transform
+    # (components/transform/beam_job.py: more workers drop records); running mode as Beam's.
     direct_num_workers: int = 1
     direct_running_mode: str = "in_memory"
     # Rows per batch fed to TensorFlow (bigger: fewer TF calls; 16384 vs 4096: -9 % CPU at 10^6).
