@@ -11,7 +11,12 @@ cProfile and its time is split between our code, TF Transform, Beam, TensorFlow 
   .venv/bin/python benchmarks/transform_throughput.py                   # 10^4 and 10^5
   .venv/bin/python benchmarks/transform_throughput.py --large           # adds 10^6
   .venv/bin/python benchmarks/transform_throughput.py --sizes 100000 --profile
-  .venv/bin/python benchmarks/transform_throughput.py --workers 2 --mode multi_processing
+  .venv/bin/python benchmarks/transform_throughput.py --sizes 1000000 --label x --log runs.jsonl  # + a JSON line
+
+--workers/--mode set DirectRunner's direct_num_workers/direct_running_mode; the job refuses
+more than one worker (it dropped train records at 10^6: components/transform/beam_job.py).
+The first run in a fresh .venv also pays for compiling every imported module (uv installs no
+.pyc files; with PYTHONDONTWRITEBYTECODE set they are never written): ~6 CPU-s per process.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import shutil
 import subprocess
@@ -31,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homefeed import features
+from homefeed.config import TransformConfig
 from homefeed.layout import extract_dir as extract_layout
 
 CATEGORIES = 12
@@ -137,7 +144,6 @@ def run_one(examples: Path, out: Path, args: argparse.Namespace) -> dict:
     import logging
 
     from components.transform.job import run_transform
-    from homefeed.config import TransformConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("components").setLevel(logging.INFO)
@@ -180,13 +186,16 @@ def main() -> int:
     parser.add_argument("--large", action="store_true", help="also run 10^6 examples")
     parser.add_argument("--workdir", default="/tmp/transform-benchmark")
     parser.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH)
-    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=TransformConfig.batch_size,
+                        help="rows per TensorFlow batch (default: TransformConfig's)")
     parser.add_argument("--workers", type=int, default=1, help="direct_num_workers")
     parser.add_argument("--mode", default="in_memory", help="direct_running_mode")
     parser.add_argument("--profile", action="store_true", help="cProfile each run (in_memory only sees this process)")
     parser.add_argument("--top", type=int, default=25, help="functions listed with --profile")
     parser.add_argument("--no-content", action="store_true",
                         help="generate examples without label title and age (the data before the content-aware article tower)")
+    parser.add_argument("--log", help="append one JSON line per run (figures, load, settings) to this file")
+    parser.add_argument("--label", default="", help="a name for the runs in --log")
     parser.add_argument("--run-one", nargs=2, metavar=("EXAMPLES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -203,6 +212,7 @@ def main() -> int:
     print(f"{'examples':>10} {'wall s':>8} {'examples/s':>11} {'CPU s':>8} {'examples/CPU s':>15} "
           f"{'peak RSS MiB (job / children)':>30} {'load 1/5 min':>13}")
     for size in sizes:
+        load_before = os.getloadavg()
         examples = workdir / f"extract-{size}-h{args.history_length}{'' if args.no_content else '-content'}"
         if not (examples / extract_layout.SUCCESS_MARKER).exists():
             generate_extract_dir(examples, size, args.history_length, content=not args.no_content)
@@ -222,6 +232,19 @@ def main() -> int:
         print(f"{size:>10} {result['seconds']:>8.1f} {rate:>11.0f} {cpu:>8.1f} {result['records_in'] / cpu:>15.0f} "
               f"{result['peak_rss_mib_self']:>16.0f} / {result['peak_rss_mib_children']:<11.0f} "
               f"{os.getloadavg()[0]:>6.1f}/{os.getloadavg()[1]:.1f}", flush=True)
+        if args.log:
+            line = {"label": args.label, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                    "examples": size, "content": not args.no_content, "batch_size": args.batch_size,
+                    "workers": args.workers, "mode": args.mode, "history_length": args.history_length,
+                    "wall_seconds": round(result["seconds"], 2), "examples_per_second": round(rate),
+                    "cpu_seconds": round(cpu, 2), "examples_per_cpu_second": round(result["records_in"] / cpu),
+                    "peak_rss_mib_job": round(result["peak_rss_mib_self"]),
+                    "peak_rss_mib_children": round(result["peak_rss_mib_children"]),
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                    "profiled": args.profile, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            with open(args.log, "a") as f:
+                f.write(json.dumps(line) + "\n")
         if args.profile:
             profile = result["profile"]
             total = sum(profile["split_seconds"].values())

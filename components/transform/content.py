@@ -22,6 +22,20 @@ ARROW_FIELDS = (
 )
 
 
+def normalise_strings(values: pa.Array, blank_as_null: bool = False) -> pa.Array:
+    """`tokens.normalise` of each string of `values` (nulls stay null), computed once per distinct
+    value rather than once per row; with `blank_as_null`, values that are only whitespace
+    (`str.strip`) become null too."""
+    if not len(values):
+        return pa.array([], pa.string())
+    encoded = pc.dictionary_encode(values)
+    normalised = [
+        None if blank_as_null and not text.strip() else tokens.normalise(text)
+        for text in encoded.dictionary.to_pylist()
+    ]
+    return pa.array(normalised, pa.string()).take(encoded.indices)
+
+
 def _titles(batch: pa.RecordBatch) -> pa.Array:
     n = batch.num_rows
     if features.LABEL_TITLE not in batch.schema.names:
@@ -29,16 +43,10 @@ def _titles(batch: pa.RecordBatch) -> pa.Array:
     column = batch.column(features.LABEL_TITLE)
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_null(column.type)):
         column = column.cast(pa.string())
-    cache: dict[str, str] = {}
-    out = []
-    for title in column.to_pylist():
-        if title is None or not title.strip():
-            out.append([])
-            continue
-        if title not in cache:
-            cache[title] = tokens.normalise(title)
-        out.append([cache[title]])
-    return pa.array(out, pa.list_(pa.string()))
+    titles = normalise_strings(column.cast(pa.string()), blank_as_null=True)  # [title], or [] when null or blank
+    lengths = np.asarray(titles.is_valid().to_numpy(zero_copy_only=False), dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, titles.drop_null())
 
 
 def _ages(batch: pa.RecordBatch) -> pa.Array:

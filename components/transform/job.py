@@ -81,12 +81,14 @@ def run_transform(
 
     Raises:
       FileNotFoundError: the extract output is incomplete (see `find_input_files`).
-      ValueError: bad input schema, no rows, an output directory that must not be replaced.
+      ValueError: bad input schema, no rows, an output directory that must not be replaced,
+        DirectRunner with more than one worker (beam_job.pipeline_options).
       NoValidRecordsError: every record (or every train record) was dead-lettered; the dead
         letters and a failed summary are left in `output_dir` (no `_SUCCESS`).
       RuntimeError: the Beam pipeline did not finish.
     """
     config = config or config_lib.TransformConfig()
+    options = pipeline_options(config)  # refuses bad runner settings before anything is read or written
     started = time.monotonic()
     inputs = find_input_files(examples_dir)
     files.prepare_output(output_dir, overwrite)
@@ -112,14 +114,13 @@ def run_transform(
         files.delete(output_dir)
     files.mkdirs(staging)
     temp_dir = files.join(staging, _TFT_TEMP_DIR)
-    options = pipeline_options(config)
     try:
         pipeline_started = time.monotonic()
         pipeline = beam.Pipeline(options=options)
         beam_job.build_pipeline(pipeline, pattern, columns, staging, temp_dir, config)
         LOG.info(
             "transform: running the Beam pipeline on %s (%s)", config.runner,
-            f"{config.direct_num_workers or 'all'} worker(s), {config.direct_running_mode}"
+            f"{config.direct_num_workers} worker, {config.direct_running_mode}"
             if config.runner in ("DirectRunner", "direct") else "options passed through",
         )
         result = pipeline.run()

@@ -168,17 +168,12 @@ _CONVERTERS = {
 
 def _normalised(column: pa.Array) -> pa.Array:
     """Each query `homefeed.tokens.normalise`d (NFKC, lower case): the text the serving encoder
-    sends too, so files written by other tools than the extract cannot cause skew."""
-    cache: dict[str, str] = {}
-
-    def one(query: str | None) -> str | None:
-        if query is None:
-            return None
-        if query not in cache:
-            cache[query] = tokens.normalise(query)
-        return cache[query]
-
-    return pa.array([[one(q) for q in row] for row in column.to_pylist()], pa.list_(pa.string()))
+    sends too, so files written by other tools than the extract cannot cause skew. Each distinct
+    query is normalised once (`content.normalise_strings`); null lists stay null, null values null."""
+    offsets = pc.subtract(column.offsets, column.offsets[0])  # a sliced column's start at 0
+    values = content.normalise_strings(pc.list_flatten(column))
+    mask = pc.is_null(column) if column.null_count else None
+    return pa.ListArray.from_arrays(offsets, values, mask=mask)
 
 
 def _scalar_as_list(column: pa.Array) -> pa.ListArray:

@@ -293,17 +293,27 @@ def test_cli_passes_unknown_options_to_beam_and_rejects_typos():
 
 def test_pipeline_options_name_the_runner_and_pass_extras_through():
     config = TransformConfig(
-        direct_num_workers=2,
-        direct_running_mode="multi_processing",
+        direct_running_mode="multi_threading",
         beam_args=["--temp_location=gs://bucket/tmp", "--experiments=use_runner_v2"],
     )
     options = job.pipeline_options(config).get_all_options()
     assert options["runner"] == "DirectRunner"
-    assert options["direct_num_workers"] == 2 and options["direct_running_mode"] == "multi_processing"
+    assert options["direct_num_workers"] == 1 and options["direct_running_mode"] == "multi_threading"
     assert options["temp_location"] == "gs://bucket/tmp" and options["experiments"] == ["use_runner_v2"]
     dataflow = job.pipeline_options(TransformConfig(runner="DataflowRunner", beam_args=["--project=p"]))
     assert dataflow.get_all_options()["runner"] == "DataflowRunner"
     assert "direct_num_workers" not in dataflow.get_all_options(drop_default=True)
+
+
+@pytest.mark.parametrize("workers,beam_args", [(2, []), (0, []), (1, ["--direct_num_workers=2"])])
+def test_direct_runner_with_more_workers_is_refused_before_anything_is_written(tmp_path, workers, beam_args):
+    # More DirectRunner workers lost train records at 10^6 examples (beam_job.PARALLEL_DIRECT_RUNNER_REFUSED).
+    examples = tmp_path / "no-extract-here"  # refused before the input is even looked at
+    config = TransformConfig(direct_num_workers=workers, direct_running_mode="multi_processing", beam_args=beam_args)
+    with pytest.raises(ValueError, match="direct_num_workers=.*drops train records.*distributed runner"):
+        job.run_transform(str(examples), str(tmp_path / "out"), config)
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == []
+    assert job.pipeline_options(TransformConfig(runner="DataflowRunner", direct_num_workers=0)) is not None
 
 
 def test_config_rejects_settings_that_would_crash_later():
