@@ -137,12 +137,17 @@ class ArticleIds(StringColumn):
     def row(self, article_id: str) -> int | None:
         """The row of `article_id`, None when the model has no such article."""
         if self._exact and isinstance(article_id, str):  # one id (a live write's lookups): no array set-up
-            if not (self._n and 0 < len(article_id) <= self._width) or article_id[-1] == "\x00":
-                return None  # every id fits the keys here: a longer one (or a NUL end, as in `rows`) is not one
+            if not (self._n and self._fits_keys(article_id)):
+                return None  # every id fits the keys here: one that does not is not one
             i = int(self._sorted.searchsorted(article_id))
             return int(self._order[i]) if i < self._n and self._sorted[i] == article_id else None
         row = int(self.rows([article_id])[0])
         return row if row >= 0 else None
+
+    def _fits_keys(self, article_id: str) -> bool:
+        """Whether `article_id` can be compared as a fixed-width key: not empty, at most the key
+        width, no NUL at the end (numpy drops trailing NULs from its strings)."""
+        return 0 < len(article_id) <= self._width and article_id[-1] != "\x00"
 
     def rows(self, article_ids: Iterable[str]) -> np.ndarray:
         """`int64 [m]`: the row of each id, -1 for ids the model does not have."""
@@ -153,8 +158,7 @@ class ArticleIds(StringColumn):
         queries = np.array(ids, dtype=self._sorted.dtype)  # truncated to the key width
         found = np.minimum(np.searchsorted(self._sorted, queries), self._n - 1)
         if self._exact:
-            width = self._width
-            usable = np.fromiter((0 < len(a) <= width and a[-1] != "\x00" for a in ids), dtype=bool, count=len(ids))
+            usable = np.fromiter((self._fits_keys(a) for a in ids), dtype=bool, count=len(ids))
             hit = (self._sorted[found] == queries) & usable
             return np.where(hit, self._order[found], -1).astype(np.int64)
         ends = np.searchsorted(self._sorted, queries, side="right")

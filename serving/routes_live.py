@@ -104,8 +104,8 @@ class LiveMetrics:
         self.records = Gauge("candidates_live_records", "Live listing records this replica holds", registry=registry)
 
 
-def _metrics(request: Request) -> LiveMetrics | None:
-    return getattr(request.app.state, "live_metrics", None)
+def _metrics(state) -> LiveMetrics | None:
+    return getattr(state, "live_metrics", None)
 
 
 def body_limit(path: str, default: int) -> int:
@@ -179,7 +179,7 @@ async def post_events(request: Request) -> Response:
         LOG.error("events not stored: %s", error)
         return _error(503, f"the history store did not take the events; nothing was stored: {error}")
     answer = {"accepted": len(views), "applied": applied, "duplicates": len(views) - applied, "rejected": rejected}
-    metrics = _metrics(request)
+    metrics = _metrics(request.app.state)
     if metrics is not None:
         metrics.events.labels("applied").inc(applied)
         metrics.events.labels("duplicate").inc(len(views) - applied)
@@ -227,7 +227,7 @@ def _store(state, records: list[ArticleRecord]) -> Response | None:
         return _error(503, f"the live corpus store did not take the change; nothing was stored: {error}")
     except ValueError as error:  # the model cannot embed listings (no article tower)
         return _error(409, str(error))
-    metrics = getattr(state, "live_metrics", None)
+    metrics = _metrics(state)
     if metrics is not None:
         for record in records:
             metrics.article_changes.labels(record.status).inc()

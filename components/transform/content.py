@@ -40,10 +40,8 @@ def _titles(batch: pa.RecordBatch) -> pa.Array:
     n = batch.num_rows
     if features.LABEL_TITLE not in batch.schema.names:
         return pa.array([[]] * n, pa.list_(pa.string()))
-    column = batch.column(features.LABEL_TITLE)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_null(column.type)):
-        column = column.cast(pa.string())
-    titles = normalise_strings(column.cast(pa.string()), blank_as_null=True)  # [title], or [] when null or blank
+    column = batch.column(features.LABEL_TITLE).cast(pa.string())
+    titles = normalise_strings(column, blank_as_null=True)  # [title], or [] when null or blank
     lengths = np.asarray(titles.is_valid().to_numpy(zero_copy_only=False), dtype=np.int32)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     return pa.ListArray.from_arrays(offsets, titles.drop_null())
