@@ -159,3 +159,30 @@ def test_xla_dense_with_gru_pooling_is_refused_before_training():
     with pytest.raises(ValueError, match="xla_dense does not support user_pooling='gru'"):
         dense_step.dense_loss(None, TrainConfig(xla_dense=True, user_pooling="gru"))
     assert callable(dense_step.dense_loss(None, TrainConfig(xla_dense=False, user_pooling="gru")))
+
+
+def test_lookups_gather_rows_from_the_table_equal_to_keras_embedding_after_a_sparse_update():
+    """`TwoTowerModel._lookup` reads rows (ResourceGather), not the whole table: once a sparse
+    update (lazy Adam's scatter) has put the table in copy-on-read mode, a whole read copies it.
+    Reference: the Keras Embedding layer's own call; the gradient stays IndexedSlices."""
+    import tensorflow as tf
+
+    from trainer import model as model_lib
+
+    vocab = model_lib.VocabularySizes(articles=50, attributes={"category": 4}, known_articles=48)
+    model = model_lib.TwoTowerModel(vocab, 5, TrainConfig(embedding_dim=8, tower_units=(8,), output_dim=4))
+    model.build_all()
+    table = model.article_embedding.embeddings.value
+    table.scatter_sub(tf.IndexedSlices(tf.ones([2, 8]), tf.constant([3, 7]), tf.constant([50, 8])))  # copy-on-read now
+    ids = tf.constant([[3, 7, -1, 60, 0]])
+    history = {model_lib.HISTORY_KEY: ids, model_lib.history_attribute_key("category"): tf.constant([[1, 2, -1, 9, 0]]),
+               model_lib.AGE_KEY: tf.zeros([1])}  # fmt: skip
+    with tf.GradientTape() as tape:
+        got = model.user_lookups(history)["history"]
+        loss = tf.reduce_sum(got * got)
+    np.testing.assert_array_equal(got.numpy(), model.article_embedding(tf.clip_by_value(ids, 0, 49)).numpy())
+    gradient = tape.gradient(loss, model.article_embedding.embeddings)
+    assert isinstance(gradient, tf.IndexedSlices)
+    graph = tf.function(lambda: model.user_lookups(history)["history"]).get_concrete_function().graph
+    types = {op.type for op in graph.get_operations()}
+    assert "ResourceGather" in types and "ReadVariableOp" not in types
