@@ -185,6 +185,11 @@ def early_stopping_k(eval_k: int, num_articles: int) -> int:
     return k
 
 
+def _mean(losses: list[tf.Tensor]) -> float:
+    """The mean of the step losses, as a float64 mean of their float values (nan when empty)."""
+    return float(np.mean([float(loss) for loss in losses])) if losses else float("nan")
+
+
 def fit(
     trainer: Trainer,
     dataset: tf.data.Dataset,
@@ -209,13 +214,15 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         epoch_started = last_progress = time.monotonic()
         cpu_started = time.process_time()
-        losses = []
+        # Each step's loss stays a tensor until it is logged: reading it back as a float every step
+        # cost ~1-1.5 ms of a ~30 ms step (measured; training_issue16.jsonl).
+        losses: list[tf.Tensor] = []
         for step, batch in enumerate(dataset, start=1):
-            losses.append(float(trainer.step(batch)))
+            losses.append(trainer.step(batch))
             if time.monotonic() - last_progress > PROGRESS_SECONDS:
                 last_progress = time.monotonic()
-                LOG.info("epoch %d/%d: step %d/%d, loss %.4f", epoch, config.epochs, step, steps_per_epoch, np.mean(losses))
-        mean_loss = float(np.mean(losses)) if losses else float("nan")
+                LOG.info("epoch %d/%d: step %d/%d, loss %.4f", epoch, config.epochs, step, steps_per_epoch, _mean(losses))
+        mean_loss = _mean(losses)
         if not np.isfinite(mean_loss):
             raise RuntimeError(f"training diverged at epoch {epoch} (loss {mean_loss}); lower --learning-rate")
         validation_started = time.monotonic()
