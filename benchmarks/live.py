@@ -233,15 +233,29 @@ class RawClient:
     take as little CPU as possible from the service being measured."""
 
     def __init__(self, port: int):
+        self.port = port
+        self._connect()
+
+    def _connect(self) -> None:
         import socket
 
-        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock = socket.create_connection(("127.0.0.1", self.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
     def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
         head = f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {len(body)}\r\n"
-        self.sock.sendall(head.encode() + (b"content-type: application/json\r\n\r\n" if body else b"\r\n") + body)
+        message = head.encode() + (b"content-type: application/json\r\n\r\n" if body else b"\r\n") + body
+        try:
+            self.sock.sendall(message)
+            self._read()
+        except ConnectionError:
+            # The service closes a keep-alive connection idle for longer than its keep_alive_s
+            # (the writers idle through the benchmark's idle windows): reconnect and send again,
+            # as HTTP clients do with a stale pooled connection (GET and PUT are idempotent).
+            self.sock.close()
+            self._connect()
+            self.sock.sendall(message)
         while b"\r\n\r\n" not in self.buffer:
             self._read()
         raw_head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
@@ -423,6 +437,9 @@ def bench_service(args) -> dict:
             if writer_process.is_alive():
                 writer_process.kill()
         rate = loaded_count / loaded_s
+        if writer_process.exitcode not in (0, None) or rate < 0.9 * args.upserts_per_s:
+            raise SystemExit(f"the upsert load fell short: {rate:.1f} upserts/s of {args.upserts_per_s:g} (writer "
+                             f"process exit code {writer_process.exitcode}); the ratio would not mean what it says")
         ratio = percentile(loaded, 99) / percentile(idle, 99)
         print(f"GET k=200 at concurrency 1, {args.duration:.0f} s each, in {args.windows} alternating windows:")
         print(f"  idle          p50 {percentile(idle, 50):6.2f} ms  p99 {percentile(idle, 99):6.2f} ms  "
