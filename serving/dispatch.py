@@ -28,8 +28,12 @@ from serving import candidates as candidate_logic
 LOG = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
-# The longest a live write waits for running candidate batches (`BatchDispatcher.reads_first`).
+# The longest a live write waits for running candidate batches (`BatchDispatcher.reads_first`)
+# or for the next pause between them (`BatchDispatcher.next_gap`), each time it waits.
 READS_FIRST_MAX_WAIT_S = 0.005
+# Candidate requests count as arriving steadily while the last batch ended this recently: a write's
+# next step then waits for the pause after the next batch instead of running on at once.
+READS_ACTIVE_S = 0.003
 
 
 def run_batch(requests: list[tuple]) -> list[Any]:
@@ -76,6 +80,8 @@ class BatchDispatcher:
         self._running = False
         self._quiet = asyncio.Event()  # set while no batch runs (see `reads_first`)
         self._quiet.set()
+        self._batch_done = asyncio.Event()  # set, then replaced, as each batch's answers go out (`next_gap`)
+        self._last_done = float("-inf")  # time.monotonic() then
         self.batches = 0  # for the benchmark and tests
         self.requests = 0
 
@@ -102,6 +108,23 @@ class BatchDispatcher:
         try:
             async with asyncio.timeout(max_wait_s):
                 await self._quiet.wait()
+        except TimeoutError:
+            pass
+
+    async def next_gap(self, max_wait_s: float = READS_FIRST_MAX_WAIT_S) -> None:
+        """Returns at the next pause between candidate batches: after the running batch's answers,
+        or, while requests keep coming (the last batch ended under `READS_ACTIVE_S` ago), after
+        the next batch's; at once when no requests come; never later than `max_wait_s`.
+
+        A live write takes one step per pause (see routes_live): candidate requests leave pauses
+        between them (a client turning an answer into its next request), a write's step fits in
+        one, and a whole write does not. Run step by step, a write is done a few batches later
+        instead of making the request that arrives during it wait for all of it."""
+        if self._quiet.is_set() and time.monotonic() - self._last_done >= READS_ACTIVE_S:
+            return
+        try:
+            async with asyncio.timeout(max_wait_s):
+                await self._batch_done.wait()
         except TimeoutError:
             pass
 
@@ -133,6 +156,9 @@ class BatchDispatcher:
             else:
                 future.set_result(result)
         self._running = False
+        self._last_done = time.monotonic()
+        done_event, self._batch_done = self._batch_done, asyncio.Event()
+        done_event.set()  # after the answers' futures, like `_quiet`: their tasks run first
         if self._waiting:
             self._start(loop)
         else:

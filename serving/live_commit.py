@@ -30,9 +30,10 @@ class _Change:
     done: bool = False
     error: BaseException | None = None
     vectors: dict = field(default_factory=dict)
+    embedded: bool = False  # `vectors` given by the writer (`GroupCommit.embed`), not made in the commit
 
 
-def _vectors(pair, records: Sequence[ArticleRecord]) -> dict:
+def embed(pair, records: Sequence[ArticleRecord]) -> dict:
     """(id, attributes) -> vector for the active `records`, from one article-tower call."""
     fresh = [r for r in records if r.active]
     return {(r.article_id, r.attributes()): v for r, v in zip(fresh, embed_articles(pair, fresh))}
@@ -48,9 +49,10 @@ class GroupCommit:
         self._commit_lock = threading.Lock()
         self.stats = {"commits": 0, "changes": 0}
 
-    def submit(self, records: Sequence[ArticleRecord], pair) -> None:
-        """Embeds, stores and applies `records` for `pair`; returns once they are served."""
-        change = _Change(records, pair)
+    def submit(self, records: Sequence[ArticleRecord], pair, vectors: dict | None = None) -> None:
+        """Embeds, stores and applies `records` for `pair`; returns once they are served.
+        `vectors`: what `embed(pair, records)` gave, when the writer embedded them beforehand."""
+        change = _Change(records, pair, vectors=dict(vectors or {}), embedded=vectors is not None)
         with self._queue_lock:
             self._queue.append(change)
         with self._commit_lock:
@@ -92,8 +94,11 @@ class GroupCommit:
     def _embed(batch: list[_Change], pair) -> None:
         """Vectors for every change in one call; if that fails, change by change, so only the
         changes the model cannot embed fail (with their own ValueError)."""
+        batch = [c for c in batch if not c.embedded]
+        if not batch:
+            return
         try:
-            vectors = _vectors(pair, [r for c in batch for r in c.records])
+            vectors = embed(pair, [r for c in batch for r in c.records])
             for change in batch:
                 change.vectors = {(r.article_id, r.attributes()): vectors[(r.article_id, r.attributes())]
                                   for r in change.records if r.active}
@@ -103,6 +108,6 @@ class GroupCommit:
                 raise
         for change in batch:
             try:
-                change.vectors = _vectors(pair, change.records)
+                change.vectors = embed(pair, change.records)
             except ValueError as error:
                 change.error = error

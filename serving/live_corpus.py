@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from serving import live_ages
 from serving.live_articles import ArticleRecord
-from serving.live_commit import GroupCommit
+from serving.live_commit import GroupCommit, embed
 from serving.live_overlay import LiveOverlay, OverlayBuilder
 
 LOG = logging.getLogger(__name__)
@@ -50,19 +50,27 @@ class LiveCorpus:
         self._commits = GroupCommit(self)
         self.ages = live_ages.AgeRefresh()  # re-embeds listings whose age bucket changed (sync)
 
-    def upsert(self, records: Sequence[ArticleRecord], pair=None) -> None:
+    def upsert(self, records: Sequence[ArticleRecord], pair=None, vectors: dict | None = None) -> None:
         """Stores `records` (log first: nothing is served that was not stored) and applies them.
 
         With `pair`, the active ones are embedded first: a model that cannot embed them refuses
         the change (ValueError) before anything is stored. Concurrent writers are group-committed:
         whichever holds the commit lock embeds every waiting writer's listings in one article-tower
         call, stores them in one log write and publishes one overlay (serving/live_commit.py).
+        `vectors`: the active records' vectors for `pair` from `embed`, when the caller made them
+        beforehand (then no tower call here).
         """
         if pair is None:
             self.log.put(records)
             self._apply(records)
             return
-        self._commits.submit(records, pair)
+        self._commits.submit(records, pair, vectors)
+
+    @staticmethod
+    def embed(records: Sequence[ArticleRecord], pair) -> dict:
+        """The active `records`' vectors from `pair`'s article tower, as `upsert` takes them.
+        Raises ValueError when the model cannot embed them."""
+        return embed(pair, records)
 
     def writes_inline(self, pair) -> bool:
         """Whether an upsert for `pair` may run on the caller's event loop instead of a thread.

@@ -213,15 +213,17 @@ def complete(record: ArticleRecord, given: set[str], live, pair) -> ArticleRecor
     return replace(record, **{f: v for f, v in base.items() if f not in given})
 
 
-def _store(state, records: list[ArticleRecord]) -> Response | None:
+def _store(state, records: list[ArticleRecord], embedded: tuple | None = None) -> Response | None:
     """Stores `records` in the live corpus of the app whose `state` is given; the error response
-    when that failed, else None."""
+    when that failed, else None. `embedded`: (pair, vectors) from `LiveCorpus.embed`, used when
+    that pair is still the one served."""
     pair = _state_pair(state)
     live = getattr(state, "live", None)
     if pair is None or live is None:
         return _error(503, "no model loaded yet")
+    vectors = embedded[1] if embedded is not None and embedded[0] is pair else None
     try:
-        live.corpus.upsert(records, pair)
+        live.corpus.upsert(records, pair, vectors)
     except StoreUnavailableError as error:
         LOG.error("listing change not stored: %s", error)
         return _error(503, f"the live corpus store did not take the change; nothing was stored: {error}")
@@ -242,7 +244,16 @@ async def _store_async(state, records: list[ArticleRecord]) -> Response | None:
     await _reads_first(state)
     live, pair = getattr(state, "live", None), _state_pair(state)
     if len(records) <= INLINE_RECORDS and live is not None and pair is not None and live.corpus.writes_inline(pair):
-        return _store(state, records)
+        # Two steps, each in a pause between candidate batches (`BatchDispatcher.next_gap`): the
+        # article tower now, the commit (log, overlay) and the answer at the next pause.
+        try:
+            embedded = (pair, live.corpus.embed(records, pair))
+        except ValueError as error:  # the model cannot embed listings (no article tower)
+            return _error(409, str(error))
+        await _next_gap(state)
+        if live.corpus.writes_inline(pair):
+            return _store(state, records, embedded)
+        return await asyncio.to_thread(_store, state, records, embedded)
     return await asyncio.to_thread(_store, state, records)
 
 
@@ -252,6 +263,14 @@ async def _reads_first(state) -> None:
     dispatcher = getattr(state, "dispatcher", None)
     if dispatcher is not None:
         await dispatcher.reads_first()
+
+
+async def _next_gap(state) -> None:
+    """Waits for the next pause between candidate batches (serving/dispatch.py,
+    `BatchDispatcher.next_gap`); without the dispatcher (Redis histories) writes go on at once."""
+    dispatcher = getattr(state, "dispatcher", None)
+    if dispatcher is not None:
+        await dispatcher.next_gap()
 
 
 async def _add_views_async(state, views_store, views: list) -> int:
@@ -282,6 +301,7 @@ async def put_article(request: Request, article_id: ArticleId) -> Response:
 async def upsert_article(state, article_id: str, raw_body: bytes) -> Response:
     """The answer to `PUT /v1/articles/{article_id}` with `raw_body` (a valid id), for the app
     whose `state` is given."""
+    await _reads_first(state)  # arrived during a candidate batch: the steps below go after it
     try:
         body = orjson.loads(raw_body or b"{}")
     except orjson.JSONDecodeError as error:

@@ -117,3 +117,64 @@ def test_a_write_waits_for_the_running_batch_and_its_answers_but_not_longer_than
         asyncio.run(scenario())
     finally:
         dispatcher.close()
+
+
+def test_next_gap_is_immediate_when_idle_after_the_running_batch_else_after_the_next_one(pair, monkeypatch):
+    """`next_gap`: no requests lately -> at once; a batch running -> after its answers; requests
+    still coming (a batch ended just now) -> after the next batch's answers; never beyond max_wait_s."""
+    import threading
+    import time
+
+    from serving import dispatch
+
+    release = threading.Event()
+    real = dispatch.run_batch
+    monkeypatch.setattr(dispatch, "run_batch", lambda requests: release.wait(10) and real(requests))
+    dispatcher = BatchDispatcher(max_batch=4)
+    order: list[str] = []
+
+    async def request(name):
+        await dispatcher.recommend(pair, None, "u0001", 5)
+        order.append(name)
+
+    async def write_step(name, max_wait_s=5.0):
+        await dispatcher.next_gap(max_wait_s)
+        order.append(name)
+
+    async def scenario():
+        await asyncio.wait_for(dispatcher.next_gap(), 0.5)  # nothing ever ran: at once
+        first = asyncio.create_task(request("answer 1"))
+        await asyncio.sleep(0.01)
+        step = asyncio.create_task(write_step("step 1"))  # a batch runs: after its answer
+        await asyncio.sleep(0.02)
+        assert order == []
+        release.set()
+        await asyncio.gather(first, step)
+        assert order == ["answer 1", "step 1"]
+
+        release.clear()  # the batch ended just now: requests are coming, so after the next batch
+        step = asyncio.create_task(write_step("step 2"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(request("answer 2"))
+        await asyncio.sleep(0.02)
+        assert order == ["answer 1", "step 1"]
+        release.set()
+        await asyncio.gather(second, step)
+        assert order[-2:] == ["answer 2", "step 2"]
+
+        await asyncio.sleep(dispatch.READS_ACTIVE_S * 3)  # quiet again: at once
+        await asyncio.wait_for(dispatcher.next_gap(), 0.5)
+
+        release.clear()  # a batch that never ends in time: the step goes after its limit
+        stuck = asyncio.create_task(request("answer 3"))
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await dispatcher.next_gap(max_wait_s=0.05)
+        assert 0.04 <= time.monotonic() - started < 2.0 and not stuck.done()
+        release.set()
+        await stuck
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        dispatcher.close()

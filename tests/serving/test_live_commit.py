@@ -106,3 +106,57 @@ def test_a_writer_the_model_cannot_embed_fails_alone_and_nothing_of_it_is_stored
     assert sorted(errors) == ["x-1", "x-2"] and all("article_vectors" in str(e) for e in errors.values())
     assert sorted(corpus.records) == ["x-3"]  # the removal needs no vector and went through
     assert [r.article_id for r in corpus.log.changes_since(0)[0]] == ["x-3"]
+
+
+def test_listings_embedded_beforehand_are_committed_with_those_vectors_and_no_tower_call(pair_and_table, monkeypatch):
+    """`LiveCorpus.embed` then `upsert(..., vectors)` (a write in two steps, serving/routes_live.py)
+    serves the vectors the tower gives alone; queued with a writer that did not embed, only that
+    one is embedded in the commit."""
+    from serving import live_commit
+
+    pair, table = pair_and_table
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    corpus.refresh(pair)
+    early = [listing("e-1", region="north"), listing("e-2", region="south", status="sold")]
+    vectors = corpus.embed(early, pair)
+    assert set(vectors) == {("e-1", early[0].attributes())}  # the sold one needs no vector
+    embedded_in_commit = []
+    real = live_commit.embed
+    monkeypatch.setattr(live_commit, "embed", lambda p, records: embedded_in_commit.append([r.article_id for r in records]) or real(p, records))
+
+    def write(records, given):
+        corpus.upsert(records, pair, given)
+
+    run_queued_behind_a_commit(corpus, write, [(early, vectors), ([listing("late-1", region="north")], None)])
+    assert embedded_in_commit == [["late-1"]]
+    overlay = corpus.overlay(pair)
+    assert "e-2" not in overlay.side_row_of and {"e-1", "late-1"} <= set(overlay.side_row_of)
+    np.testing.assert_allclose(
+        np.stack([overlay.side_vectors[overlay.side_row_of[a]] for a in ("e-1", "late-1")]),
+        model_factory.article_vectors_for(["e-1", "late-1"], table), rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_a_listing_embedded_for_a_model_no_longer_served_is_embedded_again_at_its_commit(pair_and_table):
+    """The two steps of an upsert on the event loop (serving/routes_live.py `_store_async`) may
+    straddle a model reload: vectors made for another pair are not stored, the served one embeds."""
+    from types import SimpleNamespace
+
+    from serving import routes_live
+
+    pair, table = pair_and_table
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    corpus.refresh(pair)
+    state = SimpleNamespace(live=SimpleNamespace(corpus=corpus), holder=SimpleNamespace(pair=pair))
+    record = listing("r-1", region="north")
+    reloaded_away = dataclasses.replace(pair)  # another pair object: what was served at the first step
+    stale = (reloaded_away, {("r-1", record.attributes()): np.zeros(pair.index.d, np.float32)})
+    assert routes_live._store(state, [record], stale) is None
+    overlay = corpus.overlay(pair)
+    np.testing.assert_allclose(overlay.side_vectors[overlay.side_row_of["r-1"]],
+                               model_factory.article_vectors_for(["r-1"], table)[0], rtol=1e-5, atol=1e-5)
+    fresh = listing("r-2", region="north")
+    given = (pair, corpus.embed([fresh], pair))
+    assert routes_live._store(state, [fresh], given) is None  # the served pair's vectors are used as given
+    overlay = corpus.overlay(pair)
+    np.testing.assert_allclose(overlay.side_vectors[overlay.side_row_of["r-2"]], given[1][("r-2", fresh.attributes())])
