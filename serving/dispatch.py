@@ -70,6 +70,15 @@ def run_batch(requests: list[tuple]) -> list[Any]:
     return steps
 
 
+async def _wait_at_most(event: asyncio.Event, max_wait_s: float) -> None:
+    """Returns once `event` is set or `max_wait_s` has passed, whichever comes first."""
+    try:
+        async with asyncio.timeout(max_wait_s):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
 class BatchDispatcher:
     """Runs candidate requests from the event loop in batches on one compute thread."""
 
@@ -103,13 +112,8 @@ class BatchDispatcher:
         candidate request would wait for the whole write. Run after the batch, the write
         overlaps the clients' turnaround instead (measured in benchmarks/live.py: docs/live.md).
         A batch's answers are sent before the write starts: their tasks are woken first."""
-        if self._quiet.is_set():
-            return
-        try:
-            async with asyncio.timeout(max_wait_s):
-                await self._quiet.wait()
-        except TimeoutError:
-            pass
+        if not self._quiet.is_set():
+            await _wait_at_most(self._quiet, max_wait_s)
 
     async def next_gap(self, max_wait_s: float = READS_FIRST_MAX_WAIT_S) -> None:
         """Returns at the next pause between candidate batches: after the running batch's answers,
@@ -120,13 +124,8 @@ class BatchDispatcher:
         between them (a client turning an answer into its next request), a write's step fits in
         one, and a whole write does not. Run step by step, a write is done a few batches later
         instead of making the request that arrives during it wait for all of it."""
-        if self._quiet.is_set() and time.monotonic() - self._last_done >= READS_ACTIVE_S:
-            return
-        try:
-            async with asyncio.timeout(max_wait_s):
-                await self._batch_done.wait()
-        except TimeoutError:
-            pass
+        if not self._quiet.is_set() or time.monotonic() - self._last_done < READS_ACTIVE_S:
+            await _wait_at_most(self._batch_done, max_wait_s)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:

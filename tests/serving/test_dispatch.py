@@ -64,11 +64,24 @@ def test_concurrent_requests_run_in_shared_batches(pair):
     assert dispatcher.requests == len(results) and dispatcher.batches < len(results)
 
 
+async def _waits_its_limit_behind_a_stuck_batch(wait, request, release) -> None:
+    """`wait(max_wait_s=0.05)` returns after about its limit while `request`'s batch is held
+    (until `release` is set, which this then does)."""
+    import time
+
+    stuck = asyncio.create_task(request)
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await wait(max_wait_s=0.05)
+    assert 0.04 <= time.monotonic() - started < 2.0 and not stuck.done()
+    release.set()
+    await stuck
+
+
 def test_a_write_waits_for_the_running_batch_and_its_answers_but_not_longer_than_its_limit(pair, monkeypatch):
     """`reads_first`: idle -> at once; during a batch -> after the batch's answers are delivered;
     when batches never stop -> after max_wait_s."""
     import threading
-    import time
 
     from serving import dispatch
 
@@ -105,13 +118,7 @@ def test_a_write_waits_for_the_running_batch_and_its_answers_but_not_longer_than
         assert order == ["answer", "write"]
 
         release.clear()  # a batch that never ends in time: the write goes after its limit
-        stuck = asyncio.create_task(dispatcher.recommend(pair, None, "u0002", 5))
-        await asyncio.sleep(0.01)
-        started = time.monotonic()
-        await dispatcher.reads_first(max_wait_s=0.05)
-        assert 0.04 <= time.monotonic() - started < 2.0 and not stuck.done()
-        release.set()
-        await stuck
+        await _waits_its_limit_behind_a_stuck_batch(dispatcher.reads_first, dispatcher.recommend(pair, None, "u0002", 5), release)
 
     try:
         asyncio.run(scenario())
@@ -123,7 +130,6 @@ def test_next_gap_is_immediate_when_idle_after_the_running_batch_else_after_the_
     """`next_gap`: no requests lately -> at once; a batch running -> after its answers; requests
     still coming (a batch ended just now) -> after the next batch's answers; never beyond max_wait_s."""
     import threading
-    import time
 
     from serving import dispatch
 
@@ -166,13 +172,7 @@ def test_next_gap_is_immediate_when_idle_after_the_running_batch_else_after_the_
         await asyncio.wait_for(dispatcher.next_gap(), 0.5)
 
         release.clear()  # a batch that never ends in time: the step goes after its limit
-        stuck = asyncio.create_task(request("answer 3"))
-        await asyncio.sleep(0.01)
-        started = time.monotonic()
-        await dispatcher.next_gap(max_wait_s=0.05)
-        assert 0.04 <= time.monotonic() - started < 2.0 and not stuck.done()
-        release.set()
-        await stuck
+        await _waits_its_limit_behind_a_stuck_batch(dispatcher.next_gap, request("answer 3"), release)
 
     try:
         asyncio.run(scenario())
