@@ -78,6 +78,7 @@ class SelfAttentionPooling(keras.layers.Layer):
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.05, seed=seed),
             name="position_embedding",
         )
+        self.positions.build()  # read whole (`call`), never called: a dense gradient, no row gather
         self.blocks = [_Block(dim, heads, dropout, seed + 10 * (i + 1), name=f"block_{i}") for i in range(blocks)]
         self.output_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="output_norm")
         self.history_length = history_length
@@ -87,7 +88,7 @@ class SelfAttentionPooling(keras.layers.Layer):
         recent) `history_length` positions are read."""
         embedded, mask = embedded[:, : self.history_length], mask[:, : self.history_length]
         weights = tf.cast(mask, embedded.dtype)[..., None]
-        x = (embedded + self.positions(tf.range(self.history_length))[None]) * weights
+        x = (embedded + self.positions.embeddings[None]) * weights
         for block in self.blocks[:-1]:
             x = block(x, mask, training=training) * weights
         out = self.blocks[-1](x, mask, queries=1, training=training)[:, 0]

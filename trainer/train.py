@@ -15,7 +15,9 @@ validation, and that model is exported; `metrics.json` says which under `fit`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import time
@@ -183,6 +185,19 @@ def early_stopping_k(eval_k: int, num_articles: int) -> int:
         k,
     )
     return k
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """Python's cyclic garbage collector skips every object alive on entry (TensorFlow's, Keras's,
+    the model's) until exit: its full collections, triggered by each step's small allocations,
+    walked them all (~1 ms of a ~30 ms step at 10^6; training_issue16.jsonl)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _mean(losses: list[tf.Tensor]) -> float:
@@ -368,7 +383,8 @@ def train_model(
         keras.utils.set_random_seed(candidate.seed)
         model = model_lib.TwoTowerModel(data.vocab, data.history_length, candidate)
         model.build_all()
-        return model, fit(Trainer(model, stats, candidate), dataset, steps_per_epoch, eval_set, corpus_ids)
+        with frozen_heap():
+            return model, fit(Trainer(model, stats, candidate), dataset, steps_per_epoch, eval_set, corpus_ids)
 
     # One model, or one per id dropout rate with the best on validation kept (trainer/id_dropout_choice.py).
     config, model, metrics = id_dropout_choice.fit_best(config, fit_one, eval_set is not None and len(eval_set) > 0)

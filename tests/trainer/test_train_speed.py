@@ -162,9 +162,10 @@ def test_xla_dense_with_gru_pooling_is_refused_before_training():
 
 
 def test_lookups_gather_rows_from_the_table_equal_to_keras_embedding_after_a_sparse_update():
-    """`TwoTowerModel._lookup` reads rows (ResourceGather), not the whole table: once a sparse
-    update (lazy Adam's scatter) has put the table in copy-on-read mode, a whole read copies it.
-    Reference: the Keras Embedding layer's own call; the gradient stays IndexedSlices."""
+    """`TwoTowerModel._lookup_padded` reads rows (ResourceGather), not the whole table: once a
+    sparse update (lazy Adam's scatter) has put the table in copy-on-read mode, a whole read copies
+    it. Reference: the Keras Embedding layer's own call at the real ids, zeros at padding; the
+    gradient stays IndexedSlices and holds the real ids' rows only (no padding row)."""
     import tensorflow as tf
 
     from trainer import model as model_lib
@@ -180,9 +181,50 @@ def test_lookups_gather_rows_from_the_table_equal_to_keras_embedding_after_a_spa
     with tf.GradientTape() as tape:
         got = model.user_lookups(history)["history"]
         loss = tf.reduce_sum(got * got)
-    np.testing.assert_array_equal(got.numpy(), model.article_embedding(tf.clip_by_value(ids, 0, 49)).numpy())
+    want = model.article_embedding(tf.clip_by_value(ids, 0, 49)).numpy()
+    want[0, 2] = 0.0  # padding
+    np.testing.assert_array_equal(got.numpy(), want)
     gradient = tape.gradient(loss, model.article_embedding.embeddings)
     assert isinstance(gradient, tf.IndexedSlices)
+    assert sorted(gradient.indices.numpy().tolist()) == [0, 3, 7, 49]
     graph = tf.function(lambda: model.user_lookups(history)["history"]).get_concrete_function().graph
     types = {op.type for op in graph.get_operations()}
     assert "ResourceGather" in types and "ReadVariableOp" not in types
+
+
+def test_a_small_attribute_table_pooled_as_a_bag_equals_the_masked_mean_of_its_rows_and_its_gradient():
+    """History attributes with a small table are pooled as (counts of each value) x table. Reference:
+    the masked mean of the gathered rows (what the tower computed before) and that gather's gradient
+    summed per row: equal up to rounding, the gradient now dense. A table over BAG_MAX_ROWS is
+    gathered as before."""
+    import tensorflow as tf
+
+    from trainer import model as model_lib
+
+    vocab = model_lib.VocabularySizes(articles=50, attributes={"category": 6, "region": model_lib.BAG_MAX_ROWS + 1},
+                                      known_articles=48)  # fmt: skip
+    config = TrainConfig(embedding_dim=8, attribute_embedding_dim=4, tower_units=(8,), output_dim=4, dropout=0.0)
+    model = model_lib.TwoTowerModel(vocab, 5, config)
+    model.build_all()
+    category = tf.constant([[1, 2, 2, -1, 9], [-1, -1, -1, -1, -1], [5, 0, 1, 1, 1]])
+    history = {model_lib.HISTORY_KEY: tf.constant([[3, 7, 8, -1, -1], [-1] * 5, [1, 2, 3, 4, 5]]),
+               model_lib.history_attribute_key("category"): category,
+               model_lib.history_attribute_key("region"): tf.constant([[1, 2, 3, -1, -1], [-1] * 5, [0, 1, 1, 1, 1]]),
+               model_lib.AGE_KEY: tf.zeros([3])}  # fmt: skip
+    table = model.history_attribute_embeddings["category"].embeddings
+    weights = tf.random.stateless_normal([3, 4], seed=[1, 2])
+    with tf.GradientTape(persistent=True) as tape:
+        looked_up = model.user_lookups(history)
+        assert "attribute_category_bag" in looked_up and "attribute_region" in looked_up
+        got = model.user_from_lookups(looked_up)
+        gathered = {k: v for k, v in looked_up.items() if k != "attribute_category_bag"}
+        gathered["attribute_category"] = tf.gather(table, tf.clip_by_value(category, 0, 5))
+        gathered["attribute_category_mask"] = (history[model_lib.HISTORY_KEY] >= 0) & (category >= 0)
+        want = model.user_from_lookups(gathered)  # the masked mean of the rows, as before
+        got_loss, want_loss = tf.reduce_sum(got * weights), tf.reduce_sum(want * weights)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(looked_up["attribute_category_bag"].numpy(),
+                                  [[0, 1, 2, 0, 0, 0], [0] * 6, [1, 3, 0, 0, 0, 1]])  # fmt: skip
+    got_gradient, want_gradient = tape.gradient(got_loss, table), tape.gradient(want_loss, table)
+    assert not isinstance(got_gradient, tf.IndexedSlices)
+    np.testing.assert_allclose(got_gradient.numpy(), tf.convert_to_tensor(want_gradient).numpy(), rtol=1e-5, atol=1e-7)
