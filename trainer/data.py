@@ -40,7 +40,7 @@ SUMMARY_FILE = transform_layout.SUMMARY_FILE
 CORPUS_FILE = transform_layout.CORPUS_FILE
 RECORD_PATTERN = transform_layout.EXAMPLES_PATTERN
 STATISTICS_BATCH = 8192
-READ_AHEAD_RECORDS = 16384  # serialized examples read ahead of the shuffle (training_dataset)
+CACHE_FILL_BATCH = 4096  # records a step of training_dataset's cache fill reads
 EXAMPLE_WEIGHT_KEY = "example_weight"  # training batches with per-user caps (training_dataset)
 
 
@@ -228,16 +228,18 @@ def training_dataset(
 
     The last partial batch is dropped: in-batch negatives need full batches. With `user_weights`
     (user id -> weight of each of their examples; absent users weigh 1) each batch also holds
-    `EXAMPLE_WEIGHT_KEY` float32 `[B]`.
+    `EXAMPLE_WEIGHT_KEY` float32 `[B]`. With `cache` the serialized records are read into memory
+    before this returns, and every epoch reads them from there.
     """
     spec = {k: v for k, v in data.feature_spec.items() if k != features.USER_ID or user_weights}
     dataset = _records([f for split in splits for f in data.files[split]])
     if cache:
         dataset = dataset.cache()
-    # Records are read (and in the first epoch decompressed into the cache) ahead on a thread of
-    # their own: read by the batch stage's thread, a first epoch at 10^6 was input-bound (85 s
-    # for 48 s later: the reading starved for CPU by the step's, the step waiting for it).
-    dataset = dataset.prefetch(READ_AHEAD_RECORDS)
+        # Filled now, a batch of records at a time (~2.5 s at 10^6). Filled by the first epoch
+        # instead, the decompression ran on the batch stage's thread, starved for CPU by the step's,
+        # and the step waited for it: a first epoch of 85 s for 48 s later.
+        for _ in dataset.batch(CACHE_FILL_BATCH):
+            pass
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True)
     dataset = dataset.map(
