@@ -223,8 +223,15 @@ def training_dataset(
     cache: bool = True,
     splits: Sequence[str] = (features.TRAIN_SPLIT,),
     user_weights: Mapping[str, float] | None = None,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """Shuffled (reshuffled each epoch, seeded) batches of dense training features of `splits`.
+
+    With `repeat` the batches go on without end, pass after pass, each pass reshuffled (an epoch
+    takes `num_examples // batch_size` of them: `train.fit`); the end of a pass then never reaches
+    the parsing stage. Iterated to its end during training, a pass stalled 27-30 s in its last
+    `next()` in about half the epochs at 10^6 (idle, after the last batch; not with an idle
+    consumer; tf.data's cause not found; training_issue16.jsonl `epoch-end-stall`).
 
     The last partial batch is dropped: in-batch negatives need full batches. With `user_weights`
     (user id -> weight of each of their examples; absent users weigh 1) each batch also holds
@@ -242,6 +249,8 @@ def training_dataset(
             pass
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True)
+    if repeat:
+        dataset = dataset.repeat()
     dataset = dataset.map(
         lambda serialized: dense_features(tf.io.parse_example(serialized, spec), data.history_length),
         num_parallel_calls=tf.data.AUTOTUNE,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import itertools
 import logging
 import os
 import time
@@ -214,7 +215,9 @@ def fit(
 ) -> dict[str, Any]:
     """Runs the epochs with early stopping on validation recall; restores the best weights.
 
-    With `eval_set` None (or empty) every `config.epochs` epoch runs and the last one is kept.
+    `dataset`: repeated batches (`data.training_dataset(..., repeat=True)`); each epoch takes the
+    next `steps_per_epoch` of them (ValueError if it ends sooner). With `eval_set` None (or empty)
+    every `config.epochs` epoch runs and the last one is kept.
 
     Returns the training log: `epochs` (one dict per epoch: epoch, loss, validation recall,
     seconds, of which validation_seconds scoring the validation set, and the process's cpu_seconds),
@@ -226,17 +229,21 @@ def fit(
     best = (-1.0, 0, None)  # recall, epoch, weights
     stale = 0
     started = time.monotonic()
+    batches = iter(dataset)  # repeated: each epoch takes the next `steps_per_epoch` batches
     for epoch in range(1, config.epochs + 1):
         epoch_started = last_progress = time.monotonic()
         cpu_started = time.process_time()
         # Each step's loss stays a tensor until it is logged: reading it back as a float every step
         # cost ~1-1.5 ms of a ~30 ms step (measured; training_issue16.jsonl).
         losses: list[tf.Tensor] = []
-        for step, batch in enumerate(dataset, start=1):
+        for step, batch in enumerate(itertools.islice(batches, steps_per_epoch), start=1):
             losses.append(trainer.step(batch))
             if time.monotonic() - last_progress > PROGRESS_SECONDS:
                 last_progress = time.monotonic()
                 LOG.info("epoch %d/%d: step %d/%d, loss %.4f", epoch, config.epochs, step, steps_per_epoch, _mean(losses))
+        if len(losses) < steps_per_epoch:
+            raise ValueError(f"the training dataset ended after {len(losses)} of epoch {epoch}'s {steps_per_epoch} "
+                             "batches: fit needs data.training_dataset(..., repeat=True)")  # fmt: skip
         mean_loss = _mean(losses)
         if not np.isfinite(mean_loss):
             raise RuntimeError(f"training diverged at epoch {epoch} (loss {mean_loss}); lower --learning-rate")
@@ -306,7 +313,7 @@ def _refit(
     trainer = Trainer(model, stats, dataclasses.replace(config, epochs=max(epochs, 1)))
     dataset = data_lib.training_dataset(
         data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples, splits=features.SPLITS,
-        user_weights=data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user),
+        user_weights=data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user), repeat=True,
     )
     fit(trainer, dataset, stats.num_examples // batch_size, None, corpus_ids)
     return model, stats
@@ -376,7 +383,7 @@ def train_model(
         LOG.info("%d users have more than %d training examples: their examples are weighted down to count %d",
                  len(user_weights), config.max_examples_per_user, config.max_examples_per_user)  # fmt: skip
     dataset = data_lib.training_dataset(
-        data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples, user_weights=user_weights
+        data, batch_size, config.shuffle_buffer, config.seed, config.cache_examples, user_weights=user_weights, repeat=True
     )
 
     def fit_one(candidate: config_lib.TrainConfig) -> tuple[model_lib.TwoTowerModel, dict[str, Any]]:

@@ -224,3 +224,28 @@ def test_a_small_attribute_table_pooled_as_a_bag_equals_the_masked_mean_of_its_r
     got_gradient, want_gradient = tape.gradient(got_loss, table), tape.gradient(want_loss, table)
     assert not isinstance(got_gradient, tf.IndexedSlices)
     np.testing.assert_allclose(got_gradient.numpy(), tf.convert_to_tensor(want_gradient).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_fit_takes_each_epoch_from_repeated_batches_and_refuses_a_dataset_that_ends():
+    """Each epoch takes the next `steps_per_epoch` batches of one repeated dataset (the end of a pass
+    never reaches the parse stage); a dataset that ends before an epoch is full is an error naming
+    the fix, not a short epoch."""
+    import tensorflow as tf
+
+    from trainer import model as model_lib
+    from trainer.train import fit
+
+    seen = []
+
+    class Recording:  # the Trainer's part fit uses without a validation set
+        config = TrainConfig(epochs=2, early_stopping_patience=0)
+
+        def step(self, batch):
+            seen.append(int(batch))
+            return tf.constant(1.0)
+
+    corpus = {model_lib.LABEL_KEY: np.arange(5)}
+    log = fit(Recording(), tf.data.Dataset.range(3).repeat(), 2, None, corpus)
+    assert seen == [0, 1, 2, 0] and log["epochs_run"] == 2
+    with pytest.raises(ValueError, match=r"ended after 1 of epoch 2's 2 batches.*repeat=True"):
+        fit(Recording(), tf.data.Dataset.range(3), 2, None, corpus)
