@@ -228,7 +228,7 @@ def training_dataset(
     """Shuffled (reshuffled each epoch, seeded) batches of dense training features of `splits`.
 
     With `repeat` the batches go on without end, pass after pass, each pass reshuffled (an epoch
-    takes `num_examples // batch_size` of them: `train.fit`); the end of a pass then never reaches
+    takes `num_examples // batch_size` of them: `epochs.fit`); the end of a pass then never reaches
     the parsing stage. Iterated to its end during training, a pass stalled 27-30 s in its last
     `next()` in about half the epochs at 10^6 (idle, after the last batch; not with an idle
     consumer; tf.data's cause not found; training_issue16.jsonl `epoch-end-stall`).

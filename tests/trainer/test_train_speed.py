@@ -233,7 +233,7 @@ def test_fit_takes_each_epoch_from_repeated_batches_and_refuses_a_dataset_that_e
     import tensorflow as tf
 
     from trainer import model as model_lib
-    from trainer.train import fit
+    from trainer.epochs import fit
 
     seen = []
 
