@@ -63,7 +63,7 @@ def test_recall_and_ndcg_values():
 
 
 def test_early_stopping_k_shrinks_when_the_corpus_is_smaller_than_k():
-    from trainer.train import early_stopping_k
+    from trainer.epochs import early_stopping_k
 
     assert early_stopping_k(200, 5000) == 200
     assert early_stopping_k(200, 61) == 6
