@@ -30,12 +30,3 @@ class Dropout(keras.layers.Dropout):
             rng_alg=RNG_ALGORITHM,
         )
 
-
-class MultiHeadAttention(keras.layers.MultiHeadAttention):
-    """`keras.layers.MultiHeadAttention` whose attention-probability dropout is `Dropout` above."""
-
-    def _build_attention(self, rank):
-        super()._build_attention(rank)
-        # The same layer object, seed generator and all (a new one would draw its own seed: other
-        # masks), with `Dropout.call` above: it adds no state, so only the class changes.
-        self._dropout_layer.__class__ = Dropout

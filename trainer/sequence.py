@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from trainer import attention as attention_lib
 from trainer import dropout as dropout_lib
 
 
@@ -28,7 +29,7 @@ class _Block(keras.layers.Layer):
     def __init__(self, dim: int, heads: int, dropout: float, seed: int, name: str):
         super().__init__(name=name)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
-        self.attention = dropout_lib.MultiHeadAttention(
+        self.attention = attention_lib.MultiHeadAttention(
             heads,
             max(1, dim // heads),
             dropout=dropout,

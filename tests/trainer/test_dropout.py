@@ -1,8 +1,8 @@
 """trainer/dropout.py: Keras's dropout with Philox named draws Keras's masks, bit for bit.
 
-Reference: `keras.layers.Dropout` and `keras.layers.MultiHeadAttention` themselves, built with the
-same seeds, called in training mode (eager and in a tf.function) several times in a row, so the
-seed generators' streams are compared too, not only the first mask.
+Reference: `keras.layers.Dropout` itself (the attention's: tests/trainer/test_attention.py), built
+with the same seeds, called in training mode (eager and in a tf.function) several times in a row,
+so the seed generators' streams are compared too, not only the first mask.
 """
 
 from __future__ import annotations
@@ -26,20 +26,3 @@ def test_dropout_draws_the_masks_of_keras_dropout_and_is_the_identity_outside_tr
     noise = dropout_lib.Dropout(0.5, noise_shape=(None, 1), seed=3)(x, training=True).numpy()
     assert set((noise == 0).all(axis=1)) == {True, False} and ((noise == 0).any(axis=1) == (noise == 0).all(axis=1)).all()
 
-
-def test_attention_dropout_draws_the_masks_of_keras_attention():
-    query = tf.random.stateless_normal([8, 3, 16], seed=[3, 4])
-    value = tf.random.stateless_normal([8, 5, 16], seed=[5, 6])
-    layers = []
-    for cls in (dropout_lib.MultiHeadAttention, keras.layers.MultiHeadAttention):
-        keras.utils.set_random_seed(7)  # the attention dropout's seed generator draws its seed from it (built)
-        layer = cls(2, 8, dropout=0.5, kernel_initializer=keras.initializers.GlorotUniform(seed=1))
-        layer(query, value)
-        layers.append(layer)
-    ours, reference = layers
-    for _ in range(3):
-        got, want = ours(query, value, training=True).numpy(), reference(query, value, training=True).numpy()
-        np.testing.assert_array_equal(got, want)
-    assert type(ours._dropout_layer) is dropout_lib.Dropout
-    assert not np.array_equal(ours(query, value, training=True).numpy(), ours(query, value, training=False).numpy())
-    assert len(ours.weights) == len(reference.weights)
