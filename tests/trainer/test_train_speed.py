@@ -70,6 +70,7 @@ def test_validation_ranks_are_the_reference_ranks_with_ties_exclusions_and_misse
     exclude = [np.unique(rng.integers(0, 500, rng.integers(0, 40))) for _ in range(300)]
     exclude[25] = np.array([targets[25], 3])  # the target itself was viewed: a miss
     exclude[26] = np.zeros(0, np.int64)
+    exclude[40] = np.unique(rng.integers(0, 500, 400))  # a heavy user: their batch's exclusions are wider
     eval_set = EvalSet({}, targets, exclude)
     want = metrics.batched_ranks(users, articles, targets, exclude)
     got = target_ranks(users, articles, eval_set, batch_size=batch_size)
