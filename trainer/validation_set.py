@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
 
 from homefeed import config as config_lib
 from homefeed import features
@@ -132,35 +133,22 @@ def own_target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, targ
     return ranks
 
 
-def _compiled_counts():
-    """The compiled per-batch ranking (`target_ranks`), built once per process (traced once per
-    batch shape)."""
-    global _COUNTS
-    if _COUNTS is None:
-        import tensorflow as tf
-
-        @tf.function(jit_compile=True, reduce_retracing=True)
-        def counts(users, articles, targets, excluded):
-            """Per row: the corpus articles ranked above its target (higher score, or the same score
-            at a lower corpus index) minus the excluded ones among them; and whether the target
-            itself is excluded. `excluded` is padded with -1."""
-            scores = tf.matmul(users, articles, transpose_b=True)
-            target_scores = tf.gather(scores, targets, batch_dims=1)[:, None]
-            below = targets[:, None]
-            columns = tf.range(tf.shape(scores)[1])[None, :]
-            above = (scores > target_scores) | ((scores == target_scores) & (columns < below))
-            excluded_scores = tf.gather(scores, tf.maximum(excluded, 0), batch_dims=1)
-            excluded_above = (excluded >= 0) & (
-                (excluded_scores > target_scores) | ((excluded_scores == target_scores) & (excluded < below))
-            )
-            count = tf.reduce_sum(tf.cast(above, tf.int64), 1) - tf.reduce_sum(tf.cast(excluded_above, tf.int64), 1)
-            return count, tf.reduce_any(tf.equal(excluded, below), 1)
-
-        _COUNTS = counts
-    return _COUNTS
-
-
-_COUNTS = None
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _counts(users, articles, targets, excluded):
+    """`target_ranks`' compiled batch. Per row: the corpus articles ranked above its target (higher
+    score, or the same score at a lower corpus index) minus the excluded ones among them; and
+    whether the target itself is excluded. `excluded` is padded with -1."""
+    scores = tf.matmul(users, articles, transpose_b=True)
+    target_scores = tf.gather(scores, targets, batch_dims=1)[:, None]
+    below = targets[:, None]
+    columns = tf.range(tf.shape(scores)[1])[None, :]
+    above = (scores > target_scores) | ((scores == target_scores) & (columns < below))
+    excluded_scores = tf.gather(scores, tf.maximum(excluded, 0), batch_dims=1)
+    excluded_above = (excluded >= 0) & (
+        (excluded_scores > target_scores) | ((excluded_scores == target_scores) & (excluded < below))
+    )
+    count = tf.reduce_sum(tf.cast(above, tf.int64), 1) - tf.reduce_sum(tf.cast(excluded_above, tf.int64), 1)
+    return count, tf.reduce_any(tf.equal(excluded, below), 1)
 
 
 def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set: EvalSet, batch_size: int = 1024,
@@ -172,7 +160,7 @@ def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set
     matrices) in NumPy. Here one XLA function per batch multiplies, compares every score with the
     target's (read from the same product, so ties are exact ties) and counts, the tie rule (lower
     corpus index first) and the excluded articles (padded per batch) in the same pass: 10^4
-    users x 10^5 articles took 2.4-3.1 s in NumPy (OpenBLAS, then two comparisons), ~1.2 s so. The
+    users x 10^5 articles took 2.4-3.1 s in NumPy (OpenBLAS, then two comparisons), 1.3-1.5 s so. The
     product is TensorFlow's, not NumPy's: on real-valued vectors a score within float rounding of
     the target's may fall on the other side than in the reference.
 
@@ -194,8 +182,7 @@ def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set
     rows = np.flatnonzero((eval_set.targets >= 0) & (eval_set.targets < n_articles))
     if len(rows) and n_articles:
         batch_size = max(1, min(batch_size, len(rows), metrics_lib.MAX_SCORES_IN_MEMORY // n_articles))
-        counts = _compiled_counts()
-        articles = np.ascontiguousarray(article_vectors, np.float32)
+        articles = tf.convert_to_tensor(article_vectors, tf.float32)  # once, not once per batch
         users = np.ascontiguousarray(user_vectors, np.float32)
         for start in range(0, len(rows), batch_size):
             chosen = rows[start : start + batch_size]
@@ -208,7 +195,7 @@ def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set
             padded = np.full((batch_size, width), -1, np.int32)
             for i, e in enumerate(excluded):
                 padded[i, : len(e)] = e
-            count, target_excluded = counts(
+            count, target_excluded = _counts(
                 users[chosen_padded], articles, eval_set.targets[chosen_padded].astype(np.int32), padded
             )
             count, target_excluded = count.numpy()[: len(chosen)], target_excluded.numpy()[: len(chosen)]
@@ -222,7 +209,5 @@ def target_ranks(user_vectors: np.ndarray, article_vectors: np.ndarray, eval_set
 def serving_age_feature(transform_layer, n: int) -> np.ndarray:
     """The transformed (z-scored) `features.SERVING_EXAMPLE_AGE`, float32 `[n]`: what the service
     feeds every user, so validation recall is the recall of what is served."""
-    import tensorflow as tf
-
     out = transform_layer({features.EXAMPLE_AGE: tf.constant([features.SERVING_EXAMPLE_AGE], tf.float32)})
     return np.full(n, float(np.asarray(out[model_lib.AGE_KEY])[0]), np.float32)
