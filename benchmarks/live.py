@@ -18,8 +18,10 @@ Part `service` (over HTTP on loopback; needs a trained model directory with its 
      `GET /v1/users/{u}/candidates?region=<its region>` (on the other replica with Redis) until the
      listing is there; prints p50/max of the time from the PUT's answer to the first answer with it;
   3. GET latency at concurrency 1 for `--duration` seconds idle and as long while another process
-     upserts listings at `--upserts-per-s` (default 100), in `--windows` alternating windows of
-     each (so the machine's other load weighs on both alike); prints p50/p99 of both and their ratio.
+     upserts listings at `--upserts-per-s` (default 100), in windows of `--window-ms` that
+     alternate (so the machine's slow spells weigh on both alike); prints p50/p99 of both and
+     their ratio. `--aa` runs the same with no upserts at all: the ratio then shows the
+     measurement's own noise on this machine.
   3b. before that, the serving process's CPU per upsert (its /proc CPU time over `--cpu-seconds`
      of upserts, less as long idle), which hardly depends on the machine's load; with Redis also
      the reading replica's CPU per change it synced (a replica that takes no writes).
@@ -57,6 +59,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 UPSERT_THREADS = 4
+# `alternating_latencies`: GETs this soon after a switch between idle and loaded are not counted.
+SETTLE_S = 0.015
 
 
 def percentile(values, q) -> float:
@@ -290,23 +294,53 @@ class RawClient:
             self.sock.close()
 
 
-def get_latencies(port: int, users, seconds: float) -> tuple[list[float], list[float]]:
-    """Client-measured seconds per GET, and the service's own share (its Server-Timing sum)."""
+def alternating_latencies(port: int, users, seconds: float, window_s: float, paused, upserts, aa: bool = False) -> dict:
+    """GETs at concurrency 1 for `seconds` in idle windows and as long in loaded ones, alternating
+    every `window_s`: the upsert writers (`upsert_process`, sharing `paused` and the `upserts`
+    counter) run only in the loaded ones. With `aa` they never run: both kinds are idle, and the
+    ratio of their p99s is this benchmark's own noise (an A/A test).
+
+    Returns {"idle": (client seconds, service seconds), "loaded": (...), "loaded_s": seconds the
+    loaded windows lasted, "upserts": upserts sent meanwhile, "idle_upserts": sent in idle windows,
+    a check that should read 0}. A GET started in the first
+    SETTLE_S of a window is not counted: an upsert sent just before the switch may still be
+    running, and the writers take a moment to resume."""
     client = RawClient(port)
     paths = [f"/v1/users/{user}/candidates?k=200" for user in users]
-    timings, server, deadline, i = [], [], time.monotonic() + seconds, 0
+    kept = {"idle": ([], []), "loaded": ([], [])}
+    loaded, loaded_s, counted, stray, i = False, 0.0, 0, 0, 0
+    switched = time.monotonic()
+    switch_at, start_count = switched + window_s, upserts.value
     try:
-        while time.monotonic() < deadline:
+        while min(len(kept["idle"][0]), len(kept["loaded"][0])) == 0 or loaded_s < seconds or loaded:
+            now = time.monotonic()
+            if now >= switch_at:
+                if loaded:
+                    paused.set()
+                    loaded_s += now - switched
+                    counted += upserts.value - start_count
+                    start_count = upserts.value
+                else:
+                    stray += upserts.value - start_count  # sent in an idle window (a check: 0)
+                    start_count = upserts.value
+                    if not aa:
+                        paused.clear()
+                loaded, switched, switch_at = not loaded, now, now + window_s
             t0 = time.perf_counter()
             status, headers, body = client.request("GET", paths[i % len(paths)])
-            timings.append(time.perf_counter() - t0)
+            seconds_taken = time.perf_counter() - t0
             assert status == 200, body
-            stages = headers.get("server-timing", "")
-            server.append(sum(float(part.split("dur=")[1]) for part in stages.split(",") if "dur=" in part) / 1000)
             i += 1
+            if now - switched < SETTLE_S:
+                continue
+            stages = headers.get("server-timing", "")
+            timings, server = kept["loaded" if loaded else "idle"]
+            timings.append(seconds_taken)
+            server.append(sum(float(part.split("dur=")[1]) for part in stages.split(",") if "dur=" in part) / 1000)
     finally:
+        paused.set()
         client.close()
-    return timings, server
+    return {**kept, "loaded_s": loaded_s, "upserts": counted, "idle_upserts": stray}
 
 
 def upsert_process(port: int, per_s: float, stop, counter, paused=None) -> None:
@@ -319,10 +353,12 @@ def upsert_process(port: int, per_s: float, stop, counter, paused=None) -> None:
             interval, next_at = UPSERT_THREADS / per_s, time.monotonic() + worker / per_s
             while not stop.is_set():
                 if paused is not None and paused.is_set():
-                    time.sleep(0.005)
+                    time.sleep(0.001)
                     next_at = time.monotonic() + worker / per_s  # resume on the schedule, no burst
                     continue
                 time.sleep(max(0.0, next_at - time.monotonic()))
+                if paused is not None and paused.is_set():  # paused while it slept: none in an idle window
+                    continue
                 with counter.get_lock():
                     n = counter.value
                     counter.value += 1
@@ -421,50 +457,42 @@ def bench_service(args) -> dict:
               f"less {cpu['idle_cpu_ms']:.0f} ms when idle for as long)")
         if reader_pid:
             print(f"the other replica's CPU per change it synced from Redis: {cpu['reader_cpu_ms_per_change']:.3f} ms")
-        # Idle and loaded windows alternate (`--windows` of each), so a change in the machine's
-        # other load during the run weighs on both alike instead of on whichever ran second.
+        # Idle and loaded windows alternate every `--window-ms`, so the machine's slow spells
+        # (on the development VM they last a fraction of a second to a second and slow every
+        # request alike, docs/live.md) fall on both alike instead of on whichever window they hit.
         stop, paused, upserts = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Value("i", 0)
         paused.set()
         # The writers run in their own process, so the GIL of this (measuring) process stays free.
         writer_process = multiprocessing.Process(target=upsert_process, args=(ports[0], args.upserts_per_s, stop, upserts, paused))
         writer_process.start()
-        idle, idle_server, loaded, loaded_server, loaded_s, loaded_count = [], [], [], [], 0.0, 0
-        window = args.duration / args.windows
         try:
-            for _ in range(args.windows):
-                got, server = get_latencies(ports[-1], users, window)
-                idle += got
-                idle_server += server
-                paused.clear()
-                time.sleep(0.25)  # let the rate settle
-                t0, start_count = time.monotonic(), upserts.value
-                got, server = get_latencies(ports[-1], users, window)
-                loaded_s, loaded_count = loaded_s + time.monotonic() - t0, loaded_count + upserts.value - start_count
-                loaded += got
-                loaded_server += server
-                paused.set()
-                time.sleep(0.1)  # the last upserts answered
+            time.sleep(0.5)  # the writers connected and waiting
+            got = alternating_latencies(ports[-1], users, args.duration, args.window_ms / 1000, paused, upserts, aa=args.aa)
         finally:
             stop.set()
             writer_process.join(timeout=30)
             if writer_process.is_alive():
                 writer_process.kill()
+        (idle, idle_server), (loaded, loaded_server) = got["idle"], got["loaded"]
+        loaded_s, loaded_count = got["loaded_s"], got["upserts"]
         rate = loaded_count / loaded_s
-        if writer_process.exitcode not in (0, None) or rate < 0.9 * args.upserts_per_s:
+        if writer_process.exitcode not in (0, None) or (rate < 0.9 * args.upserts_per_s and not args.aa):
             raise SystemExit(f"the upsert load fell short: {rate:.1f} upserts/s of {args.upserts_per_s:g} (writer "
                              f"process exit code {writer_process.exitcode}); the ratio would not mean what it says")
         ratio = percentile(loaded, 99) / percentile(idle, 99)
-        print(f"GET k=200 at concurrency 1, {args.duration:.0f} s each, in {args.windows} alternating windows:")
+        print(f"GET k=200 at concurrency 1, {args.duration:.0f} s each, in alternating windows of {args.window_ms:g} ms:")
         print(f"  idle          p50 {percentile(idle, 50):6.2f} ms  p99 {percentile(idle, 99):6.2f} ms  "
               f"(in the service: p50 {percentile(idle_server, 50):.2f}, p99 {percentile(idle_server, 99):.2f}; {len(idle)} requests)")
         print(f"  {rate:5.1f} upserts/s p50 {percentile(loaded, 50):6.2f} ms  p99 {percentile(loaded, 99):6.2f} ms  "
               f"(in the service: p50 {percentile(loaded_server, 50):.2f}, p99 {percentile(loaded_server, 99):.2f}; {len(loaded)} requests)")
-        print(f"  p99 ratio {ratio:.2f} (target <= 1.20); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        print(f"  p99 ratio {ratio:.2f} ({'A/A: no upserts in either, the noise floor' if args.aa else 'target <= 1.20'}); "
+              f"{got['idle_upserts']} upserts sent in idle windows; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         return {
             "visible_p50_ms": percentile(visible, 50), "visible_max_ms": max(visible) * 1000,
             "idle_p50_ms": percentile(idle, 50), "idle_p99_ms": percentile(idle, 99),
             "loaded_p50_ms": percentile(loaded, 50), "loaded_p99_ms": percentile(loaded, 99),
-            "upserts_per_s": rate, "p99_ratio": ratio, "upsert_cpu": cpu,
+            "upserts_per_s": rate, "p99_ratio": ratio, "upsert_cpu": cpu, "aa": args.aa,
+            "window_ms": args.window_ms, "idle_upserts": got["idle_upserts"],
             "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
         }
     finally:
@@ -508,9 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--histories", type=Path, help="user_histories.parquet if the model has none")
     s.add_argument("--redis-url", help="run two replicas sharing this Redis (measures cross-replica visibility)")
     s.add_argument("--listings", type=int, default=20)
-    s.add_argument("--duration", type=float, default=20.0, help="seconds of GETs, idle and under upserts (each)")
-    s.add_argument("--windows", type=int, default=5, help="idle and loaded windows alternate this many times")
+    s.add_argument("--duration", type=float, default=60.0, help="seconds of GETs, idle and under upserts (each)")
+    s.add_argument("--window-ms", type=float, default=200.0, help="idle and loaded windows alternate this often (GETs "
+                   f"in the first {SETTLE_S * 1000:g} ms of a window, when it may still hold the other's last upserts, are not counted)")
     s.add_argument("--upserts-per-s", type=float, default=100.0)
+    s.add_argument("--aa", action="store_true", help="no upserts in the loaded windows either: the ratio then "
+                   "reads the benchmark's own noise on this machine (an A/A test), to judge a ratio against")
     s.add_argument("--cpu-seconds", type=float, default=5.0, help="seconds of upserts (and of idle) for the CPU per upsert")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
