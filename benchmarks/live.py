@@ -294,17 +294,16 @@ class RawClient:
             self.sock.close()
 
 
-def alternating_latencies(port: int, users, seconds: float, window_s: float, paused, upserts, aa: bool = False) -> dict:
+def alternating_latencies(port: int, users, seconds: float, window_s: float, running, upserts, aa: bool = False) -> dict:
     """GETs at concurrency 1 for `seconds` in idle windows and as long in loaded ones, alternating
-    every `window_s`: the upsert writers (`upsert_process`, sharing `paused` and the `upserts`
-    counter) run only in the loaded ones. With `aa` they never run: both kinds are idle, and the
+    every `window_s`: the upsert writers (`upsert_process`, sharing the `running` Event and the
+    `upserts` counter) run only in the loaded ones. With `aa` they never run: both kinds are idle, and the
     ratio of their p99s is this benchmark's own noise (an A/A test).
 
     Returns {"idle": (client seconds, service seconds), "loaded": (...), "loaded_s": seconds the
-    loaded windows lasted, "upserts": upserts sent meanwhile, "idle_upserts": sent in idle windows,
-    a check that should read 0}. A GET started in the first
-    SETTLE_S of a window is not counted: an upsert sent just before the switch may still be
-    running, and the writers take a moment to resume."""
+    loaded windows lasted, "upserts": upserts sent meanwhile, "idle_upserts": sent in idle windows
+    (a check: 0)}. A GET started in the first SETTLE_S of a window is not counted: an upsert sent
+    just before the switch may still be running, and the writers take a moment to resume."""
     client = RawClient(port)
     paths = [f"/v1/users/{user}/candidates?k=200" for user in users]
     kept = {"idle": ([], []), "loaded": ([], [])}
@@ -316,7 +315,7 @@ def alternating_latencies(port: int, users, seconds: float, window_s: float, pau
             now = time.monotonic()
             if now >= switch_at:
                 if loaded:
-                    paused.set()
+                    running.clear()
                     loaded_s += now - switched
                     counted += upserts.value - start_count
                     start_count = upserts.value
@@ -324,7 +323,7 @@ def alternating_latencies(port: int, users, seconds: float, window_s: float, pau
                     stray += upserts.value - start_count  # sent in an idle window (a check: 0)
                     start_count = upserts.value
                     if not aa:
-                        paused.clear()
+                        running.set()
                 loaded, switched, switch_at = not loaded, now, now + window_s
             t0 = time.perf_counter()
             status, headers, body = client.request("GET", paths[i % len(paths)])
@@ -338,26 +337,27 @@ def alternating_latencies(port: int, users, seconds: float, window_s: float, pau
             timings.append(seconds_taken)
             server.append(sum(float(part.split("dur=")[1]) for part in stages.split(",") if "dur=" in part) / 1000)
     finally:
-        paused.set()
+        running.clear()
         client.close()
     return {**kept, "loaded_s": loaded_s, "upserts": counted, "idle_upserts": stray}
 
 
-def upsert_process(port: int, per_s: float, stop, counter, paused=None) -> None:
-    """UPSERT_THREADS writers, each at its share of `per_s`, until `stop` is set; none while
-    `paused` (an Event, optional) is set."""
+def upsert_process(port: int, per_s: float, stop, counter, running=None) -> None:
+    """UPSERT_THREADS writers, each at its share of `per_s`, until `stop` is set; with `running`
+    (an Event), only while it is set. A writer waiting for it blocks (no polling), so the writers
+    take no CPU from the service in the benchmark's idle windows."""
     def writer(worker: int) -> None:
         regions = ["north", "south", "east", "west"]
         client = RawClient(port)
         try:
             interval, next_at = UPSERT_THREADS / per_s, time.monotonic() + worker / per_s
             while not stop.is_set():
-                if paused is not None and paused.is_set():
-                    time.sleep(0.001)
+                if running is not None and not running.is_set():
+                    running.wait(0.1)  # a bound, to see `stop`
                     next_at = time.monotonic() + worker / per_s  # resume on the schedule, no burst
                     continue
                 time.sleep(max(0.0, next_at - time.monotonic()))
-                if paused is not None and paused.is_set():  # paused while it slept: none in an idle window
+                if running is not None and not running.is_set():  # stopped while it slept: none in an idle window
                     continue
                 with counter.get_lock():
                     n = counter.value
@@ -460,14 +460,13 @@ def bench_service(args) -> dict:
         # Idle and loaded windows alternate every `--window-ms`, so the machine's slow spells
         # (on the development VM they last a fraction of a second to a second and slow every
         # request alike, docs/live.md) fall on both alike instead of on whichever window they hit.
-        stop, paused, upserts = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Value("i", 0)
-        paused.set()
+        stop, running, upserts = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Value("i", 0)
         # The writers run in their own process, so the GIL of this (measuring) process stays free.
-        writer_process = multiprocessing.Process(target=upsert_process, args=(ports[0], args.upserts_per_s, stop, upserts, paused))
+        writer_process = multiprocessing.Process(target=upsert_process, args=(ports[0], args.upserts_per_s, stop, upserts, running))
         writer_process.start()
         try:
             time.sleep(0.5)  # the writers connected and waiting
-            got = alternating_latencies(ports[-1], users, args.duration, args.window_ms / 1000, paused, upserts, aa=args.aa)
+            got = alternating_latencies(ports[-1], users, args.duration, args.window_ms / 1000, running, upserts, aa=args.aa)
         finally:
             stop.set()
             writer_process.join(timeout=30)
