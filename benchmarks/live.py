@@ -314,17 +314,16 @@ def alternating_latencies(port: int, users, seconds: float, window_s: float, run
         while min(len(kept["idle"][0]), len(kept["loaded"][0])) == 0 or loaded_s < seconds or loaded:
             now = time.monotonic()
             if now >= switch_at:
+                sent = upserts.value  # read once: an upsert sent between two reads would count nowhere
                 if loaded:
                     running.clear()
                     loaded_s += now - switched
-                    counted += upserts.value - start_count
-                    start_count = upserts.value
+                    counted += sent - start_count
                 else:
-                    stray += upserts.value - start_count  # sent in an idle window (a check: 0)
-                    start_count = upserts.value
+                    stray += sent - start_count  # sent in an idle window (a check: 0)
                     if not aa:
                         running.set()
-                loaded, switched, switch_at = not loaded, now, now + window_s
+                loaded, switched, switch_at, start_count = not loaded, now, now + window_s, sent
             t0 = time.perf_counter()
             status, headers, body = client.request("GET", paths[i % len(paths)])
             seconds_taken = time.perf_counter() - t0
