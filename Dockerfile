@@ -64,7 +64,7 @@ RUN --mount=type=secret,id=ca_cert \
     && /opt/uv/bin/uv pip install --no-deps /src \
     && rm -rf /root/.cache /tmp/* \
     && runuser -u homefeed -- candidates serve --help >/dev/null \
-    && runuser -u homefeed -- python -c "import serving.app, serving.store, trainer.serving_model, faiss, tensorflow"
+    && runuser -u homefeed -- python -c "import serving.http.app, serving.store, trainer.towers.serving_model, faiss, tensorflow"
 USER homefeed
 EXPOSE 8080
 # e.g. docker run -p 127.0.0.1:8080:8080 -v /srv/publish:/models:ro IMAGE serve --model /models --host 0.0.0.0

@@ -9,11 +9,13 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo test test-quick golden venv clean help image serving-image base-image
+.PHONY: demo test test-quick lint format golden venv clean help image serving-image base-image
 help:
 	@echo "make demo        run the whole pipeline locally on sample data, then serve and query it"
 	@echo "make test        run every test (as CI does)"
 	@echo "make test-quick  skip the slow and end-to-end tests"
+	@echo "make lint        formatter check, linter, type checker, import-layer contracts (part of make test)"
+	@echo "make format      apply the formatter and the linter's safe fixes"
 	@echo "make golden      rewrite tests/pipeline/golden/ (the compiled pipeline) after a meant change"
 	@echo "make image       build the pipeline image $(IMAGE) from $(BASE_IMAGE) (docs/deploy.md)"
 	@echo "make serving-image  build the service's image $(SERVING_IMAGE)"
@@ -33,11 +35,22 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/python -m homefeed_cli.demo --workdir $(DEMO)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not e2e"
+
+# The code's own checks: formatting, lint, types, and the import layers of pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 golden: $(STAMP)
 	$(BIN)/python -m pipeline.compile --golden

@@ -1,6 +1,6 @@
 """Benchmark of the user tower: the NumPy twin against the SavedModel, per call and per process.
 
-For a model directory exported with `numpy_towers/` (trainer/numpy_export.py) and real user rows
+For a model directory exported with `numpy_towers/` (trainer/training/numpy_export.py) and real user rows
 (its `user_histories.parquet`, or `--histories`), each encoder runs in a fresh subprocess that
   1. imports what it needs and loads the model (memory: RSS and private from /proc/self/smaps_rollup
      before and after, i.e. what the encoder adds to a worker);
@@ -34,7 +34,7 @@ import json, os, statistics, sys, time
 from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
-threadpool_limits(limits=1, user_api="blas")  # as the service does (serving/app.py configure_threads, tf_threads=1)
+threadpool_limits(limits=1, user_api="blas")  # as the service does (serving/http/app.py configure_threads, tf_threads=1)
 
 def memory():
     fields = {}
@@ -48,10 +48,10 @@ kind, model_dir, histories, calls, out = sys.argv[1], sys.argv[2], sys.argv[3], 
 from serving.store import read_histories
 rows = [row for _, row in read_histories(histories) if row["history"] or row.get("recent_queries")][:2000]
 before = memory()
-from trainer.serving_model import load_user_encoder
+from trainer.towers.serving_model import load_user_encoder
 started = time.perf_counter()
 if kind == "saved_model":
-    from trainer.serving_model import set_tf_threads
+    from trainer.towers.serving_model import set_tf_threads
     set_tf_threads(1)  # as the service does
 encoder = load_user_encoder(model_dir, encoder=kind)
 load_s = time.perf_counter() - started
@@ -59,10 +59,10 @@ encoder.encode(rows[:1])
 after = memory()
 result = {"encoder": encoder.kind, "load_s": round(load_s, 2), "memory_before": before, "memory_after": after,
           "tensorflow_imported": "tensorflow" in sys.modules, "calls": {}}
-for batch in %(batches)s:
+for batch in BATCHES_PLACEHOLDER:
     times, i = [], 0
     for n in range(calls // batch + 50):
-        chunk = [rows[(i + j) %% len(rows)] for j in range(batch)]
+        chunk = [rows[(i + j) % len(rows)] for j in range(batch)]
         i += batch
         t = time.perf_counter()
         encoder.encode(chunk)
@@ -73,14 +73,17 @@ for batch in %(batches)s:
                                    "calls": len(times)}
 np.save(out, encoder.encode(rows[:500]))
 print(json.dumps(result))
-""" % {"batches": BATCHES}
+""".replace("BATCHES_PLACEHOLDER", repr(BATCHES))
 
 
 def run_child(kind: str, model_dir: Path, histories: Path, calls: int, out: Path) -> dict:
     process = subprocess.run(
         [sys.executable, "-c", CHILD, kind, str(model_dir), str(histories), str(calls), str(out)],
-        capture_output=True, text=True, timeout=1200, cwd=_HERE.parent,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=_HERE.parent,
+    )
     if process.returncode:
         raise RuntimeError(f"{kind} run failed:\n{process.stderr[-3000:]}")
     return json.loads(process.stdout.strip().splitlines()[-1])
@@ -108,18 +111,24 @@ def main(argv: list[str] | None = None) -> int:
             vectors[kind] = np.load(Path(scratch) / f"{kind}.npy")
     report["max_abs_difference"] = float(np.abs(vectors["numpy"] - vectors["saved_model"]).max())
     report["load_average_at_end"] = os.getloadavg()
-    print(f"\nuser tower, {report['machine']}, load average {report['load_average_at_start'][0]:.1f} -> "
-          f"{report['load_average_at_end'][0]:.1f}; max abs difference of the vectors {report['max_abs_difference']:.1e}")  # fmt: skip
+    print(
+        f"\nuser tower, {report['machine']}, load average {report['load_average_at_start'][0]:.1f} -> "
+        f"{report['load_average_at_end'][0]:.1f}; max abs difference of the vectors {report['max_abs_difference']:.1e}"
+    )
     print(f"{'encoder':>12} {'batch':>5} {'median ms':>10} {'p99 ms':>8} {'ms/row':>7}")
     for kind in ("saved_model", "numpy"):
         for batch, figures in report[kind]["calls"].items():
-            print(f"{kind:>12} {batch:>5} {figures['median_ms']:>10.3f} {figures['p99_ms']:>8.3f} {figures['median_ms'] / int(batch):>7.3f}")
+            print(
+                f"{kind:>12} {batch:>5} {figures['median_ms']:>10.3f} {figures['p99_ms']:>8.3f} {figures['median_ms'] / int(batch):>7.3f}"
+            )
     print(f"{'encoder':>12} {'TF imported':>11} {'load s':>7} {'RSS added MiB':>14} {'private added MiB':>18}")
     for kind in ("saved_model", "numpy"):
         r = report[kind]
-        print(f"{kind:>12} {str(r['tensorflow_imported']):>11} {r['load_s']:>7} "
-              f"{r['memory_after']['rss_mib'] - r['memory_before']['rss_mib']:>14.1f} "
-              f"{r['memory_after']['private_mib'] - r['memory_before']['private_mib']:>18.1f}")  # fmt: skip
+        print(
+            f"{kind:>12} {r['tensorflow_imported']!s:>11} {r['load_s']:>7} "
+            f"{r['memory_after']['rss_mib'] - r['memory_before']['rss_mib']:>14.1f} "
+            f"{r['memory_after']['private_mib'] - r['memory_before']['private_mib']:>18.1f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

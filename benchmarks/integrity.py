@@ -1,4 +1,4 @@
-"""Benchmark: what verifying a version's files against their sha256 records costs (serving/integrity.py).
+"""Benchmark: what verifying a version's files against their sha256 records costs (serving/versions/integrity.py).
 
 The service hashes every file of a version before serving it, at start-up and on every reload,
 on its reload thread (requests keep being answered). This measures that cost for a version of
@@ -35,8 +35,8 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from serving import integrity  # noqa: E402
-from trainer.model_dir import sha256_file  # noqa: E402
+from homefeed.layout.model_dir import sha256_file  # noqa: E402
+from serving.versions import integrity  # noqa: E402
 
 
 def write_version(root: Path, n: int, d: int, index_type: str) -> tuple[dict, dict]:

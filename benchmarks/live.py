@@ -7,7 +7,7 @@ Part `filter` (library level, no HTTP; seeded synthetic data):
      efSearch / nprobe until unfiltered recall@k reaches IndexConfig.recall_floor (0.98), as the service's build does;
   3. gives each row a region, so regions cover `--shares` of the corpus (default 0.1 %, 1 %,
      10 %, 50 %; regions independent of the vectors, the hard case for a filtered graph search);
-  4. for each share runs `serving.filtered_search.RegionIndex.search` (the service's code) on one
+  4. for each share runs `serving.index.filtered.RegionIndex.search` (the service's code) on one
      thread and prints recall@k against exact filtered search (brute force over the allowed rows),
      p50/p99 milliseconds and the strategy picked (exact scan or FAISS IDSelectorBitmap).
   Targets: recall@200 >= 0.95 and p99 <= 10 ms for every share.
@@ -51,7 +51,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 # `python benchmarks/live.py` puts benchmarks/ first on sys.path; keep it from shadowing packages.
 _HERE = Path(__file__).resolve().parent
@@ -89,8 +89,8 @@ def bench_filter(args) -> dict:
     import faiss
 
     from homefeed.config import IndexConfig
-    from serving import index as faiss_index
-    from serving.filtered_search import RegionIndex, exact_filtered_reference
+    from serving.index import faiss_index
+    from serving.index.filtered import RegionIndex, exact_filtered_reference
 
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
@@ -104,7 +104,9 @@ def bench_filter(args) -> dict:
         index = faiss.read_index(str(args.index_file))
         if index.ntotal != args.size or index.d != args.dim:
             raise SystemExit(f"{args.index_file} holds {index.ntotal} x {index.d}, not {args.size} x {args.dim}")
-        faiss_index.set_search_params(index, faiss_index.SearchParams(ef_search=config.hnsw_ef_search, nprobe=config.ivf_nprobe))
+        faiss_index.set_search_params(
+            index, faiss_index.SearchParams(ef_search=config.hnsw_ef_search, nprobe=config.ivf_nprobe)
+        )
         print(f"read {args.index_file} (built earlier; build time not measured in this run)")
     else:
         index = faiss_index.build_index(vectors, args.index_type, config, seed=args.seed)
@@ -117,8 +119,10 @@ def bench_filter(args) -> dict:
     exact = faiss_index.exact_search(vectors, queries, args.k)
     # Tuned to the floor the service's index is built to (IndexConfig.recall_floor), not below it.
     tuning = faiss_index.tune_search(index, queries, exact, args.k, config.recall_floor, config)
-    print(f"{args.index_type} over {args.size:,} x {args.dim} built in {build_s:.0f}s; unfiltered recall@{args.k} "
-          f"{tuning.recall:.3f} with {tuning.params.to_dict() or 'exact search'}")
+    print(
+        f"{args.index_type} over {args.size:,} x {args.dim} built in {build_s:.0f}s; unfiltered recall@{args.k} "
+        f"{tuning.recall:.3f} with {tuning.params.to_dict() or 'exact search'}"
+    )
     codes = region_codes(args.size, args.shares, rng)
     regions = RegionIndex(index, vectors, codes, exact_share=args.exact_share)
     faiss.omp_set_num_threads(1)
@@ -136,20 +140,39 @@ def bench_filter(args) -> dict:
             _, found, strategy = regions.search(query, args.k, [code])
             timings.append(time.perf_counter() - t0)
             recalls.append(len(set(found.tolist()) & set(truth.tolist())) / max(len(truth), 1))
-        rows.append({
-            "share": share, "allowed": int((codes == code).sum()), "strategy": strategy,
-            f"recall@{args.k}": round(float(np.mean(recalls)), 4), "min_recall": round(float(np.min(recalls)), 4),
-            "p50_ms": round(percentile(timings, 50), 3), "p99_ms": round(percentile(timings, 99), 3),
-        })
-    print(f"\n{'share':>7} {'allowed':>9} {'strategy':>9} {'recall@' + str(args.k):>11} {'min':>6} {'p50 ms':>8} {'p99 ms':>8}")
+        rows.append(
+            {
+                "share": share,
+                "allowed": int((codes == code).sum()),
+                "strategy": strategy,
+                f"recall@{args.k}": round(float(np.mean(recalls)), 4),
+                "min_recall": round(float(np.min(recalls)), 4),
+                "p50_ms": round(percentile(timings, 50), 3),
+                "p99_ms": round(percentile(timings, 99), 3),
+            }
+        )
+    print(
+        f"\n{'share':>7} {'allowed':>9} {'strategy':>9} {'recall@' + str(args.k):>11} {'min':>6} {'p50 ms':>8} {'p99 ms':>8}"
+    )
     for r in rows:
-        print(f"{r['share'] * 100:>6.1f}% {r['allowed']:>9,} {r['strategy']:>9} {r[f'recall@{args.k}']:>11.4f} "
-              f"{r['min_recall']:>6.3f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+        print(
+            f"{r['share'] * 100:>6.1f}% {r['allowed']:>9,} {r['strategy']:>9} {r[f'recall@{args.k}']:>11.4f} "
+            f"{r['min_recall']:>6.3f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+        )
     ok = all(r[f"recall@{args.k}"] >= 0.95 and r["p99_ms"] <= 10 for r in rows)
-    print(f"\ntargets (recall@{args.k} >= 0.95, p99 <= 10 ms at concurrency 1): {'met' if ok else 'NOT met'}; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    return {"index_type": args.index_type, "size": args.size, "dim": args.dim, "build_s": round(build_s, 1),
-            "unfiltered_recall": round(tuning.recall, 4), "search_params": tuning.params.to_dict(), "rows": rows}
+    print(
+        f"\ntargets (recall@{args.k} >= 0.95, p99 <= 10 ms at concurrency 1): {'met' if ok else 'NOT met'}; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
+    return {
+        "index_type": args.index_type,
+        "size": args.size,
+        "dim": args.dim,
+        "build_s": round(build_s, 1),
+        "unfiltered_recall": round(tuning.recall, 4),
+        "search_params": tuning.params.to_dict(),
+        "rows": rows,
+    }
 
 
 def sweep_broad(regions, vectors, codes, queries, args) -> list[dict]:
@@ -162,19 +185,25 @@ def sweep_broad(regions, vectors, codes, queries, args) -> list[dict]:
     """
     import faiss
 
-    from serving import index as faiss_index
-    from serving.filtered_search import exact_filtered_reference
+    from serving.index import faiss_index
+    from serving.index.filtered import exact_filtered_reference
 
     base = faiss_index.base_index(regions.index)
     tuned, k, found = int(base.hnsw.efSearch), args.k, []
-    print(f"\nsweep of broad-filter strategies (tuned unfiltered efSearch {tuned}, k={k}, {len(queries)} queries, one thread)")
+    print(
+        f"\nsweep of broad-filter strategies (tuned unfiltered efSearch {tuned}, k={k}, {len(queries)} queries, one thread)"
+    )
     print(f"{'share':>6} {'strategy':>10} {'setting':>10} {'recall':>7} {'min':>6} {'p50 ms':>7} {'p99 ms':>7}")
     for share in args.sweep_shares:
         code = args.shares.index(share)
         truths = [exact_filtered_reference(vectors, codes, q, k, [code])[1] for q in queries]
         bitmap = regions.allowed_bitmap([code])
         allowed = np.isin(codes, [code])
-        trials = [("exact", None)] + [("selector", ef) for ef in args.sweep_ef] + [("overfetch", f) for f in args.sweep_overfetch]
+        trials = (
+            [("exact", None)]
+            + [("selector", ef) for ef in args.sweep_ef]
+            + [("overfetch", f) for f in args.sweep_overfetch]
+        )
         for strategy, setting in trials:
             timings, recalls = [], []
             for query, truth in zip(queries, truths):
@@ -182,7 +211,9 @@ def sweep_broad(regions, vectors, codes, queries, args) -> list[dict]:
                 if strategy == "exact":
                     _, rows = regions._exact(query, k, [code], np.zeros(0, np.int64))
                 elif strategy == "selector":
-                    params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBitmap(regions.n, faiss.swig_ptr(bitmap)), efSearch=int(setting))
+                    params = faiss.SearchParametersHNSW(
+                        sel=faiss.IDSelectorBitmap(regions.n, faiss.swig_ptr(bitmap)), efSearch=int(setting)
+                    )
                     rows = regions.index.search(query[None, :], k, params=params)[1][0]
                 else:
                     k_wide = int(np.ceil(k * setting / share))
@@ -192,13 +223,22 @@ def sweep_broad(regions, vectors, codes, queries, args) -> list[dict]:
                     rows = rows[allowed[rows]][:k]
                 timings.append(time.perf_counter() - t0)
                 recalls.append(len(set(rows.tolist()) & set(truth.tolist())) / max(len(truth), 1))
-            row = {"share": share, "strategy": strategy, "setting": setting, "recall": round(float(np.mean(recalls)), 4),
-                   "min_recall": round(float(np.min(recalls)), 3), "p50_ms": round(percentile(timings, 50), 2),
-                   "p99_ms": round(percentile(timings, 99), 2)}
+            row = {
+                "share": share,
+                "strategy": strategy,
+                "setting": setting,
+                "recall": round(float(np.mean(recalls)), 4),
+                "min_recall": round(float(np.min(recalls)), 3),
+                "p50_ms": round(percentile(timings, 50), 2),
+                "p99_ms": round(percentile(timings, 99), 2),
+            }
             found.append(row)
             label = "" if setting is None else (f"ef {setting}" if strategy == "selector" else f"k' {setting}k/s")
-            print(f"{share * 100:>5.1f}% {strategy:>10} {label:>10} {row['recall']:>7.4f} {row['min_recall']:>6.3f} "
-                  f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}", flush=True)
+            print(
+                f"{share * 100:>5.1f}% {strategy:>10} {label:>10} {row['recall']:>7.4f} {row['min_recall']:>6.3f} "
+                f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}",
+                flush=True,
+            )
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
     return found
 
@@ -294,7 +334,9 @@ class RawClient:
             self.sock.close()
 
 
-def alternating_latencies(port: int, users, seconds: float, window_s: float, running, upserts, aa: bool = False) -> dict:
+def alternating_latencies(
+    port: int, users, seconds: float, window_s: float, running, upserts, aa: bool = False
+) -> dict:
     """GETs at concurrency 1 for `seconds` in idle windows and as long in loaded ones, alternating
     every `window_s`: the upsert writers (`upsert_process`, sharing the `running` Event and the
     `upserts` counter) run only in the loaded ones. With `aa` they never run: both kinds are idle, and the
@@ -345,6 +387,7 @@ def upsert_process(port: int, per_s: float, stop, counter, running=None) -> None
     """UPSERT_THREADS writers, each at its share of `per_s`, until `stop` is set; with `running`
     (an Event), only while it is set. A writer waiting for it blocks (no polling), so the writers
     take no CPU from the service in the benchmark's idle windows."""
+
     def writer(worker: int) -> None:
         regions = ["north", "south", "east", "west"]
         client = RawClient(port)
@@ -402,8 +445,13 @@ def upsert_cpu_ms(port: int, pid: int, per_s: float, seconds: float, reader_pid:
     time.sleep(0.5)  # the reader's last sync tick
     busy = [process_cpu_s(p) - b for p, b in zip(pids, before)]
     n = max(counter.value, 1)
-    result = {"upserts": counter.value, "upserts_per_s": counter.value / seconds, "busy_cpu_ms": busy[0] * 1000,
-              "idle_cpu_ms": idle[0] * 1000, "cpu_ms_per_upsert": (busy[0] - idle[0]) * 1000 / n}
+    result = {
+        "upserts": counter.value,
+        "upserts_per_s": counter.value / seconds,
+        "busy_cpu_ms": busy[0] * 1000,
+        "idle_cpu_ms": idle[0] * 1000,
+        "cpu_ms_per_upsert": (busy[0] - idle[0]) * 1000 / n,
+    }
     if reader_pid:
         result["reader_cpu_ms_per_change"] = (busy[1] - idle[1]) * 1000 / n
     return result
@@ -418,8 +466,8 @@ def bench_service(args) -> dict:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
     if args.redis_url:  # the replicas read histories from Redis: load the snapshot there first
-        from serving import model_files
         from serving.store import load_histories_to_redis
+        from serving.versions import files as model_files
 
         snapshot = args.histories or model_files.resolve_model_dir(args.model).model_dir / "user_histories.parquet"
         load_histories_to_redis(snapshot, args.redis_url, prefix="bench-live:")
@@ -440,20 +488,26 @@ def bench_service(args) -> dict:
             assert answer.status_code == 200, answer.text
             t0 = time.perf_counter()
             while True:
-                got = reader.get(f"/v1/users/{users[i % len(users)]}/candidates", params={"k": 10, "region": region}).json()
+                got = reader.get(
+                    f"/v1/users/{users[i % len(users)]}/candidates", params={"k": 10, "region": region}
+                ).json()
                 if any(c["article_id"] == article for c in got["candidates"]):
                     visible.append(time.perf_counter() - t0)
                     break
                 if time.perf_counter() - t0 > 10:
                     raise SystemExit(f"listing {article} not visible after 10 s")
                 time.sleep(0.002)
-        print(f"PUT -> visible ({'other replica via Redis' if args.redis_url else 'same replica'}), {args.listings} listings: "
-              f"p50 {percentile(visible, 50):.1f} ms, max {max(visible) * 1000:.1f} ms")
+        print(
+            f"PUT -> visible ({'other replica via Redis' if args.redis_url else 'same replica'}), {args.listings} listings: "
+            f"p50 {percentile(visible, 50):.1f} ms, max {max(visible) * 1000:.1f} ms"
+        )
         reader_pid = processes[-1].pid if len(processes) > 1 else None
         cpu = upsert_cpu_ms(ports[0], processes[0].pid, args.upserts_per_s, args.cpu_seconds, reader_pid)
-        print(f"service CPU per upsert at {cpu['upserts_per_s']:.0f}/s: {cpu['cpu_ms_per_upsert']:.2f} ms "
-              f"({cpu['busy_cpu_ms']:.0f} ms CPU for {cpu['upserts']} upserts in {args.cpu_seconds:.0f} s, "
-              f"less {cpu['idle_cpu_ms']:.0f} ms when idle for as long)")
+        print(
+            f"service CPU per upsert at {cpu['upserts_per_s']:.0f}/s: {cpu['cpu_ms_per_upsert']:.2f} ms "
+            f"({cpu['busy_cpu_ms']:.0f} ms CPU for {cpu['upserts']} upserts in {args.cpu_seconds:.0f} s, "
+            f"less {cpu['idle_cpu_ms']:.0f} ms when idle for as long)"
+        )
         if reader_pid:
             print(f"the other replica's CPU per change it synced from Redis: {cpu['reader_cpu_ms_per_change']:.3f} ms")
         # Idle and loaded windows alternate every `--window-ms`, so the machine's slow spells
@@ -461,11 +515,15 @@ def bench_service(args) -> dict:
         # request alike, docs/live.md) fall on both alike instead of on whichever window they hit.
         stop, running, upserts = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Value("i", 0)
         # The writers run in their own process, so the GIL of this (measuring) process stays free.
-        writer_process = multiprocessing.Process(target=upsert_process, args=(ports[0], args.upserts_per_s, stop, upserts, running))
+        writer_process = multiprocessing.Process(
+            target=upsert_process, args=(ports[0], args.upserts_per_s, stop, upserts, running)
+        )
         writer_process.start()
         try:
             time.sleep(0.5)  # the writers connected and waiting
-            got = alternating_latencies(ports[-1], users, args.duration, args.window_ms / 1000, running, upserts, aa=args.aa)
+            got = alternating_latencies(
+                ports[-1], users, args.duration, args.window_ms / 1000, running, upserts, aa=args.aa
+            )
         finally:
             stop.set()
             writer_process.join(timeout=30)
@@ -475,23 +533,41 @@ def bench_service(args) -> dict:
         loaded_s, loaded_count = got["loaded_s"], got["upserts"]
         rate = loaded_count / loaded_s
         if writer_process.exitcode not in (0, None) or (rate < 0.9 * args.upserts_per_s and not args.aa):
-            raise SystemExit(f"the upsert load fell short: {rate:.1f} upserts/s of {args.upserts_per_s:g} (writer "
-                             f"process exit code {writer_process.exitcode}); the ratio would not mean what it says")
+            raise SystemExit(
+                f"the upsert load fell short: {rate:.1f} upserts/s of {args.upserts_per_s:g} (writer "
+                f"process exit code {writer_process.exitcode}); the ratio would not mean what it says"
+            )
         ratio = percentile(loaded, 99) / percentile(idle, 99)
-        print(f"GET k=200 at concurrency 1, {args.duration:.0f} s each, in alternating windows of {args.window_ms:g} ms:")
-        print(f"  idle          p50 {percentile(idle, 50):6.2f} ms  p99 {percentile(idle, 99):6.2f} ms  "
-              f"(in the service: p50 {percentile(idle_server, 50):.2f}, p99 {percentile(idle_server, 99):.2f}; {len(idle)} requests)")
-        print(f"  {rate:5.1f} upserts/s p50 {percentile(loaded, 50):6.2f} ms  p99 {percentile(loaded, 99):6.2f} ms  "
-              f"(in the service: p50 {percentile(loaded_server, 50):.2f}, p99 {percentile(loaded_server, 99):.2f}; {len(loaded)} requests)")
-        print(f"  p99 ratio {ratio:.2f} ({'A/A: no upserts in either, the noise floor' if args.aa else 'target <= 1.20'}); "
-              f"{got['idle_upserts']} upserts sent in idle windows; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"GET k=200 at concurrency 1, {args.duration:.0f} s each, in alternating windows of {args.window_ms:g} ms:"
+        )
+        print(
+            f"  idle          p50 {percentile(idle, 50):6.2f} ms  p99 {percentile(idle, 99):6.2f} ms  "
+            f"(in the service: p50 {percentile(idle_server, 50):.2f}, p99 {percentile(idle_server, 99):.2f}; {len(idle)} requests)"
+        )
+        print(
+            f"  {rate:5.1f} upserts/s p50 {percentile(loaded, 50):6.2f} ms  p99 {percentile(loaded, 99):6.2f} ms  "
+            f"(in the service: p50 {percentile(loaded_server, 50):.2f}, p99 {percentile(loaded_server, 99):.2f}; {len(loaded)} requests)"
+        )
+        print(
+            f"  p99 ratio {ratio:.2f} ({'A/A: no upserts in either, the noise floor' if args.aa else 'target <= 1.20'}); "
+            f"{got['idle_upserts']} upserts sent in idle windows; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+        )
         return {
-            "visible_p50_ms": percentile(visible, 50), "visible_max_ms": max(visible) * 1000,
-            "idle_p50_ms": percentile(idle, 50), "idle_p99_ms": percentile(idle, 99),
-            "loaded_p50_ms": percentile(loaded, 50), "loaded_p99_ms": percentile(loaded, 99),
-            "upserts_per_s": rate, "p99_ratio": ratio, "upsert_cpu": cpu, "aa": args.aa,
-            "window_ms": args.window_ms, "idle_upserts": got["idle_upserts"],
-            "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
+            "visible_p50_ms": percentile(visible, 50),
+            "visible_max_ms": max(visible) * 1000,
+            "idle_p50_ms": percentile(idle, 50),
+            "idle_p99_ms": percentile(idle, 99),
+            "loaded_p50_ms": percentile(loaded, 50),
+            "loaded_p99_ms": percentile(loaded, 99),
+            "upserts_per_s": rate,
+            "p99_ratio": ratio,
+            "upsert_cpu": cpu,
+            "aa": args.aa,
+            "window_ms": args.window_ms,
+            "idle_upserts": got["idle_upserts"],
+            "load_average": os.getloadavg()[0],
+            "cpus": os.cpu_count(),
         }
     finally:
         for process in processes:
@@ -521,11 +597,19 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--k", type=int, default=200)
     f.add_argument("--build-threads", type=int, default=0, help="threads for the index build (0: all)")
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--index-file", type=Path, help="write the built index here, or read it if it exists (a 10^6 "
-                   "HNSW build takes 7-25 min; same --size/--dim/--seed/--ef-construction expected)")
+    f.add_argument(
+        "--index-file",
+        type=Path,
+        help="write the built index here, or read it if it exists (a 10^6 "
+        "HNSW build takes 7-25 min; same --size/--dim/--seed/--ef-construction expected)",
+    )
     f.add_argument("--build-only", action="store_true", help="stop after building/writing --index-file")
-    f.add_argument("--sweep", action="store_true", help="first compare broad-filter strategies (exact, selector "
-                   "at --sweep-ef, over-fetch at --sweep-overfetch) for --sweep-shares")
+    f.add_argument(
+        "--sweep",
+        action="store_true",
+        help="first compare broad-filter strategies (exact, selector "
+        "at --sweep-ef, over-fetch at --sweep-overfetch) for --sweep-shares",
+    )
     f.add_argument("--sweep-shares", type=float, nargs="+", default=[0.1, 0.5])
     f.add_argument("--sweep-ef", type=int, nargs="+", default=[256, 384, 512, 768, 1024])
     f.add_argument("--sweep-overfetch", type=float, nargs="+", default=[1.0, 1.5, 2.0])
@@ -535,16 +619,27 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--redis-url", help="run two replicas sharing this Redis (measures cross-replica visibility)")
     s.add_argument("--listings", type=int, default=20)
     s.add_argument("--duration", type=float, default=60.0, help="seconds of GETs, idle and under upserts (each)")
-    s.add_argument("--window-ms", type=float, default=200.0, help="idle and loaded windows alternate this often (GETs "
-                   f"in the first {SETTLE_S * 1000:g} ms of a window, when it may still hold the other's last upserts, are not counted)")
+    s.add_argument(
+        "--window-ms",
+        type=float,
+        default=200.0,
+        help="idle and loaded windows alternate this often (GETs "
+        f"in the first {SETTLE_S * 1000:g} ms of a window, when it may still hold the other's last upserts, are not counted)",
+    )
     s.add_argument("--upserts-per-s", type=float, default=100.0)
-    s.add_argument("--aa", action="store_true", help="no upserts in the loaded windows either: the ratio then "
-                   "reads the benchmark's own noise on this machine (an A/A test), to judge a ratio against")
-    s.add_argument("--cpu-seconds", type=float, default=5.0, help="seconds of upserts (and of idle) for the CPU per upsert")
+    s.add_argument(
+        "--aa",
+        action="store_true",
+        help="no upserts in the loaded windows either: the ratio then "
+        "reads the benchmark's own noise on this machine (an A/A test), to judge a ratio against",
+    )
+    s.add_argument(
+        "--cpu-seconds", type=float, default=5.0, help="seconds of upserts (and of idle) for the CPU per upsert"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if args.part == "filter":
-        from serving.filtered_search import EXACT_SHARE
+        from serving.index.filtered import EXACT_SHARE
 
         args.exact_share = EXACT_SHARE if args.exact_share is None else args.exact_share
         if args.sweep and (args.index_type != "hnsw" or not set(args.sweep_shares) <= set(args.shares)):

@@ -48,10 +48,10 @@ def make_dataset(name: str, root: Path, movielens: str) -> dict[str, Any]:
     """Writes the dataset's events.parquet + articles.parquet under root/name; returns its summary."""
     out = root / name / "data"
     if name == "ml-100k":
-        from homefeed.movielens import import_movielens
+        from homefeed.sample.movielens import import_movielens
 
         return import_movielens(movielens, out)
-    from homefeed.sample_data import SampleDataConfig, write_sample_data
+    from homefeed.sample.marketplace import SampleDataConfig, write_sample_data
 
     users = GENERATED[name]
     # Articles grow with the users so the corpus stays about one listing per 10 views per user.
@@ -64,8 +64,11 @@ def run_one(name: str, root: Path, movielens: str, parameters: dict[str, Any], v
     started = time.monotonic()
     data = make_dataset(name, root, movielens)
     data_seconds = time.monotonic() - started
-    print(f"\n== {name}: {data['events']} views, {data['users']} users, {data['articles']} articles "
-          f"(made in {data_seconds:.1f}s)", flush=True)  # fmt: skip
+    print(
+        f"\n== {name}: {data['events']} views, {data['users']} users, {data['articles']} articles "
+        f"(made in {data_seconds:.1f}s)",
+        flush=True,
+    )
     result = run_local(data["events_path"], data["articles_path"], root / name / "run", parameters, verbose=verbose)
     cores = os.cpu_count() or 1
     figures = {
@@ -85,9 +88,11 @@ def run_one(name: str, root: Path, movielens: str, parameters: dict[str, Any], v
             if stage in ("extract", "transform", "train") and seconds > 0
         },
     }
-    print(f"   stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items()))
-    print(f"   whole run {figures['run_seconds']}s (KFP + process start-up {figures['kfp_overhead_seconds']}s); "
-          f"recall@200 {result.recall_at_200:.4f}; published: {result.published}")  # fmt: skip
+    print("   stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items()))
+    print(
+        f"   whole run {figures['run_seconds']}s (KFP + process start-up {figures['kfp_overhead_seconds']}s); "
+        f"recall@200 {result.recall_at_200:.4f}; published: {result.published}"
+    )
     print(f"   views/s/core: {figures['views_per_second_per_core']}", flush=True)
     return figures
 
@@ -126,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nsummary (seconds per stage; whole run includes KFP and process start-up)")
     stages = ["extract", "transform", "train", "evaluate", "build-index", "publish"]
-    print(f"{'dataset':<9} {'views':>9} " + " ".join(f"{s:>11}" for s in stages) + f" {'whole run':>10} {'recall@200':>10}")
+    print(
+        f"{'dataset':<9} {'views':>9} "
+        + " ".join(f"{s:>11}" for s in stages)
+        + f" {'whole run':>10} {'recall@200':>10}"
+    )
     for r in results:
         cells = " ".join(f"{r['stage_seconds'].get(s, float('nan')):>11.1f}" for s in stages)
         print(f"{r['dataset']:<9} {r['views']:>9} {cells} {r['run_seconds']:>10.1f} {r['recall@200']:>10.4f}")

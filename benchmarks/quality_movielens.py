@@ -89,7 +89,9 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     return spec, VARIANTS[spec]
 
 
-def prepare(name: str, work: Path, movielens: str, sample=None, searches: bool = False) -> tuple[Path, Path, dict[str, float]]:
+def prepare(
+    name: str, work: Path, movielens: str, sample=None, searches: bool = False
+) -> tuple[Path, Path, dict[str, float]]:
     """Input tables -> EXTRACT_DIR -> TRANSFORM_DIR under work/name (reused when finished already);
     `sample`: the SampleDataConfig of a generated dataset (default: by name, as the module says);
     `searches`: a generated dataset's searches go into the extract (the user tower's search part)."""
@@ -103,17 +105,21 @@ def prepare(name: str, work: Path, movielens: str, sample=None, searches: bool =
     seconds: dict[str, float] = {}
     started = time.monotonic()
     if name == "ml-100k":
-        from homefeed.movielens import import_movielens
+        from homefeed.sample.movielens import import_movielens
 
         import_movielens(movielens, base / "input")
     else:
-        from homefeed.sample_data import SampleDataConfig, churn_config, write_sample_data
+        from homefeed.sample.marketplace import SampleDataConfig, churn_config, write_sample_data
 
         write_sample_data(base / "input", sample or (churn_config() if name == "churn" else SampleDataConfig()))
     seconds["input"] = time.monotonic() - started
     started = time.monotonic()
-    extract_local(base / "input" / "events.parquet", base / "input" / "articles.parquet", base / "extract",
-                  searches_path=base / "input" / "searches.parquet" if searches else None)  # fmt: skip
+    extract_local(
+        base / "input" / "events.parquet",
+        base / "input" / "articles.parquet",
+        base / "extract",
+        searches_path=base / "input" / "searches.parquet" if searches else None,
+    )
     seconds["extract"] = time.monotonic() - started
     started = time.monotonic()
     run_transform(str(base / "extract"), str(base / "transform"))
@@ -126,9 +132,8 @@ def encode_cost_ms(model_dir: Path, extract_dir: Path, calls: int = 200) -> floa
     import pyarrow.parquet as pq
 
     from homefeed import features
-
     from homefeed.layout import extract_dir as extract_layout
-    from trainer.serving_model import UserEncoder
+    from trainer.towers.serving_model import UserEncoder
 
     encoder = UserEncoder(model_dir)
     table = pq.read_table(extract_dir / extract_layout.USER_HISTORIES_FILE).slice(0, calls).to_pylist()
@@ -143,12 +148,13 @@ def encode_cost_ms(model_dir: Path, extract_dir: Path, calls: int = 200) -> floa
     return 1000 * statistics.median(times)
 
 
-def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str,
-            overrides: dict[str, Any], seed: int) -> dict[str, Any]:  # fmt: skip
+def run_one(
+    name: str, work: Path, extract_dir: Path, transform_dir: Path, variant: str, overrides: dict[str, Any], seed: int
+) -> dict[str, Any]:
     from homefeed.config import to_dict
-    from trainer.evaluate import evaluate_model
-    from trainer.id_dropout_choice import train_config
-    from trainer.train import train_model
+    from trainer.evaluation.evaluate import evaluate_model
+    from trainer.training.id_dropout_choice import train_config
+    from trainer.training.train import train_model
 
     config = replace(train_config(overrides), seed=seed)
     version = f"{variant}-seed-{seed}-{int(time.time())}"
@@ -180,7 +186,7 @@ def run_one(name: str, work: Path, extract_dir: Path, transform_dir: Path, varia
 def is_default(overrides: dict[str, Any]) -> bool:
     """Whether a variant trains exactly what `TrainConfig()` trains (the goals are checked on it)."""
     from homefeed.config import TrainConfig
-    from trainer.id_dropout_choice import train_config
+    from trainer.training.id_dropout_choice import train_config
 
     return train_config(overrides) == TrainConfig()
 
@@ -200,8 +206,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def print_report(name: str, summaries: list[dict[str, Any]], baselines: dict[str, dict[str, float]],
-                 num_users: int) -> bool:  # fmt: skip
+def print_report(
+    name: str, summaries: list[dict[str, Any]], baselines: dict[str, dict[str, float]], num_users: int
+) -> bool:
     """Prints one dataset's table; returns whether its targets are met (by the variant that trains
     the default `TrainConfig()`, if one ran)."""
     print(f"\n{name}: {num_users} test users; machine {machine()}")
@@ -211,30 +218,42 @@ def print_report(name: str, summaries: list[dict[str, Any]], baselines: dict[str
     for s in summaries:
         t = s["test"]
         val = "n/a" if s["validation_recall@200"] is None else f"{s['validation_recall@200']:.4f}"
-        mark = (" <- best on validation" if s is chosen else "") + (" (= the default)" if is_default(s["overrides"]) else "")
-        print(f"{s['variant']:<22}{val:>10}{t['recall@10']:>8.4f}{t['recall@50']:>8.4f}{t['recall@100']:>8.4f}"
-              f"{t['recall@200']:>8.4f}{s['train_seconds']:>9.0f}{s['encode_ms']:>10.2f}  {s['epochs']}{mark}")  # fmt: skip
+        mark = (" <- best on validation" if s is chosen else "") + (
+            " (= the default)" if is_default(s["overrides"]) else ""
+        )
+        print(
+            f"{s['variant']:<22}{val:>10}{t['recall@10']:>8.4f}{t['recall@50']:>8.4f}{t['recall@100']:>8.4f}"
+            f"{t['recall@200']:>8.4f}{s['train_seconds']:>9.0f}{s['encode_ms']:>10.2f}  {s['epochs']}{mark}"
+        )
     for baseline, figures in baselines.items():
-        print(f"{baseline:<22}{'':>10}{figures['recall@10']:>8.4f}{figures['recall@50']:>8.4f}"
-              f"{figures['recall@100']:>8.4f}{figures['recall@200']:>8.4f}")  # fmt: skip
+        print(
+            f"{baseline:<22}{'':>10}{figures['recall@10']:>8.4f}{figures['recall@50']:>8.4f}"
+            f"{figures['recall@100']:>8.4f}{figures['recall@200']:>8.4f}"
+        )
     default = next((s for s in summaries if is_default(s["overrides"])), None)
     if default is None:
         return True
     ok = True
     if name == "ml-100k":
-        print("references (test recall@200, same protocol): " + ", ".join(f"{k} {v:.3f}" for k, v in REFERENCES.items()))
+        print(
+            "references (test recall@200, same protocol): " + ", ".join(f"{k} {v:.3f}" for k, v in REFERENCES.items())
+        )
         for metric, target in TARGETS.items():
             met = default["test"][metric] >= target
             ok &= met
             print(f"target {metric} >= {target}: {default['test'][metric]:.4f} {'ok' if met else 'MISSED'}")
         met = default["train_seconds"] <= MAX_TRAIN_SECONDS
         ok &= met
-        print(f"target training <= {MAX_TRAIN_SECONDS:.0f} s: median {default['train_seconds']:.0f} s {'ok' if met else 'MISSED'}")
+        print(
+            f"target training <= {MAX_TRAIN_SECONDS:.0f} s: median {default['train_seconds']:.0f} s {'ok' if met else 'MISSED'}"
+        )
     if name == "churn":
         trending = max(baselines[b]["recall@200"] for b in baselines if b.startswith("trending"))
         met = default["test"]["recall@200"] > trending
         ok &= met
-        print(f"target recall@200 above trending ({trending:.4f}): {default['test']['recall@200']:.4f} {'ok' if met else 'MISSED'}")
+        print(
+            f"target recall@200 above trending ({trending:.4f}): {default['test']['recall@200']:.4f} {'ok' if met else 'MISSED'}"
+        )
     return ok
 
 
@@ -249,7 +268,9 @@ def report_from_log(path: Path) -> int:
         ok &= print_report(name, summaries, mine[-1]["baselines"], mine[-1]["num_users"])
         loads = sorted(float(r["machine"].rsplit("load ", 1)[1].split(",")[0]) for r in mine if "load " in r["machine"])
         if loads:
-            print(f"(recorded runs: 1-minute load {loads[0]:.1f} .. {loads[-1]:.1f} when each finished; the line above is now)")
+            print(
+                f"(recorded runs: 1-minute load {loads[0]:.1f} .. {loads[-1]:.1f} when each finished; the line above is now)"
+            )
     return 0 if ok else 1
 
 
@@ -257,23 +278,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["ml-100k"], choices=["ml-100k", "sample", "churn"])
     parser.add_argument("--movielens", default=DEFAULT_MOVIELENS, help="directory with u.data, u.item, u.genre")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42], help="training seeds (default: 42, the default seed)")
-    parser.add_argument("--variants", nargs="+", default=["default"],
-                        help=f"user towers / settings to compare: {', '.join(VARIANTS)}, or NAME=JSON")  # fmt: skip
-    parser.add_argument("--workdir", default=None,
-                        help="keep (and reuse) the extract/transform outputs here (default: a temporary dir, deleted)")  # fmt: skip
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[42], help="training seeds (default: 42, the default seed)"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default"],
+        help=f"user towers / settings to compare: {', '.join(VARIANTS)}, or NAME=JSON",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="keep (and reuse) the extract/transform outputs here (default: a temporary dir, deleted)",
+    )
     parser.add_argument("--log", default=None, help="append every finished run to this JSON-lines file")
     parser.add_argument("--json", default=None, help="also write the summary tables to this JSON file")
-    parser.add_argument("--from-log", default=None, metavar="FILE",
-                        help="train nothing: print the tables of the runs recorded in this --log file "
-                        "(all variants and seeds in it, per dataset)")  # fmt: skip
+    parser.add_argument(
+        "--from-log",
+        default=None,
+        metavar="FILE",
+        help="train nothing: print the tables of the runs recorded in this --log file "
+        "(all variants and seeds in it, per dataset)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show the stages' INFO logs (per-epoch lines)")
     args = parser.parse_args(argv)
     if args.from_log:
         return report_from_log(Path(args.from_log))
     variants = [parse_variant(v) for v in args.variants]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
+    )
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="quality-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -290,10 +326,13 @@ def main(argv: list[str] | None = None) -> int:
                     run = run_one(name, work, extract_dir, transform_dir, variant, overrides, seed)
                     runs.append(run)
                     baselines, users = run["baselines"], run["num_users"]
-                    print(f"  {name} {variant} seed {seed}: validation recall@200 {run['validation_recall@200']}, "
-                          f"test recall@200 {run['test']['recall@200']:.4f}, recall@50 {run['test']['recall@50']:.4f}, "
-                          f"best epoch {run['best_epoch']}/{run['epochs_run']}, train {run['train_seconds']:.0f} s, "
-                          f"encode {run['encode_ms']:.2f} ms", flush=True)  # fmt: skip
+                    print(
+                        f"  {name} {variant} seed {seed}: validation recall@200 {run['validation_recall@200']}, "
+                        f"test recall@200 {run['test']['recall@200']:.4f}, recall@50 {run['test']['recall@50']:.4f}, "
+                        f"best epoch {run['best_epoch']}/{run['epochs_run']}, train {run['train_seconds']:.0f} s, "
+                        f"encode {run['encode_ms']:.2f} ms",
+                        flush=True,
+                    )
                     if args.log:
                         with open(args.log, "a") as log:
                             log.write(json.dumps(run) + "\n")
@@ -304,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "seeds": args.seeds, "results": report}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"machine": machine(), "seeds": args.seeds, "results": report}, indent=2) + "\n"
+        )
     return 0 if ok else 1
 
 

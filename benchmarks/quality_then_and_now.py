@@ -18,13 +18,13 @@ out. Compare with today's defaults from `benchmarks/cold_start.py --datasets ml-
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tarfile
-import io
 from pathlib import Path
 
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -45,7 +45,7 @@ spec = importlib.util.spec_from_file_location("then_quality", f"{source}/benchma
 quality = importlib.util.module_from_spec(spec); spec.loader.exec_module(quality)
 extract, transform, _ = quality.prepare("ml-100k", work, movielens)
 from homefeed.config import TrainConfig
-from trainer.train import train_model
+from trainer.training.train import train_model
 for seed in seeds:
     target = work / "models" / f"then-seed-{seed}"
     if not (target / "manifest.json").exists():
@@ -74,16 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     import importlib.util
 
     from homefeed.config import EvaluateConfig
-    from trainer.evaluate import evaluate_model
+    from trainer.evaluation.evaluate import evaluate_model
 
     work = Path(args.work)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.commit], check=True,
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", args.commit], check=True, capture_output=True, text=True
+    ).stdout.strip()
     source = checkout(commit, work / f"src-{commit}")
     then = work / f"then-{commit}"
-    subprocess.run([sys.executable, "-c", _CHILD, str(source), str(then), args.movielens, *map(str, args.seeds)],
-                   check=True, env={**os.environ, "PYTHONPATH": str(source)})  # fmt: skip
-    spec = importlib.util.spec_from_file_location("quality_movielens", Path(__file__).resolve().parent / "quality_movielens.py")
+    subprocess.run(
+        [sys.executable, "-c", _CHILD, str(source), str(then), args.movielens, *map(str, args.seeds)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(source)},
+    )
+    spec = importlib.util.spec_from_file_location(
+        "quality_movielens", Path(__file__).resolve().parent / "quality_movielens.py"
+    )
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
     extract, _, _ = quality.prepare("ml-100k", work / "now", args.movielens)
@@ -92,18 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = then / "models" / f"then-seed-{seed}"
         serving = evaluate_model(model_dir, extract)
         examples = evaluate_model(model_dir, extract, EvaluateConfig(example_age="examples"))
-        run = {"dataset": "ml-100k", "variant": f"then-{commit}", "seed": seed,
-               "test_recall@200": serving["model"]["recall@200"], "test_recall@50": serving["model"]["recall@50"],
-               "test_recall@200_examples_age": examples["model"]["recall@200"],
-               "protocol": serving.get("protocol"), "machine": quality.machine()}  # fmt: skip
+        run = {
+            "dataset": "ml-100k",
+            "variant": f"then-{commit}",
+            "seed": seed,
+            "test_recall@200": serving["model"]["recall@200"],
+            "test_recall@50": serving["model"]["recall@50"],
+            "test_recall@200_examples_age": examples["model"]["recall@200"],
+            "protocol": serving.get("protocol"),
+            "machine": quality.machine(),
+        }
         runs.append(run)
         if args.log:
             with open(args.log, "a") as log:
                 log.write(json.dumps(run) + "\n")
     med = statistics.median
     print(f"\nml-100k, model of {commit} evaluated by today's code; seeds {args.seeds}; {quality.machine()}")
-    for label, key in (("recall@200, serving age (today)", "test_recall@200"), ("recall@50, serving age", "test_recall@50"),
-                       ("recall@200, each view's own age", "test_recall@200_examples_age")):  # fmt: skip
+    for label, key in (
+        ("recall@200, serving age (today)", "test_recall@200"),
+        ("recall@50, serving age", "test_recall@50"),
+        ("recall@200, each view's own age", "test_recall@200_examples_age"),
+    ):
         print(f"{label:<34} {med(r[key] for r in runs):>8.4f}   " + " ".join(f"{r[key]:.4f}" for r in runs))
     return 0
 

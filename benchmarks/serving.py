@@ -103,8 +103,12 @@ def synthetic_vectors(real: np.ndarray, count: int, kind: str, rng: np.random.Ge
             moved = probe + scale * noise
             cos = np.sum(probe * moved, axis=1) / (np.linalg.norm(probe, axis=1) * np.linalg.norm(moved, axis=1))
             low, high = (scale, high) if np.median(cos) > target else (low, scale)
-        LOG.info("synthetic articles: covariance noise x%.3f, median cosine to source %.3f (real nearest-neighbour %.3f)",
-                 scale, float(np.median(cos)), target)
+        LOG.info(
+            "synthetic articles: covariance noise x%.3f, median cosine to source %.3f (real nearest-neighbour %.3f)",
+            scale,
+            float(np.median(cos)),
+            target,
+        )
     elif kind != "gauss":
         raise ValueError(f"unknown synthetic kind {kind!r}")
     for start in range(0, count, 100_000):
@@ -119,7 +123,7 @@ def make_corpus_model(
     source: Path, target: Path, size: int, histories: Path | None, kind: str = "neighbours", seed: int = 0
 ) -> dict[str, Any]:
     """A model directory at `target` with `size` article vectors: the real ones, then synthetic ones."""
-    from serving import model_files
+    from serving.versions import files as model_files
 
     manifest = model_files.read_model_manifest(source)
     real = np.load(source / model_files.ARTICLE_VECTORS_FILE).astype(np.float32)
@@ -166,7 +170,10 @@ def make_corpus_model(
         model_files.VECTORS_HASH_KEY: files[model_files.ARTICLE_VECTORS_FILE]["sha256"],
         "files": files,
         "benchmark_corpus": {
-            "real_articles": len(ids), "synthetic_articles": extra, "kind": kind, "source": str(source),
+            "real_articles": len(ids),
+            "synthetic_articles": extra,
+            "kind": kind,
+            "source": str(source),
         },
     }
     (target / model_files.MANIFEST_FILE).write_text(json.dumps(bench, indent=2))
@@ -223,12 +230,16 @@ def memory_by_process(pid: int) -> list[dict[str, float]]:
         for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:]:
             name, _, value = line.partition(":")
             fields[name] = int(value.split()[0]) / 1024 if value.strip() else 0.0
-        rows.append({
-            "pid": p, "rss_mib": round(fields.get("Rss", 0.0), 1), "pss_mib": round(fields.get("Pss", 0.0), 1),
-            "private_mib": round(fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0), 1),
-            "private_dirty_mib": round(fields.get("Private_Dirty", 0.0), 1),
-            "anonymous_mib": round(fields.get("Anonymous", 0.0), 1),
-        })  # fmt: skip
+        rows.append(
+            {
+                "pid": p,
+                "rss_mib": round(fields.get("Rss", 0.0), 1),
+                "pss_mib": round(fields.get("Pss", 0.0), 1),
+                "private_mib": round(fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0), 1),
+                "private_dirty_mib": round(fields.get("Private_Dirty", 0.0), 1),
+                "anonymous_mib": round(fields.get("Anonymous", 0.0), 1),
+            }
+        )
     return rows
 
 
@@ -247,11 +258,24 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_service(model_dir: Path, port: int, workers: int, log_path: Path, encoder: str = "auto") -> subprocess.Popen:
-    log = open(log_path, "w")  # noqa: SIM115 - owned by the process
+    log = open(log_path, "w")
     command = [
-        sys.executable, "-c", LAUNCHER, "serve", "--model", str(model_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-watch", "--encoder", encoder,
-    ]  # fmt: skip
+        sys.executable,
+        "-c",
+        LAUNCHER,
+        "serve",
+        "--model",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-watch",
+        "--encoder",
+        encoder,
+    ]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
@@ -361,10 +385,12 @@ def run_load(port: int, paths: list[str], concurrency: int, requests: int, durat
         "p95_ms": round(float(np.percentile(latencies, 95)), 3) if len(results) else None,
         "p99_ms": round(float(np.percentile(latencies, 99)), 3) if len(results) else None,
         "max_ms": round(float(latencies.max()), 3) if len(results) else None,
-        "median_split_ms": {**{k: round(v, 3) for k, v in split.items()},
-                            "http_and_framework": round(float(np.median(http)), 3) if len(results) else None},
+        "median_split_ms": {
+            **{k: round(v, 3) for k, v in split.items()},
+            "http_and_framework": round(float(np.median(http)), 3) if len(results) else None,
+        },
         "mean_candidates": round(float(np.mean([r[2] for r in results])), 1) if results else 0,
-    }  # fmt: skip
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,23 +405,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--k", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--encoder", default="auto", choices=("auto", "numpy", "saved_model"),
-                        help="serve --encoder: the towers in NumPy (a model exported with them) or the SavedModel")
+    parser.add_argument(
+        "--encoder",
+        default="auto",
+        choices=("auto", "numpy", "saved_model"),
+        help="serve --encoder: the towers in NumPy (a model exported with them) or the SavedModel",
+    )
     parser.add_argument("--index-type", default="auto", choices=("auto", "flat", "hnsw", "ivf"))
-    parser.add_argument("--synthetic", choices=("neighbours", "gauss"), default="neighbours",
-                        help="how synthetic article vectors are made (see synthetic_vectors)")
+    parser.add_argument(
+        "--synthetic",
+        choices=("neighbours", "gauss"),
+        default="neighbours",
+        help="how synthetic article vectors are made (see synthetic_vectors)",
+    )
     parser.add_argument("--hnsw-ef-construction", type=int, default=None, help="override IndexConfig's")
     parser.add_argument("--workdir", type=Path, help="keep the corpora here (default: a temporary directory)")
     parser.add_argument("--reuse", action="store_true", help="reuse corpora and indexes already in --workdir")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
-    parser.add_argument("--memory-only", action="store_true",
-                        help="no load levels: start the service, send the --warmup requests (2 connections per worker), "
-                        "read each process's memory")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="no load levels: start the service, send the --warmup requests (2 connections per worker), "
+        "read each process's memory",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from components.build_index.build import build_model_index
     from homefeed.config import IndexConfig
-    from serving.index_build import build_model_index
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="serving-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -423,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
             log_path = workdir / f"serve-{size}.log"
             process = start_service(target, port, args.workers, log_path, args.encoder)
             try:
-                ready = wait_until_ready(f"http://127.0.0.1:{port}", process, timeout_s=600, poll_s=0.5, log_path=log_path)
+                ready = wait_until_ready(
+                    f"http://127.0.0.1:{port}", process, timeout_s=600, poll_s=0.5, log_path=log_path
+                )
                 wait_for_workers(port, args.workers)
                 entry = {
                     "articles": size,
@@ -450,7 +489,9 @@ def main(argv: list[str] | None = None) -> int:
                     # CPU the service burnt per answer: unlike latency, not inflated by other
                     # processes competing for the cores (warm-up requests included, so slightly high).
                     served = load["requests"] + args.warmup
-                    load["server_cpu_ms_per_request"] = round((cpu_seconds(process.pid) - cpu_before) * 1000 / served, 3)
+                    load["server_cpu_ms_per_request"] = round(
+                        (cpu_seconds(process.pid) - cpu_before) * 1000 / served, 3
+                    )
                     load["load_average"] = [round(x, 2) for x in os.getloadavg()]
                     entry["loads"].append(load)
                 entry["rss_mib_after_load"] = round(rss_mib(process.pid), 1)
@@ -490,7 +531,9 @@ def print_entry(entry: dict[str, Any]) -> None:
         )
         if load["error_examples"]:
             print(f"     errors, e.g.: {load['error_examples']}")
-    print(f"memory after load, {entry['workers']} worker(s) (private dirty = what one more worker adds; the index and the article arrays are shared):")
+    print(
+        f"memory after load, {entry['workers']} worker(s) (private dirty = what one more worker adds; the index and the article arrays are shared):"
+    )
     for row in entry["memory_by_process"]:
         print(
             f"  pid {row['pid']:>7}: RSS {row['rss_mib']:8.1f} MiB  PSS {row['pss_mib']:8.1f} MiB  private {row['private_mib']:8.1f} MiB"

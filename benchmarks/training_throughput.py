@@ -5,10 +5,10 @@ Zipf-popular articles, histories of 1..H views with categories and regions, the 
 age, 5% validation, 5% test), transforms it once on DirectRunner (not timed; kept under
 --workdir and reused), then, in one process:
 
-  1. the input pipeline alone (`trainer.data.training_dataset`, exactly as training reads it):
+  1. the input pipeline alone (`trainer.training.data.training_dataset`, exactly as training reads it):
      one pass while it fills the in-memory cache (what epoch 1 reads) and one from the cache
      (what every later epoch reads), no model;
-  2. `candidates train`'s library call (`trainer.train.train_model`) for --epochs epochs with
+  2. `candidates train`'s library call (`trainer.training.train.train_model`) for --epochs epochs with
      early stopping off (patience 0), so every epoch runs: per-epoch seconds, of which the
      per-epoch validation (recall@K over at most `max_eval_users` validation examples, exact
      search over the corpus), and the whole call (statistics, corpus, export included).
@@ -56,13 +56,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from transform_throughput import generate_extract_dir  # noqa: E402  (the benchmarks' shared generator)
+from transform_throughput import generate_extract_dir
 
-from homefeed import config as config_lib  # noqa: E402
-from homefeed import features  # noqa: E402
-from homefeed.config_flags import add_config_flags, config_from_args  # noqa: E402
-from homefeed.layout import extract_dir as extract_layout  # noqa: E402
-from homefeed.layout import transform_dir as transform_layout  # noqa: E402
+from homefeed import config as config_lib
+from homefeed import features
+from homefeed.config_flags import add_config_flags, config_from_args
+from homefeed.layout import extract_dir as extract_layout
+from homefeed.layout import transform_dir as transform_layout
 
 
 def machine() -> str:
@@ -90,11 +90,13 @@ def prepare(workdir: Path, num_examples: int) -> Path:
 def time_input_pipeline(transformed: Path, config: config_lib.TrainConfig) -> dict[str, float]:
     """Seconds of one uncached and one cached pass over the training batches, no model. The first
     includes `training_dataset` itself, which fills the record cache before it returns."""
-    from trainer import data as data_lib
+    from trainer.training import data as data_lib
 
     data = data_lib.TransformedData.open(transformed)
     started = time.monotonic()
-    dataset = data_lib.training_dataset(data, config.batch_size, config.shuffle_buffer, config.seed, config.cache_examples)
+    dataset = data_lib.training_dataset(
+        data, config.batch_size, config.shuffle_buffer, config.seed, config.cache_examples
+    )
     seconds = []
     for _ in range(2):
         batches = sum(1 for _ in dataset)
@@ -110,9 +112,9 @@ def time_step_parts(transformed: Path, config: config_lib.TrainConfig, steps: in
     import keras
     import tensorflow as tf
 
-    from trainer import data as data_lib
-    from trainer import model as model_lib
-    from trainer.train import Trainer
+    from trainer.model import two_tower as model_lib
+    from trainer.training import data as data_lib
+    from trainer.training.train import Trainer
 
     data = data_lib.TransformedData.open(transformed)
     stats = data_lib.training_statistics(data)
@@ -133,8 +135,14 @@ def time_step_parts(transformed: Path, config: config_lib.TrainConfig, steps: in
 
     backward_cpu, backward_wall = per_step(gradients)
     step_cpu, step_wall = per_step(trainer.step)
-    return {"steps": steps, "forward_backward_cpu_ms": backward_cpu, "forward_backward_wall_ms": backward_wall,
-            "step_cpu_ms": step_cpu, "step_wall_ms": step_wall, "update_cpu_ms": step_cpu - backward_cpu}  # fmt: skip
+    return {
+        "steps": steps,
+        "forward_backward_cpu_ms": backward_cpu,
+        "forward_backward_wall_ms": backward_wall,
+        "step_cpu_ms": step_cpu,
+        "step_wall_ms": step_wall,
+        "update_cpu_ms": step_cpu - backward_cpu,
+    }
 
 
 def main() -> int:
@@ -144,9 +152,16 @@ def main() -> int:
     parser.add_argument("--json", help="append the figures as one JSON line to this file")
     parser.add_argument("--label", default="", help="a name for this run in --json")
     parser.add_argument("--skip-input", action="store_true", help="do not time the input pipeline alone")
-    parser.add_argument("--profile-steps", type=int, default=0, metavar="N", help=(
-        "instead of training: time N steps of one model, split into forward/backward and the optimizer's update "
-        "(CPU-ms and wall ms per step)"))  # fmt: skip
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help=(
+            "instead of training: time N steps of one model, split into forward/backward and the optimizer's update "
+            "(CPU-ms and wall ms per step)"
+        ),
+    )
     add_config_flags(parser, config_lib.TrainConfig, "model and training (as `candidates train`)")
     args = parser.parse_args()
     config = config_from_args(config_lib.TrainConfig, args, early_stopping_patience=0)
@@ -159,29 +174,43 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     transformed = prepare(workdir, args.examples)
 
-    from trainer.train import train_model
+    from trainer.training.train import train_model
 
     if args.profile_steps:
         load_before = os.getloadavg()
         parts = time_step_parts(transformed, config, args.profile_steps)
-        print(f"step profile: {args.examples} synthetic examples, batch {config.batch_size}, lazy_adam "
-              f"{config.lazy_adam}, fused_adam {config.fused_adam}, {machine()}")  # fmt: skip
+        print(
+            f"step profile: {args.examples} synthetic examples, batch {config.batch_size}, lazy_adam "
+            f"{config.lazy_adam}, fused_adam {config.fused_adam}, {machine()}"
+        )
         print(f"{'per step':<18} {'CPU ms':>8} {'wall ms':>8}")
-        print(f"{'forward/backward':<18} {parts['forward_backward_cpu_ms']:>8.1f} {parts['forward_backward_wall_ms']:>8.1f}")
-        print(f"{'update (the rest)':<18} {parts['update_cpu_ms']:>8.1f} {parts['step_wall_ms'] - parts['forward_backward_wall_ms']:>8.1f}")
+        print(
+            f"{'forward/backward':<18} {parts['forward_backward_cpu_ms']:>8.1f} {parts['forward_backward_wall_ms']:>8.1f}"
+        )
+        print(
+            f"{'update (the rest)':<18} {parts['update_cpu_ms']:>8.1f} {parts['step_wall_ms'] - parts['forward_backward_wall_ms']:>8.1f}"
+        )
         print(f"{'whole step':<18} {parts['step_cpu_ms']:>8.1f} {parts['step_wall_ms']:>8.1f}")
         load_after = os.getloadavg()
         print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
         if args.json:
-            figures = {"label": args.label, "machine": machine(), "examples": args.examples, "step_profile": parts,
-                       "config": {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(config)}},
-                       "load_average_before": load_before, "load_average_after": load_after}  # fmt: skip
+            figures = {
+                "label": args.label,
+                "machine": machine(),
+                "examples": args.examples,
+                "step_profile": parts,
+                "config": {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(config)}},
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+            }
             with open(args.json, "a") as f:
                 f.write(json.dumps(figures) + "\n")
         return 0
 
-    print(f"training throughput: {args.examples} synthetic examples, {config.epochs} epochs, "
-          f"batch {config.batch_size}, {machine()}")  # fmt: skip
+    print(
+        f"training throughput: {args.examples} synthetic examples, {config.epochs} epochs, "
+        f"batch {config.batch_size}, {machine()}"
+    )
     load_before = os.getloadavg()
     input_times = None if args.skip_input else time_input_pipeline(transformed, config)
     models = workdir / "models"
@@ -192,21 +221,29 @@ def main() -> int:
     epochs = metrics["epochs"]
     n = metrics["num_train_examples"]
 
-    print(f"{'epoch':>5} {'seconds':>8} {'examples/s':>11} {'CPU s':>7} {'validation s':>13} {'loss':>8} {'val recall':>10}")
+    print(
+        f"{'epoch':>5} {'seconds':>8} {'examples/s':>11} {'CPU s':>7} {'validation s':>13} {'loss':>8} {'val recall':>10}"
+    )
     for e in epochs:
         recall = e.get(f"validation_recall@{metrics['validation_k']}")
-        print(f"{e['epoch']:>5} {e['seconds']:>8.1f} {n / e['seconds']:>11.0f} {e['cpu_seconds']:>7.1f} {e['validation_seconds']:>13.1f} "
-              f"{e['loss']:>8.4f} {'n/a' if recall is None else f'{recall:.4f}':>10}")  # fmt: skip
+        print(
+            f"{e['epoch']:>5} {e['seconds']:>8.1f} {n / e['seconds']:>11.0f} {e['cpu_seconds']:>7.1f} {e['validation_seconds']:>13.1f} "
+            f"{e['loss']:>8.4f} {'n/a' if recall is None else f'{recall:.4f}':>10}"
+        )
     epoch_seconds = [e["seconds"] for e in epochs]
     validation_seconds = sum(e["validation_seconds"] for e in epochs)
     per_model = metrics.get("id_dropout_choice", {}).get("train_seconds")
     if per_model:  # the epochs above are the chosen model's; train_seconds sums every model's
-        print(f"{len(per_model)} models trained (one per id dropout rate, the best on validation kept; the table "
-              f"shows the chosen {metrics['id_dropout_choice']['chosen']}): "
-              + ", ".join(f"id dropout {rate}: {seconds:.1f} s" for rate, seconds in per_model.items()))  # fmt: skip
-    print(f"{len(epochs)} epochs: {metrics['train_seconds']:.1f} s training loop "
-          f"({validation_seconds / metrics['train_seconds']:.0%} validation), "
-          f"{metrics['total_seconds']:.1f} s the whole train_model call (statistics, corpus, export)")  # fmt: skip
+        print(
+            f"{len(per_model)} models trained (one per id dropout rate, the best on validation kept; the table "
+            f"shows the chosen {metrics['id_dropout_choice']['chosen']}): "
+            + ", ".join(f"id dropout {rate}: {seconds:.1f} s" for rate, seconds in per_model.items())
+        )
+    print(
+        f"{len(epochs)} epochs: {metrics['train_seconds']:.1f} s training loop "
+        f"({validation_seconds / metrics['train_seconds']:.0%} validation), "
+        f"{metrics['total_seconds']:.1f} s the whole train_model call (statistics, corpus, export)"
+    )
     figures = {
         "label": args.label,
         "machine": machine(),
@@ -223,12 +260,16 @@ def main() -> int:
     }
     if input_times:
         later = sorted(epoch_seconds[1:])[len(epoch_seconds[1:]) // 2] if len(epoch_seconds) > 1 else epoch_seconds[0]
-        print(f"input pipeline alone: {input_times['first_pass_seconds']:.1f} s filling the cache (epoch 1 reads this), "
-              f"{input_times['cached_pass_seconds']:.1f} s from the cache: "
-              f"{input_times['cached_pass_seconds'] / later:.0%} of a later epoch's {later:.1f} s (median)")  # fmt: skip
+        print(
+            f"input pipeline alone: {input_times['first_pass_seconds']:.1f} s filling the cache (epoch 1 reads this), "
+            f"{input_times['cached_pass_seconds']:.1f} s from the cache: "
+            f"{input_times['cached_pass_seconds'] / later:.0%} of a later epoch's {later:.1f} s (median)"
+        )
         figures["input_pipeline"] = input_times
-    print(f"load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, "
-          f"after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}")  # fmt: skip
+    print(
+        f"load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, "
+        f"after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}"
+    )
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(figures) + "\n")

@@ -47,7 +47,9 @@ REGIONS = 5
 TITLE_WORDS = 5_000
 
 
-def generate_extract_dir(path: Path, num_examples: int, history_length: int, seed: int = 0, content: bool = True) -> Path:
+def generate_extract_dir(
+    path: Path, num_examples: int, history_length: int, seed: int = 0, content: bool = True
+) -> Path:
     """Writes a synthetic EXTRACT_DIR with `num_examples` training examples (vectorised, fast).
 
     With `content` (what `candidates extract` writes today) each example also has the label's
@@ -86,11 +88,13 @@ def generate_extract_dir(path: Path, num_examples: int, history_length: int, see
         ),
         # 5 % test, 5 % validation (the held-out share of the old "eval" split, which the
         # transform now dead-letters as an unknown split: that cost the old figures 10 % of rows).
-        features.SPLIT: pa.array(np.select(
-            [(held_out := rng.random(num_examples)) < 0.05, held_out < 0.10],
-            [features.TEST_SPLIT, features.VALIDATION_SPLIT],
-            features.TRAIN_SPLIT,
-        )),
+        features.SPLIT: pa.array(
+            np.select(
+                [(held_out := rng.random(num_examples)) < 0.05, held_out < 0.10],
+                [features.TEST_SPLIT, features.VALIDATION_SPLIT],
+                features.TRAIN_SPLIT,
+            )
+        ),
     }
     titles = None
     if content:
@@ -101,9 +105,14 @@ def generate_extract_dir(path: Path, num_examples: int, history_length: int, see
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path / extract_layout.TRAINING_EXAMPLES_FILE, row_group_size=100_000)
     pq.write_table(
-        pa.table({"article_id": names, "title": titles if titles is not None else names, "category": category_names.take(
-            pa.array(np.arange(num_articles) % CATEGORIES)), "region": region_names.take(
-            pa.array(np.arange(num_articles) % REGIONS))}),
+        pa.table(
+            {
+                "article_id": names,
+                "title": titles if titles is not None else names,
+                "category": category_names.take(pa.array(np.arange(num_articles) % CATEGORIES)),
+                "region": region_names.take(pa.array(np.arange(num_articles) % REGIONS)),
+            }
+        ),
         path / extract_layout.CORPUS_FILE,
     )
     (path / extract_layout.SUCCESS_MARKER).write_text("")
@@ -186,14 +195,21 @@ def main() -> int:
     parser.add_argument("--large", action="store_true", help="also run 10^6 examples")
     parser.add_argument("--workdir", default="/tmp/transform-benchmark")
     parser.add_argument("--history-length", type=int, default=features.HISTORY_LENGTH)
-    parser.add_argument("--batch-size", type=int, default=TransformConfig.batch_size,
-                        help="rows per TensorFlow batch (default: TransformConfig's)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=TransformConfig.batch_size,
+        help="rows per TensorFlow batch (default: TransformConfig's)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="direct_num_workers")
     parser.add_argument("--mode", default="in_memory", help="direct_running_mode")
     parser.add_argument("--profile", action="store_true", help="cProfile each run (in_memory only sees this process)")
     parser.add_argument("--top", type=int, default=25, help="functions listed with --profile")
-    parser.add_argument("--no-content", action="store_true",
-                        help="generate examples without label title and age (the data before the content-aware article tower)")
+    parser.add_argument(
+        "--no-content",
+        action="store_true",
+        help="generate examples without label title and age (the data before the content-aware article tower)",
+    )
     parser.add_argument("--log", help="append one JSON line per run (figures, load, settings) to this file")
     parser.add_argument("--label", default="", help="a name for the runs in --log")
     parser.add_argument("--run-one", nargs=2, metavar=("EXAMPLES", "OUT"), help=argparse.SUPPRESS)
@@ -205,44 +221,75 @@ def main() -> int:
 
     sizes = sorted(set(args.sizes + ([1_000_000] if args.large else [])))
     workdir = Path(args.workdir)
-    print(f"transform throughput on DirectRunner ({args.mode}, {args.workers} worker(s)), "
-          f"H={args.history_length}, batch {args.batch_size}, {os.cpu_count()} CPUs, "
-          f"{'no label content' if args.no_content else 'with label titles and ages'}")
+    print(
+        f"transform throughput on DirectRunner ({args.mode}, {args.workers} worker(s)), "
+        f"H={args.history_length}, batch {args.batch_size}, {os.cpu_count()} CPUs, "
+        f"{'no label content' if args.no_content else 'with label titles and ages'}"
+    )
     print("(wall seconds depend on what else the machine runs; CPU seconds much less so)")
-    print(f"{'examples':>10} {'wall s':>8} {'examples/s':>11} {'CPU s':>8} {'examples/CPU s':>15} "
-          f"{'peak RSS MiB (job / children)':>30} {'load 1/5 min':>13}")
+    print(
+        f"{'examples':>10} {'wall s':>8} {'examples/s':>11} {'CPU s':>8} {'examples/CPU s':>15} "
+        f"{'peak RSS MiB (job / children)':>30} {'load 1/5 min':>13}"
+    )
     for size in sizes:
         load_before = os.getloadavg()
         examples = workdir / f"extract-{size}-h{args.history_length}{'' if args.no_content else '-content'}"
         if not (examples / extract_layout.SUCCESS_MARKER).exists():
             generate_extract_dir(examples, size, args.history_length, content=not args.no_content)
-        command = [sys.executable, __file__, "--run-one", str(examples), str(workdir / f"out-{size}"),
-                   "--history-length", str(args.history_length), "--batch-size", str(args.batch_size),
-                   "--workers", str(args.workers), "--mode", args.mode, "--top", str(args.top)]
+        command = [
+            sys.executable,
+            __file__,
+            "--run-one",
+            str(examples),
+            str(workdir / f"out-{size}"),
+            "--history-length",
+            str(args.history_length),
+            "--batch-size",
+            str(args.batch_size),
+            "--workers",
+            str(args.workers),
+            "--mode",
+            args.mode,
+            "--top",
+            str(args.top),
+        ]
         if args.profile:
             command.append("--profile")
         completed = subprocess.run(command, capture_output=True, text=True)
-        lines = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")]
+        lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
         if completed.returncode or not lines:
             print(completed.stdout[-3000:], completed.stderr[-5000:], file=sys.stderr)
             return 1
-        result = json.loads(lines[-1][len("RESULT "):])
+        result = json.loads(lines[-1][len("RESULT ") :])
         rate = result["records_in"] / result["seconds"]
         cpu = result["cpu_seconds"]
-        print(f"{size:>10} {result['seconds']:>8.1f} {rate:>11.0f} {cpu:>8.1f} {result['records_in'] / cpu:>15.0f} "
-              f"{result['peak_rss_mib_self']:>16.0f} / {result['peak_rss_mib_children']:<11.0f} "
-              f"{os.getloadavg()[0]:>6.1f}/{os.getloadavg()[1]:.1f}", flush=True)
+        print(
+            f"{size:>10} {result['seconds']:>8.1f} {rate:>11.0f} {cpu:>8.1f} {result['records_in'] / cpu:>15.0f} "
+            f"{result['peak_rss_mib_self']:>16.0f} / {result['peak_rss_mib_children']:<11.0f} "
+            f"{os.getloadavg()[0]:>6.1f}/{os.getloadavg()[1]:.1f}",
+            flush=True,
+        )
         if args.log:
-            line = {"label": args.label, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-                    "examples": size, "content": not args.no_content, "batch_size": args.batch_size,
-                    "workers": args.workers, "mode": args.mode, "history_length": args.history_length,
-                    "wall_seconds": round(result["seconds"], 2), "examples_per_second": round(rate),
-                    "cpu_seconds": round(cpu, 2), "examples_per_cpu_second": round(result["records_in"] / cpu),
-                    "peak_rss_mib_job": round(result["peak_rss_mib_self"]),
-                    "peak_rss_mib_children": round(result["peak_rss_mib_children"]),
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                    "profiled": args.profile, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            line = {
+                "label": args.label,
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                "examples": size,
+                "content": not args.no_content,
+                "batch_size": args.batch_size,
+                "workers": args.workers,
+                "mode": args.mode,
+                "history_length": args.history_length,
+                "wall_seconds": round(result["seconds"], 2),
+                "examples_per_second": round(rate),
+                "cpu_seconds": round(cpu, 2),
+                "examples_per_cpu_second": round(result["records_in"] / cpu),
+                "peak_rss_mib_job": round(result["peak_rss_mib_self"]),
+                "peak_rss_mib_children": round(result["peak_rss_mib_children"]),
+                "load_average_before": [round(x, 2) for x in load_before],
+                "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "profiled": args.profile,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             with open(args.log, "a") as f:
                 f.write(json.dumps(line) + "\n")
         if args.profile:

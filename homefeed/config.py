@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, TypeVar
 
 from homefeed import features
@@ -79,7 +80,7 @@ class ExtractConfig:
         Accepts ISO 8601 dates and timestamps: `2024-03-01`, `2024-03-01T12:00:00`,
         `2024-03-01 12:00:00+02:00`, `2024-03-01T12:00:00Z`.
         """
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         if self.as_of is None:
             return None
@@ -90,12 +91,12 @@ class ExtractConfig:
                 f"as_of: cannot read {self.as_of!r} as an ISO 8601 date or timestamp "
                 "(e.g. 2024-03-01 or 2024-03-01T12:00:00Z)"
             ) from None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass
 class TransformConfig:
-    """The TF Transform job (components/transform) and its preprocessing_fn (trainer/preprocessing.py)."""
+    """The TF Transform job (components/transform) and its preprocessing_fn (trainer/model/preprocessing.py)."""
 
     # Histories are cut to their most recent `history_length` views (training and serving alike).
     history_length: int = features.HISTORY_LENGTH
@@ -149,7 +150,7 @@ USER_POOLINGS = ("attention", "gru", "mean")  # TrainConfig.user_pooling
 
 @dataclass
 class TrainConfig:
-    """The two-tower candidate model (trainer/model.py) and its training loop (trainer/train.py).
+    """The two-tower candidate model (trainer/model/two_tower.py) and its training loop (trainer/training/train.py).
 
     Every field carries a `help` text in its metadata: `candidates train` turns each field into a
     `--flag` with that help, so the CLI, this class and config.json never disagree.
@@ -202,14 +203,26 @@ class TrainConfig:
         default=0,
         metadata={"help": "hidden ReLU layer of the article tower over id, attributes, title and age (0: linear)"},
     )
-    id_dropout: float = field(default=0.5, metadata={"help": (
-        "share of training labels whose id is replaced by an OOV id, so a listing unseen in training (a new "
-        "one) is placed by its title, age, category and region (0: off; used when id_dropout_choices is empty)")})  # fmt: skip
+    id_dropout: float = field(
+        default=0.5,
+        metadata={
+            "help": (
+                "share of training labels whose id is replaced by an OOV id, so a listing unseen in training (a new "
+                "one) is placed by its title, age, category and region (0: off; used when id_dropout_choices is empty)"
+            )
+        },
+    )
     # Validation splits disagree (MovieLens 100K picks 0; churn, whose validation now ranks new
     # listings as served, 0.9: benchmarks/results/cold_start.jsonl): try both ends.
-    id_dropout_choices: tuple[float, ...] = field(default=(0.0, 0.9), metadata={"help": (
-        "id dropout rates to try: one model per rate, the best on validation recall kept (its rate becomes "
-        "id_dropout; metrics.json lists each rate's figure); empty: train once with id_dropout")})  # fmt: skip
+    id_dropout_choices: tuple[float, ...] = field(
+        default=(0.0, 0.9),
+        metadata={
+            "help": (
+                "id dropout rates to try: one model per rate, the best on validation recall kept (its rate becomes "
+                "id_dropout; metrics.json lists each rate's figure); empty: train once with id_dropout"
+            )
+        },
+    )
     max_examples_per_user: int = field(
         default=0,
         metadata={
@@ -263,9 +276,7 @@ class TrainConfig:
             "weights are kept either way (0: never stop early)"
         },
     )
-    eval_k: int = field(
-        default=200, metadata={"help": "K of the per-epoch validation recall@K (early stopping)"}
-    )
+    eval_k: int = field(default=200, metadata={"help": "K of the per-epoch validation recall@K (early stopping)"})
     max_eval_users: int = field(
         default=10_000,
         metadata={"help": "per-epoch validation uses at most this many validation examples (sampled)"},
@@ -279,11 +290,28 @@ class TrainConfig:
         },
     )
     shuffle_buffer: int = field(default=200_000, metadata={"help": "examples in the shuffle buffer"})
-    cache_examples: bool = field(default=True, metadata={"help": "keep the training records in memory after the first epoch"})
-    xla_dense: bool = field(default=False, metadata={"help": "training only: compile the step's dense part (after the embedding lookups, loss included) with XLA, the lookups' gradients still sparse (trainer/dense_step.py; export unchanged): ~23% less CPU in forward/backward, 65 -> 52 CPU-ms a step with lazy Adam at 10^5 articles; MovieLens test R@50 median 0.460 -> 0.453 (R@200 0.768 -> 0.775), so off by default; not with user_pooling gru"})  # fmt: skip
+    cache_examples: bool = field(
+        default=True, metadata={"help": "keep the training records in memory after the first epoch"}
+    )
+    xla_dense: bool = field(
+        default=False,
+        metadata={
+            "help": "training only: compile the step's dense part (after the embedding lookups, loss included) with XLA, the lookups' gradients still sparse (trainer/training/dense_step.py; export unchanged): ~23% less CPU in forward/backward, 65 -> 52 CPU-ms a step with lazy Adam at 10^5 articles; MovieLens test R@50 median 0.460 -> 0.453 (R@200 0.768 -> 0.775), so off by default; not with user_pooling gru"
+        },
+    )
     # Opt-in: test R@50 fell on every MovieLens seed (README, benchmarks/results/quality_lazy_adam.jsonl).
-    lazy_adam: bool = field(default=False, metadata={"help": "Adam updates only the embedding rows a batch looked up, and their moments (TF Addons' LazyAdam, trainer/lazy_adam.py), not every row of every table each step (~35% less CPU per step at 10^5 articles, ~28% less time an epoch); MovieLens test R@50 median 0.461 -> 0.448, so off by default (Keras's dense Adam)"})  # fmt: skip
-    fused_adam: bool = field(default=False, metadata={"help": "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step at 10^5 articles); same arithmetic, rounded differently: results differ slightly (off: MovieLens test R@200 moved 0.752 -> 0.747, README); figures with --no-lazy-adam, with lazy Adam it compiles the lazy update (not measured)"})  # fmt: skip
+    lazy_adam: bool = field(
+        default=False,
+        metadata={
+            "help": "Adam updates only the embedding rows a batch looked up, and their moments (TF Addons' LazyAdam, trainer/training/lazy_adam.py), not every row of every table each step (~35% less CPU per step at 10^5 articles, ~28% less time an epoch); MovieLens test R@50 median 0.461 -> 0.448, so off by default (Keras's dense Adam)"
+        },
+    )
+    fused_adam: bool = field(
+        default=False,
+        metadata={
+            "help": "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step at 10^5 articles); same arithmetic, rounded differently: results differ slightly (off: MovieLens test R@200 moved 0.752 -> 0.747, README); figures with --no-lazy-adam, with lazy Adam it compiles the lazy update (not measured)"
+        },
+    )
     popular_articles: int = field(
         default=1000, metadata={"help": "size of popular_articles.json (the serving fallback)"}
     )
@@ -291,13 +319,26 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.tower_units = tuple(int(u) for u in self.tower_units)
-        positive = ("embedding_dim", "attribute_embedding_dim", "output_dim", "batch_size", "epochs",
-                    "eval_k", "max_eval_users", "shuffle_buffer")  # fmt: skip
+        positive = (
+            "embedding_dim",
+            "attribute_embedding_dim",
+            "output_dim",
+            "batch_size",
+            "epochs",
+            "eval_k",
+            "max_eval_users",
+            "shuffle_buffer",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("recent_items", "num_sampled_negatives", "early_stopping_patience", "popular_articles",
-                     "attention_window"):
+        for name in (
+            "recent_items",
+            "num_sampled_negatives",
+            "early_stopping_patience",
+            "popular_articles",
+            "attention_window",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.user_pooling not in USER_POOLINGS:
@@ -313,8 +354,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
         self.id_dropout_choices = tuple(float(r) for r in self.id_dropout_choices)
         if not all(0.0 <= r < 1.0 for r in (self.id_dropout, *self.id_dropout_choices)):
-            raise ValueError(f"TrainConfig.id_dropout and id_dropout_choices must be in [0, 1), got "
-                             f"{self.id_dropout}, {self.id_dropout_choices}")  # fmt: skip
+            raise ValueError(
+                f"TrainConfig.id_dropout and id_dropout_choices must be in [0, 1), got "
+                f"{self.id_dropout}, {self.id_dropout_choices}"
+            )
         if self.title_embedding_dim < 1 or self.article_units < 0 or self.max_examples_per_user < 0:
             raise ValueError(
                 f"TrainConfig.title_embedding_dim must be >= 1, article_units and max_examples_per_user "
@@ -330,7 +373,7 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Offline evaluation on the test split (trainer/evaluate.py)."""
+    """Offline evaluation on the test split (trainer/evaluation/evaluate.py)."""
 
     ks: tuple[int, ...] = field(default=(10, 50, 100, 200), metadata={"help": "cut-offs K of recall@K"})
     ndcg_k: int = field(default=10, metadata={"help": "cut-off of NDCG@K"})
@@ -377,7 +420,7 @@ class EvaluateConfig:
 
 @dataclass
 class IndexConfig:
-    """The FAISS index over article vectors (serving/index.py, serving/index_build.py)."""
+    """The FAISS index over article vectors (serving/index/faiss_index.py, components/build_index/build.py)."""
 
     # "auto": exact (flat) below `exact_below` articles, else IVF (at 10^6: recall@200 0.98 in a 15-30 s
     # build, where HNSW needed 420 s for 0.95: docs/serving.md); "flat", "hnsw", "ivf" force a type.

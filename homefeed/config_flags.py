@@ -84,10 +84,14 @@ def add_config_flags(
         args = typing.get_args(kind)
         origin = typing.get_origin(kind)
         if origin in (tuple, list):  # tuple[int, ...], list[str]
-            group.add_argument(*names, type=types.get(field.name, args[0]), nargs="*", metavar=args[0].__name__.upper(), **common)
+            group.add_argument(
+                *names, type=types.get(field.name, args[0]), nargs="*", metavar=args[0].__name__.upper(), **common
+            )
         elif origin in (typing.Union, pytypes.UnionType):  # e.g. int | None: "none" gives None
             inner = next(a for a in args if a is not type(None))
-            group.add_argument(*names, type=types.get(field.name, _optional(inner)), metavar=inner.__name__.upper(), **common)
+            group.add_argument(
+                *names, type=types.get(field.name, _optional(inner)), metavar=inner.__name__.upper(), **common
+            )
         else:
             group.add_argument(*names, type=types.get(field.name, kind), metavar=kind.__name__.upper(), **common)
     return group

@@ -1,6 +1,6 @@
 """The single source of truth for feature names, types and sizes.
 
-Imported by the SQL schema checks (components/extract), the transform (trainer/preprocessing.py),
+Imported by the SQL schema checks (components/extract), the transform (trainer/model/preprocessing.py),
 the trainer, the evaluator and the server. Standard library only, so any stage can import it
 without pulling in TensorFlow.
 
@@ -162,10 +162,10 @@ LABEL_CONTENT_COLUMNS: tuple[str, ...] = (LABEL_TITLE, LABEL_AGE)
 # Raw columns of a training example and their types (BigQuery types; REPEATED for arrays).
 EXAMPLE_COLUMNS: dict[str, str] = {
     USER_ID: "STRING",
-    **{c: "STRING" for c in LABEL_COLUMNS},
+    **dict.fromkeys(LABEL_COLUMNS, "STRING"),
     LABEL_TITLE: "STRING",
     LABEL_AGE: "FLOAT64",
-    **{c: "ARRAY<STRING>" for c in HISTORY_COLUMNS},
+    **dict.fromkeys(HISTORY_COLUMNS, "ARRAY<STRING>"),
     RECENT_QUERIES: "ARRAY<STRING>",
     EXAMPLE_AGE: "FLOAT64",
     VIEWED_AT: "TIMESTAMP",
@@ -179,7 +179,7 @@ SEEN = "seen"
 SEEN_LENGTH = 1000
 USER_HISTORY_COLUMNS: dict[str, str] = {
     USER_ID: "STRING",
-    **{c: "ARRAY<STRING>" for c in HISTORY_COLUMNS},
+    **dict.fromkeys(HISTORY_COLUMNS, "ARRAY<STRING>"),
     "last_viewed_at": "TIMESTAMP",
     RECENT_QUERIES: "ARRAY<STRING>",
     SEEN: "ARRAY<STRING>",
@@ -189,7 +189,7 @@ USER_HISTORY_COLUMNS: dict[str, str] = {
 CORPUS_COLUMNS: dict[str, str] = {
     ARTICLE_ID: "STRING",
     TITLE: "STRING",
-    **{a: "STRING" for a in ARTICLE_ATTRIBUTES},
+    **dict.fromkeys(ARTICLE_ATTRIBUTES, "STRING"),
     CREATED_AT: "TIMESTAMP",
     VIEW_COUNT: "INT64",
 }
@@ -222,5 +222,3 @@ class VocabularyDefaults:
     # Several buckets: unseen article ids (new listings) spread over them instead of sharing one
     # row, and training's id dropout (TrainConfig.id_dropout) trains every one of them.
     num_oov_buckets: int = 8
-
-

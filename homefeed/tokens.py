@@ -10,11 +10,11 @@ control and format characters (Unicode categories P*, S*, Z*, Cc, Cf), so Korean
 query with a single space (never across two queries); their order carries no meaning to the model
 (Covington et al. 2016 embed unordered unigrams and bigrams).
 
-This module is the plain-Python reference and has no TensorFlow; `trainer/text_ops.py` builds the
+This module is the plain-Python reference and has no TensorFlow; `trainer/model/text_ops.py` builds the
 same splitting from TensorFlow ops for `preprocessing_fn`, and tests compare the two. NFKC has no
 TensorFlow op (it lives in tensorflow-text, outside the pinned stack), so `normalise` runs where
 text enters the system, in Python: the extract writes queries normalised, and the serving encoder
-normalises before calling the model (trainer/serving_model.py). Both apply this same function;
+normalises before calling the model (trainer/towers/serving_model.py). Both apply this same function;
 it is idempotent, so normalising twice changes nothing.
 """
 

@@ -19,12 +19,14 @@ from homefeed.redact import redact
 
 # Modules that add sub-commands, in the order a user runs the stages.
 COMMAND_MODULES = (
-    "homefeed.data_cli",  # sample-data, import-movielens
+    "homefeed.sample.cli",  # sample-data, import-movielens
     "components.extract.cli",  # extract
     "components.transform.cli",  # transform
     "trainer.cli",  # train, evaluate
-    "serving.cli",  # build-index, load-histories, serve, query
-    "serving.live_cli",  # consume-events, sync-articles
+    "components.build_index.cli",  # build-index
+    "serving.cli",  # load-histories, serve, query
+    "serving.live.cli",  # consume-events
+    "components.sync_articles.cli",  # sync-articles
     "pipeline.cli",  # pipeline compile | submit | run-local
 )
 

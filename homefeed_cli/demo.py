@@ -1,6 +1,6 @@
 """`make demo`: the whole system on this machine, in a few minutes, saying what it does.
 
-  1. generate a sample marketplace (events + articles)         homefeed.sample_data
+  1. generate a sample marketplace (events + articles)         homefeed.sample.marketplace
   2. run the Kubeflow pipeline locally through kfp.local        pipeline.run_local
      (extract on an embedded BigQuery emulator -> TF Transform on Beam's DirectRunner -> train ->
      evaluate -> FAISS index -> gated publish into WORKDIR)
@@ -69,13 +69,21 @@ def get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
 
 def serve_command(publish_root: Path, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "homefeed_cli", "serve",
-        "--model", str(publish_root), "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "homefeed_cli",
+        "serve",
+        "--model",
+        str(publish_root),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 def start_service(publish_root: Path, port: int, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "w")  # noqa: SIM115 - closed by stop_service via the process
+    log = open(log_path, "w")
     return subprocess.Popen(
         lifetime.dies_with_parent(serve_command(publish_root, port)),  # no service outlives the demo
         stdout=log,
@@ -130,8 +138,13 @@ def describe_article(article_id: str, articles: dict[str, dict[str, Any]]) -> st
     return f"{article_id}  {title}" + (f"  [{extra}]" if extra else "")
 
 
-def show_answer(user: str, answer: dict[str, Any], articles: dict[str, dict[str, Any]], history: list[str] | None,
-                searches: list[str] | None = None) -> None:  # fmt: skip
+def show_answer(
+    user: str,
+    answer: dict[str, Any],
+    articles: dict[str, dict[str, Any]],
+    history: list[str] | None,
+    searches: list[str] | None = None,
+) -> None:
     say()
     if history:
         say(f"  user {user}: last views")
@@ -142,7 +155,9 @@ def show_answer(user: str, answer: dict[str, Any], articles: dict[str, dict[str,
     if searches:
         say(f"  user {user}: last searches  " + "  ".join(f'"{q}"' for q in searches[:4]))
     how = f"fallback: {answer.get('fallback_reason')}" if answer.get("fallback") else "personalised"
-    say(f"    top {SHOW_CANDIDATES} of {len(answer['candidates'])} candidates ({how}, model {answer['model_version']}):")
+    say(
+        f"    top {SHOW_CANDIDATES} of {len(answer['candidates'])} candidates ({how}, model {answer['model_version']}):"
+    )
     for rank, candidate in enumerate(answer["candidates"][:SHOW_CANDIDATES], 1):
         say(f"    {rank:>2}. {describe_article(candidate['article_id'], articles)}  score {candidate['score']:.3f}")
 
@@ -154,12 +169,21 @@ def show_search_event(base: str, articles: dict[str, dict[str, Any]]) -> None:
     """POST one search for a user with no views, then ask for their candidates."""
     import urllib.request
 
-    body = {"events": [{"type": "search", "user_id": SEARCHER, "query": "baby stroller",
-                        "searched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]}  # fmt: skip
+    body = {
+        "events": [
+            {
+                "type": "search",
+                "user_id": SEARCHER,
+                "query": "baby stroller",
+                "searched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        ]
+    }
     say()
     say(f"  $ curl -X POST {base}/v1/events -d '{json.dumps(body)}'")
-    request = urllib.request.Request(f"{base}/v1/events", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"{base}/v1/events", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             say(f"    {response.status} {response.read().decode()}")
@@ -172,7 +196,7 @@ def show_search_event(base: str, articles: dict[str, dict[str, Any]]) -> None:
 
 
 def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, Any] | None = None) -> int:
-    from homefeed.sample_data import SampleDataConfig, write_sample_data
+    from homefeed.sample.marketplace import SampleDataConfig, write_sample_data
     from pipeline.run_local import run_local
 
     total = 5
@@ -189,8 +213,10 @@ def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, 
         say(f"  reusing {events} and {articles}" + (f" and {searches}" if searches.exists() else ""))
     else:
         summary = write_sample_data(data_dir, SampleDataConfig(**DEMO_DATA))
-        say(f"  wrote {summary['events']} views by {summary['users']} users of {summary['articles']} listings "
-            f"and {summary['searches']} searches to {data_dir}")  # fmt: skip
+        say(
+            f"  wrote {summary['events']} views by {summary['users']} users of {summary['articles']} listings "
+            f"and {summary['searches']} searches to {data_dir}"
+        )
 
     step(2, total, "Pipeline: extract -> transform -> train -> evaluate + index -> gated publish (kfp.local)")
     say(f"  each stage runs as a Kubeflow component in a local subprocess; full log: {workdir / 'run-local.log'}")
@@ -247,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workdir", default="demo", help="where data, pipeline runs and published models go (default: %(default)s)")
+    parser.add_argument(
+        "--workdir", default="demo", help="where data, pipeline runs and published models go (default: %(default)s)"
+    )
     parser.add_argument("--data", help="use these events.parquet + articles.parquet instead of generating sample data")
     parser.add_argument("--epochs", type=int, help=f"training epochs (default {DEMO_PARAMETERS['epochs']})")
     args = parser.parse_args(argv)

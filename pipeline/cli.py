@@ -68,13 +68,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Compile the pipeline to KFP IR YAML. The file loads back with "
         "kfp.components.load_component_from_file and runs on any KFP v2 backend.",
     )
-    compile_parser.add_argument("--output", "-o", default="pipeline.yaml", help="YAML file to write (default: %(default)s)")
+    compile_parser.add_argument(
+        "--output", "-o", default="pipeline.yaml", help="YAML file to write (default: %(default)s)"
+    )
     compile_parser.add_argument(
         "--output-root",
         help="default pipeline root for the run's artifacts (gs://bucket/path or a path the cluster mounts); "
         "submit --output-root overrides it per run",
     )
-    compile_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="change a parameter's default; " + PARAM_HELP)
+    compile_parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="change a parameter's default; " + PARAM_HELP
+    )
     compile_parser.set_defaults(handler=_compile)
 
     submit_parser = commands.add_parser(
@@ -87,15 +91,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     submit_parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
     submit_parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user clusters)")
-    submit_parser.add_argument("--experiment", default="homefeed-candidates", help="experiment name (default: %(default)s)")
-    submit_parser.add_argument("--schedule", metavar="CRON", help="create a recurring run on this cron schedule, e.g. '0 3 * * *'")
+    submit_parser.add_argument(
+        "--experiment", default="homefeed-candidates", help="experiment name (default: %(default)s)"
+    )
+    submit_parser.add_argument(
+        "--schedule", metavar="CRON", help="create a recurring run on this cron schedule, e.g. '0 3 * * *'"
+    )
     submit_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
-    submit_parser.add_argument("--output-root", help="pipeline root for this run's artifacts, e.g. gs://bucket/pipeline-root")
+    submit_parser.add_argument(
+        "--output-root", help="pipeline root for this run's artifacts, e.g. gs://bucket/pipeline-root"
+    )
     submit_parser.add_argument("--run-name", help="display name of the run (default: pipeline name and time)")
-    submit_parser.add_argument("--package", help="submit this compiled YAML instead of compiling the installed pipeline")
+    submit_parser.add_argument(
+        "--package", help="submit this compiled YAML instead of compiling the installed pipeline"
+    )
     submit_parser.add_argument("--token", help="bearer token for the KFP API, when the cluster needs one")
     caching = submit_parser.add_mutually_exclusive_group()
-    caching.add_argument("--cache", dest="enable_caching", action="store_true", default=None, help="let every task reuse cached results")
+    caching.add_argument(
+        "--cache", dest="enable_caching", action="store_true", default=None, help="let every task reuse cached results"
+    )
     caching.add_argument("--no-cache", dest="enable_caching", action="store_false", help="run every task afresh")
     submit_parser.set_defaults(handler=_submit)
 
@@ -106,17 +120,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=RUN_LOCAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    local_parser.add_argument("--events", required=True, help="events table as Parquet or CSV (user_id, article_id, viewed_at)")
-    local_parser.add_argument("--articles", required=True, help="articles table as Parquet or CSV (article_id, optional title, category, ...)")
-    local_parser.add_argument("--searches", help="optional searches table as Parquet or CSV (user_id, query, searched_at): the second user signal")
+    local_parser.add_argument(
+        "--events", required=True, help="events table as Parquet or CSV (user_id, article_id, viewed_at)"
+    )
+    local_parser.add_argument(
+        "--articles", required=True, help="articles table as Parquet or CSV (article_id, optional title, category, ...)"
+    )
+    local_parser.add_argument(
+        "--searches",
+        help="optional searches table as Parquet or CSV (user_id, query, searched_at): the second user signal",
+    )
     local_parser.add_argument("--workdir", required=True, help="publish root and home of the run's artifacts (created)")
     local_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     local_parser.add_argument(
-        "--image", metavar="IMAGE",
+        "--image",
+        metavar="IMAGE",
         help="run every task in a container of this pipeline image (kfp.local DockerRunner; needs a Docker "
         "daemon and the image, e.g. from `make image`) instead of in this Python",
     )
-    local_parser.add_argument("--show-task-output", action="store_true", help="echo every task's full output (it always goes to DIR/run-local.log)")
+    local_parser.add_argument(
+        "--show-task-output",
+        action="store_true",
+        help="echo every task's full output (it always goes to DIR/run-local.log)",
+    )
     local_parser.add_argument("--json", action="store_true", help="print the result as JSON after the summary")
     local_parser.set_defaults(handler=_run_local)
 
@@ -176,8 +202,15 @@ def _run_local(args: argparse.Namespace) -> int:
     parameters = _typed_params(args.param)
     print(f"Running the pipeline locally (kfp.local); full log in {args.workdir}/run-local.log", flush=True)
     try:
-        result = run_local(args.events, args.articles, args.workdir, parameters, verbose=args.show_task_output,
-                           searches=args.searches, image=args.image)  # fmt: skip
+        result = run_local(
+            args.events,
+            args.articles,
+            args.workdir,
+            parameters,
+            verbose=args.show_task_output,
+            searches=args.searches,
+            image=args.image,
+        )
     except RuntimeError as error:  # a task failed; its output is in the log
         from homefeed.errors import CommandError
 
@@ -185,6 +218,10 @@ def _run_local(args: argparse.Namespace) -> int:
     print()
     print("\n".join(result.summary_lines()))
     if args.json:
-        print(json.dumps({k: str(v) if hasattr(v, "__fspath__") else v for k, v in vars(result).items()}, indent=2, default=str))
+        print(
+            json.dumps(
+                {k: str(v) if hasattr(v, "__fspath__") else v for k, v in vars(result).items()}, indent=2, default=str
+            )
+        )
     sys.stdout.flush()
     return 0

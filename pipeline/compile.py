@@ -29,9 +29,7 @@ def pipeline_parameters(pipeline_spec: Mapping[str, Any]) -> dict[str, dict[str,
     }
 
 
-def parse_param_assignments(
-    assignments: Iterable[str], parameters: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Any]:
+def parse_param_assignments(assignments: Iterable[str], parameters: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Turns `["epochs=5", "beam_args=[\"--x\"]"]` into typed values for the pipeline's parameters.
 
     Types come from the compiled pipeline (`pipeline_parameters`): integers, floats and booleans are
@@ -47,7 +45,9 @@ def parse_param_assignments(
         if not sep or not name:
             raise ValueError(f"--param {assignment!r}: expected NAME=VALUE")
         if name not in parameters:
-            raise ValueError(f"--param {assignment!r}: the pipeline has no parameter {name!r}; it has: {', '.join(sorted(parameters))}")
+            raise ValueError(
+                f"--param {assignment!r}: the pipeline has no parameter {name!r}; it has: {', '.join(sorted(parameters))}"
+            )
         kind = parameters[name]["type"]
         try:
             if kind == "NUMBER_INTEGER":
@@ -61,7 +61,7 @@ def parse_param_assignments(
             elif kind == "LIST":
                 value = json.loads(text)
                 if not isinstance(value, list):
-                    raise ValueError("expected a JSON list, e.g. [\"--flag=1\"]")
+                    raise ValueError('expected a JSON list, e.g. ["--flag=1"]')
             elif kind == "STRUCT":
                 value = json.loads(text)
                 if not isinstance(value, dict):

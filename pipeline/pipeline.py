@@ -9,7 +9,7 @@ KFP parameters cannot be None: an empty string or 0 means "not set" where the co
 (`as_of`, `max_article_age_days`, `lookback_days`, `vocab_top_k`).
 """
 
-from typing import Dict, List, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Metrics, Model
@@ -82,7 +82,7 @@ def candidates_pipeline(
     # Transform: the Beam runner and its options (e.g. ["--project=p", "--region=r", "--temp_location=gs://b/t"]).
     beam_runner: str = _TRANSFORM.runner,
     beam_direct_num_workers: int = _TRANSFORM.direct_num_workers,
-    beam_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+    beam_args: list[str] = [],  # noqa: B006 - a KFP default value, never mutated
     vocab_frequency_threshold: int = _TRANSFORM.vocab_frequency_threshold,
     vocab_top_k: int = 0,
     # Train: model hyper-parameters.
@@ -95,7 +95,7 @@ def candidates_pipeline(
     early_stopping_patience: int = _TRAIN.early_stopping_patience,
     seed: int = _TRAIN.seed,
     # Any other TrainConfig field, by name, e.g. {"tower_units": [256, 128], "dropout": 0.1}.
-    train_overrides: Dict = {},  # noqa: B006 - a KFP default value, never mutated
+    train_overrides: dict = {},  # noqa: B006 - a KFP default value, never mutated
     # Evaluate: "examples" replays each test view at its own age; "serving" asks as the service does (age 0).
     eval_example_age: str = _EVALUATE.example_age,
     # Index.

@@ -8,11 +8,27 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from serving.candidates import STAGES
+# The stages of one candidate request, each timed (serving/recommend/candidates.py).
+STAGES = ("store", "encode", "search", "filter")
 
 # Latency buckets around the 10 ms budget: fine below it, coarse above.
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.05, 0.25)
 
@@ -44,7 +60,10 @@ class ServiceMetrics:
             "candidates_returned", "Candidates per answer", buckets=(0, 1, 10, 50, 100, 200, 500, 1000), registry=r
         )
         self.fallbacks = Counter(
-            "candidates_fallbacks", "Answers served from the popular-article fallback, by reason", ["reason"], registry=r
+            "candidates_fallbacks",
+            "Answers served from the popular-article fallback, by reason",
+            ["reason"],
+            registry=r,
         )
         self.model_info = Info("candidates_model", "The model + index being served", registry=r)
         self.model_loaded = Gauge(
@@ -52,7 +71,9 @@ class ServiceMetrics:
         )
         self.articles = Gauge("candidates_index_articles", "Articles in the served index", registry=r)
         self.reloads = Counter(
-            "candidates_model_reloads", "Model reload attempts by result (loaded, rejected, unchanged)", ["result"],
+            "candidates_model_reloads",
+            "Model reload attempts by result (loaded, rejected, unchanged)",
+            ["result"],
             registry=r,
         )
 

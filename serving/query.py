@@ -41,7 +41,9 @@ def fetch_candidates(
     try:
         body = response.json()
     except json.JSONDecodeError:
-        raise ServiceError(f"{endpoint} answered {response.status_code} with non-JSON: {response.text[:200]!r}") from None
+        raise ServiceError(
+            f"{endpoint} answered {response.status_code} with non-JSON: {response.text[:200]!r}"
+        ) from None
     if response.status_code != 200:
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
         raise ServiceError(f"the service refused the request ({response.status_code}): {message or body}")
@@ -82,13 +84,17 @@ def wait_until_ready(
                 output = output.decode(errors="replace") if isinstance(output, bytes) else output
             else:
                 output = ""
-            raise ServiceError(f"the service exited with status {process.returncode} before it was ready:\n{output[-3000:]}")
+            raise ServiceError(
+                f"the service exited with status {process.returncode} before it was ready:\n{output[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(readyz, timeout=2) as response:
                 return json.loads(response.read())
         except (urllib.error.URLError, OSError):
             time.sleep(poll_s)
-    raise TimeoutError(f"the service at {url} was not ready within {timeout_s:.0f}s" + (f"; log: {log_path}" if log_path else ""))
+    raise TimeoutError(
+        f"the service at {url} was not ready within {timeout_s:.0f}s" + (f"; log: {log_path}" if log_path else "")
+    )
 
 
 def format_candidates(body: dict[str, Any]) -> str:

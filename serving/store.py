@@ -11,7 +11,7 @@ Two implementations of one interface, `get(user_id) -> history row or None`:
 
 A history row is a dict with `history` (article ids, most recent first), the parallel
 `history_<attr>` lists and, when the user searched, `recent_queries` (most recent first):
-exactly what `trainer.serving_model.UserEncoder.encode` takes. Beside them, `seen` (when the
+exactly what `trainer.towers.serving_model.UserEncoder.encode` takes. Beside them, `seen` (when the
 snapshot has it): every article the user viewed, most recent first, at most
 `features.SEEN_LENGTH`: what `seen_set` gives the "already viewed" filter (evaluation excludes the
 same set).
@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Protocol
 
@@ -124,10 +125,10 @@ def snapshot_as_of_ms(path: str | os.PathLike) -> int | None:
     try:
         as_of = json.loads(summary.read_text()).get("as_of")
         if as_of:
-            from datetime import datetime, timezone
+            from datetime import datetime
 
             parsed = datetime.fromisoformat(str(as_of).replace("Z", "+00:00"))
-            return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+            return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
     except (OSError, ValueError, AttributeError):
         pass
     try:
@@ -155,7 +156,7 @@ class EmbeddedStore:
         self.as_of_ms = as_of_ms
 
     @classmethod
-    def from_parquet(cls, path: str | os.PathLike) -> "EmbeddedStore":
+    def from_parquet(cls, path: str | os.PathLike) -> EmbeddedStore:
         started = time.perf_counter()
         histories: dict[str, HistoryRow] = {}
         duplicates = 0
@@ -260,7 +261,9 @@ class RedisStore:
             value, other = self._redis.mget(self.prefix + user_id, other_key)
         except redis.RedisError as error:
             raise StoreUnavailableError(f"{self.description}: {error}") from error
-        return (None if value is None else decode_row(value, f"{self.description}: key {self.prefix + user_id!r}")), other
+        return (
+            None if value is None else decode_row(value, f"{self.description}: key {self.prefix + user_id!r}")
+        ), other
 
     def snapshot_meta(self) -> dict | None:
         value = self._redis.get(self.prefix.rstrip(":") + "-" + META_KEY_SUFFIX)
@@ -340,7 +343,9 @@ def load_histories_to_redis(
         }
         client.set(prefix.rstrip(":") + "-" + META_KEY_SUFFIX, orjson.dumps(meta))
     except redis.RedisError as error:
-        raise StoreUnavailableError(f"loading histories into {_redact(url)} failed after {written} users: {error}") from error
+        raise StoreUnavailableError(
+            f"loading histories into {_redact(url)} failed after {written} users: {error}"
+        ) from error
     finally:
         client.close()
     if progress:

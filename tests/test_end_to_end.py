@@ -30,7 +30,7 @@ import pytest
 
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
-from homefeed.sample_data import SampleDataConfig, write_sample_data
+from homefeed.sample.marketplace import SampleDataConfig, write_sample_data
 from serving.query import wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -55,8 +55,17 @@ def data(tmp_path_factory) -> dict:
 def first_run(data, tmp_path_factory) -> dict:
     """`candidates pipeline run-local` through the real CLI entry point; what it left behind."""
     workdir = tmp_path_factory.mktemp("published")
-    argv = ["pipeline", "run-local", "--events", data["events_path"], "--articles", data["articles_path"],
-            "--workdir", str(workdir), *_params(PARAMS)]  # fmt: skip
+    argv = [
+        "pipeline",
+        "run-local",
+        "--events",
+        data["events_path"],
+        "--articles",
+        data["articles_path"],
+        "--workdir",
+        str(workdir),
+        *_params(PARAMS),
+    ]
     out_path = workdir.parent / "run-local.out"
     with open(out_path, "w") as out:
         process = subprocess.run(
@@ -80,7 +89,10 @@ def _popularity_recall(rows: list[dict], corpus: list[str], k: int) -> float:
     counts = Counter(r[features.LABEL] for r in rows if r[features.SPLIT] != features.TEST_SPLIT)
     first_rows = {}
     for r in rows:  # each user's first view: the oldest history entry of their earliest row
-        if r[features.USER_ID] not in first_rows or r[features.VIEWED_AT] < first_rows[r[features.USER_ID]][features.VIEWED_AT]:
+        if (
+            r[features.USER_ID] not in first_rows
+            or r[features.VIEWED_AT] < first_rows[r[features.USER_ID]][features.VIEWED_AT]
+        ):
             first_rows[r[features.USER_ID]] = r
     counts.update(r[features.HISTORY][-1] for r in first_rows.values())
     ranked = sorted(corpus, key=lambda a: (-counts.get(a, 0), a))
@@ -104,7 +116,7 @@ def _offline_candidates(
     """
     import faiss
 
-    from trainer.serving_model import UserEncoder
+    from trainer.towers.serving_model import UserEncoder
 
     ids = (version_dir / "article_ids.txt").read_text().splitlines()
     index = faiss.read_index(str(version_dir / "index" / "articles.faiss"))
@@ -138,10 +150,21 @@ def service(first_run):
     port = _free_port()
     log = open(first_run["workdir"].parent / "service.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(first_run["workdir"]),
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "homefeed_cli",
+            "serve",
+            "--model",
+            str(first_run["workdir"]),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, process, timeout_s=180, poll_s=0.5, log_path=first_run["workdir"].parent / "service.log")
@@ -158,7 +181,13 @@ def test_run_local_publishes_and_says_where_everything_is(first_run):
     assert (live / "manifest.json").is_file() and (live / "index" / "index_manifest.json").is_file()
     assert (live / extract_layout.USER_HISTORIES_FILE).is_file()
     assert json.loads((live / "manifest.json").read_text())["model_version"] == version
-    for expected in ("model:", "index:", "metrics:", f"published:   version {version}", f"candidates serve --model {workdir}"):
+    for expected in (
+        "model:",
+        "index:",
+        "metrics:",
+        f"published:   version {version}",
+        f"candidates serve --model {workdir}",
+    ):
         assert expected in output, expected
     for stage in ("extract", "transform", "train", "evaluate", "build-index", "publish"):
         assert (first_run["run_dir"] / stage / "executor_output.json").is_file(), stage
@@ -184,7 +213,7 @@ def test_recall_at_200_is_well_above_popularity(first_run):
     served = recall(_offline_candidates(live, eval_rows, K))
 
     # Replaying past views against the as_of index is the evaluator's `as_of_corpus` figure; the
-    # gate's ranks each view over the corpus live at its time (trainer/served_corpus.py).
+    # gate's ranks each view over the corpus live at its time (trainer/evaluation/served_corpus.py).
     replayed = evaluation["as_of_corpus"]
     assert served == pytest.approx(replayed["model"]["recall@200"], abs=0.02), (served, replayed)
     assert replayed["popularity"]["recall@200"] == pytest.approx(popularity, abs=0.02)
@@ -203,7 +232,9 @@ def test_service_answers_as_the_exported_model_and_index_do(first_run, service):
         assert status == 200, answer
         assert answer["model_version"] == first_run["version"] and answer["fallback"] is False
         assert [c["article_id"] for c in answer["candidates"]] == [a for a, _ in expected]
-        np.testing.assert_allclose([c["score"] for c in answer["candidates"]], [s for _, s in expected], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            [c["score"] for c in answer["candidates"]], [s for _, s in expected], rtol=1e-4, atol=1e-5
+        )
         assert not set(row[features.SEEN]) & {c["article_id"] for c in answer["candidates"]}  # every earlier view
 
     status, answer = _get(f"{service}/v1/users/someone-new-42/candidates?k=20")
@@ -215,11 +246,15 @@ def test_a_worse_model_is_not_published(first_run, data, service):
     from pipeline.run_local import run_local
 
     workdir, version = first_run["workdir"], first_run["version"]
-    result = run_local(data["events_path"], data["articles_path"], workdir, {k: _typed(v) for k, v in BAD_PARAMS.items()})
+    result = run_local(
+        data["events_path"], data["articles_path"], workdir, {k: _typed(v) for k, v in BAD_PARAMS.items()}
+    )
 
     assert not result.published
     assert "worse than the published" in result.reason or "below the floor" in result.reason
-    assert result.recall_at_200 < json.loads((workdir / "versions" / version / "evaluation.json").read_text()).get("recall@200", 1.0)
+    assert result.recall_at_200 < json.loads((workdir / "versions" / version / "evaluation.json").read_text()).get(
+        "recall@200", 1.0
+    )
     assert (workdir / "LATEST").read_text().strip() == version
     assert sorted(p.name for p in (workdir / "versions").iterdir()) == [version]
     # The run itself is green and says why in its metrics.

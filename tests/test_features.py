@@ -11,8 +11,8 @@ from homefeed import features
 
 def test_history_and_label_columns_are_parallel_to_the_attributes():
     attrs = features.ARTICLE_ATTRIBUTES
-    assert features.HISTORY_COLUMNS == (features.HISTORY, *(f"history_{a}" for a in attrs))
-    assert features.LABEL_COLUMNS == (features.LABEL, *(f"label_{a}" for a in attrs))
+    assert (features.HISTORY, *(f"history_{a}" for a in attrs)) == features.HISTORY_COLUMNS
+    assert (features.LABEL, *(f"label_{a}" for a in attrs)) == features.LABEL_COLUMNS
     assert len(features.HISTORY_COLUMNS) == len(features.LABEL_COLUMNS) == len(attrs) + 1
     assert len(set(features.HISTORY_COLUMNS + features.LABEL_COLUMNS)) == 2 * (len(attrs) + 1)
 
@@ -34,19 +34,22 @@ def test_every_column_of_a_stage_is_in_its_contract():
 
 
 def test_vocabulary_names_are_distinct_and_named_for_their_attribute():
-    names = [features.ARTICLE_VOCAB, *(features.vocabulary_name(a) for a in features.ARTICLE_ATTRIBUTES),
-             features.SEARCH_TOKEN_VOCAB]  # fmt: skip
+    names = [
+        features.ARTICLE_VOCAB,
+        *(features.vocabulary_name(a) for a in features.ARTICLE_ATTRIBUTES),
+        features.SEARCH_TOKEN_VOCAB,
+    ]
     assert len(set(names)) == len(names)
     assert all(n.endswith("_vocab") for n in names)
     assert features.vocabulary_name("category") == "category_vocab"
 
 
 def test_the_serving_signatures_take_the_spec_s_columns():
-    from trainer import model_dir
+    from homefeed.layout import model_dir
 
     assert model_dir.HISTORY_INPUTS == features.HISTORY_COLUMNS
     assert model_dir.ARTICLE_INPUTS == features.ARTICLE_FEATURES
-    assert model_dir.USER_INPUTS == (*features.HISTORY_COLUMNS, features.RECENT_QUERIES, features.EXAMPLE_AGE)
+    assert (*features.HISTORY_COLUMNS, features.RECENT_QUERIES, features.EXAMPLE_AGE) == model_dir.USER_INPUTS
 
 
 def test_transformed_names_do_not_collide():
@@ -56,9 +59,21 @@ def test_transformed_names_do_not_collide():
 
 @pytest.mark.parametrize(
     ("days", "bucket"),
-    [(-1.0, 0), (float("nan"), 0), (0.0, 1), (0.5 / 24, 1), (1 / 24, 2), (2.9 / 24, 2), (3 / 24, 3), (7 / 24, 4),
-     (1.0, 5), (10.0, 8), (365.0, 14), (1e9, features.AGE_BUCKETS - 1)],
-)  # fmt: skip
+    [
+        (-1.0, 0),
+        (float("nan"), 0),
+        (0.0, 1),
+        (0.5 / 24, 1),
+        (1 / 24, 2),
+        (2.9 / 24, 2),
+        (3 / 24, 3),
+        (7 / 24, 4),
+        (1.0, 5),
+        (10.0, 8),
+        (365.0, 14),
+        (1e9, features.AGE_BUCKETS - 1),
+    ],
+)
 def test_age_bucket_doubles_in_hours(days, bucket):
     assert features.age_bucket(days) == bucket
     if days >= 0:  # the independent form: 1 + floor(log2(1 + hours)), capped

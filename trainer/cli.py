@@ -1,4 +1,4 @@
-"""`candidates train` and `candidates evaluate`: thin wrappers over trainer.train and trainer.evaluate.
+"""`candidates train` and `candidates evaluate`: thin wrappers over trainer.training.train and trainer.evaluation.evaluate.
 
 Every field of `TrainConfig` / `EvaluateConfig` becomes a flag (`embedding_dim` -> `--embedding-dim`)
 with the help text from the field's metadata (homefeed/config_flags.py), so the CLI cannot drift
@@ -72,9 +72,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from trainer.train import train_model
-
-    from trainer.id_dropout_choice import train_config
+    from trainer.training.id_dropout_choice import train_config
+    from trainer.training.train import train_model
 
     config = train_config(given_config_values(config_lib.TrainConfig, args))  # --id-dropout alone: no choice
     started = time.monotonic()
@@ -102,18 +101,22 @@ def format_table(metrics: dict[str, Any]) -> str:
     widths = [max(13, len(c) + 1) for c in columns]
     lines = [f"{'metric':<15}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
     for name in names:
-        lines.append(f"{name:<15}" + "".join(f"{figures[name]:>{w}.4f}" for figures, w in zip(columns.values(), widths)))
+        lines.append(
+            f"{name:<15}" + "".join(f"{figures[name]:>{w}.4f}" for figures, w in zip(columns.values(), widths))
+        )
     cold = metrics.get("cold_start") or {}
-    if cold.get("num_users"):  # the same figures on the test views of new listings (trainer/cold_start.py)
+    if cold.get("num_users"):  # the same figures on the test views of new listings (trainer/evaluation/cold_start.py)
         for name in (n for n in names if n.startswith("recall@")):
             row = [cold.get(c, {}).get(name) for c in columns]
-            lines.append(f"{'new ' + name:<15}" + "".join(f"{'' if v is None else f'{v:.4f}':>{w}}" for v, w in zip(row, widths)))
+            lines.append(
+                f"{'new ' + name:<15}" + "".join(f"{'' if v is None else f'{v:.4f}':>{w}}" for v, w in zip(row, widths))
+            )
         lines.append(f"(new: {cold['num_users']} test views whose target was never viewed in training)")
     return "\n".join(lines)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate_model
+    from trainer.evaluation.evaluate import evaluate_model
 
     config = config_from_args(config_lib.EvaluateConfig, args)
     metrics = evaluate_model(args.model, args.examples, config)

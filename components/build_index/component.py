@@ -1,4 +1,4 @@
-"""Kubeflow component: build the FAISS index (a thin wrapper over `serving.index_build.build_model_index`)."""
+"""Kubeflow component: build the FAISS index (a thin wrapper over `components.build_index.build.build_model_index`)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
@@ -25,9 +25,9 @@ def build_index(
     from components import runtime
 
     stage = runtime.start("build-index")
+    from components.build_index.build import build_model_index, recall_key
     from homefeed.config import IndexConfig
     from homefeed.layout import extract_dir
-    from serving.index_build import build_model_index, recall_key
 
     config = IndexConfig(index_type=index_type, recall_floor=recall_floor)
     manifest = build_model_index(

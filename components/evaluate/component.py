@@ -1,4 +1,4 @@
-"""Kubeflow component: offline evaluation (a thin wrapper over `trainer.evaluate.evaluate_model`)."""
+"""Kubeflow component: offline evaluation (a thin wrapper over `trainer.evaluation.evaluate.evaluate_model`)."""
 
 from typing import NamedTuple
 
@@ -22,7 +22,7 @@ def evaluate(
     Writes `evaluation.json`, `evaluation.png` and `predictions.html` into the `evaluation`
     directory (the model artifact is an input and stays as it was), the scalar metrics to
     `metrics` (shown in the KFP UI; baselines prefixed with their name) and the page made by
-    `trainer.predictions.render_html` (figures, recall plot, sample users' last views and top
+    `trainer.evaluation.predictions.render_html` (figures, recall plot, sample users' last views and top
     candidates) to `recall_plot`. `example_age`: "examples" feeds each test example's own age (a
     replay of the moment of the view), "serving" the age the service sends; see EvaluateConfig.
     """
@@ -34,7 +34,9 @@ def evaluate(
     from components.evaluate.evaluate_into import evaluate_into, fit_description, ui_metrics
     from homefeed.config import EvaluateConfig
 
-    result = evaluate_into(model.path, examples.path, evaluation.path, recall_plot.path, EvaluateConfig(example_age=example_age))
+    result = evaluate_into(
+        model.path, examples.path, evaluation.path, recall_plot.path, EvaluateConfig(example_age=example_age)
+    )
     for name, value in ui_metrics(result).items():
         metrics.log_metric(name, value)
     metrics.metadata["example_age"] = example_age

@@ -26,12 +26,12 @@ def evaluate_into(
     page: str | os.PathLike,
     config: EvaluateConfig,
 ) -> dict[str, Any]:
-    """`trainer.evaluate.evaluate_model` on a copy of `model` (the input stays as it was).
+    """`trainer.evaluation.evaluate.evaluate_model` on a copy of `model` (the input stays as it was).
 
     Writes `evaluation.json`, `evaluation.png` and `predictions.html` into the directory `out`
-    and the page (`trainer.predictions.render_html`'s output) also to the file `page`.
+    and the page (`trainer.evaluation.predictions.render_html`'s output) also to the file `page`.
     """
-    from trainer.evaluate import evaluate_model  # heavy: TensorFlow
+    from trainer.evaluation.evaluate import evaluate_model  # heavy: TensorFlow
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

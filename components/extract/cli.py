@@ -71,12 +71,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="EXTRACT_DIR to write (replaced if it holds an earlier extract)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="EXTRACT_DIR to write (replaced if it holds an earlier extract)"
+    )
     local = parser.add_argument_group("local files")
     local.add_argument("--events", metavar="FILE", help="events as Parquet or CSV: user_id, article_id, viewed_at")
-    local.add_argument("--articles", metavar="FILE", help="articles as Parquet or CSV: article_id [, title, category, region, created_at, status]")
-    local.add_argument("--searches", metavar="FILE", help="optional searches as Parquet or CSV: user_id, query, searched_at")
-    local.add_argument("--endpoint", metavar="URL", help="use the BigQuery emulator already running at URL (e.g. http://127.0.0.1:9050)")
+    local.add_argument(
+        "--articles",
+        metavar="FILE",
+        help="articles as Parquet or CSV: article_id [, title, category, region, created_at, status]",
+    )
+    local.add_argument(
+        "--searches", metavar="FILE", help="optional searches as Parquet or CSV: user_id, query, searched_at"
+    )
+    local.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="use the BigQuery emulator already running at URL (e.g. http://127.0.0.1:9050)",
+    )
     add_config_flags(parser, ExtractConfig, "BigQuery tables and windowing", helps=FLAG_HELP, flags=FLAGS)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     parser.set_defaults(handler=handle)
@@ -93,7 +105,9 @@ def handle(args: argparse.Namespace) -> int:
     if local and not (args.events and args.articles):
         raise CommandError("give both --events and --articles (local files), or neither (BigQuery tables)")
     if args.searches and not local:
-        raise CommandError("--searches FILE goes with --events and --articles; for a BigQuery table use --searches-table")
+        raise CommandError(
+            "--searches FILE goes with --events and --articles; for a BigQuery table use --searches-table"
+        )
     if not local and not (hasattr(args, "project") and hasattr(args, "dataset")):
         raise CommandError(
             "say where the tables are: --events FILE --articles FILE (local), or --project P --dataset D "
@@ -106,12 +120,14 @@ def handle(args: argparse.Namespace) -> int:
         if local:
             # The emulator dies with this process whatever kills it; SIGTERM unwinds in order.
             with lifetime.children_die_with_me("candidates extract"):
-                summary = extract.extract_local(args.events, args.articles, args.out, config, endpoint=args.endpoint,
-                                                searches_path=args.searches)  # fmt: skip
+                summary = extract.extract_local(
+                    args.events, args.articles, args.out, config, endpoint=args.endpoint, searches_path=args.searches
+                )
         elif args.endpoint:
             client = warehouse.emulator_client(args.endpoint, config.project)
-            summary = extract.extract_bigquery(client, args.out, config, use_storage_api=False,
-                                               source=f"emulator at {args.endpoint}")  # fmt: skip
+            summary = extract.extract_bigquery(
+                client, args.out, config, use_storage_api=False, source=f"emulator at {args.endpoint}"
+            )
         else:
             from google.cloud import bigquery
 
@@ -123,7 +139,9 @@ def handle(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     except Exception as error:  # no credentials for real BigQuery
         if type(error).__name__ == "DefaultCredentialsError":
-            raise CommandError(f"no Google Cloud credentials ({error}); run `gcloud auth application-default login`") from error
+            raise CommandError(
+                f"no Google Cloud credentials ({error}); run `gcloud auth application-default login`"
+            ) from error
         raise
     print(json.dumps(summary.to_dict(), indent=2, sort_keys=True) if args.json else summary.describe())
     return 0

@@ -63,7 +63,11 @@ def extract(
         raise ValueError("local_searches goes with local_events and local_articles; for a table use searches_table")
     if local_events:
         result = extracting.extract_local(
-            local_events, local_articles, examples.path, config, endpoint=bigquery_endpoint or None,
+            local_events,
+            local_articles,
+            examples.path,
+            config,
+            endpoint=bigquery_endpoint or None,
             searches_path=local_searches or None,
         )
     elif bigquery_endpoint:

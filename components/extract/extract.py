@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.extract import output, queries, schema, searches
-from components.extract.output import OUTPUT_FILES
+from components.extract.output import OUTPUT_FILES, ExtractSummary
 from homefeed import config as config_lib
 from homefeed import features
 from homefeed.config import ExtractConfig
@@ -36,64 +35,6 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
-@dataclass
-class ExtractSummary:
-    """What an extract did; written as `extract_summary.json`.
-
-    rows: output row counts (`training_examples`, `train`, `validation`, `test`, `user_histories`, `articles`).
-    inputs: input row counts (`events_rows`, `articles_rows`, `events_used`, `users`, ...).
-    dropped: rows removed as bad data, by reason (missing ids, duplicates, unknown article ids).
-    excluded: valid rows left out by the settings (after as_of, outside the lookback, inactive or
-        too old for the corpus).
-    """
-
-    as_of: str
-    first_viewed_at: str | None
-    not_after: str  # the run's wall clock + max_clock_skew_s: later events were dropped as future
-    rows: dict[str, int]
-    inputs: dict[str, int]
-    dropped: dict[str, int]
-    excluded: dict[str, int]
-    source: str
-    config: dict[str, Any]
-    out_dir: str = ""
-    seconds: float = 0.0
-    created_at: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        """A few lines for people: what was read, dropped and written."""
-        rows, inputs = self.rows, self.inputs
-        dropped = ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v) or "none"
-        excluded = ", ".join(f"{k} {v}" for k, v in self.excluded.items() if v) or "none"
-        return "\n".join(
-            [
-                f"extract written to {self.out_dir} in {self.seconds:.1f}s (source: {self.source})",
-                f"  as_of               {self.as_of}",
-                f"  events              {inputs['events_rows']} read, {inputs['events_used']} used "
-                f"({inputs['users']} users, {inputs['articles_viewed']} articles viewed)",
-                f"  articles            {inputs['articles_rows']} read",
-                *(
-                    [f"  searches            {inputs['searches_rows']} read, {inputs['searches_used']} used "
-                     f"({inputs['search_users']} users, {inputs['searches_truncated']} cut to "
-                     f"{features.QUERY_MAX_CHARS} characters)"]
-                    if "searches_rows" in inputs else []
-                ),  # fmt: skip
-                f"  dropped             {dropped}",
-                f"  excluded            {excluded}",
-                f"  training_examples   {rows['training_examples']} ("
-                + ", ".join(f"{rows[s]} {s}" for s in features.SPLITS) + ")",
-                f"  user_histories      {rows['user_histories']}",
-                f"  articles (corpus)   {rows['articles']}",
-            ]
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry points
-# ---------------------------------------------------------------------------------------------
 def extract_local(
     events_path: str | Path,
     articles_path: str | Path,
@@ -113,9 +54,9 @@ def extract_local(
     `extract_bigquery` against it. The files are read and checked first, so bad input fails in
     a second, before any emulator starts.
     """
-    from components.extract import input_files, warehouse
-
     import dataclasses
+
+    from components.extract import input_files, warehouse
 
     config = config or ExtractConfig()
     if searches_path is not None and not config.searches_table:
@@ -130,16 +71,16 @@ def extract_local(
     for what, path, table in (("events", events_path, events), ("articles", articles_path, articles)):
         if table.num_rows == 0:
             raise ValueError(f"{what} file {str(path)!r} has no rows")
-    LOG.info("read %d events from %s and %d articles from %s", events.num_rows, events_path,
-             articles.num_rows, articles_path)  # fmt: skip
+    LOG.info(
+        "read %d events from %s and %d articles from %s", events.num_rows, events_path, articles.num_rows, articles_path
+    )
 
     def run(client: bigquery.Client, read_client: Any, where: str) -> ExtractSummary:
         input_files.load_table(client, events_ref, events)
         input_files.load_table(client, articles_ref, articles)
         if searches_ref is not None:
             input_files.load_table(client, searches_ref, search_rows)
-        return extract_bigquery(client, out_dir, config, use_storage_api=False, read_client=read_client,
-                                source=where)  # fmt: skip
+        return extract_bigquery(client, out_dir, config, use_storage_api=False, read_client=read_client, source=where)
 
     if endpoint:
         return run(warehouse.emulator_client(endpoint, config.project), None, f"emulator at {endpoint}")
@@ -178,7 +119,7 @@ def extract_bigquery(
     """
     started = time.monotonic()
     config = config or ExtractConfig()
-    not_after = (now or datetime.now(timezone.utc)) + timedelta(seconds=config.max_clock_skew_s)
+    not_after = (now or datetime.now(UTC)) + timedelta(seconds=config.max_clock_skew_s)
     configured_as_of = config.as_of_datetime()
     if configured_as_of is not None and configured_as_of > not_after:
         raise ValueError(
@@ -190,18 +131,25 @@ def extract_bigquery(
     events_ref, articles_ref = table_refs(config)
     relations = {
         "events": schema.events_relation(
-            events_ref, schema.check_events_columns(f"events table {events_ref.sql}", queries.table_columns(client, events_ref, "events"))
+            events_ref,
+            schema.check_events_columns(
+                f"events table {events_ref.sql}", queries.table_columns(client, events_ref, "events")
+            ),
         ),
         "articles": schema.articles_relation(
             articles_ref,
-            schema.check_articles_columns(f"articles table {articles_ref.sql}", queries.table_columns(client, articles_ref, "articles")),
+            schema.check_articles_columns(
+                f"articles table {articles_ref.sql}", queries.table_columns(client, articles_ref, "articles")
+            ),
         ),
     }
     searches_ref = searches.table_ref(config)
     if searches_ref is not None:
         relations["searches"] = schema.searches_relation(
             searches_ref,
-            schema.check_searches_columns(f"searches table {searches_ref.sql}", queries.table_columns(client, searches_ref, "searches")),
+            schema.check_searches_columns(
+                f"searches table {searches_ref.sql}", queries.table_columns(client, searches_ref, "searches")
+            ),
         )
     staging = (events_ref.project, events_ref.dataset) if read_client is not None else None
     runner = queries.QueryRunner(client, relations, config.location, use_storage_api, read_client, staging)
@@ -219,8 +167,13 @@ def extract_bigquery(
     _refuse_unusable_input(report, events_ref, articles_ref, config)
     as_of = report["as_of"]
     parameters["as_of"] = ("TIMESTAMP", as_of)  # the three outputs share one resolved as_of
-    LOG.info("as_of %s (%s); %d of %d events used", as_of.isoformat(),
-             "configured" if config.as_of else "latest event", report["events_used"], report["events_rows"])  # fmt: skip
+    LOG.info(
+        "as_of %s (%s); %d of %d events used",
+        as_of.isoformat(),
+        "configured" if config.as_of else "latest event",
+        report["events_used"],
+        report["events_rows"],
+    )
 
     results = {name: runner.run(name, parameters) for name in OUTPUT_FILES}
     queries.check_history_order(results["training_examples"], config.history_length)
@@ -244,13 +197,21 @@ def extract_bigquery(
         | ({k: found.report[k] for k in searches.INPUT_COUNTS} if found else {}),
         dropped={
             k: int(report[k])
-            for k in ("events_missing_ids", "events_duplicates", "events_unknown_article", "events_in_future",
-                      "articles_missing_ids", "articles_duplicate_ids")
-        } | ({k: found.report[k] for k in searches.DROPPED_COUNTS} if found else {}),  # fmt: skip
+            for k in (
+                "events_missing_ids",
+                "events_duplicates",
+                "events_unknown_article",
+                "events_in_future",
+                "articles_missing_ids",
+                "articles_duplicate_ids",
+            )
+        }
+        | ({k: found.report[k] for k in searches.DROPPED_COUNTS} if found else {}),
         excluded={
             k: int(report[k])
             for k in ("events_after_as_of", "events_before_lookback", "articles_inactive", "articles_too_old")
-        } | ({k: found.report[k] for k in searches.EXCLUDED_COUNTS} if found else {}),
+        }
+        | ({k: found.report[k] for k in searches.EXCLUDED_COUNTS} if found else {}),
         source=redact(source or f"bigquery project {client.project}"),  # an endpoint URL may carry credentials
         config=config_lib.to_dict(config),
         out_dir=str(out_dir.absolute()),
@@ -258,10 +219,14 @@ def extract_bigquery(
     _log_cleaning(summary)
     summary.seconds = round(time.monotonic() - started, 3)
     output.write_extract_dir(out_dir, outputs, summary)
-    LOG.info("wrote %s: %d training examples (%s), %d user histories, %d articles",
-             out_dir, summary.rows["training_examples"],
-             ", ".join(f"{summary.rows[s]} {s}" for s in features.SPLITS),
-             summary.rows["user_histories"], summary.rows["articles"])  # fmt: skip
+    LOG.info(
+        "wrote %s: %d training examples (%s), %d user histories, %d articles",
+        out_dir,
+        summary.rows["training_examples"],
+        ", ".join(f"{summary.rows[s]} {s}" for s in features.SPLITS),
+        summary.rows["user_histories"],
+        summary.rows["articles"],
+    )
     return summary
 
 
@@ -276,8 +241,9 @@ def table_refs(config: ExtractConfig) -> tuple[schema.TableRef, schema.TableRef]
 # ---------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------
-def _refuse_unusable_input(report: dict[str, Any], events: schema.TableRef, articles: schema.TableRef,
-                           config: ExtractConfig) -> None:  # fmt: skip
+def _refuse_unusable_input(
+    report: dict[str, Any], events: schema.TableRef, articles: schema.TableRef, config: ExtractConfig
+) -> None:
     if report["events_rows"] == 0:
         raise ValueError(f"events table {events.sql} is empty")
     if report["articles_rows"] == 0:
@@ -325,10 +291,9 @@ def _log_cleaning(summary: ExtractSummary) -> None:
         if count:
             LOG.warning("dropped %d %s", count, labels[key])
     if summary.inputs.get("searches_truncated"):
-        LOG.info("cut %d queries longer than %d characters", summary.inputs["searches_truncated"],
-                 features.QUERY_MAX_CHARS)  # fmt: skip
+        LOG.info(
+            "cut %d queries longer than %d characters", summary.inputs["searches_truncated"], features.QUERY_MAX_CHARS
+        )
     for key, count in summary.excluded.items():
         if count:
             LOG.info("excluded %d %s", count, key.replace("_", " "))
-
-

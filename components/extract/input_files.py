@@ -1,7 +1,7 @@
 """Loading the local input tables (Parquet or CSV files) into the warehouse (BigQuery or the emulator).
 
-    read_input_file(path, table)       a file -> the contract's columns, typed for loading
-    load_table(client, table, data)    a Parquet load job through the official BigQuery client
+read_input_file(path, table)       a file -> the contract's columns, typed for loading
+load_table(client, table, data)    a Parquet load job through the official BigQuery client
 """
 
 from __future__ import annotations
@@ -139,12 +139,17 @@ def _bigquery_type(arrow_type: pa.DataType) -> str:
     import pyarrow as pa
 
     checks = (
-        (pa.types.is_string, "STRING"), (pa.types.is_large_string, "STRING"),
-        (pa.types.is_timestamp, "TIMESTAMP"), (pa.types.is_date, "DATE"),
-        (pa.types.is_integer, "INT64"), (pa.types.is_floating, "FLOAT64"),
-        (pa.types.is_boolean, "BOOL"), (pa.types.is_binary, "BYTES"),
-        (pa.types.is_decimal, "NUMERIC"), (pa.types.is_null, "NULL (an all-empty column)"),
-    )  # fmt: skip
+        (pa.types.is_string, "STRING"),
+        (pa.types.is_large_string, "STRING"),
+        (pa.types.is_timestamp, "TIMESTAMP"),
+        (pa.types.is_date, "DATE"),
+        (pa.types.is_integer, "INT64"),
+        (pa.types.is_floating, "FLOAT64"),
+        (pa.types.is_boolean, "BOOL"),
+        (pa.types.is_binary, "BYTES"),
+        (pa.types.is_decimal, "NUMERIC"),
+        (pa.types.is_null, "NULL (an all-empty column)"),
+    )
     for check, name in checks:
         if check(arrow_type):
             return name

@@ -6,7 +6,8 @@ read back. File names and the completeness check are the layout's (homefeed/layo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +18,82 @@ from homefeed.layout.extract_dir import OUTPUT_FILES, check_extract_dir
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from components.extract.extract import ExtractSummary
 
-__all__ = ["OUTPUT_COLUMNS", "OUTPUT_FILES", "Extract", "check_extract_dir", "output_schema", "read_extract",
-           "write_extract_dir"]  # fmt: skip
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "OUTPUT_FILES",
+    "Extract",
+    "ExtractSummary",
+    "check_extract_dir",
+    "output_schema",
+    "read_extract",
+    "write_extract_dir",
+]
+
+
+@dataclass
+class ExtractSummary:
+    """What an extract did; written as `extract_summary.json`.
+
+    rows: output row counts (`training_examples`, `train`, `validation`, `test`, `user_histories`, `articles`).
+    inputs: input row counts (`events_rows`, `articles_rows`, `events_used`, `users`, ...).
+    dropped: rows removed as bad data, by reason (missing ids, duplicates, unknown article ids).
+    excluded: valid rows left out by the settings (after as_of, outside the lookback, inactive or
+        too old for the corpus).
+    """
+
+    as_of: str
+    first_viewed_at: str | None
+    not_after: str  # the run's wall clock + max_clock_skew_s: later events were dropped as future
+    rows: dict[str, int]
+    inputs: dict[str, int]
+    dropped: dict[str, int]
+    excluded: dict[str, int]
+    source: str
+    config: dict[str, Any]
+    out_dir: str = ""
+    seconds: float = 0.0
+    created_at: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """A few lines for people: what was read, dropped and written."""
+        rows, inputs = self.rows, self.inputs
+        dropped = ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v) or "none"
+        excluded = ", ".join(f"{k} {v}" for k, v in self.excluded.items() if v) or "none"
+        return "\n".join(
+            [
+                f"extract written to {self.out_dir} in {self.seconds:.1f}s (source: {self.source})",
+                f"  as_of               {self.as_of}",
+                f"  events              {inputs['events_rows']} read, {inputs['events_used']} used "
+                f"({inputs['users']} users, {inputs['articles_viewed']} articles viewed)",
+                f"  articles            {inputs['articles_rows']} read",
+                *(
+                    [
+                        f"  searches            {inputs['searches_rows']} read, {inputs['searches_used']} used "
+                        f"({inputs['search_users']} users, {inputs['searches_truncated']} cut to "
+                        f"{features.QUERY_MAX_CHARS} characters)"
+                    ]
+                    if "searches_rows" in inputs
+                    else []
+                ),
+                f"  dropped             {dropped}",
+                f"  excluded            {excluded}",
+                f"  training_examples   {rows['training_examples']} ("
+                + ", ".join(f"{rows[s]} {s}" for s in features.SPLITS)
+                + ")",
+                f"  user_histories      {rows['user_histories']}",
+                f"  articles (corpus)   {rows['articles']}",
+            ]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+
 
 OUTPUT_COLUMNS = {
     "training_examples": features.EXAMPLE_COLUMNS,
@@ -75,7 +148,6 @@ def conform(name: str, table: pa.Table) -> pa.Table:
         arrays.append(column.cast(target_field.type))
     conformed = pa.Table.from_arrays(arrays, schema=target)
     return conformed.sort_by([(key, "ascending") for key in _SORT_KEYS[name]])
-
 
 
 def check_replaceable(out_dir: Path) -> None:

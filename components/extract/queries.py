@@ -35,9 +35,15 @@ def table_columns(client: bigquery.Client, table: schema.TableRef, what: str) ->
 class QueryRunner:
     """Renders and runs one query file with only the parameters it uses; results as Arrow."""
 
-    def __init__(self, client: bigquery.Client, relations: dict[str, str], location: str | None,
-                 use_storage_api: bool, read_client: Any = None,
-                 staging: tuple[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: bigquery.Client,
+        relations: dict[str, str],
+        location: str | None,
+        use_storage_api: bool,
+        read_client: Any = None,
+        staging: tuple[str, str] | None = None,
+    ) -> None:
         self.client, self.relations, self.location = client, relations, location
         self.use_storage_api = use_storage_api
         self.read_client, self.staging = read_client, staging
@@ -78,8 +84,9 @@ class QueryRunner:
         """The query's result written to a scratch table, read through the Storage Read API."""
         assert self.staging is not None
         scratch = schema.TableRef(*self.staging, f"_homefeed_extract_{name}_{uuid.uuid4().hex[:8]}")
-        self.client.query(f"CREATE OR REPLACE TABLE {scratch.sql} AS\n{text}", job_config=job_config,
-                          location=self.location).result()  # fmt: skip
+        self.client.query(
+            f"CREATE OR REPLACE TABLE {scratch.sql} AS\n{text}", job_config=job_config, location=self.location
+        ).result()
         try:
             return self.client.list_rows(scratch.path).to_arrow(
                 bqstorage_client=self.read_client, progress_bar_type=None

@@ -104,8 +104,7 @@ def check_columns(
         if name.lower() not in by_lower:
             if name in required:
                 raise ValueError(
-                    f"{label}: missing required column '{name}' ({expected}); "
-                    f"it has {sorted(columns) or 'no columns'}"
+                    f"{label}: missing required column '{name}' ({expected}); it has {sorted(columns) or 'no columns'}"
                 )
             continue
         actual_name, actual = by_lower[name.lower()]
@@ -148,9 +147,7 @@ def check_events_columns(label: str, columns: Mapping[str, str]) -> dict[str, tu
 
 def check_articles_columns(label: str, columns: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """`check_columns` for the articles table (optional columns may be absent)."""
-    return check_columns(
-        label, columns, features.ARTICLES_REQUIRED_COLUMNS, features.ARTICLES_OPTIONAL_COLUMNS
-    )
+    return check_columns(label, columns, features.ARTICLES_REQUIRED_COLUMNS, features.ARTICLES_OPTIONAL_COLUMNS)
 
 
 def searches_relation(table: TableRef, found: Mapping[str, tuple[str, str]]) -> str:

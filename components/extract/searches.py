@@ -105,15 +105,10 @@ def attach(results: dict[str, pa.Table], found: SearchTables | None) -> dict[str
     if found is None:
         empty = pa.array([[]] * examples.num_rows, _strings())
         examples = examples.append_column(features.RECENT_QUERIES, empty)
-        histories = histories.append_column(
-            features.RECENT_QUERIES, pa.array([[]] * histories.num_rows, _strings())
-        )
+        histories = histories.append_column(features.RECENT_QUERIES, pa.array([[]] * histories.num_rows, _strings()))
         return {**results, "training_examples": examples, "user_histories": histories}
 
-    by_view = {
-        (row["user_id"], row["viewed_at"]): row["recent_queries"]
-        for row in found.example_queries.to_pylist()
-    }
+    by_view = {(row["user_id"], row["viewed_at"]): row["recent_queries"] for row in found.example_queries.to_pylist()}
     keys = zip(examples.column(features.USER_ID).to_pylist(), examples.column(features.VIEWED_AT).to_pylist())
     queries = _normalised_lists([by_view.get(key) for key in keys])
     examples = examples.append_column(features.RECENT_QUERIES, pa.array(queries, _strings()))
@@ -122,8 +117,9 @@ def attach(results: dict[str, pa.Table], found: SearchTables | None) -> dict[str
     examples = examples.filter(pc.or_(pc.greater(examples.column("position"), 1), has_queries))
     for column in (features.HISTORY, *(features.history_attribute(a) for a in features.ARTICLE_ATTRIBUTES)):
         index = examples.column_names.index(column)
-        filled = pc.if_else(pc.is_null(examples.column(column)), pa.scalar([], _strings()),
-                            examples.column(column).cast(_strings()))  # fmt: skip
+        filled = pc.if_else(
+            pc.is_null(examples.column(column)), pa.scalar([], _strings()), examples.column(column).cast(_strings())
+        )
         examples = examples.set_column(index, column, filled)
 
     by_user = {row["user_id"]: row["recent_queries"] for row in found.user_queries.to_pylist()}
@@ -146,6 +142,11 @@ def attach(results: dict[str, pa.Table], found: SearchTables | None) -> dict[str
         }
         histories = histories.select(list(extra)).cast(pa.schema([(k, v.type) for k, v in extra.items()]))
         histories = pa.concat_tables([histories, pa.table(extra)])
-    LOG.info("searches: %d of %d training examples and %d user histories (%d without views) carry queries",
-             pc.sum(has_queries).as_py() or 0, len(queries), len(by_user), len(searchers))  # fmt: skip
+    LOG.info(
+        "searches: %d of %d training examples and %d user histories (%d without views) carry queries",
+        pc.sum(has_queries).as_py() or 0,
+        len(queries),
+        len(by_user),
+        len(searchers),
+    )
     return {**results, "training_examples": examples, "user_histories": histories}

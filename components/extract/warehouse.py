@@ -134,9 +134,7 @@ def _spatial_installed(home: Path | None) -> bool:
     import duckdb
 
     with contextlib.closing(duckdb.connect(":memory:", config=_duckdb_config(home))) as con:
-        row = con.execute(
-            "SELECT installed FROM duckdb_extensions() WHERE extension_name = 'spatial'"
-        ).fetchone()
+        row = con.execute("SELECT installed FROM duckdb_extensions() WHERE extension_name = 'spatial'").fetchone()
     return bool(row and row[0])
 
 
@@ -201,12 +199,26 @@ def local_emulator(
     workdir = lifetime.owned_dir(tempfile.gettempdir(), EMULATOR_WORKDIR_PREFIX)
     env = _emulator_env(home, workdir)
     command = [
-        sys.executable, "-m", "bqemulator", "start",
-        "--rest-host", "127.0.0.1", "--rest-port", "0",
-        "--grpc-host", "127.0.0.1", "--grpc-port", "0",
-        "--ephemeral", "--project", project,
-        "--log-level", "info", "--log-format", "json",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "bqemulator",
+        "start",
+        "--rest-host",
+        "127.0.0.1",
+        "--rest-port",
+        "0",
+        "--grpc-host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--ephemeral",
+        "--project",
+        project,
+        "--log-level",
+        "info",
+        "--log-format",
+        "json",
+    ]
     started = time.monotonic()
     process = subprocess.Popen(
         lifetime.dies_with_parent(command),  # killed by the kernel if extract dies, even by SIGKILL
@@ -228,8 +240,11 @@ def local_emulator(
         grpc_endpoint = f"127.0.0.1:{grpc_port}" if grpc_port else None
         LOG.info(
             "BigQuery emulator (bqemulator, pid %d) ready at %s (gRPC %s) in %.1fs",
-            process.pid, endpoint, grpc_endpoint, time.monotonic() - started,
-        )  # fmt: skip
+            process.pid,
+            endpoint,
+            grpc_endpoint,
+            time.monotonic() - started,
+        )
         yield Emulator(endpoint=endpoint, project=project, grpc_endpoint=grpc_endpoint)
     finally:
         _stop(process, pump)
@@ -287,8 +302,11 @@ class _OutputPump:
             if event in ("rest.listen", "grpc.listen") and isinstance(record.get("port"), int):
                 self.ports[event.split(".")[0]].put(record["port"])
             level = str(record.get("level", "")).lower()
-            LOG.log(logging.WARNING if level in ("warning", "error", "critical") else logging.DEBUG,
-                    "bqemulator: %s", line[:2000])  # fmt: skip
+            LOG.log(
+                logging.WARNING if level in ("warning", "error", "critical") else logging.DEBUG,
+                "bqemulator: %s",
+                line[:2000],
+            )
 
 
 def _parse_json(line: str) -> dict[str, object]:
@@ -301,8 +319,9 @@ def _parse_json(line: str) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def _wait_for_port(process: subprocess.Popen[str], pump: _OutputPump, which: str, timeout: float,
-                   required: bool = True) -> int | None:  # fmt: skip
+def _wait_for_port(
+    process: subprocess.Popen[str], pump: _OutputPump, which: str, timeout: float, required: bool = True
+) -> int | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

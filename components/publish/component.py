@@ -1,4 +1,4 @@
-"""Kubeflow component: the gated publish (a thin wrapper over `serving.publish.publish_model`)."""
+"""Kubeflow component: the gated publish (a thin wrapper over `components.publish.publish.publish_model`)."""
 
 from typing import NamedTuple
 

@@ -12,10 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from components.publish.publish import PublishDecision, publish_model
 from homefeed.config import PublishConfig
 from homefeed.layout import extract_dir
 from homefeed.layout import index_dir as index_layout
-from serving.publish import PublishDecision, publish_model
 
 
 def assemble_model_dir(
@@ -43,7 +43,7 @@ def publish_artifacts(
     config: PublishConfig,
 ) -> PublishDecision:
     """Publishes the pipeline's model + evaluation + index (with the extract's user histories)
-    under `publish_root` if the gate lets it (serving.publish.publish_model).
+    under `publish_root` if the gate lets it (components.publish.publish.publish_model).
 
     Raises:
       ValueError: an empty `publish_root`; IncompleteModelError and the rest as `publish_model`.
@@ -71,7 +71,9 @@ def render_report(decision: PublishDecision, publish_root: str | os.PathLike) ->
     ]
     if decision.previous_version is not None:
         previous = "unknown" if decision.previous_recall_at_200 is None else f"{decision.previous_recall_at_200:.4f}"
-        lines.append(f"| published `{decision.previous_version}` (tolerance {decision.max_regression:.4f}) | {previous} |")
+        lines.append(
+            f"| published `{decision.previous_version}` (tolerance {decision.max_regression:.4f}) | {previous} |"
+        )
     lines += ["", f"Publish root: `{publish_root}`"]
     if decision.published:
         lines.append(f"Serve it with `candidates serve --model {publish_root}`")

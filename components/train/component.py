@@ -1,6 +1,4 @@
-"""Kubeflow component: train the two-tower model (a thin wrapper over `trainer.train.train_model`)."""
-
-from typing import Dict
+"""Kubeflow component: train the two-tower model (a thin wrapper over `trainer.training.train.train_model`)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -19,7 +17,7 @@ def train(
     temperature: float,
     early_stopping_patience: int,
     seed: int,
-    overrides: Dict,
+    overrides: dict,
     model: Output[Model],
     training_metrics: Output[Metrics],
 ):
@@ -32,7 +30,7 @@ def train(
 
     stage = runtime.start("train")
     from components.train.train_into import train_into
-    from trainer.id_dropout_choice import train_config
+    from trainer.training.id_dropout_choice import train_config
 
     settings = {
         "embedding_dim": embedding_dim,

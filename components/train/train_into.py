@@ -21,10 +21,10 @@ def train_into(transformed: str | os.PathLike, target: str | os.PathLike, config
     """Trains on TRANSFORM_DIR `transformed` and leaves the MODEL_DIR at `target`.
 
     Returns:
-      `trainer.train.train_model`'s result (`model_dir` is then `target`'s old staging place; use
+      `trainer.training.train.train_model`'s result (`model_dir` is then `target`'s old staging place; use
       `target`).
     """
-    from trainer.train import train_model  # heavy: TensorFlow
+    from trainer.training.train import train_model  # heavy: TensorFlow
 
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)

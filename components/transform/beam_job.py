@@ -1,12 +1,12 @@
 """The transform's Beam pipeline: validate, analyze and transform with TF Transform, write.
 
-  training_examples.parquet --ReadAllFromParquetBatched--> Arrow tables
-    --Validate (records.validate, vectorised)--> train / validation / test record batches (each
-      re-gathered into full batches, batching.py), dead letters, counts
-  train --AnalyzeAndTransformDataset--> transformed train + transform_fn --WriteTransformFn
-  validation, test  --TransformDataset(transform_fn)--> transformed validation, test
-  each split --encode per batch (tfx_bsl)--> tf.Examples --gzip TFRecord sink (tfrecord_sink.py)
-  dead letters --WriteToText (JSON lines); counts --CombinePerKey--> one JSON file for the summary
+training_examples.parquet --ReadAllFromParquetBatched--> Arrow tables
+  --Validate (records.validate, vectorised)--> train / validation / test record batches (each
+    re-gathered into full batches, batching.py), dead letters, counts
+train --AnalyzeAndTransformDataset--> transformed train + transform_fn --WriteTransformFn
+validation, test  --TransformDataset(transform_fn)--> transformed validation, test
+each split --encode per batch (tfx_bsl)--> tf.Examples --gzip TFRecord sink (tfrecord_sink.py)
+dead letters --WriteToText (JSON lines); counts --CombinePerKey--> one JSON file for the summary
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def build_pipeline(
     from tfx_bsl.public import tfxio
     from tfx_bsl.tfxio import tensor_representation_util
 
-    from trainer import preprocessing
+    from trainer.model import preprocessing
 
     raw_schema = schema_utils.schema_from_feature_spec(preprocessing.raw_feature_spec())
     adapter_config = tfxio.TensorAdapterConfig(
@@ -211,7 +211,9 @@ def build_pipeline(
                 _EncodeExamplesFn(split), schema=beam.pvalue.AsSingleton(schema)
             )
             _ = examples | f"Write[{split}]" >> beam.io.Write(
-                tfrecord_sink.TFRecordBatchSink(files.join(output_dir, split, layout.EXAMPLES_PREFIX), layout.EXAMPLES_SUFFIX)
+                tfrecord_sink.TFRecordBatchSink(
+                    files.join(output_dir, split, layout.EXAMPLES_PREFIX), layout.EXAMPLES_SUFFIX
+                )
             )
             counts.append(
                 examples
@@ -221,7 +223,8 @@ def build_pipeline(
             )
 
     _ = validated[_ValidateFn.DEAD_LETTER] | "WriteDeadLetters" >> beam.io.WriteToText(
-        files.join(output_dir, layout.DEAD_LETTER_DIR, layout.EXAMPLES_PREFIX), file_name_suffix=layout.DEAD_LETTER_SUFFIX
+        files.join(output_dir, layout.DEAD_LETTER_DIR, layout.EXAMPLES_PREFIX),
+        file_name_suffix=layout.DEAD_LETTER_SUFFIX,
     )
     _ = (
         counts

@@ -86,14 +86,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--examples", required=True, metavar="EXTRACT_DIR",
-                        help="output directory of `candidates extract` (local or gs://)")
-    parser.add_argument("--out", required=True, metavar="TRANSFORM_DIR",
-                        help="directory to write (local or gs://); must be new, empty or a failed output")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a finished transform output at --out")
+    parser.add_argument(
+        "--examples",
+        required=True,
+        metavar="EXTRACT_DIR",
+        help="output directory of `candidates extract` (local or gs://)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="TRANSFORM_DIR",
+        help="directory to write (local or gs://); must be new, empty or a failed output",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished transform output at --out")
     add_config_flags(
-        parser, TransformConfig, "transform settings", helps=FLAG_HELP, skip=("beam_args",),
+        parser,
+        TransformConfig,
+        "transform settings",
+        helps=FLAG_HELP,
+        skip=("beam_args",),
         types={"vocab_top_k": _optional_int},
     )
     parser.set_defaults(handler=handle, beam_args=[])

@@ -1,7 +1,5 @@
 """Kubeflow component: the TF Transform job on Beam (a thin wrapper over `components.transform.job`)."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
@@ -16,7 +14,7 @@ def transform(
     vocab_top_k: int,
     runner: str,
     direct_num_workers: int,
-    beam_args: List[str],
+    beam_args: list[str],
     transformed: Output[Dataset],
     summary: Output[Metrics],
 ):

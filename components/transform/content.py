@@ -3,7 +3,7 @@
 Both are optional (extracts from before they existed, files written by other tools): a missing
 or null title is no title, a missing, null or non-finite age is `features.UNKNOWN_AGE`; neither
 is ever a reason to dead-letter a row. Titles are `homefeed.tokens.normalise`d here (NFKC, lower
-case), the text every article-vector caller sends too (trainer/article_inputs.py). Both reach
+case), the text every article-vector caller sends too (trainer/towers/article_inputs.py). Both reach
 TFT as lists: the title as `[title]` (`[]` when blank), the age as `[age]`.
 """
 
@@ -55,7 +55,9 @@ def _ages(batch: pa.RecordBatch) -> pa.Array:
         column = batch.column(features.LABEL_AGE)
         numeric = pa.types.is_floating(column.type) or pa.types.is_integer(column.type)
         values = (
-            np.asarray(pc.fill_null(column.cast(pa.float64()), features.UNKNOWN_AGE).to_numpy(zero_copy_only=False), np.float64)
+            np.asarray(
+                pc.fill_null(column.cast(pa.float64()), features.UNKNOWN_AGE).to_numpy(zero_copy_only=False), np.float64
+            )
             if numeric
             else np.full(n, features.UNKNOWN_AGE)
         )

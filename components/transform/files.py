@@ -67,9 +67,7 @@ def prepare_output(output_dir: str, overwrite: bool) -> None:
     elif not matching(join(output_dir, "**")):
         return
     if not looks_like_transform_output(output_dir):
-        raise ValueError(
-            f"--out {output_dir} is not empty and is not a transform output; choose another directory"
-        )
+        raise ValueError(f"--out {output_dir} is not empty and is not a transform output; choose another directory")
     finished = FileSystems.exists(join(output_dir, layout.SUCCESS_MARKER))
     if finished and not overwrite:
         raise ValueError(

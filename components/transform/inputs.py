@@ -63,7 +63,5 @@ def find_input_files(examples_dir: str) -> list[InputFile]:
             )
     total = sum(f.num_rows for f in found)
     if total == 0:
-        raise ValueError(
-            f"{base} holds no training examples (0 rows in {len(found)} file(s)): nothing to transform"
-        )
+        raise ValueError(f"{base} holds no training examples (0 rows in {len(found)} file(s)): nothing to transform")
     return found

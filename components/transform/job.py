@@ -95,14 +95,19 @@ def run_transform(
     total_rows = sum(f.num_rows for f in inputs)
     LOG.info(
         "transform: %d training examples in %d file(s) under %s -> %s",
-        total_rows, len(inputs), examples_dir, output_dir,
+        total_rows,
+        len(inputs),
+        examples_dir,
+        output_dir,
     )
     # Read only the columns we need when every file has them (all do, after find_input_files).
     columns = list(records.REQUIRED_COLUMNS)
     if all(name in f.schema.names for f in inputs for name in records.QUERY_COLUMNS):
         columns += list(records.QUERY_COLUMNS)  # optional: older extracts lack it (empty queries)
-    pattern = inputs[0].path if len(inputs) == 1 else files.join(
-        files.join(examples_dir, extract_dir.TRAINING_EXAMPLES_FILE), "*.parquet"
+    pattern = (
+        inputs[0].path
+        if len(inputs) == 1
+        else files.join(files.join(examples_dir, extract_dir.TRAINING_EXAMPLES_FILE), "*.parquet")
     )
 
     local = files.is_local(output_dir)
@@ -119,9 +124,11 @@ def run_transform(
         pipeline = beam.Pipeline(options=options)
         beam_job.build_pipeline(pipeline, pattern, columns, staging, temp_dir, config)
         LOG.info(
-            "transform: running the Beam pipeline on %s (%s)", config.runner,
+            "transform: running the Beam pipeline on %s (%s)",
+            config.runner,
             f"{config.direct_num_workers} worker, {config.direct_running_mode}"
-            if config.runner in ("DirectRunner", "direct") else "options passed through",
+            if config.runner in ("DirectRunner", "direct")
+            else "options passed through",
         )
         result = pipeline.run()
         state = result.wait_until_finish()
@@ -138,7 +145,7 @@ def run_transform(
             LOG.warning("transform: could not delete scratch directory %s", temp_dir, exc_info=True)
         dead_by_reason = dict(
             sorted(
-                ((key[len(beam_job.DEAD):], n) for key, n in counts.items() if key.startswith(beam_job.DEAD)),
+                ((key[len(beam_job.DEAD) :], n) for key, n in counts.items() if key.startswith(beam_job.DEAD)),
                 key=lambda item: (-item[1], item[0]),
             )
         )
@@ -179,7 +186,9 @@ def run_transform(
             )
         for split in layout.SPLIT_DIRS[1:]:
             if summary["valid"][split] == 0:
-                LOG.warning("transform: no valid %s examples: %s/ holds an empty file", split, files.join(output_dir, split))
+                LOG.warning(
+                    "transform: no valid %s examples: %s/ holds an empty file", split, files.join(output_dir, split)
+                )
         if summary["valid"] != summary["records_out"]:
             raise RuntimeError(
                 f"records lost in the transform: valid {summary['valid']} but wrote {summary['records_out']}"

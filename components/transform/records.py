@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.transform import content
-from homefeed import features, tokens
+from homefeed import features
 
 # Raw columns the transform reads, by kind. `viewed_at` is not needed: it only orders the SQL.
 LIST_COLUMNS: tuple[str, ...] = features.HISTORY_COLUMNS
@@ -152,17 +152,16 @@ def _as_floats(column: pa.Array) -> pa.Array | None:
     """`column` as `float32`, or None if it is not numeric."""
     if pa.types.is_null(column.type):
         return pa.nulls(len(column), pa.float32())
-    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)
-            or pa.types.is_decimal(column.type)):
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_decimal(column.type)):
         return None
     return column.cast(pa.float32(), safe=False) if column.type != pa.float32() else column
 
 
 _CONVERTERS = {
-    **{c: _as_strings for c in STRING_COLUMNS},
+    **dict.fromkeys(STRING_COLUMNS, _as_strings),
     features.SPLIT: _as_strings,
-    **{c: _as_string_lists for c in LIST_COLUMNS},
-    **{c: _as_floats for c in FLOAT_COLUMNS},
+    **dict.fromkeys(LIST_COLUMNS, _as_string_lists),
+    **dict.fromkeys(FLOAT_COLUMNS, _as_floats),
 }
 
 
@@ -210,8 +209,10 @@ def validate(batch: pa.RecordBatch, source: str = "") -> ValidatedBatch:
         column = pc.if_else(pc.is_null(column), pa.scalar([], pa.list_(pa.string())), column)
         values = pc.list_flatten(column)
         parents = pc.list_parent_indices(column).to_numpy()
-        check.flag_rows(parents[np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False), dtype=bool)],
-                        f"{name} has a null value")  # fmt: skip
+        check.flag_rows(
+            parents[np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False), dtype=bool)],
+            f"{name} has a null value",
+        )
         columns[name] = _normalised(column)
     has_queries = pc.greater(pc.list_value_length(columns[features.RECENT_QUERIES]), 0)
     columns.update(content.columns(batch))  # optional label title and age, never a reason to drop
@@ -241,16 +242,17 @@ def validate(batch: pa.RecordBatch, source: str = "") -> ValidatedBatch:
             check.flag_rows(parents[empty_values], f"{name} has an empty string")
             lengths = pc.list_value_length(column)
             if name == features.HISTORY:
-                check.flag(pc.and_(pc.equal(lengths, 0), pc.invert(has_queries)),
-                           f"{name} and {features.RECENT_QUERIES} are empty")  # fmt: skip
+                check.flag(
+                    pc.and_(pc.equal(lengths, 0), pc.invert(has_queries)),
+                    f"{name} and {features.RECENT_QUERIES} are empty",
+                )
             elif features.HISTORY in columns:
                 history_lengths = pc.list_value_length(columns[features.HISTORY])
                 check.flag(pc.not_equal(lengths, history_lengths), f"{name} length differs from history")
         elif name in FLOAT_COLUMNS:
             check.flag(pc.invert(pc.is_finite(column)), f"{name} is not finite")
     if features.SPLIT in columns:
-        check.flag(pc.invert(pc.is_in(columns[features.SPLIT], pa.array(SPLITS))),
-                   _BAD_SPLIT)
+        check.flag(pc.invert(pc.is_in(columns[features.SPLIT], pa.array(SPLITS))), _BAD_SPLIT)
 
     good = check.reason == None  # noqa: E711
     bad_rows = np.flatnonzero(~good)
@@ -291,9 +293,7 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def _dead_letters(
-    batch: pa.RecordBatch, rows: np.ndarray, reasons: np.ndarray, source: str
-) -> list[dict[str, Any]]:
+def _dead_letters(batch: pa.RecordBatch, rows: np.ndarray, reasons: np.ndarray, source: str) -> list[dict[str, Any]]:
     """The bad `rows` of `batch` as dead letters (only these rows are converted to Python)."""
     records = batch.take(pa.array(rows)).to_pylist()
     return [
@@ -333,7 +333,7 @@ def schema_problems(schema: pa.Schema) -> list[str]:
 
 
 _EXPECTED_TYPES = {
-    **{c: "string" for c in (*STRING_COLUMNS, features.SPLIT)},
-    **{c: "list<string>" for c in LIST_COLUMNS},
-    **{c: "a number (float64)" for c in FLOAT_COLUMNS},
+    **dict.fromkeys((*STRING_COLUMNS, features.SPLIT), "string"),
+    **dict.fromkeys(LIST_COLUMNS, "list<string>"),
+    **dict.fromkeys(FLOAT_COLUMNS, "a number (float64)"),
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 TRAINING_EXAMPLES_FILE = "training_examples.parquet"
 USER_HISTORIES_FILE = "user_histories.parquet"
 CORPUS_FILE = "articles.parquet"
@@ -36,8 +35,7 @@ def check_extract_dir(path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"extract directory not found: {path} (run `candidates extract` first)")
     if not (path / SUCCESS_MARKER).is_file():
         raise FileNotFoundError(
-            f"{path} is not a finished extract: {SUCCESS_MARKER} is missing "
-            "(the extract failed or is still running)"
+            f"{path} is not a finished extract: {SUCCESS_MARKER} is missing (the extract failed or is still running)"
         )
     missing = [f for f in (*OUTPUT_FILES.values(), SUMMARY_FILE) if not (path / f).exists()]
     if missing:

@@ -1,7 +1,7 @@
 """MODEL_DIR/index/ (docs/architecture.md): the FAISS index and its manifest, and the one check
 that an index belongs to a model.
 
-Written by `candidates build-index` (serving/index_build.py); checked by the publish step and by
+Written by `candidates build-index` (components/build_index/build.py); checked by the publish step and by
 the service before either trusts it.
 """
 
@@ -48,7 +48,9 @@ def index_file(model_dir: str | os.PathLike, index_manifest: dict[str, Any]) -> 
     """The index file the manifest names (default `articles.faiss`), inside `index/`."""
     name = str(index_manifest.get("index_file", INDEX_FILE))
     if "/" in name or name.startswith("."):
-        raise IndexDirError(f"{Path(model_dir) / INDEX_DIR / INDEX_MANIFEST_FILE}: index_file {name!r} is not a file name")
+        raise IndexDirError(
+            f"{Path(model_dir) / INDEX_DIR / INDEX_MANIFEST_FILE}: index_file {name!r} is not a file name"
+        )
     return Path(model_dir) / INDEX_DIR / name
 
 
@@ -62,8 +64,10 @@ def check_index_matches(model_dir: str | os.PathLike, manifest: dict[str, Any], 
             f"not {version!r}: rebuild it with `candidates build-index --model {model_dir}`"
         )
     recorded = manifest.get(VECTORS_HASH_KEY)
-    expected = recorded if isinstance(recorded, str) and recorded else model_layout.sha256_file(
-        model_dir / model_layout.ARTICLE_VECTORS_FILE
+    expected = (
+        recorded
+        if isinstance(recorded, str) and recorded
+        else model_layout.sha256_file(model_dir / model_layout.ARTICLE_VECTORS_FILE)
     )
     if index_manifest.get(VECTORS_HASH_KEY) != expected:
         raise IndexMismatchError(

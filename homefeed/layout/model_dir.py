@@ -29,12 +29,12 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 EVALUATION_FILE = "evaluation.json"
-# evaluation.json's record of how recall was measured (written by trainer/evaluate.py): the publish
-# gate compares two versions' recall only when these agree (serving/publish_gate.py).
+# evaluation.json's record of how recall was measured (written by trainer/evaluation/evaluate.py): the publish
+# gate compares two versions' recall only when these agree (components/publish/gate.py).
 EVALUATION_PROTOCOL_KEY = "protocol"
 EVALUATION_PLOT_FILE = "evaluation.png"
-PREDICTIONS_PAGE_FILE = "predictions.html"  # sample users' views and candidates (trainer/predictions.py)
-# The towers without TensorFlow (trainer/numpy_towers.py), written by trainer/numpy_export.py only
+PREDICTIONS_PAGE_FILE = "predictions.html"  # sample users' views and candidates (trainer/evaluation/predictions.py)
+# The towers without TensorFlow (trainer/towers/numpy_towers.py), written by trainer/training/numpy_export.py only
 # when proven equal to the SavedModel: `spec.json` (parts, sizes, constants, the proof), one `.npy`
 # per weight array under `weights/` and the vocabularies under `vocab/`. Absent: the SavedModel serves.
 NUMPY_TOWERS_DIR = "numpy_towers"
@@ -42,20 +42,20 @@ NUMPY_TOWERS_SPEC_FILE = "spec.json"
 NUMPY_TOWERS_WEIGHTS_DIR = "weights"
 NUMPY_TOWERS_VOCAB_DIR = "vocab"
 
-# The exported SavedModel's interface, written by trainer/export.py and called by
-# trainer/serving_model.py: one definition so the two cannot drift apart.
+# The exported SavedModel's interface, written by trainer/training/export.py and called by
+# trainer/towers/serving_model.py: one definition so the two cannot drift apart.
 SERVING_SIGNATURE = "serving_default"
 ARTICLE_SIGNATURE = "article_vectors"
 USER_OUTPUT = "user_vector"
 ARTICLE_OUTPUT = "article_vector"
 HISTORY_INPUTS: tuple[str, ...] = features.HISTORY_COLUMNS
 # The user's recent queries, most recent first, padded with "" like the histories; each value
-# normalised text (homefeed.tokens.normalise; trainer/serving_model.py applies it).
+# normalised text (homefeed.tokens.normalise; trainer/towers/serving_model.py applies it).
 QUERY_INPUTS: tuple[str, ...] = (features.RECENT_QUERIES,)
 # Every input of the serving signature, in its order.
 USER_INPUTS: tuple[str, ...] = (*HISTORY_INPUTS, *QUERY_INPUTS, features.EXAMPLE_AGE)
 # The article tower's inputs: label id and attributes tf.string `[N]`, the normalised title
-# tf.string `[N]` ("" for none) and the age now, float32 `[N]` days (trainer/article_inputs.py).
+# tf.string `[N]` ("" for none) and the age now, float32 `[N]` days (trainer/towers/article_inputs.py).
 # Models exported before the content inputs existed take only the first ones.
 ARTICLE_INPUTS: tuple[str, ...] = features.ARTICLE_FEATURES
 
@@ -118,7 +118,9 @@ def load_manifest(
             or not isinstance(entry.get("bytes"), int)
             or not isinstance(entry.get("sha256"), str)
         ):
-            raise UnfinishedModelError(f"{path}: files[{name!r}] is {entry!r}, expected {{'bytes': int, 'sha256': str}}")
+            raise UnfinishedModelError(
+                f"{path}: files[{name!r}] is {entry!r}, expected {{'bytes': int, 'sha256': str}}"
+            )
         if name.startswith("/") or ".." in Path(name).parts:
             raise UnfinishedModelError(f"{path}: files lists {name!r}, which is outside the model directory")
         file_path = model_dir / name

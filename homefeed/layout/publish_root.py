@@ -1,6 +1,6 @@
 """PUBLISH_ROOT (docs/architecture.md): `versions/<version>/`, the `LATEST` pointer, the log.
 
-Written by serving/publish.py; the service follows LATEST (serving/model_files.py). Each version is
+Written by components/publish/publish.py; the service follows LATEST (serving/versions/files.py). Each version is
 a full MODEL_DIR (with `index/`, `evaluation.json`, `user_histories.parquet`) sealed by
 `publish.json`.
 """

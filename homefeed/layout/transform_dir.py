@@ -1,7 +1,7 @@
 """TRANSFORM_DIR (docs/architecture.md): transformed examples per split, the TFT graph, the corpus.
 
 Written by components/transform (local paths staged then renamed, `_SUCCESS` last), read by
-trainer/data.py. `transform_fn/` and `transformed_metadata/` are TF Transform's own names.
+trainer/training/data.py. `transform_fn/` and `transformed_metadata/` are TF Transform's own names.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.settings import ENV_PREFIX, ServiceSettings
+from serving.http.settings import ENV_PREFIX, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -53,7 +53,13 @@ def test_there_are_a_base_and_overlays():
 def test_every_object_is_valid_for_kubernetes(rendered, version):
     import kubernetes_validate
 
-    assert set(rendered) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "PersistentVolumeClaim"}
+    assert set(rendered) == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "PersistentVolumeClaim",
+    }
     for kind, doc in rendered.items():
         try:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -118,7 +124,7 @@ def test_settings_come_from_the_secret_under_the_service_prefix(rendered):
     fields = set(ServiceSettings.model_fields)
     assert {"redis_url", "admin_token"} <= fields
     for name in env:
-        field = name[len(ENV_PREFIX):].lower()
+        field = name[len(ENV_PREFIX) :].lower()
         assert field in fields or field == "write_token", f"{name}: no such service setting"
 
 
@@ -127,12 +133,19 @@ def test_resources_autoscaling_and_non_root(rendered):
     container = _container(rendered)
     assert {"cpu", "memory"} <= set(container["resources"]["requests"]) and "memory" in container["resources"]["limits"]
     hpa = rendered["HorizontalPodAutoscaler"]["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == IMAGE_UID
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    for selector in (deployment["spec"]["selector"]["matchLabels"], rendered["Service"]["spec"]["selector"],
-                     rendered["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]):  # fmt: skip
+    for selector in (
+        deployment["spec"]["selector"]["matchLabels"],
+        rendered["Service"]["spec"]["selector"],
+        rendered["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ):
         assert selector and selector.items() <= labels.items()

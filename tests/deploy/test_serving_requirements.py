@@ -20,8 +20,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PIN = re.compile(r"^([A-Za-z0-9._-]+)(\[[^\]]*\])?==([^\s;#]+)", re.M)
 # Top-level modules the service must never need (the pipeline's stack).
-FORBIDDEN = ("apache_beam", "kfp", "google.cloud.bigquery", "google.cloud.bigquery_storage",
-             "tensorflow_transform", "tfx_bsl", "bqemulator", "duckdb")  # fmt: skip
+FORBIDDEN = (
+    "apache_beam",
+    "kfp",
+    "google.cloud.bigquery",
+    "google.cloud.bigquery_storage",
+    "tensorflow_transform",
+    "tfx_bsl",
+    "bqemulator",
+    "duckdb",
+)
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -49,7 +57,7 @@ from pathlib import Path
 import model_factory
 from homefeed_cli import cli
 from homefeed.config import IndexConfig
-from serving.index_build import build_model_index
+from components.build_index.build import build_model_index
 
 root = Path({tmp!r})
 table = model_factory.save_hashing_model(root / "saved_model", 8, 0)
@@ -57,8 +65,8 @@ model_factory.make_model_dir(root / "v1", root / "saved_model", table, version="
 build_model_index(root / "v1", IndexConfig())
 cli.build_parser()
 from fastapi.testclient import TestClient
-from serving.app import create_app
-from serving.settings import ServiceSettings
+from serving.http.app import create_app
+from serving.http.settings import ServiceSettings
 import serving.cli, serving.query, serving.store
 with TestClient(create_app(ServiceSettings(model=root / "v1"))) as client:
     statuses = [client.get("/readyz").status_code, client.get("/v1/users/u1/candidates?k=5").status_code]

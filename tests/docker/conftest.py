@@ -42,7 +42,7 @@ def docker_client():
     try:
         client = docker.from_env(timeout=600)
         client.ping()
-    except Exception as error:  # noqa: BLE001 - any failure to reach the daemon means the same
+    except Exception as error:
         reason = f"no Docker daemon reachable ({type(error).__name__}: {error}); start one, e.g. dockerd"
         if os.environ.get("CI"):
             pytest.fail(f"{reason}: under CI the image tests must run (.ci/run starts a daemon)")
@@ -89,7 +89,7 @@ def base_image(docker_client, build_logs) -> str:
     try:  # a registry answers where there is one; offline the daemon refuses at once
         docker_client.images.pull(OFFICIAL_BASE)
         return OFFICIAL_BASE
-    except Exception as error:  # noqa: BLE001 - no registry, whatever the way it says so
+    except Exception as error:
         print(f"cannot pull {OFFICIAL_BASE} ({type(error).__name__}); building {LOCAL_BASE} with make base-image")
     if not _has_image(docker_client, LOCAL_BASE):
         make("base-image", build_logs / "base-image.log", LOCAL_BASE_IMAGE=LOCAL_BASE)
@@ -110,7 +110,7 @@ def pipeline_image(docker_client, base_image, build_logs) -> str:
 
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory) -> dict:
-    from homefeed.sample_data import SampleDataConfig, write_sample_data
+    from homefeed.sample.marketplace import SampleDataConfig, write_sample_data
 
     return write_sample_data(tmp_path_factory.mktemp("sample"), SampleDataConfig(**SAMPLE))
 
@@ -127,9 +127,13 @@ def image_run(pipeline_image, sample_data, tmp_path_factory):
     console = io.StringIO()
     try:
         result = run_local(
-            sample_data["events_path"], sample_data["articles_path"], workdir, PIPELINE_PARAMS,
-            console=console, image=pipeline_image,
-        )  # fmt: skip
+            sample_data["events_path"],
+            sample_data["articles_path"],
+            workdir,
+            PIPELINE_PARAMS,
+            console=console,
+            image=pipeline_image,
+        )
     except RuntimeError as error:
         pytest.fail(f"the pipeline failed in the image: {error}\n{console.getvalue()[-3000:]}")
     print(f"pipeline in {pipeline_image}: {result.seconds:.0f} s, stages {result.stage_seconds}")

@@ -28,7 +28,14 @@ def run(client, image: str, *args: str, entrypoint=None, user=None) -> str:
 
     try:
         output = client.containers.run(
-            image, list(args), entrypoint=entrypoint, user=user, remove=True, stdout=True, stderr=True, network_disabled=True
+            image,
+            list(args),
+            entrypoint=entrypoint,
+            user=user,
+            remove=True,
+            stdout=True,
+            stderr=True,
+            network_disabled=True,
         )
     except docker.errors.ContainerError as error:
         pytest.fail(f"docker run {image} {' '.join(args)} exited {error.exit_status}: {error.stderr!r}")
@@ -83,7 +90,12 @@ def _ca_file() -> Path | None:
 def test_history_and_config_carry_no_secret_or_proxy(docker_client, image):
     attrs = docker_client.images.get(image).attrs
     env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
-    leaked = {k for k in env if k.lower().endswith("_proxy") or k in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "UV_INDEX_URL", "PIP_INDEX_URL")}
+    leaked = {
+        k
+        for k in env
+        if k.lower().endswith("_proxy")
+        or k in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "UV_INDEX_URL", "PIP_INDEX_URL")
+    }
     assert not leaked, f"build-time settings left in the image's environment: {leaked}"
     history = " ".join(step.get("CreatedBy", "") for step in docker_client.images.get(image).history())
     assert "BEGIN CERTIFICATE" not in history
@@ -111,23 +123,30 @@ def test_no_secret_cache_source_or_test_data_in_the_file_system(docker_client, i
     private = _private_certificates(docker_client, image, ca) if ca is not None else []
     if private:  # the proxy's CA lines, searched in every file (grep exits 1 when none matches)
         found = shell(
-            docker_client, image,
-            "grep -rlsF " + " ".join(f"-e '{line}'" for line in private)
+            docker_client,
+            image,
+            "grep -rlsF "
+            + " ".join(f"-e '{line}'" for line in private)
             + " / --exclude-dir=proc --exclude-dir=sys || true",
             user="root",
-        )  # fmt: skip
+        )
         assert not found.strip(), f"the build's CA secret was baked into {found.split()}"
     files = shell(docker_client, image, "find / -xdev \\( -path /proc -o -path /sys \\) -prune -o -print", user="root")
     paths = files.splitlines()
     bad = [
-        p for p in paths
+        p
+        for p in paths
         # (/src and /opt/uv stay as empty mount points of the build's bind mounts)
         if p.startswith(("/run/secrets/", "/src/", "/root/.cache/", "/home/homefeed/.cache/", "/tmp/", "/opt/uv/"))
         or "/.cache/" in p
-        or (p.startswith("/var/lib/apt/lists/") and not p.endswith(("/lists/lock", "/lists/partial", "/lists/auxfiles")))
-        or (p.endswith((".deb", ".git", "/.venv", ".parquet", ".tfrecord.gz", "/events.csv", "/articles.csv"))
-            and "-packages/" not in p)
-    ]  # fmt: skip
+        or (
+            p.startswith("/var/lib/apt/lists/") and not p.endswith(("/lists/lock", "/lists/partial", "/lists/auxfiles"))
+        )
+        or (
+            p.endswith((".deb", ".git", "/.venv", ".parquet", ".tfrecord.gz", "/events.csv", "/articles.csv"))
+            and "-packages/" not in p
+        )
+    ]
     assert not bad, f"unexpected files in the image: {bad[:20]}"
     for package in PROJECT_PACKAGES:
         installed = [p for p in paths if f"-packages/{package}/" in p]

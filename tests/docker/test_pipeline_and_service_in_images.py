@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -61,8 +60,9 @@ def host_service(image_run, tmp_path_factory):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(image_run.workdir), "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, process=process, timeout_s=300, log_path=log_path)
@@ -118,7 +118,10 @@ def test_host_serve_loads_the_version_the_image_published(host_service, image_ru
 
 
 def test_serving_image_answers_as_the_host(host_service, image_service, image_run):
-    (host_status, host_ready), (image_status, image_ready) = get(f"{host_service}/readyz"), get(f"{image_service}/readyz")
+    (host_status, host_ready), (image_status, image_ready) = (
+        get(f"{host_service}/readyz"),
+        get(f"{image_service}/readyz"),
+    )
     # The same answer, but for where the publish root is: the host's path, /models in the container.
     host_ready = json.loads(json.dumps(host_ready).replace(str(image_run.workdir.resolve()), "/models"))
     assert image_status == host_status == 200

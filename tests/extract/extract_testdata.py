@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 def ts(text: str) -> datetime:
     """'2024-01-02 10:00' -> aware UTC datetime."""
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def events_table(rows: list[tuple[Any, Any, Any]]) -> pa.Table:
@@ -56,7 +56,12 @@ def load(client, dataset: str, table: str, data: pa.Table) -> TableRef:
 
 
 def run_extract(
-    client, dataset: str, events: pa.Table, articles: pa.Table, out_dir: Path, read_client: Any = None,
+    client,
+    dataset: str,
+    events: pa.Table,
+    articles: pa.Table,
+    out_dir: Path,
+    read_client: Any = None,
     **settings: Any,
 ) -> tuple[extract.ExtractSummary, output.Extract]:
     """Load both tables into `dataset` and run the extract on them; (summary, read-back output).
@@ -79,19 +84,48 @@ def rows_by_key(table: pa.Table, *key: str) -> dict[tuple, dict[str, Any]]:
 # The marketplace used by most tests (answers worked out by hand in test_extract_sql.py)
 # ---------------------------------------------------------------------------------------------
 ARTICLES = [
-    {"article_id": "a1", "title": "Phone", "category": "phones", "region": "north",
-     "created_at": "2023-12-01 00:00", "status": None},
-    {"article_id": "a2", "title": "Novel", "category": "books", "region": None,
-     "created_at": "2024-01-01 00:00", "status": "active"},
-    {"article_id": "a3", "title": "Lamp", "category": "", "region": "south",
-     "created_at": None, "status": "ACTIVE "},
-    {"article_id": "a4", "title": "Desk", "category": "furniture", "region": "south",
-     "created_at": "2023-06-01 00:00", "status": "active"},
-    {"article_id": "a5", "title": "Bike", "category": "sports", "region": "north",
-     "created_at": "2024-01-02 00:00", "status": "sold"},
-    {"article_id": "a6", "title": "Sofa", "category": "furniture", "region": "east",
-     "created_at": "2024-01-02 00:00", "status": "deleted"},
-]  # fmt: skip
+    {
+        "article_id": "a1",
+        "title": "Phone",
+        "category": "phones",
+        "region": "north",
+        "created_at": "2023-12-01 00:00",
+        "status": None,
+    },
+    {
+        "article_id": "a2",
+        "title": "Novel",
+        "category": "books",
+        "region": None,
+        "created_at": "2024-01-01 00:00",
+        "status": "active",
+    },
+    {"article_id": "a3", "title": "Lamp", "category": "", "region": "south", "created_at": None, "status": "ACTIVE "},
+    {
+        "article_id": "a4",
+        "title": "Desk",
+        "category": "furniture",
+        "region": "south",
+        "created_at": "2023-06-01 00:00",
+        "status": "active",
+    },
+    {
+        "article_id": "a5",
+        "title": "Bike",
+        "category": "sports",
+        "region": "north",
+        "created_at": "2024-01-02 00:00",
+        "status": "sold",
+    },
+    {
+        "article_id": "a6",
+        "title": "Sofa",
+        "category": "furniture",
+        "region": "east",
+        "created_at": "2024-01-02 00:00",
+        "status": "deleted",
+    },
+]
 
 EVENTS = [
     ("u1", "a1", "2024-01-01 10:00"),
@@ -128,9 +162,7 @@ def random_marketplace(seed: int, users: int = 25, articles: int = 12, events: i
 
 def reference_examples(event_rows, article_rows, history_length: int) -> dict[tuple, dict[str, Any]]:
     """What training_examples.sql must return, keyed by (user_id, viewed_at, label)."""
-    attrs = {
-        r["article_id"]: {a: (r.get(a) or MISSING) for a in features.ARTICLE_ATTRIBUTES} for r in article_rows
-    }
+    attrs = {r["article_id"]: {a: (r.get(a) or MISSING) for a in features.ARTICLE_ATTRIBUTES} for r in article_rows}
     views = sorted(set(event_rows), key=lambda e: (e[0], e[2], e[1]))
     as_of = max(e[2] for e in views)
     by_user: dict[str, list] = {}

@@ -10,11 +10,11 @@ import urllib.request
 
 import pyarrow.parquet as pq
 import pytest
+from extract_testdata import ARTICLES, EVENTS, articles_table, events_table
 
 from components.extract import cli
-from extract_testdata import ARTICLES, EVENTS, articles_table, events_table
-from homefeed_cli import cli as homefeed_cli
 from homefeed.errors import CommandError
+from homefeed_cli import cli as homefeed_cli
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -36,7 +36,10 @@ def test_local_default_starts_and_stops_its_own_emulator(input_files, tmp_path, 
     args = _args("--events", events, "--articles", articles, "--out", str(tmp_path / "out"), "--history-length", "3")
     assert args.handler(args) == 0
     printed = capsys.readouterr().out
-    assert "training_examples   6 (3 train, 1 validation, 2 test)" in printed and "as_of               2024-01-05T10:00:00+00:00" in printed
+    assert (
+        "training_examples   6 (3 train, 1 validation, 2 test)" in printed
+        and "as_of               2024-01-05T10:00:00+00:00" in printed
+    )
     assert (tmp_path / "out" / "_SUCCESS").is_file()
     endpoint = re.search(r"ready at (http://127\.0\.0\.1:\d+)", caplog.text).group(1)
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
@@ -52,7 +55,7 @@ def test_endpoint_with_tables_already_loaded(emulator, dataset, input_files, tmp
     args = _args("--out", str(tmp_path / "two"), "--as-of", "2024-01-03T12:00:00Z", "--json", *common)
     assert args.handler(args) == 0
     out = capsys.readouterr().out  # the text summary of the first run, then the JSON one
-    summary = json.loads(out[out.index("{"):])
+    summary = json.loads(out[out.index("{") :])
     assert summary["as_of"] == "2024-01-03T12:00:00+00:00"
     assert summary["rows"]["training_examples"] == 4
     assert summary["source"] == f"emulator at {emulator.endpoint}"
@@ -77,9 +80,16 @@ def test_bad_input_is_one_line_and_exit_status_2(monkeypatch, tmp_path, capsys):
     (tmp_path / "events.csv").write_text("user_id,article_id\nu1,a1\n")
     (tmp_path / "articles.csv").write_text("article_id\na1\n")
     status = homefeed_cli.main(
-        ["extract", "--events", str(tmp_path / "events.csv"), "--articles", str(tmp_path / "articles.csv"),
-         "--out", str(tmp_path / "out")]
-    )  # fmt: skip
+        [
+            "extract",
+            "--events",
+            str(tmp_path / "events.csv"),
+            "--articles",
+            str(tmp_path / "articles.csv"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert status == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].startswith("candidates extract: error: events file") and "'viewed_at'" in error[-1]
@@ -90,7 +100,15 @@ def test_help_explains_the_modes(capsys):
     with pytest.raises(SystemExit):
         _args("--help")
     text = capsys.readouterr().out
-    for flag in ("--events", "--articles", "--endpoint", "--project", "--dataset", "--as-of",
-                 "--history-length", "--max-article-age-days"):  # fmt: skip
+    for flag in (
+        "--events",
+        "--articles",
+        "--endpoint",
+        "--project",
+        "--dataset",
+        "--as-of",
+        "--history-length",
+        "--max-article-age-days",
+    ):
         assert flag in text
     assert "bqemulator" in text and "_SUCCESS" in text

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from extract_testdata import ARTICLES, EVENTS, articles_table, events_table, ts
 
 from components.extract import extract, input_files, output
-from extract_testdata import ARTICLES, EVENTS, articles_table, events_table, ts
 from homefeed.config import ExtractConfig
 
 EVENTS_CSV = """\
@@ -69,8 +68,9 @@ def test_parquet_naive_timestamps_and_categoricals(emulator, dataset, tmp_path):
     assert events.schema.field("user_id").type == pa.string()
     assert events.column("viewed_at").to_pylist()[0] == ts("2024-01-01 10:00")
     config = ExtractConfig(project=emulator.project, dataset=dataset, history_length=3)
-    summary = extract.extract_local(tmp_path / "events.parquet", tmp_path / "articles.parquet", tmp_path / "out",
-                                    config, endpoint=emulator.endpoint)  # fmt: skip
+    summary = extract.extract_local(
+        tmp_path / "events.parquet", tmp_path / "articles.parquet", tmp_path / "out", config, endpoint=emulator.endpoint
+    )
     assert summary.rows["training_examples"] == 6 and summary.as_of == "2024-01-05T10:00:00+00:00"
 
 
@@ -110,9 +110,13 @@ def test_date_created_at_is_read_as_utc_midnight(emulator, dataset, tmp_path):
     frame["created_at"] = frame["created_at"].dt.date  # a DATE column
     frame.to_parquet(tmp_path / "articles.parquet")
     pq.write_table(events_table(EVENTS), tmp_path / "events.parquet")
-    assert input_files.read_input_file(tmp_path / "articles.parquet", "articles").schema.field("created_at").type == pa.date32()
+    assert (
+        input_files.read_input_file(tmp_path / "articles.parquet", "articles").schema.field("created_at").type
+        == pa.date32()
+    )
     config = ExtractConfig(project=emulator.project, dataset=dataset, max_article_age_days=30)
-    extract.extract_local(tmp_path / "events.parquet", tmp_path / "articles.parquet", tmp_path / "out", config,
-                          endpoint=emulator.endpoint)  # fmt: skip
+    extract.extract_local(
+        tmp_path / "events.parquet", tmp_path / "articles.parquet", tmp_path / "out", config, endpoint=emulator.endpoint
+    )
     corpus = {r["article_id"]: r["created_at"] for r in output.read_extract(tmp_path / "out").articles.to_pylist()}
     assert corpus == {"a2": ts("2024-01-01 00:00"), "a3": None}

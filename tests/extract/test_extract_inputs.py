@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from extract_testdata import ARTICLES, EVENTS, articles_table, events_table, load, run_extract
 
 from components.extract import extract, output
-from extract_testdata import ARTICLES, EVENTS, articles_table, events_table, load, run_extract
-from homefeed.layout import extract_dir as extract_layout
 from homefeed.config import ExtractConfig
+from homefeed.layout import extract_dir as extract_layout
 
 
 def _extract(client, dataset, out):
-    return extract.extract_bigquery(client, out, ExtractConfig(project=client.project, dataset=dataset),
-                                    use_storage_api=False)  # fmt: skip
+    return extract.extract_bigquery(
+        client, out, ExtractConfig(project=client.project, dataset=dataset), use_storage_api=False
+    )
 
 
 def test_missing_required_column_names_table_and_column(bq_client, dataset, tmp_path):
     load(bq_client, dataset, "events", events_table(EVENTS).drop_columns(["viewed_at"]))
     load(bq_client, dataset, "articles", articles_table(ARTICLES))
-    with pytest.raises(ValueError, match=rf"events table `local-project\.{dataset}\.events`: missing required column 'viewed_at'"):
+    with pytest.raises(
+        ValueError, match=rf"events table `local-project\.{dataset}\.events`: missing required column 'viewed_at'"
+    ):
         _extract(bq_client, dataset, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -68,8 +71,9 @@ def test_null_ids_duplicates_and_unknown_articles_are_dropped_and_counted(bq_cli
         ("u2", "zz", "2024-01-01 13:00"),  # unknown article
     ]
     articles = ARTICLES + [{"article_id": None, "title": "ghost"}, dict(ARTICLES[0], created_at="2023-01-01 00:00")]
-    summary, result = run_extract(bq_client, dataset, events_table(dirty), articles_table(articles),
-                                  tmp_path / "out", history_length=3)  # fmt: skip
+    summary, result = run_extract(
+        bq_client, dataset, events_table(dirty), articles_table(articles), tmp_path / "out", history_length=3
+    )
     assert summary.dropped == {
         "events_missing_ids": 4,
         "events_duplicates": 2,
@@ -92,8 +96,9 @@ def test_null_ids_duplicates_and_unknown_articles_are_dropped_and_counted(bq_cli
 
 def test_events_from_the_future_are_counted_and_dropped(bq_client, dataset, tmp_path):
     future = [("u1", "a2", "2099-01-01 00:00"), ("u3", "a4", "2099-06-01 00:00"), ("u3", "a4", "2099-06-01 00:00")]
-    summary, result = run_extract(bq_client, dataset, events_table(EVENTS + future), articles_table(ARTICLES),
-                                  tmp_path / "out", history_length=3)  # fmt: skip
+    summary, result = run_extract(
+        bq_client, dataset, events_table(EVENTS + future), articles_table(ARTICLES), tmp_path / "out", history_length=3
+    )
     # The duplicate is collapsed first, then the two distinct future events are counted.
     assert summary.dropped["events_in_future"] == 2 and summary.dropped["events_duplicates"] == 1
     assert summary.dropped["events_unknown_article"] == 0
@@ -101,8 +106,15 @@ def test_events_from_the_future_are_counted_and_dropped(bq_client, dataset, tmp_
     assert summary.inputs["events_used"] == len(EVENTS)
     assert result.summary["not_after"] < "2099"
     # A clock that is itself in 2099 (or a generous skew) keeps them: the rule is relative to the run.
-    late, _ = run_extract(bq_client, dataset, events_table(EVENTS + future), articles_table(ARTICLES),
-                          tmp_path / "out2", history_length=3, max_clock_skew_s=100 * 365 * 86400.0)  # fmt: skip
+    late, _ = run_extract(
+        bq_client,
+        dataset,
+        events_table(EVENTS + future),
+        articles_table(ARTICLES),
+        tmp_path / "out2",
+        history_length=3,
+        max_clock_skew_s=100 * 365 * 86400.0,
+    )
     assert late.dropped["events_in_future"] == 0 and late.as_of.startswith("2099-06-01")
 
 
@@ -116,14 +128,20 @@ def test_an_as_of_in_the_future_is_refused(bq_client, dataset, tmp_path):
 
 
 def test_no_usable_events_explains_why(bq_client, dataset, tmp_path):
-    load(bq_client, dataset, "events", events_table([("u1", "zz", "2024-01-01 00:00"), (None, "a1", "2024-01-01 00:00")]))
+    load(
+        bq_client, dataset, "events", events_table([("u1", "zz", "2024-01-01 00:00"), (None, "a1", "2024-01-01 00:00")])
+    )
     load(bq_client, dataset, "articles", articles_table(ARTICLES))
-    with pytest.raises(ValueError, match=r"no usable events among 2 rows .*1 with a missing .*1 with an article_id not in"):
+    with pytest.raises(
+        ValueError, match=r"no usable events among 2 rows .*1 with a missing .*1 with an article_id not in"
+    ):
         _extract(bq_client, dataset, tmp_path / "out")
 
 
 def test_no_training_examples_when_every_user_has_one_view(bq_client, dataset, tmp_path):
-    load(bq_client, dataset, "events", events_table([("u1", "a1", "2024-01-01 00:00"), ("u2", "a2", "2024-01-01 00:00")]))
+    load(
+        bq_client, dataset, "events", events_table([("u1", "a1", "2024-01-01 00:00"), ("u2", "a2", "2024-01-01 00:00")])
+    )
     load(bq_client, dataset, "articles", articles_table(ARTICLES))
     with pytest.raises(ValueError, match="no training examples"):
         _extract(bq_client, dataset, tmp_path / "out")

@@ -34,10 +34,19 @@ def test_table_ref_rejects_anything_but_plain_names(project, dataset, table):
 
 
 def test_check_columns_is_case_insensitive_and_allows_date_for_timestamps():
-    found = schema.check_events_columns("events", {"User_ID": "STRING", "article_id": "STRING", "viewed_at": "DATE", "x": "JSON"})
-    assert found == {"user_id": ("User_ID", "STRING"), "article_id": ("article_id", "STRING"), "viewed_at": ("viewed_at", "DATE")}
+    found = schema.check_events_columns(
+        "events", {"User_ID": "STRING", "article_id": "STRING", "viewed_at": "DATE", "x": "JSON"}
+    )
+    assert found == {
+        "user_id": ("User_ID", "STRING"),
+        "article_id": ("article_id", "STRING"),
+        "viewed_at": ("viewed_at", "DATE"),
+    }
     relation = schema.events_relation(schema.TableRef("p", "d", "t"), found)
-    assert relation == "(SELECT `User_ID` AS user_id, `article_id` AS article_id, CAST(`viewed_at` AS TIMESTAMP) AS viewed_at FROM `p.d.t`)"
+    assert (
+        relation
+        == "(SELECT `User_ID` AS user_id, `article_id` AS article_id, CAST(`viewed_at` AS TIMESTAMP) AS viewed_at FROM `p.d.t`)"
+    )
 
 
 def test_missing_optional_article_columns_become_typed_nulls():
@@ -56,8 +65,15 @@ def test_repeated_columns_are_wrong_types():
 
 def test_every_query_renders_with_only_known_parameters():
     relations = {"events": "(SELECT 1)", "articles": "(SELECT 2)"}
-    allowed = {"as_of", "history_length", "max_article_age_days", "lookback_days", "not_after", "include_first_views",
-               "seen_length"}
+    allowed = {
+        "as_of",
+        "history_length",
+        "max_article_age_days",
+        "lookback_days",
+        "not_after",
+        "include_first_views",
+        "seen_length",
+    }
     for name in sql.QUERIES:
         text = sql.render_query(name, relations)
         assert "{{" not in text and "--" not in text, name

@@ -8,8 +8,6 @@ from datetime import timedelta
 
 import pyarrow as pa
 import pytest
-
-from components.extract import extract, output
 from extract_testdata import (
     TIMESTAMP,
     articles_table,
@@ -20,17 +18,21 @@ from extract_testdata import (
     rows_by_key,
     ts,
 )
+
+from components.extract import extract, output
 from homefeed import features, tokens
 from homefeed.config import ExtractConfig
 
 
 def searches_table(rows) -> pa.Table:
     users, queries, times = zip(*rows) if rows else ((), (), ())
-    return pa.table({
-        "user_id": pa.array(users, pa.string()),
-        "query": pa.array(queries, pa.string()),
-        "searched_at": pa.array([ts(t) if isinstance(t, str) else t for t in times], TIMESTAMP),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "user_id": pa.array(users, pa.string()),
+            "query": pa.array(queries, pa.string()),
+            "searched_at": pa.array([ts(t) if isinstance(t, str) else t for t in times], TIMESTAMP),
+        }
+    )
 
 
 def random_searches(seed: int, users: int = 25, count: int = 160):
@@ -38,9 +40,20 @@ def random_searches(seed: int, users: int = 25, count: int = 160):
     rng = random.Random(seed)
     base = ts("2024-03-01 00:00")
     words = ["Stroller", "유모차", "café", "ＡＢＣ", "lamp  desk", "  ", "", "x" * 600]
-    rows = [(f"u{rng.randrange(users + 3):02d}", rng.choice(words) + str(rng.randrange(3)),
-             base + timedelta(hours=rng.randrange(-5, 40))) for _ in range(count)]  # fmt: skip
-    rows += [("u01", "   ", base), ("u02", None, base), (None, "orphan", base), ("u03", "late", base + timedelta(days=99))]
+    rows = [
+        (
+            f"u{rng.randrange(users + 3):02d}",
+            rng.choice(words) + str(rng.randrange(3)),
+            base + timedelta(hours=rng.randrange(-5, 40)),
+        )
+        for _ in range(count)
+    ]
+    rows += [
+        ("u01", "   ", base),
+        ("u02", None, base),
+        (None, "orphan", base),
+        ("u03", "late", base + timedelta(days=99)),
+    ]
     rows += rows[:5]  # exact duplicates
     return rows
 
@@ -76,8 +89,17 @@ def random_run(bq_client, read_client, tmp_path_factory):
     event_rows, article_rows = random_marketplace(seed=11)
     search_rows = random_searches(seed=11)
     out = tmp_path_factory.mktemp("searches") / "out"
-    summary, result = run(bq_client, read_client, "searches_random", event_rows, article_rows, search_rows, out,
-                          history_length=4, search_length=3)  # fmt: skip
+    summary, result = run(
+        bq_client,
+        read_client,
+        "searches_random",
+        event_rows,
+        article_rows,
+        search_rows,
+        out,
+        history_length=4,
+        search_length=3,
+    )
     return event_rows, article_rows, search_rows, summary, result
 
 
@@ -107,11 +129,24 @@ def test_examples_get_the_latest_queries_strictly_before_the_view(random_run):
 
 def test_no_query_at_or_after_the_view_leaks(bq_client, read_client, tmp_path):
     events = [("u", "a00", "2024-01-01 10:00"), ("u", "a01", "2024-01-02 10:00"), ("u", "a02", "2024-01-03 10:00")]
-    search_rows = [("u", "before first", "2024-01-01 09:00"), ("u", "same time", "2024-01-02 10:00"),
-                   ("u", "between", "2024-01-02 11:00"), ("u", "after all", "2024-01-03 11:00")]  # fmt: skip
+    search_rows = [
+        ("u", "before first", "2024-01-01 09:00"),
+        ("u", "same time", "2024-01-02 10:00"),
+        ("u", "between", "2024-01-02 11:00"),
+        ("u", "after all", "2024-01-03 11:00"),
+    ]
     articles = [{"article_id": f"a0{i}", "category": "c", "region": "r"} for i in range(3)]
-    _, result = run(bq_client, read_client, "searches_leak", events, articles, search_rows, tmp_path / "out",
-                    search_length=5, as_of="2024-01-04")  # fmt: skip
+    _, result = run(
+        bq_client,
+        read_client,
+        "searches_leak",
+        events,
+        articles,
+        search_rows,
+        tmp_path / "out",
+        search_length=5,
+        as_of="2024-01-04",
+    )
     got = {row["label"]: row["recent_queries"] for row in result.training_examples.to_pylist()}
     assert got == {"a00": ["before first"], "a01": ["before first"], "a02": ["between", "same time", "before first"]}
     snapshot = result.user_histories.to_pylist()[0]
@@ -146,8 +181,9 @@ def test_summary_counts_blank_cut_and_late_queries(random_run):
 
 def test_without_searches_the_outputs_are_unchanged(bq_client, read_client, tmp_path):
     event_rows, article_rows = random_marketplace(seed=11)
-    _, result = run(bq_client, read_client, "searches_absent", event_rows, article_rows, None, tmp_path / "out",
-                    history_length=4)  # fmt: skip
+    _, result = run(
+        bq_client, read_client, "searches_absent", event_rows, article_rows, None, tmp_path / "out", history_length=4
+    )
     expected = reference_examples(event_rows, article_rows, history_length=4)
     got = rows_by_key(result.training_examples, "user_id", "viewed_at", "label")
     assert set(got) == set(expected)
@@ -158,10 +194,16 @@ def test_without_searches_the_outputs_are_unchanged(bq_client, read_client, tmp_
 @pytest.mark.parametrize(
     "table, message",
     [
-        (pa.table({"user_id": ["u"], "searched_at": pa.array([ts("2024-01-01 00:00")], TIMESTAMP)}), "missing required column 'query'"),
-        (pa.table({"user_id": ["u"], "query": [3], "searched_at": pa.array([ts("2024-01-01 00:00")], TIMESTAMP)}), "column 'query' has type INT64"),
+        (
+            pa.table({"user_id": ["u"], "searched_at": pa.array([ts("2024-01-01 00:00")], TIMESTAMP)}),
+            "missing required column 'query'",
+        ),
+        (
+            pa.table({"user_id": ["u"], "query": [3], "searched_at": pa.array([ts("2024-01-01 00:00")], TIMESTAMP)}),
+            "column 'query' has type INT64",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_searches_table_names_table_and_column(bq_client, tmp_path, dataset, table, message):
     event_rows, article_rows = random_marketplace(seed=3)
     load(bq_client, dataset, "events", events_table(event_rows))

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-
-from components.extract import extract, output
 from extract_testdata import (
     ARTICLES,
     EVENTS,
@@ -28,6 +26,8 @@ from extract_testdata import (
     run_extract,
     ts,
 )
+
+from components.extract import extract, output
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
 
@@ -35,8 +35,9 @@ from homefeed.layout import extract_dir as extract_layout
 @pytest.fixture(scope="module")
 def default_run(bq_client, read_client, tmp_path_factory):
     out = tmp_path_factory.mktemp("extract") / "out"
-    return run_extract(bq_client, "sql_default", events_table(EVENTS), articles_table(ARTICLES), out,
-                       read_client, history_length=3)  # fmt: skip
+    return run_extract(
+        bq_client, "sql_default", events_table(EVENTS), articles_table(ARTICLES), out, read_client, history_length=3
+    )
 
 
 def test_histories_are_earlier_views_most_recent_first_at_most_h(default_run):
@@ -86,8 +87,13 @@ def test_split_is_test_for_each_users_last_view_and_validation_for_the_one_befor
         features.TEST_SPLIT: [("u1", "a1"), ("u2", "a6")],
     }
     assert summary.rows == {
-        "training_examples": 6, "train": 3, "validation": 1, "test": 2, "user_histories": 3, "articles": 4,
-    }  # fmt: skip
+        "training_examples": 6,
+        "train": 3,
+        "validation": 1,
+        "test": 2,
+        "user_histories": 3,
+        "articles": 4,
+    }
 
 
 def test_as_of_defaults_to_the_latest_event_and_ages_are_days(default_run):
@@ -141,8 +147,15 @@ def test_output_files_follow_the_contract(default_run):
 
 
 def test_as_of_in_the_past_ignores_later_events(bq_client, tmp_path):
-    summary, result = run_extract(bq_client, "sql_as_of", events_table(EVENTS), articles_table(ARTICLES),
-                                  tmp_path / "out", history_length=3, as_of="2024-01-03T12:00:00Z")  # fmt: skip
+    summary, result = run_extract(
+        bq_client,
+        "sql_as_of",
+        events_table(EVENTS),
+        articles_table(ARTICLES),
+        tmp_path / "out",
+        history_length=3,
+        as_of="2024-01-03T12:00:00Z",
+    )
     rows = rows_by_key(result.training_examples, "user_id", "label")
     assert sorted(rows) == [("u1", "a2"), ("u1", "a3"), ("u1", "a4"), ("u2", "a6")]
     assert rows[("u1", "a4")]["split"] == features.TEST_SPLIT  # a5 and the second a1 come after as_of
@@ -155,9 +168,16 @@ def test_as_of_in_the_past_ignores_later_events(bq_client, tmp_path):
 
 
 def test_max_article_age_and_lookback(bq_client, tmp_path):
-    summary, result = run_extract(bq_client, "sql_age", events_table(EVENTS), articles_table(ARTICLES),
-                                  tmp_path / "out", history_length=3, max_article_age_days=30,
-                                  lookback_days=2)  # fmt: skip
+    summary, result = run_extract(
+        bq_client,
+        "sql_age",
+        events_table(EVENTS),
+        articles_table(ARTICLES),
+        tmp_path / "out",
+        history_length=3,
+        max_article_age_days=30,
+        lookback_days=2,
+    )
     # as_of 2024-01-05 10:00: created before 2023-12-06 10:00 is too old (a1, a4); a3 has no
     # created_at and stays.
     assert sorted(result.articles.column("article_id").to_pylist()) == ["a2", "a3"]
@@ -172,8 +192,9 @@ def test_max_article_age_and_lookback(bq_client, tmp_path):
 
 def test_articles_without_optional_columns(bq_client, tmp_path):
     bare = articles_table(ARTICLES, columns=("article_id",))
-    summary, result = run_extract(bq_client, "sql_bare", events_table(EVENTS), bare, tmp_path / "out",
-                                  history_length=3, max_article_age_days=1)  # fmt: skip
+    summary, result = run_extract(
+        bq_client, "sql_bare", events_table(EVENTS), bare, tmp_path / "out", history_length=3, max_article_age_days=1
+    )
     # No status column: everything is active; no created_at: the age limit keeps everything.
     assert result.articles.num_rows == 6
     assert set(result.articles.column("category").to_pylist()) == {MISSING}
@@ -187,10 +208,14 @@ def test_articles_without_optional_columns(bq_client, tmp_path):
 def test_matches_a_plain_python_reference_on_random_data(bq_client, read_client, tmp_path, results_via):
     event_rows, article_rows = random_marketplace(seed=7)
     summary, result = run_extract(
-        bq_client, f"sql_random_{results_via[0]}", events_table(event_rows),
-        articles_table(article_rows, columns=("article_id", "category", "region")), tmp_path / "out",
-        read_client if results_via == "storage read API" else None, history_length=4,
-    )  # fmt: skip
+        bq_client,
+        f"sql_random_{results_via[0]}",
+        events_table(event_rows),
+        articles_table(article_rows, columns=("article_id", "category", "region")),
+        tmp_path / "out",
+        read_client if results_via == "storage read API" else None,
+        history_length=4,
+    )
     expected = reference_examples(event_rows, article_rows, history_length=4)
     got = rows_by_key(result.training_examples, "user_id", "viewed_at", "label")
     assert set(got) == set(expected)

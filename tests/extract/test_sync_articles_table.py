@@ -7,18 +7,35 @@ import pyarrow.parquet as pq
 import pytest
 from extract_testdata import articles_table, load
 
-from serving.article_sync import read_articles_file, read_articles_table
+from components.sync_articles.sync import read_articles_file, read_articles_table
 
 ROWS = [
-    {"article_id": "a1", "title": "oak desk", "category": "furniture", "region": "north",
-     "created_at": "2025-01-01 08:00", "status": "active"},
-    {"article_id": "a2", "title": None, "category": "toys", "region": None,
-     "created_at": "2025-01-02 09:30", "status": "sold"},
-    {"article_id": "a3", "title": "bike", "category": None, "region": "south",
-     "created_at": None, "status": None},
-    {"article_id": "a4", "title": "lamp", "category": "furniture", "region": "north",
-     "created_at": "2024-12-31 23:59", "status": "deleted"},
-]  # fmt: skip
+    {
+        "article_id": "a1",
+        "title": "oak desk",
+        "category": "furniture",
+        "region": "north",
+        "created_at": "2025-01-01 08:00",
+        "status": "active",
+    },
+    {
+        "article_id": "a2",
+        "title": None,
+        "category": "toys",
+        "region": None,
+        "created_at": "2025-01-02 09:30",
+        "status": "sold",
+    },
+    {"article_id": "a3", "title": "bike", "category": None, "region": "south", "created_at": None, "status": None},
+    {
+        "article_id": "a4",
+        "title": "lamp",
+        "category": "furniture",
+        "region": "north",
+        "created_at": "2024-12-31 23:59",
+        "status": "deleted",
+    },
+]
 
 
 def expected(since_day: str | None = None) -> dict[str, dict]:
@@ -49,6 +66,9 @@ def test_a_bigquery_articles_table_gives_the_bodies_a_file_gives(bq_client, emul
 def test_a_table_with_only_some_columns_and_a_missing_table(bq_client, emulator, dataset):
     load(bq_client, dataset, "listings", articles_table(ROWS[:2], columns=("article_id", "region")))
     rows = read_articles_table(emulator.project, dataset, "listings", None, emulator.endpoint)
-    assert sorted(rows, key=lambda r: r["article_id"]) == [{"article_id": "a1", "region": "north"}, {"article_id": "a2"}]
+    assert sorted(rows, key=lambda r: r["article_id"]) == [
+        {"article_id": "a1", "region": "north"},
+        {"article_id": "a2"},
+    ]
     with pytest.raises(Exception, match="nowhere"):
         read_articles_table(emulator.project, dataset, "nowhere", None, emulator.endpoint)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
+from extract_testdata import ARTICLES, articles_table, events_table
 
 from components.extract import extract, warehouse
-from extract_testdata import ARTICLES, articles_table, events_table
 
 
 def test_spatial_extension_is_installed_from_the_wheel_not_downloaded(tmp_path):
@@ -23,7 +23,7 @@ def test_spatial_extension_is_installed_from_the_wheel_not_downloaded(tmp_path):
 def test_emulator_clients_point_at_the_endpoint(emulator):
     client = warehouse.emulator_client(emulator.endpoint.removeprefix("http://"), "some-project")
     assert client.project == "some-project"
-    assert client._connection.API_BASE_URL == emulator.endpoint
+    assert emulator.endpoint == client._connection.API_BASE_URL
     assert emulator.grpc_endpoint and emulator.grpc_endpoint.startswith("127.0.0.1:")
     assert warehouse.Emulator("http://127.0.0.1:1").read_client() is None
 

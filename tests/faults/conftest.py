@@ -23,11 +23,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
-import model_factory  # noqa: E402  (tests/serving/model_factory.py)
+import model_factory
 
-from homefeed.config import IndexConfig, PublishConfig  # noqa: E402
-from serving.index_build import build_model_index  # noqa: E402
-from serving.publish import publish_model  # noqa: E402
+from components.build_index.build import build_model_index
+from components.publish.publish import publish_model
+from homefeed.config import IndexConfig, PublishConfig
 
 DIM = 8
 READY_TIMEOUT_S = 120.0
@@ -46,7 +46,9 @@ def candidates_command(*argv) -> list[str]:
 @pytest.fixture(scope="session")
 def saved_models(tmp_path_factory) -> dict[int, tuple[Path, object]]:
     root = tmp_path_factory.mktemp("fault_saved_models")
-    return {seed: (root / f"s{seed}", model_factory.save_hashing_model(root / f"s{seed}", DIM, seed)) for seed in (0, 1)}
+    return {
+        seed: (root / f"s{seed}", model_factory.save_hashing_model(root / f"s{seed}", DIM, seed)) for seed in (0, 1)
+    }
 
 
 @pytest.fixture(scope="session")
@@ -65,9 +67,11 @@ def model_dirs(saved_models, tmp_path_factory) -> dict[str, Path]:
 
 def publish(model_dir: Path, root: Path) -> None:
     decision = publish_model(
-        model_dir, root, PublishConfig(min_recall_at_200=0.1, max_regression=1.0),
+        model_dir,
+        root,
+        PublishConfig(min_recall_at_200=0.1, max_regression=1.0),
         user_histories=model_dir / "user_histories.parquet",
-    )  # fmt: skip
+    )
     assert decision.published, decision.reason
 
 
@@ -81,11 +85,14 @@ class Service:
         command = candidates_command(
             "serve", "--model", model, "--port", self.port, "--no-watch", "--reload-min-interval", "0", *extra
         )
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "w")
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
-        )  # fmt: skip
+        )
 
     def wait_ready(self) -> dict:
         deadline = time.monotonic() + READY_TIMEOUT_S

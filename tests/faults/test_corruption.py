@@ -68,9 +68,19 @@ def test_same_size_corruption_of_any_file_is_rejected_and_the_old_version_keeps_
     assert status == 200 and baseline["model_version"] == "v1"
     files = sorted(p.relative_to(pristine).as_posix() for p in pristine.rglob("*") if p.is_file() and p.stat().st_size)
     # Every kind of file a version holds is in the test, so none can slip through unverified.
-    for needed in ("saved_model/saved_model.pb", "article_vectors.npy", "article_ids.txt", "index/articles.faiss",
-                   "index/index_manifest.json", "user_histories.parquet", "manifest.json", "publish.json",
-                   "popular_articles.json", "articles.parquet", "evaluation.json"):  # fmt: skip
+    for needed in (
+        "saved_model/saved_model.pb",
+        "article_vectors.npy",
+        "article_ids.txt",
+        "index/articles.faiss",
+        "index/index_manifest.json",
+        "user_histories.parquet",
+        "manifest.json",
+        "publish.json",
+        "popular_articles.json",
+        "articles.parquet",
+        "evaluation.json",
+    ):
         assert needed in files
     accepted = []
     for name in files:

@@ -17,8 +17,14 @@ HEADER_TIMEOUT_S = 1.0
 
 @pytest.fixture(scope="module")
 def service(model_dirs, tmp_path_factory):
-    service = Service(model_dirs["v1"], tmp_path_factory.mktemp("http") / "service.log",
-                      "--header-timeout", str(HEADER_TIMEOUT_S), "--body-timeout", str(HEADER_TIMEOUT_S))  # fmt: skip
+    service = Service(
+        model_dirs["v1"],
+        tmp_path_factory.mktemp("http") / "service.log",
+        "--header-timeout",
+        str(HEADER_TIMEOUT_S),
+        "--body-timeout",
+        str(HEADER_TIMEOUT_S),
+    )
     service.wait_ready()
     yield service
     service.stop()
@@ -100,7 +106,9 @@ def raw_exchange(port: int, payload: bytes, wait_s: float = 10.0) -> tuple[int, 
 
 def test_what_the_server_itself_refuses_is_json_too(service):
     # A request line of a megabyte: the server's own limit, before the app.
-    status, body, _ = raw_exchange(service.port, b"GET /v1/users/u1/candidates?k=" + b"1" * 1_000_000 + b" HTTP/1.1\r\n\r\n")
+    status, body, _ = raw_exchange(
+        service.port, b"GET /v1/users/u1/candidates?k=" + b"1" * 1_000_000 + b" HTTP/1.1\r\n\r\n"
+    )
     assert status in (414, 431) and body["error"]["status"] == status
     # Headers too large.
     headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 1000) for i in range(40))
@@ -138,7 +146,8 @@ def test_silent_and_slow_clients_are_cut_off(service):
     # Sends its headers, then half of the body it announced, and stalls.
     status, body, elapsed = raw_exchange(
         service.port,
-        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n" + b'{"events": [',
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        + b'{"events": [',
     )
     assert status == 408 and "body" in body["error"]["message"] and elapsed < HEADER_TIMEOUT_S + 3
     # The service is still answering normally afterwards.
@@ -151,8 +160,10 @@ def test_the_rest_of_a_refused_body_is_not_read_as_the_next_request(service):
     # request's, not the head of a new one: the good request must get its own answer.
     body = b"z" * 200_000
     with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
-        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n" % (2 * 1024 * 1024))  # fmt: skip
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (2 * 1024 * 1024)
+        )
         first = read_one_response(sock)
         assert first.startswith(b"HTTP/1.1 413"), first[:200]
         sock.sendall(body * 10 + b"z" * (2 * 1024 * 1024 - len(body) * 10))
@@ -163,10 +174,14 @@ def test_the_rest_of_a_refused_body_is_not_read_as_the_next_request(service):
 
 def test_the_service_answers_expect_100_continue_and_kept_alive_requests(service):
     # An endpoint that reads its body, so the server asks for it with an interim 100.
-    body = json.dumps({"events": [{"user_id": "u0001", "article_id": "nowhere", "viewed_at": "2026-01-01T00:00:00Z"}]}).encode()
+    body = json.dumps(
+        {"events": [{"user_id": "u0001", "article_id": "nowhere", "viewed_at": "2026-01-01T00:00:00Z"}]}
+    ).encode()
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
         interim = b""
         while b"\r\n\r\n" not in interim:
             interim += sock.recv(65536)

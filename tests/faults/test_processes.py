@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,14 +29,18 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("inputs")
     subprocess.run(
         candidates_command("sample-data", "--out", out, "--users", "120", "--articles", "200", "--days", "10"),
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return out / "events.parquet", out / "articles.parquet"
 
 
 def start(argv: list, log: Path) -> subprocess.Popen:
-    handle = open(log, "w")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(candidates_command(*argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    handle = open(log, "w")
+    return subprocess.Popen(
+        candidates_command(*argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
 
 
 def follow_until(process: subprocess.Popen, wanted: str, seen: dict[int, int | None], log: Path) -> None:
@@ -92,8 +96,12 @@ def test_killing_extract_stops_the_emulator_and_the_next_run_is_clean(inputs, tm
         assert process.returncode == 128 + signal.SIGTERM, (tmp_path / "1.log").read_text()[-2000:]
         return  # an orderly stop; the next run after the harsher SIGKILL is checked below
 
-    result = subprocess.run(candidates_command("extract", "--events", events, "--articles", articles, "--out", out),
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        candidates_command("extract", "--events", events, "--articles", articles, "--out", out),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "_SUCCESS").exists()
     assert not [p.name for p in tmp_path.iterdir() if ".staging-" in p.name or ".previous-" in p.name]
@@ -104,19 +112,30 @@ def test_future_events_are_counted_and_dropped_and_as_of_is_sane(inputs, tmp_pat
     table = pq.read_table(events)
     first = table.slice(0, 5)
     future = first.set_column(
-        first.schema.get_field_index("viewed_at"), "viewed_at",
-        pa.array([datetime(2099, 1, 1, i, tzinfo=timezone.utc) for i in range(5)], type=table.schema.field("viewed_at").type),
-    )  # fmt: skip
+        first.schema.get_field_index("viewed_at"),
+        "viewed_at",
+        pa.array([datetime(2099, 1, 1, i, tzinfo=UTC) for i in range(5)], type=table.schema.field("viewed_at").type),
+    )
     pq.write_table(pa.concat_tables([table, future]), tmp_path / "events.parquet")
     result = subprocess.run(
-        candidates_command("extract", "--events", tmp_path / "events.parquet", "--articles", articles,
-                           "--out", tmp_path / "out", "--json"),
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        candidates_command(
+            "extract",
+            "--events",
+            tmp_path / "events.parquet",
+            "--articles",
+            articles,
+            "--out",
+            tmp_path / "out",
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "extract_summary.json").read_text())
     assert summary["dropped"]["events_in_future"] == 5
-    assert datetime.fromisoformat(summary["as_of"]) <= datetime.now(timezone.utc)
+    assert datetime.fromisoformat(summary["as_of"]) <= datetime.now(UTC)
     assert summary["as_of"] == json.loads(result.stdout)["as_of"] and summary["as_of"] < "2099"
     assert "dropped 5 events dated after" in result.stderr  # and it says so in the log
 

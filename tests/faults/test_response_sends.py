@@ -1,4 +1,4 @@
-"""A response leaves in one send (`serving.http_server.HeadWithBody`), over real sockets.
+"""A response leaves in one send (`serving.http.server.HeadWithBody`), over real sockets.
 
 Each test drives the class through a real asyncio transport of a socket pair and reads what the
 peer socket received. Against a real `candidates serve`: tests/faults/test_http_edges.py
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from serving.http_server import HeadWithBody
+from serving.http.server import HeadWithBody
 
 
 def _pending(sock: socket.socket) -> bytes:

@@ -40,7 +40,9 @@ def test_public_messages_carry_no_absolute_paths():
 
 
 def test_the_log_filter_masks_arguments_and_tracebacks():
-    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "cannot reach %s", ("redis://:hunter2-user-pw@h",), None)
+    record = logging.LogRecord(
+        "x", logging.ERROR, __file__, 1, "cannot reach %s", ("redis://:hunter2-user-pw@h",), None
+    )
     try:
         raise ConnectionError("redis://:hunter2-user-pw@h refused")
     except ConnectionError:
@@ -61,7 +63,7 @@ def test_a_service_with_a_credentialed_redis_url_never_logs_it(model_dirs, start
         status, body = service.get("/v1/users/u0001/candidates?k=5")
         assert status == 200 and body["fallback"] is True
     status, ready = service.get("/readyz")
-    metrics_status, metrics, _ = 200, "", None
+    metrics = ""
     import urllib.request
 
     with urllib.request.urlopen(service.url + "/metrics", timeout=10) as response:
@@ -79,10 +81,17 @@ def test_cli_errors_do_not_echo_credentials(tmp_path):
     histories = tmp_path / "h.parquet"
     histories.write_bytes(b"")
     result = subprocess.run(
-        candidates_command("load-histories", "--histories", histories,
-                           "--redis-url", f"redis://app:hunter2-user-pw@127.0.0.1:{free_port()}/0?password=hunter2-query-pw"),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        candidates_command(
+            "load-histories",
+            "--histories",
+            histories,
+            "--redis-url",
+            f"redis://app:hunter2-user-pw@127.0.0.1:{free_port()}/0?password=hunter2-query-pw",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert not any(secret in output for secret in SECRETS), output[-2000:]

@@ -28,7 +28,8 @@ def test_every_field_is_a_flag_typed_from_its_annotation():
     flags = {o for action in parser._actions for o in action.option_strings}
     assert {flag_name(f.name) for f in dataclasses.fields(TransformConfig) if f.name != "beam_args"} <= flags
     config = config_from_args(
-        TransformConfig, parser.parse_args(["--history-length", "7", "--vocab-top-k", "none", "--runner", "FlinkRunner"])
+        TransformConfig,
+        parser.parse_args(["--history-length", "7", "--vocab-top-k", "none", "--runner", "FlinkRunner"]),
     )
     assert (config.history_length, config.vocab_top_k, config.runner) == (7, None, "FlinkRunner")
     with pytest.raises(SystemExit):

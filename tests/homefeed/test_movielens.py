@@ -1,4 +1,4 @@
-"""homefeed.movielens and `candidates import-movielens` on hand-written MovieLens-format files."""
+"""homefeed.sample.movielens and `candidates import-movielens` on hand-written MovieLens-format files."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from homefeed.sample.movielens import STANDARD_GENRES, import_movielens, load_movielens
 from homefeed_cli import cli
-from homefeed.movielens import STANDARD_GENRES, import_movielens, load_movielens
 
 CHILDRENS = "Children's"
 GENRE_TEXT = "".join(f"{name}|{i}\n" for i, name in enumerate(STANDARD_GENRES)) + "\n"
@@ -80,8 +80,11 @@ def test_standard_genres_when_u_genre_is_absent(tmp_path):
         ("u.data", DATA_LINES[:1] + ["x7\t2\t4\t874965799"], r"u\.data, line 2: user id 'x7' is not an integer"),
         ("u.data", DATA_LINES + ["7\t99\t4\t874965799"], r"u\.data: 1 rating\(s\) of items missing .*item 99"),
         ("u.item", ITEM_LINES[:1] + ["2|Short|01-Jan-1995||url|0|1"], r"u\.item, line 2: expected 24 '\|'-separated"),
-        ("u.item", ITEM_LINES[:1] + [ITEM_LINES[1].replace("15-Mar-1994", "1994-03-15")],
-         r"u\.item, line 2: release date '1994-03-15'"),
+        (
+            "u.item",
+            ITEM_LINES[:1] + [ITEM_LINES[1].replace("15-Mar-1994", "1994-03-15")],
+            r"u\.item, line 2: release date '1994-03-15'",
+        ),
         ("u.item", ITEM_LINES + [ITEM_LINES[0]], r"u\.item, line 5: item id 1 already on line 1"),
     ],
 )
@@ -103,7 +106,7 @@ def test_missing_file_names_the_path(tmp_path):
 
 
 def test_cli_round_trip(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("homefeed.data_cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("homefeed.sample.cli",))
     source, out = _write(tmp_path / "ml"), tmp_path / "out"
     assert cli.main(["import-movielens", str(source), "--out", str(out)]) == 0
     assert "wrote 4 events by 3 users on 4 of 4 articles" in capsys.readouterr().out

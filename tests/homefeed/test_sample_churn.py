@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from homefeed.sample.marketplace import CHURN_SETTINGS, SampleDataConfig, churn_config, generate
 from homefeed_cli import cli
-from homefeed.sample_data import CHURN_SETTINGS, SampleDataConfig, churn_config, generate
 
 SMALL_CHURN = dict(users=300, articles=2000, days=6, seed=5)
 
@@ -52,7 +52,7 @@ def test_churn_preset_is_the_settings_with_overrides_on_top():
 
 
 def test_cli_churn_flag_writes_the_churn_world(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("homefeed.data_cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("homefeed.sample.cli",))
     out = tmp_path / "churn"
     argv = ["sample-data", "--churn", "--out", str(out), *[f"--{k}={v}" for k, v in SMALL_CHURN.items()]]
     assert cli.main(argv) == 0

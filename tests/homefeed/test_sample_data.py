@@ -1,4 +1,4 @@
-"""homefeed.sample_data and `candidates sample-data`: determinism, schema, invariants, learnability."""
+"""homefeed.sample.marketplace and `candidates sample-data`: determinism, schema, invariants, learnability."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from homefeed import data_cli, features
-from homefeed_cli import cli
-from homefeed.sample_data import (
+from homefeed import features
+from homefeed.sample import cli as data_cli
+from homefeed.sample.marketplace import (
     CATEGORIES,
     REGIONS,
     SampleDataConfig,
     generate,
     write_sample_data,
 )
+from homefeed_cli import cli
 
 SMALL = SampleDataConfig(users=200, articles=300, days=7, seed=3)
 
@@ -32,7 +33,7 @@ def default_world() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture
 def data_cli_only(monkeypatch):
     """Run `candidates` with only this module's commands registered, whatever other stages hold."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("homefeed.data_cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("homefeed.sample.cli",))
 
 
 def test_same_seed_same_tables_and_different_seed_different_tables():
@@ -179,8 +180,9 @@ def test_bad_settings_are_refused_with_the_setting_named():
     [
         SampleDataConfig(users=300, articles=50, days=1, views_per_user=30, seed=1),
         # Few listings, none listed before the window: users run out of unopened listings.
-        SampleDataConfig(users=300, articles=50, days=1, views_per_user=30, seed=1, prelisted_share=0.0,
-                         min_views_per_user=8),
+        SampleDataConfig(
+            users=300, articles=50, days=1, views_per_user=30, seed=1, prelisted_share=0.0, min_views_per_user=8
+        ),
     ],
 )
 def test_tiny_world_still_gives_every_user_their_minimum_of_first_views(config):
@@ -195,8 +197,9 @@ def test_tiny_world_still_gives_every_user_their_minimum_of_first_views(config):
 
 def test_cli_round_trip(tmp_path, capsys, data_cli_only):
     out = tmp_path / "sample"
-    code = cli.main(["sample-data", "--out", str(out), "--users", "200", "--articles", "300",
-                     "--days", "7", "--seed", "3"])
+    code = cli.main(
+        ["sample-data", "--out", str(out), "--users", "200", "--articles", "300", "--days", "7", "--seed", "3"]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "events by 200 users" in printed and str(out / "events.parquet") in printed

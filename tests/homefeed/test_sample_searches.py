@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from homefeed import tokens
-from homefeed.sample_data import SampleDataConfig, generate, write_sample_data
-from homefeed.sample_searches import simulate_searches
+from homefeed.sample.marketplace import SampleDataConfig, generate, write_sample_data
+from homefeed.sample.searches import simulate_searches
 
 SMALL = SampleDataConfig(users=60, articles=200, days=10, seed=5)
 
@@ -20,7 +20,10 @@ def test_searches_carry_the_intent_of_the_next_view_and_leave_the_events_alone(t
     assert (searches["query"].str.strip() != "").all()
     # The view right after a query: its title or category shares a word with the query, far more
     # often than chance (noise queries and typos make it less than always).
-    words = {r.article_id: set(tokens.words(f"{r.title} {r.category.replace('-', ' ')} {r.region}")) for r in articles.itertuples()}
+    words = {
+        r.article_id: set(tokens.words(f"{r.title} {r.category.replace('-', ' ')} {r.region}"))
+        for r in articles.itertuples()
+    }
     views = events.sort_values("viewed_at")
     hits = total = 0
     for row in searches.itertuples():

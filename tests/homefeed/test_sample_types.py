@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from homefeed.sample_data import CATEGORY_NOUNS, CHURN_SETTINGS, SampleDataConfig, churn_config, generate
-from homefeed.sample_stats import title_types, type_repeat
+from homefeed.sample.marketplace import CATEGORY_NOUNS, CHURN_SETTINGS, SampleDataConfig, churn_config, generate
+from homefeed.sample.stats import title_types, type_repeat
 
 SMALL = dict(users=400, articles=6000, days=7)
 
@@ -45,8 +45,13 @@ def test_bad_taste_settings_name_the_setting(field, value):
 
 
 def test_type_repeat_counts_repeats_of_the_previous_type_in_a_category():
-    articles = pd.DataFrame({"article_id": ["a1", "a2", "a3", "a4"], "category": ["bikes", "bikes", "bikes", "toys"],
-                             "title": ["Barely used cargo bike", "Retro cargo bike", "Vintage road bike", "Small rc car"]})  # fmt: skip
+    articles = pd.DataFrame(
+        {
+            "article_id": ["a1", "a2", "a3", "a4"],
+            "category": ["bikes", "bikes", "bikes", "toys"],
+            "title": ["Barely used cargo bike", "Retro cargo bike", "Vintage road bike", "Small rc car"],
+        }
+    )
     at = pd.to_datetime(["2026-01-01T10:00Z", "2026-01-01T10:01Z", "2026-01-01T10:02Z", "2026-01-01T10:03Z"])
     events = pd.DataFrame({"user_id": ["u1"] * 4, "article_id": ["a1", "a4", "a2", "a3"], "viewed_at": at})
     # bikes: cargo, cargo (same as previous), road (not); the toy has no previous toy

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from homefeed_cli import cli
 from homefeed.config import ExtractConfig, PublishConfig, TrainConfig
+from homefeed_cli import cli
 from pipeline import compile as compiling
 
 STAGES = ["extract", "transform", "train", "evaluate", "build-index", "publish"]
@@ -169,7 +169,12 @@ def test_param_assignments_are_typed():
     values = compiling.parse_param_assignments(
         ["epochs=3", "learning_rate=1e-3", 'beam_args=["--a=1", "--b"]', "as_of=2026-05-01T00:00:00Z"], params
     )
-    assert values == {"epochs": 3, "learning_rate": 0.001, "beam_args": ["--a=1", "--b"], "as_of": "2026-05-01T00:00:00Z"}
+    assert values == {
+        "epochs": 3,
+        "learning_rate": 0.001,
+        "beam_args": ["--a=1", "--b"],
+        "as_of": "2026-05-01T00:00:00Z",
+    }
 
 
 def test_cli_compile_writes_a_loadable_file(tmp_path, capsys):

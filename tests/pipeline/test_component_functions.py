@@ -12,9 +12,13 @@ def test_ui_metrics_name_the_model_and_each_baseline():
         "num_users": 40,
     }
     assert ui_metrics(result) == {
-        "recall@200": 0.5, "ndcg@10": 0.1, "popularity_recall@200": 0.2,
-        "item_knn_recall@200": 0.3, "item_knn_ndcg@10": 0.05, "num_users": 40,
-    }  # fmt: skip
+        "recall@200": 0.5,
+        "ndcg@10": 0.1,
+        "popularity_recall@200": 0.2,
+        "item_knn_recall@200": 0.3,
+        "item_knn_ndcg@10": 0.05,
+        "num_users": 40,
+    }
 
 
 def test_fit_description_says_how_the_model_was_fitted():

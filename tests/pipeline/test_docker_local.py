@@ -41,7 +41,9 @@ def test_runner_mounts_the_publish_root_and_inputs_at_their_paths(tmp_path):
     mounts = {m["Target"]: m for m in args["mounts"]}
     assert set(mounts) == {str((tmp_path / "work").resolve()), str(inputs.resolve())}
     assert all(m["Source"] == target for target, m in mounts.items())
-    assert mounts[str(inputs.resolve())]["ReadOnly"] is True and not mounts[str((tmp_path / "work").resolve())]["ReadOnly"]
+    assert (
+        mounts[str(inputs.resolve())]["ReadOnly"] is True and not mounts[str((tmp_path / "work").resolve())]["ReadOnly"]
+    )
     assert (tmp_path / "work").is_dir()
     assert args["user"] == f"{os.getuid()}:{os.getgid()}"
     assert args["entrypoint"] == ["/usr/bin/env"]  # the task's command, not the image's `candidates`

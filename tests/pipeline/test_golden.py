@@ -21,11 +21,16 @@ def test_compiled_pipeline_matches_the_golden_file(tmp_path):
         diff = "".join(
             list(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), "golden", "compiled"))[:80]
         )
-        raise AssertionError(f"the compiled pipeline differs from {compiling.GOLDEN_FILE}; if meant, run `make golden`:\n{diff}")
+        raise AssertionError(
+            f"the compiled pipeline differs from {compiling.GOLDEN_FILE}; if meant, run `make golden`:\n{diff}"
+        )
 
 
 def test_normalising_drops_only_the_sdk_version():
     spec = {"sdkVersion": "kfp-9.9.9", "pipelineInfo": {"name": "p"}, "components": {"b": 1, "a": 2}}
     text = compiling.normalised_yaml(spec)
-    assert "sdkVersion" not in text and yaml.safe_load(text) == {"pipelineInfo": {"name": "p"}, "components": {"b": 1, "a": 2}}
+    assert "sdkVersion" not in text and yaml.safe_load(text) == {
+        "pipelineInfo": {"name": "p"},
+        "components": {"b": 1, "a": 2},
+    }
     assert compiling.normalised_yaml(dict(reversed(list(spec.items())))) == text  # key order does not matter

@@ -13,13 +13,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
-import model_factory  # noqa: E402  (tests/serving/model_factory.py)
+import model_factory
 
-from homefeed.config import IndexConfig, PublishConfig  # noqa: E402
-from serving import publish  # noqa: E402
-from serving.index_build import build_model_index  # noqa: E402
-from serving.publish import IncompleteModelError, publish_model  # noqa: E402
-
+from components.build_index.build import build_model_index
+from components.publish import publish
+from components.publish.publish import IncompleteModelError, publish_model
+from homefeed.config import IndexConfig, PublishConfig
 
 _SAVED: dict[str, tuple[Path, object]] = {}
 
@@ -154,9 +153,7 @@ def test_same_version_is_not_published_twice(tmp_path, histories):
 def test_half_written_model_is_refused_and_nothing_changes(tmp_path, histories, breakage, message):
     root = tmp_path / "published"
     publish_model(make_model_dir(tmp_path, "v1", 0.40), root, PublishConfig(0.1, 0.01), histories)
-    broken = make_model_dir(
-        tmp_path, "v2", 0.50, manifest=breakage != "no_manifest", index=breakage != "no_index"
-    )
+    broken = make_model_dir(tmp_path, "v2", 0.50, manifest=breakage != "no_manifest", index=breakage != "no_index")
     if breakage == "no_evaluation":
         (broken / "evaluation.json").unlink()
     if breakage == "index_for_other_model":

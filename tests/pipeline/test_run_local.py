@@ -6,8 +6,8 @@ The full local run is tests/test_end_to_end.py (marked e2e).
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 
 import pytest
 
@@ -43,9 +43,17 @@ def test_parameters_run_local_sets_itself_are_refused(tmp_path, inputs):
 def test_cli_reports_bad_input_in_one_line(tmp_path, inputs, capsys):
     _, articles = inputs
     status = cli.main(
-        ["pipeline", "run-local", "--events", str(tmp_path / "missing.csv"), "--articles", str(articles),
-         "--workdir", str(tmp_path / "w")]
-    )  # fmt: skip
+        [
+            "pipeline",
+            "run-local",
+            "--events",
+            str(tmp_path / "missing.csv"),
+            "--articles",
+            str(articles),
+            "--workdir",
+            str(tmp_path / "w"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "missing.csv" in err and "Traceback" not in err
 
@@ -55,11 +63,16 @@ def test_progress_stream_echoes_progress_and_logs_everything(tmp_path):
     with open(tmp_path / "log", "w") as log:
         stream = _ProgressStream(log, console, echo_all=False)
         stream.write("12:00:00.000 - INFO - Executing task 'extract'\n    {\n      \"executor\": 1\n")
-        stream.write("    [homefeed] 12:00:01 extract INFO x: read 10 events\n    [homefeed] 12:00:02 root: Wrote executor output file to /x\n")
+        stream.write(
+            "    [homefeed] 12:00:01 extract INFO x: read 10 events\n    [homefeed] 12:00:02 root: Wrote executor output file to /x\n"
+        )
         stream.write("partial line without newline")
         stream.flush()
     shown = console.getvalue().splitlines()
-    assert shown == ["12:00:00.000 - INFO - Executing task 'extract'", "[homefeed] 12:00:01 extract INFO x: read 10 events"]
+    assert shown == [
+        "12:00:00.000 - INFO - Executing task 'extract'",
+        "[homefeed] 12:00:01 extract INFO x: read 10 events",
+    ]
     logged = (tmp_path / "log").read_text()
     assert '"executor": 1' in logged and "partial line without newline" in logged
 
@@ -74,11 +87,18 @@ def test_stage_seconds_come_from_each_components_metrics(tmp_path):
 
 def test_summary_says_where_things_are_and_how_to_serve(tmp_path):
     result = LocalRunResult(
-        workdir=tmp_path, run_dir=tmp_path / "r", model_dir=tmp_path / "r/train/model",
-        index_dir=tmp_path / "r/build-index/index", evaluation_dir=tmp_path / "r/evaluate/evaluation",
-        published=True, version="20260101T000000Z", reason="published: fine", recall_at_200=0.5,
-        metrics={"recall@200": 0.5, "popularity_recall@200": 0.3, "recall@10": 0.1}, stage_seconds={"train": 2.0},
-    )  # fmt: skip
+        workdir=tmp_path,
+        run_dir=tmp_path / "r",
+        model_dir=tmp_path / "r/train/model",
+        index_dir=tmp_path / "r/build-index/index",
+        evaluation_dir=tmp_path / "r/evaluate/evaluation",
+        published=True,
+        version="20260101T000000Z",
+        reason="published: fine",
+        recall_at_200=0.5,
+        metrics={"recall@200": 0.5, "popularity_recall@200": 0.3, "recall@10": 0.1},
+        stage_seconds={"train": 2.0},
+    )
     text = "\n".join(result.summary_lines())
     assert f"candidates serve --model {tmp_path}" in text
     assert re.search(r"recall@200 +0\.5000 \(popularity 0\.3000\)", text)

@@ -56,7 +56,7 @@ class RecordingKfp:
                 recorder.requests.append(entry)
                 return entry
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 entry = self._record()
                 if entry["path"] == "/apis/v2beta1/healthz":
                     return self._reply(200, {"multi_user": False})
@@ -66,7 +66,7 @@ class RecordingKfp:
                     return self._reply(200, {"experiments": found, "total_size": len(found)} if found else {})
                 return self._reply(404, {"error": f"no route {entry['path']}"})
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 entry = self._record()
                 body = entry["body"] or {}
                 if entry["path"] == "/apis/v2beta1/experiments":
@@ -119,7 +119,12 @@ def test_run_request_carries_spec_parameters_root_and_experiment(package):
             SubmitRequest(
                 host=server.url,
                 experiment="nightly-candidates",
-                parameters={"epochs": 3, "learning_rate": 0.01, "beam_args": ["--region=europe-west1"], "image": "reg/hf:1"},
+                parameters={
+                    "epochs": 3,
+                    "learning_rate": 0.01,
+                    "beam_args": ["--region=europe-west1"],
+                    "image": "reg/hf:1",
+                },
                 output_root="gs://bucket/pipeline-root",
                 run_name="try-1",
                 package=package,
@@ -144,9 +149,7 @@ def test_run_request_carries_spec_parameters_root_and_experiment(package):
 
 def test_schedule_creates_a_recurring_run_with_six_field_cron(package):
     with RecordingKfp() as server:
-        result = submit(
-            SubmitRequest(host=server.url, schedule="0 3 * * *", parameters={"epochs": 5}, package=package)
-        )
+        result = submit(SubmitRequest(host=server.url, schedule="0 3 * * *", parameters={"epochs": 5}, package=package))
 
     assert result.kind == "recurring_run" and result.id == "rr-7"
     assert not server.posts("/apis/v2beta1/runs")
@@ -184,12 +187,24 @@ def test_cli_submit_types_params_and_prints_the_run(package, capsys):
     with RecordingKfp() as server:
         status = cli.main(
             [
-                "pipeline", "submit", "--host", server.url, "--package", package,
-                "--param", "epochs=2", "--param", "min_recall_at_200=0.2",
-                "--param", 'beam_args=["--x=1"]', "--param", "bq_project=my-proj",
-                "--experiment", "cli-test",
+                "pipeline",
+                "submit",
+                "--host",
+                server.url,
+                "--package",
+                package,
+                "--param",
+                "epochs=2",
+                "--param",
+                "min_recall_at_200=0.2",
+                "--param",
+                'beam_args=["--x=1"]',
+                "--param",
+                "bq_project=my-proj",
+                "--experiment",
+                "cli-test",
             ]
-        )  # fmt: skip
+        )
     out = capsys.readouterr().out
     assert status == 0, out
     assert "created run run-42" in out

@@ -9,14 +9,13 @@ import time
 from contextlib import contextmanager
 
 import httpx
+import model_factory
 import numpy as np
 import uvicorn
 
-import model_factory
 from homefeed.layout import extract_dir as extract_layout
-
-from serving.app import create_app
-from serving.settings import ServiceSettings
+from serving.http.app import create_app
+from serving.http.settings import ServiceSettings
 
 
 def free_port() -> int:
@@ -29,7 +28,9 @@ def free_port() -> int:
 def running_service(settings: ServiceSettings):
     """Yields an `httpx.Client` on a started service (stopped on exit)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

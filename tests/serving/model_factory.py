@@ -193,11 +193,11 @@ def make_model_dir(
 
 
 def write_manifest(target: Path, version: str) -> dict:
-    """`manifest.json` as the trainer writes it (trainer/export.py): format 1, a file table, last.
+    """`manifest.json` as the trainer writes it (trainer/training/export.py): format 1, a file table, last.
 
     Call again after changing files on purpose, to make a consistent (but different) model.
     """
-    from trainer import model_dir as layout
+    from homefeed.layout import model_dir as layout
 
     files = {
         path.relative_to(target).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
@@ -269,13 +269,22 @@ def add_searches(model_dir: Path, queries: dict[str, list[str]], version: str) -
     frame[features.RECENT_QUERIES] = [queries.get(u, []) for u in frame[features.USER_ID]]
     extra = [u for u in queries if u not in set(frame[features.USER_ID])]
     if extra:
-        frame = pd.concat([frame, pd.DataFrame({
-            features.USER_ID: extra, features.HISTORY: [[] for _ in extra],
-            features.history_attribute("category"): [[] for _ in extra],
-            features.history_attribute("region"): [[] for _ in extra],
-            "last_viewed_at": pd.Series([pd.NaT] * len(extra), dtype="datetime64[us, UTC]"),
-            features.RECENT_QUERIES: [queries[u] for u in extra],
-        })], ignore_index=True)  # fmt: skip
+        frame = pd.concat(
+            [
+                frame,
+                pd.DataFrame(
+                    {
+                        features.USER_ID: extra,
+                        features.HISTORY: [[] for _ in extra],
+                        features.history_attribute("category"): [[] for _ in extra],
+                        features.history_attribute("region"): [[] for _ in extra],
+                        "last_viewed_at": pd.Series([pd.NaT] * len(extra), dtype="datetime64[us, UTC]"),
+                        features.RECENT_QUERIES: [queries[u] for u in extra],
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     frame.to_parquet(path, index=False)
     manifest = write_manifest(model_dir, version)
     manifest["uses_searches"] = True

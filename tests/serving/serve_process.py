@@ -25,5 +25,7 @@ def start_serve(root: Path, port: int, *flags: str) -> subprocess.Popen:
     """`candidates serve --model ROOT --port PORT --no-watch FLAGS...`, its output in one text pipe."""
     return subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, "serve", "--model", str(root), "--port", str(port), "--no-watch", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import socket
 
+import model_factory
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-import model_factory
-from serving.app import create_app
-from serving.settings import ServiceSettings, get_settings
+from serving.http.app import create_app
+from serving.http.settings import ServiceSettings, get_settings
 from serving.store import load_histories_to_redis
 
 

@@ -1,4 +1,4 @@
-"""serving/article_table.py: ids, the id -> row lookup, titles and coded attributes against plain
+"""serving/versions/article_table.py: ids, the id -> row lookup, titles and coded attributes against plain
 Python lists and dicts (the structures they replace)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from serving.article_table import (
+from serving.versions.article_table import (
     MAX_KEY_CHARS,
     ArticleIds,
     CodedColumn,
@@ -43,7 +43,17 @@ def test_lookup_equals_a_dict(long):
     assert table._exact is (not long)
     reference = {a: row for row, a in enumerate(ids)}
     rng = random.Random(2)
-    absent = ["", "zzzz", "a\x00\x00", "ab\x00", "p" * 199, "p" * 202, ids[5] + "x", ids[7][:-1], "x" * (MAX_KEY_CHARS + 1)]
+    absent = [
+        "",
+        "zzzz",
+        "a\x00\x00",
+        "ab\x00",
+        "p" * 199,
+        "p" * 202,
+        ids[5] + "x",
+        ids[7][:-1],
+        "x" * (MAX_KEY_CHARS + 1),
+    ]
     queries = rng.sample(ids, 500) + absent + [rng.choice(ids) + rng.choice("a中🙂") for _ in range(100)]
     expected = [reference.get(q, -1) for q in queries]
     assert table.rows(queries).tolist() == expected
@@ -79,7 +89,9 @@ def test_titles_round_trip_with_missing_ones():
 def test_duplicate_ids_are_found():
     ids = ["b", "a", "c", "a", "d", "c", "a"]
     assert ArticleIds.from_values(ids).duplicates() == [("a", [1, 3, 6]), ("c", [2, 5])]
-    assert ArticleIds.from_values(["y" * 100 + "1", "y" * 100, "y" * 100 + "1"]).duplicates() == [("y" * 100 + "1", [0, 2])]
+    assert ArticleIds.from_values(["y" * 100 + "1", "y" * 100, "y" * 100 + "1"]).duplicates() == [
+        ("y" * 100 + "1", [0, 2])
+    ]
     assert ArticleIds.from_values(random_ids(500, seed=4, long=True)).duplicates() == []
 
 

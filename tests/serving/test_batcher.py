@@ -1,4 +1,4 @@
-"""Micro-batching (serving/batcher.py): shared user-tower calls give each request its own vector."""
+"""Micro-batching (serving/recommend/batcher.py): shared user-tower calls give each request its own vector."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.batcher import EncodeBatcher
-from trainer.serving_model import UserEncoder
+from serving.recommend.batcher import EncodeBatcher
+from trainer.towers.serving_model import UserEncoder
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _concurrently(batcher: EncodeBatcher, encoder, rows: list[dict]) -> list:
         start.wait()
         try:
             results[i] = batcher.encode(encoder, rows[i])
-        except Exception as error:  # noqa: BLE001 - the test inspects it
+        except Exception as error:
             results[i] = error
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(rows))]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from homefeed.config import IndexConfig
-from serving import index as fi
-from serving.candidates import MODEL_ERROR, answer_json, recommend
-from serving.model_pair import load_model_pair
+from serving.index import faiss_index as fi
+from serving.recommend.candidates import MODEL_ERROR, answer_json, recommend
+from serving.versions.pair import load_model_pair
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +55,14 @@ def test_an_unreachable_history_store_is_not_logged_on_every_request(pair, caplo
     # per request would flood the log. The fallback counter in /metrics counts each of them.
     import socket
 
-    from serving.candidates import STORE_UNAVAILABLE
+    from serving.recommend.candidates import STORE_UNAVAILABLE
     from serving.store import RedisStore
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     store = RedisStore(f"redis://127.0.0.1:{port}/0", "x:", 0.2)
-    with caplog.at_level("WARNING", logger="serving.candidates"):
+    with caplog.at_level("WARNING", logger="serving.recommend.candidates"):
         answers = [recommend(pair, store, "u0001", k=5) for _ in range(20)]
     assert all(a.fallback_reason == STORE_UNAVAILABLE for a in answers)
     warnings = [r for r in caplog.records if "history store unavailable" in r.getMessage()]
@@ -77,9 +77,8 @@ def _reference_body(pair, user_id, k, exclude_seen, include_titles, regions=None
     seen test on id strings, then one dict per candidate with `round(score, 6)`."""
     import orjson
 
-    from serving.live_overlay import OverlayBuilder
-    from serving.live_search import search_live
-
+    from serving.live.corpus_search import search_live
+    from serving.live.overlay import OverlayBuilder
     from serving.store import seen_set
 
     history = pair.histories.get(user_id)
@@ -120,18 +119,24 @@ def test_the_body_is_byte_for_byte_the_per_dict_reference(pair, exclude_seen, re
             assert answer_json(answer, pair, include_titles) == expected, (user_id, include_titles)
     # and seen articles really were in reach: without the filter some come back
     if regions is None and not exclude_seen:
-        hit = [u for u in users if {pair.article_ids[r] for r in recommend(pair, None, u, k=50, exclude_seen=False).rows}
-               & set(pair.histories.get(u)["history"])]
+        hit = [
+            u
+            for u in users
+            if {pair.article_ids[r] for r in recommend(pair, None, u, k=50, exclude_seen=False).rows}
+            & set(pair.histories.get(u)["history"])
+        ]
         assert hit
 
 
 def test_round6_is_round_for_float32_and_other_floats():
-    from serving.hot_path import round6
+    from serving.recommend.hot_path import round6
 
     rng = np.random.default_rng(3)
     f32 = (rng.standard_normal(200_000) * 10.0 ** rng.integers(-9, 4, 200_000)).astype(np.float32)
-    edges = np.array([0.0078125, -0.0078125, 0.5e-6, 1.5e-6, -0.0, 1e-7, -4e-7, 3.4e38, -3.4e38, 1e-45,
-                      np.inf, -np.inf, 2.5, 0.1], dtype=np.float32)
+    edges = np.array(
+        [0.0078125, -0.0078125, 0.5e-6, 1.5e-6, -0.0, 1e-7, -4e-7, 3.4e38, -3.4e38, 1e-45, np.inf, -np.inf, 2.5, 0.1],
+        dtype=np.float32,
+    )
     # doubles that are not float32s: numpy rounds 2.5e-06 etc. to even on an inexact product
     for values in (np.concatenate([f32, edges]).tolist(), [0.1, 1 / 3, 2 / 3, 1e300, 2.5e-06, 3.5e-06, 4.5e-06]):
         import orjson
@@ -144,7 +149,7 @@ def test_round6_is_round_for_float32_and_other_floats():
 
 def test_drop_seen_compares_ids_not_hashes(pair):
     # A seen "id" whose hash equals an article's but which is not that article must drop nothing.
-    from serving.hot_path import drop_seen
+    from serving.recommend.hot_path import drop_seen
 
     target = pair.article_ids[5]
 
@@ -185,9 +190,9 @@ def test_the_body_with_live_listings_names_each_row_as_the_overlay_does(pair):
     # candidate must carry exactly `overlay.article_id(row)` and `overlay.title(row)`.
     import orjson
 
-    from serving.candidates import CandidateAnswer
-    from serving.live_articles import parse_article
-    from serving.live_overlay import build_overlay
+    from serving.live.articles import parse_article
+    from serving.live.overlay import build_overlay
+    from serving.recommend.candidates import CandidateAnswer
 
     records = {
         "live-1": parse_article("live-1", {"title": "a new lamp", "category": "books", "region": "south"}),

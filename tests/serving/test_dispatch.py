@@ -1,4 +1,4 @@
-"""Batched request execution (serving/dispatch.py): the same answers as one request at a time."""
+"""Batched request execution (serving/recommend/dispatch.py): the same answers as one request at a time."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving import candidates as candidate_logic
-from serving.dispatch import BatchDispatcher, run_batch
-from serving.model_pair import load_model_pair
+from serving.recommend import candidates as candidate_logic
+from serving.recommend.dispatch import BatchDispatcher, run_batch
+from serving.versions.pair import load_model_pair
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,9 @@ def test_a_failing_model_call_gives_each_member_the_fallback_and_a_bad_request_o
     import dataclasses
 
     broken = dataclasses.replace(pair, encoder=Broken())
-    results = run_batch([(broken, None, "u0000", 5), (broken, None, "u0001", 5), (pair, None, "u0002", 5), (pair, None, "u0003", "x")])
+    results = run_batch(
+        [(broken, None, "u0000", 5), (broken, None, "u0001", 5), (pair, None, "u0002", 5), (pair, None, "u0003", "x")]
+    )
     assert [r.fallback_reason for r in results[:2]] == ["model_error", "model_error"]
     _same(results[2], candidate_logic.recommend(pair, None, "u0002", 5))
     assert isinstance(results[3], TypeError)  # k="x": that request's own error, not the batch's
@@ -83,7 +85,7 @@ def test_a_write_waits_for_the_running_batch_and_its_answers_but_not_longer_than
     when batches never stop -> after max_wait_s."""
     import threading
 
-    from serving import dispatch
+    from serving.recommend import dispatch
 
     release = threading.Event()
     real = dispatch.run_batch
@@ -98,6 +100,7 @@ def test_a_write_waits_for_the_running_batch_and_its_answers_but_not_longer_than
 
     async def scenario():
         await asyncio.wait_for(dispatcher.reads_first(), 0.5)  # idle: no wait
+
         async def handler():  # a request's handler: sends its answer in the step its result wakes
             answer = await dispatcher.recommend(pair, None, "u0001", 5)
             order.append("answer")
@@ -118,7 +121,9 @@ def test_a_write_waits_for_the_running_batch_and_its_answers_but_not_longer_than
         assert order == ["answer", "write"]
 
         release.clear()  # a batch that never ends in time: the write goes after its limit
-        await _waits_its_limit_behind_a_stuck_batch(dispatcher.reads_first, dispatcher.recommend(pair, None, "u0002", 5), release)
+        await _waits_its_limit_behind_a_stuck_batch(
+            dispatcher.reads_first, dispatcher.recommend(pair, None, "u0002", 5), release
+        )
 
     try:
         asyncio.run(scenario())
@@ -131,7 +136,7 @@ def test_next_gap_is_immediate_when_idle_after_the_running_batch_else_after_the_
     still coming (a batch ended just now) -> after the next batch's answers; never beyond max_wait_s."""
     import threading
 
-    from serving import dispatch
+    from serving.recommend import dispatch
 
     release = threading.Event()
     real = dispatch.run_batch

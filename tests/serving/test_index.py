@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from homefeed.config import IndexConfig
-from serving import index as fi
+from serving.index import faiss_index as fi
 
 
 def clustered(n: int, d: int, seed: int, clusters: int = 40) -> np.ndarray:

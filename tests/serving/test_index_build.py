@@ -6,13 +6,14 @@ import json
 import logging
 import shutil
 
+import model_factory
 import numpy as np
 import pytest
 
-import model_factory
+from components.build_index.build import RecallBelowFloorError, build_model_index
 from homefeed.config import IndexConfig
-from serving import model_files
-from serving.index_build import RecallBelowFloorError, build_model_index, read_index_manifest
+from serving.versions import files as model_files
+from serving.versions.files import read_index_manifest
 
 LOW_RECALL_IVF = IndexConfig(index_type="ivf", ivf_nlist=8, ivf_nprobe=1, tune_search=False, recall_floor=0.99)
 
@@ -60,7 +61,9 @@ def test_histories_can_come_from_the_extract_and_article_vectors_are_the_last_re
 def test_index_under_the_recall_floor_is_refused_and_nothing_is_written(make_model):
     model = make_model("build-refused")  # has a good exact index already
     before = (model / "index" / "index_manifest.json").read_text()
-    with pytest.raises(RecallBelowFloorError, match=r"ivf index recall@200 vs exact is 0\.\d+, below the floor 0\.9900"):
+    with pytest.raises(
+        RecallBelowFloorError, match=r"ivf index recall@200 vs exact is 0\.\d+, below the floor 0\.9900"
+    ):
         build_model_index(model, LOW_RECALL_IVF)
     assert (model / "index" / "index_manifest.json").read_text() == before
     assert sorted(p.name for p in (model / "index").iterdir()) == ["articles.faiss", "index_manifest.json"]

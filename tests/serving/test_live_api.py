@@ -6,12 +6,12 @@ never read back from the service.
 
 from __future__ import annotations
 
+import model_factory
 import numpy as np
 import pytest
-
-import model_factory
 from live_http import ids_of, ids_of_body, reference, running_service, snapshot_history, user_vector, view
-from serving.settings import ServiceSettings
+
+from serving.http.settings import ServiceSettings
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,23 @@ def test_a_posted_view_changes_the_next_answer_and_is_excluded(service, model, t
 def test_duplicates_are_stored_once_and_late_events_land_in_time_order(service, model, table):
     snapshot = snapshot_history(model, "u0002")
     a, b, c, d = [x for x in model_factory.article_ids(400)[100:120] if x not in snapshot][:4]
-    first = service.post("/v1/events", json={"events": [view("u0002", a, "2024-07-01T10:00:00Z"), view("u0002", c, "2024-07-01T12:00:00+00:00")]})
+    first = service.post(
+        "/v1/events",
+        json={"events": [view("u0002", a, "2024-07-01T10:00:00Z"), view("u0002", c, "2024-07-01T12:00:00+00:00")]},
+    )
     assert first.json()["applied"] == 2
     # b is older than c but arrives later; a arrives twice; d is the oldest of all.
-    late = service.post("/v1/events", json={"events": [
-        view("u0002", b, "2024-07-01T13:00:00+02:00"), view("u0002", a, "2024-07-01T10:00:00Z"),
-        view("u0002", d, "2024-06-15T00:00:00Z"), view("u0002", b, "2024-07-01T11:00:00Z"),
-    ]})
+    late = service.post(
+        "/v1/events",
+        json={
+            "events": [
+                view("u0002", b, "2024-07-01T13:00:00+02:00"),
+                view("u0002", a, "2024-07-01T10:00:00Z"),
+                view("u0002", d, "2024-06-15T00:00:00Z"),
+                view("u0002", b, "2024-07-01T11:00:00Z"),
+            ]
+        },
+    )
     assert late.json() == {"accepted": 4, "applied": 2, "duplicates": 2, "rejected": []}
     # H=4, newest first by event time: c (12:00), b (11:00), a (10:00), d (June 15).
     got = ids_of(service.get("/v1/users/u0002/candidates", params={"k": 15}))
@@ -131,7 +141,9 @@ def test_valid_items_of_a_mixed_batch_are_applied(service):
 
 
 def test_bad_bodies_get_4xx_json(service):
-    too_many = {"events": [view("u0001", "a000001", f"2024-07-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z") for i in range(1001)]}
+    too_many = {
+        "events": [view("u0001", "a000001", f"2024-07-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z") for i in range(1001)]
+    }
     cases = [
         (too_many, 413, "limit is 1000"),
         ({"events": "a000001"}, 422, "must be"),
@@ -141,8 +153,11 @@ def test_bad_bodies_get_4xx_json(service):
     for body, status, message in cases:
         response = service.post("/v1/events", json=body)
         assert response.status_code == status and message in response.json()["error"]["message"], response.text
-    huge = service.post("/v1/events", content=b'{"events": ["' + b"x" * (2 * 1024 * 1024) + b'"]}',
-                        headers={"content-type": "application/json"})
+    huge = service.post(
+        "/v1/events",
+        content=b'{"events": ["' + b"x" * (2 * 1024 * 1024) + b'"]}',
+        headers={"content-type": "application/json"},
+    )
     assert huge.status_code == 413 and huge.json()["error"]["status"] == 413
     broken = service.post("/v1/events", content=b'{"events": [', headers={"content-type": "application/json"})
     assert broken.status_code == 400 and "JSON" in broken.json()["error"]["message"]
@@ -166,10 +181,16 @@ def test_writes_need_the_token_when_one_is_configured(model):
 
 
 def test_live_writes_are_counted(service):
-    service.post("/v1/events", json={"events": [view("u0009", "a000031"), view("u0009", "a000031"), view("u0009", "nope")]})
+    service.post(
+        "/v1/events", json={"events": [view("u0009", "a000031"), view("u0009", "a000031"), view("u0009", "nope")]}
+    )
     text = service.get("/metrics").text
-    for line in ('candidates_live_events_total{result="applied"}', 'candidates_live_events_total{result="duplicate"}',
-                 'candidates_live_events_total{result="rejected"}', 'candidates_live_article_changes_total{status="sold"}'):
+    for line in (
+        'candidates_live_events_total{result="applied"}',
+        'candidates_live_events_total{result="duplicate"}',
+        'candidates_live_events_total{result="rejected"}',
+        'candidates_live_article_changes_total{status="sold"}',
+    ):
         assert line in text, line
 
 
@@ -180,17 +201,31 @@ def test_sync_articles_sends_a_file_of_listings(service, model, tmp_path):
 
     import pandas as pd
 
-    frame = pd.DataFrame({
-        "article_id": ["sync-old", "sync-new", "a000008", "sync-bad"],
-        "region": ["north", "north", None, "south"],
-        "status": ["active", "active", "sold", "bogus"],
-        "created_at": pd.to_datetime(["2024-01-01", "2024-08-01", "2024-08-02", "2024-08-03"], utc=True),
-    })
+    frame = pd.DataFrame(
+        {
+            "article_id": ["sync-old", "sync-new", "a000008", "sync-bad"],
+            "region": ["north", "north", None, "south"],
+            "status": ["active", "active", "sold", "bogus"],
+            "created_at": pd.to_datetime(["2024-01-01", "2024-08-01", "2024-08-02", "2024-08-03"], utc=True),
+        }
+    )
     frame.to_parquet(tmp_path / "articles.parquet")
     result = subprocess.run(
-        [sys.executable, "-m", "homefeed_cli", "sync-articles", "--service", str(service.base_url),
-         "--articles", str(tmp_path / "articles.parquet"), "--since", "2024-07-01"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "homefeed_cli",
+            "sync-articles",
+            "--service",
+            str(service.base_url),
+            "--articles",
+            str(tmp_path / "articles.parquet"),
+            "--since",
+            "2024-07-01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1, result.stderr  # one row rejected
     assert "2 of 3 listings accepted" in result.stdout and "row 2" in result.stderr and "status" in result.stderr
@@ -214,15 +249,20 @@ def test_sync_articles_reports_a_refusing_or_missing_service_in_one_line(model, 
     import sys
 
     import pandas as pd
-
     from live_http import free_port
 
     pd.DataFrame({"article_id": ["s-1"], "region": ["north"]}).to_parquet(tmp_path / "articles.parquet")
     command = [sys.executable, "-m", "homefeed_cli", "sync-articles", "--articles", str(tmp_path / "articles.parquet")]
     with running_service(ServiceSettings(model=model, write_token="right-token")) as guarded:
-        refused = subprocess.run([*command, "--service", str(guarded.base_url), "--write-token", "wrong-token"],
-                                 capture_output=True, text=True, timeout=120)  # fmt: skip
-    missing = subprocess.run([*command, "--service", f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=120)
+        refused = subprocess.run(
+            [*command, "--service", str(guarded.base_url), "--write-token", "wrong-token"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    missing = subprocess.run(
+        [*command, "--service", f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=120
+    )
     for result, says in ((refused, "403"), (missing, "cannot reach")):
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert "sync-articles: error:" in result.stderr and says in result.stderr and "wrong-token" not in result.stderr
@@ -240,4 +280,7 @@ def test_article_ids_with_control_characters_or_undecodable_bytes_are_refused(se
     events = service.post("/v1/events", json={"events": [view("u0001", "a\u0000"), view("u0001", "\x1b[31m")]})
     assert events.status_code == 422 and all("article_id" in r["reason"] for r in events.json()["rejected"])
     newline = service.post("/v1/events", json={"events": [view("u0001\n", "a000001"), view("u0001", "a000001\n")]})
-    assert newline.status_code == 422 and [r["reason"].split()[0] for r in newline.json()["rejected"]] == ["user_id", "article_id"]
+    assert newline.status_code == 422 and [r["reason"].split()[0] for r in newline.json()["rejected"]] == [
+        "user_id",
+        "article_id",
+    ]

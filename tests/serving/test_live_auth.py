@@ -1,4 +1,4 @@
-"""Write auth (serving/auth.py): which requests need the token, the answers, the bind check."""
+"""Write auth (serving/http/auth.py): which requests need the token, the answers, the bind check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from serving.auth import InsecureBindError, check_authorization, check_bind, needs_token
+from serving.http.auth import InsecureBindError, check_authorization, check_bind, needs_token
 
 
 def test_writes_and_admin_need_the_token_reads_do_not():
@@ -39,7 +39,9 @@ def test_only_loopback_may_go_without_a_token():
 def test_serve_refuses_a_public_bind_without_a_token(model_v1):
     result = subprocess.run(
         [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(model_v1), "--host", "0.0.0.0", "--port", "1"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2 and "without a write token" in result.stderr
     # The advice must survive the CLI's credential masking readably (it once read
@@ -50,21 +52,27 @@ def test_serve_refuses_a_public_bind_without_a_token(model_v1):
 
 def test_the_token_is_never_logged(model_v1, caplog):
     from live_http import running_service
-    from serving.settings import ServiceSettings
+
+    from serving.http.settings import ServiceSettings
 
     secret = "very-secret-token-123"
     caplog.set_level(logging.DEBUG)
     settings = ServiceSettings(model=model_v1, write_token=secret)
     assert secret not in repr(settings)
     with running_service(settings) as client:
-        assert client.post("/v1/events", json={"events": []}, headers={"Authorization": "Bearer wrong"}).status_code == 403
-        assert client.post("/v1/events", json={"events": []}, headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+        assert (
+            client.post("/v1/events", json={"events": []}, headers={"Authorization": "Bearer wrong"}).status_code == 403
+        )
+        assert (
+            client.post("/v1/events", json={"events": []}, headers={"Authorization": f"Bearer {secret}"}).status_code
+            == 200
+        )
     assert secret not in caplog.text
 
 
 def test_admin_token_keeps_guarding_admin_when_both_are_set():
-    from serving.auth import write_token_of
-    from serving.settings import ServiceSettings
+    from serving.http.auth import write_token_of
+    from serving.http.settings import ServiceSettings
 
     both = ServiceSettings(write_token="w", admin_token="a")
     assert write_token_of(both, "/admin/reload") == "a" and write_token_of(both, "/v1/events") == "w"
@@ -74,9 +82,9 @@ def test_admin_token_keeps_guarding_admin_when_both_are_set():
 
 
 def test_the_write_token_variable_is_the_one_the_settings_read(monkeypatch):
-    # serving.auth owns the name; the service's settings must read exactly that variable.
-    from serving.auth import WRITE_TOKEN_ENV
-    from serving.settings import ServiceSettings
+    # serving.http.auth owns the name; the service's settings must read exactly that variable.
+    from serving.http.auth import WRITE_TOKEN_ENV
+    from serving.http.settings import ServiceSettings
 
     monkeypatch.setenv(WRITE_TOKEN_ENV, "s3cret-token")
     assert ServiceSettings().write_token == "s3cret-token"

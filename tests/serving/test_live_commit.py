@@ -1,4 +1,4 @@
-"""Group commit of listing upserts (serving/live_commit.py): batched embedding gives each listing
+"""Group commit of listing upserts (serving/live/commit.py): batched embedding gives each listing
 the vector it gets alone, concurrent writers are committed together and each sees its change,
 and a writer whose listings cannot be embedded fails alone."""
 
@@ -8,16 +8,16 @@ import dataclasses
 import threading
 import time
 
+import model_factory
 import numpy as np
 import pytest
 
-import model_factory
+from components.build_index.build import build_model_index
 from homefeed.config import IndexConfig
-from serving.index_build import build_model_index
-from serving.live_articles import EmbeddedArticleLog, parse_article
-from serving.live_corpus import LiveCorpus
-from serving.live_model import embed_articles
-from serving.model_pair import load_model_pair
+from serving.live.articles import EmbeddedArticleLog, parse_article
+from serving.live.corpus import LiveCorpus
+from serving.live.model import embed_articles
+from serving.versions.pair import load_model_pair
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,15 @@ def listing(article_id, **fields):
 
 def test_one_batched_article_tower_call_gives_each_listing_its_own_vector(pair_and_table):
     pair, table = pair_and_table
-    records = [listing(f"b-{i}", region=("north", "south", None)[i % 3], category=("toys", None)[i % 2]) for i in range(40)]
+    records = [
+        listing(f"b-{i}", region=("north", "south", None)[i % 3], category=("toys", None)[i % 2]) for i in range(40)
+    ]
     batched = embed_articles(pair, records)
     alone = np.stack([embed_articles(pair, [r])[0] for r in records])
     np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(batched[:3], model_factory.article_vectors_for(["b-0", "b-1", "b-2"], table), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        batched[:3], model_factory.article_vectors_for(["b-0", "b-1", "b-2"], table), rtol=1e-5, atol=1e-5
+    )
 
 
 def wait_for_queue(corpus, n, timeout_s=30.0):
@@ -80,7 +84,9 @@ def test_writers_waiting_on_a_commit_are_committed_together_and_each_sees_its_li
     ids = [f"g-{i}" for i in range(5)] + [f"g-{i}-b" for i in range(5)]
     np.testing.assert_allclose(
         np.stack([overlay.side_vectors[overlay.side_row_of[a]] for a in ids]),
-        model_factory.article_vectors_for(ids, table), rtol=1e-5, atol=1e-5,
+        model_factory.article_vectors_for(ids, table),
+        rtol=1e-5,
+        atol=1e-5,
     )
     assert set(corpus.log.changes_since(0)[0]) >= {corpus.records[a] for a in ids}
 
@@ -109,10 +115,10 @@ def test_a_writer_the_model_cannot_embed_fails_alone_and_nothing_of_it_is_stored
 
 
 def test_listings_embedded_beforehand_are_committed_with_those_vectors_and_no_tower_call(pair_and_table, monkeypatch):
-    """`LiveCorpus.embed` then `upsert(..., vectors)` (a write in two steps, serving/routes_live.py)
+    """`LiveCorpus.embed` then `upsert(..., vectors)` (a write in two steps, serving/http/live_routes.py)
     serves the vectors the tower gives alone; queued with a writer that did not embed, only that
     one is embedded in the commit."""
-    from serving import live_commit
+    from serving.live import commit as live_commit
 
     pair, table = pair_and_table
     corpus = LiveCorpus(EmbeddedArticleLog())
@@ -122,7 +128,11 @@ def test_listings_embedded_beforehand_are_committed_with_those_vectors_and_no_to
     assert set(vectors) == {("e-1", early[0].attributes())}  # the sold one needs no vector
     embedded_in_commit = []
     real = live_commit.embed
-    monkeypatch.setattr(live_commit, "embed", lambda p, records: embedded_in_commit.append([r.article_id for r in records]) or real(p, records))
+    monkeypatch.setattr(
+        live_commit,
+        "embed",
+        lambda p, records: embedded_in_commit.append([r.article_id for r in records]) or real(p, records),
+    )
 
     def write(records, given):
         corpus.upsert(records, pair, given)
@@ -133,16 +143,18 @@ def test_listings_embedded_beforehand_are_committed_with_those_vectors_and_no_to
     assert "e-2" not in overlay.side_row_of and {"e-1", "late-1"} <= set(overlay.side_row_of)
     np.testing.assert_allclose(
         np.stack([overlay.side_vectors[overlay.side_row_of[a]] for a in ("e-1", "late-1")]),
-        model_factory.article_vectors_for(["e-1", "late-1"], table), rtol=1e-5, atol=1e-5,
+        model_factory.article_vectors_for(["e-1", "late-1"], table),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
 def test_a_listing_embedded_for_a_model_no_longer_served_is_embedded_again_at_its_commit(pair_and_table):
-    """The two steps of an upsert on the event loop (serving/routes_live.py `_store_async`) may
+    """The two steps of an upsert on the event loop (serving/http/live_routes.py `_store_async`) may
     straddle a model reload: vectors made for another pair are not stored, the served one embeds."""
     from types import SimpleNamespace
 
-    from serving import routes_live
+    from serving.http import live_routes as routes_live
 
     pair, table = pair_and_table
     corpus = LiveCorpus(EmbeddedArticleLog())
@@ -153,8 +165,12 @@ def test_a_listing_embedded_for_a_model_no_longer_served_is_embedded_again_at_it
     stale = (reloaded_away, {("r-1", record.attributes()): np.zeros(pair.index.d, np.float32)})
     assert routes_live._store(state, [record], stale) is None
     overlay = corpus.overlay(pair)
-    np.testing.assert_allclose(overlay.side_vectors[overlay.side_row_of["r-1"]],
-                               model_factory.article_vectors_for(["r-1"], table)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        overlay.side_vectors[overlay.side_row_of["r-1"]],
+        model_factory.article_vectors_for(["r-1"], table)[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
     fresh = listing("r-2", region="north")
     given = (pair, corpus.embed([fresh], pair))
     assert routes_live._store(state, [fresh], given) is None  # the served pair's vectors are used as given

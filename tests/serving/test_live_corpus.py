@@ -6,17 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import model_factory
 import numpy as np
 import pytest
 
-import model_factory
+from components.build_index.build import build_model_index
 from homefeed.config import IndexConfig
-from serving.index_build import build_model_index
-from serving.live_articles import ArticleError, ArticleRecord, EmbeddedArticleLog, RedisArticleLog, parse_article
-from serving.live_corpus import LiveCorpus
-from serving.live_overlay import build_overlay
-from serving.live_events import parse_timestamp
-from serving.model_pair import load_model_pair
+from serving.live.articles import ArticleError, ArticleRecord, EmbeddedArticleLog, RedisArticleLog, parse_article
+from serving.live.corpus import LiveCorpus
+from serving.live.items import parse_timestamp
+from serving.live.overlay import build_overlay
+from serving.versions.pair import load_model_pair
 
 CUT = parse_timestamp("2025-01-01T00:00:00Z")  # the newer model's as_of
 
@@ -67,10 +67,13 @@ def test_removals_still_apply_when_the_model_cannot_embed(pairs):
             raise AssertionError
 
     blind = dataclasses.replace(old, encoder=NoTower())
-    overlay = build_overlay(blind, {
-        "a000002": record("a000002", "2025-02-01T00:00:00Z", status="sold"),
-        "n-1": record("n-1", "2025-02-01T00:00:00Z"),
-    })
+    overlay = build_overlay(
+        blind,
+        {
+            "a000002": record("a000002", "2025-02-01T00:00:00Z", status="sold"),
+            "n-1": record("n-1", "2025-02-01T00:00:00Z"),
+        },
+    )
     assert overlay.dead_rows.tolist() == [2] and overlay.side_ids == []
     with pytest.raises(ValueError, match="article_vectors"):
         LiveCorpus(EmbeddedArticleLog()).upsert([record("n-2", "2025-02-01T00:00:00Z")], blind)
@@ -116,7 +119,9 @@ def test_changes_apply_incrementally_and_published_overlays_stay_as_they_were(pa
     corpus = LiveCorpus(EmbeddedArticleLog())
     corpus.upsert([record("m-0", "2025-02-01T00:00:00Z", region="north")], old)
     first = corpus.overlay(old)
-    corpus.upsert([record(f"m-{i}", "2025-02-01T00:00:00Z", region="south") for i in range(1, 100)], old)  # past the buffer
+    corpus.upsert(
+        [record(f"m-{i}", "2025-02-01T00:00:00Z", region="south") for i in range(1, 100)], old
+    )  # past the buffer
     corpus.upsert([record("m-0", "2025-02-02T00:00:00Z", region="south")], old)  # moves to a new slot
     corpus.upsert([record("m-5", "2025-02-02T00:00:00Z", status="sold")], old)
     now = corpus.overlay(old)
@@ -131,7 +136,12 @@ def test_changes_apply_incrementally_and_published_overlays_stay_as_they_were(pa
     alive_south = {now.side_ids[j] for j in np.flatnonzero(south)}
     assert alive_south == {f"m-{i}" for i in range(100)} - {"m-5", "m-7"}
     assert not now.side_allowed({"north"}, seen=()).any()
-    np.testing.assert_allclose(now.side_vectors[now.side_row_of["m-42"]], model_factory.article_vectors_for(["m-42"], table)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        now.side_vectors[now.side_row_of["m-42"]],
+        model_factory.article_vectors_for(["m-42"], table)[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_embedded_log_changes_since_are_the_newer_changes_oldest_first():

@@ -6,14 +6,14 @@ import pytest
 
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
-from serving.live_events import (
+from serving.live.events import (
     EmbeddedLiveViews,
     RedisLiveViews,
     apply_views,
     merge_history,
     parse_item,
-    parse_timestamp,
 )
+from serving.live.items import parse_timestamp
 
 JULY = parse_timestamp("2024-07-01T00:00:00Z")
 
@@ -37,7 +37,9 @@ def test_items_are_checked_one_by_one():
         parse_item({"user_id": "u", "article_id": "x", "viewed_at": "2999-01-01T00:00:00Z"}, None)
     with pytest.raises(ValueError, match="unknown field"):
         parse_item({"user_id": "u", "article_id": "x", "viewed_at": "2024-07-01T00:00:00Z", "query": "bike"}, None)
-    with_id = parse_item({"user_id": "u", "article_id": "x", "viewed_at": "2024-07-01T00:00:00Z", "event_id": "e1"}, None)
+    with_id = parse_item(
+        {"user_id": "u", "article_id": "x", "viewed_at": "2024-07-01T00:00:00Z", "event_id": "e1"}, None
+    )
     assert with_id.key == "id:e1"
 
 
@@ -54,15 +56,21 @@ def test_live_views_newer_than_the_snapshot_go_in_front_of_it():
     snapshot = {features.HISTORY: ["s1", "s2"], "history_category": ["x", "y"], "history_region": ["n", "s"]}
     live, _ = apply_views([], views(("new", "2024-07-02T00:00:00Z"), ("old", "2024-05-01T00:00:00Z")), cap=10)
     row = merge_history(snapshot, live, JULY, 3, lambda a: ("cat-" + a, "reg-" + a))
-    assert row == {features.HISTORY: ["new", "s1", "s2"], "history_category": ["cat-new", "x", "y"], "history_region": ["reg-new", "n", "s"],
-                   features.SEEN: ["new", "s1", "s2"]}
+    assert row == {
+        features.HISTORY: ["new", "s1", "s2"],
+        "history_category": ["cat-new", "x", "y"],
+        "history_region": ["reg-new", "n", "s"],
+        features.SEEN: ["new", "s1", "s2"],
+    }
     assert merge_history(None, live, JULY, 10)[features.HISTORY] == ["new", "old"]  # unknown to the snapshot
     assert merge_history(snapshot, [], JULY, 10) is snapshot and merge_history(None, [], JULY, 10) is None
 
 
 @pytest.mark.redis
 def test_embedded_and_redis_live_views_agree(redis_url):
-    batch = views(("a", "2024-07-01T10:00:00Z"), ("b", "2024-07-01T09:00:00Z")) + views(("c", "2024-07-01T08:00:00Z"), user="u2")
+    batch = views(("a", "2024-07-01T10:00:00Z"), ("b", "2024-07-01T09:00:00Z")) + views(
+        ("c", "2024-07-01T08:00:00Z"), user="u2"
+    )
     embedded, remote = EmbeddedLiveViews(cap=5), RedisLiveViews(redis_url, "lv:", cap=5)
     assert embedded.add(batch) == remote.add(batch) == 3
     assert embedded.add(batch) == remote.add(batch) == 0
@@ -75,10 +83,13 @@ def test_a_reloaded_snapshot_keeps_only_the_live_views_after_its_as_of(tmp_path)
     import json
 
     import model_factory
-    from serving.live_state import LiveState
+
+    from serving.live.state import LiveState
     from serving.store import EmbeddedStore
 
-    path = model_factory.write_histories(model_factory.histories_frame(model_factory.article_ids(50), 3, seed=1), tmp_path / "h.parquet")
+    path = model_factory.write_histories(
+        model_factory.histories_frame(model_factory.article_ids(50), 3, seed=1), tmp_path / "h.parquet"
+    )
     june = EmbeddedStore.from_parquet(path)  # as_of: the newest last_viewed_at
     assert june.as_of_ms == parse_timestamp("2024-06-01T00:00:00Z")
     (tmp_path / extract_layout.SUMMARY_FILE).write_text(json.dumps({"as_of": "2024-07-15T00:00:00Z"}))
@@ -104,8 +115,12 @@ def test_the_seen_set_keeps_every_earlier_view_not_only_the_history():
     from serving.store import seen_set
 
     older = [f"o{i}" for i in range(60)]
-    snapshot = {features.HISTORY: ["s1", "s2"], "history_category": ["x", "y"], "history_region": ["n", "s"],
-                features.SEEN: ["s1", "s2", *older]}
+    snapshot = {
+        features.HISTORY: ["s1", "s2"],
+        "history_category": ["x", "y"],
+        "history_region": ["n", "s"],
+        features.SEEN: ["s1", "s2", *older],
+    }
     live, _ = apply_views([], views(("new", "2024-07-02T00:00:00Z"), ("s1", "2024-07-03T00:00:00Z")), cap=10)
     row = merge_history(snapshot, live, JULY, 3, None)
     assert row[features.HISTORY] == ["s1", "new", "s1"]

@@ -12,10 +12,10 @@ import time
 import orjson
 import pytest
 import redis
-
 from live_http import ids_of, reference, running_service, snapshot_history, view
-from serving.live_events import live_key_prefix
-from serving.settings import ServiceSettings
+
+from serving.http.settings import ServiceSettings
+from serving.live.events import live_key_prefix
 from serving.store import load_histories_to_redis
 
 pytestmark = pytest.mark.redis
@@ -32,7 +32,9 @@ def table(saved_models):
 
 
 def settings(model, redis_url, prefix):
-    return ServiceSettings(model=model, redis_url=redis_url, redis_prefix=prefix, redis_timeout_s=2.0, live_sync_interval_s=0.1)
+    return ServiceSettings(
+        model=model, redis_url=redis_url, redis_prefix=prefix, redis_timeout_s=2.0, live_sync_interval_s=0.1
+    )
 
 
 @pytest.mark.slow
@@ -40,7 +42,10 @@ def test_replicas_share_views_and_listings_and_a_restart_keeps_them(model, table
     prefix = "rep:"
     load_histories_to_redis(model / "user_histories.parquet", redis_url, prefix=prefix)
     history = snapshot_history(model, "u0001")
-    with running_service(settings(model, redis_url, prefix)) as one, running_service(settings(model, redis_url, prefix)) as two:
+    with (
+        running_service(settings(model, redis_url, prefix)) as one,
+        running_service(settings(model, redis_url, prefix)) as two,
+    ):
         viewed = ids_of(two.get("/v1/users/u0001/candidates", params={"k": 5}))[0]
         assert one.post("/v1/events", json={"events": [view("u0001", viewed)]}).json()["applied"] == 1
         got = ids_of(two.get("/v1/users/u0001/candidates", params={"k": 20}))  # the other replica, at once
@@ -60,12 +65,19 @@ def test_replicas_share_views_and_listings_and_a_restart_keeps_them(model, table
 def test_a_new_snapshot_keeps_live_views_newer_than_its_as_of(model, table, redis_url):
     prefix = "snap:"
     with running_service(settings(model, redis_url, prefix)) as service:
-        service.post("/v1/events", json={"events": [
-            view("u0003", "a000020", "2024-05-01T00:00:00Z"),  # before the snapshot's as_of (2024-06-01)
-            view("u0003", "a000021", "2024-07-01T00:00:00Z"),  # after it
-        ]})
+        service.post(
+            "/v1/events",
+            json={
+                "events": [
+                    view("u0003", "a000020", "2024-05-01T00:00:00Z"),  # before the snapshot's as_of (2024-06-01)
+                    view("u0003", "a000021", "2024-07-01T00:00:00Z"),  # after it
+                ]
+            },
+        )
         # Before any snapshot the user is known only by the live views: both count.
-        assert ids_of(service.get("/v1/users/u0003/candidates", params={"k": 10})) == reference(model, table, ["a000021", "a000020"], 10)
+        assert ids_of(service.get("/v1/users/u0003/candidates", params={"k": 10})) == reference(
+            model, table, ["a000021", "a000020"], 10
+        )
         load_histories_to_redis(model / "user_histories.parquet", redis_url, prefix=prefix)
         time.sleep(5.1)  # the store re-reads the snapshot's as_of every 5 s
         history = snapshot_history(model, "u0003")
@@ -76,9 +88,28 @@ def test_a_new_snapshot_keeps_live_views_newer_than_its_as_of(model, table, redi
 def _consumer(redis_url, stream, name, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "homefeed_cli", "consume-events", "--redis-url", redis_url, "--stream", stream,
-         "--consumer", name, "--redis-prefix", "cons:", "--batch-size", "5", "--block-ms", "100", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "homefeed_cli",
+            "consume-events",
+            "--redis-url",
+            redis_url,
+            "--stream",
+            stream,
+            "--consumer",
+            name,
+            "--redis-prefix",
+            "cons:",
+            "--batch-size",
+            "5",
+            "--block-ms",
+            "100",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 
@@ -87,8 +118,14 @@ def test_a_consumer_killed_mid_stream_resumes_without_losing_or_repeating_an_eve
     client = redis.Redis.from_url(redis_url)
     stream, users, per_user = "views-kill", 20, 30
     events = [
-        {"user_id": f"k{u:02d}", "article_id": f"a{(u * 7 + i) % 400:06d}", "viewed_at": f"2024-07-01T{i // 60:02d}:{i % 60:02d}:00Z", "event_id": f"e{u}-{i}"}
-        for i in range(per_user) for u in range(users)
+        {
+            "user_id": f"k{u:02d}",
+            "article_id": f"a{(u * 7 + i) % 400:06d}",
+            "viewed_at": f"2024-07-01T{i // 60:02d}:{i % 60:02d}:00Z",
+            "event_id": f"e{u}-{i}",
+        }
+        for i in range(per_user)
+        for u in range(users)
     ]
     first = _consumer(redis_url, stream, "c1")
     try:
@@ -97,7 +134,9 @@ def test_a_consumer_killed_mid_stream_resumes_without_losing_or_repeating_an_eve
             if i == len(events) // 2:
                 deadline = time.monotonic() + 60
                 while not client.keys(live_key_prefix("cons:") + "*"):  # it has written something
-                    assert time.monotonic() < deadline and first.poll() is None, first.stdout.read() if first.poll() is not None else ""
+                    assert time.monotonic() < deadline and first.poll() is None, (
+                        first.stdout.read() if first.poll() is not None else ""
+                    )
                     time.sleep(0.01)
                 first.send_signal(signal.SIGKILL)
                 first.wait(timeout=10)
@@ -117,15 +156,17 @@ def test_a_consumer_killed_mid_stream_resumes_without_losing_or_repeating_an_eve
     for u in range(users):
         stored = orjson.loads(client.get(live_key_prefix("cons:") + f"k{u:02d}"))
         keys = [entry[2] for entry in stored]
-        assert sorted(keys) == sorted(f"id:e{u}-{i}" for i in range(per_user)), f"user k{u:02d}"  # none lost, none twice
+        assert sorted(keys) == sorted(f"id:e{u}-{i}" for i in range(per_user)), (
+            f"user k{u:02d}"
+        )  # none lost, none twice
         assert [entry[0] for entry in stored] == sorted((entry[0] for entry in stored), reverse=True)
     rejected = client.xrange(stream + ":rejected")
     assert len(rejected) == 1 and b"RFC 3339" in rejected[0][1][b"reason"]
-    assert f"reclaimed" in output and (pending == 0 or "claimed" in output)
+    assert "reclaimed" in output and (pending == 0 or "claimed" in output)
 
 
 def test_a_restarted_consumer_first_finishes_what_it_had_read(redis_url):
-    from serving.consumer import EventConsumer
+    from serving.live.consumer import EventConsumer
 
     client = redis.Redis.from_url(redis_url)
     stream = "views-restart"
@@ -150,11 +191,13 @@ def test_redis_down_is_logged_once_not_at_every_sync(model, caplog):
     from live_http import free_port
 
     down = f"redis://127.0.0.1:{free_port()}/0"
-    with caplog.at_level("WARNING", logger="serving.live_state"):
-        with running_service(ServiceSettings(model=model, redis_url=down, redis_timeout_s=0.2, live_sync_interval_s=0.05)) as client:
+    with caplog.at_level("WARNING", logger="serving.live.state"):
+        with running_service(
+            ServiceSettings(model=model, redis_url=down, redis_timeout_s=0.2, live_sync_interval_s=0.05)
+        ) as client:
             assert client.get("/v1/users/u0001/candidates").json()["fallback_reason"] == "history_store_unavailable"
             time.sleep(2.0)  # about 40 sync attempts
-    failures = [r for r in caplog.records if r.name == "serving.live_state" and "sync failed" in r.getMessage()]
+    failures = [r for r in caplog.records if r.name == "serving.live.state" and "sync failed" in r.getMessage()]
     assert 1 <= len(failures) <= 2, [r.getMessage() for r in failures]
 
 
@@ -164,11 +207,26 @@ def test_consume_events_against_an_unreachable_redis_says_so_in_one_line(model, 
     # (masked) URL and exit status 2, not a redis-py traceback; the password is never printed.
     from live_http import free_port
 
-    for url in (f"redis://:hunter2-pw@127.0.0.1:{free_port()}/0", redis_url.replace("redis://", "redis://nobody:hunter2-pw@")):
+    for url in (
+        f"redis://:hunter2-pw@127.0.0.1:{free_port()}/0",
+        redis_url.replace("redis://", "redis://nobody:hunter2-pw@"),
+    ):
         result = subprocess.run(
-            [sys.executable, "-m", "homefeed_cli", "consume-events", "--redis-url", url, "--stream", "s", "--exit-when-idle"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "homefeed_cli",
+                "consume-events",
+                "--redis-url",
+                url,
+                "--stream",
+                "s",
+                "--exit-when-idle",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr and "hunter2" not in result.stderr + result.stdout
         assert "consume-events: error:" in result.stderr and "127.0.0.1" in result.stderr
@@ -189,7 +247,13 @@ def test_foreign_or_corrupt_values_in_redis_never_make_a_500(model, table, redis
         client.set(prefix + "u0001", value)
         with pytest.raises(StoreUnavailableError, match="u0001"):
             RedisStore(redis_url, prefix).get("u0001")
-    broken_live = {"u0002": b"garbage", "u0003": b'{"a": 1}', "u0004": b"[[1, 2]]", "u0005": b'[["x", "a000001", "k"]]', "u0006": b"null"}
+    broken_live = {
+        "u0002": b"garbage",
+        "u0003": b'{"a": 1}',
+        "u0004": b"[[1, 2]]",
+        "u0005": b'[["x", "a000001", "k"]]',
+        "u0006": b"null",
+    }
     with running_service(settings(model, redis_url, prefix)) as service:
         answer = service.get("/v1/users/u0001/candidates", params={"k": 5})
         assert answer.status_code == 200 and answer.json()["fallback"] is True, answer.text

@@ -1,4 +1,4 @@
-"""Filtered search (serving/filtered_search.py) against brute force on seeded synthetic data."""
+"""Filtered search (serving/index/filtered.py) against brute force on seeded synthetic data."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from homefeed.config import IndexConfig
-from serving import index as faiss_index
-from serving.filtered_search import EXACT, SELECTOR, RegionIndex, exact_filtered_reference
+from serving.index import faiss_index
+from serving.index.filtered import EXACT, SELECTOR, RegionIndex, exact_filtered_reference
 
 N, D, K = 6000, 16, 50
 # A shallow HNSW build (seconds, not tens) still well above the recall the test asks for.
@@ -72,14 +72,16 @@ def test_unknown_or_empty_regions_give_nothing(data):
 
 
 def test_recommend_filters_by_region_without_live_state(model_v1):
-    from serving.candidates import recommend
-    from serving.model_pair import load_model_pair
+    from serving.recommend.candidates import recommend
+    from serving.versions.pair import load_model_pair
 
     pair = load_model_pair(model_v1)
     everything = recommend(pair, None, "u0001", k=400)
     north = recommend(pair, None, "u0001", k=400, regions={"north"})
     ids = pair.article_ids
-    expected = [(ids[r], s) for r, s in zip(everything.rows, everything.scores) if int(ids[r][1:]) % 2 == 0]  # even: north
+    expected = [
+        (ids[r], s) for r, s in zip(everything.rows, everything.scores) if int(ids[r][1:]) % 2 == 0
+    ]  # even: north
     got = [(ids[r], s) for r, s in zip(north.rows, north.scores)]
     assert len(got) == len(expected) > 0
     # the same articles in the same order, up to near-ties (FAISS and numpy sum in different orders)

@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
+import model_factory
 import numpy as np
 import pytest
+from live_http import LATER, ids_of, running_service, view
 
-import model_factory
 from homefeed import features, tokens
 from homefeed.layout import extract_dir as extract_layout
-from live_http import LATER, ids_of, running_service, view
-from serving.live_events import EmbeddedLiveViews, apply_views, merge_history, parse_item, parse_items
-from serving.live_searches import LiveSearch
-from serving.settings import ServiceSettings
+from serving.http.settings import ServiceSettings
+from serving.live.events import EmbeddedLiveViews, apply_views, merge_history, parse_item, parse_items
+from serving.live.searches import LiveSearch
 from serving.store import load_histories_to_redis
 
 DIM = 16
@@ -29,8 +29,8 @@ def searching(tmp_path_factory):
     table = model_factory.save_searching_model(root / "saved", DIM, seed=5)
     model = model_factory.make_model_dir(root / "model", root / "saved", table, version="q1", seed=5)
     model_factory.add_searches(model, SNAPSHOT_QUERIES, "q1")
+    from components.build_index.build import build_model_index
     from homefeed.config import IndexConfig
-    from serving.index_build import build_model_index
 
     build_model_index(model, IndexConfig())
     return model, table
@@ -59,9 +59,17 @@ def test_search_items_are_parsed_checked_and_kept_apart_from_views():
     ok = parse_item(search("u1", "  Baby stroller  ", event_id="e1"), lambda a: False)
     assert isinstance(ok, LiveSearch) and ok.query == "Baby stroller" and ok.key == "id:e1"
     assert len(parse_item(search("u1", "x" * 900), None).query) == features.QUERY_MAX_CHARS
-    _, rejected = parse_items([search("u1", "   "), search("u1", 3), search("u1", "a", when="2999-01-01T00:00:00Z"),
-                               search("u1", "a", article_id="a1"), search("bad user!", "a"), search("u1", "a", when="yesterday")],
-                              None)  # fmt: skip
+    _, rejected = parse_items(
+        [
+            search("u1", "   "),
+            search("u1", 3),
+            search("u1", "a", when="2999-01-01T00:00:00Z"),
+            search("u1", "a", article_id="a1"),
+            search("bad user!", "a"),
+            search("u1", "a", when="yesterday"),
+        ],
+        None,
+    )
     reasons = [r["reason"] for r in rejected]
     assert [r["index"] for r in rejected] == list(range(6))
     for reason, words in zip(reasons, ["blank", "string", "future", "unknown field", "user_id", "searched_at"]):
@@ -83,10 +91,13 @@ def test_snapshot_searches_personalise_users_with_and_without_views(searching):
     with running_service(ServiceSettings(model=model)) as client:
         body = client.get("/v1/users/s0001/candidates", params={"k": 10}).json()
         assert body["fallback"] is False, body
-        assert ids_of(client.get("/v1/users/s0001/candidates", params={"k": 10})) == expected(model, table, [], ["ＲＥＤ Bike!"], 10)
+        assert ids_of(client.get("/v1/users/s0001/candidates", params={"k": 10})) == expected(
+            model, table, [], ["ＲＥＤ Bike!"], 10
+        )
         u3 = history_of(model, "u0003")
         assert ids_of(client.get("/v1/users/u0003/candidates", params={"k": 10})) == expected(
-            model, table, u3, SNAPSHOT_QUERIES["u0003"], 10)  # fmt: skip
+            model, table, u3, SNAPSHOT_QUERIES["u0003"], 10
+        )
         # Nobody: still the fallback.
         assert client.get("/v1/users/nobody/candidates", params={"k": 5}).json()["fallback"] is True
 
@@ -94,8 +105,10 @@ def test_snapshot_searches_personalise_users_with_and_without_views(searching):
 def test_a_posted_search_changes_the_next_answer(searching):
     model, table = searching
     with running_service(ServiceSettings(model=model)) as client:
-        answer = client.post("/v1/events", json={"events": [search("new1", "Wooden desk"), search("new1", "Wooden desk"),
-                                                            search("new1", "")]})  # fmt: skip
+        answer = client.post(
+            "/v1/events",
+            json={"events": [search("new1", "Wooden desk"), search("new1", "Wooden desk"), search("new1", "")]},
+        )
         assert answer.status_code == 200
         assert answer.json()["accepted"] == 2 and answer.json()["applied"] == 1 and len(answer.json()["rejected"]) == 1
         got = client.get("/v1/users/new1/candidates", params={"k": 10}).json()
@@ -106,7 +119,8 @@ def test_a_posted_search_changes_the_next_answer(searching):
         new_view = model_factory.article_ids(400)[399]
         client.post("/v1/events", json={"events": [search("u0003", "lamp"), view("u0003", new_view)]})
         assert ids_of(client.get("/v1/users/u0003/candidates", params={"k": 10})) == expected(
-            model, table, [new_view, *u3][: features.HISTORY_LENGTH], ["lamp", *SNAPSHOT_QUERIES["u0003"]], 10)  # fmt: skip
+            model, table, [new_view, *u3][: features.HISTORY_LENGTH], ["lamp", *SNAPSHOT_QUERIES["u0003"]], 10
+        )
 
 
 @pytest.mark.redis
@@ -114,19 +128,26 @@ def test_redis_store_carries_snapshot_and_live_searches(searching, redis_url):
     model, table = searching
     prefix = "searches-test:"
     load_histories_to_redis(model / extract_layout.USER_HISTORIES_FILE, redis_url, prefix=prefix)
-    settings = dict(model=model, redis_url=redis_url, redis_prefix=prefix, redis_timeout_s=2.0, live_sync_interval_s=0.1)
+    settings = dict(
+        model=model, redis_url=redis_url, redis_prefix=prefix, redis_timeout_s=2.0, live_sync_interval_s=0.1
+    )
     with running_service(ServiceSettings(**settings)) as one, running_service(ServiceSettings(**settings)) as two:
-        assert ids_of(one.get("/v1/users/s0001/candidates", params={"k": 10})) == expected(model, table, [], ["ＲＥＤ Bike!"], 10)
+        assert ids_of(one.get("/v1/users/s0001/candidates", params={"k": 10})) == expected(
+            model, table, [], ["ＲＥＤ Bike!"], 10
+        )
         assert one.post("/v1/events", json={"events": [search("s0001", "sofa")]}).json()["applied"] == 1
         # The other replica sees it: the live list is in Redis.
         assert ids_of(two.get("/v1/users/s0001/candidates", params={"k": 10})) == expected(
-            model, table, [], ["sofa", "ＲＥＤ Bike!"], 10)  # fmt: skip
+            model, table, [], ["sofa", "ＲＥＤ Bike!"], 10
+        )
 
 
 def test_search_items_are_documented(searching):
     model, _ = searching
     with running_service(ServiceSettings(model=model)) as client:
         paths = client.get("/openapi.json").json()["paths"]
-    items = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["events"]["items"]
+    items = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["events"][
+        "items"
+    ]
     kinds = {tuple(option["properties"]["type"]["enum"]) for option in items["oneOf"]}
     assert kinds == {("view",), ("search",)}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import model_factory
 import pytest
 
-import model_factory
-from serving import model_files
-from serving.model_pair import IndexMismatchError, load_model_pair
+from serving.versions import files as model_files
+from serving.versions.pair import IndexMismatchError, load_model_pair
 
 
 def copy_model(source, target):

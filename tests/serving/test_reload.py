@@ -7,13 +7,13 @@ import shutil
 import threading
 import time
 
+import model_factory
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-import model_factory
-from serving.app import create_app
-from serving.settings import ServiceSettings, get_settings
+from serving.http.app import create_app
+from serving.http.settings import ServiceSettings, get_settings
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,10 @@ def test_admin_reload_swaps_to_the_new_version_and_rejects_a_broken_one(root, ve
         publish(root, versions, "v2")
         answer = client.post("/admin/reload").json()
         assert answer == {
-            "result": "loaded", "model_version": "v2", "previous_version": "v1", "message": "now serving model v2",
+            "result": "loaded",
+            "model_version": "v2",
+            "previous_version": "v1",
+            "message": "now serving model v2",
         }
         body = get(client)
         assert body["model_version"] == "v2"

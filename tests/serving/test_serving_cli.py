@@ -11,17 +11,15 @@ import sys
 import time
 
 import pytest
+from serve_process import free_port, publish_root, start_serve
 
 from homefeed_cli import cli
-from serve_process import free_port, publish_root, start_serve
 from serving.query import format_candidates, wait_until_ready
-
 
 
 @pytest.fixture(autouse=True)
 def serving_commands_only(monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("serving.cli",))
-
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("components.build_index.cli", "serving.cli"))
 
 
 def test_build_index_command_reports_and_refuses(make_model, capsys):
@@ -32,8 +30,20 @@ def test_build_index_command_reports_and_refuses(make_model, capsys):
     assert "user_histories, 20 queries" in out
 
     before = (model / "index" / "index_manifest.json").read_text()
-    argv = ["build-index", "--model", str(model), "--index-type", "ivf", "--ivf-nlist", "8", "--nprobe", "1",
-            "--no-tune", "--recall-floor", "0.99"]  # fmt: skip
+    argv = [
+        "build-index",
+        "--model",
+        str(model),
+        "--index-type",
+        "ivf",
+        "--ivf-nlist",
+        "8",
+        "--nprobe",
+        "1",
+        "--no-tune",
+        "--recall-floor",
+        "0.99",
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "candidates build-index: error: ivf index recall@200 vs exact is" in err and "nothing was written" in err
@@ -45,8 +55,17 @@ def test_build_index_command_reports_and_refuses(make_model, capsys):
 
 @pytest.mark.redis
 def test_load_histories_command(model_v1, redis_url, capsys):
-    argv = ["load-histories", "--histories", str(model_v1 / "user_histories.parquet"), "--redis-url", redis_url,
-            "--prefix", "cli:", "--batch-size", "16"]  # fmt: skip
+    argv = [
+        "load-histories",
+        "--histories",
+        str(model_v1 / "user_histories.parquet"),
+        "--redis-url",
+        redis_url,
+        "--prefix",
+        "cli:",
+        "--batch-size",
+        "16",
+    ]
     assert cli.main(argv) == 0
     assert "loaded 40 user histories into Redis (prefix 'cli:')" in capsys.readouterr().out
     import redis
@@ -73,9 +92,12 @@ def test_serve_refuses_a_model_it_could_not_load_before_binding(model_v1, make_m
 
 def test_format_candidates_table():
     body = {
-        "user_id": "u1", "model_version": "v7", "fallback": True, "fallback_reason": "unknown_user",
+        "user_id": "u1",
+        "model_version": "v7",
+        "fallback": True,
+        "fallback_reason": "unknown_user",
         "candidates": [{"article_id": "a1", "score": 0.5, "title": "Oak desk"}, {"article_id": "a22", "score": 0.25}],
-    }  # fmt: skip
+    }
     assert format_candidates(body).splitlines() == [
         "user u1  model v7  fallback (unknown_user)  2 candidates",
         "rank  article      score  title",
@@ -149,7 +171,7 @@ def serve_parser():
 
 def test_serve_flags_take_their_defaults_and_help_from_the_service_settings(monkeypatch, capsys):
     from serving import cli as serving_cli
-    from serving.settings import ServiceSettings
+    from serving.http.settings import ServiceSettings
 
     parser = serve_parser()
     with pytest.raises(SystemExit):

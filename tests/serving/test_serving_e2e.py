@@ -43,11 +43,18 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("trained")
     candidates("sample-data", "--out", root / "input", "--users", "150", "--articles", "300", "--days", "14")
     candidates(
-        "extract", "--events", root / "input" / "events.parquet", "--articles", root / "input" / "articles.parquet",
-        "--out", root / "extract",
-    )  # fmt: skip
+        "extract",
+        "--events",
+        root / "input" / "events.parquet",
+        "--articles",
+        root / "input" / "articles.parquet",
+        "--out",
+        root / "extract",
+    )
     candidates("transform", "--examples", root / "extract", "--out", root / "transform")
-    candidates("train", "--transformed", root / "transform", "--out", root / "models", "--version", VERSION, "--epochs", "2")
+    candidates(
+        "train", "--transformed", root / "transform", "--out", root / "models", "--version", VERSION, "--epochs", "2"
+    )
     model = root / "models" / VERSION
     histories = root / "extract" / "user_histories.parquet"
     out = candidates("build-index", "--model", model, "--histories", histories).stdout
@@ -62,7 +69,7 @@ def free_port() -> int:
 
 
 def expected_ids(model: Path, row: dict, k: int) -> list[str]:
-    from trainer.serving_model import UserEncoder
+    from trainer.towers.serving_model import UserEncoder
 
     user = UserEncoder(model).encode([row])[0]
     vectors = np.load(model / "article_vectors.npy")

@@ -1,4 +1,4 @@
-"""serving/shared_arrays.py and the model pair over it: built once, mapped by every process,
+"""serving/versions/shared_arrays.py and the model pair over it: built once, mapped by every process,
 checked against its hashes, and answering exactly as the plain lists did."""
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ import logging
 import shutil
 import threading
 
+import model_factory
 import numpy as np
 import pandas as pd
 import pytest
 
-import model_factory
-from serving import model_files, process_memory
-from serving.candidates import answer_json, recommend
-from serving.model_pair import load_model_pair
-from serving.shared_arrays import ARRAYS_FILE, KEEP_ENTRIES, SharedArrays
+from serving.recommend.candidates import answer_json, recommend
+from serving.versions import files as model_files
+from serving.versions import process_memory
+from serving.versions.pair import load_model_pair
+from serving.versions.shared_arrays import ARRAYS_FILE, KEEP_ENTRIES, SharedArrays
 
 
 def counting_build(calls: list):
@@ -32,9 +33,11 @@ def test_built_once_then_mapped_by_every_reader(tmp_path):
     calls: list = []
     results: list = []
     threads = [
-        threading.Thread(target=lambda: results.append(SharedArrays(tmp_path, "k1").get("numbers", counting_build(calls))))
+        threading.Thread(
+            target=lambda: results.append(SharedArrays(tmp_path, "k1").get("numbers", counting_build(calls)))
+        )
         for _ in range(4)
-    ]  # fmt: skip
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -53,7 +56,7 @@ def test_a_changed_file_is_never_used_but_rebuilt(tmp_path, caplog):
     data = bytearray(path.read_bytes())
     data[-8:] = (12345).to_bytes(8, "little")  # same size, other content
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.ERROR, logger="serving.shared_arrays"):
+    with caplog.at_level(logging.ERROR, logger="serving.versions.shared_arrays"):
         arrays = SharedArrays(tmp_path, "k1").get("numbers", counting_build(calls))
     assert len(calls) == 2 and arrays["numbers"].tolist() == list(range(1000))
     assert "numbers.npy does not match its size or sha256" in caplog.text
@@ -109,13 +112,15 @@ def mapped_files() -> set[str]:
 
 
 def test_a_new_version_maps_its_own_arrays_and_the_old_ones_close(model_v1, make_model, tmp_path):
-    from serving.live_model import region_index
+    from serving.live.model import region_index
 
     old = load_model_pair(model_v1, shared_dir=tmp_path)
     new = load_model_pair(make_model("v2", seed=1), shared_dir=tmp_path)
     region_index(old), region_index(new)  # the region-sorted vectors too
     assert old.shared.key != new.shared.key and old.article_ids[0] == new.article_ids[0]
-    assert {f for f in mapped_files() if old.shared.key in f} >= {str(tmp_path / old.shared.key / "regions" / "sorted_vectors.npy")}
+    assert {f for f in mapped_files() if old.shared.key in f} >= {
+        str(tmp_path / old.shared.key / "regions" / "sorted_vectors.npy")
+    }
     del old
     gc.collect()
     assert not [f for f in mapped_files() if f.startswith(str(tmp_path)) and new.shared.key not in f]  # closed
@@ -128,7 +133,9 @@ def test_an_id_listed_twice_is_refused(model_v1, tmp_path):
     ids[10] = ids[3]
     (broken / "article_ids.txt").write_text("\n".join(ids) + "\n")
     model_factory.write_manifest(broken, "v1")
-    with pytest.raises(model_files.ModelDirError, match=rf"lists an article id more than once: '{ids[3]}' on lines 4, 11"):
+    with pytest.raises(
+        model_files.ModelDirError, match=rf"lists an article id more than once: '{ids[3]}' on lines 4, 11"
+    ):
         load_model_pair(broken, shared_dir=tmp_path / "shared")
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 
+import model_factory
 import pandas as pd
 import pytest
 
-import model_factory
 from homefeed import features
 from serving.store import (
     EmbeddedStore,
@@ -52,7 +52,9 @@ def test_rows_match_the_parquet_file(snapshot):
 def test_missing_attribute_columns_and_bad_files(tmp_path):
     pd.DataFrame({"user_id": ["a"], "history": [["x", "y"]]}).to_parquet(tmp_path / "h.parquet")
     assert EmbeddedStore.from_parquet(tmp_path / "h.parquet").get("a") == {
-        "history": ["x", "y"], "history_category": [], "history_region": [],
+        "history": ["x", "y"],
+        "history_category": [],
+        "history_region": [],
     }
     pd.DataFrame({"user": ["a"]}).to_parquet(tmp_path / "wrong.parquet")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['user_id', 'history'\]"):

@@ -1,4 +1,4 @@
-"""serving/upsert_route.py: which requests the pure ASGI upsert route answers (everything else
+"""serving/http/upsert_route.py: which requests the pure ASGI upsert route answers (everything else
 goes on to FastAPI, whose validation answers bad ids); its answers are checked over real HTTP in
 test_live_api.py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.upsert_route import upsert_target
+from serving.http.upsert_route import upsert_target
 
 
 def scope(method: str, path: str, root_path: str = "") -> dict:

@@ -14,11 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from serve_process import free_port, publish_root, start_serve
 
 from homefeed import lifetime
-from serve_process import free_port, publish_root, start_serve
 from serving.cli import WORKERS_DIR_PREFIX
 from serving.query import wait_until_ready
+
 
 def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
     """One request on a new connection (so the kernel may hand it to either worker)."""
@@ -75,8 +76,10 @@ def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(m
             assert time.monotonic() < deadline, f"the reload did not reach every worker: {after}"
             time.sleep(0.2)
         assert set(after) == set(before)  # the same two processes, reloaded (not restarted)
-        # Both map one copy of v2's per-article arrays (serving/shared_arrays.py), not one each.
-        mapped = [{line.split()[-1] for line in open(f"/proc/{pid}/maps") if "/shared-arrays/" in line} for pid in after]
+        # Both map one copy of v2's per-article arrays (serving/versions/shared_arrays.py), not one each.
+        mapped = [
+            {line.split()[-1] for line in open(f"/proc/{pid}/maps") if "/shared-arrays/" in line} for pid in after
+        ]
         assert any(p.endswith("article_ids/keys.npy") for p in mapped[0] & mapped[1]), mapped
 
         event = {"events": [{"user_id": "u0001", "article_id": "a0003", "viewed_at": "2024-06-02T10:00:00Z"}]}

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from homefeed.config import TrainConfig, TransformConfig
 from trainer_testdata import SMALL_TRAIN_CONFIG, H, write_extract_dir
 
+from homefeed.config import TrainConfig, TransformConfig
 
 
 @dataclass
@@ -21,7 +20,7 @@ class Trained:
     extract_dir: Path
     transform_dir: Path
     models_root: Path
-    result: object  # trainer.train.TrainResult
+    result: object  # trainer.training.train.TrainResult
     config: TrainConfig
 
 
@@ -41,7 +40,7 @@ def transform_dir(extract_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(extract_dir: Path, transform_dir: Path) -> Trained:
-    from trainer.train import train_model
+    from trainer.training.train import train_model
 
     config = TrainConfig(**SMALL_TRAIN_CONFIG)
     root = extract_dir.parent / "models"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from trainer_testdata import CREATED_BASE, NEW_ARTICLE, category, region
 
 from homefeed import features
-from trainer import article_inputs
-from trainer import model_dir as layout
-from trainer_testdata import CREATED_BASE, NEW_ARTICLE, category, region
+from homefeed.layout import model_dir as layout
+from trainer.towers import article_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -47,20 +47,21 @@ def test_new_listings_in_one_category_and_region_with_different_titles_get_diffe
     np.testing.assert_array_equal(vectors[0], vectors[2])
     # Two new listings with the same title and attributes but different ids can still differ by
     # their OOV bucket; with the OOV id dropped (same id) only the age moves the vector.
-    older = _vectors(signature, ["brand-new-1"], ["c0"], ["r0"], ["Brand new Oak Desk"],
-                     [CREATED_BASE - pd.Timedelta(days=30)], now)  # fmt: skip
+    older = _vectors(
+        signature, ["brand-new-1"], ["c0"], ["r0"], ["Brand new Oak Desk"], [CREATED_BASE - pd.Timedelta(days=30)], now
+    )
     assert not np.allclose(older[0], vectors[0])
 
 
 def test_live_path_vector_equals_the_pipeline_export(trained):
-    """serving/live_model.embed_articles (PUT /v1/articles, re-embedding) at the export's `now`
+    """serving/live/model.embed_articles (PUT /v1/articles, re-embedding) at the export's `now`
     gives the exported corpus vector of the same listing, bit for bit up to float rounding."""
     import faiss
 
-    from serving.live_articles import ArticleRecord
-    from serving.live_model import embed_articles
-    from serving.model_pair import ModelPair
-    from trainer.serving_model import UserEncoder
+    from serving.live.articles import ArticleRecord
+    from serving.live.model import embed_articles
+    from serving.versions.pair import ModelPair
+    from trainer.towers.serving_model import UserEncoder
 
     model_dir = trained.result.model_dir
     manifest = layout.load_manifest(model_dir)
@@ -68,16 +69,26 @@ def test_live_path_vector_equals_the_pipeline_export(trained):
     vectors = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
     corpus = pd.read_parquet(model_dir / layout.ARTICLES_FILE).set_index(features.ARTICLE_ID)
     pair = ModelPair(
-        version=manifest["model_version"], model_dir=model_dir, encoder=UserEncoder(model_dir),
-        index=faiss.IndexFlatIP(vectors.shape[1]), article_ids=ids, titles=None, popular=[], histories=None,
-        index_manifest={}, manifest=manifest,
-    )  # fmt: skip
+        version=manifest["model_version"],
+        model_dir=model_dir,
+        encoder=UserEncoder(model_dir),
+        index=faiss.IndexFlatIP(vectors.shape[1]),
+        article_ids=ids,
+        titles=None,
+        popular=[],
+        histories=None,
+        index_manifest={},
+        manifest=manifest,
+    )
     chosen = [ids[0], ids[23], NEW_ARTICLE]
     records = [
         ArticleRecord(
-            a, title=corpus.loc[a, features.TITLE], category=category(a), region=region(a),
+            a,
+            title=corpus.loc[a, features.TITLE],
+            category=category(a),
+            region=region(a),
             created_at=corpus.loc[a, features.CREATED_AT].isoformat(),
-        )  # fmt: skip
+        )
         for a in chosen
     ]
     live = embed_articles(pair, records, now_ms=manifest["article_ages_at_ms"])
@@ -88,25 +99,32 @@ def test_live_path_vector_equals_the_pipeline_export(trained):
 
 
 def test_the_live_corpus_re_embeds_listings_whose_age_bucket_changed(trained):
-    """serving/live_ages.py through LiveCorpus.refresh_ages: at the export's time nothing is stale;
+    """serving/live/ages.py through LiveCorpus.refresh_ages: at the export's time nothing is stale;
     40 days later every dated listing is, and the overlay serves its vector at the new age."""
     import faiss
 
-    from serving.live_articles import EmbeddedArticleLog
-    from serving.live_corpus import LiveCorpus
-    from serving.live_model import embed_articles
-    from serving.model_pair import ModelPair
-    from trainer.serving_model import UserEncoder
+    from serving.live.articles import EmbeddedArticleLog
+    from serving.live.corpus import LiveCorpus
+    from serving.live.model import embed_articles
+    from serving.versions.pair import ModelPair
+    from trainer.towers.serving_model import UserEncoder
 
     model_dir = trained.result.model_dir
     manifest = layout.load_manifest(model_dir)
     ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
     vectors = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
     pair = ModelPair(
-        version=manifest["model_version"], model_dir=model_dir, encoder=UserEncoder(model_dir),
-        index=faiss.IndexFlatIP(vectors.shape[1]), article_ids=ids, titles=None, popular=[], histories=None,
-        index_manifest={}, manifest=manifest,
-    )  # fmt: skip
+        version=manifest["model_version"],
+        model_dir=model_dir,
+        encoder=UserEncoder(model_dir),
+        index=faiss.IndexFlatIP(vectors.shape[1]),
+        article_ids=ids,
+        titles=None,
+        popular=[],
+        histories=None,
+        index_manifest={},
+        manifest=manifest,
+    )
     corpus = LiveCorpus(EmbeddedArticleLog())
     at_export = manifest["article_ages_at_ms"]
     assert corpus.refresh_ages(pair, now_ms=at_export) == 0
@@ -115,11 +133,18 @@ def test_the_live_corpus_re_embeds_listings_whose_age_bucket_changed(trained):
     overlay = corpus.overlay(pair)
     assert overlay.dead_rows.size == len(ids) and overlay.n_side == len(ids)
     row = overlay.side_row_of[ids[5]]
-    from serving.live_articles import ArticleRecord
+    from serving.live.articles import ArticleRecord
 
     record = overlay.records[ids[5]]
-    expected = embed_articles(pair, [ArticleRecord(ids[5], title=record.title, category=record.category,
-                                                   region=record.region, created_at=record.created_at)], later)  # fmt: skip
+    expected = embed_articles(
+        pair,
+        [
+            ArticleRecord(
+                ids[5], title=record.title, category=record.category, region=record.region, created_at=record.created_at
+            )
+        ],
+        later,
+    )
     np.testing.assert_allclose(overlay.side_vectors[row], expected[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(overlay.side_vectors[row], vectors[5])
     assert corpus.refresh_ages(pair, now_ms=later + 60_000) == 0  # nothing moved on since

@@ -1,4 +1,4 @@
-"""trainer/attention.py: Keras's multi-head attention with Philox dropout and flat projections.
+"""trainer/model/attention.py: Keras's multi-head attention with Philox dropout and flat projections.
 
 Reference: `keras.layers.MultiHeadAttention` itself, built with the same seeds and weights, called
 in training mode several times in a row (so the dropout seed streams are compared too), eager and
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import attention as attention_lib
-from trainer import dropout as dropout_lib
+from trainer.model import attention as attention_lib
+from trainer.model import dropout as dropout_lib
 
 QUERY = tf.random.stateless_normal([8, 3, 16], seed=[3, 4])
 VALUE = tf.random.stateless_normal([8, 5, 16], seed=[5, 6])
@@ -24,8 +24,14 @@ def _pair(dropout: float = 0.5):
     layers = []
     for cls in (attention_lib.MultiHeadAttention, keras.layers.MultiHeadAttention):
         keras.utils.set_random_seed(7)  # the attention dropout's seed generator draws its seed from it (built)
-        layer = cls(2, 8, dropout=dropout, name="attention", kernel_initializer=keras.initializers.GlorotUniform(seed=1),
-                    bias_initializer=keras.initializers.RandomNormal(seed=2))  # fmt: skip
+        layer = cls(
+            2,
+            8,
+            dropout=dropout,
+            name="attention",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=1),
+            bias_initializer=keras.initializers.RandomNormal(seed=2),
+        )
         layer(QUERY, VALUE)
         layers.append(layer)
     return layers
@@ -69,22 +75,38 @@ def test_attention_gradients_equal_keras_attention_gradients(jit_compile):
 
 @pytest.mark.parametrize(
     "equation, contracted",
-    [("abc,cde->abde", 1), ("abcd,cde->abe", 2), ("ab,bc->ac", 1), ("abc,cd->abd", 1),
-     ("abc,dce->abde", None), ("abcd,abde->abce", None), ("abc,cde->abed", None), ("abc,cd->abcd", None)],
-)  # fmt: skip
+    [
+        ("abc,cde->abde", 1),
+        ("abcd,cde->abe", 2),
+        ("ab,bc->ac", 1),
+        ("abc,cd->abd", 1),
+        ("abc,dce->abde", None),
+        ("abcd,abde->abce", None),
+        ("abc,cde->abed", None),
+        ("abc,cd->abcd", None),
+    ],
+)
 def test_only_matrix_product_equations_are_flattened(equation, contracted):
     assert attention_lib._flat_contraction(equation) == contracted
 
 
-@pytest.mark.parametrize("equation, kernel_axes", [("abc,cde->abde", "cde"), ("abc,dce->abde", "dce"), ("abcd,cde->abe", "cde")])
+@pytest.mark.parametrize(
+    "equation, kernel_axes", [("abc,cde->abde", "cde"), ("abc,dce->abde", "dce"), ("abcd,cde->abe", "cde")]
+)
 def test_a_flat_projection_equals_keras_einsum_dense_whatever_its_equation(equation, kernel_axes):
     sizes = {"a": 4, "b": 3, "c": 5, "d": 2, "e": 6}
     x = tf.random.stateless_normal([sizes[a] for a in equation.split(",")[0]], seed=[1, 1])
     output_shape = [sizes[a] for a in equation.split("->")[1][1:]]
     layers = []
     for cls in (attention_lib.FlatEinsumDense, keras.layers.EinsumDense):
-        layer = cls(equation, output_shape, bias_axes="e", kernel_initializer=keras.initializers.GlorotUniform(seed=1),
-                    bias_initializer=keras.initializers.RandomNormal(seed=2), activation="relu")  # fmt: skip
+        layer = cls(
+            equation,
+            output_shape,
+            bias_axes="e",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=1),
+            bias_initializer=keras.initializers.RandomNormal(seed=2),
+            activation="relu",
+        )
         layers.append(layer(x).numpy())
     assert layers[0].shape == tuple([x.shape[0]] + output_shape)
     np.testing.assert_allclose(layers[0], layers[1], rtol=1e-5, atol=1e-6)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer import baselines
-from trainer import metrics as metrics_lib
+from trainer.evaluation import baselines
+from trainer.evaluation import metrics as metrics_lib
 
 DAY = np.timedelta64(86400, "s")
 T0 = np.datetime64("2024-01-01T00:00:00", "ns")
@@ -15,8 +15,15 @@ AS_OF = T0 + 10 * DAY
 CORPUS = pd.Index(["a0", "a1", "a2", "a3", "a4"])
 USERS = pd.Index(["u1", "u2", "u3"])
 # (user, article, day): u1 {a0, a1}, u2 {a0, a2, a1}, u3 {a3}; a4 never viewed; a9 not in the corpus.
-VIEWS = [("u1", "a0", 0.0), ("u1", "a1", 5.0), ("u2", "a0", 1.0), ("u2", "a2", 6.0), ("u2", "a1", 9.5),
-         ("u3", "a3", 9.8), ("u3", "a9", 9.9)]  # fmt: skip
+VIEWS = [
+    ("u1", "a0", 0.0),
+    ("u1", "a1", 5.0),
+    ("u2", "a0", 1.0),
+    ("u2", "a2", 6.0),
+    ("u2", "a1", 9.5),
+    ("u3", "a3", 9.8),
+    ("u3", "a9", 9.9),
+]
 
 
 def view_log() -> baselines.ViewLog:
@@ -119,8 +126,9 @@ def test_category_region_scores_among_live_rows_order_them_as_the_full_corpus_do
     # Cells: a0, a1 (c0/r0); a2 (c1/r0); a3, a4 (c0/r1). created_at: a4 newest, a2 unknown.
     log = view_log()
     created = np.array([0.0, 1.0, np.nan, 2.0, 3.0]) * 86_400_000.0
-    baseline = baselines.CategoryRegionPopularity(log, ["c0", "c0", "c1", "c0", "c0"], ["r0", "r0", "r0", "r1", "r1"],
-                                                  created, AS_OF)  # fmt: skip
+    baseline = baselines.CategoryRegionPopularity(
+        log, ["c0", "c0", "c1", "c0", "c0"], ["r0", "r0", "r0", "r1", "r1"], created, AS_OF
+    )
     for user in range(3):
         full = baseline.scores(user)
         for rows in (np.arange(5), np.array([0, 2, 4]), np.array([1, 3])):

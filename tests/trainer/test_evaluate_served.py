@@ -1,5 +1,5 @@
 """The evaluation ranks each test view over the corpus live at its time, every vector made by the
-model's article tower at the listing's age then (trainer/served_corpus.py), checked on the
+model's article tower at the listing's age then (trainer/evaluation/served_corpus.py), checked on the
 session's trained model against a reference built from the SavedModel signatures directly."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 from homefeed import features
 from homefeed.config import EvaluateConfig
 from homefeed.layout import extract_dir as extract_layout
-from trainer import article_inputs
-from trainer import metrics as metrics_lib
-from trainer import model_dir as layout
+from homefeed.layout import model_dir as layout
+from trainer.evaluation import metrics as metrics_lib
+from trainer.towers import article_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,9 @@ def _timed_extract(trained, tmp_path, test_time: pd.Timestamp):
 
 
 def test_views_a_month_after_as_of_are_ranked_with_every_listing_re_embedded_at_its_age_then(trained, tmp_path):
-    from trainer.evaluate import _row_dicts, evaluate_model
-    from trainer.serving_model import UserEncoder
+    from trainer.evaluation.evaluate import evaluate_model
+    from trainer.evaluation.held_out import row_dicts as _row_dicts
+    from trainer.towers.serving_model import UserEncoder
 
     model_dir = tmp_path / "model"
     shutil.copytree(trained.result.model_dir, model_dir)
@@ -67,13 +68,15 @@ def test_views_a_month_after_as_of_are_ranked_with_every_listing_re_embedded_at_
     stale = metrics_lib.target_ranks(users @ exported.T, targets)
     assert not np.array_equal(ranks, stale)  # the figure is not the as_of vectors' one ...
     for k in config.ks:  # ... which is reported beside it, as a replay against the export gives
-        assert result["as_of_corpus"]["model"][f"recall@{k}"] == pytest.approx(metrics_lib.recall_at_k(stale, k), abs=1e-9)
+        assert result["as_of_corpus"]["model"][f"recall@{k}"] == pytest.approx(
+            metrics_lib.recall_at_k(stale, k), abs=1e-9
+        )
 
 
 def test_a_listing_sold_before_as_of_is_ranked_while_it_was_up(trained, tmp_path):
     """A test target missing from the model's corpus (sold before as_of) is a candidate at its
     view, embedded from its view's label features; with the snapshot it was a miss."""
-    from trainer.evaluate import evaluate_model
+    from trainer.evaluation.evaluate import evaluate_model
 
     model_dir = tmp_path / "model"
     shutil.copytree(trained.result.model_dir, model_dir)
@@ -82,7 +85,8 @@ def test_a_listing_sold_before_as_of_is_ranked_while_it_was_up(trained, tmp_path
     extract, test_rows = _timed_extract(trained, tmp_path, as_of)
     before = evaluate_model(model_dir, extract, EvaluateConfig(ks=(10, 20)))
     assert before["targets_outside_corpus"] == 0 and before["served_corpus"]["listings"] == len(
-        (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines())  # fmt: skip
+        (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
+    )
     # Take the most viewed test target out of the model's corpus: it was sold before as_of.
     sold = test_rows[features.LABEL].value_counts().index[0]
     ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
@@ -90,7 +94,10 @@ def test_a_listing_sold_before_as_of_is_ranked_while_it_was_up(trained, tmp_path
     (model_dir / layout.ARTICLE_IDS_FILE).write_text("\n".join(ids[i] for i in keep) + "\n")
     np.save(model_dir / layout.ARTICLE_VECTORS_FILE, np.load(model_dir / layout.ARTICLE_VECTORS_FILE)[keep])
     for name in (layout.ARTICLE_IDS_FILE, layout.ARTICLE_VECTORS_FILE):  # the manifest describes the new files
-        manifest["files"][name] = {"bytes": (model_dir / name).stat().st_size, "sha256": layout.sha256_file(model_dir / name)}
+        manifest["files"][name] = {
+            "bytes": (model_dir / name).stat().st_size,
+            "sha256": layout.sha256_file(model_dir / name),
+        }
     (model_dir / layout.MANIFEST_FILE).write_text(json.dumps(manifest))
     after = evaluate_model(model_dir, extract, EvaluateConfig(ks=(10, 20)))
     assert after["targets_outside_corpus"] == 0 and after["served_corpus"]["listings"] == len(ids)

@@ -1,4 +1,4 @@
-"""Id dropout chosen on validation (trainer/id_dropout_choice.py): the candidates, the pick, the record."""
+"""Id dropout chosen on validation (trainer/training/id_dropout_choice.py): the candidates, the pick, the record."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from homefeed.config import TrainConfig
 from homefeed.config_flags import given_config_values
 from homefeed.layout import model_dir as layout
 from homefeed_cli import cli
-from trainer import id_dropout_choice
-from trainer.id_dropout_choice import train_config
+from trainer.training import id_dropout_choice
+from trainer.training.id_dropout_choice import train_config
 
 
 def _fit_with(recalls: dict[float, float | None]):
@@ -20,7 +20,10 @@ def _fit_with(recalls: dict[float, float | None]):
 
     def fit_one(config: TrainConfig):
         trained.append(config.id_dropout)
-        return f"model-{config.id_dropout}", {"best_validation_recall": recalls[config.id_dropout], "train_seconds": 1.5}
+        return f"model-{config.id_dropout}", {
+            "best_validation_recall": recalls[config.id_dropout],
+            "train_seconds": 1.5,
+        }
 
     return fit_one, trained
 
@@ -33,8 +36,11 @@ def test_the_best_validation_recall_wins_and_every_candidate_is_recorded():
     assert chosen.id_dropout == 0.5 and model == "model-0.5"  # a tie keeps the earlier rate
     assert chosen.id_dropout_choices == (0.0, 0.5, 0.2, 0.5)
     record = metrics[id_dropout_choice.METRICS_KEY]
-    assert record == {"chosen": 0.5, "validation_recall": {"0.0": 0.30, "0.5": 0.34, "0.2": 0.34},
-                      "train_seconds": {"0.0": 1.5, "0.5": 1.5, "0.2": 1.5}}  # fmt: skip
+    assert record == {
+        "chosen": 0.5,
+        "validation_recall": {"0.0": 0.30, "0.5": 0.34, "0.2": 0.34},
+        "train_seconds": {"0.0": 1.5, "0.5": 1.5, "0.2": 1.5},
+    }
     assert metrics["train_seconds"] == 4.5 and metrics["best_validation_recall"] == 0.34
 
 
@@ -63,7 +69,8 @@ def test_asking_for_a_rate_turns_the_choice_off():
 @pytest.mark.slow
 def test_training_keeps_the_model_of_the_chosen_rate(transform_dir, tmp_path):
     from trainer_testdata import SMALL_TRAIN_CONFIG
-    from trainer.train import train_model
+
+    from trainer.training.train import train_model
 
     config = TrainConfig(**{**SMALL_TRAIN_CONFIG, "epochs": 3, "id_dropout_choices": (0.0, 0.5)})
     result = train_model(transform_dir, tmp_path, config, model_version="choice")

@@ -34,15 +34,20 @@ def test_sparse_gradients_update_only_their_rows_with_summed_duplicates(compiled
     import keras
     import tensorflow as tf
 
-    from trainer.lazy_adam import LazyAdam
+    from trainer.training.lazy_adam import LazyAdam
 
     rng = np.random.default_rng(0)
     table0 = rng.normal(size=(50, 4)).astype(np.float32)
     dense0 = rng.normal(size=(3, 4)).astype(np.float32)
     steps = []
     for indices in ([3, 7, 3, 49], [7, 8, 8, 8], [0, 3]):  # duplicates; row 3 skips step 2
-        steps.append((np.array(indices), rng.normal(size=(len(indices), 4)).astype(np.float32),
-                      rng.normal(size=(3, 4)).astype(np.float32)))  # fmt: skip
+        steps.append(
+            (
+                np.array(indices),
+                rng.normal(size=(len(indices), 4)).astype(np.float32),
+                rng.normal(size=(3, 4)).astype(np.float32),
+            )
+        )
     table = keras.Variable(table0, name="table")
     dense = keras.Variable(dense0, name="dense")
     optimizer = LazyAdam(learning_rate=LR, beta_1=B1, beta_2=B2, epsilon=EPS, min_lazy_rows=50)
@@ -54,7 +59,11 @@ def test_sparse_gradients_update_only_their_rows_with_summed_duplicates(compiled
 
     apply_fn = tf.function(apply) if compiled else apply
     if compiled == "rows of unknown count":
-        signature = [tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([3, 4], tf.float32)]
+        signature = [
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None, 4], tf.float32),
+            tf.TensorSpec([3, 4], tf.float32),
+        ]
         apply_fn = tf.function(apply, input_signature=signature)
     for indices, values, dense_grad in steps:
         apply_fn(tf.constant(indices), tf.constant(values), tf.constant(dense_grad))
@@ -74,15 +83,20 @@ def test_dense_gradients_and_small_tables_give_keras_adam_exactly(sparse):
     import keras
     import tensorflow as tf
 
-    from trainer.lazy_adam import MIN_LAZY_ROWS, LazyAdam
+    from trainer.training.lazy_adam import MIN_LAZY_ROWS, LazyAdam
 
     rng = np.random.default_rng(1)
     rows = MIN_LAZY_ROWS - 1
     start = rng.normal(size=(rows, 5)).astype(np.float32)
     if sparse:  # a table just below MIN_LAZY_ROWS, looked up with duplicates
-        grads = [tf.IndexedSlices(tf.constant(rng.normal(size=(8, 5)).astype(np.float32)),
-                                  tf.constant(rng.integers(0, 20, 8)), tf.constant([rows, 5], tf.int64))
-                 for _ in range(3)]  # fmt: skip
+        grads = [
+            tf.IndexedSlices(
+                tf.constant(rng.normal(size=(8, 5)).astype(np.float32)),
+                tf.constant(rng.integers(0, 20, 8)),
+                tf.constant([rows, 5], tf.int64),
+            )
+            for _ in range(3)
+        ]
     else:
         grads = [tf.constant(rng.normal(size=(rows, 5)).astype(np.float32)) for _ in range(3)]
     results = []
@@ -96,7 +110,7 @@ def test_dense_gradients_and_small_tables_give_keras_adam_exactly(sparse):
 
 
 def test_amsgrad_is_refused():
-    from trainer.lazy_adam import LazyAdam
+    from trainer.training.lazy_adam import LazyAdam
 
     with pytest.raises(ValueError, match="amsgrad"):
         LazyAdam(amsgrad=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer import model_dir as layout
+from homefeed.layout import model_dir as layout
 
 
 def _fake_model_dir(path: Path, version: str = "v1", created_at: str = "2024-01-01T00:00:00+00:00") -> Path:
@@ -21,7 +21,12 @@ def _fake_model_dir(path: Path, version: str = "v1", created_at: str = "2024-01-
         for p in path.rglob("*")
         if p.is_file()
     }
-    manifest = {"format_version": layout.FORMAT_VERSION, "model_version": version, "created_at": created_at, "files": files}
+    manifest = {
+        "format_version": layout.FORMAT_VERSION,
+        "model_version": version,
+        "created_at": created_at,
+        "files": files,
+    }
     (path / layout.MANIFEST_FILE).write_text(json.dumps(manifest))
     return path
 

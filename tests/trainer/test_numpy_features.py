@@ -7,15 +7,44 @@ import numpy as np
 import pytest
 
 from homefeed import tokens
-from trainer import numpy_features as nf
+from trainer.towers import numpy_features as nf
 
 STRINGS = [
-    "", "a", "a000", "유모차", "유모차 Baby-Stroller", "ＡＢＣ lamp", "café crème", "Ёлка, ёлка", "ﬁsh cake",
-    "😀 emoji!!", "tab\there", "zero\u200bwidth", "x" * 10_000, "é" * 3000, "__missing__", "never-seen-id", " ",
+    "",
+    "a",
+    "a000",
+    "유모차",
+    "유모차 Baby-Stroller",
+    "ＡＢＣ lamp",
+    "café crème",
+    "Ёлка, ёлка",
+    "ﬁsh cake",
+    "😀 emoji!!",
+    "tab\there",
+    "zero\u200bwidth",
+    "x" * 10_000,
+    "é" * 3000,
+    "__missing__",
+    "never-seen-id",
+    " ",
     *(f"id-{i}" for i in range(300)),
-]  # fmt: skip
-QUERIES = ["유모차 Baby-Stroller", "ＡＢＣ lamp", "café crème", "Ёлка, ёлка", "ﬁsh cake", "a--b__c d\u200be",
-           "x" * 600, "😀 emoji!!", "   ", "one two three " * 20, "tab\there", "İstanbul", "!!!", "3.5 inch"]  # fmt: skip
+]
+QUERIES = [
+    "유모차 Baby-Stroller",
+    "ＡＢＣ lamp",
+    "café crème",
+    "Ёлка, ёлка",
+    "ﬁsh cake",
+    "a--b__c d\u200be",
+    "x" * 600,
+    "😀 emoji!!",
+    "   ",
+    "one two three " * 20,
+    "tab\there",
+    "İstanbul",
+    "!!!",
+    "3.5 inch",
+]
 
 
 @pytest.mark.parametrize("buckets", [1, 8, 16, 1 << 15])
@@ -33,10 +62,11 @@ def test_vocabulary_equals_the_static_vocabulary_table(tmp_path):
     path = tmp_path / "vocab"
     path.write_text("".join(f"{v}\n" for v in values), encoding="utf-8")
     table = tf.lookup.StaticVocabularyTable(
-        tf.lookup.TextFileInitializer(str(path), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
-                                      tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER),
+        tf.lookup.TextFileInitializer(
+            str(path), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
+        ),
         num_oov_buckets=8,
-    )  # fmt: skip
+    )
     vocabulary = nf.Vocabulary.from_file(path, 8)
     probe = [*values, *STRINGS]
     np.testing.assert_array_equal(vocabulary.ids(probe), table.lookup(tf.constant(probe)).numpy())
@@ -46,7 +76,7 @@ def test_vocabulary_equals_the_static_vocabulary_table(tmp_path):
 def test_query_tokens_equal_the_graph_and_the_python_reference():
     import tensorflow as tf
 
-    from trainer import text_ops
+    from trainer.model import text_ops
 
     normalised = [tokens.normalise(q) for q in QUERIES]
     for query in normalised:

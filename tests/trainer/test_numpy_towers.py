@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from trainer_testdata import H, corpus_frame, created_at, example_rows, user_views
 
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
-from trainer import model_dir as layout
-from trainer_testdata import H, corpus_frame, created_at, example_rows, user_views
+from homefeed.layout import model_dir as layout
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,6 @@ def _extract_with_searches(path: Path) -> Path:
     """trainer_testdata's examples, with recent queries for two users in three."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     from trainer_testdata import EXAMPLES_SCHEMA
 
     rows = example_rows(user_views(60, seed=11))
@@ -71,9 +70,9 @@ def export_untrained(transform_dir: Path, root: Path, version: str, **config) ->
     import keras
 
     from homefeed.config import TrainConfig
-    from trainer import data as data_lib
-    from trainer import export as export_lib
-    from trainer import model as model_lib
+    from trainer.model import two_tower as model_lib
+    from trainer.training import data as data_lib
+    from trainer.training import export as export_lib
 
     data = data_lib.TransformedData.open(transform_dir)
     train_config = TrainConfig(embedding_dim=16, attribute_embedding_dim=8, tower_units=(32,), output_dim=16, **config)
@@ -82,17 +81,26 @@ def export_untrained(transform_dir: Path, root: Path, version: str, **config) ->
     model.build_all()
     corpus = data.read_corpus()
     artifacts = export_lib.ModelArtifacts(
-        corpus=corpus, label_counts={}, train_config=train_config, metrics={}, vocab_hash="0" * 64,
-        num_train_examples=0, as_of_ms=data.as_of_ms(corpus),
-        extra_config={"transform": data.summary.get("config", {}), "history_length": data.history_length,
-                      "attributes": list(data.attributes), "num_oov_buckets": data.num_oov_buckets},
-    )  # fmt: skip
+        corpus=corpus,
+        label_counts={},
+        train_config=train_config,
+        metrics={},
+        vocab_hash="0" * 64,
+        num_train_examples=0,
+        as_of_ms=data.as_of_ms(corpus),
+        extra_config={
+            "transform": data.summary.get("config", {}),
+            "history_length": data.history_length,
+            "attributes": list(data.attributes),
+            "num_oov_buckets": data.num_oov_buckets,
+        },
+    )
     module = export_lib.ServingModule(model, data.tft_output.transform_features_layer(), data.attributes)
     return export_lib.write_model_dir(module, artifacts, root, version)[0]
 
 
 def _raw_articles(now_ms: float) -> dict[str, np.ndarray]:
-    from trainer import article_inputs
+    from trainer.towers import article_inputs
 
     ids = ["a000", "a017", "a059", "a999", "never-seen", ""]
     return article_inputs.raw_article_features(
@@ -107,8 +115,8 @@ def _raw_articles(now_ms: float) -> dict[str, np.ndarray]:
 def assert_twin_equals_saved_model(model_dir: Path) -> None:
     import tensorflow as tf
 
-    from trainer.article_inputs import call_article_signature
-    from trainer.serving_model import NumpyUserEncoder, UserEncoder
+    from trainer.towers.article_inputs import call_article_signature
+    from trainer.towers.serving_model import NumpyUserEncoder, UserEncoder
 
     reference, twin = UserEncoder(model_dir, history_length=H), NumpyUserEncoder(model_dir, history_length=H)
     ages = np.array([0.0, 3.5, 400.0, 0.0, 12.0, 1.0, 2.0, 90.0], np.float32)
@@ -142,16 +150,18 @@ def test_twin_equals_the_saved_model_for_each_pooling(search_transform, tmp_path
     assert manifest["uses_searches"] is True
     assert_twin_equals_saved_model(model_dir)
     # The searches do reach the twin's vector (a twin ignoring them would pass nothing above by luck).
-    from trainer.serving_model import NumpyUserEncoder
+    from trainer.towers.serving_model import NumpyUserEncoder
 
     twin = NumpyUserEncoder(model_dir, history_length=H)
-    plain, searched = twin.encode([{features.HISTORY: ["a001"]}, {features.HISTORY: ["a001"], features.RECENT_QUERIES: ["road bike"]}])
+    plain, searched = twin.encode(
+        [{features.HISTORY: ["a001"]}, {features.HISTORY: ["a001"], features.RECENT_QUERIES: ["road bike"]}]
+    )
     assert np.abs(plain - searched).max() > 1e-3
 
 
 def test_export_refuses_a_twin_that_differs(search_transform, tmp_path, monkeypatch):
-    from trainer import numpy_towers
-    from trainer.serving_model import load_user_encoder
+    from trainer.towers import numpy_towers
+    from trainer.towers.serving_model import load_user_encoder
 
     honest = numpy_towers.NumpyTowers.user_vectors
     monkeypatch.setattr(numpy_towers.NumpyTowers, "user_vectors", lambda self, *a: honest(self, *a) + 1e-3)
@@ -170,8 +180,8 @@ def test_export_refuses_a_twin_that_differs(search_transform, tmp_path, monkeypa
 @pytest.fixture(scope="module")
 def served(trained, tmp_path_factory) -> tuple[Path, Path]:
     """A copy of the trained model with its index, and a histories snapshot with searches."""
+    from components.build_index.build import build_model_index
     from homefeed.config import IndexConfig
-    from serving.index_build import build_model_index
 
     root = tmp_path_factory.mktemp("served")
     model_dir = root / "m1"
@@ -199,8 +209,8 @@ def served(trained, tmp_path_factory) -> tuple[Path, Path]:
 def test_trained_model_twin_and_the_service_answering_identically_with_either(served):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.settings import ServiceSettings, get_settings
+    from serving.http.app import create_app
+    from serving.http.settings import ServiceSettings, get_settings
 
     model_dir, histories = served
     assert_twin_equals_saved_model(model_dir)
@@ -223,20 +233,25 @@ def test_trained_model_twin_and_the_service_answering_identically_with_either(se
             assert put.status_code == 200 and put.json()["result"] == "created", put.text
             live_answers[encoder] = client.get("/v1/users/u0/candidates", params={"k": 5, "region": "r-live"}).json()
     for encoder, body in live_answers.items():
-        assert [c["article_id"] for c in body["candidates"]] == ["live-new"] and not body.get("fallback"), (encoder, body)
+        assert [c["article_id"] for c in body["candidates"]] == ["live-new"] and not body.get("fallback"), (
+            encoder,
+            body,
+        )
     assert live_answers["numpy"]["candidates"][0]["score"] == pytest.approx(
         live_answers["saved_model"]["candidates"][0]["score"], abs=1e-5
     )
     for numpy_body, reference_body in zip(answers["numpy"], answers["saved_model"]):
-        assert [c["article_id"] for c in numpy_body["candidates"]] == [c["article_id"] for c in reference_body["candidates"]]
+        assert [c["article_id"] for c in numpy_body["candidates"]] == [
+            c["article_id"] for c in reference_body["candidates"]
+        ]
         assert [c["score"] for c in numpy_body["candidates"]] == pytest.approx(
             [c["score"] for c in reference_body["candidates"]], abs=1e-5
         )
 
 
 def test_a_changed_twin_file_is_refused_by_its_hash(served, tmp_path):
-    from serving.integrity import IntegrityError
-    from serving.model_pair import load_model_pair
+    from serving.versions.integrity import IntegrityError
+    from serving.versions.pair import load_model_pair
 
     model_dir = tmp_path / "m1"
     shutil.copytree(served[0], model_dir)
@@ -251,9 +266,9 @@ def test_a_changed_twin_file_is_refused_by_its_hash(served, tmp_path):
 
 PROBE = """
 import json, sys
-from serving.live_articles import ArticleRecord
-from serving.live_model import embed_articles
-from serving.model_pair import load_model_pair
+from serving.live.articles import ArticleRecord
+from serving.live.model import embed_articles
+from serving.versions.pair import load_model_pair
 pair = load_model_pair(sys.argv[1], history_length=int(sys.argv[2]))
 vectors = pair.encoder.encode([{"history": ["a001", "a002"], "recent_queries": ["road bike"]}])
 listing = embed_articles(pair, [ArticleRecord("new-1", title="Brand new Road Bike", category="c1")])
@@ -263,9 +278,12 @@ print(json.dumps({"kind": pair.encoder.kind, "tensorflow": "tensorflow" in sys.m
 
 def test_a_process_serving_the_twin_never_imports_tensorflow(served):
     process = subprocess.run(
-        [sys.executable, "-c", PROBE, str(served[0]), str(H)], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", PROBE, str(served[0]), str(H)],
+        capture_output=True,
+        text=True,
+        timeout=120,
         cwd=Path(__file__).resolve().parents[2],
-    )  # fmt: skip
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.strip().splitlines()[-1])
     assert result == {"kind": "numpy", "tensorflow": False, "shapes": [[1, 16], [1, 16]]}

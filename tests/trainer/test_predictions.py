@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from homefeed import features
-from trainer import metrics as metrics_lib
-from trainer import predictions
+from trainer.evaluation import metrics as metrics_lib
+from trainer.evaluation import predictions
 
 
 def test_top_candidates_skip_exclusions_and_break_ties_by_corpus_position():

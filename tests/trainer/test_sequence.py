@@ -1,4 +1,4 @@
-"""Order-aware history pooling (trainer/sequence.py): masking, windows, order, empty histories."""
+"""Order-aware history pooling (trainer/model/sequence.py): masking, windows, order, empty histories."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import sequence
+from trainer.model import sequence
 
 B, L, E = 3, 8, 8
 

@@ -1,4 +1,4 @@
-"""The served corpus at a view's time (trainer/served_corpus.py) and the ranks over it, against
+"""The served corpus at a view's time (trainer/evaluation/served_corpus.py) and the ranks over it, against
 hand-built worlds and a plain reference (metrics.target_ranks over the live sub-corpus)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from homefeed import features
-from trainer import metrics as metrics_lib
-from trainer import served_corpus as served_lib
+from trainer.evaluation import metrics as metrics_lib
+from trainer.evaluation import served_corpus as served_lib
 
 T0 = pd.Timestamp("2026-05-01T00:00:00Z")
 
@@ -25,13 +25,22 @@ def ms(days: float) -> float:
 
 # The as_of corpus: a0 (created day 0), a1 (day 5), a2 (no created_at). s1 and s2 were sold before
 # as_of: known only from views (s1 viewed on days 2 and 3, created day 1.5; s2 viewed on day 8).
-ARTICLES = pd.DataFrame({
-    features.ARTICLE_ID: ["a0", "a1", "a2"], "title": ["Oak desk", "Road bike", None],
-    "category": ["c0", "c1", "c0"], "region": ["r0", "r0", "r1"],
-    features.CREATED_AT: [at(0), at(5), pd.NaT],
-})  # fmt: skip
-VIEWS = [("s1", 2.0, 0.5, "c0", "Kids bike"), ("s1", 3.0, 1.5, "c0", "Kids bike"), ("a0", 4.0, 4.0, "c0", "Oak desk"),
-         ("s2", 8.0, 0.25, "c1", "Yoga mat"), ("a1", 4.5, 0.0, "c1", "Road bike")]  # a1 viewed half a day early  # fmt: skip
+ARTICLES = pd.DataFrame(
+    {
+        features.ARTICLE_ID: ["a0", "a1", "a2"],
+        "title": ["Oak desk", "Road bike", None],
+        "category": ["c0", "c1", "c0"],
+        "region": ["r0", "r0", "r1"],
+        features.CREATED_AT: [at(0), at(5), pd.NaT],
+    }
+)
+VIEWS = [
+    ("s1", 2.0, 0.5, "c0", "Kids bike"),
+    ("s1", 3.0, 1.5, "c0", "Kids bike"),
+    ("a0", 4.0, 4.0, "c0", "Oak desk"),
+    ("s2", 8.0, 0.25, "c1", "Yoga mat"),
+    ("a1", 4.5, 0.0, "c1", "Road bike"),
+]  # a1 viewed half a day early
 
 
 def views_table(with_times: bool = True) -> pa.Table:
@@ -101,7 +110,10 @@ def test_vectors_are_the_tower_at_the_age_bucket_of_each_view_time():
         rows = c.live_rows(t)
         got = vectors.at(rows, t)
         np.testing.assert_array_equal(got[:, 0], rows)
-        expected = [features.age_bucket(features.age_days(None if np.isnan(c.created_ms[r]) else c.created_ms[r], t)) for r in rows]
+        expected = [
+            features.age_bucket(features.age_days(None if np.isnan(c.created_ms[r]) else c.created_ms[r], t))
+            for r in rows
+        ]
         np.testing.assert_array_equal(got[:, 1], expected)
     assert vectors.at(np.array([3]), ms(2.5))[0, 2] == len("kids bike")
 
@@ -125,21 +137,26 @@ def test_ranks_count_only_the_live_unseen_listings_with_the_reference_tie_rule()
         assert got[i] == reference[0], i
     assert got[4] == metrics_lib.MISSED
     # An excluded target is a miss; a chosen subset of rows ranks only those.
-    assert served_lib.ranks_over_time(c, times[:1], targets[:1], [np.array([3])], lambda i, r, t: scores[r])[0] == metrics_lib.MISSED
+    assert (
+        served_lib.ranks_over_time(c, times[:1], targets[:1], [np.array([3])], lambda i, r, t: scores[r])[0]
+        == metrics_lib.MISSED
+    )
     subset = served_lib.ranks_over_time(c, times, targets, exclude, lambda i, rows, t: scores[rows], np.array([2, 0]))
     np.testing.assert_array_equal(subset, got[[2, 0]])
 
 
 def test_trending_at_a_time_equals_the_reference_window_before_it():
-    from trainer import baselines
-    from trainer.served_ranks import _Trending
+    from trainer.evaluation import baselines
+    from trainer.evaluation.served_ranks import _Trending
 
     rng = np.random.default_rng(5)
     n_items, n_views = 12, 300
-    times = (np.datetime64("2026-05-01T00:00:00", "ns") + rng.integers(0, 10 * 86400, n_views).astype("timedelta64[s]"))
+    times = np.datetime64("2026-05-01T00:00:00", "ns") + rng.integers(0, 10 * 86400, n_views).astype("timedelta64[s]")
     log = baselines.ViewLog(rng.integers(0, 5, n_views), rng.integers(0, n_items, n_views), times, n_items)
     trending = _Trending(log, baselines.popularity_scores(log))
     rows = np.array([0, 3, 4, 7, 11])
     for at in times[:20]:
         for days in (1, 7):
-            np.testing.assert_array_equal(trending.scores(at, days, rows), baselines.trending_scores(log, at, days)[rows])
+            np.testing.assert_array_equal(
+                trending.scores(at, days, rows), baselines.trending_scores(log, at, days)[rows]
+            )

@@ -11,12 +11,12 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from trainer_testdata import NEW_ARTICLE, category, created_at, region, title
 
 from homefeed import features
-from homefeed.layout import extract_dir as extract_layout
 from homefeed.config import EvaluateConfig, TrainConfig
-from trainer import model_dir as layout
-from trainer_testdata import NEW_ARTICLE, category, created_at, region, title
+from homefeed.layout import extract_dir as extract_layout
+from homefeed.layout import model_dir as layout
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +39,23 @@ def test_model_directory_layout_and_manifest(trained):
     assert model_dir == trained.models_root / "m1"
     assert layout.is_finished_model_dir(model_dir, verify_hashes=True)
     manifest = layout.load_manifest(model_dir)
-    for name in (layout.ARTICLE_VECTORS_FILE, layout.ARTICLE_IDS_FILE, layout.ARTICLES_FILE, layout.POPULAR_FILE,
-                 layout.CONFIG_FILE, layout.METRICS_FILE, "saved_model/saved_model.pb"):  # fmt: skip
+    for name in (
+        layout.ARTICLE_VECTORS_FILE,
+        layout.ARTICLE_IDS_FILE,
+        layout.ARTICLES_FILE,
+        layout.POPULAR_FILE,
+        layout.CONFIG_FILE,
+        layout.METRICS_FILE,
+        "saved_model/saved_model.pb",
+    ):
         assert name in manifest["files"], name
     vectors = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
     ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
     corpus = pd.read_parquet(trained.extract_dir / extract_layout.CORPUS_FILE)
     assert ids == corpus["article_id"].tolist()  # every corpus article, in corpus order
-    assert vectors.shape == (len(ids), trained.config.output_dim) == (manifest["num_articles"], manifest["embedding_dim"])
+    assert (
+        vectors.shape == (len(ids), trained.config.output_dim) == (manifest["num_articles"], manifest["embedding_dim"])
+    )
     assert vectors.dtype == np.float32
     assert manifest["article_vectors_sha256"] == layout.sha256_file(model_dir / layout.ARTICLE_VECTORS_FILE)
     assert len(manifest["vocab_hash"]) == 64
@@ -74,21 +83,26 @@ def test_article_vectors_are_what_the_saved_model_computes(trained):
     # newest created_at), recorded in the manifest.
     now_ms = layout.load_manifest(model_dir)["article_ages_at_ms"]
     assert now_ms == created_at(NEW_ARTICLE).value / 1e6
-    recomputed = loaded.signatures["article_vectors"](**_raw_articles([ids[i] for i in sample], now_ms))["article_vector"]
+    recomputed = loaded.signatures["article_vectors"](**_raw_articles([ids[i] for i in sample], now_ms))[
+        "article_vector"
+    ]
     np.testing.assert_allclose(recomputed.numpy(), vectors[sample], rtol=1e-5, atol=1e-6)
 
 
 def test_signature_takes_raw_strings_unknown_ids_empty_histories_and_padding(trained):
-    from trainer.serving_model import UserEncoder
+    from trainer.towers.serving_model import UserEncoder
 
     encoder = UserEncoder(trained.result.model_dir, history_length=10)
     assert encoder.dim == trained.config.output_dim
     rows = [
-        {features.HISTORY: ["a003", "a002", "a001"],
-         features.history_attribute("category"): ["c0"] * 3, features.history_attribute("region"): ["r1", "r0", "r1"]},
+        {
+            features.HISTORY: ["a003", "a002", "a001"],
+            features.history_attribute("category"): ["c0"] * 3,
+            features.history_attribute("region"): ["r1", "r0", "r1"],
+        },
         {features.HISTORY: ["never-seen-id", "a010"]},  # unknown id; attributes filled with __missing__
         {features.HISTORY: []},  # a user without history
-    ]  # fmt: skip
+    ]
     vectors = encoder.encode(rows)
     assert vectors.shape == (3, trained.config.output_dim) and np.isfinite(vectors).all()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
@@ -106,7 +120,7 @@ def test_signature_takes_raw_strings_unknown_ids_empty_histories_and_padding(tra
 
 
 def test_training_beats_popularity_by_far_on_the_test_split(trained):
-    from trainer.evaluate import evaluate_model
+    from trainer.evaluation.evaluate import evaluate_model
 
     result = evaluate_model(trained.result.model_dir, trained.extract_dir, EvaluateConfig(ks=(5, 10, 20)))
     model, popularity = result["model"], result["popularity"]
@@ -116,8 +130,11 @@ def test_training_beats_popularity_by_far_on_the_test_split(trained):
     assert result["recall@10"] == model["recall@10"]  # the gate reads the top level
     # The planted data has no view times and no extract summary: no as_of, so no trending baseline.
     assert set(result["baselines"]) == {"popularity", "item_knn", "category_region"} and result["as_of"] is None
-    assert result["fit"] == {"splits": [features.TRAIN_SPLIT], "epochs": trained.result.metrics["best_epoch"],
-                             "chosen_on": features.VALIDATION_SPLIT}  # fmt: skip
+    assert result["fit"] == {
+        "splits": [features.TRAIN_SPLIT],
+        "epochs": trained.result.metrics["best_epoch"],
+        "chosen_on": features.VALIDATION_SPLIT,
+    }
     # Within a few epochs: the first epoch whose validation recall@10 beats popularity by 0.3.
     training = trained.result.metrics
     assert training["validation_k"] == 10 and training["validation_examples"] == 300
@@ -127,9 +144,12 @@ def test_training_beats_popularity_by_far_on_the_test_split(trained):
     assert first_good <= 5, training["epochs"]
     written = json.loads((trained.result.model_dir / layout.EVALUATION_FILE).read_text())
     assert written["model"] == model and written["baselines"] == result["baselines"]
-    assert written["protocol"] == {"split": features.TEST_SPLIT, "example_age": "serving",
-                                   "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
-                                   "corpus": "as_of snapshot"}  # no view times: the as_of corpus  # fmt: skip
+    assert written["protocol"] == {
+        "split": features.TEST_SPLIT,
+        "example_age": "serving",
+        "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
+        "corpus": "as_of snapshot",
+    }  # no view times: the as_of corpus
     png = (trained.result.model_dir / layout.EVALUATION_PLOT_FILE).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     page = (trained.result.model_dir / layout.PREDICTIONS_PAGE_FILE).read_text()
@@ -145,7 +165,7 @@ def test_evaluation_reads_only_the_test_split_and_agrees_with_training(trained, 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from trainer.evaluate import evaluate_model
+    from trainer.evaluation.evaluate import evaluate_model
 
     extract = tmp_path / "extract"
     shutil.copytree(trained.extract_dir, extract)
@@ -163,8 +183,8 @@ def test_evaluation_reads_only_the_test_split_and_agrees_with_training(trained, 
 
 
 def test_existing_version_is_never_overwritten_and_failures_leave_no_model(trained, monkeypatch):
-    from trainer import export
-    from trainer.train import train_model
+    from trainer.training import export
+    from trainer.training.train import train_model
 
     before = layout.sha256_file(trained.result.model_dir / layout.MANIFEST_FILE)
     quick = TrainConfig(**{**trained.config.__dict__, "epochs": 1})
@@ -184,7 +204,7 @@ def test_existing_version_is_never_overwritten_and_failures_leave_no_model(train
 
 
 def test_same_seed_same_model(trained, tmp_path):
-    from trainer.train import train_model
+    from trainer.training.train import train_model
 
     quick = TrainConfig(**{**trained.config.__dict__, "epochs": 2, "num_sampled_negatives": 16, "dropout": 0.1})
     first = train_model(trained.transform_dir, tmp_path, quick, model_version="a")
@@ -192,7 +212,9 @@ def test_same_seed_same_model(trained, tmp_path):
     a = np.load(first.model_dir / layout.ARTICLE_VECTORS_FILE)
     b = np.load(second.model_dir / layout.ARTICLE_VECTORS_FILE)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    assert [e["loss"] for e in first.metrics["epochs"]] == pytest.approx([e["loss"] for e in second.metrics["epochs"]], rel=1e-4)
+    assert [e["loss"] for e in first.metrics["epochs"]] == pytest.approx(
+        [e["loss"] for e in second.metrics["epochs"]], rel=1e-4
+    )
 
 
 def test_cli_trains_without_a_validation_split_and_evaluates(trained, tmp_path, capsys):
@@ -204,8 +226,25 @@ def test_cli_trains_without_a_validation_split_and_evaluates(trained, tmp_path, 
     shutil.copytree(trained.transform_dir, transform)
     for part in (transform / features.VALIDATION_SPLIT).glob("*"):
         part.unlink()  # no validation examples: no early stopping, the last epoch is kept
-    argv = ["train", "--transformed", str(transform), "--out", str(tmp_path / "models"), "--version", "cli",
-            "--epochs", "2", "--batch-size", "64", "--embedding-dim", "8", "--output-dim", "8", "--tower-units", "16"]  # fmt: skip
+    argv = [
+        "train",
+        "--transformed",
+        str(transform),
+        "--out",
+        str(tmp_path / "models"),
+        "--version",
+        "cli",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--embedding-dim",
+        "8",
+        "--output-dim",
+        "8",
+        "--tower-units",
+        "16",
+    ]
     assert cli.main(argv) == 0
     assert "no validation examples, 2 epochs" in capsys.readouterr().out
     model_dir = tmp_path / "models" / "cli"
@@ -217,13 +256,16 @@ def test_cli_trains_without_a_validation_split_and_evaluates(trained, tmp_path, 
 
 
 def test_refit_trains_a_fresh_model_on_every_split_for_the_chosen_epochs(trained, tmp_path):
-    from trainer.train import train_model
+    from trainer.training.train import train_model
 
     config = TrainConfig(**{**trained.config.__dict__, "epochs": 2, "early_stopping_patience": 0, "refit": True})
     result = train_model(trained.transform_dir, tmp_path, config, model_version="refit")
     metrics = result.metrics
-    assert metrics["fit"] == {"splits": list(features.SPLITS), "epochs": metrics["best_epoch"],
-                              "chosen_on": features.VALIDATION_SPLIT}  # fmt: skip
+    assert metrics["fit"] == {
+        "splits": list(features.SPLITS),
+        "epochs": metrics["best_epoch"],
+        "chosen_on": features.VALIDATION_SPLIT,
+    }
     records = json.loads((trained.transform_dir / "transform_summary.json").read_text())["records_out"]
     assert metrics["num_refit_examples"] == sum(records.values()) > metrics["num_train_examples"]
     written = json.loads((result.model_dir / layout.METRICS_FILE).read_text())

@@ -16,14 +16,13 @@ import pytest
 from homefeed.config import TrainConfig
 
 
-
 def _trainer(transform_dir, **overrides):
     import keras
-
     from trainer_testdata import SMALL_TRAIN_CONFIG
-    from trainer import data as data_lib
-    from trainer import model as model_lib
-    from trainer.train import Trainer
+
+    from trainer.model import two_tower as model_lib
+    from trainer.training import data as data_lib
+    from trainer.training.train import Trainer
 
     config = TrainConfig(**{**SMALL_TRAIN_CONFIG, "dropout": 0.0, "id_dropout": 0.0, **overrides})
     data = data_lib.TransformedData.open(transform_dir)
@@ -58,8 +57,8 @@ def test_compiled_adam_update_gives_the_weights_of_keras_adam(transform_dir):
 
 @pytest.mark.parametrize("batch_size", [1024, 7])
 def test_validation_ranks_are_the_reference_ranks_with_ties_exclusions_and_misses(batch_size):
-    from trainer import metrics
-    from trainer.validation_set import EvalSet, target_ranks
+    from trainer.evaluation import metrics
+    from trainer.training.validation_set import EvalSet, target_ranks
 
     rng = np.random.default_rng(0)
     # Small integer vectors: many exact score ties, so the tie rule (lower corpus index first) counts.
@@ -87,7 +86,7 @@ def test_each_epoch_logs_its_seconds_validation_seconds_and_cpu_seconds(trained)
 
 @pytest.mark.slow
 def test_lazy_adam_moves_the_looked_up_rows_as_keras_adam_and_leaves_the_others(transform_dir):
-    from trainer.lazy_adam import LazyAdam
+    from trainer.training.lazy_adam import LazyAdam
 
     # Small batches, so that some rows of the 61-article table are not looked up by the second.
     lazy, batches = _trainer(transform_dir, lazy_adam=True, batch_size=4)
@@ -103,7 +102,7 @@ def test_lazy_adam_moves_the_looked_up_rows_as_keras_adam_and_leaves_the_others(
     # before summing.) Dense weights: equal.
     import tensorflow as tf
 
-    from trainer.model import HISTORY_KEY, LABEL_KEY
+    from trainer.model.two_tower import HISTORY_KEY, LABEL_KEY
 
     def looked_up(batch):  # padding (-1) is looked up as row 0 (masked, a zero gradient, but looked up)
         return np.clip(np.concatenate([np.ravel(batch[k].numpy()) for k in (HISTORY_KEY, LABEL_KEY)]), 0, None)
@@ -147,7 +146,10 @@ def test_xla_dense_step_gives_the_plain_loss_gradients_and_sparse_table_gradient
         assert isinstance(got, tf.IndexedSlices) == isinstance(want, tf.IndexedSlices), variable.path
         got, want = tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5, err_msg=variable.path)
-    assert isinstance(gradients[[v.path for v in fast.model.trainable_variables].index("article_embedding/embeddings")], tf.IndexedSlices)
+    assert isinstance(
+        gradients[[v.path for v in fast.model.trainable_variables].index("article_embedding/embeddings")],
+        tf.IndexedSlices,
+    )
     for batch in batches:
         assert float(fast.step(batch)) == pytest.approx(float(reference.step(batch)), rel=1e-4)
     for got, want, variable in zip(fast.snapshot(), reference.snapshot(), fast.model.weights):
@@ -155,7 +157,7 @@ def test_xla_dense_step_gives_the_plain_loss_gradients_and_sparse_table_gradient
 
 
 def test_xla_dense_with_gru_pooling_is_refused_before_training():
-    from trainer import dense_step
+    from trainer.training import dense_step
 
     with pytest.raises(ValueError, match="xla_dense does not support user_pooling='gru'"):
         dense_step.dense_loss(None, TrainConfig(xla_dense=True, user_pooling="gru"))
@@ -168,7 +170,7 @@ def test_lookups_gather_rows_from_the_table_equal_to_keras_embedding_after_a_spa
     Reference: the Keras Embedding layer's own call; the gradient stays IndexedSlices."""
     import tensorflow as tf
 
-    from trainer import model as model_lib
+    from trainer.model import two_tower as model_lib
 
     vocab = model_lib.VocabularySizes(articles=50, attributes={"category": 4}, known_articles=48)
     model = model_lib.TwoTowerModel(vocab, 5, TrainConfig(embedding_dim=8, tower_units=(8,), output_dim=4))
@@ -176,8 +178,11 @@ def test_lookups_gather_rows_from_the_table_equal_to_keras_embedding_after_a_spa
     table = model.article_embedding.embeddings.value
     table.scatter_sub(tf.IndexedSlices(tf.ones([2, 8]), tf.constant([3, 7]), tf.constant([50, 8])))  # copy-on-read now
     ids = tf.constant([[3, 7, -1, 60, 0]])
-    history = {model_lib.HISTORY_KEY: ids, model_lib.history_attribute_key("category"): tf.constant([[1, 2, -1, 9, 0]]),
-               model_lib.AGE_KEY: tf.zeros([1])}  # fmt: skip
+    history = {
+        model_lib.HISTORY_KEY: ids,
+        model_lib.history_attribute_key("category"): tf.constant([[1, 2, -1, 9, 0]]),
+        model_lib.AGE_KEY: tf.zeros([1]),
+    }
     with tf.GradientTape() as tape:
         got = model.user_lookups(history)["history"]
         loss = tf.reduce_sum(got * got)
@@ -196,18 +201,21 @@ def test_a_small_attribute_table_pooled_as_a_bag_equals_the_masked_mean_of_its_r
     gathered as before."""
     import tensorflow as tf
 
-    from trainer import model as model_lib
+    from trainer.model import two_tower as model_lib
 
-    vocab = model_lib.VocabularySizes(articles=50, attributes={"category": 6, "region": model_lib.BAG_MAX_ROWS + 1},
-                                      known_articles=48)  # fmt: skip
+    vocab = model_lib.VocabularySizes(
+        articles=50, attributes={"category": 6, "region": model_lib.BAG_MAX_ROWS + 1}, known_articles=48
+    )
     config = TrainConfig(embedding_dim=8, attribute_embedding_dim=4, tower_units=(8,), output_dim=4, dropout=0.0)
     model = model_lib.TwoTowerModel(vocab, 5, config)
     model.build_all()
     category = tf.constant([[1, 2, 2, -1, 9], [-1, -1, -1, -1, -1], [5, 0, 1, 1, 1]])
-    history = {model_lib.HISTORY_KEY: tf.constant([[3, 7, 8, -1, -1], [-1] * 5, [1, 2, 3, 4, 5]]),
-               model_lib.history_attribute_key("category"): category,
-               model_lib.history_attribute_key("region"): tf.constant([[1, 2, 3, -1, -1], [-1] * 5, [0, 1, 1, 1, 1]]),
-               model_lib.AGE_KEY: tf.zeros([3])}  # fmt: skip
+    history = {
+        model_lib.HISTORY_KEY: tf.constant([[3, 7, 8, -1, -1], [-1] * 5, [1, 2, 3, 4, 5]]),
+        model_lib.history_attribute_key("category"): category,
+        model_lib.history_attribute_key("region"): tf.constant([[1, 2, 3, -1, -1], [-1] * 5, [0, 1, 1, 1, 1]]),
+        model_lib.AGE_KEY: tf.zeros([3]),
+    }
     table = model.history_attribute_embeddings["category"].embeddings
     weights = tf.random.stateless_normal([3, 4], seed=[1, 2])
     with tf.GradientTape(persistent=True) as tape:
@@ -220,8 +228,9 @@ def test_a_small_attribute_table_pooled_as_a_bag_equals_the_masked_mean_of_its_r
         want = model.user_from_lookups(gathered)  # the masked mean of the rows, as before
         got_loss, want_loss = tf.reduce_sum(got * weights), tf.reduce_sum(want * weights)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(looked_up["attribute_category_bag"].numpy(),
-                                  [[0, 1, 2, 0, 0, 0], [0] * 6, [1, 3, 0, 0, 0, 1]])  # fmt: skip
+    np.testing.assert_array_equal(
+        looked_up["attribute_category_bag"].numpy(), [[0, 1, 2, 0, 0, 0], [0] * 6, [1, 3, 0, 0, 0, 1]]
+    )
     got_gradient, want_gradient = tape.gradient(got_loss, table), tape.gradient(want_loss, table)
     assert not isinstance(got_gradient, tf.IndexedSlices)
     np.testing.assert_allclose(got_gradient.numpy(), tf.convert_to_tensor(want_gradient).numpy(), rtol=1e-5, atol=1e-7)
@@ -233,8 +242,8 @@ def test_fit_takes_each_epoch_from_repeated_batches_and_refuses_a_dataset_that_e
     the fix, not a short epoch."""
     import tensorflow as tf
 
-    from trainer import model as model_lib
-    from trainer.epochs import fit
+    from trainer.model import two_tower as model_lib
+    from trainer.training.epochs import fit
 
     seen = []
 

@@ -16,8 +16,23 @@ def _parse(argv: list[str]):
 def test_every_config_field_is_a_flag_and_overrides_its_default():
     args = _parse(
         [
-            "train", "--transformed", "t", "--out", "o", "--embedding-dim", "32", "--tower-units", "64", "32",
-            "--no-l2-normalize", "--temperature", "0.2", "--num-sampled-negatives", "100", "--seed", "7",
+            "train",
+            "--transformed",
+            "t",
+            "--out",
+            "o",
+            "--embedding-dim",
+            "32",
+            "--tower-units",
+            "64",
+            "32",
+            "--no-l2-normalize",
+            "--temperature",
+            "0.2",
+            "--num-sampled-negatives",
+            "100",
+            "--seed",
+            "7",
         ]
     )
     config = config_from_args(TrainConfig, args)

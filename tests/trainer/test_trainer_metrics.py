@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer import metrics
-from trainer.evaluate import popularity_ranks, recall_curve
+from trainer.evaluation import metrics
+from trainer.evaluation.evaluate import popularity_ranks
+from trainer.evaluation.plot import recall_curve
 
 
 def _reference_rank(scores: np.ndarray, target: int, excluded: set[int]) -> int:
@@ -56,14 +57,16 @@ def test_recall_and_ndcg_values():
     assert metrics.recall_at_k(ranks, 10) == pytest.approx(0.6)
     assert metrics.ndcg_at_k(ranks, 10) == pytest.approx((1 + 1 / np.log2(3) + 1 / np.log2(11)) / 5)
     assert metrics.ranking_metrics(ranks, (1, 10), 10) == {
-        "recall@1": pytest.approx(0.2), "recall@10": pytest.approx(0.6), "ndcg@10": pytest.approx(metrics.ndcg_at_k(ranks, 10)),
+        "recall@1": pytest.approx(0.2),
+        "recall@10": pytest.approx(0.6),
+        "ndcg@10": pytest.approx(metrics.ndcg_at_k(ranks, 10)),
     }
     np.testing.assert_allclose(recall_curve(ranks, 11), [0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.6, 0.8])
     assert metrics.recall_at_k(np.array([]), 5) == 0.0
 
 
 def test_early_stopping_k_shrinks_when_the_corpus_is_smaller_than_k():
-    from trainer.epochs import early_stopping_k
+    from trainer.training.epochs import early_stopping_k
 
     assert early_stopping_k(200, 5000) == 200
     assert early_stopping_k(200, 61) == 6

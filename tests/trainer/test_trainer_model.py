@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from homefeed.config import USER_POOLINGS, TrainConfig
-from trainer import loss as loss_lib
-from trainer import model as model_lib
+from trainer.model import loss as loss_lib
+from trainer.model import two_tower as model_lib
 
 H = 6
 VOCAB = model_lib.VocabularySizes(articles=21, attributes={"category": 5, "region": 3}, known_articles=20)
@@ -45,7 +45,9 @@ def model(request) -> model_lib.TwoTowerModel:
 
 def test_user_and_article_vectors_have_dimension_d_and_unit_norm(model):
     users = model.user_vectors(_inputs([[1, 2, 3], [4]]))
-    articles = model.article_vectors(tf.constant([0, 5, 20]), {"category": tf.constant([0, 1, 4]), "region": tf.constant([0, 1, 2])})
+    articles = model.article_vectors(
+        tf.constant([0, 5, 20]), {"category": tf.constant([0, 1, 4]), "region": tf.constant([0, 1, 2])}
+    )
     assert users.shape == (2, 8) and articles.shape == (3, 8)
     np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(articles, axis=1), 1.0, rtol=1e-5)
@@ -62,7 +64,8 @@ def test_padding_never_changes_a_user_vector(model):
 def test_a_row_does_not_depend_on_the_other_rows_of_its_batch(model):
     alone = model.user_vectors(_inputs([[3, 1, 4]])).numpy()
     together = model.user_vectors(_inputs([[3, 1, 4], [7, 7, 7, 7, 7, 7]])).numpy()
-    np.testing.assert_allclose(together[:1], alone, rtol=1e-6, atol=1e-7)
+    # float32 sums reduce in batch-dependent blocks: ~2e-7 apart is rounding, a real dependence is far larger
+    np.testing.assert_allclose(together[:1], alone, rtol=1e-5, atol=1e-6)
 
 
 def test_history_beyond_h_is_ignored_and_order_matters(model):
@@ -85,7 +88,9 @@ def test_empty_history_gives_a_finite_vector(model):
 
 def test_unknown_article_vector_comes_from_its_attributes(model):
     oov = VOCAB.articles - 1
-    cats = model.article_vectors(tf.constant([oov, oov]), {"category": tf.constant([0, 3]), "region": tf.constant([0, 0])}).numpy()
+    cats = model.article_vectors(
+        tf.constant([oov, oov]), {"category": tf.constant([0, 3]), "region": tf.constant([0, 0])}
+    ).numpy()
     assert np.isfinite(cats).all()
     assert not np.allclose(cats[0], cats[1])
     # Ids beyond the table (more OOV buckets than expected) are clipped, never a crash.
@@ -141,13 +146,22 @@ def test_loss_matches_a_hand_computation_with_logq_and_accidental_hits():
             if j != i and candidate_ids[j] == labels[i]:
                 expected_logits[i, j] = -1e9
     got = loss_lib.retrieval_loss(
-        tf.constant(users), tf.constant(candidates), tf.constant(labels), tf.constant(candidate_ids),
-        temperature=temperature, candidate_log_q=tf.constant(log_q),
+        tf.constant(users),
+        tf.constant(candidates),
+        tf.constant(labels),
+        tf.constant(candidate_ids),
+        temperature=temperature,
+        candidate_log_q=tf.constant(log_q),
     )
     assert float(got) == pytest.approx(_softmax_ce(expected_logits), rel=1e-5)
     no_removal = loss_lib.retrieval_loss(
-        tf.constant(users), tf.constant(candidates), tf.constant(labels), tf.constant(candidate_ids),
-        temperature=temperature, candidate_log_q=tf.constant(log_q), remove_accidental_hits=False,
+        tf.constant(users),
+        tf.constant(candidates),
+        tf.constant(labels),
+        tf.constant(candidate_ids),
+        temperature=temperature,
+        candidate_log_q=tf.constant(log_q),
+        remove_accidental_hits=False,
     )
     plain = users @ candidates.T / temperature - log_q[None, :]
     assert float(no_removal) == pytest.approx(_softmax_ce(plain), rel=1e-5)
@@ -194,7 +208,9 @@ def test_search_part_is_a_masked_mean_of_token_embeddings():
     m.build_all()
     base = _inputs([[1, 2], [], []])
     narrow = m.user_vectors(_with_search(base, [[3, 4], [3, 4], []])).numpy()
-    wide = m.user_vectors(_with_search(base, [[3, 4], [3, 4], []], width=model_lib.features.SEARCH_TOKENS_MAX + 7)).numpy()
+    wide = m.user_vectors(
+        _with_search(base, [[3, 4], [3, 4], []], width=model_lib.features.SEARCH_TOKENS_MAX + 7)
+    ).numpy()
     np.testing.assert_array_equal(narrow, wide)  # padding changes nothing
     # Order does not matter (a mean), but the tokens do: a user with no views is told apart by them.
     swapped = m.user_vectors(_with_search(base, [[4, 3], [4, 3], []])).numpy()
@@ -206,7 +222,8 @@ def test_search_part_is_a_masked_mean_of_token_embeddings():
     table = m.search_embedding.embeddings.numpy()
     np.testing.assert_allclose(
         model_lib.masked_mean(tf.constant(table[[[3, 4, 0]]]), tf.constant([[True, True, False]])).numpy()[0],
-        table[[3, 4]].mean(axis=0), rtol=1e-6,
+        table[[3, 4]].mean(axis=0),
+        rtol=1e-6,
     )
     assert np.isfinite(m.user_vectors(_with_search(_inputs([[]]), [[]])).numpy()).all()
 

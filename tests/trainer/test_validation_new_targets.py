@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer import metrics as metrics_lib
-from trainer.validation_set import EvalSet, target_ranks
+from trainer.evaluation import metrics as metrics_lib
+from trainer.training.validation_set import EvalSet, target_ranks
 
 
 def test_new_targets_are_ranked_by_their_own_vector_and_the_others_as_before():

@@ -7,9 +7,9 @@ import io
 import json
 
 import pytest
+from transform_testdata import H, TransformRun, bad_rows, good_rows, transform_parser, write_extract_dir
 
 from homefeed.layout import extract_dir as extract_layout
-from transform_testdata import H, TransformRun, bad_rows, good_rows, transform_parser, write_extract_dir
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +27,17 @@ def transform_run(tmp_path_factory: pytest.TempPathFactory) -> TransformRun:
     output_dir = base / "transform"
     args = transform_parser().parse_args(
         [
-            "transform", "--examples", str(examples_dir), "--out", str(output_dir),
-            "--history-length", str(H), "--batch-size", "16",
-            "--job_name", "transform-test",  # a Beam option, passed through unchanged
+            "transform",
+            "--examples",
+            str(examples_dir),
+            "--out",
+            str(output_dir),
+            "--history-length",
+            str(H),
+            "--batch-size",
+            "16",
+            "--job_name",
+            "transform-test",  # a Beam option, passed through unchanged
         ]
     )
     assert args.beam_args == ["--job_name", "transform-test"]

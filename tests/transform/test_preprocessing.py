@@ -1,4 +1,4 @@
-"""trainer.preprocessing: the preprocessing_fn on a few in-memory rows (tft_unit), and its helpers."""
+"""trainer.model.preprocessing: the preprocessing_fn on a few in-memory rows (tft_unit), and its helpers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tensorflow_transform.beam import tft_unit
 
 from homefeed import features
 from homefeed.config import TransformConfig
-from trainer import preprocessing
+from trainer.model import preprocessing
 
 XF = features.transformed_name
 
@@ -26,7 +26,11 @@ def _title_ids(title):
     from homefeed import tokens
 
     words = tokens.query_tokens([title]) if title else []
-    return tf.strings.to_hash_bucket_fast(tf.constant(words, tf.string), features.TITLE_HASH_BUCKETS).numpy().tolist() if words else []
+    return (
+        tf.strings.to_hash_bucket_fast(tf.constant(words, tf.string), features.TITLE_HASH_BUCKETS).numpy().tolist()
+        if words
+        else []
+    )
 
 
 def _row(user, label, lc, lr, history, hc, hr, age, queries=()):
@@ -48,11 +52,19 @@ def _row(user, label, lc, lr, history, hc, hr, age, queries=()):
 # With H = 2 the truncated histories are [a, b], [a], [b, a]: counts over history + label are
 # a 5, b 2, d 1 (c and e only appear beyond H); categories x 6, y 2 (z beyond H); regions r1 6, r2 2.
 ROWS = [
-    _row("u1", "d", "x", "r1", ["a", "b", "c"], ["x", "y", "x"], ["r1", "r1", "r2"], 1.0,
-         ["baby stroller", "유모차 baby"]),
+    _row(
+        "u1",
+        "d",
+        "x",
+        "r1",
+        ["a", "b", "c"],
+        ["x", "y", "x"],
+        ["r1", "r1", "r2"],
+        1.0,
+        ["baby stroller", "유모차 baby"],
+    ),
     _row("u2", "a", "x", "r1", ["a"], ["x"], ["r1"], 3.0),
-    _row("u3", "a", "x", "r2", ["b", "a", "e"], ["y", "x", "z"], ["r2", "r1", "r1"], 5.0,
-         ["baby-stroller!", "lamp"]),
+    _row("u3", "a", "x", "r2", ["b", "a", "e"], ["y", "x", "z"], ["r2", "r1", "r1"], 5.0, ["baby-stroller!", "lamp"]),
 ]
 # Search tokens (unigrams, then bigrams, query by query): u1 baby stroller "baby stroller" 유모차
 # baby "유모차 baby"; u3 baby stroller "baby stroller" lamp. Threshold 2 keeps baby (3), then
@@ -70,18 +82,48 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
 
     def test_shared_vocabulary_truncation_and_z_score(self):
         expected = [
-            {XF("history"): [0, 1], XF("history_category"): [0, 1], XF("history_region"): [0, 0],
-             XF("label"): 2, XF("label_category"): 0, XF("label_region"): 0,
-             XF("example_age_days"): -Z, "user_id": b"u1", XF("search_tokens"): [0, 1, 2, 3, 0, 3],
-             XF("last_query_tokens"): [0, 1, 2], XF("title_tokens"): _title_ids(TITLES["u1"]), XF("label_age_bucket"): 1},
-            {XF("history"): [0], XF("history_category"): [0], XF("history_region"): [0],
-             XF("label"): 0, XF("label_category"): 0, XF("label_region"): 0,
-             XF("example_age_days"): 0.0, "user_id": b"u2", XF("search_tokens"): [], XF("last_query_tokens"): [],
-             XF("title_tokens"): [], XF("label_age_bucket"): 0},
-            {XF("history"): [1, 0], XF("history_category"): [1, 0], XF("history_region"): [1, 0],
-             XF("label"): 0, XF("label_category"): 0, XF("label_region"): 1,
-             XF("example_age_days"): Z, "user_id": b"u3", XF("search_tokens"): [0, 1, 2, 3], XF("last_query_tokens"): [0, 1, 2],
-             XF("title_tokens"): _title_ids(TITLES["u3"]), XF("label_age_bucket"): 6},
+            {
+                XF("history"): [0, 1],
+                XF("history_category"): [0, 1],
+                XF("history_region"): [0, 0],
+                XF("label"): 2,
+                XF("label_category"): 0,
+                XF("label_region"): 0,
+                XF("example_age_days"): -Z,
+                "user_id": b"u1",
+                XF("search_tokens"): [0, 1, 2, 3, 0, 3],
+                XF("last_query_tokens"): [0, 1, 2],
+                XF("title_tokens"): _title_ids(TITLES["u1"]),
+                XF("label_age_bucket"): 1,
+            },
+            {
+                XF("history"): [0],
+                XF("history_category"): [0],
+                XF("history_region"): [0],
+                XF("label"): 0,
+                XF("label_category"): 0,
+                XF("label_region"): 0,
+                XF("example_age_days"): 0.0,
+                "user_id": b"u2",
+                XF("search_tokens"): [],
+                XF("last_query_tokens"): [],
+                XF("title_tokens"): [],
+                XF("label_age_bucket"): 0,
+            },
+            {
+                XF("history"): [1, 0],
+                XF("history_category"): [1, 0],
+                XF("history_region"): [1, 0],
+                XF("label"): 0,
+                XF("label_category"): 0,
+                XF("label_region"): 1,
+                XF("example_age_days"): Z,
+                "user_id": b"u3",
+                XF("search_tokens"): [0, 1, 2, 3],
+                XF("last_query_tokens"): [0, 1, 2],
+                XF("title_tokens"): _title_ids(TITLES["u3"]),
+                XF("label_age_bucket"): 6,
+            },
         ]
         self.assertAnalyzeAndTransformResults(
             ROWS,
@@ -135,7 +177,9 @@ def test_truncate_history_keeps_the_most_recent_in_order():
     truncated = preprocessing.truncate_history(tf.sparse.from_dense(dense), 2)
     assert truncated.dense_shape.numpy().tolist() == [3, 2]
     assert tf.sparse.to_dense(truncated, default_value="-").numpy().tolist() == [
-        [b"a", b"b"], [b"d", b"-"], [b"-", b"-"]
+        [b"a", b"b"],
+        [b"d", b"-"],
+        [b"-", b"-"],
     ]
     # shorter than H: shape follows the data
     short = preprocessing.truncate_history(tf.sparse.from_dense(dense[:, :1]), 5)

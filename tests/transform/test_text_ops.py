@@ -1,4 +1,4 @@
-"""trainer/text_ops.py (the TensorFlow tokeniser) against homefeed/tokens.py (the plain-Python one)."""
+"""trainer/model/text_ops.py (the TensorFlow tokeniser) against homefeed/tokens.py (the plain-Python one)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,22 @@ import pytest
 from homefeed import tokens
 
 QUERIES = [
-    "Baby  STROLLER!!", "유모차 Baby-Stroller", "ＡＢＣ\u3000ｘ", "ﬁsh cake café", "Ёлка, ёлка; ЁЛКА",
-    "東京 タワー。ﾃｽﾄ", "a\tb\u200bc\u2028d", "...", "", "   ", "x" * 40 + " " + " ".join(f"w{i}" for i in range(40)),
-    "price: $100 + 10% off", "don't stop", "emoji 👶 pram", "İstanbul straße",
-]  # fmt: skip
+    "Baby  STROLLER!!",
+    "유모차 Baby-Stroller",
+    "ＡＢＣ\u3000ｘ",
+    "ﬁsh cake café",
+    "Ёлка, ёлка; ЁЛКА",
+    "東京 タワー。ﾃｽﾄ",
+    "a\tb\u200bc\u2028d",
+    "...",
+    "",
+    "   ",
+    "x" * 40 + " " + " ".join(f"w{i}" for i in range(40)),
+    "price: $100 + 10% off",
+    "don't stop",
+    "emoji 👶 pram",
+    "İstanbul straße",
+]
 
 
 def test_reference_words_and_ngrams():
@@ -27,7 +39,7 @@ def test_reference_words_and_ngrams():
 def test_graph_tokens_equal_the_reference(width):
     import tensorflow as tf
 
-    from trainer import text_ops
+    from trainer.model import text_ops
 
     rows = [QUERIES[i : i + width] for i in range(0, len(QUERIES), width)] + [[]]
     normalised = [[tokens.normalise(q) for q in row] for row in rows]

@@ -18,15 +18,19 @@ TEXTS = ["Ｆｕｌｌ Width", "ﬁne print", "  ", "", "Hello World", "ÅNGSTR�
 def _batches(sizes: list[int]) -> list[pa.RecordBatch]:
     out, start = [], 0
     for n in sizes:
-        out.append(pa.RecordBatch.from_arrays(
-            [pa.array(range(start, start + n), pa.int64()), pa.array([[str(i)] for i in range(start, start + n)])],
-            ["row", "values"],
-        ))
+        out.append(
+            pa.RecordBatch.from_arrays(
+                [pa.array(range(start, start + n), pa.int64()), pa.array([[str(i)] for i in range(start, start + n)])],
+                ["row", "values"],
+            )
+        )
         start += n
     return out
 
 
-@pytest.mark.parametrize("sizes,size", [([3, 0, 4, 7, 1, 10], 5), ([200] * 7, 4096), ([4096, 1], 4096), ([9], 2), ([], 3)])
+@pytest.mark.parametrize(
+    "sizes,size", [([3, 0, 4, 7, 1, 10], 5), ([200] * 7, 4096), ([4096, 1], 4096), ([9], 2), ([], 3)]
+)
 def test_batches_are_full_in_order_and_only_the_last_is_short(sizes, size):
     batcher = batching.SplitBatcher(size)
     parts = _batches(sizes)

@@ -11,14 +11,6 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from components.transform import cli as transform_cli
-from components.transform import job
-from homefeed.layout import transform_dir as transform_layout
-from homefeed import features, tokens
-from homefeed.layout import extract_dir as extract_layout
-from homefeed.config import TransformConfig
-
 from transform_testdata import (
     H,
     bad_rows,
@@ -27,6 +19,13 @@ from transform_testdata import (
     transform_parser,
     write_extract_dir,
 )
+
+from components.transform import cli as transform_cli
+from components.transform import job
+from homefeed import features, tokens
+from homefeed.config import TransformConfig
+from homefeed.layout import extract_dir as extract_layout
+from homefeed.layout import transform_dir as transform_layout
 
 XF = features.transformed_name
 
@@ -88,10 +87,15 @@ def test_summary_counts_records_in_out_and_dead_letters(transform_run):
         features.vocabulary_name("category"): 3,
         features.vocabulary_name("region"): 2,
         # Search tokens (homefeed.tokens, the plain-Python reference) seen twice or more in train.
-        features.SEARCH_TOKEN_VOCAB: sum(n >= 2 for n in collections.Counter(
-            t for r in good if r[features.SPLIT] == features.TRAIN_SPLIT
-            for t in tokens.query_tokens(r[features.RECENT_QUERIES])[: features.SEARCH_TOKENS_MAX]
-        ).values()),
+        features.SEARCH_TOKEN_VOCAB: sum(
+            n >= 2
+            for n in collections.Counter(
+                t
+                for r in good
+                if r[features.SPLIT] == features.TRAIN_SPLIT
+                for t in tokens.query_tokens(r[features.RECENT_QUERIES])[: features.SEARCH_TOKENS_MAX]
+            ).values()
+        ),
     }
     assert summary["config"]["history_length"] == H
     assert summary["config"]["beam_args"] == ["--job_name", "transform-test"]

@@ -7,10 +7,10 @@ import math
 
 import pyarrow as pa
 import pytest
+from transform_testdata import EXAMPLES_SCHEMA, bad_rows, example, good_rows
 
 from components.transform import records
 from homefeed import features
-from transform_testdata import EXAMPLES_SCHEMA, bad_rows, example, good_rows
 
 
 def _batch(rows, schema=EXAMPLES_SCHEMA) -> pa.RecordBatch:

@@ -1,6 +1,6 @@
 """Skew and OOV: the Beam path and the exported transform, called as serving calls it, agree.
 
-Serving (trainer/serving_model.py) sends dense, right-padded string histories and a float age;
+Serving (trainer/towers/serving_model.py) sends dense, right-padded string histories and a float age;
 the model turns them into SparseTensors with `tf.sparse.from_dense` (which drops the "" padding)
 and runs `TFTransformOutput.transform_features_layer()` on only those serving features. Here a
 small tf.Module does exactly that, is saved and reloaded as a SavedModel (the way serving loads
@@ -13,17 +13,20 @@ import glob
 
 import numpy as np
 import pytest
+from transform_testdata import UNSEEN_HISTORY, UNSEEN_LABEL, H
 
 from homefeed import features
 from homefeed.config import TransformConfig
-from trainer.serving_model import HISTORY_KEYS, QUERY_KEYS, pad_histories
-from transform_testdata import H, UNSEEN_HISTORY, UNSEEN_LABEL
+from trainer.towers.serving_model import HISTORY_KEYS, QUERY_KEYS, pad_histories
 
 pytestmark = pytest.mark.slow
 
 XF = features.transformed_name
 SERVED_OUTPUTS = (
-    *(XF(k) for k in HISTORY_KEYS), XF(features.SEARCH_TOKENS), XF(features.LAST_QUERY_TOKENS), XF(features.EXAMPLE_AGE)
+    *(XF(k) for k in HISTORY_KEYS),
+    XF(features.SEARCH_TOKENS),
+    XF(features.LAST_QUERY_TOKENS),
+    XF(features.EXAMPLE_AGE),
 )
 PAD_ID = -1  # padding of the dense outputs below: never a real id
 

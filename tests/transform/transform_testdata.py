@@ -145,5 +145,3 @@ def transform_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="candidates")
     transform_cli.register(parser.add_subparsers(dest="command"))
     return parser
-
-

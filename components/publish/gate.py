@@ -1,0 +1,114 @@
+"""The publish gate as pure functions: the metric it reads, the decision it makes, and why.
+
+recall@200 of the new model (from its `evaluation.json`, on the test split) must be at least
+`PublishConfig.min_recall_at_200`, and at most `PublishConfig.max_regression` below the recall of
+the currently published model. components/publish/publish.py applies it and moves LATEST.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from homefeed.config import PublishConfig
+
+# The metric the gate reads from evaluation.json.
+GATE_METRIC = "recall@200"
+
+
+class IncompleteModelError(ValueError):
+    """The model directory is not a finished model + index; it must never go live."""
+
+
+@dataclass(frozen=True)
+class PublishDecision:
+    """What `publish_model` decided and why.
+
+    Attributes:
+      published: True when LATEST now names `version`.
+      version: the candidate model's version (its manifest's `model_version`).
+      reason: one sentence a person can read in the KFP UI or a log.
+      recall_at_200: the candidate's recall@200 on the test split.
+      min_recall_at_200: the absolute floor it was held to.
+      previous_version: the version LATEST named before (None when nothing was published yet).
+      previous_recall_at_200: that version's recall@200 (None when unknown).
+      max_regression: the tolerance against the previous version.
+      version_dir: where the version lives when published, else None.
+    """
+
+    published: bool
+    version: str
+    reason: str
+    recall_at_200: float
+    min_recall_at_200: float
+    previous_version: str | None = None
+    previous_recall_at_200: float | None = None
+    max_regression: float = 0.0
+    version_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def recall_at_200(evaluation: dict[str, Any], source: str | os.PathLike = "evaluation.json") -> float:
+    """The gate metric from a parsed `evaluation.json`.
+
+    Accepts the metric at the top level or under `metrics` (`{"metrics": {"recall@200": ...}}`).
+
+    Raises:
+      IncompleteModelError: the metric is absent or not a number in [0, 1].
+    """
+    for holder in (evaluation, evaluation.get("metrics") or {}):
+        if isinstance(holder, dict) and GATE_METRIC in holder:
+            value = holder[GATE_METRIC]
+            if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
+                return float(value)
+            raise IncompleteModelError(f"{source}: {GATE_METRIC} is {value!r}, expected a number in [0, 1]")
+    raise IncompleteModelError(f"{source} has no {GATE_METRIC!r} (keys: {sorted(evaluation)})")
+
+
+def decide(
+    version: str,
+    candidate_recall: float,
+    previous_version: str | None,
+    previous_recall: float | None,
+    config: PublishConfig,
+    protocols: tuple[Any, Any] | None = None,
+) -> tuple[bool, str]:
+    """The gate as a pure function: (publish?, reason).
+
+    `protocols` is (candidate's, published's) `evaluation.json` protocol record: when they differ
+    (say the published version was evaluated at each view's own age, the candidate at the serving
+    age) the two recalls are not comparable, and only the absolute floor applies.
+    """
+    floor = config.min_recall_at_200
+    if candidate_recall < floor:
+        return False, (f"not published: recall@200 {candidate_recall:.4f} is below the floor {floor:.4f}")
+    if previous_version == version:
+        return False, f"not published: version {version} is already the published version"
+    if previous_version is not None and previous_recall is not None and protocols and protocols[0] != protocols[1]:
+        return True, (
+            f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f}; the published "
+            f"{previous_version} ({previous_recall:.4f}) was evaluated under another protocol "
+            f"({protocols[1] or 'unrecorded'}, now {protocols[0]}), so the two are not compared"
+        )
+    if previous_version is not None and previous_recall is not None:
+        allowed = previous_recall - config.max_regression
+        if candidate_recall < allowed:
+            return False, (
+                f"not published: recall@200 {candidate_recall:.4f} is worse than the published "
+                f"{previous_version} ({previous_recall:.4f}) by {previous_recall - candidate_recall:.4f}, "
+                f"more than the tolerated {config.max_regression:.4f}"
+            )
+        return True, (
+            f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} and is within "
+            f"{config.max_regression:.4f} of the published {previous_version} ({previous_recall:.4f})"
+        )
+    if previous_version is not None:
+        return True, (
+            f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} "
+            f"(the published {previous_version} has no readable recall to compare with)"
+        )
+    return True, f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} (first version)"

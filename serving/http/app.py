@@ -1,0 +1,390 @@
+"""The candidate service: FastAPI app, lifespan (model + index load, LATEST watcher), endpoints.
+
+Endpoints (OpenAPI docs at /docs):
+  GET  /v1/users/{user_id}/candidates?k=200&exclude_seen=true   the candidates, best first
+  GET  /healthz    liveness: the process answers
+  GET  /readyz     readiness: a model + index pair is loaded (503 until then)
+  GET  /metrics    Prometheus text format
+  POST /admin/reload[?force=true]   load what --model points at now (LATEST for a publish root)
+
+Handlers are thin: the work is `serving.recommend.candidates.recommend` on the pair the request took from
+`ModelHolder` (see serving/versions/holder.py for the atomic swap). Errors are JSON,
+`{"error": {"status", "message", "details"?}}`; a user the model cannot personalise is never an
+error but the popular-article fallback (`fallback: true` and `fallback_reason`).
+
+Run it with `candidates serve` (uvicorn), or `uvicorn --factory serving.http.app:create_app` with
+`CANDIDATES_*` environment variables (serving/http/settings.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import os
+import signal
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from homefeed import __version__
+from homefeed.redact import public_message
+from serving.http import live_routes as routes_live
+from serving.http.auth import WriteAuth
+from serving.http.guards import GuardAndMeasure, error_response, jsonable
+from serving.http.settings import ServiceSettings, get_settings
+from serving.http.upsert_route import UpsertRoute
+from serving.http.workers import ReloadBus
+from serving.metrics import ServiceMetrics
+from serving.recommend import candidates as candidate_logic
+from serving.recommend.batcher import EncodeBatcher
+from serving.recommend.dispatch import BatchDispatcher
+from serving.store import EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
+from serving.versions import process_memory
+from serving.versions.holder import ModelHolder
+from serving.versions.pair import load_model_pair
+from serving.versions.shared_arrays import shared_root
+
+LOG = logging.getLogger(__name__)
+
+# Ids are strings everywhere; this keeps them printable, unambiguous in a URL and bounded.
+USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+MAX_USER_ID_LENGTH = 128
+
+
+# ---------------------------------------------------------------------------------------------
+# Response models: they document the API (OpenAPI); the candidates body itself is written with
+# orjson, skipping per-item validation on the hot path.
+# ---------------------------------------------------------------------------------------------
+class Candidate(BaseModel):
+    article_id: str
+    score: float = Field(description="inner product of user and article vectors (fallback: share of views)")
+    title: str | None = Field(None, description="present when the article table has a title")
+
+
+class CandidatesResponse(BaseModel):
+    user_id: str
+    model_version: str
+    fallback: bool = Field(description="true: popular articles, not personalised (see fallback_reason)")
+    fallback_reason: str | None = Field(
+        None, description=f"one of {', '.join(candidate_logic.FALLBACK_REASONS)}; only when fallback is true"
+    )
+    candidates: list[Candidate]
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "invalid k, user id or parameter"},
+    503: {"model": ErrorBody, "description": "no model loaded yet"},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifespan: settings -> threads -> history store -> first model load -> watcher / SIGHUP.
+# ---------------------------------------------------------------------------------------------
+def configure_threads(settings: ServiceSettings) -> None:
+    """Sizes the FAISS and TensorFlow thread pools; TensorFlow's when (and only if) a SavedModel is
+    loaded: a worker serving NumPy towers never imports it (trainer.towers.serving_model)."""
+    if settings.faiss_threads > 0:
+        import faiss
+
+        faiss.omp_set_num_threads(settings.faiss_threads)
+    if settings.tf_threads > 0:
+        from threadpoolctl import threadpool_limits
+
+        from trainer.towers.serving_model import set_tf_threads
+
+        set_tf_threads(settings.tf_threads)
+        # NumPy's BLAS runs the NumPy towers' matmuls: threads of its own only spin against each
+        # other on these small matrices (16 x 353 @ 353 x 256: 26 ms with 2 threads on 2 busy cores, 0.06 ms with 1).
+        threadpool_limits(limits=settings.tf_threads, user_api="blas")
+
+
+def open_store(settings: ServiceSettings) -> HistoryStore | None:
+    """Redis, or an explicit snapshot, or None (then each pair's own user_histories.parquet)."""
+    if settings.redis_url:
+        store = RedisStore(settings.redis_url, settings.redis_prefix, settings.redis_timeout_s)
+        try:
+            store.ping()
+            LOG.info("user histories from %s", store.description)
+        except StoreUnavailableError as error:
+            LOG.error("%s; serving the popular fallback until it answers", error)
+        return store
+    if settings.histories:
+        return EmbeddedStore.from_parquet(settings.histories)
+    return None
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: ServiceSettings = app.dependency_overrides.get(get_settings, get_settings)()
+    app.state.settings = settings
+    if settings.model is None:
+        raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
+    configure_threads(settings)
+    process_memory.configure(worker=settings.reload_bus is not None)  # freed memory goes back to the OS
+    app.state.batcher = (
+        EncodeBatcher(settings.batch_wait_ms / 1000, settings.max_batch) if settings.batch_wait_ms else None
+    )
+    # Without Redis the request path has no network call: requests run in batches on one thread.
+    use_dispatcher = settings.batch_wait_ms and not settings.redis_url
+    app.state.dispatcher = BatchDispatcher(settings.max_batch) if use_dispatcher else None
+    store = open_store(settings)
+    loader = functools.partial(
+        load_model_pair,
+        history_length=settings.history_length,
+        load_histories=store is None,
+        encoder=settings.encoder,
+        shared_dir=shared_root(settings.reload_bus),  # --workers N: per-article arrays mapped from shared files
+    )
+    holder = ModelHolder(settings.model, loader, app.state.metrics, min_interval_s=settings.reload_min_interval_s)
+    app.state.holder = holder
+    app.state.store = store
+    first = await holder.reload_async("startup")
+    if not first.ok:
+        raise RuntimeError(f"cannot serve {settings.model}: {first.message}")
+    if store is None and holder.pair.histories is None:
+        LOG.warning(
+            "no user histories (no --redis-url, no --histories, no %s/user_histories.parquet): "
+            "every user gets the popular fallback",
+            holder.pair.model_dir,
+        )
+    tasks: set[asyncio.Task] = set()
+    routes_live.start_live(app, settings, store, tasks)  # live views, live corpus and its sync loop
+    app.state.reload_bus = ReloadBus(settings.reload_bus) if settings.reload_bus else None
+    if app.state.reload_bus is not None:  # /admin/reload on another worker reaches this one
+        tasks.add(asyncio.create_task(app.state.reload_bus.follow(holder)))
+    if settings.watch_latest and holder.is_publish_root:
+        tasks.add(asyncio.create_task(holder.watch(settings.watch_interval_s)))
+    loop = asyncio.get_running_loop()
+    sighup = False
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+        # Only possible in the main thread of a process (uvicorn's); TestClient runs elsewhere.
+        def on_sighup() -> None:
+            LOG.info("SIGHUP: reloading %s", holder.source)
+            task = asyncio.create_task(holder.reload_async("SIGHUP", wait=False))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        sighup = True
+    LOG.info("serving model %s (%s)", holder.pair.version, holder.pair.describe())
+    try:
+        yield
+    finally:
+        if sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
+        holder.close()
+        if app.state.dispatcher is not None:
+            app.state.dispatcher.close()
+        if store is not None:
+            store.close()
+        app.state.live.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The app.
+# ---------------------------------------------------------------------------------------------
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """A new app instance (own metrics registry). `settings` overrides `get_settings` if given."""
+    app = FastAPI(
+        title="homefeed candidates",
+        version=__version__,
+        description="Top-k candidate articles per user from a two-tower model and a FAISS index.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = ServiceMetrics()
+    app.state.holder = None
+    app.state.live = None
+    app.state.batcher = None  # set by the lifespan (serving/recommend/batcher.py)
+    app.state.dispatcher = None  # set by the lifespan (serving/recommend/dispatch.py)
+    app.state.reload_bus = None  # with --workers N (serving/http/workers.py)
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = None  # set by the lifespan
+    app.add_middleware(UpsertRoute)  # innermost: listing upserts skip FastAPI's routing (serving/http/upsert_route.py)
+    app.add_middleware(WriteAuth)  # inside GuardAndMeasure, so refused writes are counted too
+    app.add_middleware(GuardAndMeasure)
+    app.include_router(routes_live.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        details = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg"), "got": e.get("input")}
+            for e in error.errors()
+        ]
+        message = "; ".join(f"{d['where']}: {d['problem']}" for d in details) or "invalid request"
+        return error_response(422, message, jsonable(details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return error_response(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        LOG.exception("unhandled error on %s", request.url.path)
+        return error_response(500, "internal error; see the service log")
+
+    @app.get(
+        "/v1/users/{user_id}/candidates",
+        response_model=CandidatesResponse,
+        responses=ERROR_RESPONSES,
+        summary="Candidate articles for a user",
+    )
+    async def user_candidates(
+        request: Request,
+        user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=MAX_USER_ID_LENGTH, description="user id")],
+        k: Annotated[
+            int | None, Query(ge=1, description="how many candidates (default 200, at most max_k=1000)")
+        ] = None,
+        exclude_seen: Annotated[bool, Query(description="drop articles the user already viewed")] = True,
+        region: Annotated[
+            list[Annotated[str, Query(min_length=1, max_length=128)]] | None,
+            Query(max_length=100, description="only listings in one of these regions (repeat: region=R1&region=R2)"),
+        ] = None,
+    ) -> Response:
+        """The user's top-k articles by the served model, best first; popular articles as fallback."""
+        # The settings the lifespan resolved (a sync Depends would cost a thread-pool hop per request).
+        settings: ServiceSettings = request.app.state.settings
+        k = settings.default_k if k is None else k
+        if k > settings.max_k:
+            return error_response(
+                422,
+                f"k={k} is above the maximum of {settings.max_k}",
+                [{"where": "query.k", "problem": f"must be at most {settings.max_k}", "got": k}],
+            )
+        holder: ModelHolder | None = request.app.state.holder
+        pair = holder.pair if holder is not None else None  # taken once: this request's pair
+        if pair is None:
+            return error_response(503, "no model loaded yet")
+        state = request.app.state
+        arguments = (pair, state.store, user_id, k, exclude_seen, state.live, set(region) if region else None)
+        if state.dispatcher is not None:  # serving/recommend/dispatch.py: batches on one compute thread
+            answer = await state.dispatcher.recommend(*arguments)
+        else:
+            answer = await run_in_threadpool(candidate_logic.recommend, *arguments, batcher=state.batcher)
+        started = time.perf_counter()
+        body = candidate_logic.answer_json(answer, pair, settings.include_titles)
+        answer.timings["serialize"] = time.perf_counter() - started
+        metrics: ServiceMetrics = request.app.state.metrics
+        for stage, seconds in answer.timings.items():
+            metrics.observe_stage(stage, seconds)
+        metrics.candidates_returned.observe(len(answer.rows))
+        if answer.fallback:
+            metrics.fallbacks.labels(answer.fallback_reason).inc()
+        headers = None
+        if settings.server_timing:
+            headers = {"Server-Timing": ", ".join(f"{s};dur={t * 1000:.3f}" for s, t in answer.timings.items())}
+        return Response(body, media_type="application/json", headers=headers)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: a model and its index are loaded", responses={503: {"model": ErrorBody}})
+    async def readyz(request: Request) -> Response:
+        holder: ModelHolder | None = request.app.state.holder
+        if holder is None or holder.pair is None:
+            reason = holder.last_error if holder is not None and holder.last_error else "model not loaded yet"
+            return error_response(503, reason)
+        # The current state: the pair being served and the outcome of the latest reload attempt
+        # (a later success clears an earlier rejection).
+        last = holder.last_reload
+        body = {
+            "ready": True,
+            "worker_pid": os.getpid(),  # which worker process answered (candidates serve --workers N)
+            **holder.pair.describe(),
+            "last_reload_error": public_message(holder.last_error) if holder.last_error else None,
+            "last_reload": None
+            if last is None
+            else {
+                "result": last.result,
+                "trigger": last.trigger,
+                "at": last.at,
+                "message": public_message(last.message),
+            },
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/admin/reload",
+        summary="Load the model --model points at now (LATEST for a publish root)",
+        responses={
+            401: {"model": ErrorBody},
+            409: {"model": ErrorBody, "description": "new version rejected"},
+            429: {
+                "model": ErrorBody,
+                "description": "a reload is running, or the last one was too recent (Retry-After)",
+            },
+        },
+    )
+    async def reload(
+        request: Request,
+        settings: Annotated[ServiceSettings, Depends(get_settings)],
+        force: Annotated[bool, Query(description="reload even if the version is unchanged")] = False,
+    ) -> Response:
+        if settings.admin_token and request.headers.get("authorization") != f"Bearer {settings.admin_token}":
+            return error_response(401, "admin token required", headers={"WWW-Authenticate": "Bearer"})
+        holder: ModelHolder | None = request.app.state.holder
+        if holder is None:
+            return error_response(503, "service is still starting")
+        result = await holder.reload_async("admin", force, wait=False)  # on the reload thread, never the loop
+        if result.deferred:
+            retry = max(1, math.ceil(result.retry_after_s or 1))
+            return error_response(429, result.message, headers={"Retry-After": str(retry)})
+        if not result.ok:
+            serving = f"; still serving {result.previous_version}" if result.previous_version else ""
+            return error_response(409, f"new version rejected: {result.message}{serving}")
+        if request.app.state.reload_bus is not None:  # the other worker processes follow
+            request.app.state.reload_bus.announce(force)
+        body = {
+            "result": result.result,
+            "model_version": result.model_version,
+            "previous_version": result.previous_version,
+            "message": result.message,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory` and multi-worker `candidates serve`: settings from CANDIDATES_*.
+
+    A worker process is a fresh interpreter: without this its INFO lines (loads, reloads) would be lost.
+    """
+    if not logging.getLogger().handlers:
+        from homefeed.logs import configure_logging
+
+        configure_logging()
+    supervisor = get_settings().supervisor_pid
+    if supervisor is not None:  # a worker of `serve --workers N`: never outlive it, SIGKILL included
+        from homefeed.lifetime import die_with_parent
+
+        die_with_parent(supervisor)
+    return create_app()

@@ -1,0 +1,116 @@
+"""Settings of the candidate service: the only place serving code reads the environment.
+
+Every field can be set as an environment variable `CANDIDATES_<FIELD>` (e.g.
+`CANDIDATES_MODEL=/srv/publish`, `CANDIDATES_REDIS_URL=redis://cache:6379/0`); `candidates serve`
+fills them from its options. The app reads its settings through the `get_settings` dependency, so
+tests swap them with `app.dependency_overrides[get_settings] = lambda: ServiceSettings(...)`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from homefeed import features
+from serving.store import DEFAULT_REDIS_PREFIX  # the history keys' owner (light: orjson only)
+
+ENV_PREFIX = "CANDIDATES_"
+
+
+class ServiceSettings(BaseSettings):
+    """What `candidates serve` serves and how."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
+
+    model: Path | None = Field(
+        None, description="model directory, or publish root whose LATEST names the version to serve"
+    )
+    histories: Path | None = Field(
+        None,
+        description="user_histories.parquet for the embedded store; default: the served model "
+        "directory's user_histories.parquet (a publish root carries one per version)",
+    )
+    redis_url: str | None = Field(None, description="read histories from Redis instead of the embedded store")
+    redis_prefix: str = Field(DEFAULT_REDIS_PREFIX, description="Redis key prefix of the user histories")
+    redis_timeout_s: float = Field(0.05, gt=0, description="one GET slower than this falls back to popular articles")
+
+    default_k: int = Field(200, ge=1, description="k when a request gives none")
+    max_k: int = Field(1000, ge=1, description="larger k is refused with 422")
+    history_length: int = Field(features.HISTORY_LENGTH, ge=1)
+    include_titles: bool = True
+
+    watch_latest: bool = Field(True, description="poll a publish root's LATEST and load new versions")
+    watch_interval_s: float = Field(5.0, gt=0, description="seconds between checks of a publish root's LATEST")
+    admin_token: str | None = Field(
+        None, repr=False, description="when set, POST /admin/reload needs `Authorization: Bearer <token>`"
+    )
+    reload_min_interval_s: float = Field(
+        30.0, ge=0, description="at most one model load per this many seconds (reload, SIGHUP, LATEST); 0: no limit"
+    )
+
+    write_token: str | None = Field(
+        None,
+        repr=False,
+        description="when set, POST /v1/events, /v1/articles writes and /admin/* need `Authorization: Bearer <token>` "
+        "(also CANDIDATES_WRITE_TOKEN); needed to bind anything but a loopback address",
+    )
+    live_sync_interval_s: float = Field(
+        0.25, gt=0, description="seconds between reads of other replicas' listing changes"
+    )
+
+    # Set by `candidates serve --workers N` for its worker processes (serving/http/workers.py).
+    workers: int = Field(
+        1,
+        ge=1,
+        description="worker processes; they share the memory-mapped index and pass /admin/reload on to each other; live writes need --redis-url when there are several",
+    )
+    reload_bus: Path | None = Field(None, description="directory through which workers pass on /admin/reload")
+    supervisor_pid: int | None = Field(
+        None, description="the `candidates serve` process of the workers: they die with it (even on SIGKILL)"
+    )
+
+    # Per-process thread pools: one request is one small TF call and one FAISS query, which are
+    # fastest single-threaded; more threads only fight over the cores (scale with --workers).
+    tf_threads: int = Field(
+        1,
+        ge=0,
+        description="threads of the towers: TensorFlow's intra/inter-op pools, or NumPy's BLAS for the NumPy towers (0: library defaults)",
+    )
+    faiss_threads: int = Field(1, ge=0, description="OpenMP threads for FAISS search (0: FAISS default)")
+    encoder: str = Field(
+        "auto",
+        pattern="^(auto|numpy|saved_model)$",
+        description="towers: auto (the model's NumPy twin when it has one, proven equal at export, no "
+        "TensorFlow; else its SavedModel), numpy (refuse models without it), saved_model",
+    )
+    batch_wait_ms: float = Field(
+        1.0,
+        ge=0,
+        le=50,
+        description="batching: with Redis a user-tower call waits up to this long for concurrent requests to share "
+        "it (only while others are in flight); without Redis requests run in batches on one thread "
+        "(serving/recommend/dispatch.py); 0: no batching, one call per request",
+    )
+    max_batch: int = Field(32, ge=1, description="micro-batching: at most this many histories per user-tower call")
+    server_timing: bool = Field(True, description="add a Server-Timing header with the per-stage split")
+    max_request_bytes: int = Field(64 * 1024, ge=1, description="larger request bodies are refused with 413")
+    max_url_bytes: int = Field(2048, ge=64, description="longer request targets are refused with 414")
+    # The HTTP server's own limits (serving/http/server.py): what it refuses before the app runs.
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="request line + headers larger than this are refused with 431/414 (JSON)"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a client has to send its request line and headers (else JSON 408 and the connection closes)",
+    )
+    body_timeout_s: float = Field(10.0, gt=0, description="a client must send each part of a request body within this")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
+
+
+@lru_cache
+def get_settings() -> ServiceSettings:
+    return ServiceSettings()

@@ -1,0 +1,1 @@
+"""FAISS indexes over article vectors: build, search, filtered search."""

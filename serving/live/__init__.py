@@ -1,0 +1,1 @@
+"""The live feed between pipeline runs: posted views and searches, listing upserts, the sync loop."""

@@ -1,0 +1,1 @@
+"""A published model version as the service holds it: files, integrity, arrays, the swap."""

@@ -1,0 +1,1 @@
+"""Offline evaluation: served corpus, target ranks, baselines, metrics, the predictions page."""

@@ -1,0 +1,230 @@
+"""Training the two-tower model on a TRANSFORM_DIR and writing the model directory.
+
+`train_model(transform_dir, output_root, config)` is the one entry point (the CLI and the Kubeflow
+component wrap it). Each epoch logs one line with the mean loss and the recall@K on the
+VALIDATION split (each user's second-to-last view; exact search over the corpus, the user's
+earlier views excluded, as `candidates evaluate` does); training stops when that recall has not
+improved for `early_stopping_patience` epochs and the best epoch's weights are restored before
+export. The TEST split (each user's last view) is never read here: it is only reported, by
+`candidates evaluate`, and read by the publish gate.
+
+With `TrainConfig.refit` (production mode) the model is then trained again from scratch on every
+split (train, validation and test: everything up to as_of) for the epoch count chosen on
+validation, and that model is exported; `metrics.json` says which under `fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from homefeed import config as config_lib
+from homefeed import features
+from trainer.model import two_tower as model_lib
+from trainer.training import data as data_lib
+from trainer.training import export as export_lib
+from trainer.training import id_dropout_choice
+from trainer.training.epochs import fit, frozen_heap
+from trainer.training.trainer import Trainer
+from trainer.training.validation_set import (
+    build_eval_set,
+    corpus_index_of_ids,
+    decode_strings,
+    sample_validation_rows,
+    serving_age_feature,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """The written model: its directory, version, manifest and training metrics."""
+
+    model_dir: Path
+    model_version: str
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def num_articles(self) -> int:
+        return int(self.manifest["num_articles"])
+
+
+def _refit(
+    data: data_lib.TransformedData,
+    config: config_lib.TrainConfig,
+    epochs: int,
+    corpus_ids: dict[str, np.ndarray],
+) -> tuple[model_lib.TwoTowerModel, data_lib.TrainingStatistics]:
+    """A fresh model trained on every split for `epochs` epochs (no early stopping): production mode."""
+    stats = data_lib.training_statistics(data, None, features.SPLITS)
+    batch_size = min(config.batch_size, stats.num_examples)
+    keras.utils.set_random_seed(config.seed)
+    model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
+    model.build_all()
+    trainer = Trainer(model, stats, dataclasses.replace(config, epochs=max(epochs, 1)))
+    dataset = data_lib.training_dataset(
+        data,
+        batch_size,
+        config.shuffle_buffer,
+        config.seed,
+        config.cache_examples,
+        splits=features.SPLITS,
+        user_weights=data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user),
+        repeat=True,
+    )
+    fit(trainer, dataset, stats.num_examples // batch_size, None, corpus_ids)
+    return model, stats
+
+
+def train_model(
+    transform_dir: str | os.PathLike,
+    output_root: str | os.PathLike,
+    config: config_lib.TrainConfig | None = None,
+    model_version: str | None = None,
+) -> TrainResult:
+    """Trains on TRANSFORM_DIR and writes OUT/<version>/ (docs/architecture.md, MODEL_DIR).
+
+    Args:
+      transform_dir: a finished `candidates transform` output.
+      output_root: directory the versioned model directory is created in.
+      config: model and training settings (defaults if None).
+      model_version: the directory name; default: the UTC time (`20240301T120000Z`).
+
+    Raises:
+      FileNotFoundError: `transform_dir` is not a finished transform output.
+      FileExistsError: OUT/<model_version> exists already.
+      ValueError: the transform output is unusable (no training examples, empty corpus, ...).
+    """
+    config = config or config_lib.TrainConfig()
+    started = time.monotonic()
+    if model_version is not None:  # fail before training, not after
+        export_lib.check_new_version(Path(output_root), model_version)
+    data = data_lib.TransformedData.open(transform_dir)
+    keras.utils.set_random_seed(config.seed)
+    LOG.info(
+        "training on %s: %d article ids (+%d OOV), attributes %s, H=%d",
+        data.path,
+        data.vocab.known_articles,
+        data.num_oov_buckets,
+        dict(data.vocab.attributes) or "none",
+        data.history_length,
+    )
+    corpus = data.read_corpus()
+    transform_layer = data.tft_output.transform_features_layer()
+    # The corpus as the service sees it: ages at as_of (what the export's vectors use too).
+    as_of_ms = data.as_of_ms(corpus)
+    corpus_ids = data_lib.transform_corpus(transform_layer, corpus, data.attributes, as_of_ms)
+
+    eval_rows = sample_validation_rows(data, config)
+    users = set(decode_strings(eval_rows[features.USER_ID])) if features.USER_ID in eval_rows else set()
+    stats = data_lib.training_statistics(data, users)
+    batch_size = min(config.batch_size, stats.num_examples)
+    steps_per_epoch = stats.num_examples // batch_size
+    corpus_lookup = corpus_index_of_ids(corpus_ids[model_lib.LABEL_KEY], data.vocab.known_articles)
+    eval_set = build_eval_set(eval_rows, stats, corpus_lookup, data.vocab.known_articles) if eval_rows else None
+    if eval_set is not None:
+        # Early stopping scores what the service answers: the serving example age for everyone.
+        eval_set.features[model_lib.AGE_KEY] = serving_age_feature(transform_layer, len(eval_set))
+    LOG.info(
+        "%d training examples (%d steps of %d per epoch), %d validation examples, %d corpus articles (%d unseen in training)",
+        stats.num_examples,
+        steps_per_epoch,
+        batch_size,
+        0 if eval_set is None else len(eval_set),
+        len(corpus),
+        int((corpus_ids[model_lib.LABEL_KEY] >= data.vocab.known_articles).sum()),
+    )
+
+    user_weights = data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user)
+    if user_weights:
+        LOG.info(
+            "%d users have more than %d training examples: their examples are weighted down to count %d",
+            len(user_weights),
+            config.max_examples_per_user,
+            config.max_examples_per_user,
+        )
+    dataset = data_lib.training_dataset(
+        data,
+        batch_size,
+        config.shuffle_buffer,
+        config.seed,
+        config.cache_examples,
+        user_weights=user_weights,
+        repeat=True,
+    )
+
+    def fit_one(candidate: config_lib.TrainConfig) -> tuple[model_lib.TwoTowerModel, dict[str, Any]]:
+        keras.utils.set_random_seed(candidate.seed)
+        model = model_lib.TwoTowerModel(data.vocab, data.history_length, candidate)
+        model.build_all()
+        with frozen_heap():
+            return model, fit(Trainer(model, stats, candidate), dataset, steps_per_epoch, eval_set, corpus_ids)
+
+    # One model, or one per id dropout rate with the best on validation kept (trainer/training/id_dropout_choice.py).
+    config, model, metrics = id_dropout_choice.fit_best(config, fit_one, eval_set is not None and len(eval_set) > 0)
+    metrics["num_train_examples"] = stats.num_examples
+    metrics["fit"] = {
+        "splits": [features.TRAIN_SPLIT],
+        "epochs": metrics["best_epoch"],
+        "chosen_on": features.VALIDATION_SPLIT,
+    }
+    if config.refit:
+        model, stats = _refit(data, config, metrics["best_epoch"], corpus_ids)
+        metrics["fit"] = {
+            "splits": list(features.SPLITS),
+            "epochs": metrics["best_epoch"],
+            "chosen_on": features.VALIDATION_SPLIT,
+        }
+        metrics["num_refit_examples"] = stats.num_examples
+        LOG.info(
+            "refitted on %d examples of every split for %d epochs (chosen on validation): the test "
+            "split's figures of this model are no longer held out",
+            stats.num_examples,
+            metrics["best_epoch"],
+        )
+
+    vocabulary = data.article_vocabulary()
+    label_counts = {vocabulary[i]: int(c) for i, c in enumerate(stats.label_counts[: len(vocabulary)]) if c}
+    artifacts = export_lib.ModelArtifacts(
+        corpus=corpus,
+        label_counts=label_counts,
+        train_config=config,
+        metrics=metrics,
+        extra_config={
+            "transform_dir": str(data.path),
+            "transform": data.summary.get("config", {}),
+            "history_length": data.history_length,
+            "attributes": list(data.attributes),
+            "vocabulary_sizes": {
+                "article": data.vocab.known_articles,
+                **{a: s - data.num_oov_buckets for a, s in data.vocab.attributes.items()},
+            },
+            "num_oov_buckets": data.num_oov_buckets,
+        },
+        vocab_hash=data.vocabulary_hash(),
+        num_train_examples=stats.num_examples,
+        as_of_ms=as_of_ms,
+    )
+    module = export_lib.ServingModule(model, transform_layer, data.attributes)
+    model_dir, manifest = export_lib.write_model_dir(module, artifacts, output_root, model_version)
+    metrics["total_seconds"] = round(time.monotonic() - started, 2)
+    LOG.info(
+        "trained in %.1f s (%d epochs, best %d with validation recall@%d %s); total %.1f s",
+        metrics["train_seconds"],
+        metrics["epochs_run"],
+        metrics["best_epoch"],
+        metrics["validation_k"],
+        "n/a" if metrics["best_validation_recall"] is None else f"{metrics['best_validation_recall']:.4f}",
+        metrics["total_seconds"],
+    )
+    return TrainResult(model_dir, manifest["model_version"], manifest, metrics)
