@@ -13,7 +13,7 @@ searches), through the published model's serving signature (trainer.towers.servi
 recall@200 of their test view over the corpus (brute force), against the training split's 200
 most popular articles (what the service's fallback serves).
 
-MovieLens 100K has no searches: the pipeline runs exactly as before (the extract adds empty
+MovieLens 100K has no searches: the pipeline runs exactly as without a searches table (the extract adds empty
 `recent_queries`, the model has no search part); see tests/trainer/test_trainer_model.py and
 tests/extract/test_extract_searches.py for the checks that make this hold by construction.
 

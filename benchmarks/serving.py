@@ -19,7 +19,7 @@ For each corpus size (default 10^5 and 10^6 articles) this
      (FAISS) / filter / serialize (JSON); the rest of the client-measured time is HTTP (the client,
      the loopback socket, uvicorn and FastAPI routing/validation).
 
-Targets (issue 16; 2-core machine, 10^6 articles, k=200): index recall@200 >= 0.98; concurrency 1
+Targets (2-core machine, 10^6 articles, k=200): index recall@200 >= 0.98; concurrency 1
 p99 <= 5 ms; concurrency 16 >= 1,000 requests/s, 0 errors, p99 <= 25 ms; each extra worker adds
 <= 150 MB of memory of its own (`--workers N`: the index and the per-article arrays are
 memory-mapped and shared; `memory_by_process` says what is counted).

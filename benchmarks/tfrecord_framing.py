@@ -1,7 +1,7 @@
 """TFRecord framing of the transform's sink: the public implementation vs Beam's private one.
 
 components/transform/tfrecord_sink.py frames records with `google_crc32c` (documented TFRecord
-format); it replaced Beam's private `tfrecordio._TFRecordUtil`. This prints the median time per
+format) instead of Beam's private `tfrecordio._TFRecordUtil`. This prints the median time per
 record of both over the same seeded records (and checks the bytes are identical).
 
   .venv/bin/python benchmarks/tfrecord_framing.py [--records 100000] [--repeats 5]

@@ -6,7 +6,7 @@
 The statistic is homefeed/sample/stats.py `type_repeat`: how often a view's product type (the
 title's noun) is the type of the user's previous view in that category, against types shuffled
 within the category. Lift ~1: the title carries nothing about the user beyond the category. `sample-data --churn` draws users' taste for types with
-`type_taste` (homefeed/sample/marketplace.py); 0 is the generator as it was before.
+`type_taste` (homefeed/sample/marketplace.py); 0: users have no taste for types, a title's noun is drawn uniformly within its category.
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ age, 5% validation, 5% test), transforms it once on DirectRunner (not timed; kep
      per-epoch validation (recall@K over at most `max_eval_users` validation examples, exact
      search over the corpus), and the whole call (statistics, corpus, export included).
 
-With the default `id_dropout_choices` (0, 0.5) `train_model` trains one model per rate (the
+With the default `id_dropout_choices` (0, 0.9) `train_model` trains one model per rate (the
 best on validation kept), so the training loop takes about twice one model's time: the table
 shows the chosen model's epochs and a line gives each model's seconds. `--id-dropout-choices`
-with no value trains one model (at `--id-dropout`, default 0.5), as the figures before that
-choice were measured.
+with no value trains one model (at `--id-dropout`, default 0.5), the unit of the per-model
+figures in docs/benchmarks.md.
 
 `--profile-steps N` trains nothing: it times N steps of one model, split into the forward and
 backward pass (`Trainer.loss_and_gradients`) and the optimizer's update (the rest of

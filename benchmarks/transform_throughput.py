@@ -2,7 +2,7 @@
 
 Generates synthetic EXTRACT_DIRs (seeded: Zipf-popular articles, histories of 1..H views with
 parallel categories and regions, the label's title and age as the extract writes them (--no-content:
-without, as before the content-aware article tower), 5% validation, 5% test), then runs the job once per size in a fresh process and
+without, as for a model without the content-aware article tower), 5% validation, 5% test), then runs the job once per size in a fresh process and
 prints examples/second (wall clock and per CPU second) and peak memory: max RSS of the job process
 and of its largest child (worker processes in multi_processing mode; importing TensorFlow alone
 leaves a ~640 MiB short-lived child). Generation is not timed. With --profile, each run is under

@@ -117,7 +117,8 @@ class TransformConfig:
     # (components/transform/beam_job.py: more workers drop records); running mode as Beam's.
     direct_num_workers: int = 1
     direct_running_mode: str = "in_memory"
-    # Rows per batch fed to TensorFlow (bigger: fewer TF calls; 16384 vs 4096: -9 % CPU at 10^6).
+    # Rows per batch fed to TensorFlow: bigger means fewer TF calls (16384 takes 9 % less CPU than 4096
+    # at 10^6 examples, 32768 no less; benchmarks/results/transform_issue16.jsonl).
     batch_size: int = 16384
     # Extra Beam pipeline options, passed through unchanged (e.g. --project, --region, --temp_location).
     beam_args: list[str] = field(default_factory=list)
@@ -212,8 +213,8 @@ class TrainConfig:
             )
         },
     )
-    # Validation splits disagree (MovieLens 100K picks 0; churn, whose validation now ranks new
-    # listings as served, 0.9: benchmarks/results/cold_start.jsonl): try both ends.
+    # Validation splits disagree (MovieLens 100K picks 0; churn, whose validation ranks new listings
+    # as served, picks 0.9: benchmarks/results/cold_start.jsonl): try both ends.
     id_dropout_choices: tuple[float, ...] = field(
         default=(0.0, 0.9),
         metadata={
@@ -296,20 +297,35 @@ class TrainConfig:
     xla_dense: bool = field(
         default=False,
         metadata={
-            "help": "training only: compile the step's dense part (after the embedding lookups, loss included) with XLA, the lookups' gradients still sparse (trainer/training/dense_step.py; export unchanged): ~23% less CPU in forward/backward, 65 -> 52 CPU-ms a step with lazy Adam at 10^5 articles; MovieLens test R@50 median 0.460 -> 0.453 (R@200 0.768 -> 0.775), so off by default; not with user_pooling gru"
+            "help": (
+                "training only: compile the step's dense part (after the embedding lookups, loss included) with "
+                "XLA, the lookups' gradients still sparse (trainer/training/dense_step.py; export unchanged): about "
+                "20% less CPU a step with lazy Adam at 10^5 articles; off by default because MovieLens test R@50 "
+                "is lower with it on every seed (benchmarks/results/quality_xla_dense.jsonl); not with "
+                "user_pooling gru"
+            )
         },
     )
-    # Opt-in: test R@50 fell on every MovieLens seed (README, benchmarks/results/quality_lazy_adam.jsonl).
+    # Opt-in: test R@50 is lower on every MovieLens seed (benchmarks/results/quality_lazy_adam.jsonl).
     lazy_adam: bool = field(
         default=False,
         metadata={
-            "help": "Adam updates only the embedding rows a batch looked up, and their moments (TF Addons' LazyAdam, trainer/training/lazy_adam.py), not every row of every table each step (~35% less CPU per step at 10^5 articles, ~28% less time an epoch); MovieLens test R@50 median 0.461 -> 0.448, so off by default (Keras's dense Adam)"
+            "help": (
+                "Adam updates only the embedding rows a batch looked up, and their moments (TF Addons' LazyAdam, "
+                "trainer/training/lazy_adam.py), not every row of every table each step (~35% less CPU per step "
+                "at 10^5 articles); off by default (Keras's dense Adam) because MovieLens test R@50 is lower with "
+                "it (median 0.448 vs 0.461, benchmarks/results/quality_lazy_adam.jsonl)"
+            )
         },
     )
     fused_adam: bool = field(
         default=False,
         metadata={
-            "help": "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step at 10^5 articles); same arithmetic, rounded differently: results differ slightly (off: MovieLens test R@200 moved 0.752 -> 0.747, README); figures with --no-lazy-adam, with lazy Adam it compiles the lazy update (not measured)"
+            "help": (
+                "compile Adam's update with XLA, one fused pass over each embedding table (~25% less CPU per step "
+                "at 10^5 articles, dense Adam); same arithmetic, rounded differently, so results differ slightly "
+                "(benchmarks/results/quality_fused_adam.jsonl); with lazy Adam it compiles the lazy update"
+            )
         },
     )
     popular_articles: int = field(
@@ -423,7 +439,7 @@ class IndexConfig:
     """The FAISS index over article vectors (serving/index/faiss_index.py, components/build_index/build.py)."""
 
     # "auto": exact (flat) below `exact_below` articles, else IVF (at 10^6: recall@200 0.98 in a 15-30 s
-    # build, where HNSW needed 420 s for 0.95: docs/serving.md); "flat", "hnsw", "ivf" force a type.
+    # build, where HNSW takes 420 s for 0.95: docs/benchmarks.md); "flat", "hnsw", "ivf" force a type.
     index_type: str = "auto"
     exact_below: int = 50_000
     hnsw_m: int = 32

@@ -1,4 +1,4 @@
-"""Text -> tokens: the one normalisation for search queries (and, later, listing titles).
+"""Text -> tokens: the one normalisation for search queries and listing titles.
 
     normalise("Baby  STROLLER!")   -> "baby  stroller!"       Unicode NFKC, then lower case
     words("유모차 Baby-Stroller")   -> ["유모차", "baby", "stroller"]

@@ -32,7 +32,7 @@ def pipeline_with_image(image: str):
 
     Raises:
       ValueError: `image` is empty, or the compiled pipeline has no image placeholder (the pipeline
-        no longer takes its image from the `image` parameter).
+        does not take its image from the `image` parameter).
     """
     from kfp import compiler, components
 

@@ -1,7 +1,7 @@
 """A serving process's private memory: freed memory goes back to the operating system.
 
 Each worker of `candidates serve --workers N` is a process of its own, so whatever one keeps
-after loading a model, every worker keeps (issue 16: one more worker should add <= 150 MB).
+after loading a model, every worker keeps (the target: one more worker adds <= 150 MB, benchmarks/serving.py).
 Two allocators hold on to freed memory: Arrow's default pool (mimalloc) keeps ~35 MB after a
 Parquet snapshot of user histories is read, and glibc's malloc keeps what a model load freed in
 the arena of the thread that loaded it (loads run on the reload thread): ~30-50 MB at 10^6

@@ -272,7 +272,7 @@ class TwoTowerModel(keras.Model):
             table = self.history_attribute_embeddings[attr]
             if table.input_dim <= BAG_MAX_ROWS:
                 # A small table's masked mean is (counts of each value) x table / count. Gathered,
-                # its gradient was ~25k rows summed into a few dozen (1.4 CPU-ms a step per table at
+                # its gradient would be ~25k rows summed into a few dozen (1.4 CPU-ms a step per table at
                 # B=512, H=50); as a bag it is one small matmul in the dense half.
                 ids = self._ids(values, table.input_dim)
                 looked_up[f"attribute_{attr}_bag"] = tf.math.bincount(

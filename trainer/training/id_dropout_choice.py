@@ -58,7 +58,7 @@ def fit_best(
     """Trains every candidate with `fit_one(config) -> (model, metrics)` and keeps the best.
 
     Args:
-      config: the requested settings (`id_dropout_choices` empty: one model, as before).
+      config: the requested settings (`id_dropout_choices` empty: one model, at `id_dropout`).
       fit_one: trains one model; its metrics carry `best_validation_recall` (None without validation).
       has_validation: whether there are validation examples to choose on.
 

@@ -44,8 +44,8 @@ class Trainer:
         self.optimizer.build(model.trainable_variables)
         # Keras's Adam takes an embedding's IndexedSlices gradient sparsely for its moments but
         # then updates every row of the table, in several unfused passes (each allocating a
-        # table-sized temporary): at 10^5 articles that was most of a step. `fused_adam` compiles
-        # the same update with XLA into one pass (44 -> 18 CPU-ms for a 10^5 x 64 table; equal
+        # table-sized temporary): at 10^5 articles that is most of a step. `fused_adam` compiles
+        # the same update with XLA into one pass (18 instead of 44 CPU-ms for a 10^5 x 64 table; equal
         # up to rounding, tests/trainer/test_train_speed.py).
         self._apply_gradients = tf.function(self._apply, jit_compile=True) if config.fused_adam else self._apply
         self.step = tf.function(self._step, reduce_retracing=True)

@@ -7,9 +7,9 @@ A row whose target has no row in the as_of corpus (a listing never viewed in tra
 OOV id, or one sold before as_of) is still ranked, as the service would rank it (it was live when
 viewed): its vector is the article tower's over the row's own label features (the OOV id, its
 attributes, title and age at the view), scored against the corpus (trainer/evaluation/served_corpus.py
-owns this definition for the offline evaluation). Counting them as misses, as before, made
-validation blind to new listings, so the id-dropout choice (trainer/training/id_dropout_choice.py) never
-saw what dropout buys them; now validation holds the same share of new listings as the views do.
+owns this definition for the offline evaluation). Counted as misses, they
+would make validation blind to new listings, and the id-dropout choice (trainer/training/id_dropout_choice.py)
+could not see what dropout buys them; ranked, validation holds the same share of new listings as the views do.
 """
 
 from __future__ import annotations
