@@ -35,11 +35,16 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/python -m homefeed_cli.demo --workdir $(DEMO)
 
+# Both cores of the CI machine: tests/conftest.py keeps each module (a few folders: whole) on one
+# worker and starts the longest first. The 25 slowest tests close the report. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+PARALLEL      = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
+
 test: lint
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider $(PARALLEL) --durations=25
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not e2e"
+	$(BIN)/python -m pytest -p no:cacheprovider $(PARALLEL) -m "not slow and not e2e"
 
 # The code's own checks: formatting, lint, types, and the import layers of pyproject.toml.
 lint: $(STAMP)
