@@ -12,7 +12,7 @@ DEMO   ?= demo
 .PHONY: demo test test-quick lint format golden venv clean help image serving-image base-image
 help:
 	@echo "make demo        run the whole pipeline locally on sample data, then serve and query it"
-	@echo "make test        run every test (as CI does)"
+	@echo "make test        run every test (as CI does), on TEST_WORKERS=2 processes; the 25 slowest listed"
 	@echo "make test-quick  skip the slow and end-to-end tests"
 	@echo "make lint        formatter check, linter, type checker, import-layer contracts (part of make test)"
 	@echo "make format      apply the formatter and the linter's safe fixes"

@@ -5,7 +5,7 @@
   and tests/transform (conftest.py's session fixtures run a Beam transform and a training run). A
   unit runs on one worker, so its module and session fixtures are built once, as without xdist.
 * Longest first: the image tests, then the end-to-end modules, then the other slow ones, then the
-  rest, each in collection order. Both workers then finish at about the same time instead of one
+  rest; inside each, the units with the longest `timeout` mark first, then collection order. Both workers then finish at about the same time instead of one
   starting a pipeline run when the other is done.
 
 With `--dist loadscope` the scheduler below sends these units; xdist's own `xdist_group` marks are
@@ -38,16 +38,23 @@ def _rank(item: pytest.Item) -> int:
     return len(_RANKS)
 
 
+def _timeout(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    return float(marker.args[0]) if marker is not None and marker.args else 0.0
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     units = {item.nodeid: work_unit(item.nodeid) for item in items}
     rank: dict[str, int] = {}
+    longest: dict[str, float] = {}
     first: dict[str, int] = {}
     for position, item in enumerate(items):
         unit = units[item.nodeid]
         rank[unit] = min(rank.get(unit, len(_RANKS)), _rank(item))
+        longest[unit] = max(longest.get(unit, 0.0), _timeout(item))
         first.setdefault(unit, position)
     # Whole units move; inside one the collection order stays (a module's fixtures are set up once).
-    items.sort(key=lambda item: (rank[units[item.nodeid]], first[units[item.nodeid]]))
+    items.sort(key=lambda item: (rank[units[item.nodeid]], -longest[units[item.nodeid]], first[units[item.nodeid]]))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own (the first answer wins)
