@@ -140,7 +140,7 @@ CRASHING_PUBLISH = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from homefeed.config import PublishConfig
-    from serving import publish
+    from components.publish import publish
 
     model, root, where = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     # The process dies at this point of the real publish, as on a power cut or `kill -9`.
