@@ -12,7 +12,7 @@ DEMO   ?= demo
 .PHONY: demo test test-quick lint format golden venv clean help image serving-image base-image
 help:
 	@echo "make demo        run the whole pipeline locally on sample data, then serve and query it"
-	@echo "make test        run every test (as CI does)"
+	@echo "make test        run every test (as CI does), on TEST_WORKERS=2 processes; the 25 slowest listed"
 	@echo "make test-quick  skip the slow and end-to-end tests"
 	@echo "make lint        formatter check, linter, type checker, import-layer contracts (part of make test)"
 	@echo "make format      apply the formatter and the linter's safe fixes"
@@ -35,11 +35,16 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/python -m homefeed_cli.demo --workdir $(DEMO)
 
+# Both cores of the CI machine: tests/conftest.py keeps each module (a few folders: whole) on one
+# worker and starts the longest first. The 25 slowest tests close the report. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+PARALLEL      = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
+
 test: lint
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider $(PARALLEL) --durations=25
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not e2e"
+	$(BIN)/python -m pytest -p no:cacheprovider $(PARALLEL) -m "not slow and not e2e"
 
 # The code's own checks: formatting, lint, types, and the import layers of pyproject.toml.
 lint: $(STAMP)

@@ -17,9 +17,7 @@ Run it alone with `pytest tests/test_end_to_end.py` (or `-m e2e`); it takes a fe
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -31,7 +29,8 @@ import pytest
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
 from homefeed.sample.marketplace import SampleDataConfig, write_sample_data
-from serving.query import wait_until_ready
+from tests.support.commands import candidates_command
+from tests.support.service import Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -68,9 +67,7 @@ def first_run(data, tmp_path_factory) -> dict:
     ]
     out_path = workdir.parent / "run-local.out"
     with open(out_path, "w") as out:
-        process = subprocess.run(
-            [sys.executable, "-m", "homefeed_cli", *argv], stdout=out, stderr=subprocess.STDOUT, timeout=900
-        )
+        process = subprocess.run(candidates_command(*argv), stdout=out, stderr=subprocess.STDOUT, timeout=900)
     output = out_path.read_text()
     assert process.returncode == 0, output[-5000:]
     version = (workdir / "LATEST").read_text().strip()
@@ -131,12 +128,6 @@ def _offline_candidates(
     return answers
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -147,32 +138,14 @@ def _get(url: str) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def service(first_run):
-    port = _free_port()
-    log = open(first_run["workdir"].parent / "service.log", "w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "homefeed_cli",
-            "serve",
-            "--model",
-            str(first_run["workdir"]),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    """`candidates serve` on the publish root, watching it (as users run it): a version published
+    by mistake later in this module would be picked up and caught."""
+    service = Service(first_run["workdir"], first_run["workdir"].parent / "service.log", "--host", "127.0.0.1")
     try:
-        wait_until_ready(base, process, timeout_s=180, poll_s=0.5, log_path=first_run["workdir"].parent / "service.log")
-        yield base
+        service.wait_ready(timeout_s=180)
+        yield service.url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        service.stop()
 
 
 def test_run_local_publishes_and_says_where_everything_is(first_run):

@@ -52,9 +52,9 @@ def test_pin_parser_reads_the_lock():
 
 PROBE = r"""
 import json, sys
-sys.path.insert(0, {factory_dir!r})
+sys.path.insert(0, {root!r})
 from pathlib import Path
-import model_factory
+from tests.support import model_factory
 from homefeed_cli import cli
 from homefeed.config import IndexConfig
 from components.build_index.build import build_model_index
@@ -76,7 +76,7 @@ print(json.dumps({{"statuses": statuses, "modules": sorted(sys.modules)}}))
 
 @pytest.mark.slow
 def test_the_serving_path_imports_none_of_the_pipeline_stack(tmp_path):
-    code = PROBE.format(factory_dir=str(ROOT / "tests" / "serving"), tmp=str(tmp_path))
+    code = PROBE.format(root=str(ROOT), tmp=str(tmp_path))
     process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.strip().splitlines()[-1])

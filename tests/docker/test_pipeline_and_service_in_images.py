@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,16 +18,11 @@ import urllib.request
 import pytest
 
 from serving.query import wait_until_ready
+from tests.support.service import Service
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 K = 50
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, dict]:
@@ -55,21 +47,12 @@ def test_pipeline_runs_in_the_image_and_publishes(image_run, pipeline_image):
 @pytest.fixture(scope="module")
 def host_service(image_run, tmp_path_factory):
     """The host's `candidates serve` on the publish root the image's pipeline wrote."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("host-service") / "serve.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(image_run.workdir), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    service = Service(image_run.workdir, tmp_path_factory.mktemp("host-service") / "serve.log")
     try:
-        wait_until_ready(url, process=process, timeout_s=300, log_path=log_path)
-        yield url
+        service.wait_ready(timeout_s=300)
+        yield service.url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        service.stop()
 
 
 @pytest.fixture(scope="module")

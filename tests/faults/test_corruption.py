@@ -18,9 +18,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Service, publish
 
 from homefeed.atomic import write_text as write_text_atomically
+from tests.faults.harness import SERVE_FLAGS, publish
+from tests.support.service import Service
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,7 @@ def published(model_dirs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service(published, tmp_path_factory):
-    service = Service(published[0], tmp_path_factory.mktemp("logs") / "service.log")
+    service = Service(published[0], tmp_path_factory.mktemp("logs") / "service.log", *SERVE_FLAGS)
     service.wait_ready()
     yield service
     service.stop()
@@ -126,7 +127,7 @@ def test_a_corrupted_version_is_refused_at_start_up(published, tmp_path):
     root = tmp_path / "publish"
     shutil.copytree(published[0], root)
     corrupt_same_size(root / "versions" / "v1" / "index" / "articles.faiss")
-    service = Service(root, tmp_path / "service.log")
+    service = Service(root, tmp_path / "service.log", *SERVE_FLAGS)
     try:
         assert service.process.wait(timeout=120) != 0
     finally:

@@ -8,7 +8,9 @@ import socket
 import time
 
 import pytest
-from conftest import Service
+
+from tests.faults.harness import SERVE_FLAGS
+from tests.support.service import Service
 
 pytestmark = pytest.mark.slow
 
@@ -20,6 +22,7 @@ def service(model_dirs, tmp_path_factory):
     service = Service(
         model_dirs["v1"],
         tmp_path_factory.mktemp("http") / "service.log",
+        *SERVE_FLAGS,
         "--header-timeout",
         str(HEADER_TIMEOUT_S),
         "--body-timeout",

@@ -14,11 +14,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import candidates_command
 
 from homefeed import lifetime
+from tests.support.commands import candidates_command
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # sample data, extracts, two pipeline starts
 
 STARTUP_TIMEOUT_S = 240.0
 GONE_TIMEOUT_S = 20.0

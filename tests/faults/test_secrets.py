@@ -6,9 +6,10 @@ import logging
 import subprocess
 
 import pytest
-from conftest import candidates_command, free_port
 
 from homefeed.redact import RedactingFilter, public_message, redact
+from tests.support.commands import candidates_command
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

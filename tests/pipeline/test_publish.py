@@ -5,27 +5,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
-
-import model_factory
-
 from components.build_index.build import build_model_index
 from components.publish import publish
 from components.publish.publish import IncompleteModelError, publish_model
 from homefeed.config import IndexConfig, PublishConfig
+from tests.support import model_factory
 
 _SAVED: dict[str, tuple[Path, object]] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _saved_model(tmp_path_factory):
-    """One real SavedModel (tests/serving/model_factory.py), copied into every model directory."""
+    """One real SavedModel (tests/support/model_factory.py), copied into every model directory."""
     path = tmp_path_factory.mktemp("publish_saved_model") / "s0"
     _SAVED["model"] = (path, model_factory.save_hashing_model(path, 8, 0))
 

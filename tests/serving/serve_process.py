@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from live_http import free_port  # noqa: F401  (re-exported: the serving tests' one free-port helper)
+from tests.support.ports import free_port  # noqa: F401  (re-exported for the tests that start_serve)
 
 # Only the serving commands: these tests must not depend on other stages' CLI modules.
 LAUNCHER = "import sys, homefeed_cli.cli as c; c.COMMAND_MODULES = ('serving.cli',); sys.exit(c.main())"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
 
-import model_factory
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +11,8 @@ from fastapi.testclient import TestClient
 from serving.http.app import create_app
 from serving.http.settings import ServiceSettings, get_settings
 from serving.store import load_histories_to_redis
+from tests.support import model_factory
+from tests.support.ports import free_port
 
 
 def client_for(**settings) -> TestClient:
@@ -148,9 +148,7 @@ def test_redis_store_serves_the_same_answers(model_v1, redis_url, client):
 
 
 def test_unreachable_redis_degrades_to_the_fallback(model_v1):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     with client_for(model=model_v1, redis_url=f"redis://127.0.0.1:{port}/0") as down:
         body = candidates(down, "u0002", k=4)
         assert body["fallback"] is True and body["fallback_reason"] == "history_store_unavailable"

@@ -53,14 +53,11 @@ def test_a_failing_model_call_gives_the_fallback_not_an_exception(pair, caplog):
 def test_an_unreachable_history_store_is_not_logged_on_every_request(pair, caplog):
     # Every request falls back while Redis is down; at hundreds of requests a second one warning
     # per request would flood the log. The fallback counter in /metrics counts each of them.
-    import socket
-
     from serving.recommend.candidates import STORE_UNAVAILABLE
     from serving.store import RedisStore
+    from tests.support.ports import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     store = RedisStore(f"redis://127.0.0.1:{port}/0", "x:", 0.2)
     with caplog.at_level("WARNING", logger="serving.recommend.candidates"):
         answers = [recommend(pair, store, "u0001", k=5) for _ in range(20)]

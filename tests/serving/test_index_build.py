@@ -6,7 +6,6 @@ import json
 import logging
 import shutil
 
-import model_factory
 import numpy as np
 import pytest
 
@@ -14,6 +13,7 @@ from components.build_index.build import RecallBelowFloorError, build_model_inde
 from homefeed.config import IndexConfig
 from serving.versions import files as model_files
 from serving.versions.files import read_index_manifest
+from tests.support import model_factory
 
 LOW_RECALL_IVF = IndexConfig(index_type="ivf", ivf_nlist=8, ivf_nprobe=1, tune_search=False, recall_floor=0.99)
 

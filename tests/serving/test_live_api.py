@@ -6,12 +6,12 @@ never read back from the service.
 
 from __future__ import annotations
 
-import model_factory
 import numpy as np
 import pytest
 from live_http import ids_of, ids_of_body, reference, running_service, snapshot_history, user_vector, view
 
 from serving.http.settings import ServiceSettings
+from tests.support import model_factory
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +249,8 @@ def test_sync_articles_reports_a_refusing_or_missing_service_in_one_line(model, 
     import sys
 
     import pandas as pd
-    from live_http import free_port
+
+    from tests.support.ports import free_port
 
     pd.DataFrame({"article_id": ["s-1"], "region": ["north"]}).to_parquet(tmp_path / "articles.parquet")
     command = [sys.executable, "-m", "homefeed_cli", "sync-articles", "--articles", str(tmp_path / "articles.parquet")]

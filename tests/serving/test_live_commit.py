@@ -8,7 +8,6 @@ import dataclasses
 import threading
 import time
 
-import model_factory
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from serving.live.articles import EmbeddedArticleLog, parse_article
 from serving.live.corpus import LiveCorpus
 from serving.live.model import embed_articles
 from serving.versions.pair import load_model_pair
+from tests.support import model_factory
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import model_factory
 import numpy as np
 import pytest
 
@@ -17,6 +16,7 @@ from serving.live.corpus import LiveCorpus
 from serving.live.items import parse_timestamp
 from serving.live.overlay import build_overlay
 from serving.versions.pair import load_model_pair
+from tests.support import model_factory
 
 CUT = parse_timestamp("2025-01-01T00:00:00Z")  # the newer model's as_of
 

@@ -82,10 +82,9 @@ def test_embedded_and_redis_live_views_agree(redis_url):
 def test_a_reloaded_snapshot_keeps_only_the_live_views_after_its_as_of(tmp_path):
     import json
 
-    import model_factory
-
     from serving.live.state import LiveState
     from serving.store import EmbeddedStore
+    from tests.support import model_factory
 
     path = model_factory.write_histories(
         model_factory.histories_frame(model_factory.article_ids(50), 3, seed=1), tmp_path / "h.parquet"

@@ -188,7 +188,7 @@ def test_a_restarted_consumer_first_finishes_what_it_had_read(redis_url):
 def test_redis_down_is_logged_once_not_at_every_sync(model, caplog):
     # With Redis unreachable the sync loop fails every interval; the log must say so once (and
     # again only now and then), not four lines a second for as long as Redis is down.
-    from live_http import free_port
+    from tests.support.ports import free_port
 
     down = f"redis://127.0.0.1:{free_port()}/0"
     with caplog.at_level("WARNING", logger="serving.live.state"):
@@ -205,7 +205,7 @@ def test_redis_down_is_logged_once_not_at_every_sync(model, caplog):
 def test_consume_events_against_an_unreachable_redis_says_so_in_one_line(model, redis_url):
     # Nothing listens on the port, or the password is wrong: a clear one-line error naming the
     # (masked) URL and exit status 2, not a redis-py traceback; the password is never printed.
-    from live_http import free_port
+    from tests.support.ports import free_port
 
     for url in (
         f"redis://:hunter2-pw@127.0.0.1:{free_port()}/0",

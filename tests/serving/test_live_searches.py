@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import model_factory
 import numpy as np
 import pytest
 from live_http import LATER, ids_of, running_service, view
@@ -14,6 +13,7 @@ from serving.http.settings import ServiceSettings
 from serving.live.events import EmbeddedLiveViews, apply_views, merge_history, parse_item, parse_items
 from serving.live.searches import LiveSearch
 from serving.store import load_histories_to_redis
+from tests.support import model_factory
 
 DIM = 16
 SNAPSHOT_QUERIES = {"u0003": ["Baby Stroller", "유모차"], "s0001": ["ＲＥＤ Bike!"]}  # s0001: no views

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
-import model_factory
 import pytest
 
 from serving.versions import files as model_files
 from serving.versions.pair import IndexMismatchError, load_model_pair
+from tests.support import model_factory
 
 
 def copy_model(source, target):

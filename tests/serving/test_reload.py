@@ -7,13 +7,13 @@ import shutil
 import threading
 import time
 
-import model_factory
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from serving.http.app import create_app
 from serving.http.settings import ServiceSettings, get_settings
+from tests.support import model_factory
 
 
 @pytest.fixture(scope="module")

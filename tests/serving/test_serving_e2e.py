@@ -12,27 +12,24 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from serving.query import wait_until_ready
 from serving.store import read_histories
+from tests.support.commands import candidates_command
+from tests.support.service import Service
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(1200)]  # five stages, each its own process
 
 VERSION = "tiny"
 
 
 def candidates(*argv, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "homefeed_cli", *map(str, argv)], capture_output=True, text=True, timeout=timeout
-    )
+    result = subprocess.run(candidates_command(*argv), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"candidates {argv[0]} failed:\n{result.stderr[-3000:]}"
     return result
 
@@ -60,12 +57,6 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     out = candidates("build-index", "--model", model, "--histories", histories).stdout
     assert "index written to" in out and f"model {VERSION}" in out
     return model, root / "extract"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def expected_ids(model: Path, row: dict, k: int) -> list[str]:
@@ -97,16 +88,10 @@ def test_real_model_served_queried_and_reloaded(trained, tmp_path):
     shutil.copy2(extract / "user_histories.parquet", root / "versions" / VERSION / "user_histories.parquet")
     (root / "LATEST").write_text(f"{VERSION}\n")
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "homefeed_cli", "serve", "--model", str(root), "--port", str(port), "--no-watch"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    service = Service(root, tmp_path / "serve.log", "--no-watch")
+    url = service.url
     try:
-        ready = wait_until_ready(url, process)
+        ready = service.wait_ready()
         assert ready["model_version"] == VERSION and ready["titles"] is True
 
         users = [(u, row) for u, row in read_histories(extract / "user_histories.parquet") if len(row["history"]) >= 3]
@@ -124,18 +109,18 @@ def test_real_model_served_queried_and_reloaded(trained, tmp_path):
 
         new_version(model, root / "versions" / "tiny-2", "tiny-2", extract / "user_histories.parquet")
         (root / "LATEST").write_text("tiny-2\n")
-        process.send_signal(signal.SIGHUP)
+        service.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 120
-        while wait_until_ready(url, process)["model_version"] != "tiny-2":
+        while service.wait_ready()["model_version"] != "tiny-2":
             assert time.monotonic() < deadline, "SIGHUP did not load the new version"
             time.sleep(0.2)
         user_id = users[0][0]
         body = json.loads(candidates("query", user_id, "--url", url, "--k", "10", "--json").stdout)
         assert body["model_version"] == "tiny-2" and body["fallback"] is False
     finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=60)[0]
+        returncode = service.stop()  # SIGTERM
+    output = service.log()
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
-    assert process.returncode in (0, -signal.SIGTERM), output[-3000:]
+    assert returncode in (0, -signal.SIGTERM), output[-3000:]
     assert "Application shutdown complete" in output
     assert "reload (SIGHUP): now serving model tiny-2 (was tiny)" in output

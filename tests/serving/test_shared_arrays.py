@@ -9,7 +9,6 @@ import logging
 import shutil
 import threading
 
-import model_factory
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +18,7 @@ from serving.versions import files as model_files
 from serving.versions import process_memory
 from serving.versions.pair import load_model_pair
 from serving.versions.shared_arrays import ARRAYS_FILE, KEEP_ENTRIES, SharedArrays
+from tests.support import model_factory
 
 
 def counting_build(calls: list):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
-import model_factory
 import pandas as pd
 import pytest
 
@@ -16,6 +13,8 @@ from serving.store import (
     load_histories_to_redis,
     read_histories,
 )
+from tests.support import model_factory
+from tests.support.ports import free_port
 
 
 @pytest.fixture
@@ -67,9 +66,7 @@ def test_missing_attribute_columns_and_bad_files(tmp_path):
 
 
 def test_unreachable_redis_is_reported_not_crashed(snapshot):
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     store = RedisStore(f"redis://127.0.0.1:{port}/0")
     with pytest.raises(StoreUnavailableError, match="redis redis://127.0.0.1"):
         store.get("u0001")

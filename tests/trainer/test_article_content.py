@@ -15,7 +15,10 @@ from homefeed import features
 from homefeed.layout import model_dir as layout
 from trainer.towers import article_inputs
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]  # the first test to ask builds conftest.py's session stages (Beam transform, training)
 
 
 def _signature(model_dir):

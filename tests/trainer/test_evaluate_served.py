@@ -21,7 +21,10 @@ from homefeed.layout import model_dir as layout
 from trainer.evaluation import metrics as metrics_lib
 from trainer.towers import article_inputs
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]  # the first test to ask builds conftest.py's session stages (Beam transform, training)
 
 
 def _timed_extract(trained, tmp_path, test_time: pd.Timestamp):

@@ -13,6 +13,8 @@ from homefeed_cli import cli
 from trainer.training import id_dropout_choice
 from trainer.training.id_dropout_choice import train_config
 
+pytestmark = pytest.mark.timeout(900)  # its slow test builds conftest.py's session stages when first
+
 
 def _fit_with(recalls: dict[float, float | None]):
     """A `fit_one` whose validation recall is looked up by rate; it records what it trained."""

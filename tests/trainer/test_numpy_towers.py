@@ -23,7 +23,10 @@ from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
 from homefeed.layout import model_dir as layout
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]  # the first test to ask builds conftest.py's session stages (Beam transform, training)
 
 QUERIES = ["유모차 Baby", "Baby-Stroller!", "ＡＢＣ lamp", "café crème", "Ёлка, ёлка", "road bike", "oak desk"]
 HOSTILE_ROWS = [

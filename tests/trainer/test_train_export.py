@@ -18,7 +18,10 @@ from homefeed.config import EvaluateConfig, TrainConfig
 from homefeed.layout import extract_dir as extract_layout
 from homefeed.layout import model_dir as layout
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]  # the first test to ask builds conftest.py's session stages (Beam transform, training)
 
 
 def _raw_articles(ids: list[str], now_ms: float) -> dict:

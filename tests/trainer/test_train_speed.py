@@ -15,6 +15,8 @@ import pytest
 
 from homefeed.config import TrainConfig
 
+pytestmark = pytest.mark.timeout(900)  # the first slow test to ask builds conftest.py's session stages
+
 
 def _trainer(transform_dir, **overrides):
     import keras

@@ -27,6 +27,9 @@ from homefeed.config import TransformConfig
 from homefeed.layout import extract_dir as extract_layout
 from homefeed.layout import transform_dir as transform_layout
 
+pytestmark = pytest.mark.timeout(900)  # the first slow test to ask runs conftest.py's Beam transform
+
+
 XF = features.transformed_name
 
 

@@ -19,7 +19,7 @@ from homefeed import features
 from homefeed.config import TransformConfig
 from trainer.towers.serving_model import HISTORY_KEYS, QUERY_KEYS, pad_histories
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test to ask runs conftest.py's Beam transform
 
 XF = features.transformed_name
 SERVED_OUTPUTS = (

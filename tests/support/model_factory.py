@@ -1,4 +1,4 @@
-"""A small but real model directory for the serving tests, built in seconds without training.
+"""A small but real model directory (serving, publish, fault and deploy tests), built in seconds without training.
 
 The SavedModel has the exact serving signature of docs/architecture.md (MODEL_DIR): `history`,
 `history_category`, `history_region` `tf.string [batch, None]` right-padded with "", and
