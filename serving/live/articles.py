@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 
 from homefeed import features
-from serving.live.items import parse_timestamp
+from homefeed.redact import preview
+from serving.live.items import check_size, parse_timestamp
 from serving.store import StoreUnavailableError, _client, _redact
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ ACTIVE = "active"
 REMOVED = ("sold", "deleted")
 ARTICLE_FIELDS = ("title", "category", "region", "status", "created_at")
 MAX_TEXT = 1000
+# created_at is read again by the article tower's inputs (pandas timestamps: years 1678-2261).
+CREATED_AT_RANGE_MS = (-2_208_988_800_000, 7_258_118_400_000)  # 1900-01-01 .. 2200-01-01 UTC
 
 
 class ArticleError(ValueError):
@@ -78,6 +81,10 @@ def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> Arti
     """
     if not isinstance(body, Mapping):
         raise ArticleError([{"where": "body", "problem": "must be a JSON object", "got": type(body).__name__}])
+    try:
+        check_size(body)  # first: nothing below reads a value of unbounded size
+    except ValueError as error:
+        raise ArticleError([{"where": "body", "problem": str(error), "got": None}]) from None
     details = []
     unknown = sorted(set(body) - set(ARTICLE_FIELDS) - {"article_id"})
     if unknown:
@@ -86,7 +93,11 @@ def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> Arti
         )
     if "article_id" in body and body["article_id"] != article_id:
         details.append(
-            {"where": "body.article_id", "problem": "differs from the id in the URL", "got": body["article_id"]}
+            {
+                "where": "body.article_id",
+                "problem": "differs from the id in the URL",
+                "got": preview(body["article_id"]),
+            }
         )
     values: dict[str, Any] = {}
     for name in ("title", "category", "region"):
@@ -96,21 +107,23 @@ def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> Arti
                 {
                     "where": f"body.{name}",
                     "problem": f"must be a string of at most {MAX_TEXT} characters or null",
-                    "got": str(value)[:100],
+                    "got": preview(value),
                 }
             )
         values[name] = value
     status = body.get("status", ACTIVE)
     if status not in (ACTIVE, *REMOVED):
         details.append(
-            {"where": "body.status", "problem": f"must be one of {[ACTIVE, *REMOVED]}", "got": str(status)[:100]}
+            {"where": "body.status", "problem": f"must be one of {[ACTIVE, *REMOVED]}", "got": preview(status)}
         )
     created_at = body.get("created_at")
     if created_at is not None:
         try:
-            parse_timestamp(created_at, "created_at")
+            created_ms = parse_timestamp(created_at, "created_at")
+            if not CREATED_AT_RANGE_MS[0] <= created_ms < CREATED_AT_RANGE_MS[1]:
+                raise ValueError("created_at must be between 1900-01-01 and 2200-01-01")
         except ValueError as error:
-            details.append({"where": "body.created_at", "problem": str(error), "got": str(created_at)[:100]})
+            details.append({"where": "body.created_at", "problem": str(error), "got": preview(created_at)})
     if details:
         raise ArticleError(details)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms

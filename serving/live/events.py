@@ -37,7 +37,9 @@ from typing import Any
 import orjson
 
 from homefeed import features
+from homefeed.redact import preview
 from serving.live.items import (
+    check_size,
     checked_event_id,
     checked_time_ms,
     checked_user_id,
@@ -100,10 +102,11 @@ def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: fl
     """
     if not isinstance(item, Mapping):
         raise ValueError(f"an event must be a JSON object, got {type(item).__name__}")
+    check_size(item)  # first: nothing below reads a value of unbounded size
     kind = item.get("type", VIEW)
     parser = ITEM_PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
-        raise ValueError(f"unknown event type {kind!r}; supported: {', '.join(ITEM_PARSERS)}"[:300])
+        raise ValueError(f"unknown event type {preview(kind)}; supported: {', '.join(ITEM_PARSERS)}")
     return parser(item, known_article, time.time() if now_s is None else now_s)
 
 
@@ -115,11 +118,11 @@ def parse_view(item: Mapping[str, Any], known_article: Callable[[str], bool] | N
     user_id = checked_user_id(item)
     article_id = item.get("article_id")
     if not valid_article_id(article_id):
-        raise ValueError(f"{ARTICLE_ID_RULE}, got {article_id!r}"[:300])
+        raise ValueError(f"{ARTICLE_ID_RULE}, got {preview(article_id)}")
     viewed_at_ms = checked_time_ms(item, "viewed_at", now_s)
     event_id = checked_event_id(item)
     if known_article is not None and not known_article(article_id):
-        raise ValueError(f"unknown article {article_id!r} (not in the served corpus nor a live listing)")
+        raise ValueError(f"unknown article {preview(article_id)} (not in the served corpus nor a live listing)")
     key = f"id:{event_id}" if event_id else f"{viewed_at_ms}|{article_id}"
     return LiveView(user_id, article_id, viewed_at_ms, key)
 
