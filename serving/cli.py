@@ -126,6 +126,7 @@ SERVE_FLAGS: dict[str, tuple[str, str]] = {
     "batch_wait_ms": ("--batch-wait-ms", "MS"),
     "encoder": ("--encoder", "KIND"),
     "write_token": ("--write-token", "TOKEN"),
+    "write_token_file": ("--write-token-file", "PATH"),
 }
 
 

@@ -12,8 +12,10 @@ Handlers are thin: the work is `serving.recommend.candidates.recommend` on the p
 `{"error": {"status", "message", "details"?}}`; a user the model cannot personalise is never an
 error but the popular-article fallback (`fallback: true` and `fallback_reason`).
 
-Run it with `candidates serve` (uvicorn), or `uvicorn --factory serving.http.app:create_app` with
-`CANDIDATES_*` environment variables (serving/http/settings.py).
+Run it with `candidates serve` (uvicorn), or
+`uvicorn --factory serving.http.app:create_app_from_environment` with `CANDIDATES_*` environment
+variables (serving/http/settings.py). Whatever launches it, writes that arrive on a non-loopback
+address are refused unless a write token is configured (serving/http/auth.py).
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homefeed import __version__
-from homefeed.redact import public_message
+from homefeed.redact import public_message, strip_paths
 from serving.http import live_routes as routes_live
-from serving.http.auth import WriteAuth
+from serving.http.auth import WriteAuth, token_problem, write_token_of
 from serving.http.guards import GuardAndMeasure, error_response, jsonable
 from serving.http.settings import ServiceSettings, get_settings
 from serving.http.upsert_route import UpsertRoute
@@ -140,6 +142,9 @@ async def lifespan(app: FastAPI):
     app.state.settings = settings
     if settings.model is None:
         raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
+    problem = token_problem(write_token_of(settings))
+    if problem is not None:
+        LOG.warning("%s: writes and /admin/* are answered only on loopback addresses (serving/http/auth.py)", problem)
     configure_threads(settings)
     process_memory.configure(worker=settings.reload_bus is not None)  # freed memory goes back to the OS
     app.state.batcher = (
@@ -314,7 +319,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         body = {
             "ready": True,
             "worker_pid": os.getpid(),  # which worker process answered (candidates serve --workers N)
-            **holder.pair.describe(),
+            # Where the model lives on this host is no client's business: paths are cut to their last parts.
+            **{k: strip_paths(v) if isinstance(v, str) else v for k, v in holder.pair.describe().items()},
             "last_reload_error": public_message(holder.last_error) if holder.last_error else None,
             "last_reload": None
             if last is None
