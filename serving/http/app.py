@@ -51,7 +51,7 @@ from serving.metrics import ServiceMetrics
 from serving.recommend import candidates as candidate_logic
 from serving.recommend.batcher import EncodeBatcher
 from serving.recommend.dispatch import BatchDispatcher
-from serving.store import EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
+from serving.store import CORRUPT_RECORDS, EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
 from serving.versions import process_memory
 from serving.versions.holder import ModelHolder
 from serving.versions.pair import load_model_pair
@@ -208,6 +208,23 @@ async def lifespan(app: FastAPI):
         app.state.live.close()
 
 
+class _CorruptRecords:
+    """Exports serving.store.CORRUPT_RECORDS: records of a store skipped as unreadable, by store."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "candidates_corrupt_records", "Stored records skipped as unreadable, by store", labels=["store"]
+        )
+        for store, count in sorted(CORRUPT_RECORDS.items()):
+            family.add_metric([store], count)
+        yield family
+
+
 # ---------------------------------------------------------------------------------------------
 # The app.
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +237,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = ServiceMetrics()
+    app.state.metrics.registry.register(_CorruptRecords())
     app.state.holder = None
     app.state.live = None
     app.state.batcher = None  # set by the lifespan (serving/recommend/batcher.py)

@@ -73,6 +73,23 @@ class ServiceSettings(BaseSettings):
         description="file holding the write token (read at start, surrounding whitespace ignored); keeps it out "
         "of the process list",
     )
+    live_max_users: int = Field(
+        1_000_000,
+        ge=1,
+        description="in-process live views (no Redis): at most this many users; the user written least "
+        "recently is forgotten first",
+    )
+    live_max_listings: int = Field(
+        200_000,
+        ge=1,
+        description="live listing records held; a write that would add a record beyond it (a new listing, or the "
+        "first change of a model's listing) is refused with 507; listings already held still change",
+    )
+    live_ttl_s: int = Field(
+        30 * 86_400,
+        ge=0,
+        description="Redis live views expire this long after a user's last view (0: never)",
+    )
     live_sync_interval_s: float = Field(
         0.25, gt=0, description="seconds between reads of other replicas' listing changes"
     )

@@ -24,7 +24,7 @@ import orjson
 from homefeed import features
 from homefeed.redact import preview
 from serving.live.items import check_size, parse_timestamp
-from serving.store import StoreUnavailableError, _client, _redact
+from serving.store import StoreUnavailableError, _client, _redact, report_corrupt
 
 LOG = logging.getLogger(__name__)
 
@@ -69,8 +69,21 @@ class ArticleRecord:
 
     @classmethod
     def from_json(cls, value: bytes | str) -> ArticleRecord:
-        data = orjson.loads(value)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        """The record `to_json` wrote. Raises ValueError for anything else (not JSON, wrong types)."""
+        data = orjson.loads(value)  # JSONDecodeError is a ValueError
+        if not isinstance(data, dict):
+            raise ValueError(f"a record is a JSON object, got {type(data).__name__}")
+        kept = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if not isinstance(kept.get("article_id"), str) or not kept["article_id"]:
+            raise ValueError("article_id is missing or not a string")
+        if kept.get("status", ACTIVE) not in (ACTIVE, *REMOVED):
+            raise ValueError(f"status {preview(kept.get('status'))} is not one of {[ACTIVE, *REMOVED]}")
+        if not isinstance(kept.get("updated_ms", 0), int) or isinstance(kept.get("updated_ms"), bool):
+            raise ValueError("updated_ms is not an integer")
+        for name in ("title", "category", "region", "created_at"):
+            if not isinstance(kept.get(name), (str, type(None))):
+                raise ValueError(f"{name} is not a string or null")
+        return cls(**kept)
 
 
 def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> ArticleRecord:
@@ -212,7 +225,14 @@ class RedisArticleLog:
             values = self._redis.hmget(self.hash_key, [member for member, _ in changed])
         except redis.RedisError as error:
             raise StoreUnavailableError(f"reading live articles from {self.description} failed: {error}") from error
-        records = [ArticleRecord.from_json(v) for v in values if v is not None]
+        records = []
+        for (member, _), value in zip(changed, values):
+            if value is None:
+                continue
+            try:
+                records.append(ArticleRecord.from_json(value))
+            except ValueError as error:  # skipped, counted, logged once: later changes still apply
+                report_corrupt(self.hash_key, member.decode(errors="replace"), str(error))
         return records, int(max(score for _, score in changed))
 
     def close(self) -> None:

@@ -51,7 +51,7 @@ from serving.live.searches import (
     merge_queries,
     parse_search,
 )
-from serving.store import HistoryRow, StoreUnavailableError, _client, _redact
+from serving.store import HistoryRow, StoreUnavailableError, _client, _redact, report_corrupt
 
 LOG = logging.getLogger(__name__)
 
@@ -145,12 +145,10 @@ def parse_items(
     return views, rejected
 
 
-_reported_bad_keys: set[str] = set()  # unreadable live values already logged (once per key)
-
-
 def decode_live(value: bytes | None, key: str) -> list[LiveEntry]:
     """A stored live list; a value this project did not write (not `[[ms, article_id, key], ...]`,
-    with searches as `[ms, "", key, query]`) counts as empty, is logged once, and is replaced by the user's next posted view."""
+    with searches as `[ms, "", key, query]`) counts as empty, is counted and logged once
+    (serving/store.py, `report_corrupt`), and is replaced by the user's next posted view."""
     if not value:
         return []
     try:
@@ -165,11 +163,7 @@ def decode_live(value: bytes | None, key: str) -> list[LiveEntry]:
             return entries
     except orjson.JSONDecodeError:
         pass
-    if key not in _reported_bad_keys and len(_reported_bad_keys) < 10_000:
-        _reported_bad_keys.add(key)
-        LOG.warning(
-            "ignoring the live views at %r: not a list of [viewed_at_ms, article_id, key] (%r...)", key, value[:60]
-        )
+    report_corrupt("live views", key, f"not a list of [viewed_at_ms, article_id, key] ({preview(value[:60])}...)")
     return []
 
 
@@ -257,25 +251,37 @@ def group_by_user(views: Iterable[LiveView]) -> dict[str, list[LiveView]]:
     return groups
 
 
+DEFAULT_MAX_USERS = 1_000_000
+
+
 class EmbeddedLiveViews:
-    """Live views in this process (the embedded store's companion); kept across model reloads."""
+    """Live views in this process (the embedded store's companion); kept across model reloads.
+
+    At most `max_users` users, each with at most `cap` entries: a write for a new user beyond it
+    forgets the user written least recently (the dict is kept in write order), so memory is
+    bounded by configuration whatever the number of distinct user ids posted.
+    """
 
     description = "in-process live views"
     in_process = True  # `add` is a dict update under a short lock: the event loop may call it
 
-    def __init__(self, cap: int = features.HISTORY_LENGTH):
-        self.cap = cap
+    def __init__(self, cap: int = features.HISTORY_LENGTH, max_users: int = DEFAULT_MAX_USERS):
+        self.cap, self.max_users = cap, max_users
         self._views: dict[str, list[LiveEntry]] = {}
         self._lock = threading.Lock()
+        self.evicted = 0
 
     def add(self, views: Sequence[LiveView]) -> int:
         """Stores `views`; returns how many were new."""
         added = 0
         with self._lock:
             for user_id, group in group_by_user(views).items():
-                merged, n = apply_views(self._views.get(user_id, ()), group, self.cap)
-                self._views[user_id] = merged
+                merged, n = apply_views(self._views.pop(user_id, ()), group, self.cap)
+                self._views[user_id] = merged  # last in write order
                 added += n
+            while len(self._views) > self.max_users:
+                del self._views[next(iter(self._views))]
+                self.evicted += 1
         return added
 
     def get(self, user_id: str) -> list[LiveEntry]:
@@ -295,9 +301,17 @@ class RedisLiveViews:
 
     MAX_RETRIES = 20
 
-    def __init__(self, url: str, history_prefix: str, cap: int = features.HISTORY_LENGTH, timeout_s: float = 2.0):
+    def __init__(
+        self,
+        url: str,
+        history_prefix: str,
+        cap: int = features.HISTORY_LENGTH,
+        timeout_s: float = 2.0,
+        ttl_s: int = 0,
+    ):
         self.prefix = live_key_prefix(history_prefix)
         self.cap = cap
+        self.ttl_s = ttl_s or None  # a user's live views expire this long after their last write
         self.description = f"redis {_redact(url)} prefix {self.prefix!r}"
         self._redis = _client(url, timeout_s)
 
@@ -324,7 +338,7 @@ class RedisLiveViews:
                             existing = decode_live(value, key)
                             merged, n = apply_views(existing, group, self.cap)
                             if n:
-                                pipe.set(key, orjson.dumps(merged))
+                                pipe.set(key, orjson.dumps(merged), ex=self.ttl_s)
                             added += n
                         pipe.execute()
                         return added

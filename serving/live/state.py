@@ -103,10 +103,12 @@ def open_live_state(settings, store) -> LiveState:
     """Live views and articles in Redis when `settings.redis_url` is set, else in this process."""
     history_length = getattr(settings, "history_length", features.HISTORY_LENGTH)
     if settings.redis_url:
-        views = RedisLiveViews(settings.redis_url, settings.redis_prefix, cap=history_length)
+        views = RedisLiveViews(
+            settings.redis_url, settings.redis_prefix, cap=history_length, ttl_s=getattr(settings, "live_ttl_s", 0)
+        )
         log = RedisArticleLog(settings.redis_url, settings.redis_prefix)
     else:
-        views = EmbeddedLiveViews(cap=history_length)
+        views = EmbeddedLiveViews(cap=history_length, max_users=getattr(settings, "live_max_users", 1_000_000))
         log = EmbeddedArticleLog()
     corpus = LiveCorpus(log)
     try:
