@@ -422,6 +422,9 @@ def start_live(app, settings, store, tasks: set) -> None:
     """Opens the live state (`app.state.live`) and starts its sync loop (added to `tasks`)."""
     live = open_live_state(settings, store)
     app.state.live = live
+    holder = getattr(app.state, "holder", None)
+    if holder is not None:  # a reload builds the new model's live vectors before it swaps
+        holder.prepare = live.prepare
     if getattr(app.state, "live_metrics", None) is None:
         app.state.live_metrics = LiveMetrics(app.state.metrics.registry)
     interval = getattr(settings, "live_sync_interval_s", DEFAULT_SYNC_INTERVAL_S)

@@ -41,7 +41,7 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = Field(
         None,
         repr=False,
-        validation_alias=AliasChoices("redis_url", ENV_PREFIX + "REDIS_URL", "REDIS_URL"),
+        validation_alias=AliasChoices(ENV_PREFIX + "REDIS_URL", "REDIS_URL"),  # and redis_url= (populate_by_name)
         description="read histories from Redis instead of the embedded store (also CANDIDATES_REDIS_URL or "
         "REDIS_URL in the environment: a URL with a password belongs there, not on the command line)",
     )

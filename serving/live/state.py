@@ -53,6 +53,21 @@ class LiveState:
         as_of = getattr(store, "as_of_ms", None) if store is not None else None
         return merge_history(snapshot, live, as_of, self.history_length, overlay.attributes)
 
+    def prepare(self, pair) -> None:
+        """What a reload calls before it swaps `pair` in (serving/versions/holder.py): the live
+        listings' vectors and overlay for `pair`, and its region index, off the request path."""
+        from serving.live.model import region_index
+
+        started = time.perf_counter()
+        self.corpus.prepare(pair)
+        region_index(pair)
+        LOG.info(
+            "live corpus prepared for model %s in %.1fs (%d live records)",
+            getattr(pair, "version", "?"),
+            time.perf_counter() - started,
+            len(self.corpus.records),
+        )
+
     def warm(self, pair) -> None:
         """Builds what requests of `pair` need (overlay, region index) before the first one asks."""
         from serving.live.model import region_index

@@ -17,12 +17,17 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import free_port
 
 from serving.http.auth import MIN_TOKEN_CHARS, InsecureBindError, check_bind
 from serving.http.settings import ServiceSettings
 
 STRONG = "k" * MIN_TOKEN_CHARS * 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _outward_address() -> str | None:

@@ -106,3 +106,19 @@ def test_new_listings_beyond_the_cap_are_refused_per_item_and_with_507(model):
         assert full.status_code == 507 and full.headers["content-type"] == "application/json", full.text
         assert service.put("/v1/articles/cap-0", json={"title": "a change"}).status_code == 200, "known ones change"
         assert service.put("/v1/articles/a000001", json={"title": "a model listing"}).status_code == 507
+
+
+def test_a_reload_prepares_the_next_models_overlay_and_its_first_request_only_applies_later_changes(model):
+    served, loaded = load_model_pair(model), load_model_pair(model)
+    corpus = LiveCorpus(EmbeddedArticleLog())
+    corpus.upsert([record(f"p-{i}", "2025-01-01T00:00:00Z", region="north") for i in range(100)], served)
+    corpus.prepare(loaded)  # on the reload thread, before the swap
+    assert corpus.overlay(served).pair is served, "the served model's overlay is untouched"
+    corpus.upsert(
+        [record("p-late", "2025-01-02T00:00:00Z"), record("p-3", "2025-01-02T00:00:00Z", status="sold")], served
+    )
+    prepared = corpus._prepared
+    first = corpus.overlay(loaded)  # the swap happened: the first request of the new model
+    assert corpus._builder is prepared, "adopted, not rebuilt from every record"
+    assert first.is_known("p-late") and "p-3" not in first.side_row_of and "p-7" in first.side_row_of
+    assert int(first.side_alive.sum()) == 100
