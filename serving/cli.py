@@ -127,6 +127,7 @@ SERVE_FLAGS: dict[str, tuple[str, str]] = {
     "encoder": ("--encoder", "KIND"),
     "write_token": ("--write-token", "TOKEN"),
     "write_token_file": ("--write-token-file", "PATH"),
+    "live_store": ("--live-store", "PATH"),
 }
 
 
@@ -172,6 +173,19 @@ def settings_from_args(args: argparse.Namespace):
         raise ValueError("; ".join(problems)) from None
 
 
+def default_live_store(model: str) -> Path:
+    """Where `candidates serve` keeps live state without Redis: one file per served model path (two
+    services of different models on a host never share one), under CANDIDATES_STATE_DIR, else the
+    XDG state directory."""
+    import hashlib
+
+    base = os.environ.get("CANDIDATES_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "homefeed-candidates"
+    )
+    digest = hashlib.sha256(os.path.abspath(model).encode()).hexdigest()[:16]
+    return Path(base) / f"live-{digest}.sqlite3"
+
+
 def _preflight(model: str) -> str:
     """Fails fast, with one clear line, on a model path the service could not load."""
     from serving.versions import files as model_files
@@ -196,6 +210,8 @@ def serve_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--histories {args.histories} not found")
     version = _preflight(args.model)
     settings = settings_from_args(args)  # options win over CANDIDATES_* variables
+    if not settings.redis_url and settings.live_store is None:  # live writes survive a restart by default
+        settings = settings.model_copy(update={"live_store": str(default_live_store(args.model))})
     from serving.http.auth import check_bind, write_token_of
 
     check_bind(args.host, write_token_of(settings))  # no open writes on a reachable address
@@ -215,6 +231,8 @@ def serve_command(args: argparse.Namespace) -> int:
     )
     if settings.redis_url:
         LOG.info("user histories from Redis at %s", redact(settings.redis_url))
+    elif settings.live_store:
+        LOG.info("live views and listings kept in %s", settings.live_store)
     common = dict(
         host=args.host,
         port=args.port,

@@ -73,6 +73,12 @@ class ServiceSettings(BaseSettings):
         description="file holding the write token (read at start, surrounding whitespace ignored); keeps it out "
         "of the process list",
     )
+    live_store: str | None = Field(
+        None,
+        description="without --redis-url: the SQLite file (WAL) that keeps live views and listings across "
+        "restarts (serving/live/durable.py); `memory` or unset: in the process only. `candidates serve` "
+        "defaults it to live.sqlite3 in the state directory (CANDIDATES_STATE_DIR, else ~/.local/state/homefeed-candidates)",
+    )
     live_max_users: int = Field(
         1_000_000,
         ge=1,

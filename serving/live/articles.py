@@ -152,13 +152,31 @@ class EmbeddedArticleLog:
     description = "in-process live articles"
     in_process = True  # a put is a dict update, never a network call (see LiveCorpus.writes_inline)
 
-    def __init__(self):
+    def __init__(self, journal=None):
         self._records: dict[str, tuple[int, ArticleRecord]] = {}
         self._seq = 0
         self._lock = threading.Lock()
+        # serving/live/durable.py: every put is committed there first, and read back at start.
+        self.journal = journal
+        if journal is not None:
+            self.description = f"in-process live articles, kept in {journal.description}"
+            for article_id, seq, value in journal.articles():  # by seq: the dict stays in seq order
+                try:
+                    self._records[article_id] = (seq, ArticleRecord.from_json(value))
+                except ValueError as error:
+                    report_corrupt(journal.description + " articles", article_id, str(error))
+                self._seq = max(self._seq, seq)
 
     def put(self, records: Sequence[ArticleRecord]) -> int:
         with self._lock:
+            if self.journal is not None:
+                rows = [(r.article_id, self._seq + i + 1, r.to_json()) for i, r in enumerate(records)]
+                try:
+                    self.journal.put_articles(rows)
+                except Exception as error:
+                    raise StoreUnavailableError(
+                        f"{self.journal.description} did not take the listing change: {error}"
+                    ) from error
             for record in records:
                 self._seq += 1
                 self._records.pop(record.article_id, None)  # re-inserted last: the dict stays in seq order
@@ -173,7 +191,8 @@ class EmbeddedArticleLog:
             return [r for _, r in reversed(newer)], self._seq
 
     def close(self) -> None:
-        pass
+        if self.journal is not None:
+            self.journal.close()
 
 
 # KEYS: seq counter, records hash, change log zset. ARGV: id1, json1, id2, json2, ...

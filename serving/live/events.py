@@ -265,30 +265,67 @@ class EmbeddedLiveViews:
     description = "in-process live views"
     in_process = True  # `add` is a dict update under a short lock: the event loop may call it
 
-    def __init__(self, cap: int = features.HISTORY_LENGTH, max_users: int = DEFAULT_MAX_USERS):
+    def __init__(self, cap: int = features.HISTORY_LENGTH, max_users: int = DEFAULT_MAX_USERS, journal=None):
         self.cap, self.max_users = cap, max_users
         self._views: dict[str, list[LiveEntry]] = {}
         self._lock = threading.Lock()
         self.evicted = 0
+        # serving/live/durable.py: every add is committed there first, and read back at start.
+        self.journal = journal
+        if journal is not None:
+            self.description = f"in-process live views, kept in {journal.description}"
+            for user_id, value in journal.views():  # oldest write first: the cap keeps the newest
+                entries = decode_live(value, f"{journal.description} views {user_id}")
+                if entries:
+                    self._views[user_id] = entries
+            forgotten = self._evict()
+            if forgotten:
+                journal.put_views([], forgotten)
+
+    def _evict(self) -> list[str]:
+        forgotten = []
+        while len(self._views) > self.max_users:
+            user_id = next(iter(self._views))
+            del self._views[user_id]
+            forgotten.append(user_id)
+            self.evicted += 1
+        return forgotten
 
     def add(self, views: Sequence[LiveView]) -> int:
-        """Stores `views`; returns how many were new."""
+        """Stores `views` (in the journal first, when there is one); returns how many were new.
+
+        Raises:
+          StoreUnavailableError: the journal could not commit them; nothing was stored.
+        """
         added = 0
         with self._lock:
+            merged_by_user = {}
             for user_id, group in group_by_user(views).items():
-                merged, n = apply_views(self._views.pop(user_id, ()), group, self.cap)
-                self._views[user_id] = merged  # last in write order
+                merged, n = apply_views(self._views.get(user_id, ()), group, self.cap)
+                if n:
+                    merged_by_user[user_id] = merged
                 added += n
-            while len(self._views) > self.max_users:
-                del self._views[next(iter(self._views))]
-                self.evicted += 1
+            if self.journal is not None and merged_by_user:
+                try:
+                    self.journal.put_views([(u, orjson.dumps(m)) for u, m in merged_by_user.items()])
+                except Exception as error:
+                    raise StoreUnavailableError(
+                        f"{self.journal.description} did not take the views: {error}"
+                    ) from error
+            for user_id, merged in merged_by_user.items():
+                self._views.pop(user_id, None)
+                self._views[user_id] = merged  # last in write order
+            forgotten = self._evict()
+            if forgotten and self.journal is not None:  # a crash before this commit: evicted again at start
+                self.journal.put_views([], forgotten)
         return added
 
     def get(self, user_id: str) -> list[LiveEntry]:
         return self._views.get(user_id, [])
 
     def close(self) -> None:
-        pass
+        if self.journal is not None:
+            self.journal.close()
 
 
 def live_key_prefix(history_prefix: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from homefeed import features
 from serving.live.articles import EmbeddedArticleLog, RedisArticleLog
 from serving.live.corpus import LiveCorpus
+from serving.live.durable import MEMORY, LiveJournal
 from serving.live.events import EmbeddedLiveViews, RedisLiveViews, decode_live, merge_history
 from serving.live.overlay import LiveOverlay
 from serving.store import HistoryRow, RedisStore, StoreUnavailableError
@@ -111,7 +112,7 @@ class LiveState:
 
     def close(self) -> None:
         self.views.close()
-        self.corpus.log.close()
+        self.corpus.log.close()  # a journal both share closes twice: the second is a no-op
 
 
 def open_live_state(settings, store) -> LiveState:
@@ -123,8 +124,11 @@ def open_live_state(settings, store) -> LiveState:
         )
         log = RedisArticleLog(settings.redis_url, settings.redis_prefix)
     else:
-        views = EmbeddedLiveViews(cap=history_length, max_users=getattr(settings, "live_max_users", 1_000_000))
-        log = EmbeddedArticleLog()
+        where = getattr(settings, "live_store", None)
+        journal = LiveJournal(where) if where and where != MEMORY else None
+        max_users = getattr(settings, "live_max_users", 1_000_000)
+        views = EmbeddedLiveViews(cap=history_length, max_users=max_users, journal=journal)
+        log = EmbeddedArticleLog(journal=journal)
     corpus = LiveCorpus(log)
     try:
         corpus.sync()
