@@ -41,7 +41,13 @@ def _register_load_histories(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--histories", required=True, metavar="PATH", help="user_histories.parquet")
-    p.add_argument("--redis-url", required=True, metavar="URL", help="e.g. redis://127.0.0.1:6379/0")
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        default=os.environ.get("CANDIDATES_REDIS_URL") or os.environ.get("REDIS_URL"),
+        help="e.g. redis://127.0.0.1:6379/0; default: CANDIDATES_REDIS_URL or REDIS_URL from the environment "
+        "(where a URL with a password belongs: the command line is visible to every local user)",
+    )
     p.add_argument("--prefix", default=DEFAULT_REDIS_PREFIX, help="key prefix (serve --redis-prefix must match)")
     p.add_argument("--batch-size", type=int, default=1000, help="SETs per pipelined round trip")
     p.add_argument("--ttl-days", type=float, default=None, help="expire each key after this many days")
@@ -49,6 +55,8 @@ def _register_load_histories(subparsers) -> None:
 
 
 def load_histories_command(args: argparse.Namespace) -> int:
+    if not args.redis_url:
+        raise ValueError("no Redis: set --redis-url, or CANDIDATES_REDIS_URL / REDIS_URL in the environment")
     from homefeed.errors import CommandError
     from serving.store import StoreUnavailableError, load_histories_to_redis
 
