@@ -371,7 +371,9 @@ async def post_articles(request: Request) -> Response:
     live, pair = getattr(request.app.state, "live", None), _pair(request)
     if live is None or pair is None:
         return _error(503, "no model loaded yet")
-    records, indexes, rejected = [], [], []
+    records: list[ArticleRecord] = []
+    indexes: list[int] = []
+    rejected: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         article_id = item.get("article_id") if isinstance(item, dict) else None
         if not valid_article_id(article_id):

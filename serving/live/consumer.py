@@ -32,7 +32,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,14 +163,14 @@ class EventConsumer:
         s.rejected += len(rejected)
         s.batches += 1
 
-    def dead_letter(self, rejected: list[tuple[bytes, dict[bytes, bytes] | None, str]]) -> None:
+    def dead_letter(self, rejected: Sequence[tuple[bytes, dict[bytes, bytes] | None, str]]) -> None:
         """Copies `(entry id, fields, reason)` to the capped `<stream>:rejected` (fields cut to
         `PREVIEW_BYTES` each); the reason is logged, at most 20 lines per batch."""
         if not rejected:
             return
         pipe = self.redis.pipeline(transaction=False)
         for i, (entry_id, fields, reason) in enumerate(rejected):
-            record = {"entry": entry_id, "reason": clip(reason, 500)}
+            record: dict[bytes, bytes] = {b"entry": entry_id, b"reason": clip(reason, 500).encode()}
             for name, value in list((fields or {}).items())[:8]:
                 record[b"field:" + name[:64]] = value[:PREVIEW_BYTES]
             pipe.xadd(self.stream + REJECTED_SUFFIX, record, maxlen=self.dead_letter_cap, approximate=True)

@@ -24,7 +24,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 LOG = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class LiveJournal:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def put_views(self, changed: list[tuple[str, bytes]], forgotten: list[str] = ()) -> None:
+    def put_views(self, changed: list[tuple[str, bytes]], forgotten: Sequence[str] = ()) -> None:
         """Stores users' live lists (`(user_id, JSON)`) and drops `forgotten` users, in one commit."""
         self._write(
             [
