@@ -14,6 +14,10 @@ any path is still masked.
 `public_message` is what an HTTP error body may say: `redact` plus absolute paths cut to their
 last two components (the service's file layout is none of a client's business).
 
+Every pattern is linear in the text it scans (repetitions bounded, starts anchored by a
+look-behind), and text over `MAX_CHARS` is cut before they run: a message built from a client's
+2 MB field costs what one of 16 kB does. `preview` is how an error message shows a client value.
+
 Standard library only.
 """
 
@@ -23,6 +27,11 @@ import logging
 import re
 
 MASK = "***"
+# Text longer than this is cut before any pattern runs on it: every pattern below is linear in the
+# text (bounded repetitions, anchored starts), and the cut bounds the constant too, so a log line or
+# error message built from client data costs at most a few milliseconds.
+MAX_CHARS = 16_384
+PREVIEW_CHARS = 60
 
 _SECRET_NAMES = (
     r"password|passwd|pwd|token|access_token|refresh_token|id_token|secret|client_secret|api_key|apikey"
@@ -30,16 +39,17 @@ _SECRET_NAMES = (
 )
 # user-info of a URL: scheme://[user]:password@host or scheme://password@host (Redis style). Up to
 # the LAST "@" of the authority: clients (redis-py, urllib) accept a raw "@" inside the password.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#]+)@")
+_USERINFO = re.compile(r"(?P<scheme>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<userinfo>[^/\s?#]{1,512})@")
 # name=value in a query string, a form body, `key=value` options or environment variables (any name
 # ending in a secret word: CANDIDATES_ADMIN_TOKEN=, redis_password=); the value ends at & ; space or quote.
 _NAMED_VALUE = re.compile(
-    rf"(?P<name>(?<![A-Za-z0-9_.-])[A-Za-z0-9_.-]*?(?:{_SECRET_NAMES}))(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>[^&;\s'\",)}}]+)",
+    rf"(?P<name>(?<![A-Za-z0-9_.-])[A-Za-z0-9_.-]{{0,64}}?(?:{_SECRET_NAMES}))(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>[^&;\s'\",)}}]+)",
     re.IGNORECASE,
 )
 # --password VALUE / --redis-password=VALUE / --token VALUE command-line options.
 _OPTION = re.compile(
-    rf"(?P<name>--[A-Za-z0-9-]*(?:{_SECRET_NAMES})[A-Za-z0-9-]*)(?P<sep>[= ])(?P<value>[^\s'\"]+)", re.IGNORECASE
+    rf"(?P<name>(?<![A-Za-z0-9-])--[A-Za-z0-9-]{{0,64}}?(?:{_SECRET_NAMES})[A-Za-z0-9-]{{0,64}})(?P<sep>[= ])(?P<value>[^\s'\"]+)",
+    re.IGNORECASE,
 )
 _SCHEME_CREDENTIAL = re.compile(r"(?P<scheme>\b(?:Bearer|Basic|Token)\s+)(?P<value>[A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
 # An absolute POSIX path of two or more components (not part of a URL: no "//" or word before it).
@@ -52,9 +62,28 @@ def _userinfo(match: re.Match[str]) -> str:
     return f"{match.group('scheme')}{user + ':' if colon else ''}{MASK}@"
 
 
-def redact(text: object) -> str:
-    """`text` (any object, through `str`) with every credential it carries replaced by `***`."""
-    text = str(text)
+def clip(text: str, limit: int = MAX_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how many were left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
+    """A client value as an error message may show it: its repr, cut to about `limit` characters
+    (with its length when cut), never the whole of a large value."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    if isinstance(value, (bytes, bytearray)) and len(value) > limit:
+        return f"{bytes(value[:limit])!r}... ({len(value)} bytes)"
+    text = repr(value) if isinstance(value, (str, bytes, int, float, bool, type(None))) else type(value).__name__
+    return clip(text, limit)
+
+
+def redact(text: object, limit: int = MAX_CHARS) -> str:
+    """`text` (any object, through `str`) with every credential it carries replaced by `***`, cut
+    to `limit` characters first (see `MAX_CHARS`)."""
+    text = clip(str(text), limit)
     if not text:
         return text
     text = _USERINFO.sub(_userinfo, text)
@@ -71,7 +100,7 @@ def strip_paths(text: str) -> str:
         parts = [p for p in match.group(0).split("/") if p]
         return ".../" + "/".join(parts[-2:])
 
-    return _ABSOLUTE_PATH.sub(cut, text)
+    return _ABSOLUTE_PATH.sub(cut, clip(text))
 
 
 def public_message(text: object) -> str:
@@ -91,9 +120,9 @@ class RedactingFilter(logging.Filter):
         if cleaned != message or record.args:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), 4 * MAX_CHARS)
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact(record.exc_text, 4 * MAX_CHARS)
         return True
 
 

@@ -41,7 +41,13 @@ def _register_load_histories(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--histories", required=True, metavar="PATH", help="user_histories.parquet")
-    p.add_argument("--redis-url", required=True, metavar="URL", help="e.g. redis://127.0.0.1:6379/0")
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        default=os.environ.get("CANDIDATES_REDIS_URL") or os.environ.get("REDIS_URL"),
+        help="e.g. redis://127.0.0.1:6379/0; default: CANDIDATES_REDIS_URL or REDIS_URL from the environment "
+        "(where a URL with a password belongs: the command line is visible to every local user)",
+    )
     p.add_argument("--prefix", default=DEFAULT_REDIS_PREFIX, help="key prefix (serve --redis-prefix must match)")
     p.add_argument("--batch-size", type=int, default=1000, help="SETs per pipelined round trip")
     p.add_argument("--ttl-days", type=float, default=None, help="expire each key after this many days")
@@ -49,6 +55,8 @@ def _register_load_histories(subparsers) -> None:
 
 
 def load_histories_command(args: argparse.Namespace) -> int:
+    if not args.redis_url:
+        raise ValueError("no Redis: set --redis-url, or CANDIDATES_REDIS_URL / REDIS_URL in the environment")
     from homefeed.errors import CommandError
     from serving.store import StoreUnavailableError, load_histories_to_redis
 
@@ -126,6 +134,8 @@ SERVE_FLAGS: dict[str, tuple[str, str]] = {
     "batch_wait_ms": ("--batch-wait-ms", "MS"),
     "encoder": ("--encoder", "KIND"),
     "write_token": ("--write-token", "TOKEN"),
+    "write_token_file": ("--write-token-file", "PATH"),
+    "live_store": ("--live-store", "PATH"),
 }
 
 
@@ -171,6 +181,19 @@ def settings_from_args(args: argparse.Namespace):
         raise ValueError("; ".join(problems)) from None
 
 
+def default_live_store(model: str) -> Path:
+    """Where `candidates serve` keeps live state without Redis: one file per served model path (two
+    services of different models on a host never share one), under CANDIDATES_STATE_DIR, else the
+    XDG state directory."""
+    import hashlib
+
+    base = os.environ.get("CANDIDATES_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "homefeed-candidates"
+    )
+    digest = hashlib.sha256(os.path.abspath(model).encode()).hexdigest()[:16]
+    return Path(base) / f"live-{digest}.sqlite3"
+
+
 def _preflight(model: str) -> str:
     """Fails fast, with one clear line, on a model path the service could not load."""
     from serving.versions import files as model_files
@@ -195,6 +218,8 @@ def serve_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--histories {args.histories} not found")
     version = _preflight(args.model)
     settings = settings_from_args(args)  # options win over CANDIDATES_* variables
+    if not settings.redis_url and settings.live_store is None:  # live writes survive a restart by default
+        settings = settings.model_copy(update={"live_store": str(default_live_store(args.model))})
     from serving.http.auth import check_bind, write_token_of
 
     check_bind(args.host, write_token_of(settings))  # no open writes on a reachable address
@@ -214,6 +239,8 @@ def serve_command(args: argparse.Namespace) -> int:
     )
     if settings.redis_url:
         LOG.info("user histories from Redis at %s", redact(settings.redis_url))
+    elif settings.live_store:
+        LOG.info("live views and listings kept in %s", settings.live_store)
     common = dict(
         host=args.host,
         port=args.port,

@@ -45,6 +45,21 @@ class StoreUnavailableError(RuntimeError):
     """The store could not be asked (e.g. Redis down or too slow); the caller falls back."""
 
 
+# Records this process found unreadable and skipped, by store (the app exports them on /metrics as
+# candidates_corrupt_records_total); each key is logged once (at most MAX_REPORTED keys).
+CORRUPT_RECORDS: dict[str, int] = {}
+MAX_REPORTED = 10_000
+_reported: set[tuple[str, str]] = set()
+
+
+def report_corrupt(store: str, key: str, problem: str) -> None:
+    """Counts a record of `store` that cannot be read and is skipped; logs it the first time."""
+    CORRUPT_RECORDS[store] = CORRUPT_RECORDS.get(store, 0) + 1
+    if (store, key) not in _reported and len(_reported) < MAX_REPORTED:
+        _reported.add((store, key))
+        LOG.warning("skipping an unreadable record in %s at %r: %s", store, key[:200], problem[:200])
+
+
 class HistoryStore(Protocol):
     """Where the service reads user histories."""
 

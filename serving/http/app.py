@@ -12,8 +12,10 @@ Handlers are thin: the work is `serving.recommend.candidates.recommend` on the p
 `{"error": {"status", "message", "details"?}}`; a user the model cannot personalise is never an
 error but the popular-article fallback (`fallback: true` and `fallback_reason`).
 
-Run it with `candidates serve` (uvicorn), or `uvicorn --factory serving.http.app:create_app` with
-`CANDIDATES_*` environment variables (serving/http/settings.py).
+Run it with `candidates serve` (uvicorn), or
+`uvicorn --factory serving.http.app:create_app_from_environment` with `CANDIDATES_*` environment
+variables (serving/http/settings.py). Whatever launches it, writes that arrive on a non-loopback
+address are refused unless a write token is configured (serving/http/auth.py).
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homefeed import __version__
-from homefeed.redact import public_message
+from homefeed.redact import public_message, strip_paths
 from serving.http import live_routes as routes_live
-from serving.http.auth import WriteAuth
+from serving.http.auth import ADMIN_PREFIX, WRITE_METHODS, WriteAuth, token_problem, write_token_of
 from serving.http.guards import GuardAndMeasure, error_response, jsonable
 from serving.http.settings import ServiceSettings, get_settings
 from serving.http.upsert_route import UpsertRoute
@@ -49,7 +51,7 @@ from serving.metrics import ServiceMetrics
 from serving.recommend import candidates as candidate_logic
 from serving.recommend.batcher import EncodeBatcher
 from serving.recommend.dispatch import BatchDispatcher
-from serving.store import EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
+from serving.store import CORRUPT_RECORDS, EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
 from serving.versions import process_memory
 from serving.versions.holder import ModelHolder
 from serving.versions.pair import load_model_pair
@@ -140,6 +142,9 @@ async def lifespan(app: FastAPI):
     app.state.settings = settings
     if settings.model is None:
         raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
+    problem = token_problem(write_token_of(settings))
+    if problem is not None:
+        LOG.warning("%s: writes and /admin/* are answered only on loopback addresses (serving/http/auth.py)", problem)
     configure_threads(settings)
     process_memory.configure(worker=settings.reload_bus is not None)  # freed memory goes back to the OS
     app.state.batcher = (
@@ -203,6 +208,75 @@ async def lifespan(app: FastAPI):
         app.state.live.close()
 
 
+# What the layers in front of every handler may answer (serving/http/guards.py, auth.py, server.py),
+# and what the handlers of reads and writes may: each operation's OpenAPI entry lists them, so a
+# client (and the fuzzer in tests/serving/test_openapi_fuzz.py) knows every status it can get.
+EDGE_ERRORS = {
+    404: "no such listing, user path or endpoint",
+    408: "the request body was not received in time",
+    413: "request body too large",
+    414: "request target too long",
+    422: "invalid parameter or body",
+    431: "request headers too large",
+    503: "no model loaded yet, or a store did not answer",
+}
+WRITE_ERRORS = {
+    400: "the body is not valid JSON",
+    401: "a write token is configured and the request has none",
+    403: "wrong write token, or a write on a reachable address without a strong write token",
+    409: "the served model cannot embed listings, or a new model version was rejected",
+    429: "a reload is running or was too recent",
+    507: "the live corpus holds live_max_listings records",
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Adds the `EDGE_ERRORS` (every operation) and `WRITE_ERRORS` (writes and /admin/*) to the
+    app's OpenAPI document, as JSON error bodies."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+        for name, definition in (
+            ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}).items()
+        ):
+            components.setdefault(name, definition)
+        components["ErrorBody"].pop("$defs", None)
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                writes = method.upper() in WRITE_METHODS or path.startswith(ADMIN_PREFIX)
+                for status, description in {**EDGE_ERRORS, **(WRITE_ERRORS if writes else {})}.items():
+                    operation.setdefault("responses", {}).setdefault(
+                        str(status), {"description": description, "content": error}
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class _CorruptRecords:
+    """Exports serving.store.CORRUPT_RECORDS: records of a store skipped as unreadable, by store."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "candidates_corrupt_records", "Stored records skipped as unreadable, by store", labels=["store"]
+        )
+        for store, count in sorted(CORRUPT_RECORDS.items()):
+            family.add_metric([store], count)
+        yield family
+
+
 # ---------------------------------------------------------------------------------------------
 # The app.
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +289,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = ServiceMetrics()
+    app.state.metrics.registry.register(_CorruptRecords())
     app.state.holder = None
     app.state.live = None
     app.state.batcher = None  # set by the lifespan (serving/recommend/batcher.py)
@@ -227,6 +302,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(WriteAuth)  # inside GuardAndMeasure, so refused writes are counted too
     app.add_middleware(GuardAndMeasure)
     app.include_router(routes_live.router)
+    document_errors(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
@@ -314,7 +390,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         body = {
             "ready": True,
             "worker_pid": os.getpid(),  # which worker process answered (candidates serve --workers N)
-            **holder.pair.describe(),
+            # Where the model lives on this host is no client's business: paths are cut to their last parts.
+            **{k: strip_paths(v) if isinstance(v, str) else v for k, v in holder.pair.describe().items()},
             "last_reload_error": public_message(holder.last_error) if holder.last_error else None,
             "last_reload": None
             if last is None
@@ -327,7 +404,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "text format"}},
+    )
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -39,6 +39,7 @@ LOG = logging.getLogger(__name__)
 EVENTS_PATH = "/v1/events"
 ARTICLES_PATH = "/v1/articles"
 MAX_ARTICLES_PER_REQUEST = 1000
+MAX_LIVE_LISTINGS = 200_000  # without settings (ServiceSettings.live_max_listings)
 # Small writes to in-process stores run on the event loop (no thread hop; see `_store_async`).
 INLINE_RECORDS = 4  # at most this many listings are embedded on the event loop (~0.2 ms each)
 INLINE_EVENTS = 32  # at most this many views are merged into in-process histories on the event loop
@@ -171,6 +172,27 @@ async def post_events(request: Request) -> Response:
     return _json(answer)
 
 
+def _room(state, live) -> int:
+    """How many listings the live corpus may still add (settings' `live_max_listings`)."""
+    settings = getattr(state, "settings", None)
+    cap = getattr(settings, "live_max_listings", None) or MAX_LIVE_LISTINGS
+    return cap - len(live.corpus.records)
+
+
+def _new_listings(live, pair, records: list[ArticleRecord]) -> int:
+    """How many of `records` would add a live record (a listing the live corpus does not hold yet,
+    the served model's own listings included: a change of one is a new live record)."""
+    del pair
+    return sum(1 for r in records if live.corpus.get(r.article_id) is None)
+
+
+def _full(state, body: bool = True):
+    settings = getattr(state, "settings", None)
+    cap = getattr(settings, "live_max_listings", None) or MAX_LIVE_LISTINGS
+    message = f"the live corpus holds its maximum of {cap} listings (live_max_listings); changes of other listings wait for the next model"
+    return _error(507, message) if body else message
+
+
 def complete(record: ArticleRecord, given: set[str], live, pair) -> ArticleRecord:
     """`record` with the fields the body left out taken from the listing's current state."""
     from dataclasses import replace
@@ -297,6 +319,8 @@ async def upsert_article(state, article_id: str, raw_body: bytes) -> Response:
         return _error(422, str(error), error.details)
     live, pair = getattr(state, "live", None), _state_pair(state)
     existed = False
+    if live is not None and _new_listings(live, pair, [record]) > _room(state, live):
+        return _full(state)
     if live is not None:
         existed = live.corpus.get(article_id) is not None or (
             pair is not None and live.overlay(pair).is_known(article_id)
@@ -347,7 +371,9 @@ async def post_articles(request: Request) -> Response:
     live, pair = getattr(request.app.state, "live", None), _pair(request)
     if live is None or pair is None:
         return _error(503, "no model loaded yet")
-    records, rejected = [], []
+    records: list[ArticleRecord] = []
+    indexes: list[int] = []
+    rejected: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         article_id = item.get("article_id") if isinstance(item, dict) else None
         if not valid_article_id(article_id):
@@ -355,10 +381,37 @@ async def post_articles(request: Request) -> Response:
             continue
         try:
             records.append(complete(parse_article(article_id, item), set(item), live, pair))
+            indexes.append(index)
         except ArticleError as error:
             rejected.append({"index": index, "reason": str(error)})
+    room = _room(request.app.state, live)
+    if _new_listings(live, pair, records) > room:  # the new listings that do not fit: per item
+        kept, kept_indexes = [], []
+        for index, record in zip(indexes, records):
+            if _new_listings(live, pair, [record]) and room <= 0:
+                rejected.append({"index": index, "reason": _full(request.app.state, body=False)})
+                continue
+            room -= _new_listings(live, pair, [record])
+            kept.append(record)
+            kept_indexes.append(index)
+        records, indexes = kept, kept_indexes
+        rejected.sort(key=lambda r: r["index"])
     if records:
         failure = await _store_async(request.app.state, records)
+        if failure is not None and failure.status_code == 409 and len(records) > 1:
+            # The model refused to embed the batch: item by item, so one listing it cannot embed
+            # is that item's answer and the others are stored.
+            stored = []
+            for index, record in zip(indexes, records):
+                one = await _store_async(request.app.state, [record])
+                if one is None:
+                    stored.append(record)
+                elif one.status_code == 409:
+                    rejected.append({"index": index, "reason": orjson.loads(one.body)["error"]["message"]})
+                else:
+                    return one
+            records, failure = stored, None
+            rejected.sort(key=lambda r: r["index"])
         if failure is not None:
             return failure
     answer = {"accepted": len(records), "rejected": rejected}
@@ -371,6 +424,9 @@ def start_live(app, settings, store, tasks: set) -> None:
     """Opens the live state (`app.state.live`) and starts its sync loop (added to `tasks`)."""
     live = open_live_state(settings, store)
     app.state.live = live
+    holder = getattr(app.state, "holder", None)
+    if holder is not None:  # a reload builds the new model's live vectors before it swaps
+        holder.prepare = live.prepare
     if getattr(app.state, "live_metrics", None) is None:
         app.state.live_metrics = LiveMetrics(app.state.metrics.registry)
     interval = getattr(settings, "live_sync_interval_s", DEFAULT_SYNC_INTERVAL_S)

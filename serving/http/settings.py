@@ -2,7 +2,10 @@
 
 Every field can be set as an environment variable `CANDIDATES_<FIELD>` (e.g.
 `CANDIDATES_MODEL=/srv/publish`, `CANDIDATES_REDIS_URL=redis://cache:6379/0`); `candidates serve`
-fills them from its options. The app reads its settings through the `get_settings` dependency, so
+fills them from its options. Secrets never need the command line (where every local user reads
+them in the process list): the Redis URL, password included, also comes from `REDIS_URL`, and the
+write token from `CANDIDATES_WRITE_TOKEN` or a file (`CANDIDATES_WRITE_TOKEN_FILE`,
+`--write-token-file`, e.g. a mounted Kubernetes Secret). The app reads its settings through the `get_settings` dependency, so
 tests swap them with `app.dependency_overrides[get_settings] = lambda: ServiceSettings(...)`.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homefeed import features
@@ -23,7 +26,9 @@ ENV_PREFIX = "CANDIDATES_"
 class ServiceSettings(BaseSettings):
     """What `candidates serve` serves and how."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=(), populate_by_name=True
+    )
 
     model: Path | None = Field(
         None, description="model directory, or publish root whose LATEST names the version to serve"
@@ -33,7 +38,13 @@ class ServiceSettings(BaseSettings):
         description="user_histories.parquet for the embedded store; default: the served model "
         "directory's user_histories.parquet (a publish root carries one per version)",
     )
-    redis_url: str | None = Field(None, description="read histories from Redis instead of the embedded store")
+    redis_url: str | None = Field(
+        None,
+        repr=False,
+        validation_alias=AliasChoices(ENV_PREFIX + "REDIS_URL", "REDIS_URL"),  # and redis_url= (populate_by_name)
+        description="read histories from Redis instead of the embedded store (also CANDIDATES_REDIS_URL or "
+        "REDIS_URL in the environment: a URL with a password belongs there, not on the command line)",
+    )
     redis_prefix: str = Field(DEFAULT_REDIS_PREFIX, description="Redis key prefix of the user histories")
     redis_timeout_s: float = Field(0.05, gt=0, description="one GET slower than this falls back to popular articles")
 
@@ -56,6 +67,34 @@ class ServiceSettings(BaseSettings):
         repr=False,
         description="when set, POST /v1/events, /v1/articles writes and /admin/* need `Authorization: Bearer <token>` "
         "(also CANDIDATES_WRITE_TOKEN); needed to bind anything but a loopback address",
+    )
+    write_token_file: Path | None = Field(
+        None,
+        description="file holding the write token (read at start, surrounding whitespace ignored); keeps it out "
+        "of the process list",
+    )
+    live_store: str | None = Field(
+        None,
+        description="without --redis-url: the SQLite file (WAL) that keeps live views and listings across "
+        "restarts (serving/live/durable.py); `memory` or unset: in the process only. `candidates serve` "
+        "defaults it to live.sqlite3 in the state directory (CANDIDATES_STATE_DIR, else ~/.local/state/homefeed-candidates)",
+    )
+    live_max_users: int = Field(
+        1_000_000,
+        ge=1,
+        description="in-process live views (no Redis): at most this many users; the user written least "
+        "recently is forgotten first",
+    )
+    live_max_listings: int = Field(
+        200_000,
+        ge=1,
+        description="live listing records held; a write that would add a record beyond it (a new listing, or the "
+        "first change of a model's listing) is refused with 507; listings already held still change",
+    )
+    live_ttl_s: int = Field(
+        30 * 86_400,
+        ge=0,
+        description="Redis live views expire this long after a user's last view (0: never)",
     )
     live_sync_interval_s: float = Field(
         0.25, gt=0, description="seconds between reads of other replicas' listing changes"
@@ -109,6 +148,20 @@ class ServiceSettings(BaseSettings):
     )
     body_timeout_s: float = Field(10.0, gt=0, description="a client must send each part of a request body within this")
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> ServiceSettings:
+        if self.write_token_file is not None and not self.write_token:
+            try:
+                token = self.write_token_file.read_text().strip()
+            except OSError as error:
+                raise ValueError(
+                    f"cannot read the write token file {self.write_token_file}: {error.strerror}"
+                ) from None
+            if not token:
+                raise ValueError(f"the write token file {self.write_token_file} is empty")
+            self.write_token = token
+        return self
 
 
 @lru_cache

@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 
 from homefeed import features
-from serving.live.items import parse_timestamp
-from serving.store import StoreUnavailableError, _client, _redact
+from homefeed.redact import preview
+from serving.live.items import check_size, parse_timestamp
+from serving.store import StoreUnavailableError, _client, _redact, report_corrupt
 
 LOG = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ ACTIVE = "active"
 REMOVED = ("sold", "deleted")
 ARTICLE_FIELDS = ("title", "category", "region", "status", "created_at")
 MAX_TEXT = 1000
+# created_at is read again by the article tower's inputs (pandas timestamps: years 1678-2261).
+CREATED_AT_RANGE_MS = (-2_208_988_800_000, 7_258_118_400_000)  # 1900-01-01 .. 2200-01-01 UTC
 
 
 class ArticleError(ValueError):
@@ -66,8 +69,21 @@ class ArticleRecord:
 
     @classmethod
     def from_json(cls, value: bytes | str) -> ArticleRecord:
-        data = orjson.loads(value)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        """The record `to_json` wrote. Raises ValueError for anything else (not JSON, wrong types)."""
+        data = orjson.loads(value)  # JSONDecodeError is a ValueError
+        if not isinstance(data, dict):
+            raise ValueError(f"a record is a JSON object, got {type(data).__name__}")
+        kept = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if not isinstance(kept.get("article_id"), str) or not kept["article_id"]:
+            raise ValueError("article_id is missing or not a string")
+        if kept.get("status", ACTIVE) not in (ACTIVE, *REMOVED):
+            raise ValueError(f"status {preview(kept.get('status'))} is not one of {[ACTIVE, *REMOVED]}")
+        if not isinstance(kept.get("updated_ms", 0), int) or isinstance(kept.get("updated_ms"), bool):
+            raise ValueError("updated_ms is not an integer")
+        for name in ("title", "category", "region", "created_at"):
+            if not isinstance(kept.get(name), (str, type(None))):
+                raise ValueError(f"{name} is not a string or null")
+        return cls(**kept)
 
 
 def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> ArticleRecord:
@@ -78,6 +94,10 @@ def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> Arti
     """
     if not isinstance(body, Mapping):
         raise ArticleError([{"where": "body", "problem": "must be a JSON object", "got": type(body).__name__}])
+    try:
+        check_size(body)  # first: nothing below reads a value of unbounded size
+    except ValueError as error:
+        raise ArticleError([{"where": "body", "problem": str(error), "got": None}]) from None
     details = []
     unknown = sorted(set(body) - set(ARTICLE_FIELDS) - {"article_id"})
     if unknown:
@@ -86,7 +106,11 @@ def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> Arti
         )
     if "article_id" in body and body["article_id"] != article_id:
         details.append(
-            {"where": "body.article_id", "problem": "differs from the id in the URL", "got": body["article_id"]}
+            {
+                "where": "body.article_id",
+                "problem": "differs from the id in the URL",
+                "got": preview(body["article_id"]),
+            }
         )
     values: dict[str, Any] = {}
     for name in ("title", "category", "region"):
@@ -96,21 +120,23 @@ def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> Arti
                 {
                     "where": f"body.{name}",
                     "problem": f"must be a string of at most {MAX_TEXT} characters or null",
-                    "got": str(value)[:100],
+                    "got": preview(value),
                 }
             )
         values[name] = value
     status = body.get("status", ACTIVE)
     if status not in (ACTIVE, *REMOVED):
         details.append(
-            {"where": "body.status", "problem": f"must be one of {[ACTIVE, *REMOVED]}", "got": str(status)[:100]}
+            {"where": "body.status", "problem": f"must be one of {[ACTIVE, *REMOVED]}", "got": preview(status)}
         )
     created_at = body.get("created_at")
     if created_at is not None:
         try:
-            parse_timestamp(created_at, "created_at")
+            created_ms = parse_timestamp(created_at, "created_at")
+            if not CREATED_AT_RANGE_MS[0] <= created_ms < CREATED_AT_RANGE_MS[1]:
+                raise ValueError("created_at must be between 1900-01-01 and 2200-01-01")
         except ValueError as error:
-            details.append({"where": "body.created_at", "problem": str(error), "got": str(created_at)[:100]})
+            details.append({"where": "body.created_at", "problem": str(error), "got": preview(created_at)})
     if details:
         raise ArticleError(details)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -126,13 +152,31 @@ class EmbeddedArticleLog:
     description = "in-process live articles"
     in_process = True  # a put is a dict update, never a network call (see LiveCorpus.writes_inline)
 
-    def __init__(self):
+    def __init__(self, journal=None):
         self._records: dict[str, tuple[int, ArticleRecord]] = {}
         self._seq = 0
         self._lock = threading.Lock()
+        # serving/live/durable.py: every put is committed there first, and read back at start.
+        self.journal = journal
+        if journal is not None:
+            self.description = f"in-process live articles, kept in {journal.description}"
+            for article_id, seq, value in journal.articles():  # by seq: the dict stays in seq order
+                try:
+                    self._records[article_id] = (seq, ArticleRecord.from_json(value))
+                except ValueError as error:
+                    report_corrupt(journal.description + " articles", article_id, str(error))
+                self._seq = max(self._seq, seq)
 
     def put(self, records: Sequence[ArticleRecord]) -> int:
         with self._lock:
+            if self.journal is not None:
+                rows = [(r.article_id, self._seq + i + 1, r.to_json()) for i, r in enumerate(records)]
+                try:
+                    self.journal.put_articles(rows)
+                except Exception as error:
+                    raise StoreUnavailableError(
+                        f"{self.journal.description} did not take the listing change: {error}"
+                    ) from error
             for record in records:
                 self._seq += 1
                 self._records.pop(record.article_id, None)  # re-inserted last: the dict stays in seq order
@@ -147,7 +191,8 @@ class EmbeddedArticleLog:
             return [r for _, r in reversed(newer)], self._seq
 
     def close(self) -> None:
-        pass
+        if self.journal is not None:
+            self.journal.close()
 
 
 # KEYS: seq counter, records hash, change log zset. ARGV: id1, json1, id2, json2, ...
@@ -199,7 +244,14 @@ class RedisArticleLog:
             values = self._redis.hmget(self.hash_key, [member for member, _ in changed])
         except redis.RedisError as error:
             raise StoreUnavailableError(f"reading live articles from {self.description} failed: {error}") from error
-        records = [ArticleRecord.from_json(v) for v in values if v is not None]
+        records = []
+        for (member, _), value in zip(changed, values):
+            if value is None:
+                continue
+            try:
+                records.append(ArticleRecord.from_json(value))
+            except ValueError as error:  # skipped, counted, logged once: later changes still apply
+                report_corrupt(self.hash_key, member.decode(errors="replace"), str(error))
         return records, int(max(score for _, score in changed))
 
     def close(self) -> None:

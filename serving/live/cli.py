@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 
@@ -38,7 +39,13 @@ def _register_consume_events(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--redis-url", required=True, metavar="URL", help="e.g. redis://127.0.0.1:6379/0 (the service's)")
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        default=os.environ.get("CANDIDATES_REDIS_URL") or os.environ.get("REDIS_URL"),
+        help="e.g. redis://127.0.0.1:6379/0; default: CANDIDATES_REDIS_URL or REDIS_URL from the environment "
+        "(where a URL with a password belongs: the command line is visible to every local user)",
+    )
     p.add_argument("--stream", required=True, metavar="NAME", help="the stream producers XADD views to")
     p.add_argument("--group", default=DEFAULT_GROUP, help="consumer group name")
     p.add_argument(
@@ -59,6 +66,12 @@ def _register_consume_events(subparsers) -> None:
     p.add_argument("--block-ms", type=int, default=1000, help="how long one read waits for new entries")
     p.add_argument(
         "--claim-idle-ms", type=int, default=30_000, help="reclaim other consumers' entries pending this long"
+    )
+    p.add_argument(
+        "--dead-letter-cap",
+        type=int,
+        default=100_000,
+        help="keep about this many entries in STREAM:rejected (oldest trimmed first)",
     )
     p.add_argument(
         "--exit-when-idle", action="store_true", help="stop once the stream has nothing new (batch back-fills)"
@@ -86,7 +99,9 @@ def consume_events_command(args: argparse.Namespace) -> int:
     from serving.live.consumer import EventConsumer
     from serving.store import StoreUnavailableError
 
-    for name in ("batch_size", "block_ms", "history_length"):
+    if not args.redis_url:
+        raise ValueError("no Redis: set --redis-url, or CANDIDATES_REDIS_URL / REDIS_URL in the environment")
+    for name in ("batch_size", "block_ms", "history_length", "dead_letter_cap"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     known = _known_articles(args.model, args.redis_url, args.redis_prefix) if args.model else None
@@ -101,6 +116,7 @@ def consume_events_command(args: argparse.Namespace) -> int:
         block_ms=args.block_ms,
         claim_idle_ms=args.claim_idle_ms,
         known_article=known,
+        dead_letter_cap=args.dead_letter_cap,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

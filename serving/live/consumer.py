@@ -12,8 +12,17 @@ JSON in an `event` field or its fields flat: `user_id`, `article_id`, `viewed_at
 Each batch is written to the live views (serving/live/events.py, the same store the service
 reads) and only then acknowledged (`XACK`). An entry read twice (crash between write and ack)
 is harmless: every event has an idempotency key (`event_id`, else `viewed_at|article_id`), and a
-stored key is never stored again. Invalid entries are copied with their reason to
-`<stream>:rejected` and acknowledged, so one bad entry never blocks the stream.
+stored key is never stored again.
+
+Poison never blocks the stream: an entry that cannot be applied (invalid, larger than
+`MAX_ENTRY_BYTES`: refused before it is decoded, or failing in any unforeseen way) is copied with
+its reason to the dead-letter stream `<stream>:rejected` (capped at `dead_letter_cap` entries,
+oldest trimmed first) and acknowledged; an entry already delivered `MAX_DELIVERIES` times without
+being acknowledged (it made the consumer fail or die each time) is dead-lettered unread. The
+dead-letter entry keeps the entry id, the reason and the first `PREVIEW_BYTES` of each field,
+never a whole large value. The consumer checks its stop event between batches, and a batch's work
+is bounded (`batch_size` entries of at most `MAX_ENTRY_BYTES`), so SIGTERM ends it within about
+one batch plus `block_ms`.
 """
 
 from __future__ import annotations
@@ -23,13 +32,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from homefeed import features
+from homefeed.redact import clip
 from serving.live.events import RedisLiveViews, parse_item
 from serving.store import DEFAULT_REDIS_PREFIX, StoreUnavailableError, _client, _redact
 
@@ -38,6 +48,10 @@ LOG = logging.getLogger(__name__)
 DEFAULT_GROUP = "homefeed-live-views"
 RETRY_S = 1.0
 REJECTED_SUFFIX = ":rejected"
+MAX_ENTRY_BYTES = 64 * 1024  # a view is a few hundred bytes; larger entries are dead-lettered unread
+MAX_DELIVERIES = 3  # an entry read this often and never acknowledged is poison
+DEFAULT_DEAD_LETTER_CAP = 100_000
+PREVIEW_BYTES = 200
 
 
 def default_consumer_name() -> str:
@@ -56,12 +70,19 @@ class ConsumerStats:
 
 
 def decode_entry(fields: dict[bytes, bytes]) -> Any:
-    """A stream entry's event item (from an `event` JSON field, or the fields themselves)."""
+    """A stream entry's event item (from an `event` JSON field, or the fields themselves).
+
+    Raises:
+      ValueError: the entry is larger than `MAX_ENTRY_BYTES` (checked first) or not valid JSON.
+    """
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    if size > MAX_ENTRY_BYTES:
+        raise ValueError(f"the entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}")
     if b"event" in fields:
         try:
             return orjson.loads(fields[b"event"])
         except orjson.JSONDecodeError as error:
-            raise ValueError(f"the event field is not valid JSON: {error}") from None
+            raise ValueError(f"the event field is not valid JSON: {clip(str(error), 200)}") from None
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
 
 
@@ -77,6 +98,7 @@ class EventConsumer:
       history_prefix: the service's --redis-prefix (live views are stored beside it).
       history_length: H, the live views kept per user.
       known_article: `article_id -> bool`, or None to accept any id.
+      dead_letter_cap: at most about this many entries are kept in `<stream>:rejected` (MAXLEN ~).
     """
 
     def __init__(
@@ -91,11 +113,13 @@ class EventConsumer:
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         known_article: Callable[[str], bool] | None = None,
+        dead_letter_cap: int = DEFAULT_DEAD_LETTER_CAP,
     ):
         self.stream, self.group = stream, group
         self.consumer = consumer or default_consumer_name()
         self.batch_size, self.block_ms, self.claim_idle_ms = batch_size, block_ms, claim_idle_ms
         self.known_article = known_article
+        self.dead_letter_cap = dead_letter_cap
         self.views = RedisLiveViews(url, history_prefix, cap=history_length, timeout_s=max(5.0, block_ms / 1000 + 5))
         self.redis = _client(url, timeout_s=max(5.0, block_ms / 1000 + 5))
         self.description = f"{_redact(url)} stream {stream!r} group {group!r} as {self.consumer!r}"
@@ -114,7 +138,7 @@ class EventConsumer:
             raise StoreUnavailableError(f"cannot use {self.description}: {error}") from None
 
     def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Writes the valid events of `entries`, dead-letters the invalid ones, then XACKs all."""
+        """Writes the valid events of `entries`, dead-letters the others, then XACKs all."""
         if not entries:
             return
         views, rejected = [], []
@@ -125,14 +149,12 @@ class EventConsumer:
             try:
                 views.append(parse_item(decode_entry(fields), self.known_article, now_s))
             except ValueError as error:
-                rejected.append((entry_id, str(error)))
+                rejected.append((entry_id, fields, str(error)))
+            except Exception as error:  # an entry no check foresaw: dead-lettered, never retried forever
+                LOG.exception("entry %s failed unexpectedly; dead-lettering it", entry_id.decode())
+                rejected.append((entry_id, fields, f"unexpected {type(error).__name__}"))
         applied = self.views.add(views) if views else 0  # raises: nothing is acknowledged
-        if rejected:
-            pipe = self.redis.pipeline(transaction=False)
-            for entry_id, reason in rejected:
-                pipe.xadd(self.stream + REJECTED_SUFFIX, {"entry": entry_id, "reason": reason})
-                LOG.warning("entry %s rejected: %s", entry_id.decode(), reason)
-            pipe.execute()
+        self.dead_letter(rejected)
         self.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
         s = self.stats
         s.read += len(entries)
@@ -141,9 +163,56 @@ class EventConsumer:
         s.rejected += len(rejected)
         s.batches += 1
 
+    def dead_letter(self, rejected: Sequence[tuple[bytes, dict[bytes, bytes] | None, str]]) -> None:
+        """Copies `(entry id, fields, reason)` to the capped `<stream>:rejected` (fields cut to
+        `PREVIEW_BYTES` each); the reason is logged, at most 20 lines per batch."""
+        if not rejected:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for i, (entry_id, fields, reason) in enumerate(rejected):
+            record: dict[bytes, bytes] = {b"entry": entry_id, b"reason": clip(reason, 500).encode()}
+            for name, value in list((fields or {}).items())[:8]:
+                record[b"field:" + name[:64]] = value[:PREVIEW_BYTES]
+            pipe.xadd(self.stream + REJECTED_SUFFIX, record, maxlen=self.dead_letter_cap, approximate=True)
+            if i < 20:
+                LOG.warning("entry %s rejected: %s", entry_id.decode(), clip(reason, 500))
+            self.stats.reasons[reason[:60]] = self.stats.reasons.get(reason[:60], 0) + 1
+        if len(rejected) > 20:
+            LOG.warning(
+                "%d more entries of this batch rejected (see %s)", len(rejected) - 20, self.stream + REJECTED_SUFFIX
+            )
+        if len(self.stats.reasons) > 100:  # a bounded summary, not one key per distinct message
+            self.stats.reasons = dict(sorted(self.stats.reasons.items(), key=lambda kv: -kv[1])[:50])
+        pipe.execute()
+
+    def without_poison(self, entries: list) -> list:
+        """`entries` less those delivered `MAX_DELIVERIES` times or more, which are dead-lettered
+        and acknowledged unread (each made this consumer, or another, fail before its ack)."""
+        if not entries:
+            return entries
+        ids = [entry_id for entry_id, _ in entries]
+        info = self.redis.xpending_range(self.stream, self.group, min=min(ids), max=max(ids), count=len(ids) * 2 + 10)
+        counts = {row["message_id"]: row["times_delivered"] for row in info}
+        poison = [
+            (entry_id, None, f"delivered {counts[entry_id]} times and never acknowledged")
+            for entry_id, _ in entries
+            if counts.get(entry_id, 0) >= MAX_DELIVERIES
+        ]
+        if not poison:
+            return entries
+        self.dead_letter(poison)
+        self.redis.xack(self.stream, self.group, *[entry_id for entry_id, _, _ in poison])
+        self.stats.rejected += len(poison)
+        dead = {entry_id for entry_id, _, _ in poison}
+        return [(entry_id, fields) for entry_id, fields in entries if entry_id not in dead]
+
     def _own_pending(self) -> list:
-        answer = self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=self.batch_size)
-        return answer[0][1] if answer else []
+        while True:
+            answer = self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=self.batch_size)
+            entries = answer[0][1] if answer else []
+            kept = self.without_poison(entries)
+            if kept or not entries:  # a batch of nothing but poison: read on
+                return kept
 
     def _claim(self) -> list:
         claimed, start = [], "0-0"
@@ -152,7 +221,7 @@ class EventConsumer:
                 self.stream, self.group, self.consumer, self.claim_idle_ms, start_id=start, count=self.batch_size
             )
             start, entries = result[0], result[1]
-            claimed += entries
+            claimed += self.without_poison(entries)
             if start in (b"0-0", "0-0") or not entries:
                 return claimed
 

@@ -48,6 +48,8 @@ class LiveCorpus:
         self._lock = threading.Lock()  # guards records / queue
         self._build_lock = threading.Lock()  # one refresh at a time
         self._commits = GroupCommit(self)
+        self._prepared: OverlayBuilder | None = None  # the next model's, built off the request path
+        self._since_prepared: list[ArticleRecord] | None = None  # changes applied since it was begun
         self.ages = live_ages.AgeRefresh()  # re-embeds listings whose age bucket changed (sync)
 
     def upsert(self, records: Sequence[ArticleRecord], pair=None, vectors: dict | None = None) -> None:
@@ -104,6 +106,8 @@ class LiveCorpus:
                 if current is None or (current.updated_ms <= record.updated_ms and current != record):
                     self.records[record.article_id] = record
                     self._queue.append(record)
+                    if self._since_prepared is not None:
+                        self._since_prepared.append(record)
                     applied += 1
             if vectors:
                 self._vectors.update(vectors)
@@ -156,19 +160,37 @@ class LiveCorpus:
         self.ages.finished(len(stale), time.perf_counter() - started)
         return len(stale)
 
+    def prepare(self, pair) -> None:
+        """Builds `pair`'s overlay from every record (one article-tower call per listing: seconds
+        for 10^5 listings) without touching the served model's, so a reload can call it on its own
+        thread before the swap; the first request of `pair` then only applies the changes made
+        meanwhile (`refresh`). Requests keep being answered by the served model until the swap."""
+        with self._lock:
+            everything = list(self.records.values())
+            self._since_prepared = []
+        builder = OverlayBuilder(pair)
+        builder.apply(everything)
+        with self._build_lock:
+            self._prepared = builder
+
     def refresh(self, pair) -> LiveOverlay:
         """The overlay of `pair` holding every change applied so far."""
         with self._build_lock:
+            prepared = None
             with self._lock:
                 queue, self._queue = self._queue, []
                 vectors, self._vectors = self._vectors, {}
-                everything = (
-                    list(self.records.values()) if self._builder is None or self._builder.pair is not pair else None
-                )
+                new_model = self._builder is None or self._builder.pair is not pair
+                if new_model and self._prepared is not None and self._prepared.pair is pair:
+                    prepared, queue = self._prepared, self._since_prepared or []
+                    self._prepared, self._since_prepared = None, None
+                everything = list(self.records.values()) if new_model and prepared is None else None
             if self._overlay is not None and self._overlay.pair is pair and not queue:
                 return self._overlay
             started = time.perf_counter()
-            if everything is not None:  # a model not seen before: from all records
+            if prepared is not None:  # built by `prepare`: only the changes since then are applied
+                self._builder = prepared
+            elif everything is not None:  # a model not seen before: from all records
                 self._builder = OverlayBuilder(pair)
                 queue = everything
             latest = {r.article_id: r for r in queue}  # the last change of each id wins

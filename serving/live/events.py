@@ -37,7 +37,9 @@ from typing import Any
 import orjson
 
 from homefeed import features
+from homefeed.redact import preview
 from serving.live.items import (
+    check_size,
     checked_event_id,
     checked_time_ms,
     checked_user_id,
@@ -49,7 +51,7 @@ from serving.live.searches import (
     merge_queries,
     parse_search,
 )
-from serving.store import HistoryRow, StoreUnavailableError, _client, _redact
+from serving.store import HistoryRow, StoreUnavailableError, _client, _redact, report_corrupt
 
 LOG = logging.getLogger(__name__)
 
@@ -100,10 +102,11 @@ def parse_item(item: Any, known_article: Callable[[str], bool] | None, now_s: fl
     """
     if not isinstance(item, Mapping):
         raise ValueError(f"an event must be a JSON object, got {type(item).__name__}")
+    check_size(item)  # first: nothing below reads a value of unbounded size
     kind = item.get("type", VIEW)
     parser = ITEM_PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
-        raise ValueError(f"unknown event type {kind!r}; supported: {', '.join(ITEM_PARSERS)}"[:300])
+        raise ValueError(f"unknown event type {preview(kind)}; supported: {', '.join(ITEM_PARSERS)}")
     return parser(item, known_article, time.time() if now_s is None else now_s)
 
 
@@ -115,11 +118,11 @@ def parse_view(item: Mapping[str, Any], known_article: Callable[[str], bool] | N
     user_id = checked_user_id(item)
     article_id = item.get("article_id")
     if not valid_article_id(article_id):
-        raise ValueError(f"{ARTICLE_ID_RULE}, got {article_id!r}"[:300])
+        raise ValueError(f"{ARTICLE_ID_RULE}, got {preview(article_id)}")
     viewed_at_ms = checked_time_ms(item, "viewed_at", now_s)
     event_id = checked_event_id(item)
     if known_article is not None and not known_article(article_id):
-        raise ValueError(f"unknown article {article_id!r} (not in the served corpus nor a live listing)")
+        raise ValueError(f"unknown article {preview(article_id)} (not in the served corpus nor a live listing)")
     key = f"id:{event_id}" if event_id else f"{viewed_at_ms}|{article_id}"
     return LiveView(user_id, article_id, viewed_at_ms, key)
 
@@ -142,12 +145,10 @@ def parse_items(
     return views, rejected
 
 
-_reported_bad_keys: set[str] = set()  # unreadable live values already logged (once per key)
-
-
 def decode_live(value: bytes | None, key: str) -> list[LiveEntry]:
     """A stored live list; a value this project did not write (not `[[ms, article_id, key], ...]`,
-    with searches as `[ms, "", key, query]`) counts as empty, is logged once, and is replaced by the user's next posted view."""
+    with searches as `[ms, "", key, query]`) counts as empty, is counted and logged once
+    (serving/store.py, `report_corrupt`), and is replaced by the user's next posted view."""
     if not value:
         return []
     try:
@@ -162,11 +163,7 @@ def decode_live(value: bytes | None, key: str) -> list[LiveEntry]:
             return entries
     except orjson.JSONDecodeError:
         pass
-    if key not in _reported_bad_keys and len(_reported_bad_keys) < 10_000:
-        _reported_bad_keys.add(key)
-        LOG.warning(
-            "ignoring the live views at %r: not a list of [viewed_at_ms, article_id, key] (%r...)", key, value[:60]
-        )
+    report_corrupt("live views", key, f"not a list of [viewed_at_ms, article_id, key] ({preview(value[:60])}...)")
     return []
 
 
@@ -254,32 +251,81 @@ def group_by_user(views: Iterable[LiveView]) -> dict[str, list[LiveView]]:
     return groups
 
 
+DEFAULT_MAX_USERS = 1_000_000
+
+
 class EmbeddedLiveViews:
-    """Live views in this process (the embedded store's companion); kept across model reloads."""
+    """Live views in this process (the embedded store's companion); kept across model reloads.
+
+    At most `max_users` users, each with at most `cap` entries: a write for a new user beyond it
+    forgets the user written least recently (the dict is kept in write order), so memory is
+    bounded by configuration whatever the number of distinct user ids posted.
+    """
 
     description = "in-process live views"
     in_process = True  # `add` is a dict update under a short lock: the event loop may call it
 
-    def __init__(self, cap: int = features.HISTORY_LENGTH):
-        self.cap = cap
+    def __init__(self, cap: int = features.HISTORY_LENGTH, max_users: int = DEFAULT_MAX_USERS, journal=None):
+        self.cap, self.max_users = cap, max_users
         self._views: dict[str, list[LiveEntry]] = {}
         self._lock = threading.Lock()
+        self.evicted = 0
+        # serving/live/durable.py: every add is committed there first, and read back at start.
+        self.journal = journal
+        if journal is not None:
+            self.description = f"in-process live views, kept in {journal.description}"
+            for user_id, value in journal.views():  # oldest write first: the cap keeps the newest
+                entries = decode_live(value, f"{journal.description} views {user_id}")
+                if entries:
+                    self._views[user_id] = entries
+            forgotten = self._evict()
+            if forgotten:
+                journal.put_views([], forgotten)
+
+    def _evict(self) -> list[str]:
+        forgotten = []
+        while len(self._views) > self.max_users:
+            user_id = next(iter(self._views))
+            del self._views[user_id]
+            forgotten.append(user_id)
+            self.evicted += 1
+        return forgotten
 
     def add(self, views: Sequence[LiveView]) -> int:
-        """Stores `views`; returns how many were new."""
+        """Stores `views` (in the journal first, when there is one); returns how many were new.
+
+        Raises:
+          StoreUnavailableError: the journal could not commit them; nothing was stored.
+        """
         added = 0
         with self._lock:
+            merged_by_user = {}
             for user_id, group in group_by_user(views).items():
                 merged, n = apply_views(self._views.get(user_id, ()), group, self.cap)
-                self._views[user_id] = merged
+                if n:
+                    merged_by_user[user_id] = merged
                 added += n
+            if self.journal is not None and merged_by_user:
+                try:
+                    self.journal.put_views([(u, orjson.dumps(m)) for u, m in merged_by_user.items()])
+                except Exception as error:
+                    raise StoreUnavailableError(
+                        f"{self.journal.description} did not take the views: {error}"
+                    ) from error
+            for user_id, merged in merged_by_user.items():
+                self._views.pop(user_id, None)
+                self._views[user_id] = merged  # last in write order
+            forgotten = self._evict()
+            if forgotten and self.journal is not None:  # a crash before this commit: evicted again at start
+                self.journal.put_views([], forgotten)
         return added
 
     def get(self, user_id: str) -> list[LiveEntry]:
         return self._views.get(user_id, [])
 
     def close(self) -> None:
-        pass
+        if self.journal is not None:
+            self.journal.close()
 
 
 def live_key_prefix(history_prefix: str) -> str:
@@ -292,9 +338,17 @@ class RedisLiveViews:
 
     MAX_RETRIES = 20
 
-    def __init__(self, url: str, history_prefix: str, cap: int = features.HISTORY_LENGTH, timeout_s: float = 2.0):
+    def __init__(
+        self,
+        url: str,
+        history_prefix: str,
+        cap: int = features.HISTORY_LENGTH,
+        timeout_s: float = 2.0,
+        ttl_s: int = 0,
+    ):
         self.prefix = live_key_prefix(history_prefix)
         self.cap = cap
+        self.ttl_s = ttl_s or None  # a user's live views expire this long after their last write
         self.description = f"redis {_redact(url)} prefix {self.prefix!r}"
         self._redis = _client(url, timeout_s)
 
@@ -321,7 +375,7 @@ class RedisLiveViews:
                             existing = decode_live(value, key)
                             merged, n = apply_views(existing, group, self.cap)
                             if n:
-                                pipe.set(key, orjson.dumps(merged))
+                                pipe.set(key, orjson.dumps(merged), ex=self.ttl_s)
                             added += n
                         pipe.execute()
                         return added

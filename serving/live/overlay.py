@@ -9,7 +9,12 @@ therefore starts from its own corpus plus the records after its as_of):
 
 `OverlayBuilder` keeps this state and applies changes in O(changed records): side vectors live in
 a buffer that grows by doubling, a listing that changes gets a new slot and its old slot is marked
-dead (compacted by the next published model). `snapshot()` publishes an immutable `LiveOverlay`
+dead. Once dead slots outnumber live ones (and there are at least `COMPACT_MIN_SLOTS`), the builder
+compacts: fresh buffers and maps holding one slot per live listing, so slots stay below twice the
+live listings however often one listing is updated (90k updates of one listing: at most
+`COMPACT_MIN_SLOTS` slots), and each request scores only those. Compaction costs O(live listings)
+once per as many updates: O(1) amortised. Published overlays keep the old buffers and maps, which
+the builder no longer changes. `snapshot()` publishes an immutable `LiveOverlay`
 in O(live records) of C-level copies (no Python loop over the records), so requests read one
 consistent state while the builder moves on.
 """
@@ -28,6 +33,8 @@ from serving.live.articles import ArticleRecord
 from serving.live.model import PairCorpus, embed_articles, pair_corpus
 
 LOG = logging.getLogger(__name__)
+
+COMPACT_MIN_SLOTS = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,6 +194,25 @@ class OverlayBuilder:
         if newly_dead:  # merged into the sorted array: O(rows hidden) memory copy, no re-sort of all
             new = np.sort(np.asarray(newly_dead, dtype=np.int64))
             self._dead_sorted = np.insert(self._dead_sorted, np.searchsorted(self._dead_sorted, new), new)
+        if self.m >= COMPACT_MIN_SLOTS and 2 * len(self.slot_of) < self.m:
+            self._compact()
+
+    def _compact(self) -> None:
+        """One slot per live listing, in new buffers and maps (see the module doc)."""
+        live = sorted(self.slot_of.items(), key=lambda item: item[1])
+        slots = np.asarray([slot for _, slot in live], dtype=np.int64)
+        capacity = max(COMPACT_MIN_SLOTS, 2 * len(live))
+        n = len(live)
+        vectors = np.zeros((capacity, self.vectors.shape[1]), dtype=np.float32)
+        region_codes = np.zeros(capacity, dtype=np.int32)
+        alive = np.zeros(capacity, dtype=bool)
+        vectors[:n], region_codes[:n], alive[:n] = self.vectors[slots], self.region_codes[slots], True
+        self.vectors, self.region_codes, self.alive = vectors, region_codes, alive
+        self.side_ids = [article_id for article_id, _ in live]
+        self.slot_of = {article_id: i for i, (article_id, _) in enumerate(live)}
+        self.former_slots = {}
+        LOG.debug("overlay of model %s compacted: %d slots -> %d", self.pair.version, self.m, n)
+        self.m = n
 
     def _append(self, article_id: str, region: str, vector: np.ndarray) -> int:
         if self.m == self.vectors.shape[0]:  # grow by doubling; published views keep the old buffers

@@ -17,6 +17,7 @@ from typing import Any
 from homefeed import features
 from serving.live.articles import EmbeddedArticleLog, RedisArticleLog
 from serving.live.corpus import LiveCorpus
+from serving.live.durable import MEMORY, LiveJournal
 from serving.live.events import EmbeddedLiveViews, RedisLiveViews, decode_live, merge_history
 from serving.live.overlay import LiveOverlay
 from serving.store import HistoryRow, RedisStore, StoreUnavailableError
@@ -52,6 +53,21 @@ class LiveState:
             live = self.views.get(user_id)
         as_of = getattr(store, "as_of_ms", None) if store is not None else None
         return merge_history(snapshot, live, as_of, self.history_length, overlay.attributes)
+
+    def prepare(self, pair) -> None:
+        """What a reload calls before it swaps `pair` in (serving/versions/holder.py): the live
+        listings' vectors and overlay for `pair`, and its region index, off the request path."""
+        from serving.live.model import region_index
+
+        started = time.perf_counter()
+        self.corpus.prepare(pair)
+        region_index(pair)
+        LOG.info(
+            "live corpus prepared for model %s in %.1fs (%d live records)",
+            getattr(pair, "version", "?"),
+            time.perf_counter() - started,
+            len(self.corpus.records),
+        )
 
     def warm(self, pair) -> None:
         """Builds what requests of `pair` need (overlay, region index) before the first one asks."""
@@ -96,18 +112,23 @@ class LiveState:
 
     def close(self) -> None:
         self.views.close()
-        self.corpus.log.close()
+        self.corpus.log.close()  # a journal both share closes twice: the second is a no-op
 
 
 def open_live_state(settings, store) -> LiveState:
     """Live views and articles in Redis when `settings.redis_url` is set, else in this process."""
     history_length = getattr(settings, "history_length", features.HISTORY_LENGTH)
     if settings.redis_url:
-        views = RedisLiveViews(settings.redis_url, settings.redis_prefix, cap=history_length)
+        views = RedisLiveViews(
+            settings.redis_url, settings.redis_prefix, cap=history_length, ttl_s=getattr(settings, "live_ttl_s", 0)
+        )
         log = RedisArticleLog(settings.redis_url, settings.redis_prefix)
     else:
-        views = EmbeddedLiveViews(cap=history_length)
-        log = EmbeddedArticleLog()
+        where = getattr(settings, "live_store", None)
+        journal = LiveJournal(where) if where and where != MEMORY else None
+        max_users = getattr(settings, "live_max_users", 1_000_000)
+        views = EmbeddedLiveViews(cap=history_length, max_users=max_users, journal=journal)
+        log = EmbeddedArticleLog(journal=journal)
     corpus = LiveCorpus(log)
     try:
         corpus.sync()

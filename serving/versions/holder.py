@@ -98,6 +98,9 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._latest_seen: str | None = None  # the LATEST text last acted upon (loaded or rejected)
         self._last_load: float | None = None  # monotonic time the last load began
+        # Called with a newly loaded pair on the reload thread, before the swap: what requests of the
+        # new pair need is built there (serving/live/state.py: the live listings' vectors).
+        self.prepare: Callable[[ModelPair], None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="model-reload", initializer=_lower_priority)
 
     @property
@@ -173,6 +176,11 @@ class ModelHolder:
                 exc_info=not isinstance(error, (ValueError, FileNotFoundError)),
             )
             return self._record("rejected", previous, previous, str(error), trigger)
+        if self.prepare is not None and self.pair is not None:
+            try:
+                self.prepare(pair)
+            except Exception:  # the model is fine; its first requests build what is missing
+                LOG.exception("preparing model %s for requests failed; swapping it in anyway", pair.version)
         self.pair = pair  # the swap: atomic for every reader
         self.last_error = None
         # A loaded pair holds many long-lived objects (histories; ids and titles are arrays); moving them
