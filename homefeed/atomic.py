@@ -33,7 +33,7 @@ def write_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
     write_with(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), mode)
 
 
-def write_with(path: str | os.PathLike, write: Callable[[Path], None], mode: int = 0o644) -> None:
+def write_with(path: str | os.PathLike, write: Callable[[Path], object], mode: int = 0o644) -> None:
     """`write(temporary_path)` fills a hidden sibling (`.<name>.<random>.tmp`; also for a library
     that wants a file name, e.g. a plot's savefig), which is then fsynced and swapped in with
     `os.replace`, and the directory fsynced: readers see the old file or the new one."""

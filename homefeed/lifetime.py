@@ -175,6 +175,7 @@ def children_die_with_me(name: str = "") -> Iterator[None]:
         start_new_session=True,  # a terminal's Ctrl-C or a kill of our group must not reach it
         close_fds=True,
     )
+    assert watchdog.stdin is not None  # stdin=PIPE
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

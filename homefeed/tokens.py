@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 # The separators, as the RE2 pattern TensorFlow uses (RE2's \s is ASCII-only, hence the
 # categories): punctuation, symbols, separators (spaces), control and format characters.
 SEPARATOR_PATTERN = r"[\p{P}\p{S}\p{Z}\p{Cc}\p{Cf}]+"
 _SEPARATOR_CATEGORIES = ("P", "S", "Z", "Cc", "Cf")
-NORMALISATION_FORM = "NFKC"
+NORMALISATION_FORM: Final = "NFKC"
 MAX_TOKENS_PER_QUERY = 32  # words kept per query (bigrams from those): bounds a pasted paragraph
 
 

@@ -32,7 +32,7 @@ from serving.query import wait_until_ready
 
 # Small enough to finish in a few minutes on two cores, big enough that recall@200 means something
 # (the corpus is several times larger than 200) and a personalised model beats popularity.
-DEMO_DATA = {"users": 1000, "articles": 2000, "days": 30, "seed": 42}
+DEMO_DATA: dict[str, Any] = {"users": 1000, "articles": 2000, "days": 30, "seed": 42}
 DEMO_PARAMETERS: dict[str, Any] = {"epochs": 8, "batch_size": 512, "beam_direct_num_workers": 1}
 DEMO_USERS = 3
 UNKNOWN_USER = "visitor-not-seen-before"

@@ -27,7 +27,7 @@ def fetch_candidates(
     import httpx
 
     endpoint = f"{url.rstrip('/')}/v1/users/{quote(user_id, safe='')}/candidates"
-    params = {"k": k, "exclude_seen": str(exclude_seen).lower()}
+    params: dict[str, str | int] = {"k": k, "exclude_seen": str(exclude_seen).lower()}
     try:
         response = httpx.get(endpoint, params=params, timeout=timeout_s)
     except httpx.ConnectError as error:

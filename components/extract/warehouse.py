@@ -138,9 +138,12 @@ def _spatial_installed(home: Path | None) -> bool:
     return bool(row and row[0])
 
 
-def _duckdb_config(home: Path | None) -> dict[str, str]:
+def _duckdb_config(home: Path | None) -> dict[str, str | bool | int | float | list[str]]:
     # Never let this helper connection fetch anything either.
-    config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": "false",
+        "autoload_known_extensions": "false",
+    }
     if home is not None:
         config["home_directory"] = str(home)
     return config
@@ -299,8 +302,9 @@ class _OutputPump:
             self.tail = (self.tail + [line])[-30:]
             record = _parse_json(line)
             event = str(record.get("event", ""))
-            if event in ("rest.listen", "grpc.listen") and isinstance(record.get("port"), int):
-                self.ports[event.split(".")[0]].put(record["port"])
+            port = record.get("port")
+            if event in ("rest.listen", "grpc.listen") and isinstance(port, int):
+                self.ports[event.split(".")[0]].put(port)
             level = str(record.get("level", "")).lower()
             LOG.log(
                 logging.WARNING if level in ("warning", "error", "critical") else logging.DEBUG,

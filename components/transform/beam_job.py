@@ -125,7 +125,7 @@ class _EncodeExamplesFn(beam.DoFn):
         self._split = split
 
     def setup(self) -> None:
-        self._encoder = None
+        self._encoder: Any = None  # tfx_bsl's RecordBatchToExamplesEncoder, made on the first batch
         self._done = 0
         self._last_log = time.monotonic()
 

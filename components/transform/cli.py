@@ -30,7 +30,7 @@ class _BeamArgsParser(argparse.ArgumentParser):
     Beam does not know either, so a typo is still an error.
     """
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
         namespace.beam_args = list(getattr(namespace, "beam_args", None) or []) + list(extras)
         return namespace, []

@@ -29,7 +29,7 @@ def masked_crc32c(data: bytes) -> int:
 
 def frame_records(records: list[bytes]) -> bytes:
     """The TFRecord framing of `records`, uncompressed, as one bytes object."""
-    parts = []
+    parts: list[bytes] = []
     for record in records:
         length = struct.pack("<Q", len(record))
         parts += (length, struct.pack("<I", masked_crc32c(length)), record, struct.pack("<I", masked_crc32c(record)))

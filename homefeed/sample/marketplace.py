@@ -421,7 +421,7 @@ def _simulate_views(config: SampleDataConfig, articles: _Articles, rng: np.rando
             if attempt >= _REDRAWS_IN_CATEGORY:
                 category[index] = _draw_categories(cumulative_taste, user[index], rng)
             article[index] = sampler.draw_views(category[index], region[index], buckets[index], rng)
-            if in_category and sought is not None:
+            if in_category and sought is not None and type_rng is not None:  # both or neither
                 typed = index[sought[index] >= 0]
                 found = sampler.draw_views(sought[typed], region[typed], buckets[typed], type_rng, sampler.by_type)
                 article[typed] = np.where(found >= 0, found, article[typed])

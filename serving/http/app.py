@@ -167,11 +167,13 @@ async def lifespan(app: FastAPI):
     first = await holder.reload_async("startup")
     if not first.ok:
         raise RuntimeError(f"cannot serve {settings.model}: {first.message}")
-    if store is None and holder.pair.histories is None:
+    pair = holder.pair
+    assert pair is not None  # the startup load succeeded
+    if store is None and pair.histories is None:
         LOG.warning(
             "no user histories (no --redis-url, no --histories, no %s/user_histories.parquet): "
             "every user gets the popular fallback",
-            holder.pair.model_dir,
+            pair.model_dir,
         )
     tasks: set[asyncio.Task] = set()
     routes_live.start_live(app, settings, store, tasks)  # live views, live corpus and its sync loop
@@ -192,7 +194,8 @@ async def lifespan(app: FastAPI):
 
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
         sighup = True
-    LOG.info("serving model %s (%s)", holder.pair.version, holder.pair.describe())
+    LOG.info("serving model %s (%s)", pair.version, pair.describe())
+    del pair  # the holder owns the model: this frame lives until shutdown and must not keep it after a reload
     try:
         yield
     finally:

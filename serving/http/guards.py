@@ -23,7 +23,7 @@ from serving.metrics import ServiceMetrics
 
 CANDIDATES_PREFIX = "/v1/users/"
 DEFAULT_SETTINGS = ServiceSettings.model_construct()  # limits before the lifespan ran
-KNOWN_ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+KNOWN_ENDPOINTS: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json")
 KNOWN_ENDPOINTS += (routes_live.EVENTS_PATH, routes_live.ARTICLES_PATH)
 
 

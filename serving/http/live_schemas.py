@@ -12,7 +12,7 @@ _ARTICLE_FIELDS = {
     "status": {"type": "string", "enum": ["active", "sold", "deleted"], "default": "active"},
     "created_at": {"type": ["string", "null"], "format": "date-time"},
 }
-_VIEW = {
+_VIEW: dict[str, Any] = {
     "type": "object",
     "required": ["user_id", "article_id", "viewed_at"],
     "properties": {

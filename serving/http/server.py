@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -94,7 +94,7 @@ class JsonHttpProtocol(HttpToolsProtocol):
             settings = get_settings()
             JsonHttpProtocol.header_timeout_s = settings.header_timeout_s
             JsonHttpProtocol.max_header_bytes = settings.max_header_bytes
-        self.header_timeout_s = float(JsonHttpProtocol.header_timeout_s)
+        self._header_timeout_s = float(JsonHttpProtocol.header_timeout_s)
         self._max_header_bytes = int(JsonHttpProtocol.max_header_bytes)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._timed_cycle: Any = None
@@ -107,7 +107,7 @@ class JsonHttpProtocol(HttpToolsProtocol):
     # request's headers are in (uvicorn then creates the request's cycle).
     def _arm(self) -> None:
         self._disarm()
-        self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+        self._header_deadline = self.loop.call_later(self._header_timeout_s, self._headers_too_slow)
 
     def _disarm(self) -> None:
         if self._header_deadline is not None:
@@ -115,7 +115,7 @@ class JsonHttpProtocol(HttpToolsProtocol):
             self._header_deadline = None
         self._pending_head.clear()
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._arm()
 
@@ -140,7 +140,8 @@ class JsonHttpProtocol(HttpToolsProtocol):
         self._in_body = True
         super().on_headers_complete()
         if self.cycle is not None and not isinstance(self.cycle.transport, HeadWithBody):
-            self.cycle.transport = HeadWithBody(self.cycle.transport)  # its task has not run yet
+            # its task has not run yet; HeadWithBody stands in for the transport (all the cycle calls)
+            self.cycle.transport = cast(asyncio.Transport, HeadWithBody(self.cycle.transport))
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -178,8 +179,8 @@ class JsonHttpProtocol(HttpToolsProtocol):
         if self._answered and not self._pending_head:  # an idle kept-alive connection: just close it
             self.transport.close()
             return
-        LOG.info("closing a connection from %s: no complete request within %.0fs", self.client, self.header_timeout_s)
-        self._refuse(408, f"no complete request line and headers within {self.header_timeout_s:g}s")
+        LOG.info("closing a connection from %s: no complete request within %.0fs", self.client, self._header_timeout_s)
+        self._refuse(408, f"no complete request line and headers within {self._header_timeout_s:g}s")
 
     def send_400_response(self, msg: str) -> None:
         LOG.info("refused a request from %s: %s", self.client, msg)

@@ -84,17 +84,20 @@ def empty_index(vectors: np.ndarray, index_type: str, config: IndexConfig, seed:
 
     vectors = _as_vectors(vectors)
     n, d = vectors.shape
+    base: faiss.Index
     if index_type == "flat":
         base = faiss.IndexFlatIP(d)
     elif index_type == "hnsw":
-        base = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        base.hnsw.efConstruction = config.hnsw_ef_construction
+        hnsw = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = config.hnsw_ef_construction
+        base = hnsw
     elif index_type == "ivf":
         nlist = config.ivf_nlist or default_nlist(n)
         if nlist > n:
             raise ValueError(f"ivf_nlist={nlist} is more than the {n} article vectors; use fewer lists or a flat index")
-        base = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        base.cp.seed = seed
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed = seed
+        base = ivf
         sample = vectors
         if n > TRAIN_POINTS_PER_LIST * nlist:
             picked = np.random.default_rng(seed).choice(n, TRAIN_POINTS_PER_LIST * nlist, replace=False)

@@ -165,14 +165,17 @@ class RegionIndex:
         share = max(self.count(codes) / max(self.n, 1), 1e-6)
         widening = min(1 / np.sqrt(share), MAX_WIDENING)
         base = faiss_index.base_index(self.index)
+        # faiss's stubs lack SearchParametersHNSW and the keyword constructors of its class wrappers
         if isinstance(base, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(max(base.hnsw.efSearch, k) * widening))
+            params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                sel=selector, efSearch=int(max(base.hnsw.efSearch, k) * widening)
+            )
         elif isinstance(base, faiss.IndexIVF):
-            params = faiss.SearchParametersIVF(
+            params = faiss.SearchParametersIVF(  # type: ignore[call-arg]
                 sel=selector, nprobe=int(min(base.nlist, np.ceil(base.nprobe * widening)))
             )
         else:
-            params = faiss.SearchParameters(sel=selector)
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         k_search = max(1, min(int(k), self.n))
         scores, rows = self.index.search(query.reshape(1, -1), k_search, params=params)
         del bitmap  # the selector read it during the search; it must live until here

@@ -77,10 +77,11 @@ def _model_ages(pair) -> _ModelAges | None:
         if stamp is None:
             continue
         values = {c: table[c][i] for c in wanted if c not in (features.ARTICLE_ID,)}
+        attributes: dict[str, Any] = {a: values.get(a) for a in features.ARTICLE_ATTRIBUTES}  # str or None each
         records[article_id] = ArticleRecord(
             article_id,
             title=values.get(features.TITLE),
-            **{a: values.get(a) for a in features.ARTICLE_ATTRIBUTES},
+            **attributes,
             created_at=table[features.CREATED_AT][i].isoformat()
             if hasattr(table[features.CREATED_AT][i], "isoformat")
             else None,

@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from serving.live import ages as live_ages
 from serving.live.articles import ArticleRecord
 from serving.live.commit import GroupCommit, embed
@@ -44,7 +46,7 @@ class LiveCorpus:
         self._overlay: LiveOverlay | None = None
         self._builder: OverlayBuilder | None = None
         self._queue: list[ArticleRecord] = []  # applied to `records`, not yet to the builder
-        self._vectors: dict[tuple, object] = {}  # (pair, (id, attributes)) -> vector `upsert` computed
+        self._vectors: dict[tuple, np.ndarray] = {}  # (pair, (id, attributes)) -> vector `upsert` computed
         self._lock = threading.Lock()  # guards records / queue
         self._build_lock = threading.Lock()  # one refresh at a time
         self._commits = GroupCommit(self)
@@ -194,6 +196,7 @@ class LiveCorpus:
                 self._builder = OverlayBuilder(pair)
                 queue = everything
             latest = {r.article_id: r for r in queue}  # the last change of each id wins
+            assert self._builder is not None  # made above, or found for `pair` under the lock
             self._builder.apply(latest.values(), {key: v for (owner, key), v in vectors.items() if owner is pair})
             self._overlay = overlay = self._builder.snapshot()
             LOG.debug(

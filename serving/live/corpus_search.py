@@ -32,12 +32,13 @@ def _search_excluding(pair, query: np.ndarray, k: int, exclude: np.ndarray) -> t
 
     selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(exclude.size, faiss.swig_ptr(exclude)))
     base = faiss_index.base_index(pair.index)
+    # faiss's stubs lack SearchParametersHNSW and the keyword constructors of its class wrappers
     if isinstance(base, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(int(base.hnsw.efSearch), k))
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(int(base.hnsw.efSearch), k))  # type: ignore[attr-defined]
     elif isinstance(base, faiss.IndexIVF):
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=int(base.nprobe))
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=int(base.nprobe))  # type: ignore[call-arg]
     else:
-        params = faiss.SearchParameters(sel=selector)
+        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
     k_search = max(1, min(k, int(pair.index.ntotal)))
     scores, rows = pair.index.search(query[None, :], k_search, params=params)
     return faiss_index.valid_hits(scores[0], rows[0])

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -64,7 +64,7 @@ ARTICLE_ID_PATTERN = r"^[^\x00-\x1f\x7f\ufffd]{1,256}$"
 _ARTICLE_ID = re.compile(ARTICLE_ID_PATTERN)
 
 
-def valid_article_id(value: Any) -> bool:
+def valid_article_id(value: Any) -> TypeGuard[str]:
     return (
         isinstance(value, str) and _ARTICLE_ID.fullmatch(value) is not None
     )  # fullmatch: `$` alone lets a final "\n" through

@@ -117,7 +117,7 @@ class LiveOverlay:
         if not self.dead_rows.size:
             return False
         i = np.searchsorted(self.dead_rows, row)
-        return i < self.dead_rows.size and self.dead_rows[i] == row
+        return bool(i < self.dead_rows.size and self.dead_rows[i] == row)
 
     def side_allowed(self, regions: set[str] | None, seen: Iterable[str]) -> np.ndarray:
         """Bool [m]: live slots in `regions` (None: any) whose listing is not in `seen`."""

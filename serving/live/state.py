@@ -118,6 +118,8 @@ class LiveState:
 def open_live_state(settings, store) -> LiveState:
     """Live views and articles in Redis when `settings.redis_url` is set, else in this process."""
     history_length = getattr(settings, "history_length", features.HISTORY_LENGTH)
+    views: RedisLiveViews | EmbeddedLiveViews
+    log: RedisArticleLog | EmbeddedArticleLog
     if settings.redis_url:
         views = RedisLiveViews(
             settings.redis_url, settings.redis_prefix, cap=history_length, ttl_s=getattr(settings, "live_ttl_s", 0)

@@ -103,6 +103,7 @@ class EncodeBatcher:
                 batch.done.wait()
             if batch.error is not None:
                 raise batch.error
+            assert batch.vectors is not None  # the batch's caller sets vectors or error before done
             return batch.vectors[position : position + 1]
         finally:
             with self._lock:

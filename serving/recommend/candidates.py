@@ -211,9 +211,9 @@ def finish(step: PendingAnswer, vector) -> CandidateAnswer:
         from serving.live.corpus_search import search_live
 
         started = time.perf_counter()
-        rows, scores = search_live(overlay, vector[0], k, seen, regions)
+        live_rows, live_scores = search_live(overlay, vector[0], k, seen, regions)
         timings["search"] = time.perf_counter() - started
-        return CandidateAnswer(user_id, pair.version, False, rows, scores, None, timings, overlay)
+        return CandidateAnswer(user_id, pair.version, False, live_rows, live_scores, None, timings, overlay)
 
     started = time.perf_counter()
     # Ask for enough extra neighbours that dropping the seen ones still leaves k.

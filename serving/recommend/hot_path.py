@@ -32,7 +32,7 @@ def drop_seen(
     seen = seen_ids if not seen_ids or isinstance(seen_ids, (set, frozenset, dict)) else set(seen_ids)
     rows, scores = np.asarray(rows).tolist(), np.asarray(scores).tolist()
     # Ids only when there is something to compare them with; all at once (one call, not one per row).
-    ids = pair.article_ids.take([row for row in rows if row >= 0]) if seen else None
+    ids = pair.article_ids.take([row for row in rows if row >= 0]) if seen else []
     kept_rows, kept_scores = [], []
     i = 0
     for score, row in zip(scores, rows):

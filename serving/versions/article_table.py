@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,23 +37,27 @@ def string_arrays(values: Sequence[str | None], keys: bool = False) -> dict[str,
     n = len(values)
     arrays: dict[str, Any] = {}
     exact = False
+    missing = any(v is None for v in values)
     if keys:
-        width = max(map(len, values), default=1)
-        exact = width <= MAX_KEY_CHARS and not any(v.endswith("\x00") for v in values)
+        if missing:
+            raise ValueError(f"keys=True needs a string in every row; row {list(values).index(None)} is None")
+        key_values = cast(Sequence[str], values)  # no None, checked above
+        width = max(map(len, key_values), default=1)
+        exact = width <= MAX_KEY_CHARS and not any(v.endswith("\x00") for v in key_values)
     if not exact:  # the full values (the keys hold them all when exact)
         encoded = [v.encode("utf-8") if v is not None else b"" for v in values]
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=offsets[1:])
         arrays.update(blob=b"".join(encoded), offsets=offsets)
         del encoded
-    if any(v is None for v in values):
+    if missing:
         arrays["present"] = np.fromiter((v is not None for v in values), dtype=bool, count=n)
     if keys:
         key_array = np.array(values, dtype=f"<U{max(1, min(width, MAX_KEY_CHARS))}")  # truncates longer values
         if exact:
             order = np.argsort(key_array, kind="stable")
         else:  # by the full value: the prefixes are then in order too
-            order = np.array(sorted(range(n), key=values.__getitem__), dtype=np.int64)
+            order = np.array(sorted(range(n), key=lambda row: key_values[row]), dtype=np.int64)
         arrays.update(
             keys=key_array, order=order.astype(np.int64), sorted_keys=key_array[order], exact=np.array([exact])
         )
@@ -69,7 +73,12 @@ class StringColumn(Sequence):
         self._present = arrays.get("present")
         self._keys = arrays.get("keys")
         self._exact = self._keys is not None and bool(arrays["exact"][0])
-        self._n = int(self._keys.shape[0]) if self._exact else int(self._offsets.shape[0]) - 1
+        if self._keys is not None and self._exact:
+            self._n = int(self._keys.shape[0])
+        elif self._blob is not None and self._offsets is not None:
+            self._n = int(self._offsets.shape[0]) - 1
+        else:
+            raise ValueError(f"a string column needs exact `keys` or `blob` and `offsets`; it has {sorted(arrays)}")
 
     @classmethod
     def from_values(cls, values: Sequence[str | None]) -> StringColumn:
@@ -82,7 +91,9 @@ class StringColumn(Sequence):
         if self._present is not None and not self._present[row]:
             return None
         if self._exact:
+            assert self._keys is not None  # _exact means keys are there
             return str(self._keys[row])
+        assert self._blob is not None and self._offsets is not None  # __init__ checks them unless _exact
         return str(self._blob[self._offsets[row] : self._offsets[row + 1]], "utf-8")
 
     def __getitem__(self, row):
@@ -103,9 +114,11 @@ class StringColumn(Sequence):
         """The values of `rows` (valid row numbers), in order: one call for a whole answer."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if self._exact:
+            assert self._keys is not None  # _exact means keys are there
             values = self._keys[rows].tolist()
         else:
             blob = self._blob
+            assert blob is not None and self._offsets is not None  # __init__ checks them unless _exact
             starts, ends = self._offsets[rows].tolist(), self._offsets[rows + 1].tolist()
             values = [str(blob[a:b], "utf-8") for a, b in zip(starts, ends)]
         if self._present is not None:
@@ -129,7 +142,8 @@ class ArticleIds(StringColumn):
         return RowLookup(self)
 
     @classmethod
-    def from_values(cls, values: Sequence[str]) -> ArticleIds:
+    def from_values(cls, values: Sequence[str | None]) -> ArticleIds:
+        """The ids `values`; a None among them raises ValueError (an article always has an id)."""
         return cls(string_arrays(list(values), keys=True))
 
     def __contains__(self, article_id: object) -> bool:
@@ -144,6 +158,11 @@ class ArticleIds(StringColumn):
             return int(self._order[i]) if i < self._n and self._sorted[i] == article_id else None
         row = int(self.rows([article_id])[0])
         return row if row >= 0 else None
+
+    def _id(self, row: int) -> str:
+        value = self._value(row)
+        assert value is not None  # string_arrays(keys=True) refuses None
+        return value
 
     def _fits_keys(self, article_id: str) -> bool:
         """Whether `article_id` can be compared as a fixed-width key: not empty, at most the key
@@ -169,7 +188,7 @@ class ArticleIds(StringColumn):
         """Among sorted positions [lo, hi) (same key prefix, in full-value order), the row whose id
         is `article_id` (first of equals), else -1."""
         if hi - lo > 8:
-            lo = bisect.bisect_left(range(lo, hi), article_id, key=lambda i: self._value(int(self._order[i]))) + lo
+            lo = bisect.bisect_left(range(lo, hi), article_id, key=lambda i: self._id(int(self._order[i]))) + lo
             hi = min(hi, lo + 1)
         for i in range(lo, hi):
             row = int(self._order[i])
@@ -183,13 +202,13 @@ class ArticleIds(StringColumn):
             return []
         same = np.flatnonzero(self._sorted[1:] == self._sorted[:-1])  # equal keys, next to each other
         if not self._exact:  # equal prefixes: compare in full
-            same = [
+            in_full = [
                 i for i in same.tolist() if self._value(int(self._order[i])) == self._value(int(self._order[i + 1]))
             ]
-            same = np.asarray(same, dtype=np.int64)
+            same = np.asarray(in_full, dtype=np.int64)
         found: dict[str, list[int]] = {}
         for i in same.tolist():
-            article_id = self._value(int(self._order[i]))
+            article_id = self._id(int(self._order[i]))
             rows = found.setdefault(article_id, [int(self._order[i])])
             rows.append(int(self._order[i + 1]))
             if len(found) > limit:

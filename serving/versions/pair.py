@@ -188,15 +188,15 @@ def load_model_pair(
     faiss_index.set_search_params(index, faiss_index.SearchParams(**index_manifest.get("search_params", {})))
 
     # The NumPy twin when the model has one (its files were just checked against their hashes).
-    encoder = load_user_encoder(model_dir, history_length=history_length, encoder=encoder)
+    user_encoder = load_user_encoder(model_dir, history_length=history_length, encoder=encoder)
     LOG.info(
         "model %s: user and article towers run on %s",
         version,
-        "NumPy (numpy_towers/, no TensorFlow)" if encoder.kind == "numpy" else "the TensorFlow SavedModel",
+        "NumPy (numpy_towers/, no TensorFlow)" if user_encoder.kind == "numpy" else "the TensorFlow SavedModel",
     )
-    if encoder.dim != index.d:
+    if user_encoder.dim != index.d:
         raise IndexMismatchError(
-            f"model {version} makes {encoder.dim}-d user vectors but the index holds {index.d}-d vectors"
+            f"model {version} makes {user_encoder.dim}-d user vectors but the index holds {index.d}-d vectors"
         )
     titles = model_files.read_titles(model_dir, article_ids, shared)
     popular_ids = model_files.read_popular(model_dir, article_ids)
@@ -208,7 +208,7 @@ def load_model_pair(
 
     # Warm-up: the first SavedModel call initialises tables and kernels (tens of ms); do it here,
     # not in the first request, and fail the load if the model cannot answer.
-    probe = encoder.encode([{features.HISTORY: article_ids[:3]}])
+    probe = user_encoder.encode([{features.HISTORY: article_ids[:3]}])
     if probe.shape != (1, index.d) or not np.isfinite(probe).all():
         raise ModelDirError(f"model {version} answered a probe history with {probe.shape} / non-finite values")
     faiss_index.search(index, probe, 1)
@@ -216,7 +216,7 @@ def load_model_pair(
     pair = ModelPair(
         version=version,
         model_dir=model_dir,
-        encoder=encoder,
+        encoder=user_encoder,
         index=index,
         article_ids=article_ids,
         titles=titles,

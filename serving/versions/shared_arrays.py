@@ -93,6 +93,7 @@ class SharedArrays:
             return dict(build())
 
     def _get_shared(self, name: str, build: Callable[[], Built]) -> dict:
+        assert self.root is not None  # get() keeps arrays in memory without a root
         entry_root = self.root / self.key
         entry_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         entry = entry_root / name
@@ -118,6 +119,7 @@ class SharedArrays:
 
     def _evict(self) -> None:
         """Removes all but the `KEEP_ENTRIES` most recently written keys (skipping any in use)."""
+        assert self.root is not None  # only _get_shared, which has a root, evicts
         keys = [p for p in self.root.iterdir() if p.is_dir() and p.name != self.key]
         keys.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         for old in keys[KEEP_ENTRIES - 1 :]:
@@ -140,7 +142,8 @@ def _write(entry: Path, arrays: Built) -> None:
     """Writes `arrays` into a hidden staging directory, then renames it to `entry` (atomic)."""
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.staging-", dir=entry.parent))
     try:
-        record = {"format_version": FORMAT_VERSION, "files": {}}
+        files: dict[str, dict[str, object]] = {}
+        record = {"format_version": FORMAT_VERSION, "files": files}
         for name, value in arrays.items():
             file_name = f"{name}.bin" if isinstance(value, (bytes, bytearray)) else f"{name}.npy"
             path = staging / file_name
@@ -151,7 +154,7 @@ def _write(entry: Path, arrays: Built) -> None:
                     np.save(handle, np.ascontiguousarray(value), allow_pickle=False)
                 handle.flush()
                 os.fsync(handle.fileno())
-            record["files"][file_name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            files[file_name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         (staging / ARRAYS_FILE).write_text(json.dumps(record, indent=1))
         os.rename(staging, entry)
     except BaseException:

@@ -85,7 +85,7 @@ def trending_scores(log: ViewLog, as_of: np.datetime64, days: float) -> np.ndarr
     Encoded as one score, `window_views * (total_views + 1) + all_time_views`, exact in float64
     for any realistic count.
     """
-    as_of = np.datetime64(as_of, "ns")
+    as_of = as_of.astype("datetime64[ns]")
     start = as_of - np.timedelta64(int(days * 86400e9), "ns")
     recent = (log.viewed_at > start) & (log.viewed_at <= as_of)
     window = np.bincount(log.items[recent], minlength=log.num_items).astype(np.float64)
@@ -168,7 +168,7 @@ class ItemKNN:
         parts = []
         for start in range(0, len(targets), batch):
             stop = min(start + batch, len(targets))
-            block = np.stack([self.scores(histories[u]) for u in range(start, stop)]) if stop > start else None
+            block = np.stack([self.scores(histories[u]) for u in range(start, stop)])  # stop > start
             parts.append(
                 metrics_lib.target_ranks(block, targets[start:stop], None if exclude is None else exclude[start:stop])
             )
@@ -234,7 +234,7 @@ class CategoryRegionPopularity:
         self.num_cells = int(self.cell.max()) + 1 if len(self.cell) else 0
         recent = np.ones(len(log.items), bool)
         if as_of is not None:
-            as_of = np.datetime64(as_of, "ns")
+            as_of = as_of.astype("datetime64[ns]")
             recent = (log.viewed_at > as_of - np.timedelta64(86_400 * 10**9, "ns")) & (log.viewed_at <= as_of)
         cell_views = np.bincount(self.cell[log.items[recent]], minlength=self.num_cells).astype(np.float64)
         created = np.nan_to_num(np.asarray(created_at_ms, np.float64), nan=-np.inf)
@@ -263,7 +263,7 @@ class CategoryRegionPopularity:
         if at is None:
             window = self._view_cells
         else:
-            at = np.datetime64(at, "ns")
+            at = at.astype("datetime64[ns]")
             start, stop = np.searchsorted(
                 self._view_times, [at - np.timedelta64(86_400 * 10**9, "ns"), at], side="right"
             )

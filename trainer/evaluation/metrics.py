@@ -56,7 +56,7 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[np.n
     )
     counts = better.sum(axis=1).astype(np.int64)
     if exclude is not None:
-        for j, row in enumerate(rows):
+        for j, row in enumerate(rows.tolist()):
             excluded = np.unique(np.asarray(exclude[row], dtype=np.int64))
             excluded = excluded[(excluded >= 0) & (excluded < n_articles)]
             if np.any(excluded == targets[row]):

@@ -18,7 +18,7 @@ A view without a time (NaT) is ranked at as_of over the as_of corpus.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -75,11 +75,7 @@ def baseline_ranks(
         trending = _Trending(log, popularity)
         for days in baselines_lib.TRENDING_WINDOWS_DAYS:
             out[baselines_lib.trending_name(days)] = ranks_of(
-                corpus,
-                times,
-                targets,
-                exclude,
-                lambda i, rows, t, days=days: trending.scores(_at(t, as_of), days, rows),
+                corpus, times, targets, exclude, trending.score_of_window(days, as_of)
             )
     knn = baselines_lib.ItemKNN(log)
     out["item_knn"] = ranks_of(
@@ -99,10 +95,14 @@ class _Trending:
         self.times, self.items = log.viewed_at[order], log.items[order]
         self.popularity, self.num_views = popularity, len(log.items)
 
+    def score_of_window(self, days: int, as_of: np.datetime64 | None) -> Callable[[int, np.ndarray, float], np.ndarray]:
+        """`served_corpus.ranks_over_time`'s score for the `days`-day window ending at each view."""
+        return lambda i, rows, t: self.scores(_at(t, as_of), days, rows)
+
     def scores(self, at: np.datetime64 | None, days: int, rows: np.ndarray) -> np.ndarray:
         if at is None:  # no time at all: all-time views
             return self.popularity[rows]
-        at = np.datetime64(at, "ns")
+        at = at.astype("datetime64[ns]")
         start, stop = np.searchsorted(self.times, [at - np.timedelta64(int(days * 86400e9), "ns"), at], side="right")
         window = np.bincount(self.items[start:stop], minlength=len(self.popularity)).astype(np.float64)
         return baselines_lib.trending_from_window(window[rows], self.popularity[rows], self.num_views)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from typing import TypeAlias
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -48,7 +49,7 @@ from homefeed import features
 from homefeed.config import TransformConfig
 from trainer.model import text_ops
 
-TensorLike = tf.Tensor | tf.SparseTensor
+TensorLike: TypeAlias = tf.Tensor | tf.SparseTensor
 
 # Raw features that are sequences (VarLen) rather than one value per example.
 HISTORY_KEYS: tuple[str, ...] = features.HISTORY_COLUMNS

@@ -355,6 +355,9 @@ class TwoTowerModel(keras.Model):
     ) -> dict[str, tf.Tensor]:
         """The article tower's lookups (arguments as `article_vectors`): `id` `[N, E]`, per
         attribute `attribute_<attr>`, and with content `title` `[N, T, E_t]`, `title_mask` and `age_bucket`."""
+        if content is None and (self.title_embedding is not None or self.age_embedding is not None):
+            raise ValueError(f"this model reads titles or age buckets: pass `content` ({TITLE_KEY}, {AGE_BUCKET_KEY})")
+        content = content or {}
         looked_up = {"id": self._lookup(self.article_embedding, article_ids)}
         for attr in self.attributes:
             looked_up[f"attribute_{attr}"] = self._lookup(self.attribute_embeddings[attr], attributes[attr])

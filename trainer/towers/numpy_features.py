@@ -76,8 +76,8 @@ class Vocabulary:
             return PAD_ID
         return self.size + fingerprint_bucket(value, self.oov_buckets)
 
-    def ids(self, values: Sequence[str]) -> np.ndarray:
-        """int64 `[len(values)]` ids of dense values ("" is a value here, as in a dense column)."""
+    def ids(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+        """int64 `[len(values)]` ids of dense values, a list or 1-D array ("" is a value, as in a dense column)."""
         return np.fromiter((self.lookup(v) for v in values), dtype=np.int64, count=len(values))
 
 

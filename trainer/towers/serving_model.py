@@ -126,7 +126,7 @@ class _Encoder:
         self,
         rows: Sequence[Mapping[str, Sequence[str]]],
         batch_size: int = 1024,
-        example_age_days: float | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
+        example_age_days: float | np.floating | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
     ) -> np.ndarray:
         """`encode` over many rows, `batch_size` at a time (bounded memory)."""
         ages = np.broadcast_to(np.asarray(example_age_days, dtype=np.float32), (len(rows),))
@@ -168,7 +168,7 @@ class UserEncoder(_Encoder):
     def encode(
         self,
         rows: Sequence[Mapping[str, Sequence[str]]],
-        example_age_days: float | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
+        example_age_days: float | np.floating | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
     ) -> np.ndarray:
         """User vectors for `rows` (see `pad_histories`), as `float32 [len(rows), dim]`.
 
@@ -217,7 +217,7 @@ class NumpyUserEncoder(_Encoder):
     def encode(
         self,
         rows: Sequence[Mapping[str, Sequence[str]]],
-        example_age_days: float | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
+        example_age_days: float | np.floating | Sequence[float] | np.ndarray = features.SERVING_EXAMPLE_AGE,
     ) -> np.ndarray:
         """As `UserEncoder.encode`."""
         if not rows:

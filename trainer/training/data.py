@@ -322,7 +322,7 @@ def training_statistics(
     attributes = {a: np.zeros(size, np.int32) for a in data.attributes}
     seen_parts: dict[str, list[np.ndarray]] = {}
     users = users or set()
-    content = {}
+    content: dict[str, np.ndarray] = {}
     if data.vocab.title_buckets:
         content[model_lib.TITLE_KEY] = np.full((size, features.TITLE_TOKENS_MAX), model_lib.PAD_ID, np.int32)
     if data.vocab.age_buckets:

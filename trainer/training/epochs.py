@@ -82,7 +82,7 @@ def fit(
     config = trainer.config
     k = early_stopping_k(config.eval_k, len(corpus_ids[model_lib.LABEL_KEY]))
     log: list[dict[str, Any]] = []
-    best = (-1.0, 0, None)  # recall, epoch, weights
+    best: tuple[float, int, list[np.ndarray] | None] = (-1.0, 0, None)  # recall, epoch, weights
     stale = 0
     started = time.monotonic()
     batches = iter(dataset)  # repeated: each epoch takes the next `steps_per_epoch` batches
@@ -140,17 +140,19 @@ def fit(
             if stale >= config.early_stopping_patience > 0:
                 LOG.info("no better validation recall for %d epochs: stopping, keeping epoch %d", stale, best[1])
                 break
+    best_recall: float | None = best[0]
+    best_epoch = best[1]
     if best[2] is not None:
         trainer.restore(best[2])
     else:  # no validation split: keep the last epoch
-        best = (None, len(log), None)
+        best_recall, best_epoch = None, len(log)
         if eval_set is None or not len(eval_set):
             LOG.info("no validation examples: all %d epochs run, the last epoch's weights are kept", len(log))
     return {
         "epochs": log,
         "validation_k": k,
-        "best_epoch": best[1],
-        "best_validation_recall": best[0],
+        "best_epoch": best_epoch,
+        "best_validation_recall": best_recall,
         "epochs_run": len(log),
         "stopped_early": len(log) < config.epochs,
         "train_seconds": round(time.monotonic() - started, 2),

@@ -13,6 +13,7 @@ is removed again and the reason logged: the model still serves through the Saved
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -169,7 +170,7 @@ def _write_files(
         if not source.is_file():
             raise FileNotFoundError(f"the SavedModel has no vocabulary asset {source}")
         file = f"{layout.NUMPY_TOWERS_VOCAB_DIR}/{name}.txt"
-        atomic.write_with(directory / file, lambda temporary, source=source: shutil.copyfile(source, temporary))
+        atomic.write_with(directory / file, functools.partial(shutil.copyfile, source))
         size = table_size - buckets
         vocabularies[name] = {"file": file, "size": size, "oov_buckets": buckets}
     spec = {

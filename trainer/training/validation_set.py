@@ -91,9 +91,11 @@ def build_eval_set(
     targets = np.where(in_vocab, corpus_lookup[np.minimum(labels, len(corpus_lookup) - 1)], -1)
     users = decode_strings(rows[features.USER_ID]) if features.USER_ID in rows else [None] * len(labels)
     exclude = []
+    no_views = np.zeros(0, np.int32)
     for i, user in enumerate(users):
         history = rows[model_lib.HISTORY_KEY][i]
-        ids = np.concatenate([history[history >= 0], stats.seen.get(user, np.zeros(0, np.int32))])
+        seen = no_views if user is None else stats.seen.get(user, no_views)
+        ids = np.concatenate([history[history >= 0], seen])
         ids = ids[ids < known_articles]  # OOV ids are shared by many articles: never exclude them
         rows_in_corpus = corpus_lookup[ids]
         exclude.append(np.unique(rows_in_corpus[rows_in_corpus >= 0]))
