@@ -31,7 +31,7 @@ def test_small_corpus_gets_an_exact_index_with_the_models_version_and_hash(make_
 
 def test_approximate_index_recall_is_measured_on_encoded_user_histories(make_model, caplog):
     model = make_model("build-hnsw", index=False)
-    with caplog.at_level(logging.INFO, logger="serving"):
+    with caplog.at_level(logging.INFO, logger="components"):
         manifest = build_model_index(model, IndexConfig(index_type="hnsw", recall_sample_size=25))
     assert manifest["index_type"] == "hnsw"
     assert manifest["recall_query_source"] == "user_histories"
@@ -49,7 +49,7 @@ def test_histories_can_come_from_the_extract_and_article_vectors_are_the_last_re
     manifest = build_model_index(model, IndexConfig(index_type="ivf", ivf_nlist=4), histories=extract)
     assert manifest["recall_query_source"] == "user_histories" and manifest["recall_queries"] == 11
 
-    with caplog.at_level(logging.WARNING, logger="serving"):
+    with caplog.at_level(logging.WARNING, logger="components"):
         manifest = build_model_index(model, IndexConfig(index_type="ivf", ivf_nlist=4, recall_sample_size=50))
     assert manifest["recall_query_source"] == "article_vectors" and manifest["recall_queries"] == 50
     assert "article vectors as queries" in caplog.text

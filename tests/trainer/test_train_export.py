@@ -112,7 +112,8 @@ def test_signature_takes_raw_strings_unknown_ids_empty_histories_and_padding(tra
     # Padding never changes a vector: the same user alone (narrow) and next to a long history (wide).
     alone = encoder.encode(rows[:1])
     padded = encoder.encode([rows[0], {features.HISTORY: [f"a{i:03d}" for i in range(30)]}])[:1]
-    np.testing.assert_array_equal(alone, padded)
+    # float32 sums reduce in batch-dependent blocks: ~1e-7 apart is rounding, not a padding effect
+    np.testing.assert_allclose(alone, padded, rtol=1e-5, atol=1e-6)
     # Histories longer than H: only the most recent H count.
     long = {features.HISTORY: [f"a{i:03d}" for i in range(25)]}
     cut = {features.HISTORY: [f"a{i:03d}" for i in range(10)]}
