@@ -78,6 +78,23 @@ def test_the_global_batch_must_split_evenly_over_the_workers():
         replication.per_worker_batch(65)
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--cluster", "a:1,b:1"], "--cluster and --worker-index go together"),
+        (["--worker-index", "0"], "--cluster and --worker-index go together"),
+        (["--cluster", "a:1,b:1", "--worker-index", "2"], "outside the cluster of 2"),
+        (["--cluster", "a:1,b:1", "--worker-index", "0", "--workers", "2"], "each worker is started apart"),
+    ],
+)
+def test_the_cli_refuses_a_cluster_it_cannot_join(tmp_path, flags, message):
+    from homefeed_cli.cli import main
+
+    with pytest.raises(SystemExit, match=message):
+        main(["train", "--transformed", str(tmp_path), "--out", str(tmp_path / "models"), *flags])
+    assert not (tmp_path / "models").exists()
+
+
 # Two standard errors of recall@10 on the fixture's 300 validation users at recall ~0.8
 # (sqrt(0.8 * 0.2 / 300) = 0.023): the spread one-process runs with different seeds show too.
 RECALL_TOLERANCE = 0.05
