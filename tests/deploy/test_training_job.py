@@ -9,6 +9,7 @@ completion index, and the container's arguments as the real `candidates train` p
 
 from __future__ import annotations
 
+import argparse
 import copy
 import re
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_every_object_is_valid_for_kubernetes(objects, version):
             pytest.fail(f"{kind} {doc['metadata']['name']} is not valid for Kubernetes {version}: {error.message}")
 
 
-def _train_args(job: dict) -> tuple[dict, object]:
+def _train_args(job: dict) -> tuple[dict, argparse.Namespace]:
     from homefeed_cli.cli import build_parser
 
     container = job["spec"]["template"]["spec"]["containers"][0]

@@ -181,13 +181,14 @@ def train_model(
             config.max_examples_per_user,
             config.max_examples_per_user,
         )
+    shuffle_buffer, seed, cache_examples = config.shuffle_buffer, config.seed, config.cache_examples
     dataset = replication.dataset(
         lambda shards, index, batch: data_lib.training_dataset(
             data,
             batch,
-            config.shuffle_buffer,
-            config.seed,
-            config.cache_examples,
+            shuffle_buffer,
+            seed,
+            cache_examples,
             user_weights=user_weights,
             repeat=True,
             shard=(shards, index),
