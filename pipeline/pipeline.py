@@ -96,6 +96,8 @@ def candidates_pipeline(
     seed: int = _TRAIN.seed,
     # Any other TrainConfig field, by name, e.g. {"tower_units": [256, 128], "dropout": 0.1}.
     train_overrides: dict = {},  # noqa: B006 - a KFP default value, never mutated
+    # Data-parallel training processes on the train task's machine (batch_size must split evenly over them).
+    train_workers: int = 1,
     # Evaluate: "examples" replays each test view at its own age; "serving" asks as the service does (age 0).
     eval_example_age: str = _EVALUATE.example_age,
     # Index.
@@ -157,6 +159,7 @@ def candidates_pipeline(
             early_stopping_patience=early_stopping_patience,
             seed=seed,
             overrides=train_overrides,
+            workers=train_workers,
         )
         .set_display_name("train (two-tower)")
         .set_container_image(image)

@@ -9,6 +9,8 @@ TensorFlow is imported inside the handlers only, so `candidates --help` stays fa
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from typing import Any
 
@@ -22,6 +24,11 @@ articles, config, metrics, manifest.json last). Logs loss and eval recall once p
 
 example:
   candidates train --transformed work/transform --out work/models --epochs 10
+
+data-parallel (trainer/training/distributed.py; --batch-size is the global batch, split evenly):
+  candidates train ... --workers 2                      # 2 worker processes on this machine
+  candidates train ... --cluster h0:2222,h1:2222 --worker-index 1   # this process is worker 1
+  with TF_CONFIG set (a workers-only cluster) this process is that worker; worker 0 writes the model
 """
 
 EVALUATE_DESCRIPTION = """\
@@ -51,6 +58,19 @@ def register(subparsers: Any) -> None:
         default=None,
         help="model version (directory name); default: UTC time of training, e.g. 20240301T120000Z",
     )
+    train.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="data-parallel worker processes to start on this machine (127.0.0.1); default 1: train in this process",
+    )
+    train.add_argument(
+        "--cluster",
+        default=None,
+        metavar="HOST:PORT,...",
+        help="every worker's address, in index order: this process is worker --worker-index of that cluster",
+    )
+    train.add_argument("--worker-index", type=int, default=None, help="this process's index in --cluster (0: chief)")
     add_config_flags(train, config_lib.TrainConfig, "model and training")
     train.set_defaults(handler=run_train)
 
@@ -71,13 +91,42 @@ def register(subparsers: Any) -> None:
     evaluate.set_defaults(handler=run_evaluate)
 
 
+def _cluster_tf_config(args: argparse.Namespace) -> str | None:
+    """TF_CONFIG of `--cluster`/`--worker-index`, else the environment's (None: not a cluster worker)."""
+    from trainer.training import distributed
+
+    if (args.cluster is None) != (args.worker_index is None):
+        raise SystemExit("error: --cluster and --worker-index go together")
+    if args.cluster is not None:
+        if args.workers != 1:
+            raise SystemExit("error: --workers starts local workers; with --cluster each worker is started apart")
+        try:
+            return json.dumps(distributed.tf_config(args.cluster.split(","), args.worker_index))
+        except ValueError as error:
+            raise SystemExit(f"error: --cluster/--worker-index: {error}") from error
+    return os.environ.get(distributed.TF_CONFIG_ENV) or None
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from trainer.training import distributed
     from trainer.training.id_dropout_choice import train_config
+
+    cluster = _cluster_tf_config(args)
+    # The strategy first: TensorFlow sets up a worker's collectives before any other op runs.
+    replication = distributed.replication_from_tf_config(cluster) if cluster else distributed.SINGLE_PROCESS
     from trainer.training.train import train_model
 
     config = train_config(given_config_values(config_lib.TrainConfig, args))  # --id-dropout alone: no choice
     started = time.monotonic()
-    result = train_model(args.transformed, args.out, config, model_version=args.version)
+    if args.workers > 1 and not cluster:
+        result = distributed.train_on_local_workers(args.transformed, args.out, config, args.workers, args.version)
+    elif args.workers < 1:
+        raise SystemExit(f"error: --workers must be at least 1, got {args.workers}")
+    else:
+        result = train_model(args.transformed, args.out, config, model_version=args.version, replication=replication)
+    if not result.manifest:
+        print(f"worker {replication.worker_index}: trained; the chief (worker 0) wrote the model directory")
+        return 0
     best = result.metrics
     recall = best["best_validation_recall"]
     quality = (

@@ -20,11 +20,17 @@ def train(
     overrides: dict,
     model: Output[Model],
     training_metrics: Output[Metrics],
+    workers: int = 1,
 ):
     """TRANSFORM_DIR -> MODEL_DIR (docs/architecture.md) at `model.path`.
 
     `overrides` sets any other `homefeed.config.TrainConfig` field by name (e.g.
     `{"tower_units": [256, 128], "dropout": 0.1}`); unknown names are refused.
+
+    `workers` > 1 trains data-parallel with that many worker processes on the task's machine
+    (trainer/training/distributed.py; `batch_size` must split evenly over them). A task started
+    with TF_CONFIG (as a Kubeflow Training Operator or deploy/training/ runs the image) is one
+    worker of that cluster instead, and only its chief writes the model.
     """
     from components import runtime
 
@@ -47,8 +53,11 @@ def train(
         raise ValueError(f"overrides {clash} are pipeline parameters of their own; set those instead")
     config = train_config({**settings, **dict(overrides or {})})
 
-    result = train_into(transformed.path, model.path, config)
+    result = train_into(transformed.path, model.path, config, workers)
     metrics = result.metrics
+    training_metrics.log_metric("workers", metrics.get("workers", 1))
+    if not result.manifest:  # a worker other than the chief: the chief's task reports the model
+        return
     model.metadata.update(
         {
             "model_version": result.model_version,

@@ -4,6 +4,11 @@ The trainer writes `ROOT/<version>/` (version = UTC time); a Kubeflow `Output[Mo
 path. `train_into` trains under a staging root beside that path and moves the finished model
 directory into place with `homefeed.atomic.move_into_place` (fsynced, renamed; an earlier one
 replaced), so the artifact holds a whole model directory or nothing.
+
+Data-parallel training (trainer/training/distributed.py): with TF_CONFIG in the environment this
+process is one worker of that cluster (on Kubernetes, one pod of deploy/training/); otherwise
+`workers` > 1 starts that many worker processes on this machine. Either way only the chief's
+model directory reaches `target`.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ from homefeed import atomic, lifetime
 from homefeed.config import TrainConfig
 
 
-def train_into(transformed: str | os.PathLike, target: str | os.PathLike, config: TrainConfig) -> Any:
+def train_into(transformed: str | os.PathLike, target: str | os.PathLike, config: TrainConfig, workers: int = 1) -> Any:
     """Trains on TRANSFORM_DIR `transformed` and leaves the MODEL_DIR at `target`.
+
+    `workers`: training processes to start on this machine (1: this process trains alone);
+    ignored when TF_CONFIG names a cluster this process is a worker of.
 
     Returns:
       `trainer.training.train.train_model`'s result (`model_dir` is then `target`'s old staging place; use
-      `target`).
+      `target`). A worker other than the chief writes nothing: its result's manifest is empty.
     """
-    from trainer.training.train import train_model  # heavy: TensorFlow
+    from trainer.training import distributed  # light: TensorFlow is imported when a strategy is made
 
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -32,8 +40,23 @@ def train_into(transformed: str | os.PathLike, target: str | os.PathLike, config
     lifetime.remove_stale_dirs(target.parent, prefix)
     staging_root = lifetime.owned_dir(target.parent, prefix)
     try:
-        result = train_model(os.fspath(transformed), staging_root, config)
-        atomic.move_into_place(Path(result.model_dir), target, replace=True)
+        result = _train(distributed, os.fspath(transformed), staging_root, config, workers)
+        if result.manifest:  # the chief's (or the only) model directory
+            atomic.move_into_place(Path(result.model_dir), target, replace=True)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
     return result
+
+
+def _train(distributed: Any, transformed: str, staging_root: Path, config: TrainConfig, workers: int) -> Any:
+    from trainer.training.train import train_model  # heavy: TensorFlow
+
+    if os.environ.get(distributed.TF_CONFIG_ENV):
+        # One worker of a cluster; every worker stages under its own root, the same version name.
+        replication = distributed.replication_from_tf_config()
+        return train_model(transformed, staging_root, config, model_version="model", replication=replication)
+    if workers > 1:
+        return distributed.train_on_local_workers(transformed, staging_root, config, workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    return train_model(transformed, staging_root, config)

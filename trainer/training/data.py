@@ -226,6 +226,7 @@ def training_dataset(
     splits: Sequence[str] = (features.TRAIN_SPLIT,),
     user_weights: Mapping[str, float] | None = None,
     repeat: bool = False,
+    shard: tuple[int, int] = (1, 0),
 ) -> tf.data.Dataset:
     """Shuffled (reshuffled each epoch, seeded) batches of dense training features of `splits`.
 
@@ -239,9 +240,14 @@ def training_dataset(
     (user id -> weight of each of their examples; absent users weigh 1) each batch also holds
     `EXAMPLE_WEIGHT_KEY` float32 `[B]`. With `cache` the serialized records are read into memory
     before this returns, and every epoch reads them from there.
+
+    `shard` `(n, i)`: only every n-th record from the i-th on (one worker's share in data-parallel
+    training, trainer/training/distributed.py), taken before the cache so a worker keeps only its own.
     """
     spec = {k: v for k, v in data.feature_spec.items() if k != features.USER_ID or user_weights}
     dataset = _records([f for split in splits for f in data.files[split]])
+    if shard != (1, 0):
+        dataset = dataset.shard(*shard)
     if cache:
         dataset = dataset.cache()
         # Filled now, a batch of records at a time (~2.5 s at 10^6). Filled by the first epoch

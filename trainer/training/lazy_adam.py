@@ -40,6 +40,16 @@ def summed_rows(gradient: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
     return indices, _sum_by_position(gradient.values, positions)[: tf.shape(indices)[0]]
 
 
+def _local_component(slot: tf.Variable, variable: tf.Variable) -> tf.Variable:
+    """`slot` itself, or under a distribution strategy (trainer/training/distributed.py; the
+    optimizer updates each device's copy of `variable`) the copy of the mirrored `slot` on that
+    device: a mirrored variable has no row reads or writes of its own."""
+    if not isinstance(slot, tf.distribute.DistributedValues):
+        return slot
+    copies = tf.distribute.get_strategy().experimental_local_results(slot)
+    return next((c for c in copies if c.device == variable.device), copies[0])
+
+
 class LazyAdam(keras.optimizers.Adam):
     """Keras's Adam, except that a sparse (`tf.IndexedSlices`) gradient updates only its rows.
 
@@ -67,8 +77,8 @@ class LazyAdam(keras.optimizers.Adam):
 
         index = self._get_variable_index(variable)
         # The tf.Variables: gathering from a Keras variable would read (copy) the whole table first.
-        m = self._momentums[index].value
-        v = self._velocities[index].value
+        m = _local_component(self._momentums[index].value, variable)
+        v = _local_component(self._velocities[index].value, variable)
         rows, grad = summed_rows(gradient)
         grad = tf.cast(grad, dtype)
         # Keras's Adam's arithmetic, in its order (m += (g - m)(1 - beta_1)), on the batch's rows only.

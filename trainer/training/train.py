@@ -11,6 +11,9 @@ export. The TEST split (each user's last view) is never read here: it is only re
 With `TrainConfig.refit` (production mode) the model is then trained again from scratch on every
 split (train, validation and test: everything up to as_of) for the epoch count chosen on
 validation, and that model is exported; `metrics.json` says which under `fit`.
+
+With a `replication` of several workers (trainer/training/distributed.py) every worker runs this
+function on its own share of the records; only the chief writes the model directory.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from homefeed import config as config_lib
 from homefeed import features
 from trainer.model import two_tower as model_lib
 from trainer.training import data as data_lib
+from trainer.training import distributed, id_dropout_choice
 from trainer.training import export as export_lib
-from trainer.training import id_dropout_choice
 from trainer.training.epochs import fit, frozen_heap
 from trainer.training.trainer import Trainer
 from trainer.training.validation_set import (
@@ -64,26 +67,47 @@ def _refit(
     config: config_lib.TrainConfig,
     epochs: int,
     corpus_ids: dict[str, np.ndarray],
+    replication: distributed.Replication,
 ) -> tuple[model_lib.TwoTowerModel, data_lib.TrainingStatistics]:
     """A fresh model trained on every split for `epochs` epochs (no early stopping): production mode."""
     stats = data_lib.training_statistics(data, None, features.SPLITS)
     batch_size = min(config.batch_size, stats.num_examples)
     keras.utils.set_random_seed(config.seed)
-    model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
-    model.build_all()
-    trainer = Trainer(model, stats, dataclasses.replace(config, epochs=max(epochs, 1)))
-    dataset = data_lib.training_dataset(
-        data,
+    with replication.scope():
+        model = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
+        model.build_all()
+        trainer = Trainer(model, stats, dataclasses.replace(config, epochs=max(epochs, 1)), replication.strategy)
+    user_weights = data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user)
+    dataset = replication.dataset(
+        lambda shards, index, batch: data_lib.training_dataset(
+            data,
+            batch,
+            config.shuffle_buffer,
+            config.seed,
+            config.cache_examples,
+            splits=features.SPLITS,
+            user_weights=user_weights,
+            repeat=True,
+            shard=(shards, index),
+        ),
         batch_size,
-        config.shuffle_buffer,
-        config.seed,
-        config.cache_examples,
-        splits=features.SPLITS,
-        user_weights=data_lib.capped_user_weights(stats.examples_per_user, config.max_examples_per_user),
-        repeat=True,
     )
     fit(trainer, dataset, stats.num_examples // batch_size, None, corpus_ids)
     return model, stats
+
+
+def _unreplicated(
+    model: model_lib.TwoTowerModel, data: data_lib.TransformedData, config: config_lib.TrainConfig
+) -> model_lib.TwoTowerModel:
+    """A plain copy of a model built under a distribution strategy (mirrored variables): exported,
+    it is the same SavedModel a one-process run writes."""
+    plain = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
+    plain.build_all()
+    if len(plain.weights) != len(model.weights):
+        raise RuntimeError(f"the plain copy has {len(plain.weights)} weights, the trained model {len(model.weights)}")
+    for target, source in zip(plain.weights, model.weights):
+        target.assign(source.numpy())
+    return plain
 
 
 def train_model(
@@ -91,6 +115,7 @@ def train_model(
     output_root: str | os.PathLike,
     config: config_lib.TrainConfig | None = None,
     model_version: str | None = None,
+    replication: distributed.Replication = distributed.SINGLE_PROCESS,
 ) -> TrainResult:
     """Trains on TRANSFORM_DIR and writes OUT/<version>/ (docs/architecture.md, MODEL_DIR).
 
@@ -99,6 +124,9 @@ def train_model(
       output_root: directory the versioned model directory is created in.
       config: model and training settings (defaults if None).
       model_version: the directory name; default: the UTC time (`20240301T120000Z`).
+      replication: this process's place among data-parallel workers (`distributed.Replication`;
+        alone by default). A worker other than the chief writes nothing and returns its training
+        metrics with an empty manifest.
 
     Raises:
       FileNotFoundError: `transform_dir` is not a finished transform output.
@@ -153,33 +181,41 @@ def train_model(
             config.max_examples_per_user,
             config.max_examples_per_user,
         )
-    dataset = data_lib.training_dataset(
-        data,
+    shuffle_buffer, seed, cache_examples = config.shuffle_buffer, config.seed, config.cache_examples
+    dataset = replication.dataset(
+        lambda shards, index, batch: data_lib.training_dataset(
+            data,
+            batch,
+            shuffle_buffer,
+            seed,
+            cache_examples,
+            user_weights=user_weights,
+            repeat=True,
+            shard=(shards, index),
+        ),
         batch_size,
-        config.shuffle_buffer,
-        config.seed,
-        config.cache_examples,
-        user_weights=user_weights,
-        repeat=True,
     )
 
     def fit_one(candidate: config_lib.TrainConfig) -> tuple[model_lib.TwoTowerModel, dict[str, Any]]:
         keras.utils.set_random_seed(candidate.seed)
-        model = model_lib.TwoTowerModel(data.vocab, data.history_length, candidate)
-        model.build_all()
+        with replication.scope():
+            model = model_lib.TwoTowerModel(data.vocab, data.history_length, candidate)
+            model.build_all()
+            trainer = Trainer(model, stats, candidate, replication.strategy)
         with frozen_heap():
-            return model, fit(Trainer(model, stats, candidate), dataset, steps_per_epoch, eval_set, corpus_ids)
+            return model, fit(trainer, dataset, steps_per_epoch, eval_set, corpus_ids)
 
     # One model, or one per id dropout rate with the best on validation kept (trainer/training/id_dropout_choice.py).
     config, model, metrics = id_dropout_choice.fit_best(config, fit_one, eval_set is not None and len(eval_set) > 0)
     metrics["num_train_examples"] = stats.num_examples
+    metrics["workers"] = replication.num_workers
     metrics["fit"] = {
         "splits": [features.TRAIN_SPLIT],
         "epochs": metrics["best_epoch"],
         "chosen_on": features.VALIDATION_SPLIT,
     }
     if config.refit:
-        model, stats = _refit(data, config, metrics["best_epoch"], corpus_ids)
+        model, stats = _refit(data, config, metrics["best_epoch"], corpus_ids, replication)
         metrics["fit"] = {
             "splits": list(features.SPLITS),
             "epochs": metrics["best_epoch"],
@@ -192,6 +228,13 @@ def train_model(
             stats.num_examples,
             metrics["best_epoch"],
         )
+
+    if replication.strategy is not None:
+        if not replication.is_chief:
+            LOG.info("worker %d: trained; waiting for the chief to write the model directory", replication.worker_index)
+            replication.barrier()
+            return TrainResult(Path(output_root) / (model_version or ""), model_version or "", {}, metrics)
+        model = _unreplicated(model, data, config)
 
     vocabulary = data.article_vocabulary()
     label_counts = {vocabulary[i]: int(c) for i, c in enumerate(stats.label_counts[: len(vocabulary)]) if c}
@@ -217,6 +260,7 @@ def train_model(
     )
     module = export_lib.ServingModule(model, transform_layer, data.attributes)
     model_dir, manifest = export_lib.write_model_dir(module, artifacts, output_root, model_version)
+    replication.barrier()  # the other workers end now
     metrics["total_seconds"] = round(time.monotonic() - started, 2)
     LOG.info(
         "trained in %.1f s (%d epochs, best %d with validation recall@%d %s); total %.1f s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import keras
 import numpy as np
@@ -30,9 +31,13 @@ class Trainer:
         model: model_lib.TwoTowerModel,
         stats: data_lib.TrainingStatistics,
         config: config_lib.TrainConfig,
+        strategy: tf.distribute.Strategy | None = None,
     ):
+        """`strategy`: the workers' `MultiWorkerMirroredStrategy` (trainer/training/distributed.py),
+        in whose scope the model was built and this Trainer is made; None in one process."""
         self.model = model
         self.config = config
+        self.strategy = strategy
         optimizer = lazy_adam.LazyAdam if config.lazy_adam else keras.optimizers.Adam
         self.optimizer = optimizer(learning_rate=config.learning_rate)
         probabilities = stats.label_counts / max(stats.label_counts.sum(), 1)
@@ -47,8 +52,11 @@ class Trainer:
         # table-sized temporary): at 10^5 articles that is most of a step. `fused_adam` compiles
         # the same update with XLA into one pass (18 instead of 44 CPU-ms for a 10^5 x 64 table; equal
         # up to rounding, tests/trainer/test_train_speed.py).
-        self._apply_gradients = tf.function(self._apply, jit_compile=True) if config.fused_adam else self._apply
-        self.step = tf.function(self._step, reduce_retracing=True)
+        # Under a strategy the optimizer all-reduces the gradients across workers: a collective XLA
+        # does not compile here, so the update runs uncompiled.
+        fused = config.fused_adam and strategy is None
+        self._apply_gradients = tf.function(self._apply, jit_compile=True) if fused else self._apply
+        self.step = tf.function(self._step if strategy is None else self._replicated_step, reduce_retracing=True)
         self._dense_loss = dense_step.dense_loss(model, config)
 
     def _apply(self, gradients: list[tf.Tensor]) -> None:
@@ -59,9 +67,25 @@ class Trainer:
         self._apply_gradients(gradients)
         return loss
 
-    def loss_and_gradients(self, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def _replicated_step(self, batch: Any) -> tf.Tensor:
+        """`_step` on every worker's own batch; returns the mean of their losses."""
+        assert self.strategy is not None
+        losses = self.strategy.run(self._replica_step, args=(batch,))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    def _replica_step(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        # Each worker's loss is the mean over its B/N examples: scaled by 1/N, the gradients summed
+        # across workers (by the optimizer) are those of the mean over all B.
+        scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
+        loss, gradients = self.loss_and_gradients(batch, scale)
+        self._apply_gradients(gradients)
+        return loss * scale
+
+    def loss_and_gradients(
+        self, batch: dict[str, tf.Tensor], gradient_scale: float = 1.0
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """One training step's forward and backward pass (no update): the loss and the gradients of
-        `model.trainable_variables` (embedding tables' as `tf.IndexedSlices`)."""
+        `model.trainable_variables` (embedding tables' as `tf.IndexedSlices`) of `loss * gradient_scale`."""
         config = self.config
         labels = batch[model_lib.LABEL_KEY]
         candidate_ids = labels
@@ -96,7 +120,8 @@ class Trainer:
             )
             weights = batch.get(data_lib.EXAMPLE_WEIGHT_KEY)
             loss = self._dense_loss(user_lookups, article_lookups, labels, candidate_ids, log_q, weights)
-        return loss, tape.gradient(loss, self.model.trainable_variables)
+            scaled = loss * gradient_scale if gradient_scale != 1.0 else loss
+        return loss, tape.gradient(scaled, self.model.trainable_variables)
 
     def eval_recall(self, eval_set: EvalSet, corpus_ids: dict[str, np.ndarray], k: int) -> float:
         """Recall@k of the current weights on `eval_set`, exact search over the corpus."""
