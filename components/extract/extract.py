@@ -8,7 +8,7 @@ Both end in the same function, so local runs execute the very SQL that runs on B
   1. check both tables' columns against the data contract (homefeed.features);
   2. `input_report.sql`: row counts of the inputs and of each cleaning step; refuse empty inputs;
      resolve as_of (the latest valid event unless configured; never the wall clock);
-  3. `training_examples.sql`, `user_histories.sql`, `articles.sql` with that as_of;
+  3. `training_examples.sql`, `user_histories.sql`, `articles.sql`, `listings.sql` with that as_of;
   4. write EXTRACT_DIR (docs/architecture.md) into a staging directory next to it, `_SUCCESS`
      last, then rename it into place: a failed run leaves no half-written output.
 """
@@ -192,8 +192,19 @@ def extract_bigquery(
             **{split: splits.count(split) for split in features.SPLITS},
             "user_histories": outputs["user_histories"].num_rows,
             "articles": outputs["articles"].num_rows,
+            "listings": outputs["listings"].num_rows,
         },
-        inputs={k: int(report[k]) for k in ("events_rows", "articles_rows", "events_used", "users", "articles_viewed")}
+        inputs={
+            k: int(report[k])
+            for k in (
+                "events_rows",
+                "articles_rows",
+                "events_used",
+                "users",
+                "articles_viewed",
+                "articles_with_removed_at",
+            )
+        }
         | ({k: found.report[k] for k in searches.INPUT_COUNTS} if found else {}),
         dropped={
             k: int(report[k])
