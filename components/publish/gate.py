@@ -4,7 +4,8 @@ recall@200 of the new model (from its `evaluation.json`, on the test split) must
 `PublishConfig.min_recall_at_200`. When its evaluation re-ran the published model on the same test
 views (`candidates evaluate --published`), the two are compared pairwise: the candidate is
 published when the 95 % paired bootstrap interval of its recall over the published model's reaches
-1 (not worse beyond the interval) and its recall beats the best baseline's on the same views.
+1 (not worse beyond the interval), its recall beats the best baseline's on the same views, and it
+does not lose to trending on new listings nor on the freshest ones (`SLICES`).
 Otherwise the recalls stored from each version's own test views are compared (at most
 `PublishConfig.max_regression` below), and the reason says they were not compared on the same views.
 components/publish/publish.py applies it and moves LATEST.
@@ -93,6 +94,30 @@ class PairedFigures:
     interval: tuple[float, float]
     best_baseline: str | None
     best_baseline_recall: float | None
+    # Slices of the views (new listings, the freshest) where the candidate loses to trending:
+    # "<slice>: model 0.31 < trending_1d 0.35".
+    lost_to_trending: tuple[str, ...] = ()
+
+
+SLICES = {"cold_start": "new listings", "fresh": "listings first viewed within the day"}
+
+
+def losses_to_trending(evaluation: dict[str, Any]) -> tuple[str, ...]:
+    """The slices (SLICES) where the model's recall@200 is below the best trending baseline's."""
+    out = []
+    for key, label in SLICES.items():
+        part = evaluation.get(key) or {}
+        model = (part.get("model") or {}).get(GATE_METRIC)
+        trending = [
+            (name, float(m[GATE_METRIC]))
+            for name, m in part.items()
+            if name.startswith("trending") and isinstance(m, dict) and isinstance(m.get(GATE_METRIC), (int, float))
+        ]
+        if isinstance(model, (int, float)) and trending:
+            name, best = max(trending, key=lambda item: item[1])
+            if model < best:
+                out.append(f"{label}: model {model:.4f} < {name} {best:.4f}")
+    return tuple(out)
 
 
 def paired_figures(evaluation: dict[str, Any], published_version: str | None) -> PairedFigures | None:
@@ -116,6 +141,7 @@ def paired_figures(evaluation: dict[str, Any], published_version: str | None) ->
         (float(ratio["interval"][0]), float(ratio["interval"][1])),
         best[0],
         best[1],
+        losses_to_trending(evaluation),
     )
 
 
@@ -179,6 +205,11 @@ def _decide_paired(candidate_recall: float, paired: PairedFigures) -> tuple[bool
         return False, (
             f"not published: recall@200 {candidate_recall:.4f} does not beat the best baseline "
             f"{paired.best_baseline} ({paired.best_baseline_recall:.4f}) on the same views ({against})"
+        )
+    if paired.lost_to_trending:
+        return False, (
+            f"not published: recall@200 {candidate_recall:.4f} loses to trending where trending is "
+            f"strongest ({'; '.join(paired.lost_to_trending)}; {against})"
         )
     if high < 1.0:
         return False, (

@@ -107,12 +107,21 @@ def test_regression_beyond_tolerance_is_refused(tmp_path, histories):
     assert [entry["published"] for entry in log] == [True, False]
 
 
-def _paired(published: str, published_recall: float, ratio: float, interval: list[float], baselines: dict) -> dict:
-    """evaluation.json figures of a candidate whose evaluation re-ran `published` on its views."""
+def _paired(
+    published: str,
+    published_recall: float,
+    ratio: float,
+    interval: list[float],
+    baselines: dict,
+    fresh: tuple[float, float] = (0.3, 0.2),
+) -> dict:
+    """evaluation.json figures of a candidate whose evaluation re-ran `published` on its views;
+    `fresh`: (model, trending_1d) recall@200 on the freshest listings' views."""
     return {
         "published": {"model_version": published, "recall@200": published_recall},
         "intervals": {"ratio": {"model/published": {"recall@200": {"ratio": ratio, "interval": interval}}}},
         "baselines": {name: {"recall@200": r} for name, r in baselines.items()},
+        "fresh": {"model": {"recall@200": fresh[0]}, "trending_1d": {"recall@200": fresh[1]}},
     }
 
 
@@ -131,21 +140,23 @@ def test_the_gate_compares_the_two_models_on_the_same_views_not_stored_figures(t
 
 
 @pytest.mark.parametrize(
-    "ratio, interval, baselines, refusal",
+    "ratio, interval, baselines, fresh, refusal",
     [
         # Higher than v1's stored 0.40, but worse than v1 on the same views beyond the interval.
-        (0.9, [0.85, 0.95], {"popularity": 0.12}, "worse than the published v1 beyond the paired interval"),
+        (0.9, [0.85, 0.95], {"popularity": 0.12}, (0.3, 0.2), "worse than the published v1 beyond the paired interval"),
         # Not worse than v1, but item-kNN does better on the same views.
-        (1.0, [0.95, 1.05], {"popularity": 0.12, "item_knn": 0.5}, "does not beat the best baseline item_knn"),
+        (1.0, [0.95, 1.05], {"popularity": 0.12, "item_knn": 0.5}, (0.3, 0.2), "does not beat the best baseline"),
+        # Better overall, but trending finds the freshest listings better.
+        (1.0, [0.95, 1.05], {"popularity": 0.12}, (0.2, 0.3), "loses to trending"),
     ],
 )
-def test_a_candidate_worse_pairwise_or_below_the_best_baseline_is_refused(
-    tmp_path, histories, ratio, interval, baselines, refusal
+def test_a_candidate_worse_pairwise_below_the_best_baseline_or_below_trending_on_fresh_listings_is_refused(
+    tmp_path, histories, ratio, interval, baselines, fresh, refusal
 ):
     root = tmp_path / "published"
     config = PublishConfig(min_recall_at_200=0.1, max_regression=0.01)
     publish_model(make_model_dir(tmp_path, "v1", 0.40), root, config, histories)
-    extra = _paired("v1", 0.45 / ratio, ratio, interval, baselines)
+    extra = _paired("v1", 0.45 / ratio, ratio, interval, baselines, fresh)
     decision = publish_model(make_model_dir(tmp_path, "v2", 0.45, extra=extra), root, config, histories)
     assert not decision.published and refusal in decision.reason, decision.reason
     assert publish.read_latest(root) == "v1"

@@ -53,3 +53,26 @@ def test_rankers_of_different_views_and_unknown_pairs_are_refused():
         metrics_lib.recall_intervals({"a": np.zeros(3)}, [1], pairs=[("a", "z")])
     with pytest.raises(ValueError, match="users"):
         metrics_lib.bootstrap_means(np.zeros((3, 1)), np.zeros(2))
+
+
+def test_fresh_targets_are_those_first_viewed_less_than_a_day_before_the_view():
+    import pandas as pd
+    import pyarrow as pa
+
+    from homefeed import features
+    from trainer.evaluation import cold_start
+
+    t0 = pd.Timestamp("2026-05-01T00:00:00Z")
+    views = [("a", 0.0), ("a", 3.0), ("b", 2.5), ("b", 3.0), ("c", 3.0), ("d", None)]
+    table = pa.table(
+        {
+            features.LABEL: [v[0] for v in views],
+            features.VIEWED_AT: pa.array(
+                [None if v[1] is None else t0 + pd.Timedelta(days=v[1]) for v in views], pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+    at = (t0 + pd.Timedelta(days=3)).value / 1e6
+    mask = cold_start.fresh_target_mask(table, ["a", "b", "c", "d", "c"], np.array([at, at, at, at, np.nan]))
+    # a first viewed 3 days before; b half a day; c at the view itself; d never dated; no time: never.
+    np.testing.assert_array_equal(mask, [False, True, True, False, False])

@@ -127,12 +127,12 @@ def _intervals(
     baseline_ranks: dict[str, np.ndarray],
     users: np.ndarray,
     knn_users: np.ndarray | None,
-    new: np.ndarray,
+    slices: dict[str, np.ndarray],
     ks,
     seed: int,
 ) -> dict[str, Any]:
     """Bootstrap intervals (metrics.recall_intervals) of every recall evaluation.json reports:
-    overall and on new listings (`cold_start`), each ranker alone and the model over each baseline
+    overall and on each slice of the views (`cold_start`: new listings, `fresh`), each ranker alone and the model over each baseline
     (paired: the same resampled users). A baseline ranked on a sample of the users (item-kNN past
     `knn_max_users`) is paired with the model on that sample."""
     full = {"model": model_ranks, **{n: r for n, r in baseline_ranks.items() if len(r) == len(model_ranks)}}
@@ -145,15 +145,17 @@ def _intervals(
         )
         out["recall"][name] = sampled["recall"][name]
         out["ratio"][f"model/{name}"] = {**sampled["ratio"][f"model/{name}"], "users": sampled["users"]}
-    if new.any():
-        cold = metrics_lib.recall_intervals(
-            {n: np.asarray(r)[new] for n, r in full.items()},
+    for name, mask in slices.items():
+        if not mask.any():
+            continue
+        part = metrics_lib.recall_intervals(
+            {n: np.asarray(r)[mask] for n, r in full.items()},
             ks,
-            users[new],
+            users[mask],
             [("model", n) for n in full if n != "model"],
             seed=seed,
         )
-        out["cold_start"] = {"users": cold["users"], "recall": cold["recall"], "ratio": cold["ratio"]}
+        out[name] = {"users": part["users"], "recall": part["recall"], "ratio": part["ratio"]}
     return out
 
 
@@ -328,6 +330,17 @@ def evaluate_model(
         config.ndcg_k,
         rankable,
     )
+    fresh_mask = cold_start.fresh_target_mask(table, eval_rows[features.LABEL].astype(str).tolist(), times)
+    fresh = {
+        **cold_start.cold_start_metrics(
+            fresh_mask,
+            {"model": model_ranks, **{n: r for n, r in baseline_ranks.items() if len(r) == len(targets)}},
+            config.ks,
+            config.ndcg_k,
+            rankable,
+        ),
+        "definition": cold_start.FRESH_DEFINITION,
+    }
     model_metrics = metrics_lib.ranking_metrics(model_ranks, config.ks, config.ndcg_k)
     as_of_corpus = _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config)
     baseline_metrics = {
@@ -338,7 +351,7 @@ def evaluate_model(
         baseline_ranks | ({"published": published[1]} if published else {}),
         np.asarray(users, dtype=object),
         knn_users,
-        new,
+        {"cold_start": new, "fresh": fresh_mask},
         config.ks,
         config.seed,
     )
@@ -377,6 +390,8 @@ def evaluate_model(
         "baselines": baseline_metrics,
         "popularity": baseline_metrics["popularity"],
         "cold_start": cold,
+        # The freshest listings (first viewed less than a day before the view), beside trending.
+        "fresh": fresh,
         **(
             {
                 "published": {
