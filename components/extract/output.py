@@ -53,6 +53,9 @@ class ExtractSummary:
     config: dict[str, Any]
     out_dir: str = ""
     seconds: float = 0.0
+    # Data problems that did not stop the extract but change what it wrote (e.g. a created_at
+    # without information, left out).
+    warnings: list[str] = field(default_factory=list)
     created_at: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +89,7 @@ class ExtractSummary:
                 + ")",
                 f"  user_histories      {rows['user_histories']}",
                 f"  articles (corpus)   {rows['articles']}",
+                *(f"  warning             {w}" for w in self.warnings),
                 *([f"  listings (lifetimes) {rows['listings']}"] if "listings" in rows else []),
             ]
         )

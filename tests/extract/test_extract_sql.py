@@ -280,3 +280,21 @@ def test_matches_a_plain_python_reference_on_random_data(bq_client, read_client,
     # Scratch tables used for the Storage Read API are gone again.
     tables = [t.table_id for t in bq_client.list_tables(f"{bq_client.project}.sql_random_{results_via[0]}")]
     assert sorted(tables) == ["articles", "events"]
+
+
+def test_one_created_at_for_every_listing_is_warned_about_and_the_age_left_out(bq_client, tmp_path):
+    rows = [{**row, "created_at": "2023-01-01 00:00"} for row in ARTICLES]
+    summary, result = run_extract(
+        bq_client, "sql_one_created_at", events_table(EVENTS), articles_table(rows), tmp_path / "out", history_length=3
+    )
+    assert len(summary.warnings) == 1 and "same created_at" in summary.warnings[0]
+    assert result.summary["warnings"] == summary.warnings
+    assert set(result.training_examples.column(features.LABEL_AGE).to_pylist()) == {features.UNKNOWN_AGE}
+    assert result.articles.column(features.CREATED_AT).null_count == result.articles.num_rows
+    assert result.listings.column(features.CREATED_AT).null_count == result.listings.num_rows
+
+
+def test_varied_created_at_is_kept(default_run):
+    summary, result = default_run
+    assert summary.warnings == []
+    assert result.articles.column(features.CREATED_AT).null_count < result.articles.num_rows

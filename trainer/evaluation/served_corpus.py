@@ -17,8 +17,8 @@ not a candidate, however often it is viewed later (such a view is a miss for eve
 
 An extract made before `listings.parquet` existed knows no removal times: the corpus at t is then
 the as_of corpus created by t, and listings removed before as_of are no candidates (logged).
-Without view times (an extract without `viewed_at`) the served corpus is the as_of snapshot, as
-before. A listing's `t - created_at` enters the tower only through its log bucket
+Without view times (an extract without `viewed_at`) the served corpus is the as_of snapshot.
+A listing's `t - created_at` enters the tower only through its log bucket
 (features.age_bucket), so each (listing, bucket) pair is embedded once.
 """
 
