@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -116,6 +118,7 @@ def test_cli_round_trip(tmp_path, capsys, monkeypatch):
     assert events.schema.field("viewed_at").type == pa.timestamp("us", tz="UTC")
     assert articles.column_names == ["article_id", "title", "category", "created_at", "status", "removed_at"]
     assert articles.column("created_at").null_count == 1 and articles.column("removed_at").null_count == 4
+    assert json.loads((out / "dataset.json").read_text())["source"]["split"] == "per-user"
 
     assert cli.main(["import-movielens", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
