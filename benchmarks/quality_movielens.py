@@ -16,7 +16,10 @@ zero-padded, so that is numeric order); the last view is TEST, the one before VA
 TRAIN. Early stopping and every choice here (the winning variant) read only the validation split;
 the test split is only reported. Already-viewed articles are excluded; Recall@K = share of users
 whose target is in their top K. The baselines (popularity, trending 1 d / 7 d, item-kNN) are
-computed by `candidates evaluate` on the same test views in the same run. Every stage runs through
+computed by `candidates evaluate` on the same test views in the same run, each counting only views
+up to the test view; EASE and ALS are fitted here (NumPy, trainer/evaluation/matrix_baselines.py)
+and ranked over the same live corpus with the same exclusions. Every recall carries a 95 %
+bootstrap interval over users (the log's `test_intervals`, `baseline_intervals`). Every stage runs through
 the same library function as its CLI command, with default settings except the variant's.
 
 Variants (`--variants`, names from VARIANTS, or NAME=JSON of TrainConfig fields): each is trained
@@ -47,8 +50,10 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MOVIELENS = "/work/shared/data/ml-100k"
-# Recall@200 on the test view (last view per user), measured outside this project with this protocol.
-REFERENCES = {"popularity": 0.380, "item-kNN": 0.491, "EASE": 0.680, "ALS": 0.683}
+# EASE and ALS are computed here (trainer/evaluation/matrix_baselines.py, `matrix_baselines`) on the
+# same test views, over the same live corpus and exclusions as the model, with these settings.
+EASE_L2 = 500.0
+ALS_SETTINGS = {"factors": 64, "l2": 0.1, "alpha": 10.0, "iterations": 15}
 TARGETS = {"recall@200": 0.76, "recall@50": 0.42}
 MAX_TRAIN_SECONDS = 180.0
 METRICS = ("recall@10", "recall@50", "recall@100", "recall@200", "ndcg@10")
@@ -174,13 +179,89 @@ def run_one(
         "validation_recall@200": result.metrics["best_validation_recall"],
         "validation_k": result.metrics["validation_k"],
         "test": evaluation["model"],
-        "baselines": evaluation["baselines"],
+        "test_intervals": evaluation.get("intervals", {}).get("recall", {}).get("model"),
+        "baselines": evaluation["baselines"] | matrix_baselines(name, result.model_dir, extract_dir, evaluation),
+        "baseline_intervals": {
+            n: v for n, v in evaluation.get("intervals", {}).get("recall", {}).items() if n != "model"
+        },
         "num_users": evaluation["num_users"],
         "encode_ms": round(encode_cost_ms(result.model_dir, extract_dir), 3),
         "machine": machine(),
     }
     shutil.rmtree(result.model_dir, ignore_errors=True)
     return run
+
+
+_MATRIX: dict[str, dict[str, Any]] = {}
+
+
+def matrix_baselines(name: str, model_dir: Path, extract_dir: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """EASE and ALS recall@K on `evaluate`'s test views: fitted on the views before the test targets
+    (what the model trains on), each view ranked over the corpus live at its time minus the seen
+    set, as `candidates evaluate` ranks the model. Computed once per dataset (they do not depend on
+    the model's seed); a figure is skipped, with the reason, when it cannot be computed."""
+    if name in _MATRIX:
+        return _MATRIX[name]
+    import numpy as np
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    from homefeed import features
+    from homefeed.layout import extract_dir as extract_layout
+    from homefeed.layout import model_dir as layout
+    from trainer.evaluation import baselines as baselines_lib
+    from trainer.evaluation import cold_start, held_out
+    from trainer.evaluation import matrix_baselines as mb
+    from trainer.evaluation import metrics as metrics_lib
+    from trainer.evaluation import served_corpus as served_lib
+
+    ks = [int(k.split("@")[1]) for k in evaluation["model"] if k.startswith("recall@")]
+    table = held_out.read_examples(extract_dir)
+    article_ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
+    articles = (
+        pd.read_parquet(model_dir / layout.ARTICLES_FILE)
+        if (model_dir / layout.ARTICLES_FILE).exists()
+        else pd.DataFrame()
+    )
+    served = served_lib.ServedCorpus.build(
+        article_ids,
+        articles,
+        served_lib.read_views(extract_dir / extract_layout.TRAINING_EXAMPLES_FILE),
+        served_lib.read_listings(extract_dir / extract_layout.LISTINGS_FILE),
+    )
+    rows = table.filter(pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)).to_pandas()
+    rows = rows.sort_values(features.USER_ID, kind="stable").reset_index(drop=True)
+    views = held_out.views_before_test(table)
+    users = pd.Index(pd.unique(pd.concat([views["user_id"], rows[features.USER_ID]]).astype(str)))
+    log = baselines_lib.ViewLog.from_ids(views["user_id"], views[features.ARTICLE_ID], None, served.article_ids, users)
+    matrix = mb.interaction_matrix(log.users, log.items, len(users), len(served))
+    seen = cold_start.bounded_seen(views)
+    seen_log = baselines_lib.ViewLog.from_ids(
+        seen["user_id"], seen[features.ARTICLE_ID], None, served.article_ids, users
+    )
+    by_user = pd.Series(seen_log.items).groupby(seen_log.users).apply(lambda s: np.unique(s.to_numpy()))
+    user_rows = users.get_indexer(rows[features.USER_ID].astype(str))
+    exclude = [by_user.get(u, np.zeros(0, np.int64)) for u in user_rows]
+    targets = served.article_ids.get_indexer(rows[features.LABEL].astype(str))
+    times = served_lib.timestamps_ms(rows[features.VIEWED_AT]) if served.timed else np.full(len(rows), np.nan)
+    ranks: dict[str, np.ndarray] = {}
+    started = time.monotonic()
+    try:
+        weights = mb.ease_weights(matrix, EASE_L2)
+        ranks["EASE"] = served_lib.ranks_over_time(
+            served, times, targets, exclude, lambda i, r, t: matrix[user_rows[i]] @ weights[:, r]
+        )
+    except ValueError as error:
+        print(f"  {name}: EASE skipped: {error}", flush=True)
+    user_f, item_f = mb.als_factors(matrix, **ALS_SETTINGS)
+    ranks["ALS"] = served_lib.ranks_over_time(
+        served, times, targets, exclude, lambda i, r, t: item_f[r] @ user_f[user_rows[i]]
+    )
+    intervals = metrics_lib.recall_intervals(ranks, ks, rows[features.USER_ID].astype(str).to_numpy())
+    out = {n: {**metrics_lib.ranking_metrics(r, ks, 10), "interval": intervals["recall"][n]} for n, r in ranks.items()}
+    print(f"  {name}: EASE and ALS computed in {time.monotonic() - started:.0f} s", flush=True)
+    _MATRIX[name] = out
+    return out
 
 
 def is_default(overrides: dict[str, Any]) -> bool:
@@ -229,15 +310,17 @@ def print_report(
         print(
             f"{baseline:<22}{'':>10}{figures['recall@10']:>8.4f}{figures['recall@50']:>8.4f}"
             f"{figures['recall@100']:>8.4f}{figures['recall@200']:>8.4f}"
+            + (
+                f"  R@200 95% [{figures['interval']['recall@200'][0]:.4f}, {figures['interval']['recall@200'][1]:.4f}]"
+                if "interval" in figures
+                else ""
+            )
         )
     default = next((s for s in summaries if is_default(s["overrides"])), None)
     if default is None:
         return True
     ok = True
     if name == "ml-100k":
-        print(
-            "references (test recall@200, same protocol): " + ", ".join(f"{k} {v:.3f}" for k, v in REFERENCES.items())
-        )
         for metric, target in TARGETS.items():
             met = default["test"][metric] >= target
             ok &= met

@@ -30,6 +30,9 @@ ARTICLES_OPTIONAL_COLUMNS: dict[str, str] = {
     "region": "STRING",
     "created_at": "TIMESTAMP",
     "status": "STRING",
+    # When the listing was sold or deleted (null: still up). A listing is live at t exactly when
+    # created_at <= t < removed_at; `status` decides only for rows without removed_at.
+    "removed_at": "TIMESTAMP",
 }
 ARTICLE_STATUSES = ("active", "sold", "deleted")  # missing status means active
 # Optional third table: what users typed into search. Absent: no search signal (empty queries).
@@ -50,6 +53,7 @@ ARTICLE_ATTRIBUTES: tuple[str, ...] = ("category", "region")
 ARTICLE_ID = "article_id"
 TITLE = "title"
 CREATED_AT = "created_at"
+REMOVED_AT = "removed_at"
 VIEW_COUNT = "view_count"
 
 # Value used in SQL output when an article has no value for an attribute (unknown article, or the
@@ -185,13 +189,24 @@ USER_HISTORY_COLUMNS: dict[str, str] = {
     SEEN: "ARRAY<STRING>",
 }
 
-# Candidate corpus (sql/articles.sql): active articles with their attributes.
+# Candidate corpus (sql/articles.sql): the articles live at as_of with their attributes.
 CORPUS_COLUMNS: dict[str, str] = {
     ARTICLE_ID: "STRING",
     TITLE: "STRING",
     **dict.fromkeys(ARTICLE_ATTRIBUTES, "STRING"),
     CREATED_AT: "TIMESTAMP",
     VIEW_COUNT: "INT64",
+}
+# Every listing that existed up to as_of (sql/listings.sql), whatever its status, with its lifetime:
+# what the evaluation's corpus at a view's time is built from (trainer/evaluation/served_corpus.py).
+# removed_at is the input's removed_at; a sold or deleted row without one gets as_of (gone by then
+# at the latest); null: still up at as_of.
+LISTINGS_COLUMNS: dict[str, str] = {
+    ARTICLE_ID: "STRING",
+    TITLE: "STRING",
+    **dict.fromkeys(ARTICLE_ATTRIBUTES, "STRING"),
+    CREATED_AT: "TIMESTAMP",
+    REMOVED_AT: "TIMESTAMP",
 }
 # What the article tower reads of a corpus row (raw): id, attributes, title, created_at.
 CORPUS_ARTICLE_COLUMNS: tuple[str, ...] = (ARTICLE_ID, *ARTICLE_ATTRIBUTES, TITLE, CREATED_AT)

@@ -167,7 +167,7 @@ def candidates_pipeline(
     model = train_task.outputs["model"]
 
     evaluate_task = (
-        evaluate(model=model, examples=examples, example_age=eval_example_age)
+        evaluate(model=model, examples=examples, example_age=eval_example_age, publish_root=publish_root)
         .set_display_name("evaluate (recall@K)")
         .set_container_image(image)
     )

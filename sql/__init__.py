@@ -2,7 +2,8 @@
 
     training_examples.sql  one row per view that has an earlier view: label, history, split
     user_histories.sql     each user's latest views: the serving snapshot
-    articles.sql           the candidate corpus: active articles with their view counts
+    articles.sql           the candidate corpus: the articles live at as_of with their view counts
+    listings.sql           every listing up to as_of with its lifetime (created_at, removed_at)
     input_report.sql       row counts of the input and of every cleaning step (for the summary)
     example_searches.sql   optional searches table: each view's recent queries (before the view)
     user_searches.sql      optional searches table: each user's latest queries (serving snapshot)
@@ -25,7 +26,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-QUERIES = ("training_examples", "user_histories", "articles", "input_report")
+QUERIES = ("training_examples", "user_histories", "articles", "listings", "input_report")
 # Run only when a searches table is given (`searches` is then a placeholder too).
 SEARCH_QUERIES = ("example_searches", "user_searches", "search_report")
 PLACEHOLDERS = ("events", "articles", "searches")

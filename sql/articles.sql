@@ -1,6 +1,8 @@
--- The candidate corpus: active articles (status NULL or 'active', any case), optionally only
+-- The candidate corpus: the articles live at as_of, optionally only
 -- those created at most @max_article_age_days days before as_of (articles without created_at are
--- kept), with their view counts up to as_of.
+-- kept), with their view counts up to as_of. Live at as_of: created_at <= as_of (or no created_at)
+-- and as_of < removed_at; a row without removed_at is live when its status is NULL or 'active'
+-- (any case). A status of 'sold' with a removed_at after as_of was still up at as_of.
 --
 -- Columns (homefeed.features.CORPUS_COLUMNS):
 --   article_id, title, category, region, created_at, view_count
@@ -33,7 +35,9 @@ SELECT
 FROM articles AS a
 LEFT JOIN view_counts AS v ON v.article_id = a.article_id
 CROSS JOIN cutoff AS c
-WHERE (a.status IS NULL OR LOWER(TRIM(a.status)) = 'active')
+WHERE (a.created_at IS NULL OR a.created_at <= c.as_of)
+  AND (CASE WHEN a.removed_at IS NOT NULL THEN c.as_of < a.removed_at
+    ELSE a.status IS NULL OR LOWER(TRIM(a.status)) = 'active' END)
   AND (@max_article_age_days IS NULL
     OR a.created_at IS NULL
     OR a.created_at >= TIMESTAMP_SUB(c.as_of, INTERVAL @max_article_age_days DAY))

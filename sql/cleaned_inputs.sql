@@ -1,5 +1,6 @@
 -- The cleaning steps every query starts from, included where a query says {{cleaned_inputs}}:
---   articles      one row per article id, missing attributes as '__missing__'
+--   articles      one row per article id, missing attributes as '__missing__', with its lifetime
+--                 (created_at, removed_at) and status
 --   valid_events  events with ids and times, exact duplicates collapsed, unknown articles dropped,
 --                 events from the future (after @not_after: the run's wall clock + the allowed
 --                 clock skew) dropped
@@ -10,7 +11,7 @@ articles AS (
   -- One row per article id; a duplicated id keeps its most recently created row. Missing or
   -- empty attributes become '__missing__' (features.MISSING_ATTRIBUTE) so vocabularies stay dense
   -- and '' stays free for padding.
-  SELECT article_id, title, category, region, created_at, status
+  SELECT article_id, title, category, region, created_at, status, removed_at
   FROM (
     SELECT
       article_id,
@@ -19,6 +20,7 @@ articles AS (
       COALESCE(NULLIF(region, ''), '__missing__') AS region,
       created_at,
       status,
+      removed_at,
       ROW_NUMBER() OVER (
         PARTITION BY article_id
         -- DESC sorts NULL last in GoogleSQL: rows without created_at lose the tie.

@@ -36,6 +36,14 @@ future_events AS (
 ),
 raw_articles AS (
   SELECT article_id, created_at, status FROM {{articles}}
+),
+live_at_as_of AS (
+  SELECT
+    a.article_id,
+    (a.created_at IS NULL OR a.created_at <= c.as_of)
+      AND (CASE WHEN a.removed_at IS NOT NULL THEN c.as_of < a.removed_at
+        ELSE a.status IS NULL OR LOWER(TRIM(a.status)) = 'active' END) AS live
+  FROM articles AS a CROSS JOIN cutoff AS c
 )
 SELECT
   (SELECT as_of FROM cutoff) AS as_of,
@@ -56,7 +64,9 @@ SELECT
   (SELECT COUNTIF(article_id IS NULL OR article_id = '') FROM raw_articles) AS articles_missing_ids,
   (SELECT COUNTIF(article_id IS NOT NULL AND article_id != '') FROM raw_articles)
     - (SELECT COUNT(*) FROM articles) AS articles_duplicate_ids,
-  (SELECT COUNTIF(status IS NOT NULL AND LOWER(TRIM(status)) != 'active') FROM articles) AS articles_inactive,
-  (SELECT COUNTIF(a.created_at < TIMESTAMP_SUB(c.as_of, INTERVAL @max_article_age_days DAY)
-      AND (a.status IS NULL OR LOWER(TRIM(a.status)) = 'active'))
-    FROM articles AS a CROSS JOIN cutoff AS c) AS articles_too_old
+  -- Not live at as_of (the rule of sql/articles.sql): created after it, removed by it, or (no
+  -- removed_at) sold or deleted.
+  (SELECT COUNTIF(NOT live) FROM live_at_as_of) AS articles_inactive,
+  (SELECT COUNTIF(a.created_at < TIMESTAMP_SUB(c.as_of, INTERVAL @max_article_age_days DAY) AND l.live)
+    FROM articles AS a JOIN live_at_as_of AS l ON l.article_id = a.article_id CROSS JOIN cutoff AS c) AS articles_too_old,
+  (SELECT COUNTIF(removed_at IS NOT NULL) FROM articles) AS articles_with_removed_at

@@ -30,7 +30,9 @@ def test_every_column_of_a_stage_is_in_its_contract():
     histories = features.USER_HISTORY_COLUMNS
     assert set(features.HISTORY_COLUMNS) <= set(histories) and histories[features.SEEN] == "ARRAY<STRING>"
     assert set(features.CORPUS_ARTICLE_COLUMNS) <= set(features.CORPUS_COLUMNS)
-    assert set(features.ARTICLES_OPTIONAL_COLUMNS) <= set(features.CORPUS_COLUMNS) | {"status"}
+    assert set(features.ARTICLES_OPTIONAL_COLUMNS) <= set(features.CORPUS_COLUMNS) | {"status", "removed_at"}
+    # The listings keep every lifetime column of the input, never its status.
+    assert set(features.LISTINGS_COLUMNS) == {"article_id", *features.ARTICLES_OPTIONAL_COLUMNS} - {"status"}
 
 
 def test_vocabulary_names_are_distinct_and_named_for_their_attribute():

@@ -87,6 +87,12 @@ def register(subparsers: Any) -> None:
         help="a model directory, or a `train --out` root (its newest finished model is used)",
     )
     evaluate.add_argument("--examples", required=True, metavar="DIR", help="EXTRACT_DIR from `candidates extract`")
+    evaluate.add_argument(
+        "--published",
+        metavar="DIR",
+        help="the published model directory, re-run on the same test views: the publish gate then compares "
+        "the two pairwise (evaluation.json `published`, `intervals.ratio.model/published`)",
+    )
     add_config_flags(evaluate, config_lib.EvaluateConfig, "evaluation")
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -149,10 +155,17 @@ def format_table(metrics: dict[str, Any]) -> str:
     columns = {"model": metrics["model"], **metrics.get("baselines", {"popularity": metrics["popularity"]})}
     widths = [max(13, len(c) + 1) for c in columns]
     lines = [f"{'metric':<15}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
+    intervals = (metrics.get("intervals") or {}).get("recall", {})
     for name in names:
         lines.append(
             f"{name:<15}" + "".join(f"{figures[name]:>{w}.4f}" for figures, w in zip(columns.values(), widths))
         )
+        spans = [intervals.get(c, {}).get(name) for c in columns]
+        if any(spans):
+            lines.append(
+                f"{'  95% interval':<15}"
+                + "".join(f"{'' if s is None else f'{s[0]:.3f}-{s[1]:.3f}':>{w}}" for s, w in zip(spans, widths))
+            )
     cold = metrics.get("cold_start") or {}
     if cold.get("num_users"):  # the same figures on the test views of new listings (trainer/evaluation/cold_start.py)
         for name in (n for n in names if n.startswith("recall@")):
@@ -168,7 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluation.evaluate import evaluate_model
 
     config = config_from_args(config_lib.EvaluateConfig, args)
-    metrics = evaluate_model(args.model, args.examples, config)
+    metrics = evaluate_model(args.model, args.examples, config, published_model_dir=args.published)
     print(f"model {metrics['model_version']} on {metrics['num_users']} test users ({metrics['model_dir']}):")
     print(format_table(metrics))
     return 0

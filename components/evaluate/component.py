@@ -15,6 +15,7 @@ def evaluate(
     model: Input[Model],
     examples: Input[Dataset],
     example_age: str,
+    publish_root: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     recall_plot: Output[HTML],
@@ -27,17 +28,32 @@ def evaluate(
     `trainer.evaluation.predictions.render_html` (figures, recall plot, sample users' last views and top
     candidates) to `recall_plot`. `example_age`: "examples" feeds each test example's own age (a
     replay of the moment of the view), "serving" the age the service sends; see EvaluateConfig.
+    `publish_root`: where the published version lives (empty: none); it is re-run on the same test
+    views, so the publish gate compares the two models pairwise.
     """
+    import logging
     from collections import namedtuple
 
     from components import runtime
 
     stage = runtime.start("evaluate")
     from components.evaluate.evaluate_into import evaluate_into, fit_description, ui_metrics
+    from components.publish.publish import latest_model_dir
     from homefeed.config import EvaluateConfig
 
+    published = None
+    if publish_root:
+        try:
+            published = latest_model_dir(publish_root)
+        except ValueError as error:  # a URL: the gate then compares stored figures and says so
+            logging.getLogger(__name__).warning("the published model is not re-run: %s", error)
     result = evaluate_into(
-        model.path, examples.path, evaluation.path, recall_plot.path, EvaluateConfig(example_age=example_age)
+        model.path,
+        examples.path,
+        evaluation.path,
+        recall_plot.path,
+        EvaluateConfig(example_age=example_age),
+        published_model_dir=published,
     )
     for name, value in ui_metrics(result).items():
         metrics.log_metric(name, value)

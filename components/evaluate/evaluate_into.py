@@ -25,11 +25,14 @@ def evaluate_into(
     out: str | os.PathLike,
     page: str | os.PathLike,
     config: EvaluateConfig,
+    published_model_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """`trainer.evaluation.evaluate.evaluate_model` on a copy of `model` (the input stays as it was).
 
     Writes `evaluation.json`, `evaluation.png` and `predictions.html` into the directory `out`
     and the page (`trainer.evaluation.predictions.render_html`'s output) also to the file `page`.
+    `published_model_dir`: the published version, re-run on the same test views for the paired
+    publish gate (components/publish/gate.py); None: nothing published.
     """
     from trainer.evaluation.evaluate import evaluate_model  # heavy: TensorFlow
 
@@ -38,7 +41,7 @@ def evaluate_into(
     with tempfile.TemporaryDirectory(prefix="homefeed-evaluate-") as tmp:
         working = Path(tmp) / "model"
         shutil.copytree(model, working)
-        result = evaluate_model(working, os.fspath(examples), config)
+        result = evaluate_model(working, os.fspath(examples), config, published_model_dir=published_model_dir)
         for name in REPORT_FILES:
             shutil.copy2(working / name, out / name)
     shutil.copy2(out / layout.PREDICTIONS_PAGE_FILE, page)

@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     local.add_argument(
         "--articles",
         metavar="FILE",
-        help="articles as Parquet or CSV: article_id [, title, category, region, created_at, status]",
+        help="articles as Parquet or CSV: article_id [, title, category, region, created_at, status, removed_at]",
     )
     local.add_argument(
         "--searches", metavar="FILE", help="optional searches as Parquet or CSV: user_id, query, searched_at"

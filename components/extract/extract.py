@@ -8,7 +8,7 @@ Both end in the same function, so local runs execute the very SQL that runs on B
   1. check both tables' columns against the data contract (homefeed.features);
   2. `input_report.sql`: row counts of the inputs and of each cleaning step; refuse empty inputs;
      resolve as_of (the latest valid event unless configured; never the wall clock);
-  3. `training_examples.sql`, `user_histories.sql`, `articles.sql` with that as_of;
+  3. `training_examples.sql`, `user_histories.sql`, `articles.sql`, `listings.sql` with that as_of;
   4. write EXTRACT_DIR (docs/architecture.md) into a staging directory next to it, `_SUCCESS`
      last, then rename it into place: a failed run leaves no half-written output.
 """
@@ -181,6 +181,7 @@ def extract_bigquery(
     results = searches.attach(results, found)
     outputs = {name: output.conform(name, table) for name, table in results.items()}
     _refuse_empty_outputs(outputs, report, config)
+    outputs, warnings = drop_uninformative_created_at(outputs)
 
     splits = outputs["training_examples"].column(features.SPLIT).to_pylist()
     summary = ExtractSummary(
@@ -192,8 +193,19 @@ def extract_bigquery(
             **{split: splits.count(split) for split in features.SPLITS},
             "user_histories": outputs["user_histories"].num_rows,
             "articles": outputs["articles"].num_rows,
+            "listings": outputs["listings"].num_rows,
         },
-        inputs={k: int(report[k]) for k in ("events_rows", "articles_rows", "events_used", "users", "articles_viewed")}
+        inputs={
+            k: int(report[k])
+            for k in (
+                "events_rows",
+                "articles_rows",
+                "events_used",
+                "users",
+                "articles_viewed",
+                "articles_with_removed_at",
+            )
+        }
         | ({k: found.report[k] for k in searches.INPUT_COUNTS} if found else {}),
         dropped={
             k: int(report[k])
@@ -215,6 +227,7 @@ def extract_bigquery(
         source=redact(source or f"bigquery project {client.project}"),  # an endpoint URL may carry credentials
         config=config_lib.to_dict(config),
         out_dir=str(out_dir.absolute()),
+        warnings=warnings,
     )
     _log_cleaning(summary)
     summary.seconds = round(time.monotonic() - started, 3)
@@ -228,6 +241,43 @@ def extract_bigquery(
         summary.rows["articles"],
     )
     return summary
+
+
+def drop_uninformative_created_at(outputs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`outputs` without `created_at` where it carries no information, and the warning saying so.
+
+    One `created_at` for every listing (an import date, a default) tells nothing about a listing's
+    age, while the article tower would learn from the gap between that date and each view: the
+    age feature is left out instead (every age unknown: `label_age_days` = features.UNKNOWN_AGE,
+    `created_at` NULL in the corpus and the listings, so training, export and evaluation agree).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    listings = outputs["listings"]
+    created = listings.column(features.CREATED_AT).drop_null()
+    if listings.num_rows < 2 or len(created) < listings.num_rows or len(pc.unique(created)) != 1:
+        return outputs, []
+    warning = (
+        f"every one of the {listings.num_rows} listings has the same created_at ({created[0].as_py().isoformat()}): "
+        "it carries no information, so the age feature is left out (every age unknown)"
+    )
+    LOG.warning("%s", warning)
+    out = dict(outputs)
+    for name in ("articles", "listings"):
+        table = out[name]
+        index = table.schema.get_field_index(features.CREATED_AT)
+        out[name] = table.set_column(
+            index, table.schema.field(index), pa.nulls(table.num_rows, table.schema.field(index).type)
+        )
+    examples = out["training_examples"]
+    index = examples.schema.get_field_index(features.LABEL_AGE)
+    out["training_examples"] = examples.set_column(
+        index,
+        examples.schema.field(index),
+        pa.array([features.UNKNOWN_AGE] * examples.num_rows, examples.schema.field(index).type),
+    )
+    return out, [warning]
 
 
 def table_refs(config: ExtractConfig) -> tuple[schema.TableRef, schema.TableRef]:

@@ -53,6 +53,9 @@ class ExtractSummary:
     config: dict[str, Any]
     out_dir: str = ""
     seconds: float = 0.0
+    # Data problems that did not stop the extract but change what it wrote (e.g. a created_at
+    # without information, left out).
+    warnings: list[str] = field(default_factory=list)
     created_at: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +89,8 @@ class ExtractSummary:
                 + ")",
                 f"  user_histories      {rows['user_histories']}",
                 f"  articles (corpus)   {rows['articles']}",
+                *(f"  warning             {w}" for w in self.warnings),
+                *([f"  listings (lifetimes) {rows['listings']}"] if "listings" in rows else []),
             ]
         )
 
@@ -99,12 +104,14 @@ OUTPUT_COLUMNS = {
     "training_examples": features.EXAMPLE_COLUMNS,
     "user_histories": features.USER_HISTORY_COLUMNS,
     "articles": features.CORPUS_COLUMNS,
+    "listings": features.LISTINGS_COLUMNS,
 }
 # Output rows are sorted (BigQuery returns them in no particular order) so files are reproducible.
 _SORT_KEYS = {
     "training_examples": [features.USER_ID, features.VIEWED_AT, features.LABEL],
     "user_histories": [features.USER_ID],
     "articles": ["article_id"],
+    "listings": ["article_id"],
 }
 
 
@@ -123,7 +130,7 @@ def _arrow_type(kind: str) -> pa.DataType:
 
 
 def output_schema(name: str) -> pa.Schema:
-    """The Arrow schema of an output file (`training_examples`, `user_histories`, `articles`)."""
+    """The Arrow schema of an output file (`training_examples`, `user_histories`, `articles`, `listings`)."""
     import pyarrow as pa
 
     return pa.schema([pa.field(column, _arrow_type(kind)) for column, kind in OUTPUT_COLUMNS[name].items()])
@@ -165,7 +172,7 @@ def check_replaceable(out_dir: Path) -> None:
 
 
 def write_extract_dir(out_dir: str | Path, outputs: dict[str, pa.Table], summary: ExtractSummary) -> Path:
-    """Write the three Parquet files, `extract_summary.json` and `_SUCCESS` (last) atomically.
+    """Write the Parquet files (OUTPUT_FILES), `extract_summary.json` and `_SUCCESS` (last) atomically.
 
     Everything goes to a staging directory beside `out_dir`, which then replaces `out_dir` by
     rename; an earlier extract there is removed only after the new one is in place.
@@ -185,13 +192,15 @@ def write_extract_dir(out_dir: str | Path, outputs: dict[str, pa.Table], summary
 
 @dataclass
 class Extract:
-    """A finished EXTRACT_DIR, read back: the three tables and the summary."""
+    """A finished EXTRACT_DIR, read back: its tables and the summary (`listings` None in an extract
+    made before it was written)."""
 
     path: Path
     training_examples: pa.Table
     user_histories: pa.Table
     articles: pa.Table
     summary: dict[str, Any]
+    listings: pa.Table | None = None
 
 
 def read_extract(path: str | Path) -> Extract:
@@ -199,6 +208,10 @@ def read_extract(path: str | Path) -> Extract:
     import pyarrow.parquet as pq
 
     path = check_extract_dir(path)
-    tables = {name: pq.read_table(path / filename) for name, filename in layout.OUTPUT_FILES.items()}
+    tables = {
+        name: pq.read_table(path / filename)
+        for name, filename in layout.OUTPUT_FILES.items()
+        if (path / filename).exists()
+    }
     summary = json.loads((path / layout.SUMMARY_FILE).read_text())
     return Extract(path=path, summary=summary, **tables)

@@ -1,8 +1,14 @@
 """The publish gate as pure functions: the metric it reads, the decision it makes, and why.
 
 recall@200 of the new model (from its `evaluation.json`, on the test split) must be at least
-`PublishConfig.min_recall_at_200`, and at most `PublishConfig.max_regression` below the recall of
-the currently published model. components/publish/publish.py applies it and moves LATEST.
+`PublishConfig.min_recall_at_200`. When its evaluation re-ran the published model on the same test
+views (`candidates evaluate --published`), the two are compared pairwise: the candidate is
+published when the 95 % paired bootstrap interval of its recall over the published model's reaches
+1 (not worse beyond the interval), its recall beats the best baseline's on the same views, and it
+does not lose to trending on new listings nor on the freshest ones (`SLICES`).
+Otherwise the recalls stored from each version's own test views are compared (at most
+`PublishConfig.max_regression` below), and the reason says they were not compared on the same views.
+components/publish/publish.py applies it and moves LATEST.
 """
 
 from __future__ import annotations
@@ -47,6 +53,13 @@ class PublishDecision:
     previous_recall_at_200: float | None = None
     max_regression: float = 0.0
     version_dir: str | None = None
+    # Pairwise, on the same test views (None when the evaluation did not re-run the published model):
+    # the candidate's recall over the published model's, its 95 % paired interval, and the best
+    # baseline's name and recall there.
+    paired_ratio: float | None = None
+    paired_interval: list[float] | None = None
+    best_baseline: str | None = None
+    best_baseline_recall_at_200: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -69,6 +82,69 @@ def recall_at_200(evaluation: dict[str, Any], source: str | os.PathLike = "evalu
     raise IncompleteModelError(f"{source} has no {GATE_METRIC!r} (keys: {sorted(evaluation)})")
 
 
+@dataclass(frozen=True)
+class PairedFigures:
+    """The candidate and the published model on the same test views (from the candidate's
+    evaluation.json): recall@200 ratio candidate / published with its 95 % paired bootstrap
+    interval, and the best baseline there."""
+
+    published_version: str
+    published_recall: float
+    ratio: float
+    interval: tuple[float, float]
+    best_baseline: str | None
+    best_baseline_recall: float | None
+    # Slices of the views (new listings, the freshest) where the candidate loses to trending:
+    # "<slice>: model 0.31 < trending_1d 0.35".
+    lost_to_trending: tuple[str, ...] = ()
+
+
+SLICES = {"cold_start": "new listings", "fresh": "listings first viewed within the day"}
+
+
+def losses_to_trending(evaluation: dict[str, Any]) -> tuple[str, ...]:
+    """The slices (SLICES) where the model's recall@200 is below the best trending baseline's."""
+    out = []
+    for key, label in SLICES.items():
+        part = evaluation.get(key) or {}
+        model = (part.get("model") or {}).get(GATE_METRIC)
+        trending = [
+            (name, float(m[GATE_METRIC]))
+            for name, m in part.items()
+            if name.startswith("trending") and isinstance(m, dict) and isinstance(m.get(GATE_METRIC), (int, float))
+        ]
+        if isinstance(model, (int, float)) and trending:
+            name, best = max(trending, key=lambda item: item[1])
+            if model < best:
+                out.append(f"{label}: model {model:.4f} < {name} {best:.4f}")
+    return tuple(out)
+
+
+def paired_figures(evaluation: dict[str, Any], published_version: str | None) -> PairedFigures | None:
+    """`PairedFigures` when `evaluation` re-ran `published_version` on its views, else None."""
+    published = evaluation.get("published") or {}
+    if published_version is None or published.get("model_version") != published_version:
+        return None
+    ratio = ((evaluation.get("intervals") or {}).get("ratio") or {}).get("model/published", {}).get(GATE_METRIC)
+    if not ratio or GATE_METRIC not in published:
+        return None
+    scored = [
+        (name, float(m[GATE_METRIC]))
+        for name, m in (evaluation.get("baselines") or {}).items()
+        if isinstance(m, dict) and isinstance(m.get(GATE_METRIC), (int, float))
+    ]
+    best = max(scored, key=lambda item: item[1], default=(None, None))
+    return PairedFigures(
+        published_version,
+        float(published[GATE_METRIC]),
+        float(ratio["ratio"]),
+        (float(ratio["interval"][0]), float(ratio["interval"][1])),
+        best[0],
+        best[1],
+        losses_to_trending(evaluation),
+    )
+
+
 def decide(
     version: str,
     candidate_recall: float,
@@ -76,18 +152,22 @@ def decide(
     previous_recall: float | None,
     config: PublishConfig,
     protocols: tuple[Any, Any] | None = None,
+    paired: PairedFigures | None = None,
 ) -> tuple[bool, str]:
     """The gate as a pure function: (publish?, reason).
 
     `protocols` is (candidate's, published's) `evaluation.json` protocol record: when they differ
     (say the published version was evaluated at each view's own age, the candidate at the serving
-    age) the two recalls are not comparable, and only the absolute floor applies.
+    age) the two recalls are not comparable, and only the absolute floor applies. `paired`: both
+    models on the same views (see module docstring); it decides whenever given.
     """
     floor = config.min_recall_at_200
     if candidate_recall < floor:
         return False, (f"not published: recall@200 {candidate_recall:.4f} is below the floor {floor:.4f}")
     if previous_version == version:
         return False, f"not published: version {version} is already the published version"
+    if paired is not None:
+        return _decide_paired(candidate_recall, paired)
     if previous_version is not None and previous_recall is not None and protocols and protocols[0] != protocols[1]:
         return True, (
             f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f}; the published "
@@ -104,7 +184,8 @@ def decide(
             )
         return True, (
             f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} and is within "
-            f"{config.max_regression:.4f} of the published {previous_version} ({previous_recall:.4f})"
+            f"{config.max_regression:.4f} of the published {previous_version} ({previous_recall:.4f}; "
+            "each on its own test views, not compared on the same ones)"
         )
     if previous_version is not None:
         return True, (
@@ -112,3 +193,34 @@ def decide(
             f"(the published {previous_version} has no readable recall to compare with)"
         )
     return True, f"published: recall@200 {candidate_recall:.4f} clears the floor {floor:.4f} (first version)"
+
+
+def _decide_paired(candidate_recall: float, paired: PairedFigures) -> tuple[bool, str]:
+    low, high = paired.interval
+    against = (
+        f"{paired.ratio:.3f}x the published {paired.published_version} ({paired.published_recall:.4f}) "
+        f"on the same test views, 95 % paired interval [{low:.3f}, {high:.3f}]"
+    )
+    if paired.best_baseline is not None and candidate_recall <= (paired.best_baseline_recall or 0.0):
+        return False, (
+            f"not published: recall@200 {candidate_recall:.4f} does not beat the best baseline "
+            f"{paired.best_baseline} ({paired.best_baseline_recall:.4f}) on the same views ({against})"
+        )
+    if paired.lost_to_trending:
+        return False, (
+            f"not published: recall@200 {candidate_recall:.4f} loses to trending where trending is "
+            f"strongest ({'; '.join(paired.lost_to_trending)}; {against})"
+        )
+    if high < 1.0:
+        return False, (
+            f"not published: recall@200 {candidate_recall:.4f} is worse than the published "
+            f"{paired.published_version} beyond the paired interval: {against}"
+        )
+    return True, (
+        f"published: recall@200 {candidate_recall:.4f}, {against}, not worse beyond it"
+        + (
+            f"; beats the best baseline {paired.best_baseline} ({paired.best_baseline_recall:.4f})"
+            if paired.best_baseline is not None
+            else ""
+        )
+    )

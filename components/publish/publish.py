@@ -39,7 +39,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from components.publish.gate import GATE_METRIC, IncompleteModelError, PublishDecision, decide, recall_at_200
+from components.publish.gate import (
+    GATE_METRIC,
+    IncompleteModelError,
+    PublishDecision,
+    decide,
+    paired_figures,
+    recall_at_200,
+)
 from homefeed import atomic, lifetime
 from homefeed.config import PublishConfig
 from homefeed.layout import index_dir as index_layout
@@ -220,7 +227,8 @@ def publish_model(
     (root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     previous_version, previous_recall, previous_protocol = _published_evaluation(root)
     protocols = (evaluation.get(model_layout.EVALUATION_PROTOCOL_KEY), previous_protocol)
-    ok, reason = decide(version, candidate, previous_version, previous_recall, config, protocols)
+    paired = paired_figures(evaluation, previous_version)
+    ok, reason = decide(version, candidate, previous_version, previous_recall, config, protocols, paired)
     target = root / VERSIONS_DIR / version
     if ok and target.exists():
         ok, reason = False, f"not published: {target} already exists (a version is never overwritten)"
@@ -232,6 +240,16 @@ def publish_model(
         previous_version=previous_version,
         previous_recall_at_200=previous_recall,
         max_regression=config.max_regression,
+        **(
+            dict(
+                paired_ratio=paired.ratio,
+                paired_interval=list(paired.interval),
+                best_baseline=paired.best_baseline,
+                best_baseline_recall_at_200=paired.best_baseline_recall,
+            )
+            if paired is not None
+            else {}
+        ),
     )
     if not ok:
         decision = PublishDecision(published=False, reason=reason, **decision_args)

@@ -12,7 +12,7 @@ from typing import Any
 SAMPLE_DATA_HELP = """\
 Simulate a second-hand marketplace feed and write its input tables:
   DIR/events.parquet    user_id, article_id, viewed_at   (one row per view)
-  DIR/articles.parquet  article_id, title, category, region, created_at, status
+  DIR/articles.parquet  article_id, title, category, region, created_at, status, removed_at
   DIR/dataset.json      counts, time span and the settings used
 
 The simulated world: 12 categories (furniture, bikes, ...) and 8 regions. Listings have a
@@ -33,7 +33,7 @@ IMPORT_HELP = """\
 Convert MovieLens 100K into the same input tables as `sample-data`:
   DIR/events.parquet    every rating is a view (user_id, article_id, viewed_at = rating time)
   DIR/articles.parquet  article_id, title, category = first flagged genre, created_at = release date
-                        (missing -> null), status = active; no region column
+                        (missing -> null), status = active, removed_at = null; no region column
 Ids are zero-padded (user 42 -> "0042") so text order is numeric order. Reads u.data, u.item
 (latin-1) and u.genre (optional) from SRC_DIR. A malformed line is an error naming file and line;
 nothing is written then. MovieLens is for research use: keep the output out of your repository.

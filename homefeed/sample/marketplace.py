@@ -35,7 +35,8 @@ always gives the very same tables.
 Output schema (Parquet, see `write_input_tables`):
   events.parquet:   user_id string, article_id string, viewed_at timestamp[us, tz=UTC]
   articles.parquet: article_id, title, category, region string, created_at timestamp[us, tz=UTC],
-                    status string (active / sold / deleted)
+                    status string (active / sold / deleted), removed_at timestamp[us, tz=UTC]
+                    (when it was sold or deleted; null while up)
   searches.parquet: user_id, query string, searched_at timestamp[us, tz=UTC]
                     (homefeed/sample/searches.py: queries for what the user is about to view)
 """
@@ -540,8 +541,8 @@ def generate(config: SampleDataConfig | None = None) -> tuple[pd.DataFrame, pd.D
       events: `[n_views, 3]` user_id, article_id (str), viewed_at (datetime64[us, UTC]), sorted by
         viewed_at then user_id; every user has at least `min_views_per_user` views, each
         (user_id, article_id) pair occurs once, and viewed_at is after the article's created_at.
-      articles: `[config.articles, 6]` article_id, title, category, region, status (str), created_at
-        (datetime64[us, UTC]), sorted by article_id.
+      articles: `[config.articles, 7]` article_id, title, category, region, status (str), created_at,
+        removed_at (datetime64[us, UTC]; removed_at NaT while the listing is up), sorted by article_id.
 
     Raises:
       ValueError: a config setting is out of range (see `SampleDataConfig.validate`).
@@ -574,6 +575,10 @@ def generate(config: SampleDataConfig | None = None) -> tuple[pd.DataFrame, pd.D
             "region": pd.array(np.array(REGIONS, dtype=object)[world.region], dtype="str"),
             "created_at": _timestamps(start, world.created),
             "status": pd.array(np.array(features.ARTICLE_STATUSES, dtype=object)[world.status], dtype="str"),
+            # The true moment each listing was sold or deleted (NaT while it is up).
+            "removed_at": _timestamps(start, np.where(np.isfinite(world.removed), world.removed, 0.0)).where(
+                np.isfinite(world.removed)
+            ),
         }
     )
     LOG.info(
@@ -597,6 +602,7 @@ _ARROW_TYPES = {
     "region": "string",
     "created_at": "timestamp",
     "status": "string",
+    "removed_at": "timestamp",
 }
 
 

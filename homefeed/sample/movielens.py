@@ -180,8 +180,9 @@ def load_movielens(src_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
 
     Returns:
       events: `[n_ratings, 3]` user_id, article_id (str), viewed_at (datetime64[us, UTC]), in file order.
-      articles: `[n_films, 5]` article_id, title, category, status (str), created_at
-        (datetime64[us, UTC], NaT when the release date is missing), sorted by article_id.
+      articles: `[n_films, 6]` article_id, title, category, status (str), created_at
+        (datetime64[us, UTC], NaT when the release date is missing), removed_at (always NaT),
+        sorted by article_id.
 
     Raises:
       FileNotFoundError: `src_dir`, `u.data` or `u.item` is missing.
@@ -227,6 +228,8 @@ def load_movielens(src_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
             "category": pd.Series(items["category"], dtype="str"),
             "created_at": items["created_at"],
             "status": pd.Series(["active"] * len(items), dtype="str"),
+            # Films are never taken down: every one stays a candidate.
+            "removed_at": pd.Series(pd.NaT, index=items.index, dtype="datetime64[us, UTC]"),
         }
     )
     articles = articles.sort_values("article_id", ignore_index=True)
@@ -241,5 +244,11 @@ def import_movielens(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
     Raises as `load_movielens`; nothing is written when the input is malformed.
     """
     events, articles = load_movielens(src_dir)
-    source = {"importer": "homefeed.sample.movielens", "src_dir": str(Path(src_dir).resolve())}
+    source = {
+        "importer": "homefeed.sample.movielens",
+        "src_dir": str(Path(src_dir).resolve()),
+        # Published MovieLens comparisons hold each user's last view out (leave-last-out), not a
+        # global time cut: the evaluation protocol this data set is compared under.
+        "split": "per-user",
+    }
     return write_input_tables(events, articles, out_dir, source=source)

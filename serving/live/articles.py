@@ -46,7 +46,12 @@ class ArticleError(ValueError):
 
 @dataclass(frozen=True)
 class ArticleRecord:
-    """A listing's latest live state. `updated_ms`: when the change was accepted (ms, UTC)."""
+    """A listing's latest live state. `updated_ms`: when the change was accepted (ms, UTC).
+
+    `removed_at`: when it was sold or deleted (ISO 8601 UTC, the service's clock when the change
+    was accepted; None while it is up), the articles table's `removed_at` (homefeed/features.py),
+    so a listing's lifetime is kept, not inferred from its views.
+    """
 
     article_id: str
     title: str | None = None
@@ -55,6 +60,7 @@ class ArticleRecord:
     status: str = ACTIVE
     created_at: str | None = None
     updated_ms: int = 0
+    removed_at: str | None = None
 
     @property
     def active(self) -> bool:
@@ -140,7 +146,21 @@ def parse_article(article_id: str, body: Any, now_ms: int | None = None) -> Arti
     if details:
         raise ArticleError(details)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    return ArticleRecord(article_id, status=status, created_at=created_at, updated_ms=now_ms, **values)
+    return ArticleRecord(
+        article_id,
+        status=status,
+        created_at=created_at,
+        updated_ms=now_ms,
+        removed_at=None if status == ACTIVE else iso_ms(now_ms),
+        **values,
+    )
+
+
+def iso_ms(ms: int) -> str:
+    """`ms` since the epoch as ISO 8601 UTC with milliseconds (`2026-05-01T12:00:00.000Z`)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,5 +294,6 @@ def article_features(records: Sequence[ArticleRecord], now_ms: float) -> dict:
 
 
 def removal(article_id: str, status: str = "deleted", now_ms: int | None = None) -> ArticleRecord:
-    """The record `DELETE /v1/articles/{id}` stores (a tombstone)."""
-    return ArticleRecord(article_id, status=status, updated_ms=int(time.time() * 1000) if now_ms is None else now_ms)
+    """The record `DELETE /v1/articles/{id}` stores (a tombstone, removed at `now_ms`)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return ArticleRecord(article_id, status=status, updated_ms=now_ms, removed_at=iso_ms(now_ms))

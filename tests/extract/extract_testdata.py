@@ -42,7 +42,7 @@ def articles_table(rows: list[dict[str, Any]], columns: tuple[str, ...] | None =
     data = {}
     for column in columns:
         values = [row.get(column) for row in rows]
-        if column == "created_at":
+        if column in ("created_at", "removed_at"):
             data[column] = pa.array([ts(v) if isinstance(v, str) else v for v in values], TIMESTAMP)
         else:
             data[column] = pa.array(values, pa.string())

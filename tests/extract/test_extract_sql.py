@@ -12,6 +12,8 @@ u2 has a6<-[a2] (eval); u3 has one view and no example. as_of defaults to 2024-0
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pyarrow as pa
 import pytest
 from extract_testdata import (
@@ -93,6 +95,7 @@ def test_split_is_test_for_each_users_last_view_and_validation_for_the_one_befor
         "test": 2,
         "user_histories": 3,
         "articles": 4,
+        "listings": 6,
     }
 
 
@@ -126,6 +129,54 @@ def test_corpus_is_active_articles_with_view_counts(default_run):
     assert corpus[("a3",)]["category"] == MISSING and corpus[("a2",)]["region"] == MISSING
     assert corpus[("a1",)]["title"] == "Phone"
     assert summary.excluded["articles_inactive"] == 2
+
+
+def test_listings_hold_every_listing_with_its_removal_time(default_run):
+    _, result = default_run
+    listings = rows_by_key(result.listings, "article_id")
+    assert sorted(k[0] for k in listings) == ["a1", "a2", "a3", "a4", "a5", "a6"]
+    # No removed_at column: a sold or deleted listing was gone by as_of at the latest.
+    as_of = ts("2024-01-05 10:00")
+    assert {k[0]: r["removed_at"] for k, r in listings.items()} == {
+        "a1": None,
+        "a2": None,
+        "a3": None,
+        "a4": None,
+        "a5": as_of,
+        "a6": as_of,
+    }
+    assert listings[("a5",)]["title"] == "Bike" and listings[("a5",)]["created_at"] == ts("2024-01-02 00:00")
+
+
+@pytest.mark.parametrize(
+    "as_of, corpus_ids",
+    [
+        # a4 is marked active but was removed on 01-03; a5 was sold on 01-04; a6 has no removed_at.
+        (None, ["a1", "a2", "a3"]),
+        # At 01-03 12:00 a5 was still up (sold later), a4 already gone; at 01-02 12:00 both were.
+        ("2024-01-03T12:00:00Z", ["a1", "a2", "a3", "a5"]),
+        ("2024-01-02T12:00:00Z", ["a1", "a2", "a3", "a4", "a5"]),
+    ],
+)
+def test_removed_at_decides_what_is_live_at_as_of(bq_client, tmp_path, as_of, corpus_ids):
+    removed = {"a4": "2024-01-03 00:00", "a5": "2024-01-04 00:00"}
+    rows = [{**row, "removed_at": removed.get(row["article_id"])} for row in ARTICLES]
+    columns = ("article_id", "title", "category", "region", "created_at", "status", "removed_at")
+    summary, result = run_extract(
+        bq_client,
+        "sql_removed_at",
+        events_table(EVENTS),
+        articles_table(rows, columns=columns),
+        tmp_path / "out",
+        history_length=3,
+        as_of=as_of,
+    )
+    assert sorted(result.articles.column("article_id").to_pylist()) == corpus_ids
+    listings = {r["article_id"]: r["removed_at"] for r in result.listings.to_pylist()}
+    assert listings["a4"] == ts("2024-01-03 00:00") and listings["a5"] == ts("2024-01-04 00:00")
+    assert listings["a6"] == datetime.fromisoformat(summary.as_of)
+    assert summary.inputs["articles_with_removed_at"] == 2
+    assert summary.excluded["articles_inactive"] == len(ARTICLES) - len(corpus_ids)
 
 
 def test_output_files_follow_the_contract(default_run):
@@ -229,3 +280,21 @@ def test_matches_a_plain_python_reference_on_random_data(bq_client, read_client,
     # Scratch tables used for the Storage Read API are gone again.
     tables = [t.table_id for t in bq_client.list_tables(f"{bq_client.project}.sql_random_{results_via[0]}")]
     assert sorted(tables) == ["articles", "events"]
+
+
+def test_one_created_at_for_every_listing_is_warned_about_and_the_age_left_out(bq_client, tmp_path):
+    rows = [{**row, "created_at": "2023-01-01 00:00"} for row in ARTICLES]
+    summary, result = run_extract(
+        bq_client, "sql_one_created_at", events_table(EVENTS), articles_table(rows), tmp_path / "out", history_length=3
+    )
+    assert len(summary.warnings) == 1 and "same created_at" in summary.warnings[0]
+    assert result.summary["warnings"] == summary.warnings
+    assert set(result.training_examples.column(features.LABEL_AGE).to_pylist()) == {features.UNKNOWN_AGE}
+    assert result.articles.column(features.CREATED_AT).null_count == result.articles.num_rows
+    assert result.listings.column(features.CREATED_AT).null_count == result.listings.num_rows
+
+
+def test_varied_created_at_is_kept(default_run):
+    summary, result = default_run
+    assert summary.warnings == []
+    assert result.articles.column(features.CREATED_AT).null_count < result.articles.num_rows

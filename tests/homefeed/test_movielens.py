@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,7 +58,7 @@ def test_reads_events_and_articles(tmp_path):
     assert by_id.loc["0002", "title"] == "Café au lait (1994)"
     assert by_id.loc["0001", "created_at"] == pd.Timestamp("1995-01-01", tz="UTC")
     assert pd.isna(by_id.loc["0012", "created_at"])
-    assert (by_id["status"] == "active").all()
+    assert (by_id["status"] == "active").all() and by_id["removed_at"].isna().all()
     assert "region" not in articles.columns
 
 
@@ -114,8 +116,9 @@ def test_cli_round_trip(tmp_path, capsys, monkeypatch):
     events = pq.read_table(out / "events.parquet")
     articles = pq.read_table(out / "articles.parquet")
     assert events.schema.field("viewed_at").type == pa.timestamp("us", tz="UTC")
-    assert articles.column_names == ["article_id", "title", "category", "created_at", "status"]
-    assert articles.column("created_at").null_count == 1
+    assert articles.column_names == ["article_id", "title", "category", "created_at", "status", "removed_at"]
+    assert articles.column("created_at").null_count == 1 and articles.column("removed_at").null_count == 4
+    assert json.loads((out / "dataset.json").read_text())["source"]["split"] == "per-user"
 
     assert cli.main(["import-movielens", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err

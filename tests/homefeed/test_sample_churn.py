@@ -31,6 +31,11 @@ def test_churn_listings_live_about_a_day_and_most_views_are_fresh(churn_world):
     active = articles[articles["status"] == "active"]
     recent = active["created_at"] >= end - pd.Timedelta(days=3)
     assert recent.mean() > 0.9 and len(active) < 0.25 * len(articles)
+    # Every listing taken down carries its true removal time, about a lifetime after its creation.
+    gone = articles[articles["status"] != "active"]
+    assert gone["removed_at"].notna().all() and active["removed_at"].isna().all()
+    lifetime = gone["removed_at"] - gone["created_at"].clip(lower=end - pd.Timedelta(days=churn_config().days))
+    assert lifetime.dt.total_seconds().median() / 86400 < 1.5
     # Nobody views a listing after it is gone: a listing's views span about its lifetime.
     span = events.groupby("article_id")["viewed_at"].agg(lambda s: (s.max() - s.min()).total_seconds() / 86400)
     assert span.median() < 1.0

@@ -64,6 +64,7 @@ def test_parquet_schema_matches_the_data_contract(tmp_path):
             ("region", pa.string()),
             ("created_at", utc_micros),
             ("status", pa.string()),
+            ("removed_at", utc_micros),
         ]
     )
     assert set(features.EVENTS_REQUIRED_COLUMNS) == set(events.column_names)
@@ -95,6 +96,15 @@ def test_world_invariants(default_world):
     created = events["article_id"].map(articles.set_index("article_id")["created_at"])
     assert (events["viewed_at"] > created).all()
     assert (articles["created_at"] < end - pd.Timedelta(days=config.days)).mean() == pytest.approx(0.2, abs=0.02)
+
+    # Removal times: exactly the sold and deleted listings have one, after creation and before the
+    # end, and nobody views a listing at or after it.
+    gone = articles["status"] != "active"
+    assert (articles["removed_at"].notna() == gone).all()
+    assert (articles.loc[gone, "removed_at"] > articles.loc[gone, "created_at"]).all()
+    assert (articles.loc[gone, "removed_at"] < end).all()
+    removed = events["article_id"].map(articles.set_index("article_id")["removed_at"])
+    assert not (events["viewed_at"] >= removed).any()
 
     # Statuses: about 15% sold, a few deleted, the rest active.
     shares = articles["status"].value_counts(normalize=True)

@@ -27,7 +27,14 @@ def _saved_model(tmp_path_factory):
 
 
 def make_model_dir(
-    root: Path, version: str, recall: float, *, index: bool = True, manifest: bool = True, protocol: dict | None = None
+    root: Path,
+    version: str,
+    recall: float,
+    *,
+    index: bool = True,
+    manifest: bool = True,
+    protocol: dict | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """A finished model directory made by the real writers: the model factory's model directory
     (SavedModel, vectors, ids, titles, manifest), `build_model_index`, and an evaluation.json."""
@@ -40,6 +47,7 @@ def make_model_dir(
     evaluation = {"recall@200": recall, "recall@10": recall / 4}
     if protocol is not None:
         evaluation["protocol"] = protocol
+    evaluation.update(extra or {})
     (model / "evaluation.json").write_text(json.dumps(evaluation))
     if not manifest:
         (model / "manifest.json").unlink()
@@ -93,6 +101,71 @@ def test_regression_beyond_tolerance_is_refused(tmp_path, histories):
     assert not (root / "versions" / "v2").exists()
     log = [json.loads(line) for line in (root / "publish_log.jsonl").read_text().splitlines()]
     assert [entry["published"] for entry in log] == [True, False]
+
+
+def _paired(
+    published: str,
+    published_recall: float,
+    ratio: float,
+    interval: list[float],
+    baselines: dict,
+    fresh: tuple[float, float] = (0.3, 0.2),
+) -> dict:
+    """evaluation.json figures of a candidate whose evaluation re-ran `published` on its views;
+    `fresh`: (model, trending_1d) recall@200 on the freshest listings' views."""
+    return {
+        "published": {"model_version": published, "recall@200": published_recall},
+        "intervals": {"ratio": {"model/published": {"recall@200": {"ratio": ratio, "interval": interval}}}},
+        "baselines": {name: {"recall@200": r} for name, r in baselines.items()},
+        "fresh": {"model": {"recall@200": fresh[0]}, "trending_1d": {"recall@200": fresh[1]}},
+    }
+
+
+def test_the_gate_compares_the_two_models_on_the_same_views_not_stored_figures(tmp_path, histories):
+    # v1 scored 0.40 on its own (older) test views; on v2's views it scores 0.29 and v2 0.30. The
+    # stored figures would refuse v2 (0.10 worse); pairwise it is not worse, and beats the baselines.
+    root = tmp_path / "published"
+    config = PublishConfig(min_recall_at_200=0.1, max_regression=0.01)
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, config, histories)
+    extra = _paired("v1", 0.29, 1.034, [0.97, 1.09], {"popularity": 0.12, "item_knn": 0.25})
+    decision = publish_model(make_model_dir(tmp_path, "v2", 0.30, extra=extra), root, config, histories)
+    assert decision.published, decision.reason
+    assert "same test views" in decision.reason and "[0.970, 1.090]" in decision.reason
+    assert decision.paired_ratio == 1.034 and decision.best_baseline == "item_knn"
+    assert publish.read_latest(root) == "v2"
+
+
+@pytest.mark.parametrize(
+    "ratio, interval, baselines, fresh, refusal",
+    [
+        # Higher than v1's stored 0.40, but worse than v1 on the same views beyond the interval.
+        (0.9, [0.85, 0.95], {"popularity": 0.12}, (0.3, 0.2), "worse than the published v1 beyond the paired interval"),
+        # Not worse than v1, but item-kNN does better on the same views.
+        (1.0, [0.95, 1.05], {"popularity": 0.12, "item_knn": 0.5}, (0.3, 0.2), "does not beat the best baseline"),
+        # Better overall, but trending finds the freshest listings better.
+        (1.0, [0.95, 1.05], {"popularity": 0.12}, (0.2, 0.3), "loses to trending"),
+    ],
+)
+def test_a_candidate_worse_pairwise_below_the_best_baseline_or_below_trending_on_fresh_listings_is_refused(
+    tmp_path, histories, ratio, interval, baselines, fresh, refusal
+):
+    root = tmp_path / "published"
+    config = PublishConfig(min_recall_at_200=0.1, max_regression=0.01)
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, config, histories)
+    extra = _paired("v1", 0.45 / ratio, ratio, interval, baselines, fresh)
+    decision = publish_model(make_model_dir(tmp_path, "v2", 0.45, extra=extra), root, config, histories)
+    assert not decision.published and refusal in decision.reason, decision.reason
+    assert publish.read_latest(root) == "v1"
+
+
+def test_paired_figures_of_another_version_are_not_used(tmp_path, histories):
+    root = tmp_path / "published"
+    config = PublishConfig(min_recall_at_200=0.1, max_regression=0.01)
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, config, histories)
+    extra = _paired("v0", 0.40, 0.5, [0.4, 0.6], {"popularity": 0.12})
+    decision = publish_model(make_model_dir(tmp_path, "v2", 0.41, extra=extra), root, config, histories)
+    assert decision.published and decision.paired_ratio is None
+    assert "not compared on the same ones" in decision.reason
 
 
 def test_recalls_measured_under_different_protocols_are_not_compared(tmp_path, histories):

@@ -11,7 +11,14 @@ import pytest
 
 from components.build_index.build import build_model_index
 from homefeed.config import IndexConfig
-from serving.live.articles import ArticleError, ArticleRecord, EmbeddedArticleLog, RedisArticleLog, parse_article
+from serving.live.articles import (
+    ArticleError,
+    ArticleRecord,
+    EmbeddedArticleLog,
+    RedisArticleLog,
+    parse_article,
+    removal,
+)
 from serving.live.corpus import LiveCorpus
 from serving.live.items import parse_timestamp
 from serving.live.overlay import build_overlay
@@ -95,6 +102,15 @@ def test_article_bodies_are_checked_field_by_field():
         parse_article("x", {"status": "gone", "created_at": "2024-13-01T00:00:00Z", "colour": "red"})
     assert {d["where"] for d in caught.value.details} == {"body", "body.status", "body.created_at"}
     assert parse_article("x", {}).status == "active"
+
+
+def test_a_sold_or_deleted_listing_records_when_it_was_removed():
+    when = parse_timestamp("2026-05-01T12:00:00Z")
+    sold = parse_article("x", {"status": "sold", "title": "Desk"}, now_ms=when)
+    assert sold.removed_at == "2026-05-01T12:00:00.000Z" and parse_timestamp(sold.removed_at) == when
+    assert ArticleRecord.from_json(sold.to_json()) == sold  # kept through Redis too
+    assert parse_article("x", {"status": "active"}, now_ms=when).removed_at is None
+    assert removal("x", now_ms=when + 5).removed_at == "2026-05-01T12:00:00.005Z"
 
 
 @pytest.mark.redis

@@ -141,3 +141,30 @@ def test_category_region_scores_among_live_rows_order_them_as_the_full_corpus_do
     early = baseline.scores_among(2, np.arange(5), T0 + np.timedelta64(int(6.5 * 86400), "s"))
     assert CORPUS[np.lexsort((np.arange(5), -early))[0]] in ("a3", "a4")  # u3's own cell first
     assert early[2] > early[0] and early[2] > early[1]  # then c1/r0, the only cell viewed in (5.5, 6.5]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_item_knn_at_a_time_counts_only_the_pairs_first_viewed_by_then(seed):
+    rng = np.random.default_rng(seed)
+    n_views, n_items = 400, 30
+    times = np.datetime64("2026-05-01T00:00:00", "ns") + rng.integers(0, 10 * 86400, n_views).astype("timedelta64[s]")
+    log = baselines.ViewLog(rng.integers(0, 40, n_views), rng.integers(0, n_items, n_views), times, n_items)
+    knn = baselines.ItemKNN(log)
+    for at in np.sort(times)[[50, 200, 399]]:
+        known = times <= at
+        reference = baselines.ItemKNN(baselines.ViewLog(log.users[known], log.items[known], times[known], n_items))
+        history = np.unique(log.items[known][:5])
+        np.testing.assert_allclose(knn.scores(history, at), reference.scores(history), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(knn.scores(np.array([1, 2])), knn.scores(np.array([1, 2]), times.max()))
+
+
+def test_item_knn_at_a_view_never_uses_a_later_co_view():
+    # u1 views 0 then 1 on day 1; u2 views 0 on day 1 and 2 on day 9. At day 5 a user who viewed 0
+    # is sent to 1 only: the co-view of 0 and 2 had not happened.
+    day = np.timedelta64(86400, "s")
+    t0 = np.datetime64("2026-05-01T00:00:00", "ns")
+    log = baselines.ViewLog(
+        np.array([1, 1, 2, 2]), np.array([0, 1, 0, 2]), np.array([t0, t0, t0, t0 + 8 * day], "datetime64[ns]"), 3
+    )
+    scores = baselines.ItemKNN(log).scores(np.array([0]), t0 + 4 * day)
+    assert scores[1] > 0 and scores[2] == 0

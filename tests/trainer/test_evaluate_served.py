@@ -76,9 +76,19 @@ def test_views_a_month_after_as_of_are_ranked_with_every_listing_re_embedded_at_
         )
 
 
-def test_a_listing_sold_before_as_of_is_ranked_while_it_was_up(trained, tmp_path):
-    """A test target missing from the model's corpus (sold before as_of) is a candidate at its
-    view, embedded from its view's label features; with the snapshot it was a miss."""
+def _write_listings(model_dir, extract, removed: dict[str, pd.Timestamp]) -> None:
+    """The extract's listings.parquet: the model's corpus, up for good except `removed` (id -> time)."""
+    corpus = pd.read_parquet(model_dir / layout.ARTICLES_FILE)
+    columns = [c for c in features.LISTINGS_COLUMNS if c in corpus.columns]
+    listings = corpus[columns].assign(
+        **{features.REMOVED_AT: pd.to_datetime(corpus[features.ARTICLE_ID].map(removed), utc=True)}
+    )
+    listings.to_parquet(extract / extract_layout.LISTINGS_FILE, index=False)
+
+
+def test_a_listing_the_model_lacks_is_ranked_while_its_listing_was_up(trained, tmp_path):
+    """A test target missing from the model's corpus is a candidate at its view while the extract's
+    listings say it was up (embedded from its listing's attributes), and not once it was removed."""
     from trainer.evaluation.evaluate import evaluate_model
 
     model_dir = tmp_path / "model"
@@ -86,6 +96,7 @@ def test_a_listing_sold_before_as_of_is_ranked_while_it_was_up(trained, tmp_path
     manifest = layout.load_manifest(model_dir)
     as_of = pd.Timestamp(manifest["article_ages_at_ms"], unit="ms", tz="UTC")
     extract, test_rows = _timed_extract(trained, tmp_path, as_of)
+    _write_listings(model_dir, extract, {})
     before = evaluate_model(model_dir, extract, EvaluateConfig(ks=(10, 20)))
     assert before["targets_outside_corpus"] == 0 and before["served_corpus"]["listings"] == len(
         (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
@@ -102,7 +113,38 @@ def test_a_listing_sold_before_as_of_is_ranked_while_it_was_up(trained, tmp_path
             "sha256": layout.sha256_file(model_dir / name),
         }
     (model_dir / layout.MANIFEST_FILE).write_text(json.dumps(manifest))
+    # Sold an hour after the views: up at their time.
+    _write_listings(trained.result.model_dir, extract, {sold: as_of + pd.Timedelta(hours=1)})
     after = evaluate_model(model_dir, extract, EvaluateConfig(ks=(10, 20)))
     assert after["targets_outside_corpus"] == 0 and after["served_corpus"]["listings"] == len(ids)
     # Its views still count: recall moves by at most what ties with the re-embedded vector can.
     assert after["model"]["recall@20"] == pytest.approx(before["model"]["recall@20"], abs=2 / len(test_rows))
+    # Sold at the views' time (removed_at is exclusive): never a candidate, every view of it a miss,
+    # however often it was viewed.
+    _write_listings(trained.result.model_dir, extract, {sold: as_of})
+    gone = evaluate_model(model_dir, extract, EvaluateConfig(ks=(10, 20)))
+    views_of_sold = int((test_rows[features.LABEL] == sold).sum())
+    assert gone["model"]["recall@20"] <= 1.0 - views_of_sold / len(test_rows) + 1e-9
+
+
+def test_the_published_model_is_re_run_on_the_same_views_and_compared_pairwise(trained, tmp_path):
+    from trainer.evaluation.evaluate import evaluate_model
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained.result.model_dir, model_dir)
+    manifest = layout.load_manifest(model_dir)
+    as_of = pd.Timestamp(manifest["article_ages_at_ms"], unit="ms", tz="UTC")
+    extract, _ = _timed_extract(trained, tmp_path, as_of)
+    _write_listings(model_dir, extract, {})
+    config = EvaluateConfig(ks=(10, 20))
+    result = evaluate_model(model_dir, extract, config, published_model_dir=trained.result.model_dir)
+    # The same model twice: the same ranks view by view, so the paired ratio has no spread at all,
+    # while each recall alone carries a sampling interval.
+    assert result["published"]["recall@20"] == result["model"]["recall@20"]
+    assert result["published"]["model_version"] == manifest["model_version"]
+    paired = result["intervals"]["ratio"]["model/published"]["recall@20"]
+    assert paired["ratio"] == 1.0 and paired["interval"] == [1.0, 1.0]
+    low, high = result["intervals"]["recall"]["model"]["recall@20"]
+    assert low < result["model"]["recall@20"] < high
+    for name in result["baselines"]:
+        assert f"model/{name}" in result["intervals"]["ratio"], name

@@ -23,8 +23,9 @@ def ms(days: float) -> float:
     return at(days).value / 1e6
 
 
-# The as_of corpus: a0 (created day 0), a1 (day 5), a2 (no created_at). s1 and s2 were sold before
-# as_of: known only from views (s1 viewed on days 2 and 3, created day 1.5; s2 viewed on day 8).
+# The as_of corpus: a0 (created day 0), a1 (day 5), a2 (no created_at, first viewed day 4.5). s1 and
+# s2 were removed before as_of: s1 created day 1.5, sold day 3.2 but viewed again on day 6 (a view
+# after its removal, which must not make it live); s2 created day 7.75, removed day 8.5.
 ARTICLES = pd.DataFrame(
     {
         features.ARTICLE_ID: ["a0", "a1", "a2"],
@@ -34,22 +35,32 @@ ARTICLES = pd.DataFrame(
         features.CREATED_AT: [at(0), at(5), pd.NaT],
     }
 )
+LISTINGS = pd.DataFrame(
+    {
+        features.ARTICLE_ID: ["a0", "a1", "a2", "s1", "s2"],
+        "title": ["Oak desk", "Road bike", None, "Kids bike", "Yoga mat"],
+        "category": ["c0", "c1", "c0", "c0", "c1"],
+        "region": ["r0", "r0", "r1", "r0", "r0"],
+        features.CREATED_AT: [at(0), at(5), pd.NaT, at(1.5), at(7.75)],
+        features.REMOVED_AT: [pd.NaT, pd.NaT, pd.NaT, at(3.2), at(8.5)],
+    }
+)
 VIEWS = [
-    ("s1", 2.0, 0.5, "c0", "Kids bike"),
-    ("s1", 3.0, 1.5, "c0", "Kids bike"),
-    ("a0", 4.0, 4.0, "c0", "Oak desk"),
-    ("s2", 8.0, 0.25, "c1", "Yoga mat"),
-    ("a1", 4.5, 0.0, "c1", "Road bike"),
-]  # a1 viewed half a day early
+    ("s1", 2.0, "c0", "Kids bike"),
+    ("s1", 3.0, "c0", "Kids bike"),
+    ("a0", 4.0, "c0", "Oak desk"),
+    ("a2", 4.5, "c0", None),
+    ("s1", 6.0, "c0", "Kids bike"),
+    ("s2", 8.0, "c1", "Yoga mat"),
+]
 
 
 def views_table(with_times: bool = True) -> pa.Table:
     columns = {
         features.LABEL: [v[0] for v in VIEWS],
-        features.label_attribute("category"): [v[3] for v in VIEWS],
+        features.label_attribute("category"): [v[2] for v in VIEWS],
         features.label_attribute("region"): ["r0"] * len(VIEWS),
-        features.LABEL_TITLE: [v[4] for v in VIEWS],
-        features.LABEL_AGE: [v[2] for v in VIEWS],
+        features.LABEL_TITLE: [v[3] for v in VIEWS],
     }
     if with_times:
         columns[features.VIEWED_AT] = pa.array([at(v[1]) for v in VIEWS], pa.timestamp("us", tz="UTC"))
@@ -57,28 +68,41 @@ def views_table(with_times: bool = True) -> pa.Table:
 
 
 def corpus() -> served_lib.ServedCorpus:
-    return served_lib.ServedCorpus.build(["a0", "a1", "a2"], ARTICLES, views_table())
+    return served_lib.ServedCorpus.build(["a0", "a1", "a2"], ARTICLES, views_table(), LISTINGS)
 
 
 def live_ids(c: served_lib.ServedCorpus, days: float) -> list[str]:
     return list(c.article_ids[c.live_rows(ms(days))])
 
 
-def test_listings_sold_before_as_of_are_live_between_created_at_and_their_last_view():
+def test_the_corpus_at_t_is_exactly_the_listings_created_by_t_and_not_yet_removed():
     c = corpus()
     assert list(c.article_ids) == ["a0", "a1", "a2", "s1", "s2"] and c.num_exported == 3 and c.timed
-    # s1: created = first view - its age = day 1.5; last view day 3.
     assert c.created_ms[3] == pytest.approx(ms(1.5))
     assert c.frame.loc[3, "title"] == "Kids bike" and c.frame.loc[3, "category"] == "c0"
-    assert live_ids(c, 1.0) == ["a0", "a2"]  # s1 not created yet, a1 neither
-    assert live_ids(c, 2.5) == ["a0", "a2", "s1"]
-    assert live_ids(c, 3.5) == ["a0", "a2"]  # s1 gone after its last view
-    assert live_ids(c, 4.6) == ["a0", "a1", "a2"]  # a1 viewed at 4.5, before its created_at: live from then
-    assert live_ids(c, 7.99) == ["a0", "a1", "a2", "s2"]  # s2 created day 7.75
+    assert live_ids(c, 1.0) == ["a0"]  # s1 not created yet, a1 neither; a2 not viewed yet
+    assert live_ids(c, 2.5) == ["a0", "s1"]
+    assert live_ids(c, 3.2) == ["a0"]  # removed_at is exclusive: gone at its removal time
+    assert live_ids(c, 4.5) == ["a0", "a2"]  # no created_at: live from its first view at or before t
+    assert live_ids(c, 5.0) == ["a0", "a1", "a2"]
+    assert live_ids(c, 8.0) == ["a0", "a1", "a2", "s2"]
+    assert live_ids(c, 8.5) == ["a0", "a1", "a2"]
     # Without view times: the as_of corpus, always live.
-    snapshot = served_lib.ServedCorpus.build(["a0", "a1", "a2"], ARTICLES, views_table(with_times=False))
+    snapshot = served_lib.ServedCorpus.build(["a0", "a1", "a2"], ARTICLES, views_table(with_times=False), LISTINGS)
     assert not snapshot.timed and list(snapshot.article_ids[snapshot.live_rows(ms(1.0))]) == ["a0", "a1", "a2"]
     assert list(served_lib.ServedCorpus.snapshot(["a0", "a1"], ARTICLES).article_ids) == ["a0", "a1"]
+
+
+def test_a_listing_viewed_after_t_but_removed_before_t_is_not_in_the_corpus_at_t():
+    # s1 was sold on day 3.2 and viewed again on day 6: at day 4 and day 6 it is not a candidate.
+    c = corpus()
+    assert "s1" not in live_ids(c, 4.0) and "s1" not in live_ids(c, 6.0)
+
+
+def test_without_listings_only_the_as_of_corpus_is_served_and_nothing_comes_from_later_views():
+    c = served_lib.ServedCorpus.build(["a0", "a1", "a2"], ARTICLES, views_table(), None)
+    assert list(c.article_ids) == ["a0", "a1", "a2"]
+    assert live_ids(c, 2.5) == ["a0"] and live_ids(c, 5.0) == ["a0", "a1", "a2"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -145,18 +169,46 @@ def test_ranks_count_only_the_live_unseen_listings_with_the_reference_tie_rule()
     np.testing.assert_array_equal(subset, got[[2, 0]])
 
 
-def test_trending_at_a_time_equals_the_reference_window_before_it():
+def test_popularity_and_trending_at_a_time_equal_a_plain_count_of_the_views_up_to_it():
     from trainer.evaluation import baselines
-    from trainer.evaluation.served_ranks import _Trending
+    from trainer.evaluation.served_ranks import ViewCounts
 
     rng = np.random.default_rng(5)
     n_items, n_views = 12, 300
     times = np.datetime64("2026-05-01T00:00:00", "ns") + rng.integers(0, 10 * 86400, n_views).astype("timedelta64[s]")
-    log = baselines.ViewLog(rng.integers(0, 5, n_views), rng.integers(0, n_items, n_views), times, n_items)
-    trending = _Trending(log, baselines.popularity_scores(log))
+    times[:7] = np.datetime64("NaT")  # unknown times count as old views, always
+    items = rng.integers(0, n_items, n_views)
+    log = baselines.ViewLog(rng.integers(0, 5, n_views), items, times, n_items)
+    counts = ViewCounts(log)
     rows = np.array([0, 3, 4, 7, 11])
-    for at in times[:20]:
+    untimed = np.bincount(items[:7], minlength=n_items)
+    for at in times[7:27]:
+        upto = np.bincount(items[7:][times[7:] <= at], minlength=n_items) + untimed
+        np.testing.assert_array_equal(counts.up_to(at, rows), upto[rows])
         for days in (1, 7):
+            start = at - np.timedelta64(days * 86400, "s")
+            window = np.bincount(items[7:][(times[7:] > start) & (times[7:] <= at)], minlength=n_items)
             np.testing.assert_array_equal(
-                trending.scores(at, days, rows), baselines.trending_scores(log, at, days)[rows]
+                counts.trending(at, days, rows), baselines.trending_from_window(window, upto, n_views)[rows]
             )
+    np.testing.assert_array_equal(counts.up_to(None, rows), np.bincount(items, minlength=n_items)[rows])
+
+
+def test_popularity_at_a_view_counts_no_later_view():
+    # Listing 0 is viewed ten times after the test view at day 5, listing 1 twice before it: a live
+    # counter at day 5 ranks listing 1 first.
+    from trainer.evaluation import baselines
+    from trainer.evaluation.served_ranks import ViewCounts
+
+    day = np.timedelta64(86400, "s")
+    t0 = np.datetime64("2026-05-01T00:00:00", "ns")
+    times = np.array([t0 + 1 * day, t0 + 2 * day, *[t0 + 6 * day] * 10], "datetime64[ns]")
+    items = np.array([1, 1, *[0] * 10])
+    counts = ViewCounts(baselines.ViewLog(np.zeros(12, np.int64), items, times, 3))
+    c = served_lib.ServedCorpus.snapshot(["x0", "x1", "x2"], pd.DataFrame())
+    at_view = (t0 + 5 * day).astype("datetime64[ms]").astype(np.int64).astype(np.float64)
+    ranks = served_lib.ranks_over_time(
+        c, np.array([at_view]), np.array([1]), None, lambda i, rows, t: counts.up_to(np.datetime64(int(t), "ms"), rows)
+    )
+    assert ranks[0] == 0
+    assert counts.trending(t0 + 5 * day, 7, np.array([0, 1])).argmax() == 1

@@ -122,42 +122,62 @@ class ItemKNN:
     """Item-to-item cosine co-occurrence scores over a `ViewLog` (see module docstring)."""
 
     def __init__(self, log: ViewLog):
-        pairs = pd.DataFrame({"u": log.users, "i": log.items}).drop_duplicates()  # a view matrix is binary
+        # A view matrix is binary: one (user, item) pair, dated by its first view (views without a
+        # time date it as the oldest, so they count at every time).
+        oldest = np.datetime64(np.iinfo(np.int64).min + 1, "ns")
+        times = np.where(np.isnat(log.viewed_at), oldest, log.viewed_at).astype("datetime64[ns]")
+        pairs = (
+            pd.DataFrame({"u": log.users, "i": log.items, "t": times})
+            .groupby(["u", "i"], sort=False, as_index=False)["t"]
+            .min()
+        )
         self.num_items = log.num_items
         counts = np.bincount(pairs["i"].to_numpy(), minlength=log.num_items).astype(np.float64)
         self.inv_sqrt = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
         by_item = pairs.sort_values(["i", "u"], kind="stable")
         by_user = pairs.sort_values(["u", "i"], kind="stable")
         self._item_users = by_item["u"].to_numpy()
+        self._item_times = by_item["t"].to_numpy("datetime64[ns]")
         self._item_ptr = np.concatenate([[0], np.cumsum(counts.astype(np.int64))])
         self.num_users = int(log.users.max()) + 1 if len(log.users) else 0
         user_counts = np.bincount(by_user["u"].to_numpy(), minlength=self.num_users)
         self._user_items = by_user["i"].to_numpy()
+        self._user_times = by_user["t"].to_numpy("datetime64[ns]")
         self._user_ptr = np.concatenate([[0], np.cumsum(user_counts)])
+        self._pair_items = by_item["i"].to_numpy()
 
-    def scores(self, history: np.ndarray) -> np.ndarray:
-        """float64 `[num_items]` for a user whose history is `history` (corpus indices, unique)."""
+    def scores(self, history: np.ndarray, at: np.datetime64 | None = None) -> np.ndarray:
+        """float64 `[num_items]` for a user whose history is `history` (corpus indices, unique),
+        from the pairs first viewed at or before `at` (None: every pair): what a live co-occurrence
+        counter held at `at`, never a later view."""
         history = np.unique(np.asarray(history, np.int64))
         if not len(history) or not self.num_users:
             return np.zeros(self.num_items)
+        inv_sqrt = self.inv_sqrt
+        if at is not None:
+            at = np.datetime64(at, "ns")
+            counts = np.bincount(self._pair_items[self._item_times <= at], minlength=self.num_items)
+            inv_sqrt = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
         starts, stops = self._item_ptr[history], self._item_ptr[history + 1]
         lengths = stops - starts
         index = np.repeat(starts - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths) + np.arange(lengths.sum())
+        shared = np.repeat(inv_sqrt[history], lengths)
+        if at is not None:
+            shared = np.where(self._item_times[index] <= at, shared, 0.0)
         # weight of each other user: sum over shared history items of 1/sqrt(n_h)
-        weights = np.bincount(
-            self._item_users[index], weights=np.repeat(self.inv_sqrt[history], lengths), minlength=self.num_users
-        )
+        weights = np.bincount(self._item_users[index], weights=shared, minlength=self.num_users)
         users = np.flatnonzero(weights)
         u_starts, u_stops = self._user_ptr[users], self._user_ptr[users + 1]
         u_lengths = u_stops - u_starts
         u_index = np.repeat(u_starts - np.cumsum(np.concatenate([[0], u_lengths[:-1]])), u_lengths) + np.arange(
             u_lengths.sum()
         )
-        totals = np.bincount(
-            self._user_items[u_index], weights=np.repeat(weights[users], u_lengths), minlength=self.num_items
-        )
-        scores = totals * self.inv_sqrt
-        scores[history] -= np.where(self.inv_sqrt[history] > 0, 1.0, 0.0)  # an article's cosine with itself
+        spread = np.repeat(weights[users], u_lengths)
+        if at is not None:
+            spread = np.where(self._user_times[u_index] <= at, spread, 0.0)
+        totals = np.bincount(self._user_items[u_index], weights=spread, minlength=self.num_items)
+        scores = totals * inv_sqrt
+        scores[history] -= np.where(inv_sqrt[history] > 0, 1.0, 0.0)  # an article's cosine with itself
         return scores
 
     def ranks(

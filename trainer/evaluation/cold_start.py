@@ -26,6 +26,33 @@ from trainer.evaluation import metrics as metrics_lib
 DEFINITION = "test views whose target article appears in no view of the train split (its id unseen in training)"
 
 
+FRESH_DEFINITION = "test views whose target was first viewed (by anyone) less than a day before the view"
+FRESH_WINDOW_MS = 86_400_000.0
+
+
+def fresh_target_mask(table: pa.Table, targets: Sequence[str], times_ms: np.ndarray) -> np.ndarray:
+    """bool `[n]`: which test views' targets were first viewed less than a day before the view (the
+    view itself included): the freshest listings, where a trending counter is strongest.
+
+    A listing's first view is the earliest labelled view of it in any split; views of unknown time
+    (each user's first view, known only from a history) do not date it. A view without a time is
+    never fresh.
+    """
+    if features.VIEWED_AT not in table.column_names:
+        return np.zeros(len(targets), bool)
+    frame = pd.DataFrame(
+        {
+            "label": table.column(features.LABEL).to_numpy(zero_copy_only=False).astype(str),
+            "t": pd.to_datetime(table.column(features.VIEWED_AT).to_pandas(), utc=True),
+        }
+    ).dropna()
+    first = frame.groupby("label")["t"].min().map(lambda t: t.value / 1e6)
+    first_ms = first.reindex(pd.Index(list(map(str, targets)))).to_numpy(np.float64)
+    times = np.asarray(times_ms, np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(times - first_ms, nan=np.inf) < FRESH_WINDOW_MS
+
+
 def trained_articles(table: pa.Table) -> set[str]:
     """Every article id in a view of the train split (labels and histories)."""
     train = table.filter(pc.equal(table.column(features.SPLIT), features.TRAIN_SPLIT))
@@ -48,7 +75,8 @@ def cold_start_metrics(
     rankable: np.ndarray,
 ) -> dict[str, Any]:
     """`{"definition", "num_users", "num_rankable", "<name>": {"recall@K": ...}}` over the new
-    test views, for every ranking in `ranks` (name -> ranks of all test users, aligned with `new`).
+    test views, for every ranking in `ranks` (name -> ranks of all test users, aligned with `new`);
+    any other slice (`fresh`) the same way, with its `definition` put in after.
 
     `rankable`: bool `[n]`, the target is in the corpus and not already viewed (the others are
     misses by definition; recall is over all new views, as overall recall is over all views).

@@ -3,8 +3,8 @@
 Protocol (DEVELOPERS.md): each user's last view is the target (`split = test` rows of
 `training_examples.parquet`; never used for a choice, only reported and read by the publish gate),
 its history the earlier views. Each test view is ranked over the corpus the live service held at
-its time (trainer/evaluation/served_corpus.py, the one owner of that definition: the as_of corpus created by
-then plus the listings sold before as_of while they were up, each vector made by the model's
+its time (trainer/evaluation/served_corpus.py, the one owner of that definition: the listings with
+created_at <= t < removed_at from the extract's listings, each vector made by the model's
 article tower at the listing's age then; without view times, the as_of corpus and
 `article_vectors.npy`), minus the user's seen set (the last features.SEEN_LENGTH articles viewed,
 as the service filters). The user vector comes from `trainer.towers.serving_model.UserEncoder` (raw
@@ -71,7 +71,8 @@ def _served_corpus(encoder, article_ids: list[str], articles: pd.DataFrame, exam
     the tower embedding it (the live service's path), or the as_of snapshot with the exported
     vectors when the views have no times or the model predates the `article_vectors` signature."""
     views = served_lib.read_views(examples_dir / extract_layout.TRAINING_EXAMPLES_FILE)
-    served = served_lib.ServedCorpus.build(article_ids, articles, views)
+    listings = served_lib.read_listings(examples_dir / extract_layout.LISTINGS_FILE)
+    served = served_lib.ServedCorpus.build(article_ids, articles, views, listings)
     if not served.timed:
         return served, None
     try:
@@ -80,6 +81,82 @@ def _served_corpus(encoder, article_ids: list[str], articles: pd.DataFrame, exam
         LOG.warning("%s: ranked over the as_of corpus with its exported vectors", error)
         return served_lib.ServedCorpus.snapshot(article_ids, articles), None
     return served, encoder.article_vectors
+
+
+def _published_ranks(
+    model_dir: Path,
+    examples_dir: Path,
+    eval_rows: pd.DataFrame,
+    rows: list,
+    times: np.ndarray,
+    ages,
+    seen_ids: list[list[str]] | None,
+    as_of_ms: float,
+    config: config_lib.EvaluateConfig,
+) -> tuple[str, np.ndarray]:
+    """(version, ranks) of another model directory on the same test views: its exported towers,
+    its corpus over the same listings at each view's time, the same seen sets (as ids)."""
+    from trainer.towers.serving_model import UserEncoder
+
+    model_dir = layout.resolve_model_dir(model_dir)
+    manifest = layout.load_manifest(model_dir)
+    article_ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
+    vectors = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
+    articles = (
+        pd.read_parquet(model_dir / layout.ARTICLES_FILE)
+        if (model_dir / layout.ARTICLES_FILE).exists()
+        else pd.DataFrame()
+    )
+    encoder = UserEncoder(model_dir, history_length=int(manifest.get("history_length") or features.HISTORY_LENGTH))
+    served, embed = _served_corpus(encoder, article_ids, articles, examples_dir)
+    index = served.article_ids
+    targets = index.get_indexer(eval_rows[features.LABEL].astype(str))
+    exclude = None
+    if seen_ids is not None:
+        exclude = [(lambda e: e[e >= 0])(index.get_indexer(pd.Index(ids, dtype=object))) for ids in seen_ids]
+    user_vectors = encoder.encode_batched(rows, config.batch_size, example_age_days=ages)
+    served_vectors = served_lib.ServedVectors(served, times, embed, as_of_ms) if embed is not None else vectors
+    LOG.info("re-ran the published model %s on the same %d test views", manifest["model_version"], len(targets))
+    return str(manifest["model_version"]), served_ranks.model_ranks(
+        served, served_vectors, user_vectors, times, targets, exclude
+    )
+
+
+def _intervals(
+    model_ranks: np.ndarray,
+    baseline_ranks: dict[str, np.ndarray],
+    users: np.ndarray,
+    knn_users: np.ndarray | None,
+    slices: dict[str, np.ndarray],
+    ks,
+    seed: int,
+) -> dict[str, Any]:
+    """Bootstrap intervals (metrics.recall_intervals) of every recall evaluation.json reports:
+    overall and on each slice of the views (`cold_start`: new listings, `fresh`), each ranker alone and the model over each baseline
+    (paired: the same resampled users). A baseline ranked on a sample of the users (item-kNN past
+    `knn_max_users`) is paired with the model on that sample."""
+    full = {"model": model_ranks, **{n: r for n, r in baseline_ranks.items() if len(r) == len(model_ranks)}}
+    out = metrics_lib.recall_intervals(full, ks, users, [("model", n) for n in full if n != "model"], seed=seed)
+    for name, ranks in baseline_ranks.items():
+        if name in full or knn_users is None:
+            continue
+        sampled = metrics_lib.recall_intervals(
+            {"model": model_ranks[knn_users], name: ranks}, ks, users[knn_users], [("model", name)], seed=seed
+        )
+        out["recall"][name] = sampled["recall"][name]
+        out["ratio"][f"model/{name}"] = {**sampled["ratio"][f"model/{name}"], "users": sampled["users"]}
+    for name, mask in slices.items():
+        if not mask.any():
+            continue
+        part = metrics_lib.recall_intervals(
+            {n: np.asarray(r)[mask] for n, r in full.items()},
+            ks,
+            users[mask],
+            [("model", n) for n in full if n != "model"],
+            seed=seed,
+        )
+        out[name] = {"users": part["users"], "recall": part["recall"], "ratio": part["ratio"]}
+    return out
 
 
 def _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config) -> dict[str, Any]:
@@ -105,6 +182,7 @@ def evaluate_model(
     examples_dir: str | os.PathLike,
     config: config_lib.EvaluateConfig | None = None,
     served: served_lib.ServedCorpus | None = None,
+    published_model_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Recall@K and NDCG@K of the model and of the baselines on the test split (see module docstring).
 
@@ -114,6 +192,9 @@ def evaluate_model(
       config: cut-offs and options (defaults if None).
       served: the corpus to rank each view over (its first rows the model's corpus, in order);
         default: `ServedCorpus.build` from the extract (benchmarks pass a generator's true one).
+      published_model_dir: the published model, re-run on the same test views (its exported
+        towers, its own corpus over the same listings, the same seen sets) so the publish gate
+        compares the two pairwise (`published` and `intervals.ratio["model/published"]`).
 
     Returns:
       `{"model_version", "model_dir", "split", "fit", "as_of", "num_users", ..., "model":
@@ -206,6 +287,22 @@ def evaluate_model(
     as_of_ms = manifest.get("article_ages_at_ms") or (np.nan if as_of is None else pd.Timestamp(as_of).value / 1e6)
     served_vectors = served_lib.ServedVectors(served, times, embed, float(as_of_ms)) if embed is not None else vectors
     model_ranks = served_ranks.model_ranks(served, served_vectors, user_vectors, times, targets, exclude)
+    published = None
+    if published_model_dir is not None:
+        try:
+            published = _published_ranks(
+                Path(published_model_dir),
+                examples_dir,
+                eval_rows,
+                rows,
+                times,
+                ages,
+                None if exclude is None else [corpus_index[e].tolist() for e in exclude],
+                float(as_of_ms),
+                config,
+            )
+        except (OSError, ValueError) as error:  # the gate then compares stored figures, and says so
+            LOG.warning("the published model %s could not be re-run on the test views: %s", published_model_dir, error)
     knn_users = None
     if len(users) > config.knn_max_users:
         knn_users = np.sort(np.random.default_rng(config.seed).choice(len(users), config.knn_max_users, replace=False))
@@ -233,11 +330,34 @@ def evaluate_model(
         config.ndcg_k,
         rankable,
     )
+    fresh_mask = cold_start.fresh_target_mask(table, eval_rows[features.LABEL].astype(str).tolist(), times)
+    fresh = {
+        **cold_start.cold_start_metrics(
+            fresh_mask,
+            {"model": model_ranks, **{n: r for n, r in baseline_ranks.items() if len(r) == len(targets)}},
+            config.ks,
+            config.ndcg_k,
+            rankable,
+        ),
+        "definition": cold_start.FRESH_DEFINITION,
+    }
     model_metrics = metrics_lib.ranking_metrics(model_ranks, config.ks, config.ndcg_k)
     as_of_corpus = _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config)
     baseline_metrics = {
         name: metrics_lib.ranking_metrics(r, config.ks, config.ndcg_k) for name, r in baseline_ranks.items()
     }
+    intervals = _intervals(
+        model_ranks,
+        baseline_ranks | ({"published": published[1]} if published else {}),
+        np.asarray(users, dtype=object),
+        knn_users,
+        {"cold_start": new, "fresh": fresh_mask},
+        config.ks,
+        config.seed,
+    )
+    if published:
+        # Not a baseline: the model it would replace, on the same views.
+        intervals["published_version"] = published[0]
     metrics_file = model_dir / layout.METRICS_FILE
     fit = json.loads(metrics_file.read_text()).get("fit") if metrics_file.exists() else None
     result: dict[str, Any] = {
@@ -252,7 +372,13 @@ def evaluate_model(
         "item_knn_users": len(users) if knn_users is None else len(knn_users),
         "num_articles": len(article_ids),
         "served_corpus": {
-            "definition": served_lib.DEFINITION if served.timed else "the as_of corpus (no view times)",
+            "definition": (
+                "the as_of corpus (no view times)"
+                if not served.timed
+                else served_lib.DEFINITION
+                if (examples_dir / extract_layout.LISTINGS_FILE).exists()
+                else served_lib.DEFINITION_WITHOUT_LISTINGS
+            ),
             "listings": len(served),
             "median_live": float(np.median([len(served.live_rows(t)) for t in times[:: max(1, len(times) // 200)]])),
         },
@@ -264,6 +390,22 @@ def evaluate_model(
         "baselines": baseline_metrics,
         "popularity": baseline_metrics["popularity"],
         "cold_start": cold,
+        # The freshest listings (first viewed less than a day before the view), beside trending.
+        "fresh": fresh,
+        **(
+            {
+                "published": {
+                    "model_version": published[0],
+                    "model_dir": str(published_model_dir),
+                    **metrics_lib.ranking_metrics(published[1], config.ks, config.ndcg_k),
+                }
+            }
+            if published
+            else {}
+        ),
+        # 95 % bootstrap intervals (test users resampled) of every recall above, and paired ones of
+        # the model's recall over each baseline's on the same views.
+        "intervals": intervals,
         "as_of_corpus": as_of_corpus,
         # How recall was measured; the publish gate compares versions only under the same protocol.
         layout.EVALUATION_PROTOCOL_KEY: {

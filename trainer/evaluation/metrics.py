@@ -117,3 +117,129 @@ def batched_ranks(
         scores = user_vectors[start:stop] @ article_vectors.T
         parts.append(target_ranks(scores, targets[start:stop], None if exclude is None else exclude[start:stop]))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals: a bootstrap over users (a user's views move together, since they are not independent).
+# ---------------------------------------------------------------------------------------------
+BOOTSTRAP_REPLICATES = 1000
+BOOTSTRAP_LEVEL = 0.95
+# Users' weights held at once (int64: 64 MiB), whatever the number of users.
+_MAX_WEIGHTS_IN_MEMORY = 1 << 23
+
+
+def bootstrap_means(
+    values: np.ndarray, users: np.ndarray | None = None, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0
+) -> np.ndarray:
+    """Each column's mean over views, recomputed on `replicates` resamples of the users.
+
+    Every replicate draws as many users as there are, with replacement, and keeps all the views of
+    each drawn user (as often as drawn). The same draws serve every column, so columns (e.g. two
+    rankers on the same views) can be compared replicate by replicate: a paired interval.
+
+    Args:
+      values: float `[n_views, m]`. users: `[n_views]` user ids (any type; None: one user per view).
+    Returns:
+      float64 `[replicates, m]` (NaN where a replicate drew no views, impossible unless n_views == 0).
+    Raises:
+      ValueError: `users` does not have one entry per view.
+    """
+    values = np.asarray(values, np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"values must be [n_views, m], got {values.shape}")
+    if users is None:
+        codes = np.arange(len(values))
+    else:
+        users = np.asarray(users)
+        if users.shape != (len(values),):
+            raise ValueError(f"users must be [n_views] = [{len(values)}], got {users.shape}")
+        codes = np.unique(users, return_inverse=True)[1].reshape(-1)
+    n_users = int(codes.max()) + 1 if len(codes) else 0
+    if n_users == 0:
+        return np.full((replicates, values.shape[1]), np.nan)
+    sums = np.zeros((n_users, values.shape[1]))
+    np.add.at(sums, codes, values)
+    counts = np.bincount(codes, minlength=n_users).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(replicates, _MAX_WEIGHTS_IN_MEMORY // n_users))
+    out = np.empty((replicates, values.shape[1]))
+    for start in range(0, replicates, chunk):
+        size = min(chunk, replicates - start)
+        drawn = rng.integers(n_users, size=(size, n_users)) + (np.arange(size) * n_users)[:, None]
+        weights = np.bincount(drawn.reshape(-1), minlength=size * n_users).reshape(size, n_users).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + size] = (weights @ sums) / (weights @ counts)[:, None]
+    return out
+
+
+def percentile_interval(replicates: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> list[float]:
+    """`[low, high]`: the central `level` of the replicates (NaN ones left out)."""
+    finite = np.asarray(replicates, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return [float("nan"), float("nan")]
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return [float(low), float(high)]
+
+
+def recall_intervals(
+    ranks: dict[str, np.ndarray],
+    ks: Sequence[int],
+    users: np.ndarray | None = None,
+    pairs: Sequence[tuple[str, str]] = (),
+    replicates: int = BOOTSTRAP_REPLICATES,
+    seed: int = 0,
+    level: float = BOOTSTRAP_LEVEL,
+) -> dict:
+    """Bootstrap intervals (users resampled) of every ranker's recall@K and of ratios between rankers.
+
+    Args:
+      ranks: ranker name -> int `[n_views]` target ranks, all over the same views.
+      users: `[n_views]` the user of each view (None: one user per view).
+      pairs: `(a, b)` names whose ratio recall_a / recall_b gets a paired interval (the same
+        resampled users for both, so what they share cancels).
+    Returns:
+      `{"level", "replicates", "resampled": "users", "users", "recall": {name: {"recall@K": [lo, hi]}},
+      "ratio": {"a/b": {"recall@K": {"ratio", "interval": [lo, hi]}}}}`.
+    Raises:
+      ValueError: the rankers do not rank the same number of views, or a pair names an unknown ranker.
+    """
+    names = list(ranks)
+    lengths = {name: len(r) for name, r in ranks.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"every ranker must rank the same views; got lengths {lengths}")
+    for a, b in pairs:
+        if a not in ranks or b not in ranks:
+            raise ValueError(f"pair ({a!r}, {b!r}) names a ranker not in {names}")
+    columns = [(name, k) for name in names for k in ks]
+    n_views = next(iter(lengths.values()), 0)
+    hits = np.zeros((n_views, len(columns)))
+    for j, (name, k) in enumerate(columns):
+        hits[:, j] = np.asarray(ranks[name]) < k
+    boot = bootstrap_means(hits, users, replicates, seed)
+    column_of = {c: j for j, c in enumerate(columns)}
+    out: dict = {
+        "level": level,
+        "replicates": replicates,
+        "resampled": "users",
+        "users": int(len(np.unique(users))) if users is not None else n_views,
+        "recall": {
+            name: {f"recall@{k}": percentile_interval(boot[:, column_of[(name, k)]], level) for k in ks}
+            for name in names
+        },
+        "ratio": {},
+    }
+    for a, b in pairs:
+        figures = {}
+        for k in ks:
+            ja, jb = column_of[(a, k)], column_of[(b, k)]
+            point_b = float(hits[:, jb].mean()) if n_views else 0.0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratios = boot[:, ja] / boot[:, jb]
+            figures[f"recall@{k}"] = {
+                "ratio": float(hits[:, ja].mean() / point_b) if point_b > 0 else float("nan"),
+                "interval": percentile_interval(ratios, level),
+            }
+        out["ratio"][f"{a}/{b}"] = figures
+    return out

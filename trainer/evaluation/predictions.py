@@ -116,13 +116,35 @@ def _figures_table(result: Mapping[str, Any]) -> str:
     columns = {"model": result["model"], **result.get("baselines", {})}
     metrics = list(result["model"])
     head = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
+    intervals = (result.get("intervals") or {}).get("recall", {})
+
+    def cell(name: str, m: str, figures: Mapping[str, float]) -> str:
+        interval = intervals.get(name, {}).get(m)
+        spread = f"<br><small>[{interval[0]:.4f}, {interval[1]:.4f}]</small>" if interval else ""
+        return f"<td>{figures.get(m, float('nan')):.4f}{spread}</td>"
+
     body = "".join(
         f"<tr><td>{html.escape(m)}</td>"
-        + "".join(f"<td>{figures.get(m, float('nan')):.4f}</td>" for figures in columns.values())
+        + "".join(cell(name, m, figures) for name, figures in columns.items())
         + "</tr>"
         for m in metrics
     )
-    return f"<table border='1' cellpadding='4' style='border-collapse: collapse'><tr><th>metric</th>{head}</tr>{body}</table>"
+    ratios = (result.get("intervals") or {}).get("ratio", {})
+    widest = next((m for m in reversed(metrics) if m.startswith("recall@")), None)
+    paired = "".join(
+        f"<li>{html.escape(pair)} {html.escape(m)}: {f['ratio']:.3f} [{f['interval'][0]:.3f}, {f['interval'][1]:.3f}]</li>"
+        for pair, figures in ratios.items()
+        for m, f in figures.items()
+        if isinstance(f, dict) and m == widest
+    )
+    note = (
+        "<p><small>In brackets: 95 % bootstrap intervals (test users resampled). Ratios of the model's recall "
+        f"over each baseline's on the same views, paired:</small></p><ul>{paired}</ul>"
+        if intervals
+        else ""
+    )
+    table = f"<table border='1' cellpadding='4' style='border-collapse: collapse'><tr><th>metric</th>{head}</tr>{body}</table>"
+    return table + note
 
 
 def render_html(

@@ -8,18 +8,17 @@ not over the as_of snapshot with as_of ages (which holds none of the listings so
 however alive they were at the view). This module is the one owner of that definition; the
 evaluation (trainer/evaluation/evaluate.py), its cold-start figure and every baseline rank over it.
 
-What the extract tells about a listing (it holds no sold-at time):
+Which listings are live at t comes from the extract's `listings.parquet` (sql/listings.sql): every
+listing up to as_of with its `created_at` and `removed_at` (the articles table's removal time; a
+listing marked sold or deleted without one was gone by as_of at the latest). The corpus at t is
+exactly the listings with `created_at <= t < removed_at`; one without `created_at` is live from its
+first view at or before t. Nothing is derived from views after t: a listing removed before t is
+not a candidate, however often it is viewed later (such a view is a miss for every ranker).
 
-  * the as_of corpus (the model directory's `articles.parquet` / `article_ids.txt`): active at
-    as_of, so live from its `created_at` (or its first view, if earlier) on;
-  * every other listing a view's label names (attributes, title and `created_at = viewed_at -
-    label_age_days` from the example row): sold or deleted by as_of, live from its `created_at`
-    (or first view) to its LAST VIEW, the latest moment it is known to have been up. This is a
-    lower bound of the live corpus (a sold listing's last hours after its last view, and listings
-    sold without ever being viewed, are not known to exist); every ranker sees the same corpus.
-
-Without view times (an extract without `viewed_at`) the served corpus is the as_of snapshot, as
-before. A listing's `t - created_at` enters the tower only through its log bucket
+An extract made before `listings.parquet` existed knows no removal times: the corpus at t is then
+the as_of corpus created by t, and listings removed before as_of are no candidates (logged).
+Without view times (an extract without `viewed_at`) the served corpus is the as_of snapshot.
+A listing's `t - created_at` enters the tower only through its log bucket
 (features.age_bucket), so each (listing, bucket) pair is embedded once.
 """
 
@@ -40,8 +39,12 @@ from trainer.towers import article_inputs
 LOG = logging.getLogger(__name__)
 
 DEFINITION = (
-    "each test view ranked over the listings live at its time (the as_of corpus created by then, "
-    "and listings sold before as_of between their created_at and their last view), vectors at that age"
+    "each view ranked over the listings live at its time (created_at <= t < removed_at, from the extract's "
+    "listings; no created_at: from the first view at or before t), vectors at that age"
+)
+DEFINITION_WITHOUT_LISTINGS = (
+    "each view ranked over the as_of corpus created by its time (the extract has no listings.parquet: "
+    "listings removed before as_of are no candidates), vectors at that age"
 )
 MS_PER_DAY = 86_400_000.0
 
@@ -74,9 +77,10 @@ class ServedCorpus:
     """Every listing the service may have held while the test views happened (see module docstring).
 
     Rows `0 .. num_exported - 1` are the model's corpus (`article_ids.txt` order), the rest the
-    listings known only from views, by id. Attributes:
+    extract's other listings (removed before as_of), by id. Attributes:
       article_ids: pd.Index `[n]`; frame: `article_id, title, <attributes>, created_at` `[n]`;
       created_ms, live_from_ms, live_to_ms: float64 `[n]` (NaN / -inf / +inf when unknown or open);
+        live at t: live_from_ms <= t < live_to_ms (live_to_ms: the removal time);
       timed: False when the views have no times (everything is always live: the as_of snapshot).
     """
 
@@ -94,10 +98,18 @@ class ServedCorpus:
         return cls.build(article_ids, articles, pa.table({features.LABEL: pa.array([], pa.string())}))
 
     @classmethod
-    def build(cls, article_ids: Sequence[str], articles: pd.DataFrame, examples: pa.Table) -> ServedCorpus:
-        """From the model's corpus (`article_ids`, its `articles.parquet` frame, possibly empty)
-        and the extract's examples (every split: each row's label is a view)."""
-        attrs = [a for a in features.ARTICLE_ATTRIBUTES]
+    def build(
+        cls,
+        article_ids: Sequence[str],
+        articles: pd.DataFrame,
+        examples: pa.Table,
+        listings: pd.DataFrame | None = None,
+    ) -> ServedCorpus:
+        """From the model's corpus (`article_ids`, its `articles.parquet` frame, possibly empty),
+        the extract's examples (every split: each row's label is a view; only the first view of a
+        listing without `created_at` is used) and its `listings` frame (features.LISTINGS_COLUMNS;
+        None: an extract without one, see the module docstring)."""
+        attrs = list(features.ARTICLE_ATTRIBUTES)
         exported = pd.DataFrame({features.ARTICLE_ID: pd.Index(article_ids).astype(str)})
         if len(articles):
             exported = exported.merge(
@@ -110,8 +122,8 @@ class ServedCorpus:
         timed = features.VIEWED_AT in examples.column_names and examples.column(features.VIEWED_AT).null_count < len(
             examples
         )
+        n = len(exported)
         if not timed:
-            n = len(exported)
             return cls(
                 pd.Index(exported[features.ARTICLE_ID]),
                 exported,
@@ -121,55 +133,37 @@ class ServedCorpus:
                 n,
                 False,
             )
-        names = [
-            features.LABEL,
-            features.VIEWED_AT,
-            *(
-                c
-                for c in (*(features.label_attribute(a) for a in attrs), features.LABEL_TITLE, features.LABEL_AGE)
-                if c in examples.column_names
-            ),
-        ]
-        views = examples.select(names).to_pandas()
-        views[features.LABEL] = views[features.LABEL].astype(str)
-        views["_t"] = timestamps_ms(views[features.VIEWED_AT])
-        span = views.groupby(features.LABEL)["_t"].agg(["min", "max"])
-        # The latest view's row describes a listing known only from views.
-        latest = (
-            views.sort_values("_t", kind="stable")
-            .drop_duplicates(features.LABEL, keep="last")
-            .set_index(features.LABEL)
-        )
-        extra_ids = latest.index[~latest.index.isin(exported[features.ARTICLE_ID])].sort_values()
-        rows = latest.loc[extra_ids]
-        extra = pd.DataFrame({features.ARTICLE_ID: extra_ids.astype(str)})
-        for a in attrs:
-            column = features.label_attribute(a)
-            extra[a] = rows[column].to_numpy() if column in rows else None
-        extra[features.TITLE] = rows[features.LABEL_TITLE].to_numpy() if features.LABEL_TITLE in rows else None
-        extra_created = np.full(len(rows), np.nan)
-        if features.LABEL_AGE in rows:
-            age = rows[features.LABEL_AGE].to_numpy(np.float64)
-            extra_created = np.where(age >= 0, rows["_t"].to_numpy() - age * MS_PER_DAY, np.nan)
+        if listings is None:
+            LOG.warning("no listings with removal times: %s", DEFINITION_WITHOUT_LISTINGS)
+            listings = pd.DataFrame({features.ARTICLE_ID: pd.Series([], dtype=str)})
+        listings = listings.assign(**{features.ARTICLE_ID: listings[features.ARTICLE_ID].astype(str)})
+        listings = listings.drop_duplicates(features.ARTICLE_ID).set_index(features.ARTICLE_ID)
+        extra_ids = listings.index[~listings.index.isin(exported[features.ARTICLE_ID])].sort_values()
+        extra = listings.loc[extra_ids].reset_index()
+        columns = [features.ARTICLE_ID, features.TITLE, *attrs, features.CREATED_AT]
         frame = pd.concat(
-            [exported, extra.assign(**{features.CREATED_AT: pd.to_datetime(extra_created, unit="ms", utc=True)})],
+            [exported, extra[[c for c in columns if c in extra.columns]]],
             ignore_index=True,
         )
         ids = pd.Index(frame[features.ARTICLE_ID].astype(str))
-        created = np.concatenate(
-            [
-                timestamps_ms(exported[features.CREATED_AT])
-                if features.CREATED_AT in exported
-                else np.full(len(exported), np.nan),
-                extra_created,
-            ]
+        created = (
+            timestamps_ms(frame[features.CREATED_AT]) if features.CREATED_AT in frame else np.full(len(ids), np.nan)
         )
-        first = span["min"].reindex(ids).to_numpy(np.float64)
-        last = span["max"].reindex(ids).to_numpy(np.float64)
-        live_from = np.fmin(np.nan_to_num(created, nan=np.inf), np.nan_to_num(first, nan=np.inf))
-        live_from[np.isinf(live_from)] = -np.inf  # neither created_at nor a view time: always there
-        live_to = np.concatenate([np.full(len(exported), np.inf), last[len(exported) :]])
-        return cls(ids, frame, created, live_from, live_to, len(exported), True)
+        removed = np.full(len(ids), np.nan)
+        if features.REMOVED_AT in listings.columns:
+            removed = timestamps_ms(listings[features.REMOVED_AT].reindex(ids))
+        labels = examples.column(features.LABEL).to_pandas().astype(str)
+        first = (
+            pd.Series(timestamps_ms(examples.column(features.VIEWED_AT).to_pandas()), index=labels.to_numpy())
+            .groupby(level=0)
+            .min()
+            .reindex(ids)
+            .to_numpy(np.float64)
+        )
+        live_from = np.where(np.isnan(created), first, created)
+        live_from[np.isnan(live_from)] = -np.inf  # neither created_at nor a view: always there
+        live_to = np.where(np.isnan(removed), np.inf, removed)
+        return cls(ids, frame, created, live_from, live_to, n, True)
 
     def __len__(self) -> int:
         return len(self.article_ids)
@@ -180,7 +174,7 @@ class ServedCorpus:
             return np.arange(len(self))
         if np.isnan(t_ms):
             return np.arange(self.num_exported)
-        return np.flatnonzero((self.live_from_ms <= t_ms) & (self.live_to_ms >= t_ms))
+        return np.flatnonzero((self.live_from_ms <= t_ms) & (t_ms < self.live_to_ms))
 
     def buckets_at(self, rows: np.ndarray, t_ms: float | np.ndarray) -> np.ndarray:
         """Age bucket of `rows` at `t_ms` (one time, or one per row; bucket 0 where created_at is
@@ -241,19 +235,20 @@ class ServedVectors:
 
 
 def read_views(path) -> pa.Table:
-    """The columns of an extract's `training_examples.parquet` that `ServedCorpus.build` reads
-    (those present): every view's label, time, attributes, title and age."""
+    """The label and time of every view in an extract's `training_examples.parquet` (what
+    `ServedCorpus.build` reads of it)."""
     import pyarrow.parquet as pq
 
-    wanted = [
-        features.LABEL,
-        features.VIEWED_AT,
-        *(features.label_attribute(a) for a in features.ARTICLE_ATTRIBUTES),
-        features.LABEL_TITLE,
-        features.LABEL_AGE,
-    ]
     names = pq.read_schema(path).names
-    return pq.read_table(path, columns=[c for c in wanted if c in names])
+    return pq.read_table(path, columns=[c for c in (features.LABEL, features.VIEWED_AT) if c in names])
+
+
+def read_listings(path) -> pd.DataFrame | None:
+    """An extract's `listings.parquet` (features.LISTINGS_COLUMNS), None when the extract has none."""
+    from pathlib import Path
+
+    path = Path(path)
+    return pd.read_parquet(path) if path.exists() else None
 
 
 def rank_among(scores: np.ndarray, rows: np.ndarray, target: int, excluded: np.ndarray | None) -> int:

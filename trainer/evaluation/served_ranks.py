@@ -7,10 +7,12 @@ the corpus the live service would have held:
 
   * model: the user vector (serving example age) against each live listing's vector at age
     `t - created_at`;
-  * popularity: views per listing in the view log (all views before the test targets);
+  * popularity: views per listing in the view log up to t, as a live counter holds them at the
+    view (a view after t is never counted, whoever made it);
   * trending (W days): views in `(t - W, t]` (the window ends at the view, not at as_of), ties by
-    all-time views;
-  * item-kNN: as trainer/evaluation/baselines.py, over the live listings;
+    views up to t;
+  * item-kNN: as trainer/evaluation/baselines.py, over the live listings, from the (user, listing)
+    pairs first viewed at or before t;
   * category/region popularity: as trainer/evaluation/baselines.py, its "last day" the day before t.
 
 A view without a time (NaT) is ranked at as_of over the as_of corpus.
@@ -18,7 +20,7 @@ A view without a time (NaT) is ranked at as_of over the as_of corpus.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -69,17 +71,22 @@ def baseline_ranks(
         index in the log; histories: each test row's earlier views (item-kNN's input).
     """
     ranks_of = served_lib.ranks_over_time
-    popularity = baselines_lib.popularity_scores(log)
-    out = {"popularity": ranks_of(corpus, times, targets, exclude, lambda i, rows, t: popularity[rows])}
+    counts = ViewCounts(log)
+    out = {
+        "popularity": ranks_of(corpus, times, targets, exclude, lambda i, rows, t: counts.up_to(_at(t, as_of), rows))
+    }
     if as_of is not None or not np.all(np.isnan(times)):
-        trending = _Trending(log, popularity)
         for days in baselines_lib.TRENDING_WINDOWS_DAYS:
             out[baselines_lib.trending_name(days)] = ranks_of(
-                corpus, times, targets, exclude, trending.score_of_window(days, as_of)
+                corpus,
+                times,
+                targets,
+                exclude,
+                lambda i, rows, t, days=days: counts.trending(_at(t, as_of), days, rows),
             )
     knn = baselines_lib.ItemKNN(log)
     out["item_knn"] = ranks_of(
-        corpus, times, targets, exclude, lambda i, rows, t: knn.scores(histories[i])[rows], knn_users
+        corpus, times, targets, exclude, lambda i, rows, t: knn.scores(histories[i], _at(t, as_of))[rows], knn_users
     )
     out[baselines_lib.CATEGORY_REGION_POPULARITY] = ranks_of(
         corpus, times, targets, exclude, lambda i, rows, t: category_region.scores_among(users[i], rows, _at(t, as_of))
@@ -87,22 +94,36 @@ def baseline_ranks(
     return out
 
 
-class _Trending:
-    """`baselines.trending_scores` at any time, from the views in the window only (time-sorted once)."""
+class ViewCounts:
+    """Views per listing up to any time t, as a live counter holds them at t: popularity and
+    trending at a view's time, never counting a later view. Views without a time count as old
+    ones (always). O(len(rows) log n) per call: the log is sorted once by (listing, time)."""
 
-    def __init__(self, log: baselines_lib.ViewLog, popularity: np.ndarray):
-        order = np.argsort(log.viewed_at, kind="stable")  # NaT last: never in a window
-        self.times, self.items = log.viewed_at[order], log.items[order]
-        self.popularity, self.num_views = popularity, len(log.items)
+    def __init__(self, log: baselines_lib.ViewLog):
+        timed = ~np.isnat(log.viewed_at)
+        self.untimed = np.bincount(log.items[~timed], minlength=log.num_items).astype(np.float64)
+        self.num_views = len(log.items)
+        self.unique_times, rank = np.unique(log.viewed_at[timed], return_inverse=True)
+        self.stride = np.int64(len(self.unique_times) + 1)
+        self.keys = np.sort(log.items[timed].astype(np.int64) * self.stride + rank.reshape(-1).astype(np.int64))
 
-    def score_of_window(self, days: int, as_of: np.datetime64 | None) -> Callable[[int, np.ndarray, float], np.ndarray]:
-        """`served_corpus.ranks_over_time`'s score for the `days`-day window ending at each view."""
-        return lambda i, rows, t: self.scores(_at(t, as_of), days, rows)
+    def up_to(self, at: np.datetime64 | None, rows: np.ndarray) -> np.ndarray:
+        """float64 `[len(rows)]`: each listing's views at or before `at` (None: all of them)."""
+        rows = np.asarray(rows, np.int64)
+        first = np.searchsorted(self.keys, rows * self.stride, side="left")
+        if at is None:
+            stop = np.searchsorted(self.keys, (rows + 1) * self.stride, side="left")
+        else:
+            rank = np.searchsorted(self.unique_times, np.datetime64(at, "ns"), side="right")
+            stop = np.searchsorted(self.keys, rows * self.stride + rank, side="left")
+        return (stop - first).astype(np.float64) + self.untimed[rows]
 
-    def scores(self, at: np.datetime64 | None, days: int, rows: np.ndarray) -> np.ndarray:
-        if at is None:  # no time at all: all-time views
-            return self.popularity[rows]
-        at = at.astype("datetime64[ns]")
-        start, stop = np.searchsorted(self.times, [at - np.timedelta64(int(days * 86400e9), "ns"), at], side="right")
-        window = np.bincount(self.items[start:stop], minlength=len(self.popularity)).astype(np.float64)
-        return baselines_lib.trending_from_window(window[rows], self.popularity[rows], self.num_views)
+    def trending(self, at: np.datetime64 | None, days: int, rows: np.ndarray) -> np.ndarray:
+        """`baselines.trending_from_window` at `at`: views in `(at - days, at]`, ties by views up to
+        `at` (None: all-time views alone)."""
+        upto = self.up_to(at, rows)
+        if at is None:
+            return upto
+        at = np.datetime64(at, "ns")
+        before = self.up_to(at - np.timedelta64(int(days * 86400e9), "ns"), rows)
+        return baselines_lib.trending_from_window(upto - before, upto, self.num_views)
