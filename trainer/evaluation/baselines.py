@@ -155,7 +155,7 @@ class ItemKNN:
             return np.zeros(self.num_items)
         inv_sqrt = self.inv_sqrt
         if at is not None:
-            at = np.datetime64(at, "ns")
+            at = at.astype("datetime64[ns]")
             counts = np.bincount(self._pair_items[self._item_times <= at], minlength=self.num_items)
             inv_sqrt = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
         starts, stops = self._item_ptr[history], self._item_ptr[history + 1]

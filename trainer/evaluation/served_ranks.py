@@ -20,7 +20,7 @@ A view without a time (NaT) is ranked at as_of over the as_of corpus.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def baseline_ranks(
                 times,
                 targets,
                 exclude,
-                lambda i, rows, t, days=days: counts.trending(_at(t, as_of), days, rows),
+                _trending_at(counts, days, as_of),
             )
     knn = baselines_lib.ItemKNN(log)
     out["item_knn"] = ranks_of(
@@ -92,6 +92,13 @@ def baseline_ranks(
         corpus, times, targets, exclude, lambda i, rows, t: category_region.scores_among(users[i], rows, _at(t, as_of))
     )
     return out
+
+
+def _trending_at(
+    counts: ViewCounts, days: int, as_of: np.datetime64 | None
+) -> Callable[[int, np.ndarray, float], np.ndarray]:
+    """`served_corpus.ranks_over_time`'s score: trending over the `days` before each view's time."""
+    return lambda i, rows, t: counts.trending(_at(t, as_of), days, rows)
 
 
 class ViewCounts:
@@ -114,7 +121,7 @@ class ViewCounts:
         if at is None:
             stop = np.searchsorted(self.keys, (rows + 1) * self.stride, side="left")
         else:
-            rank = np.searchsorted(self.unique_times, np.datetime64(at, "ns"), side="right")
+            rank = np.searchsorted(self.unique_times, at.astype("datetime64[ns]"), side="right")
             stop = np.searchsorted(self.keys, rows * self.stride + rank, side="left")
         return (stop - first).astype(np.float64) + self.untimed[rows]
 
@@ -124,6 +131,6 @@ class ViewCounts:
         upto = self.up_to(at, rows)
         if at is None:
             return upto
-        at = np.datetime64(at, "ns")
+        at = at.astype("datetime64[ns]")
         before = self.up_to(at - np.timedelta64(int(days * 86400e9), "ns"), rows)
         return baselines_lib.trending_from_window(upto - before, upto, self.num_views)
