@@ -131,7 +131,11 @@ def prepare_multiprocess_metrics() -> Path:
         for stale in directory.glob("*.db"):  # counters of an earlier run must not be added in
             stale.unlink()
     else:
-        directory = Path(tempfile.mkdtemp(prefix=MULTIPROC_DIR_PREFIX))
+        from homefeed import lifetime
+
+        # Named for this process: the next start removes what a killed master left.
+        lifetime.remove_stale_dirs(tempfile.gettempdir(), MULTIPROC_DIR_PREFIX)
+        directory = lifetime.owned_dir(tempfile.gettempdir(), MULTIPROC_DIR_PREFIX)
         os.environ[MULTIPROC_ENV] = str(directory)
     return directory
 
