@@ -176,6 +176,10 @@ def serve_command(args: argparse.Namespace) -> int:
         raise ValueError("--model (or CANDIDATES_MODEL) is required: a model directory or publish root")
     if settings.histories and not os.path.isfile(settings.histories):
         raise FileNotFoundError(f"--histories {settings.histories} not found")
+    if settings.workers > 1:
+        from serving.http.workers import limit_openmp_threads
+
+        limit_openmp_threads(settings)  # before the preflight imports FAISS
     version = _preflight(str(settings.model))
     from serving.http.auth import check_bind, write_token_of
 

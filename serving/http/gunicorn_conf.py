@@ -9,7 +9,8 @@ processes are set up as `candidates serve --workers N` sets them up (serving/htt
 """
 
 from serving.http.settings import ServiceSettings
-from serving.http.workers import gunicorn_options, prepare_multiprocess_metrics
+from serving.http.workers import gunicorn_options, limit_openmp_threads, prepare_multiprocess_metrics
 
 prepare_multiprocess_metrics()  # before the app imports prometheus_client
+limit_openmp_threads(ServiceSettings())  # before the app imports FAISS
 globals().update(gunicorn_options(ServiceSettings()))

@@ -69,6 +69,14 @@ class AccessLogWorker(CandidateWorker):
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {**CandidateWorker.CONFIG_KWARGS, "access_log": True}
 
 
+def limit_openmp_threads(settings: ServiceSettings) -> None:
+    """OMP_NUM_THREADS = `faiss_threads` (unless set), before FAISS loads OpenMP: a worker forked from
+    a master that used OpenMP otherwise searches on a default-sized team from its request threads
+    (measured: FAISS search 11 ms instead of 1 ms per request, 2 workers, 10^6 articles)."""
+    if settings.faiss_threads > 0:
+        os.environ.setdefault("OMP_NUM_THREADS", str(settings.faiss_threads))
+
+
 def gunicorn_options(settings: ServiceSettings) -> dict[str, Any]:
     """gunicorn settings for the service: its workers, preload, limits and the hooks below."""
     JsonHttpProtocol.header_timeout_s = settings.header_timeout_s
