@@ -21,8 +21,8 @@ For each corpus size (default 10^5 and 10^6 articles) this
 
 Targets (2-core machine, 10^6 articles, k=200): index recall@200 >= 0.98; concurrency 1
 p99 <= 5 ms; concurrency 16 >= 1,000 requests/s, 0 errors, p99 <= 25 ms; each extra worker adds
-<= 150 MB of memory of its own (`--workers N`: the index and the per-article arrays are
-memory-mapped and shared; `memory_by_process` says what is counted).
+<= 150 MB of memory of its own (`--workers N`: gunicorn's master loads the model before it forks,
+the index is memory-mapped, the workers share both; `memory_by_process` says what is counted).
 
 Usage:
   python benchmarks/serving.py --model MODEL_DIR [--histories EXTRACT_DIR/user_histories.parquet]
@@ -197,7 +197,7 @@ def free_port() -> int:
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of `pid` and its children (uvicorn workers), MiB, from /proc."""
+    """Resident memory of `pid` and its children (gunicorn's workers), MiB, from /proc."""
     total = 0
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -211,7 +211,7 @@ def rss_mib(pid: int) -> float:
 
 
 def memory_by_process(pid: int) -> list[dict[str, float]]:
-    """Per process of the service (the parent and its uvicorn workers): RSS, PSS and private MiB.
+    """Per process of the service (gunicorn's master, then its workers): RSS, PSS and private MiB.
 
     Private (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup): pages no other process
     maps right now. That includes clean pages of a memory-mapped file that only this worker has
@@ -244,7 +244,7 @@ def memory_by_process(pid: int) -> list[dict[str, float]]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by `pid` and its children (uvicorn workers)."""
+    """CPU time (user + system) used so far by `pid` and its children (gunicorn's workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -563,8 +563,10 @@ def print_summary(report: dict[str, Any]) -> None:
                 f"p99 {load['p99_ms']} ms, {load['errors']} errors, recall {entry['index_recall@200']}  "
                 f"{'OK' if not misses else 'MISSED: ' + ', '.join(misses)}"
             )
-        # The workers are the processes holding a model (uvicorn's parent and its helper hold none).
-        workers = [row for row in entry["memory_by_process"] if row["rss_mib"] > 100] if entry["workers"] > 1 else []
+        # The workers: the service's children holding a model (gunicorn's master, the first row, loaded the
+        # model they share; a helper process without a model is not a worker).
+        rows = entry["memory_by_process"][1:]
+        workers = [row for row in rows if row["rss_mib"] > 100] if entry["workers"] > 1 else []
         if workers:
             worst = max(row["private_dirty_mib"] * 1.048576 for row in workers)
             touched = max(row["private_mib"] * 1.048576 for row in workers)

@@ -16,7 +16,6 @@ from pathlib import Path
 from serving.store import DEFAULT_REDIS_PREFIX  # the history keys' owner (light: orjson only)
 
 LOG = logging.getLogger(__name__)
-WORKERS_DIR_PREFIX = "candidates-workers-"  # the directory `serve --workers N` makes for its workers
 
 
 def register(subparsers) -> None:
@@ -94,90 +93,73 @@ def _register_serve(subparsers) -> None:
         help="run the HTTP candidate service",
         description=(
             "Serve GET /v1/users/{user_id}/candidates?k=200 (plus /healthz, /readyz, /metrics, /docs) with "
-            "uvicorn. --model is a model directory with index/, or a publish root: the service then follows "
+            "uvicorn, or with --workers N gunicorn running N uvicorn workers that share the model loaded before "
+            "they fork. --model is a model directory with index/, or a publish root: the service then follows "
             "LATEST, polling it for new versions (also POST /admin/reload, or SIGHUP). User histories come "
             "from --redis-url, else --histories, else the model directory's user_histories.parquet. "
-            "Service settings can also come from CANDIDATES_<SETTING> variables (serving/http/settings.py), e.g. "
-            "CANDIDATES_ADMIN_TOKEN to protect /admin/reload; options given here win."
+            "Every option is a service setting (serving/http/settings.py) and can also come from its "
+            "CANDIDATES_<SETTING> variable, e.g. CANDIDATES_ADMIN_TOKEN to protect /admin/reload; options given "
+            "here win."
         ),
         formatter_class=argparse.HelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory or publish root")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind, 0.0.0.0 for all [127.0.0.1]")
-    p.add_argument("--port", type=int, default=8080, help="[8080]")
-    # Service settings: flags generated from ServiceSettings (serving/http/settings.py owns the defaults
-    # and help); not given means CANDIDATES_* variables and then the settings' defaults apply.
     _add_settings_flags(p)
-    p.add_argument(
-        "--no-watch",
-        dest="watch_latest",
-        action="store_false",
-        default=None,
-        help="do not poll LATEST (reload only on POST /admin/reload or SIGHUP)",
-    )
-    p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
     p.set_defaults(handler=serve_command)
 
 
-# serve flag -> ServiceSettings field; the help text and the default shown come from the field.
-SERVE_FLAGS: dict[str, tuple[str, str]] = {
-    "workers": ("--workers", "N"),
-    "redis_url": ("--redis-url", "URL"),
-    "redis_prefix": ("--redis-prefix", "PREFIX"),
-    "histories": ("--histories", "PATH"),
-    "default_k": ("--default-k", "K"),
-    "max_k": ("--max-k", "K"),
-    "watch_interval_s": ("--watch-interval", "SECONDS"),
-    "reload_min_interval_s": ("--reload-min-interval", "SECONDS"),
-    "header_timeout_s": ("--header-timeout", "SECONDS"),
-    "body_timeout_s": ("--body-timeout", "SECONDS"),
-    "batch_wait_ms": ("--batch-wait-ms", "MS"),
-    "encoder": ("--encoder", "KIND"),
-    "write_token": ("--write-token", "TOKEN"),
-    "write_token_file": ("--write-token-file", "PATH"),
-    "live_store": ("--live-store", "PATH"),
-}
+# Flags whose name is not the field's (`--field-name`, a trailing `_s` dropped).
+FLAG_NAMES = {"watch_latest": "--watch"}
+
+
+def serve_flags() -> dict[str, str]:
+    """ServiceSettings field -> its `serve` flag: every setting is a flag."""
+    from serving.http.settings import ServiceSettings
+
+    return {
+        field: FLAG_NAMES.get(field) or "--" + field.removesuffix("_s").replace("_", "-")
+        for field in ServiceSettings.model_fields
+    }
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ServiceSettings field; its help and the default shown are the field's. Not given
+    means the CANDIDATES_* variable, then the field's default."""
     from serving.http.settings import ServiceSettings
 
-    for field, (flag, metavar) in SERVE_FLAGS.items():
+    for field, flag in serve_flags().items():
         info = ServiceSettings.model_fields[field]
         kinds = [k for k in typing.get_args(info.annotation) if k is not type(None)] or [info.annotation]
         kind = str if kinds[0] is Path else kinds[0]
         # A secret's default is never shown; None shows as nothing.
         shown = "" if info.repr is False or info.default is None else f" [{info.default}]"
-        parser.add_argument(
-            flag,
-            dest=field,
-            type=kind,
-            metavar=metavar,
-            default=None,
-            help=f"{info.description or field.replace('_', ' ')}{shown}".replace("%", "%%"),
-        )
+        text = f"{info.description or field.replace('_', ' ')}{shown}".replace("%", "%%")
+        if kind is bool:
+            parser.add_argument(flag, dest=field, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            metavar = field.upper().removesuffix("_S")
+            parser.add_argument(flag, dest=field, type=kind, metavar=metavar, default=None, help=text)
 
 
 def settings_from_args(args: argparse.Namespace):
     """The service's settings: the flags given win over CANDIDATES_* variables and the defaults."""
     from serving.http.settings import ServiceSettings
 
-    overrides = {field: getattr(args, field) for field in SERVE_FLAGS if getattr(args, field, None) is not None}
-    if "histories" in overrides:
-        overrides["histories"] = os.path.abspath(overrides["histories"])
-    if args.watch_latest is not None:
-        overrides["watch_latest"] = args.watch_latest
+    flags = serve_flags()
+    overrides = {field: getattr(args, field) for field in flags if getattr(args, field, None) is not None}
+    for field in ("model", "histories"):
+        if field in overrides:
+            overrides[field] = os.path.abspath(overrides[field])
     import pydantic
 
     try:
-        return ServiceSettings(model=os.path.abspath(args.model), **overrides)
+        return ServiceSettings(**overrides)
     except pydantic.ValidationError as error:
         problems = []
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else ""
-            flag = SERVE_FLAGS.get(field, (f"CANDIDATES_{field.upper()}",))[0]
-            given = "(hidden)" if field == "write_token" else item.get("input")
-            problems.append(f"{flag} {given}: {item['msg']}")
+            info = ServiceSettings.model_fields.get(field)
+            given = "(hidden)" if info is not None and info.repr is False else item.get("input")
+            problems.append(f"{flags.get(field, f'CANDIDATES_{field.upper()}')} {given}: {item['msg']}")
         raise ValueError("; ".join(problems)) from None
 
 
@@ -208,21 +190,24 @@ def _preflight(model: str) -> str:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from homefeed.redact import redact
-    from serving.http.server import uvicorn_options
-    from serving.http.settings import ENV_PREFIX
 
-    if args.histories and not os.path.isfile(args.histories):
-        raise FileNotFoundError(f"--histories {args.histories} not found")
-    version = _preflight(args.model)
     settings = settings_from_args(args)  # options win over CANDIDATES_* variables
-    if not settings.redis_url and settings.live_store is None:  # live writes survive a restart by default
-        settings = settings.model_copy(update={"live_store": str(default_live_store(args.model))})
+    if settings.model is None:
+        raise ValueError("--model (or CANDIDATES_MODEL) is required: a model directory or publish root")
+    if settings.histories and not os.path.isfile(settings.histories):
+        raise FileNotFoundError(f"--histories {settings.histories} not found")
+    if not settings.redis_url and settings.live_store is None and settings.workers == 1:
+        # live writes survive a restart by default
+        settings = settings.model_copy(update={"live_store": str(default_live_store(str(settings.model)))})
+    if settings.workers > 1:
+        from serving.http.workers import limit_openmp_threads
+
+        limit_openmp_threads(settings)  # before the preflight imports FAISS
+    version = _preflight(str(settings.model))
     from serving.http.auth import check_bind, write_token_of
 
-    check_bind(args.host, write_token_of(settings))  # no open writes on a reachable address
+    check_bind(settings.host, write_token_of(settings))  # no open writes on a reachable address
     if settings.workers > 1 and not settings.redis_url:
         LOG.warning(
             "%d workers without --redis-url: live writes (POST /v1/events, /v1/articles) are refused with 503, "
@@ -232,48 +217,34 @@ def serve_command(args: argparse.Namespace) -> int:
     LOG.info(
         "serving model %s from %s on http://%s:%d (%d worker(s))",
         version,
-        args.model,
-        args.host,
-        args.port,
+        settings.model,
+        settings.host,
+        settings.port,
         settings.workers,
     )
     if settings.redis_url:
         LOG.info("user histories from Redis at %s", redact(settings.redis_url))
     elif settings.live_store:
         LOG.info("live views and listings kept in %s", settings.live_store)
-    common = dict(
-        host=args.host,
-        port=args.port,
+    if settings.workers > 1:  # gunicorn: the model loaded once, before the workers fork
+        from serving.http import workers
+
+        workers.run(settings)
+        return 0
+    import uvicorn
+
+    from serving.http.app import create_app
+    from serving.http.server import uvicorn_options
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
         log_config=None,
-        access_log=args.access_log,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=10,
         **uvicorn_options(settings),  # JSON for the server's own errors, slow clients timed out
     )
-    if settings.workers == 1:
-        from serving.http.app import create_app
-
-        uvicorn.run(create_app(settings), **common)
-    else:
-        import shutil
-        import tempfile
-
-        from homefeed import lifetime
-
-        # Worker processes build their own app from the environment (serving/http/settings.py); they
-        # pass /admin/reload on to each other through a directory of this process (serving/http/workers.py).
-        # Named for this process: a later serve removes what a killed one left (its shared arrays
-        # can be hundreds of MB; serving/versions/shared_arrays.py).
-        lifetime.remove_stale_dirs(tempfile.gettempdir(), WORKERS_DIR_PREFIX)
-        bus = str(lifetime.owned_dir(tempfile.gettempdir(), WORKERS_DIR_PREFIX))
-        settings = settings.model_copy(update={"reload_bus": bus, "supervisor_pid": os.getpid()})
-        for key, value in settings.model_dump(exclude_none=True).items():
-            os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
-        try:
-            uvicorn.run(
-                "serving.http.app:create_app_from_environment", factory=True, workers=settings.workers, **common
-            )
-        finally:
-            shutil.rmtree(bus, ignore_errors=True)
     return 0
 
 

@@ -1,12 +1,15 @@
 """Prometheus metrics of the candidate service, on a registry of its own (one per app instance).
 
-Exposed at GET /metrics. With `--workers N` each worker process keeps its own counters; scrape
-the pods/processes individually or run one worker per container (the usual Kubernetes layout).
+Exposed at GET /metrics. With `--workers N` (gunicorn, serving/http/workers.py) prometheus_client
+runs in multiprocess mode: each process writes its values to files under PROMETHEUS_MULTIPROC_DIR
+and /metrics adds up every worker's counters and histograms; gauges say how they combine
+(`multiprocess_mode`: the model gauges are the largest value among live processes, which is what
+every worker serves once a reload has replaced them all).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # The stages of one candidate request, each timed (serving/recommend/candidates.py).
 STAGES = ("store", "encode", "search", "filter")
@@ -39,6 +42,7 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._served: set[tuple[str, str]] = set()
         self.requests = Counter(
             "candidates_http_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"], registry=r
         )
@@ -65,17 +69,38 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
-        self.model_info = Info("candidates_model", "The model + index being served", registry=r)
-        self.model_loaded = Gauge(
-            "candidates_model_loaded_timestamp_seconds", "When the served model was loaded", registry=r
+        # An Info metric has no multiprocess form: the usual `_info` gauge, 1 for the version served.
+        self.model_info = Gauge(
+            "candidates_model_info",
+            "The model + index being served (1), by index type and version",
+            ["index_type", "model_version"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
-        self.articles = Gauge("candidates_index_articles", "Articles in the served index", registry=r)
+        self.model_loaded = Gauge(
+            "candidates_model_loaded_timestamp_seconds",
+            "When the served model was loaded",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.articles = Gauge(
+            "candidates_index_articles", "Articles in the served index", registry=r, multiprocess_mode="livemax"
+        )
         self.reloads = Counter(
             "candidates_model_reloads",
             "Model reload attempts by result (loaded, rejected, unchanged)",
             ["result"],
             registry=r,
         )
+
+    def serving(self, version: str, index_type: str, loaded_at: float, articles: int) -> None:
+        """Records the pair now served (the previous version's info goes to 0)."""
+        for labels in list(self._served):
+            self.model_info.labels(*labels).set(0)
+        self._served = {(index_type, version)}
+        self.model_info.labels(index_type, version).set(1)
+        self.model_loaded.set(loaded_at)
+        self.articles.set(articles)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(stage).observe(seconds)

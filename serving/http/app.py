@@ -12,7 +12,7 @@ Handlers are thin: the work is `serving.recommend.candidates.recommend` on the p
 `{"error": {"status", "message", "details"?}}`; a user the model cannot personalise is never an
 error but the popular-article fallback (`fallback: true` and `fallback_reason`).
 
-Run it with `candidates serve` (uvicorn), or
+Run it with `candidates serve` (uvicorn; gunicorn with `--workers N`, serving/http/workers.py), or
 `uvicorn --factory serving.http.app:create_app_from_environment` with `CANDIDATES_*` environment
 variables (serving/http/settings.py). Whatever launches it, writes that arrive on a non-loopback
 address are refused unless a write token is configured (serving/http/auth.py).
@@ -34,9 +34,8 @@ import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homefeed import __version__
@@ -46,16 +45,12 @@ from serving.http.auth import ADMIN_PREFIX, WRITE_METHODS, WriteAuth, token_prob
 from serving.http.guards import GuardAndMeasure, error_response, jsonable
 from serving.http.settings import ServiceSettings, get_settings
 from serving.http.upsert_route import UpsertRoute
-from serving.http.workers import ReloadBus
 from serving.metrics import ServiceMetrics
 from serving.recommend import candidates as candidate_logic
-from serving.recommend.batcher import EncodeBatcher
 from serving.recommend.dispatch import BatchDispatcher
 from serving.store import CORRUPT_RECORDS, EmbeddedStore, HistoryStore, RedisStore, StoreUnavailableError
-from serving.versions import process_memory
 from serving.versions.holder import ModelHolder
 from serving.versions.pair import load_model_pair
-from serving.versions.shared_arrays import shared_root
 
 LOG = logging.getLogger(__name__)
 
@@ -136,39 +131,125 @@ def open_store(settings: ServiceSettings) -> HistoryStore | None:
     return None
 
 
+def model_loader(settings: ServiceSettings, store: HistoryStore | None):
+    """`model_dir -> ModelPair` with the service's options (the pair's own histories without a store)."""
+    return functools.partial(
+        load_model_pair,
+        history_length=settings.history_length,
+        load_histories=store is None,
+        encoder=settings.encoder,
+    )
+
+
+def warm_live_arrays(pair) -> None:
+    """Builds the pair's live-corpus arrays (attributes, region-sorted vectors) now: in the gunicorn
+    master they are then shared by every worker instead of built by each on its first request."""
+    from serving.live.model import pair_corpus, region_index
+
+    try:
+        pair_corpus(pair)
+        region_index(pair)
+    except Exception:  # a worker builds them on first use instead, as a single process does
+        LOG.exception("could not prepare the live corpus arrays of model %s before forking", pair.version)
+
+
+def needs_tensorflow(settings: ServiceSettings) -> bool:
+    """Whether the version --model points at now would serve through its SavedModel (no NumPy twin,
+    or `--encoder saved_model`). TensorFlow's thread pools do not survive fork, so such a model is
+    never loaded in a process that forks."""
+    if settings.encoder == "saved_model":
+        return True
+    from serving.versions import files as model_files
+    from trainer.towers.numpy_towers import has_twin
+
+    try:
+        manifest = model_files.read_model_manifest(model_files.resolve_model_dir(settings.model).model_dir)
+    except Exception:  # unreadable: the load says why, in the process that tries it
+        return False
+    return not has_twin(manifest)
+
+
+def preload_model(app: FastAPI, trigger: str = "startup") -> None:
+    """In the gunicorn master, before it forks (serving/http/workers.py): loads the pair every worker
+    serves, or on a reload the version --model points at now. A version that does not load leaves
+    the master's pair as it was (the first one must load). A model served through TensorFlow is
+    not loaded here (TensorFlow does not survive fork): each worker then loads its own.
+
+    Raises:
+      RuntimeError: the first load failed (nothing to serve).
+    """
+    settings: ServiceSettings = app.state.settings
+    if settings.model is None:
+        raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
+    app.state.master_pid = os.getpid()
+    if needs_tensorflow(settings):
+        LOG.warning(
+            "model at %s has no NumPy towers: each worker loads its own SavedModel (not shared; TensorFlow "
+            "must not be loaded before fork)",
+            settings.model,
+        )
+        app.state.holder = None
+        return
+    holder: ModelHolder | None = app.state.holder
+    if holder is None:
+        configure_threads(settings)
+        if app.state.store is None and not settings.redis_url:  # each worker opens its own Redis connections
+            app.state.store = open_store(settings)
+        holder = ModelHolder(
+            settings.model, model_loader(settings, app.state.store), app.state.metrics, settings.reload_min_interval_s
+        )
+        trigger = "startup"
+    limit, holder.min_interval_s = holder.min_interval_s, 0.0  # the worker that asked applied the limit
+    try:
+        result = holder.reload(trigger, force=trigger != "startup")
+    finally:
+        holder.min_interval_s = limit
+    if holder.pair is None:
+        raise RuntimeError(f"cannot serve {settings.model}: {result.message}")
+    app.state.holder = holder
+    if result.result == "loaded":
+        warm_live_arrays(holder.pair)
+
+
+def reload_every_worker(app: FastAPI) -> None:
+    """After this worker loaded a new version: gunicorn's master loads it too and replaces its workers."""
+    if app.state.master_pid is not None:
+        from serving.http.workers import signal_master
+
+        signal_master(app.state.master_pid)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI):
-    settings: ServiceSettings = app.dependency_overrides.get(get_settings, get_settings)()
-    app.state.settings = settings
+    under_gunicorn = app.state.master_pid is not None  # a worker: reloads go through the master
+    preloaded = under_gunicorn and app.state.holder is not None  # the master loaded the model
+    if not under_gunicorn:
+        app.state.settings = app.dependency_overrides.get(get_settings, get_settings)()
+    settings: ServiceSettings = app.state.settings
     if settings.model is None:
         raise ValueError("no model to serve: set --model (CANDIDATES_MODEL) to a model directory or publish root")
     problem = token_problem(write_token_of(settings))
     if problem is not None:
         LOG.warning("%s: writes and /admin/* are answered only on loopback addresses (serving/http/auth.py)", problem)
     configure_threads(settings)
-    process_memory.configure(worker=settings.reload_bus is not None)  # freed memory goes back to the OS
-    app.state.batcher = (
-        EncodeBatcher(settings.batch_wait_ms / 1000, settings.max_batch) if settings.batch_wait_ms else None
-    )
-    # Without Redis the request path has no network call: requests run in batches on one thread.
-    use_dispatcher = settings.batch_wait_ms and not settings.redis_url
-    app.state.dispatcher = BatchDispatcher(settings.max_batch) if use_dispatcher else None
-    store = open_store(settings)
-    loader = functools.partial(
-        load_model_pair,
-        history_length=settings.history_length,
-        load_histories=store is None,
-        encoder=settings.encoder,
-        shared_dir=shared_root(settings.reload_bus),  # --workers N: per-article arrays mapped from shared files
-    )
-    holder = ModelHolder(settings.model, loader, app.state.metrics, min_interval_s=settings.reload_min_interval_s)
+    # Requests run in batches on one compute thread; Redis reads (network) happen before, on the thread pool.
+    app.state.dispatcher = BatchDispatcher(settings.max_batch, prepare_apart=bool(settings.redis_url))
+    if preloaded:
+        store = app.state.store if not settings.redis_url else open_store(settings)
+        holder: ModelHolder = app.state.holder
+    else:
+        store = app.state.store or open_store(settings)
+        holder = ModelHolder(
+            settings.model, model_loader(settings, store), app.state.metrics, settings.reload_min_interval_s
+        )
+        app.state.holder = holder  # /readyz answers "not loaded yet" meanwhile
+        first = await holder.reload_async("startup")
+        if not first.ok:
+            raise RuntimeError(f"cannot serve {settings.model}: {first.message}")
     app.state.holder = holder
     app.state.store = store
-    first = await holder.reload_async("startup")
-    if not first.ok:
-        raise RuntimeError(f"cannot serve {settings.model}: {first.message}")
     pair = holder.pair
-    assert pair is not None  # the startup load succeeded
+    assert pair is not None  # the startup load succeeded (here, or in the gunicorn master)
     if store is None and pair.histories is None:
         LOG.warning(
             "no user histories (no --redis-url, no --histories, no %s/user_histories.parquet): "
@@ -177,16 +258,17 @@ async def lifespan(app: FastAPI):
         )
     tasks: set[asyncio.Task] = set()
     routes_live.start_live(app, settings, store, tasks)  # live views, live corpus and its sync loop
-    app.state.reload_bus = ReloadBus(settings.reload_bus) if settings.reload_bus else None
-    if app.state.reload_bus is not None:  # /admin/reload on another worker reaches this one
-        tasks.add(asyncio.create_task(app.state.reload_bus.follow(holder)))
-    if settings.watch_latest and holder.is_publish_root:
+    if settings.watch_latest and holder.is_publish_root and not under_gunicorn:  # the master watches for workers
         tasks.add(asyncio.create_task(holder.watch(settings.watch_interval_s)))
     loop = asyncio.get_running_loop()
     sighup = False
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
         # Only possible in the main thread of a process (uvicorn's); TestClient runs elsewhere.
         def on_sighup() -> None:
+            if under_gunicorn:  # the master reloads and replaces every worker
+                LOG.info("SIGHUP: asking the gunicorn master to reload every worker")
+                reload_every_worker(app)
+                return
             LOG.info("SIGHUP: reloading %s", holder.source)
             task = asyncio.create_task(holder.reload_async("SIGHUP", wait=False))
             tasks.add(task)
@@ -283,8 +365,12 @@ class _CorruptRecords:
 # ---------------------------------------------------------------------------------------------
 # The app.
 # ---------------------------------------------------------------------------------------------
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    """A new app instance (own metrics registry). `settings` overrides `get_settings` if given."""
+def create_app(settings: ServiceSettings | None = None, preload: bool = False) -> FastAPI:
+    """A new app instance (own metrics registry). `settings` overrides `get_settings` if given.
+
+    `preload`: load the model now, in this process (the gunicorn master, before it forks its workers:
+    serving/http/workers.py), rather than in the lifespan of each process.
+    """
     app = FastAPI(
         title="homefeed candidates",
         version=__version__,
@@ -295,12 +381,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.metrics.registry.register(_CorruptRecords())
     app.state.holder = None
     app.state.live = None
-    app.state.batcher = None  # set by the lifespan (serving/recommend/batcher.py)
     app.state.dispatcher = None  # set by the lifespan (serving/recommend/dispatch.py)
-    app.state.reload_bus = None  # with --workers N (serving/http/workers.py)
+    app.state.store = None
+    app.state.master_pid = None  # the gunicorn master that loaded the model (serving/http/workers.py)
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
-    app.state.settings = None  # set by the lifespan
+    app.state.settings = None  # set by the lifespan, or by the preload below
     app.add_middleware(UpsertRoute)  # innermost: listing upserts skip FastAPI's routing (serving/http/upsert_route.py)
     app.add_middleware(WriteAuth)  # inside GuardAndMeasure, so refused writes are counted too
     app.add_middleware(GuardAndMeasure)
@@ -359,10 +445,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             return error_response(503, "no model loaded yet")
         state = request.app.state
         arguments = (pair, state.store, user_id, k, exclude_seen, state.live, set(region) if region else None)
-        if state.dispatcher is not None:  # serving/recommend/dispatch.py: batches on one compute thread
-            answer = await state.dispatcher.recommend(*arguments)
-        else:
-            answer = await run_in_threadpool(candidate_logic.recommend, *arguments, batcher=state.batcher)
+        answer = await state.dispatcher.recommend(*arguments)  # serving/recommend/dispatch.py: batches
         started = time.perf_counter()
         body = candidate_logic.answer_json(answer, pair, settings.include_titles)
         answer.timings["serialize"] = time.perf_counter() - started
@@ -413,7 +496,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "text format"}},
     )
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics_registry(request.app)), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
         "/admin/reload",
@@ -444,8 +527,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if not result.ok:
             serving = f"; still serving {result.previous_version}" if result.previous_version else ""
             return error_response(409, f"new version rejected: {result.message}{serving}")
-        if request.app.state.reload_bus is not None:  # the other worker processes follow
-            request.app.state.reload_bus.announce(force)
+        if result.result == "loaded":  # gunicorn workers: every worker follows
+            reload_every_worker(request.app)
         body = {
             "result": result.result,
             "model_version": result.model_version,
@@ -454,21 +537,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
+    if preload:
+        app.state.settings = settings if settings is not None else get_settings()
+        preload_model(app)
     return app
 
 
-def create_app_from_environment() -> FastAPI:
-    """Factory for `uvicorn --factory` and multi-worker `candidates serve`: settings from CANDIDATES_*.
+def metrics_registry(app: FastAPI) -> CollectorRegistry:
+    """What /metrics reports: this app's registry, or with gunicorn workers the sum over every
+    worker process (prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return app.state.metrics.registry
+    from prometheus_client import multiprocess
 
-    A worker process is a fresh interpreter: without this its INFO lines (loads, reloads) would be lost.
-    """
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def create_app_from_environment(preload: bool = False) -> FastAPI:
+    """Factory for `uvicorn --factory` and a plain gunicorn launch (serving/http/gunicorn_conf.py,
+    with `preload=True`): settings from CANDIDATES_*, logging set up if nobody did."""
     if not logging.getLogger().handlers:
         from homefeed.logs import configure_logging
 
         configure_logging()
-    supervisor = get_settings().supervisor_pid
-    if supervisor is not None:  # a worker of `serve --workers N`: never outlive it, SIGKILL included
-        from homefeed.lifetime import die_with_parent
-
-        die_with_parent(supervisor)
-    return create_app()
+    return create_app(preload=preload)

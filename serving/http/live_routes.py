@@ -73,7 +73,12 @@ class LiveMetrics:
             ["status"],
             registry=registry,
         )
-        self.records = Gauge("candidates_live_records", "Live listing records this replica holds", registry=registry)
+        self.records = Gauge(
+            "candidates_live_records",
+            "Live listing records this replica holds",
+            registry=registry,
+            multiprocess_mode="livemax",  # gunicorn workers (serving/http/workers.py) share one store
+        )
 
 
 def _metrics(state) -> LiveMetrics | None:

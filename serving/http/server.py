@@ -19,6 +19,13 @@ exactly those things:
     of a listing upsert in a py-spy profile (benchmarks/live.py, docs/live.md).
 
 Everything else is uvicorn's own behaviour (`timeout_keep_alive` closes idle connections).
+
+Why a subclass of a private class: uvicorn's own limits do not cover this with httptools
+(`h11_max_incomplete_event_size` bounds the head only with the slower h11 parser; nothing bounds the
+time a client takes to send it), and gunicorn's `limit_request_line`/`limit_request_fields` apply to
+its own parser, which uvicorn workers do not use. It is the service's only use of a dependency's
+private API, kept in this module; tests/serving/test_private_api.py fails on any uvicorn release
+other than `UVICORN_RELEASE`, so an upgrade re-runs the HTTP edge tests before the pin moves.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from serving.http.settings import ServiceSettings, get_settings
 
 LOG = logging.getLogger(__name__)
 
+UVICORN_RELEASE = "0.54.0"  # the release JsonHttpProtocol was checked against (pyproject.toml pins it)
 LINGER_S = 2.0  # after refusing a request, how long its remaining input is read and dropped
 
 

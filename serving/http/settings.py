@@ -100,16 +100,15 @@ class ServiceSettings(BaseSettings):
         0.25, gt=0, description="seconds between reads of other replicas' listing changes"
     )
 
-    # Set by `candidates serve --workers N` for its worker processes (serving/http/workers.py).
+    host: str = Field("127.0.0.1", description="interface to bind, 0.0.0.0 for all")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port")
     workers: int = Field(
         1,
         ge=1,
-        description="worker processes; they share the memory-mapped index and pass /admin/reload on to each other; live writes need --redis-url when there are several",
+        description="worker processes (gunicorn, serving/http/workers.py): the model is loaded once, before they "
+        "fork, and shared; a reload replaces them all; live writes need --redis-url when there are several",
     )
-    reload_bus: Path | None = Field(None, description="directory through which workers pass on /admin/reload")
-    supervisor_pid: int | None = Field(
-        None, description="the `candidates serve` process of the workers: they die with it (even on SIGKILL)"
-    )
+    access_log: bool = Field(False, description="log every request (costs latency)")
 
     # Per-process thread pools: one request is one small TF call and one FAISS query, which are
     # fastest single-threaded; more threads only fight over the cores (scale with --workers).
@@ -125,15 +124,12 @@ class ServiceSettings(BaseSettings):
         description="towers: auto (the model's NumPy twin when it has one, proven equal at export, no "
         "TensorFlow; else its SavedModel), numpy (refuse models without it), saved_model",
     )
-    batch_wait_ms: float = Field(
-        1.0,
-        ge=0,
-        le=50,
-        description="batching: with Redis a user-tower call waits up to this long for concurrent requests to share "
-        "it (only while others are in flight); without Redis requests run in batches on one thread "
-        "(serving/recommend/dispatch.py); 0: no batching, one call per request",
+    max_batch: int = Field(
+        32,
+        ge=1,
+        description="batching: at most this many requests share one user-tower call (serving/recommend/dispatch.py); "
+        "1: one call per request",
     )
-    max_batch: int = Field(32, ge=1, description="micro-batching: at most this many histories per user-tower call")
     server_timing: bool = Field(True, description="add a Server-Timing header with the per-stage split")
     max_request_bytes: int = Field(64 * 1024, ge=1, description="larger request bodies are refused with 413")
     max_url_bytes: int = Field(2048, ge=64, description="longer request targets are refused with 414")

@@ -72,8 +72,8 @@ class RegionIndex:
       vectors: its article vectors, `float32 [n, d]`, row i = id i.
       region_codes: `int [n]`, code of each row's region (0 .. n_regions-1).
       exact_share: filters up to this share of rows are searched exactly.
-      arrays: `region_arrays(vectors, region_codes)` made already (e.g. memory-mapped from files
-        the worker processes share: serving/versions/shared_arrays.py); None: made here.
+      arrays: `region_arrays(vectors, region_codes)` made already (e.g. in the gunicorn master,
+        loaded before gunicorn forks its workers, so they share them); None: made here.
     """
 
     def __init__(

@@ -83,7 +83,7 @@ def pair_corpus(pair) -> PairCorpus:
 
 def _load_pair_corpus(pair) -> PairCorpus:
     """Each row's attributes from the model's `articles.parquet` as coded columns, built once per
-    version (shared by the worker processes through `pair.shared`; serving/versions/article_table.py)."""
+    version (serving/versions/article_table.py; before gunicorn forks, so its workers share them)."""
     ids = pair.article_ids
 
     def build() -> dict:
@@ -100,7 +100,7 @@ def _load_pair_corpus(pair) -> PairCorpus:
             arrays[f"{a}_codes"], arrays[f"{a}_names"] = coded["codes"], coded["names"]
         return arrays
 
-    arrays = pair.shared.get("attributes", build)
+    arrays = build()
     attributes = {
         a: CodedColumn({"codes": arrays[f"{a}_codes"], "names": arrays[f"{a}_names"]})
         for a in features.ARTICLE_ATTRIBUTES
@@ -120,7 +120,7 @@ def region_index(pair):
                 from serving.versions.files import ARTICLE_VECTORS_FILE
 
                 vectors = np.load(pair.model_dir / ARTICLE_VECTORS_FILE, mmap_mode="r")
-                arrays = pair.shared.get("regions", lambda: region_arrays(vectors, corpus.region_codes))
+                arrays = region_arrays(vectors, corpus.region_codes)
                 corpus.region_index = RegionIndex(pair.index, vectors, corpus.region_codes, arrays=arrays)
     return corpus.region_index
 

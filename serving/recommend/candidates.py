@@ -117,7 +117,6 @@ def recommend(
     exclude_seen: bool = True,
     live=None,
     regions: set[str] | None = None,
-    batcher=None,
 ) -> CandidateAnswer:
     """Up to `k` candidates for `user_id` from `pair`, already-viewed articles dropped by default.
 
@@ -129,17 +128,15 @@ def recommend(
       live: the service's `serving.live.state.LiveState`: live views join the history, new
         listings join the search, removed ones leave every answer (fallback included).
       regions: only articles in one of these regions (the top k of that set, not a post-filter).
-      batcher: a `serving.recommend.batcher.EncodeBatcher`: the user-tower call is shared with concurrent
-        requests (None: one call per request).
+
+    The service runs it in batches (serving/recommend/dispatch.py: one user-tower call per batch).
     """
     step = prepare(pair, store, user_id, k, exclude_seen, live, regions)
     if isinstance(step, CandidateAnswer):
         return step
     started = time.perf_counter()
     try:
-        vector = (
-            batcher.encode(pair.encoder, step.history) if batcher is not None else pair.encoder.encode([step.history])
-        )
+        vector = pair.encoder.encode([step.history])
     except Exception:  # a bad history must not become a 500; the log keeps the traceback
         return encode_failed(step, time.perf_counter() - started)
     step.timings["encode"] = time.perf_counter() - started

@@ -1,18 +1,19 @@
-"""Candidate requests run in batches on one compute thread, not one thread-pool hop each.
+"""The service's one request batcher: candidate requests run in batches on one compute thread.
 
-With the embedded history store (no network on the request path) the handler is async and hands
-its request to `BatchDispatcher.recommend`. One dedicated thread takes every request waiting at
-that moment (up to `max_batch`), and for the batch: reads each history (`candidates.prepare`),
-encodes all of them in ONE SavedModel call per model version, then searches and filters each
-(`candidates.finish`). Requests that arrive while a batch runs wait for the next one, so batches
-grow with the load and a request alone is run at once (continuous batching: no timer).
+The async handler hands its request to `BatchDispatcher.recommend`. One dedicated thread takes
+every request waiting at that moment (up to `max_batch`), and for the batch: reads each history
+(`candidates.prepare`), encodes all of them in ONE user-tower call per model version, then
+searches and filters each (`candidates.finish`). Requests that arrive while a batch runs wait for
+the next one, so batches grow with the load and a request alone is run at once (continuous
+batching: no timer). `max_batch=1` turns batching off (one user-tower call per request).
 
 Why: a sync FastAPI handler costs a hop to anyio's 40-thread pool per request, and those threads
 contend for the GIL with the event loop; here the event loop does HTTP and JSON, one thread does
 the model and FAISS work (both release the GIL while they compute).
 
-With Redis (`--redis-url`) the history read is a network call that may take up to its timeout,
-so that path keeps the thread pool (`serving.recommend.batcher.EncodeBatcher` then shares the model calls).
+With Redis (`--redis-url`, `prepare_apart=True`) the history read is a network call that may take up
+to its timeout: each request reads its history on the event loop's default thread pool first, so a
+slow read never holds up a batch; the batch then encodes, searches and filters as above.
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ READS_FIRST_MAX_WAIT_S = 0.005
 READS_ACTIVE_S = 0.003
 
 
-def run_batch(requests: list[tuple]) -> list[Any]:
-    """`candidates.recommend` for each of `requests` (its argument tuples), with the user-tower
-    calls of a batch made as one call per encoder. Each result is a `CandidateAnswer`, or the
-    exception that request raised."""
+def run_batch(requests: list) -> list[Any]:
+    """`candidates.recommend` for each of `requests` (its argument tuples, or a `PendingAnswer` already
+    prepared), with the user-tower calls of a batch made as one call per encoder. Each result is a
+    `CandidateAnswer`, or the exception that request raised."""
     steps: list[Any] = []
-    for arguments in requests:
+    for request in requests:
+        if isinstance(request, candidate_logic.PendingAnswer):
+            steps.append(request)
+            continue
         try:
-            steps.append(candidate_logic.prepare(*arguments))
+            steps.append(candidate_logic.prepare(*request))
         except Exception as error:
             steps.append(error)
     pending = [i for i, step in enumerate(steps) if isinstance(step, candidate_logic.PendingAnswer)]
@@ -80,10 +84,19 @@ async def _wait_at_most(event: asyncio.Event, max_wait_s: float) -> None:
 
 
 class BatchDispatcher:
-    """Runs candidate requests from the event loop in batches on one compute thread."""
+    """Runs candidate requests from the event loop in batches on one compute thread.
 
-    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH):
+    Args:
+      max_batch: at most this many requests per batch (1: one user-tower call per request).
+      prepare_apart: read each history on the default thread pool before it joins a batch (a store
+        that waits on the network, e.g. Redis); False: the compute thread reads them.
+    """
+
+    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH, prepare_apart: bool = False):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
+        self.prepare_apart = prepare_apart
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidates-compute")
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._running = False
@@ -95,10 +108,15 @@ class BatchDispatcher:
         self.requests = 0
 
     async def recommend(self, *arguments) -> candidate_logic.CandidateAnswer:
-        """`candidates.recommend(*arguments)` (without its `batcher`), run in the next batch."""
+        """`candidates.recommend(*arguments)`, run in the next batch."""
         loop = asyncio.get_running_loop()
+        request: Any = arguments
+        if self.prepare_apart:
+            request = await loop.run_in_executor(None, candidate_logic.prepare, *arguments)
+            if isinstance(request, candidate_logic.CandidateAnswer):  # the fallback: nothing to compute
+                return request
         future = loop.create_future()
-        self._waiting.append((arguments, future))
+        self._waiting.append((request, future))
         if not self._running:
             self._start(loop)
         return await future

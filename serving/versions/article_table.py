@@ -1,7 +1,8 @@
 """Per-article columns of a served model as flat arrays: ids (with the id -> row lookup), titles,
 attributes. No Python object per article: at 10^6 articles a `list[str]` of ids and its `dict`
-cost ~130 MB in every worker process; these arrays cost nothing private when memory-mapped from
-shared files (serving/versions/shared_arrays.py) and a few tens of MB when held in memory.
+cost ~130 MB, and reading Python objects writes their reference counts, so forked workers would
+each copy the pages; these arrays cost a few tens of MB, built once in the gunicorn master and
+shared by its workers (serving/http/workers.py).
 
 * `StringColumn`: row -> str (or None) from one UTF-8 blob and offsets. Columns with `keys` hold
   each value in a fixed-width unicode array (`<U w`, w <= `MAX_KEY_CHARS`); when every value fits

@@ -4,8 +4,8 @@ Layout (docs/architecture.md, MODEL_DIR and PUBLISH_ROOT): `manifest.json` is wr
 directory without one is not a model. The serving side reads only what it needs: the manifest,
 `article_ids.txt`, `articles.parquet` (titles), `popular_articles.json` (the fallback) and
 optionally `user_histories.parquet` (the embedded history store's snapshot, placed there by the
-publish step or by hand). Ids and titles are held as flat arrays (serving/versions/article_table.py),
-shared by the worker processes through files when there are several (serving/versions/shared_arrays.py).
+publish step or by hand). Ids and titles are held as flat arrays (serving/versions/article_table.py):
+loaded before gunicorn forks its workers, their pages are shared by all of them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from homefeed.layout import model_dir as layout  # MODEL_DIR's names and validat
 from homefeed.layout import publish_root as publish_layout
 from homefeed.layout.json_files import read_json_object
 from serving.versions.article_table import ArticleIds, StringColumn, as_article_ids, string_arrays
-from serving.versions.shared_arrays import SharedArrays
 
 LOG = logging.getLogger(__name__)
 
@@ -129,8 +128,8 @@ def read_article_ids(model_dir: Path) -> list[str]:
     return ids
 
 
-def load_article_ids(model_dir: Path, shared: SharedArrays | None = None) -> ArticleIds:
-    """`article_ids.txt` as an `ArticleIds` column (built once per version, shared by the workers).
+def load_article_ids(model_dir: Path) -> ArticleIds:
+    """`article_ids.txt` as an `ArticleIds` column.
 
     Raises:
       ModelDirError: the file is missing, empty, has blank lines or lists an id twice.
@@ -145,10 +144,10 @@ def load_article_ids(model_dir: Path, shared: SharedArrays | None = None) -> Art
             raise ModelDirError(f"{model_dir / ARTICLE_IDS_FILE} lists an article id more than once: {listed}")
         return arrays
 
-    return ArticleIds((shared or SharedArrays(None, "")).get("article_ids", build))
+    return ArticleIds(build())
 
 
-def read_titles(model_dir: Path, article_ids: Sequence[str], shared: SharedArrays | None = None) -> StringColumn | None:
+def read_titles(model_dir: Path, article_ids: Sequence[str]) -> StringColumn | None:
     """Titles in `article_ids` order from `articles.parquet`, or None when there are none."""
     article_ids = as_article_ids(article_ids)
 
@@ -169,7 +168,7 @@ def read_titles(model_dir: Path, article_ids: Sequence[str], shared: SharedArray
                 titles[row] = title  # an id listed twice: the last row wins
         return string_arrays(titles) if any(t is not None for t in titles) else {}
 
-    arrays = (shared or SharedArrays(None, "")).get("titles", build)
+    arrays = build()
     return StringColumn(arrays) if arrays else None
 
 

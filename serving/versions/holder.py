@@ -34,7 +34,6 @@ from pathlib import Path
 from homefeed.layout import publish_root as publish_layout
 from serving.metrics import ServiceMetrics
 from serving.versions import files as model_files
-from serving.versions import process_memory
 from serving.versions.pair import ModelPair, load_model_pair
 
 LOG = logging.getLogger(__name__)
@@ -189,12 +188,8 @@ class ModelHolder:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        process_memory.release_free_memory()  # what the load and the old pair freed goes back to the OS
         if self._metrics is not None:
-            m = self._metrics
-            m.model_info.info({"model_version": pair.version, "index_type": pair.index_type})  # no paths in labels
-            m.model_loaded.set(pair.loaded_at)
-            m.articles.set(pair.n_articles)
+            self._metrics.serving(pair.version, pair.index_type, pair.loaded_at, pair.n_articles)  # no paths in labels
         LOG.info(
             "reload (%s): now serving model %s (was %s), loaded in %.1fs",
             trigger,

@@ -31,7 +31,6 @@ from serving.versions import files as model_files
 from serving.versions import integrity
 from serving.versions.article_table import ArticleIds, StringColumn, as_article_ids, as_string_column
 from serving.versions.files import ModelDirError, read_index_manifest
-from serving.versions.shared_arrays import SharedArrays, inputs_key
 
 LOG = logging.getLogger(__name__)
 
@@ -58,8 +57,6 @@ class ModelPair:
       histories: the embedded store from `model_dir/user_histories.parquet`, if it has one.
       index_manifest, manifest: the two manifests as read.
       loaded_at: wall-clock time of the load (seconds since the epoch).
-      shared: where arrays derived from this version are kept (serving/versions/shared_arrays.py): in
-        files shared by the worker processes, or (the default) in this process.
     """
 
     version: str
@@ -73,7 +70,6 @@ class ModelPair:
     index_manifest: dict[str, Any]
     manifest: dict[str, Any]
     loaded_at: float = field(default_factory=time.time)
-    shared: SharedArrays = field(default_factory=lambda: SharedArrays(None, ""))
 
     def __post_init__(self):
         object.__setattr__(self, "article_ids", as_article_ids(self.article_ids))
@@ -114,24 +110,11 @@ def check_index_matches(model_dir: Path, manifest: dict[str, Any], index_manifes
         raise IndexMismatchError(str(error)) from None
 
 
-def version_key(model_dir: Path, manifest: dict[str, Any], verified: dict[str, tuple[int, str]]) -> str:
-    """The key of this version's derived arrays: the hashes of the files they are made from (as
-    just verified; a file no record lists is hashed here)."""
-    parts = {"model_version": manifest["model_version"]}
-    for name in (model_files.ARTICLE_IDS_FILE, model_files.ARTICLES_FILE, model_files.ARTICLE_VECTORS_FILE):
-        if name in verified:
-            parts[name] = verified[name][1]
-        elif (model_dir / name).is_file():
-            parts[name] = model_files.sha256_file(model_dir / name)
-    return inputs_key(parts)
-
-
 def load_model_pair(
     model_dir: str | os.PathLike,
     history_length: int = features.HISTORY_LENGTH,
     load_histories: bool = True,
     encoder: str = "auto",
-    shared_dir: str | os.PathLike | None = None,
 ) -> ModelPair:
     """Loads and checks a model directory with its index; warms both up.
 
@@ -142,9 +125,6 @@ def load_model_pair(
         directory has one (the service skips this when it reads histories elsewhere).
       encoder: `auto` (the NumPy towers when the model has them, else the SavedModel), `numpy`
         (refuse a model without them) or `saved_model` (trainer.towers.serving_model.load_user_encoder).
-      shared_dir: where the worker processes of one service share the per-article arrays (ids,
-        titles, attributes, region-sorted vectors) as memory-mapped files
-        (serving/versions/shared_arrays.py); None: they are built in this process's memory.
 
     Raises:
       ModelDirError (IndexMismatchError for a foreign index), FileNotFoundError, or whatever the
@@ -174,8 +154,7 @@ def load_model_pair(
             version,
             model_files.HISTORIES_FILE,
         )
-    shared = SharedArrays(shared_dir, version_key(model_dir, manifest, report.hashes))
-    article_ids = model_files.load_article_ids(model_dir, shared)
+    article_ids = model_files.load_article_ids(model_dir)
     index_path = index_layout.index_file(model_dir, index_manifest)
     if not index_path.exists():
         raise ModelDirError(f"{index_path} is missing although {model_files.INDEX_MANIFEST_FILE} exists")
@@ -198,7 +177,7 @@ def load_model_pair(
         raise IndexMismatchError(
             f"model {version} makes {user_encoder.dim}-d user vectors but the index holds {index.d}-d vectors"
         )
-    titles = model_files.read_titles(model_dir, article_ids, shared)
+    titles = model_files.read_titles(model_dir, article_ids)
     popular_ids = model_files.read_popular(model_dir, article_ids)
     popular_rows = article_ids.rows([a for a, _ in popular_ids]).tolist()
     popular = [(row, count) for row, (_, count) in zip(popular_rows, popular_ids)]
@@ -224,7 +203,6 @@ def load_model_pair(
         histories=histories,
         index_manifest=index_manifest,
         manifest=manifest,
-        shared=shared,
     )
     LOG.info(
         "loaded model %s from %s: %s index over %d articles in %.1fs",

@@ -183,3 +183,41 @@ def test_next_gap_is_immediate_when_idle_after_the_running_batch_else_after_the_
         asyncio.run(scenario())
     finally:
         dispatcher.close()
+
+
+def test_histories_read_over_the_network_join_the_batch_already_prepared(pair, model_v1, redis_url):
+    from serving.store import RedisStore, load_histories_to_redis
+
+    prefix = "dispatch-test:"
+    load_histories_to_redis(model_v1 / "user_histories.parquet", redis_url, prefix=prefix)
+    store = RedisStore(redis_url, prefix, timeout_s=1.0)
+    dispatcher = BatchDispatcher(max_batch=4, prepare_apart=True)
+
+    async def many():
+        return await asyncio.gather(*(dispatcher.recommend(pair, store, user, 20) for user in USERS * 2))
+
+    try:
+        results = asyncio.run(many())
+    finally:
+        dispatcher.close()
+        store.close()
+    for user, got in zip(USERS * 2, results):
+        _same(got, candidate_logic.recommend(pair, store, user, 20))
+    assert {r.fallback_reason for r in results} >= {"unknown_user", None}
+    fallbacks = sum(r.fallback for r in results)  # answered before reaching a batch
+    assert dispatcher.requests == len(results) - fallbacks and dispatcher.batches < dispatcher.requests
+
+
+def test_max_batch_one_is_one_model_call_per_request_and_zero_is_refused(pair):
+    dispatcher = BatchDispatcher(max_batch=1)
+
+    async def many():
+        return await asyncio.gather(*(dispatcher.recommend(pair, None, user, 5) for user in USERS))
+
+    try:
+        asyncio.run(many())
+    finally:
+        dispatcher.close()
+    assert dispatcher.batches == dispatcher.requests == len(USERS)
+    with pytest.raises(ValueError, match="max_batch must be >= 1, got 0"):
+        BatchDispatcher(max_batch=0)

@@ -94,3 +94,15 @@ def test_popular_list_drops_articles_outside_the_corpus(tmp_path):
     (tmp_path / "popular_articles.json").write_text(json.dumps({"articles": [{"article_id": 7}]}))
     with pytest.raises(model_files.ModelDirError, match="entry 0"):
         model_files.read_popular(tmp_path, {"a"})
+
+
+def test_an_id_listed_twice_is_refused(model_v1, tmp_path):
+    broken = shutil.copytree(model_v1, tmp_path / "twice")
+    ids = (broken / "article_ids.txt").read_text().splitlines()
+    ids[10] = ids[3]
+    (broken / "article_ids.txt").write_text("\n".join(ids) + "\n")
+    model_factory.write_manifest(broken, "v1")
+    with pytest.raises(
+        model_files.ModelDirError, match=rf"lists an article id more than once: '{ids[3]}' on lines 4, 11"
+    ):
+        load_model_pair(broken)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from serve_process import free_port, publish_root, start_serve
@@ -177,8 +178,10 @@ def test_serve_flags_take_their_defaults_and_help_from_the_service_settings(monk
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for field, (flag, _) in serving_cli.SERVE_FLAGS.items():
-        info = ServiceSettings.model_fields[field]  # every flag is a setting
+    flags = serving_cli.serve_flags()
+    assert set(flags) == set(ServiceSettings.model_fields)  # every setting is a flag, every flag a setting
+    for field, flag in flags.items():
+        info = ServiceSettings.model_fields[field]
         assert flag in text
         if info.default is not None and info.repr is not False:
             assert f"[{info.default}]" in text, flag  # the default shown is the settings' own
@@ -188,9 +191,12 @@ def test_serve_flags_take_their_defaults_and_help_from_the_service_settings(monk
     settings = serving_cli.settings_from_args(parser.parse_args(["serve", "--model", "m"]))
     assert settings.max_k == 77 and settings.default_k == ServiceSettings().default_k and settings.watch_latest
     settings = serving_cli.settings_from_args(
-        parser.parse_args(["serve", "--model", "m", "--max-k", "500", "--batch-wait-ms", "0", "--no-watch"])
+        parser.parse_args(
+            ["serve", "--model", "m", "--max-k", "500", "--max-batch", "1", "--no-watch", "--workers", "2"]
+        )
     )
-    assert (settings.max_k, settings.batch_wait_ms, settings.watch_latest) == (500, 0.0, False)
+    assert (settings.max_k, settings.max_batch, settings.watch_latest, settings.workers) == (500, 1, False, 2)
+    assert settings.model == Path("m").absolute()
 
 
 def test_serve_flags_out_of_range_name_the_flag():

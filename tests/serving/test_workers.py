@@ -1,34 +1,38 @@
-"""`candidates serve --workers 2`: /admin/reload reaches every worker; live writes need Redis; the
-workers never outlive the `serve` process, even when it is SIGKILLed."""
+"""Several workers (serving/http/workers.py), real gunicorn on 127.0.0.1: a reload (LATEST, SIGHUP,
+/admin/reload) reaches every worker; /metrics adds up every worker's counters; live writes need
+Redis; no worker outlives the master (SIGKILL or SIGTERM); the plain `gunicorn -c` launch works."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
-import tempfile
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from serve_process import free_port, publish_root, start_serve
+from serve_process import LAUNCHER, free_port, publish_root
 
-from homefeed import lifetime
-from serving.cli import WORKERS_DIR_PREFIX
 from serving.query import wait_until_ready
 
+pytestmark = pytest.mark.slow
 
-def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
+
+def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict | str]:
     """One request on a new connection (so the kernel may hand it to either worker)."""
     request = urllib.request.Request(url, data=body, method=method, headers={"Connection": "close"})
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
+            text = response.read().decode()
+            return response.status, json.loads(text) if "json" in response.headers.get("content-type", "") else text
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
 
@@ -42,70 +46,152 @@ def running(pid: int) -> bool:
         return False
 
 
-def versions_by_worker(url: str, tries: int = 60) -> dict[int, str]:
-    """{worker pid: model version} from /readyz, until both workers answered (or `tries` ran out)."""
+def workers_of(master: int) -> set[int]:
+    children = Path(f"/proc/{master}/task/{master}/children")
+    return {int(p) for p in children.read_text().split()} if children.exists() else set()
+
+
+def versions_by_worker(url: str, master: int, timeout_s: float = 300) -> dict[int, str]:
+    """{worker pid: model version} from /readyz once every current worker of `master` answered."""
     seen: dict[int, str] = {}
-    for _ in range(tries):
-        status, body = call(f"{url}/readyz")
-        assert status == 200, body
-        seen[body["worker_pid"]] = body["model_version"]
-        if len(seen) == 2:
-            break
-    return seen
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status, body = call(f"{url}/readyz")
+        except OSError:  # an old worker closing, or new ones still loading, as gunicorn replaces them
+            status, body = 0, {}
+        if status == 200:
+            seen[body["worker_pid"]] = body["model_version"]
+        current = workers_of(master)
+        if len(current) == 2 and current <= set(seen):
+            return {pid: seen[pid] for pid in current}
+        assert time.monotonic() < deadline, f"workers {current} did not all answer: {seen}"
 
 
-@pytest.mark.slow
-def test_reload_reaches_every_worker_and_live_writes_are_refused_without_redis(model_v1, make_model, tmp_path):
+def wait_for_versions(url: str, master: int, version: str, timeout_s: float = 300) -> dict[int, str]:
+    deadline = time.monotonic() + timeout_s
+    while set((now := versions_by_worker(url, master)).values()) != {version}:
+        assert time.monotonic() < deadline, f"not every worker serves {version}: {now}"
+        time.sleep(0.2)
+    return now
+
+
+def requests_counted(url: str, endpoint: str) -> float:
+    status, text = call(f"{url}/metrics")
+    assert status == 200
+    pattern = rf'^candidates_http_requests_total\{{endpoint="{re.escape(endpoint)}",status="200"\}} (\S+)$'
+    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
+
+
+def test_a_reload_reaches_every_worker_and_no_worker_outlives_a_killed_master(model_v1, make_model, tmp_path):
     root = publish_root(model_v1, tmp_path / "publish")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_serve(root, port, "--workers", "2", "--reload-min-interval", "0")
+    command = [sys.executable, "-c", LAUNCHER, "serve", "--model", str(root), "--port", str(port), "--workers", "2"]
+    command += ["--reload-min-interval", "0", "--watch-interval", "0.5"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers: set[int] = set()
     try:
-        wait_until_ready(url, process, timeout_s=120)
-        deadline = time.monotonic() + 120
-        while len(before := versions_by_worker(url)) < 2:  # the second worker may still be loading
-            assert time.monotonic() < deadline, f"only {before} answered"
-        assert set(before.values()) == {"v1"}
+        wait_until_ready(url, process, timeout_s=400)  # each worker loads the test's SavedModel (no NumPy towers)
+        first = versions_by_worker(url, process.pid)
+        assert set(first.values()) == {"v1"} and len(first) == 2
+        workers |= set(first)
+        # Both map the one index file their master loaded before forking.
+        index_maps = [{line.split()[-1] for line in open(f"/proc/{pid}/maps") if "/index/" in line} for pid in first]
+        assert index_maps[0] & index_maps[1], index_maps
 
+        # LATEST changes: the master sees it, loads v2 and replaces both workers.
         shutil.copytree(make_model("v2", seed=1), root / "versions" / "v2")
         (root / "LATEST").write_text("v2\n")
+        second = wait_for_versions(url, process.pid, "v2")
+        assert not set(second) & set(first), (first, second)  # new processes, forked from the reloaded master
+        workers |= set(second)
+
+        # POST /admin/reload on one worker: every worker serves the new version.
+        shutil.copytree(make_model("v3", seed=0), root / "versions" / "v3")
+        (root / "LATEST").write_text("v3\n")
         status, body = call(f"{url}/admin/reload", "POST", b"")
-        assert status == 200 and body["model_version"] == "v2", body
-        deadline = time.monotonic() + 60
-        while set((after := versions_by_worker(url)).values()) != {"v2"} or len(after) < 2:
-            assert time.monotonic() < deadline, f"the reload did not reach every worker: {after}"
+        assert status == 200 and body["model_version"] == "v3", body
+        third = wait_for_versions(url, process.pid, "v3")
+        workers |= set(third)
+
+        # SIGHUP to the master replaces the workers (still v3).
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 300
+        while set(fourth := versions_by_worker(url, process.pid)) & set(third):
+            assert time.monotonic() < deadline, f"SIGHUP did not replace the workers {third}"
             time.sleep(0.2)
-        assert set(after) == set(before)  # the same two processes, reloaded (not restarted)
-        # Both map one copy of v2's per-article arrays (serving/versions/shared_arrays.py), not one each.
-        mapped = [
-            {line.split()[-1] for line in open(f"/proc/{pid}/maps") if "/shared-arrays/" in line} for pid in after
-        ]
-        assert any(p.endswith("article_ids/keys.npy") for p in mapped[0] & mapped[1]), mapped
+        assert set(fourth.values()) == {"v3"}
+        workers |= set(fourth)
 
         event = {"events": [{"user_id": "u0001", "article_id": "a0003", "viewed_at": "2024-06-02T10:00:00Z"}]}
         status, body = call(f"{url}/v1/events", "POST", json.dumps(event).encode())
         assert status == 503 and "--redis-url" in body["error"]["message"], body
         status, body = call(f"{url}/v1/users/u0001/candidates?k=5")
-        assert status == 200 and body["model_version"] == "v2" and len(body["candidates"]) == 5
+        assert status == 200 and body["model_version"] == "v3" and len(body["candidates"]) == 5
 
-        # No child outlives its parent: SIGKILL (no handler runs) and the workers go too.
-        assert all(running(pid) for pid in after)
+        # SIGKILL: no handler runs in the master, and still no worker outlives it.
+        assert all(running(pid) for pid in fourth)
         process.kill()
         process.wait(timeout=10)
         deadline = time.monotonic() + 20
-        while alive := [pid for pid in after if running(pid)]:
-            assert time.monotonic() < deadline, f"workers {alive} outlived the killed serve process"
+        while alive := [pid for pid in fourth if running(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived the killed master"
             time.sleep(0.1)
-        # What the killed serve left (its workers' directory, shared arrays included) goes with the next serve.
-        left = [p for p in Path(tempfile.gettempdir()).glob(f"{WORKERS_DIR_PREFIX}p{process.pid}t*") if p.is_dir()]
-        assert len(left) == 1 and (left[0] / "shared-arrays").is_dir(), left
-        assert left[0] in lifetime.remove_stale_dirs(tempfile.gettempdir(), WORKERS_DIR_PREFIX) and not left[0].exists()
     finally:
-        process.send_signal(signal.SIGTERM)
-        for pid in locals().get("after", ()):  # should this test fail, leave no orphan behind
-            if running(pid) and process.poll() is not None:
-                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=60)[0]
-    assert "reload announced to the other workers" in output, output[-3000:]
-    assert "reload announced by another worker: loaded" in output, output[-3000:]
-    assert output.count("shared-arrays/") and output.count("/article_ids in ") == 2, output[-3000:]  # once per version
+        for pid in workers:  # should this test fail, leave no orphan behind
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert "LATEST changed: reloading every worker" in output, output[-3000:]
+    assert output.count("Hang up: Master") >= 3, output[-3000:]  # LATEST, /admin/reload, SIGHUP: gunicorn's reloads
+
+
+def test_plain_gunicorn_sums_every_workers_metrics_and_sigterm_stops_them_all(model_v1, tmp_path):
+    root = publish_root(model_v1, tmp_path / "publish")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    metrics_dir = tmp_path / "metrics"
+    env = {
+        **os.environ,
+        "CANDIDATES_MODEL": str(root),
+        "CANDIDATES_WORKERS": "2",
+        "CANDIDATES_WATCH_LATEST": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    app = "serving.http.app:create_app_from_environment(preload=True)"
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:serving.http.gunicorn_conf", "-b", f"127.0.0.1:{port}"]
+    process = subprocess.Popen([*command, app], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers: set[int] = set()
+    try:
+        wait_until_ready(url, process, timeout_s=180)
+        before = requests_counted(url, "/readyz")
+        served: dict[int, int] = {}
+        deadline = time.monotonic() + 60
+        while len(served) < 2 or sum(served.values()) < 20:  # both workers answered, 20 requests in all
+            status, body = call(f"{url}/readyz")
+            assert status == 200, body
+            served[body["worker_pid"]] = served.get(body["worker_pid"], 0) + 1
+            assert time.monotonic() < deadline, f"one worker answered everything: {served}"
+        workers = set(served)
+        assert workers == workers_of(process.pid)
+        # Every worker's counters, added up: one worker's alone would miss the other's answers.
+        assert requests_counted(url, "/readyz") - before == sum(served.values()), served
+        assert list(metrics_dir.glob("counter_*.db")), "no per-process metric files"
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        deadline = time.monotonic() + 20
+        while alive := [pid for pid in workers if running(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived the stopped master"
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate(timeout=60)[0]
+        for pid in workers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert "Booting worker" in output, output[-3000:]
