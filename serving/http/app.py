@@ -159,6 +159,8 @@ def needs_tensorflow(settings: ServiceSettings) -> bool:
     never loaded in a process that forks."""
     if settings.encoder == "saved_model":
         return True
+    if settings.model is None:  # nothing to load: the caller refuses it
+        return False
     from serving.versions import files as model_files
     from trainer.towers.numpy_towers import has_twin
 
