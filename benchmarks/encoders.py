@@ -34,7 +34,7 @@ import json, os, statistics, sys, time
 from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
-threadpool_limits(limits=1, user_api="blas")  # as the service does (serving/http/app.py configure_threads, tf_threads=1)
+threadpool_limits(limits=1, user_api="blas")  # as the service does (serving/http/startup.py configure_threads, tf_threads=1)
 
 def memory():
     fields = {}

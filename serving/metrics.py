@@ -104,3 +104,29 @@ class ServiceMetrics:
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(stage).observe(seconds)
+
+
+class LiveMetrics:
+    """Counters of the live endpoints, on the app's registry (see serving/metrics.py)."""
+
+    def __init__(self, registry):
+        from prometheus_client import Counter, Gauge
+
+        self.events = Counter(
+            "candidates_live_events",
+            "Live view events by outcome (applied, duplicate, rejected)",
+            ["result"],
+            registry=registry,
+        )
+        self.article_changes = Counter(
+            "candidates_live_article_changes",
+            "Listing changes stored, by the status they set",
+            ["status"],
+            registry=registry,
+        )
+        self.records = Gauge(
+            "candidates_live_records",
+            "Live listing records this replica holds",
+            registry=registry,
+            multiprocess_mode="livemax",  # gunicorn workers (serving/http/workers.py) share one store
+        )

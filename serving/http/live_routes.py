@@ -32,6 +32,7 @@ from serving.live.events import (
     valid_article_id,
 )
 from serving.live.state import DEFAULT_SYNC_INTERVAL_S, open_live_state
+from serving.metrics import LiveMetrics
 from serving.store import StoreUnavailableError
 
 LOG = logging.getLogger(__name__)
@@ -51,34 +52,6 @@ ArticleId = Annotated[
 ]
 
 router = APIRouter()
-
-
-# Request bodies as OpenAPI documents them (/docs). The handlers read items one by one, so one bad
-# item is reported with its index instead of failing the whole body.
-class LiveMetrics:
-    """Counters of the live endpoints, on the app's registry (see serving/metrics.py)."""
-
-    def __init__(self, registry):
-        from prometheus_client import Counter, Gauge
-
-        self.events = Counter(
-            "candidates_live_events",
-            "Live view events by outcome (applied, duplicate, rejected)",
-            ["result"],
-            registry=registry,
-        )
-        self.article_changes = Counter(
-            "candidates_live_article_changes",
-            "Listing changes stored, by the status they set",
-            ["status"],
-            registry=registry,
-        )
-        self.records = Gauge(
-            "candidates_live_records",
-            "Live listing records this replica holds",
-            registry=registry,
-            multiprocess_mode="livemax",  # gunicorn workers (serving/http/workers.py) share one store
-        )
 
 
 def _metrics(state) -> LiveMetrics | None:

@@ -12,7 +12,7 @@ What the processes share and how they stay one service:
     before it forks; every worker reads the same pages (copy-on-write, `gc.freeze` keeps the
     collector from touching them), so one more worker costs only what it allocates itself. A model
     without NumPy towers is the exception: TensorFlow's thread pools do not survive fork, so each
-    worker loads that SavedModel itself (`serving.http.app.preload_model`);
+    worker loads that SavedModel itself (`serving.http.startup.preload_model`);
   * a model reload reaches every worker because gunicorn replaces them: SIGHUP to the master reloads
     the pair in the master (`on_reload`), forks new workers from it and stops the old ones
     gracefully. `POST /admin/reload` (or SIGHUP) on a worker loads the version there first, to
@@ -215,7 +215,7 @@ def on_reload(server) -> None:
     """SIGHUP: the master loads what --model points at now; the new workers fork from it. A version
     that does not load leaves the master's pair (and so the new workers') as it was."""
     app = server.app.wsgi()
-    from serving.http.app import preload_model
+    from serving.http.startup import preload_model
 
     preload_model(app, "SIGHUP (every worker)")
 

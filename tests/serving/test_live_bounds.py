@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import model_factory
 import numpy as np
 import pytest
 import redis
@@ -21,6 +20,7 @@ from serving.live.items import parse_timestamp
 from serving.live.overlay import COMPACT_MIN_SLOTS
 from serving.store import CORRUPT_RECORDS
 from serving.versions.pair import load_model_pair
+from tests.support import model_factory
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,9 @@ from trainer.evaluation import held_out as examples_lib
 from trainer.evaluation import metrics as metrics_lib
 from trainer.evaluation import predictions as predictions_lib
 from trainer.evaluation import served_corpus as served_lib
+from trainer.evaluation.intervals import evaluation_intervals
 from trainer.evaluation.plot import write_plot
-from trainer.towers import article_inputs
+from trainer.evaluation.published import published_ranks, served_corpus_of
 
 LOG = logging.getLogger(__name__)
 
@@ -64,99 +65,6 @@ def _category_region(served: served_lib.ServedCorpus, log, as_of) -> baselines_l
         )
 
     return baselines_lib.CategoryRegionPopularity(log, column("category"), column("region"), served.created_ms, as_of)
-
-
-def _served_corpus(encoder, article_ids: list[str], articles: pd.DataFrame, examples_dir: Path):
-    """`(served corpus, the model's article tower or None)`: the corpus live at each view with
-    the tower embedding it (the live service's path), or the as_of snapshot with the exported
-    vectors when the views have no times or the model predates the `article_vectors` signature."""
-    views = served_lib.read_views(examples_dir / extract_layout.TRAINING_EXAMPLES_FILE)
-    listings = served_lib.read_listings(examples_dir / extract_layout.LISTINGS_FILE)
-    served = served_lib.ServedCorpus.build(article_ids, articles, views, listings)
-    if not served.timed:
-        return served, None
-    try:
-        encoder.article_vectors(article_inputs.corpus_article_features(served.frame.iloc[:1], 0.0))
-    except ValueError as error:
-        LOG.warning("%s: ranked over the as_of corpus with its exported vectors", error)
-        return served_lib.ServedCorpus.snapshot(article_ids, articles), None
-    return served, encoder.article_vectors
-
-
-def _published_ranks(
-    model_dir: Path,
-    examples_dir: Path,
-    eval_rows: pd.DataFrame,
-    rows: list,
-    times: np.ndarray,
-    ages,
-    seen_ids: list[list[str]] | None,
-    as_of_ms: float,
-    config: config_lib.EvaluateConfig,
-) -> tuple[str, np.ndarray]:
-    """(version, ranks) of another model directory on the same test views: its exported towers,
-    its corpus over the same listings at each view's time, the same seen sets (as ids)."""
-    from trainer.towers.serving_model import UserEncoder
-
-    model_dir = layout.resolve_model_dir(model_dir)
-    manifest = layout.load_manifest(model_dir)
-    article_ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
-    vectors = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
-    articles = (
-        pd.read_parquet(model_dir / layout.ARTICLES_FILE)
-        if (model_dir / layout.ARTICLES_FILE).exists()
-        else pd.DataFrame()
-    )
-    encoder = UserEncoder(model_dir, history_length=int(manifest.get("history_length") or features.HISTORY_LENGTH))
-    served, embed = _served_corpus(encoder, article_ids, articles, examples_dir)
-    index = served.article_ids
-    targets = index.get_indexer(eval_rows[features.LABEL].astype(str))
-    exclude = None
-    if seen_ids is not None:
-        exclude = [(lambda e: e[e >= 0])(index.get_indexer(pd.Index(ids, dtype=object))) for ids in seen_ids]
-    user_vectors = encoder.encode_batched(rows, config.batch_size, example_age_days=ages)
-    served_vectors = served_lib.ServedVectors(served, times, embed, as_of_ms) if embed is not None else vectors
-    LOG.info("re-ran the published model %s on the same %d test views", manifest["model_version"], len(targets))
-    return str(manifest["model_version"]), served_ranks.model_ranks(
-        served, served_vectors, user_vectors, times, targets, exclude
-    )
-
-
-def _intervals(
-    model_ranks: np.ndarray,
-    baseline_ranks: dict[str, np.ndarray],
-    users: np.ndarray,
-    knn_users: np.ndarray | None,
-    slices: dict[str, np.ndarray],
-    ks,
-    seed: int,
-) -> dict[str, Any]:
-    """Bootstrap intervals (metrics.recall_intervals) of every recall evaluation.json reports:
-    overall and on each slice of the views (`cold_start`: new listings, `fresh`), each ranker alone and the model over each baseline
-    (paired: the same resampled users). A baseline ranked on a sample of the users (item-kNN past
-    `knn_max_users`) is paired with the model on that sample."""
-    full = {"model": model_ranks, **{n: r for n, r in baseline_ranks.items() if len(r) == len(model_ranks)}}
-    out = metrics_lib.recall_intervals(full, ks, users, [("model", n) for n in full if n != "model"], seed=seed)
-    for name, ranks in baseline_ranks.items():
-        if name in full or knn_users is None:
-            continue
-        sampled = metrics_lib.recall_intervals(
-            {"model": model_ranks[knn_users], name: ranks}, ks, users[knn_users], [("model", name)], seed=seed
-        )
-        out["recall"][name] = sampled["recall"][name]
-        out["ratio"][f"model/{name}"] = {**sampled["ratio"][f"model/{name}"], "users": sampled["users"]}
-    for name, mask in slices.items():
-        if not mask.any():
-            continue
-        part = metrics_lib.recall_intervals(
-            {n: np.asarray(r)[mask] for n, r in full.items()},
-            ks,
-            users[mask],
-            [("model", n) for n in full if n != "model"],
-            seed=seed,
-        )
-        out[name] = {"users": part["users"], "recall": part["recall"], "ratio": part["ratio"]}
-    return out
 
 
 def _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config) -> dict[str, Any]:
@@ -229,7 +137,7 @@ def evaluate_model(
     served, embed = (
         (served, encoder.article_vectors)
         if served is not None
-        else _served_corpus(encoder, article_ids, articles, examples_dir)
+        else served_corpus_of(encoder, article_ids, articles, examples_dir)
     )
     corpus_index = served.article_ids
     is_test = pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)
@@ -290,7 +198,7 @@ def evaluate_model(
     published = None
     if published_model_dir is not None:
         try:
-            published = _published_ranks(
+            published = published_ranks(
                 Path(published_model_dir),
                 examples_dir,
                 eval_rows,
@@ -346,7 +254,7 @@ def evaluate_model(
     baseline_metrics = {
         name: metrics_lib.ranking_metrics(r, config.ks, config.ndcg_k) for name, r in baseline_ranks.items()
     }
-    intervals = _intervals(
+    intervals = evaluation_intervals(
         model_ranks,
         baseline_ranks | ({"published": published[1]} if published else {}),
         np.asarray(users, dtype=object),
