@@ -13,8 +13,9 @@ cProfile and its time is split between our code, TF Transform, Beam, TensorFlow 
   .venv/bin/python benchmarks/transform_throughput.py --sizes 100000 --profile
   .venv/bin/python benchmarks/transform_throughput.py --sizes 1000000 --label x --log runs.jsonl  # + a JSON line
 
---workers/--mode set DirectRunner's direct_num_workers/direct_running_mode; the job refuses
-more than one worker (it dropped train records at 10^6: components/transform/beam_job.py).
+--workers/--mode set DirectRunner's direct_num_workers/direct_running_mode (e.g. --workers 2 --mode
+multi_processing). Each run prints a digest of its outputs (components/transform/outputs_digest.py:
+counts, examples, dead letters, vocabularies): runs with other worker counts must print the same.
 The first run in a fresh .venv also pays for compiling every imported module (uv installs no
 .pyc files; with PYTHONDONTWRITEBYTECODE set they are never written): ~6 CPU-s per process.
 """
@@ -22,6 +23,7 @@ The first run in a fresh .venv also pays for compiling every imported module (uv
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -166,7 +168,11 @@ def run_one(examples: Path, out: Path, args: argparse.Namespace) -> dict:
     else:
         summary = run_transform(str(examples), str(out), config)
     seconds = time.perf_counter() - started
+    from components.transform.outputs_digest import transform_dir_digest
+
+    digest = json.dumps(transform_dir_digest(str(out)), sort_keys=True).encode()
     result = {
+        "outputs_digest": hashlib.sha256(digest).hexdigest()[:16],
         "records_in": summary["records_in"],
         "seconds": seconds,
         "cpu_seconds": _cpu_seconds() - cpu_before,
@@ -210,13 +216,13 @@ def main() -> int:
           f"{'no label content' if args.no_content else 'with label titles and ages'}")
     print("(wall seconds depend on what else the machine runs; CPU seconds much less so)")
     print(f"{'examples':>10} {'wall s':>8} {'examples/s':>11} {'CPU s':>8} {'examples/CPU s':>15} "
-          f"{'peak RSS MiB (job / children)':>30} {'load 1/5 min':>13}")
+          f"{'peak RSS MiB (job / children)':>30} {'load 1/5 min':>13}  outputs digest")
     for size in sizes:
         load_before = os.getloadavg()
         examples = workdir / f"extract-{size}-h{args.history_length}{'' if args.no_content else '-content'}"
         if not (examples / extract_layout.SUCCESS_MARKER).exists():
             generate_extract_dir(examples, size, args.history_length, content=not args.no_content)
-        command = [sys.executable, __file__, "--run-one", str(examples), str(workdir / f"out-{size}"),
+        command = [sys.executable, __file__, "--run-one", str(examples), str(workdir / f"out-{size}-{args.workers}-{args.mode}"),
                    "--history-length", str(args.history_length), "--batch-size", str(args.batch_size),
                    "--workers", str(args.workers), "--mode", args.mode, "--top", str(args.top)]
         if args.profile:
@@ -231,7 +237,7 @@ def main() -> int:
         cpu = result["cpu_seconds"]
         print(f"{size:>10} {result['seconds']:>8.1f} {rate:>11.0f} {cpu:>8.1f} {result['records_in'] / cpu:>15.0f} "
               f"{result['peak_rss_mib_self']:>16.0f} / {result['peak_rss_mib_children']:<11.0f} "
-              f"{os.getloadavg()[0]:>6.1f}/{os.getloadavg()[1]:.1f}", flush=True)
+              f"{os.getloadavg()[0]:>6.1f}/{os.getloadavg()[1]:.1f}  {result['outputs_digest']}", flush=True)
         if args.log:
             line = {"label": args.label, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
                     "examples": size, "content": not args.no_content, "batch_size": args.batch_size,
@@ -242,7 +248,7 @@ def main() -> int:
                     "peak_rss_mib_children": round(result["peak_rss_mib_children"]),
                     "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                    "profiled": args.profile, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    "outputs_digest": result["outputs_digest"], "profiled": args.profile, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             with open(args.log, "a") as f:
                 f.write(json.dumps(line) + "\n")
         if args.profile:
