@@ -9,11 +9,12 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo test test-quick golden venv clean help image serving-image base-image
+.PHONY: demo test test-quick test-transform-parallel golden venv clean help image serving-image base-image
 help:
 	@echo "make demo        run the whole pipeline locally on sample data, then serve and query it"
 	@echo "make test        run every test (as CI does)"
 	@echo "make test-quick  skip the slow and end-to-end tests"
+	@echo "make test-transform-parallel  the transform on 1 and 2 DirectRunner workers: same outputs"
 	@echo "make golden      rewrite tests/pipeline/golden/ (the compiled pipeline) after a meant change"
 	@echo "make image       build the pipeline image $(IMAGE) from $(BASE_IMAGE) (docs/deploy.md)"
 	@echo "make serving-image  build the service's image $(SERVING_IMAGE)"
@@ -38,6 +39,9 @@ test: $(STAMP)
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not e2e"
+
+test-transform-parallel: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/transform/test_parallel_direct_runner.py
 
 golden: $(STAMP)
 	$(BIN)/python -m pipeline.compile --golden

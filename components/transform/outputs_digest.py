@@ -38,13 +38,53 @@ def _sha(data: bytes) -> str:
 
 
 def examples_digest(transform_dir: str, split: str) -> dict[str, Any]:
-    """{"count", "sha256"}: the number of examples of `split` and a digest of their sorted hashes."""
-    hashes = sorted(
-        _sha(record)
-        for path in glob.glob(os.path.join(transform_dir, split, layout.EXAMPLES_PREFIX + "*"))
-        for record in read_tfrecords(path)
-    )
-    return {"count": len(hashes), "sha256": _sha("\n".join(hashes).encode())}
+    """The examples of `split`: {"count", "sha256", "exact_sha256", "float_sums"}.
+
+    `exact_sha256` covers the serialized examples byte for byte. Float features come from TF
+    Transform's statistics (e.g. the age's mean and variance), whose sums run in whatever order
+    the workers combine them, so they may differ in the last bits between worker counts: `sha256`
+    covers every example with its float features left out, and `float_sums` gives each float
+    feature's sum over the split (compare with a tolerance).
+    """
+    from tensorflow.core.example import example_pb2
+
+    exact, rest = [], []
+    float_sums: dict[str, float] = {}
+    for path in glob.glob(os.path.join(transform_dir, split, layout.EXAMPLES_PREFIX + "*")):
+        for record in read_tfrecords(path):
+            exact.append(_sha(record))
+            example = example_pb2.Example.FromString(record)
+            for name, feature in example.features.feature.items():
+                if feature.WhichOneof("kind") == "float_list":
+                    float_sums[name] = float_sums.get(name, 0.0) + float(sum(feature.float_list.value))
+                    example.features.feature[name].ClearField("float_list")
+            rest.append(_sha(example.SerializeToString(deterministic=True)))
+    return {
+        "count": len(exact),
+        "sha256": _sha("\n".join(sorted(rest)).encode()),
+        "exact_sha256": _sha("\n".join(sorted(exact)).encode()),
+        "float_sums": dict(sorted(float_sums.items())),
+    }
+
+
+def same_outputs(a: dict[str, Any], b: dict[str, Any], rel_tol: float = 1e-6) -> list[str]:
+    """What differs between two `transform_dir_digest`s (empty: the same outputs); float sums are
+    compared within `rel_tol` and the byte-exact example digest is not compared (see above)."""
+    import math
+
+    differences = [key for key in ("summary", "dead_letters", "vocabularies") if a[key] != b[key]]
+    for split in sorted(set(a["examples"]) | set(b["examples"])):
+        x, y = a["examples"].get(split, {}), b["examples"].get(split, {})
+        for key in ("count", "sha256"):
+            if x.get(key) != y.get(key):
+                differences.append(f"examples[{split}].{key}")
+        sums_x, sums_y = x.get("float_sums", {}), y.get("float_sums", {})
+        if set(sums_x) != set(sums_y) or any(
+            not math.isclose(sums_x[k], sums_y[k], rel_tol=rel_tol, abs_tol=rel_tol * x.get("count", 1))
+            for k in sums_x
+        ):
+            differences.append(f"examples[{split}].float_sums")
+    return differences
 
 
 def transform_dir_digest(transform_dir: str) -> dict[str, Any]:
