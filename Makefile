@@ -9,13 +9,14 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo test test-quick lint format golden venv clean help image serving-image base-image
+.PHONY: demo test test-quick test-transform-parallel lint format golden venv clean help image serving-image base-image
 help:
 	@echo "make demo        run the whole pipeline locally on sample data, then serve and query it"
 	@echo "make test        run every test (as CI does), on TEST_WORKERS=2 processes; the 25 slowest listed"
 	@echo "make test-quick  skip the slow and end-to-end tests"
 	@echo "make lint        formatter check, linter, type checker, import-layer contracts (part of make test)"
 	@echo "make format      apply the formatter and the linter's safe fixes"
+	@echo "make test-transform-parallel  the transform on 1 and 2 DirectRunner workers: same outputs"
 	@echo "make golden      rewrite tests/pipeline/golden/ (the compiled pipeline) after a meant change"
 	@echo "make image       build the pipeline image $(IMAGE) from $(BASE_IMAGE) (docs/deploy.md)"
 	@echo "make serving-image  build the service's image $(SERVING_IMAGE)"
@@ -56,6 +57,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+test-transform-parallel: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/transform/test_parallel_direct_runner.py
 
 golden: $(STAMP)
 	$(BIN)/python -m pipeline.compile --golden

@@ -2,7 +2,7 @@
 
 Generates synthetic EXTRACT_DIRs (seeded: Zipf-popular articles, histories of 1..H views with
 parallel categories and regions, the label's title and age as the extract writes them (--no-content:
-without, as for a model without the content-aware article tower), 5% validation, 5% test), then runs the job once per size in a fresh process and
+without, as before the content-aware article tower), 5% validation, 5% test), then runs the job once per size in a fresh process and
 prints examples/second (wall clock and per CPU second) and peak memory: max RSS of the job process
 and of its largest child (worker processes in multi_processing mode; importing TensorFlow alone
 leaves a ~640 MiB short-lived child). Generation is not timed. With --profile, each run is under
@@ -13,8 +13,9 @@ cProfile and its time is split between our code, TF Transform, Beam, TensorFlow 
   .venv/bin/python benchmarks/transform_throughput.py --sizes 100000 --profile
   .venv/bin/python benchmarks/transform_throughput.py --sizes 1000000 --label x --log runs.jsonl  # + a JSON line
 
---workers/--mode set DirectRunner's direct_num_workers/direct_running_mode; the job refuses
-more than one worker (it dropped train records at 10^6: components/transform/beam_job.py).
+--workers/--mode set DirectRunner's direct_num_workers/direct_running_mode (e.g. --workers 2 --mode
+multi_processing). Each run prints a digest of its outputs (components/transform/outputs_digest.py:
+counts, examples, dead letters, vocabularies): runs with other worker counts must print the same.
 The first run in a fresh .venv also pays for compiling every imported module (uv installs no
 .pyc files; with PYTHONDONTWRITEBYTECODE set they are never written): ~6 CPU-s per process.
 """
@@ -22,6 +23,7 @@ The first run in a fresh .venv also pays for compiling every imported module (uv
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -175,7 +177,16 @@ def run_one(examples: Path, out: Path, args: argparse.Namespace) -> dict:
     else:
         summary = run_transform(str(examples), str(out), config)
     seconds = time.perf_counter() - started
+    from components.transform.outputs_digest import transform_dir_digest
+
+    digest = transform_dir_digest(str(out))
+    # Float sums to 6 significant digits: TFT's statistics may differ in the last bits between
+    # worker counts (outputs_digest.examples_digest); everything else is compared exactly.
+    for split in digest["examples"].values():
+        split.pop("exact_sha256")
+        split["float_sums"] = {k: float(f"{v:.6g}") for k, v in split["float_sums"].items()}
     result = {
+        "outputs_digest": hashlib.sha256(json.dumps(digest, sort_keys=True).encode()).hexdigest()[:16],
         "records_in": summary["records_in"],
         "seconds": seconds,
         "cpu_seconds": _cpu_seconds() - cpu_before,
@@ -229,7 +240,7 @@ def main() -> int:
     print("(wall seconds depend on what else the machine runs; CPU seconds much less so)")
     print(
         f"{'examples':>10} {'wall s':>8} {'examples/s':>11} {'CPU s':>8} {'examples/CPU s':>15} "
-        f"{'peak RSS MiB (job / children)':>30} {'load 1/5 min':>13}"
+        f"{'peak RSS MiB (job / children)':>30} {'load 1/5 min':>13}  outputs digest"
     )
     for size in sizes:
         load_before = os.getloadavg()
@@ -241,7 +252,7 @@ def main() -> int:
             __file__,
             "--run-one",
             str(examples),
-            str(workdir / f"out-{size}"),
+            str(workdir / f"out-{size}-{args.workers}-{args.mode}"),
             "--history-length",
             str(args.history_length),
             "--batch-size",
@@ -266,7 +277,7 @@ def main() -> int:
         print(
             f"{size:>10} {result['seconds']:>8.1f} {rate:>11.0f} {cpu:>8.1f} {result['records_in'] / cpu:>15.0f} "
             f"{result['peak_rss_mib_self']:>16.0f} / {result['peak_rss_mib_children']:<11.0f} "
-            f"{os.getloadavg()[0]:>6.1f}/{os.getloadavg()[1]:.1f}",
+            f"{os.getloadavg()[0]:>6.1f}/{os.getloadavg()[1]:.1f}  {result['outputs_digest']}",
             flush=True,
         )
         if args.log:
@@ -287,6 +298,7 @@ def main() -> int:
                 "peak_rss_mib_children": round(result["peak_rss_mib_children"]),
                 "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "outputs_digest": result["outputs_digest"],
                 "profiled": args.profile,
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }

@@ -113,8 +113,8 @@ class TransformConfig:
     search_vocab_frequency_threshold: int = 2
     search_oov_buckets: int = 16
     runner: str = "DirectRunner"
-    # DirectRunner only; ignored by other runners. Workers other than 1 are refused by the transform
-    # (components/transform/beam_job.py: more workers drop records); running mode as Beam's.
+    # DirectRunner only; ignored by other runners. With more than one worker the transform turns off
+    # Beam's timed data flush, which loses records (components/transform/direct_runner.py).
     direct_num_workers: int = 1
     direct_running_mode: str = "in_memory"
     # Rows per batch fed to TensorFlow: bigger means fewer TF calls (16384 takes 9 % less CPU than 4096

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.transform import batching, files, records, tfrecord_sink
 from homefeed import config as config_lib
@@ -37,24 +36,13 @@ OUT = "records_out/"
 DEAD = "dead_letter/"
 
 
-# Measured (benchmarks/transform_throughput.py data, 10^6 examples, 2 workers): the train split's
-# TFRecords held 711,887 of 900,083 valid rows (multi_threading), 855,796 (multi_processing).
-PARALLEL_DIRECT_RUNNER_REFUSED = (
-    "DirectRunner with more than one worker drops train records in this pipeline (measured at 10^6 "
-    "examples, 2 workers: up to 21 % of them, in multi_threading and multi_processing mode alike), "
-    "so only direct_num_workers=1 is accepted; for parallelism use a distributed runner "
-    "(--runner DataflowRunner, FlinkRunner or SparkRunner)"
-)
-
-
 def pipeline_options(config: config_lib.TransformConfig) -> PipelineOptions:
     """Beam options: the runner, DirectRunner parallelism, then `config.beam_args` unchanged.
 
     The runner is always named (Beam >= 2.68's default runner may try to download Prism).
-    `beam_args` come last, so an option given there wins over the typed fields.
-
-    Raises:
-      ValueError: DirectRunner with other than one worker (`PARALLEL_DIRECT_RUNNER_REFUSED`).
+    `beam_args` come last, so an option given there wins over the typed fields. DirectRunner with
+    several workers is run with `direct_runner.size_based_data_flush` (job.py): without it Beam's
+    data plane drops records.
     """
     args = [f"--runner={config.runner}"]
     if config.runner in ("DirectRunner", "direct"):
@@ -62,12 +50,7 @@ def pipeline_options(config: config_lib.TransformConfig) -> PipelineOptions:
             f"--direct_num_workers={config.direct_num_workers}",
             f"--direct_running_mode={config.direct_running_mode}",
         ]
-    options = PipelineOptions(args + list(config.beam_args))
-    if options.view_as(StandardOptions).runner in ("DirectRunner", "direct"):
-        workers = options.view_as(DirectOptions).direct_num_workers
-        if (workers or os.cpu_count() or 1) != 1:
-            raise ValueError(f"direct_num_workers={workers}: {PARALLEL_DIRECT_RUNNER_REFUSED}")
-    return options
+    return PipelineOptions(args + list(config.beam_args))
 
 
 class _ValidateFn(beam.DoFn):

@@ -12,8 +12,8 @@ EPILOG = """\
 Any option not listed above is passed to Apache Beam unchanged, so other runners work as usual:
   candidates transform --examples gs://b/extract --out gs://b/transform --runner DataflowRunner \\
       --project P --region europe-west1 --temp_location gs://b/tmp --setup_file ./setup.py
-Locally, DirectRunner runs in this process, on one core: with more workers it drops records in
-this pipeline (measured), so --direct-num-workers other than 1 is refused.
+Locally, DirectRunner runs on one core by default; --direct-num-workers 2 --direct-running-mode
+multi_processing runs it on two (the outputs are the same as with one worker).
 
 Writes TRANSFORM_DIR (docs/architecture.md): transform_fn/, transformed_metadata/,
 {train,validation,test}/part-*.tfrecord.gz, corpus/articles.parquet, dead_letter/*.jsonl,
@@ -68,7 +68,7 @@ FLAG_HELP = {
     "search_vocab_frequency_threshold": "search tokens seen fewer times than this (train split) are hashed instead",
     "search_oov_buckets": "hash buckets for rare or unseen search tokens",
     "runner": "Beam runner (e.g. DataflowRunner, FlinkRunner, SparkRunner)",
-    "direct_num_workers": "DirectRunner: workers; only 1 is accepted (more drop records, see below)",
+    "direct_num_workers": "DirectRunner: parallel workers (0: one per core)",
     "direct_running_mode": "DirectRunner: how workers run (in_memory, multi_threading, multi_processing)",
     "batch_size": "rows per batch fed to TensorFlow (more: less CPU per row, more memory)",
 }

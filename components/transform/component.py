@@ -21,8 +21,8 @@ def transform(
     """EXTRACT_DIR -> TRANSFORM_DIR (docs/architecture.md) at `transformed.path`.
 
     `runner` is any Beam runner (DirectRunner here; DataflowRunner, FlinkRunner, SparkRunner with
-    their options in `beam_args`); `direct_num_workers` applies to the DirectRunner only and must be
-    1 (more workers drop records; refused). `vocab_top_k` 0 means no cap.
+    their options in `beam_args`); `direct_num_workers` and `direct_running_mode` apply to the
+    DirectRunner only. `vocab_top_k` 0 means no cap.
     """
     from components import runtime
 

@@ -12,6 +12,7 @@ Local outputs are staged in a hidden sibling directory and moved into place when
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineState
 
-from components.transform import beam_job, files, records
+from components.transform import beam_job, direct_runner, files, records
 from components.transform.beam_job import pipeline_options
 from components.transform.inputs import InputFile, find_input_files
 from homefeed import config as config_lib
@@ -81,14 +82,13 @@ def run_transform(
 
     Raises:
       FileNotFoundError: the extract output is incomplete (see `find_input_files`).
-      ValueError: bad input schema, no rows, an output directory that must not be replaced,
-        DirectRunner with more than one worker (beam_job.pipeline_options).
+      ValueError: bad input schema, no rows, an output directory that must not be replaced.
       NoValidRecordsError: every record (or every train record) was dead-lettered; the dead
         letters and a failed summary are left in `output_dir` (no `_SUCCESS`).
       RuntimeError: the Beam pipeline did not finish.
     """
     config = config or config_lib.TransformConfig()
-    options = pipeline_options(config)  # refuses bad runner settings before anything is read or written
+    options = pipeline_options(config)  # bad Beam options fail here, before anything is read or written
     started = time.monotonic()
     inputs = find_input_files(examples_dir)
     files.prepare_output(output_dir, overwrite)
@@ -130,8 +130,15 @@ def run_transform(
             if config.runner in ("DirectRunner", "direct")
             else "options passed through",
         )
-        result = pipeline.run()
-        state = result.wait_until_finish()
+        # DirectRunner's workers exchange data over gRPC; its time-based flushing drops records.
+        flush = (
+            direct_runner.size_based_data_flush()
+            if direct_runner.uses_parallel_direct_runner(options)
+            else contextlib.nullcontext()
+        )
+        with flush:
+            result = pipeline.run()
+            state = result.wait_until_finish()
         if state not in (None, PipelineState.DONE):
             raise RuntimeError(f"the Beam pipeline ended in state {state}")
         pipeline_seconds = time.monotonic() - pipeline_started

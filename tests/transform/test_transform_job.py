@@ -312,17 +312,6 @@ def test_pipeline_options_name_the_runner_and_pass_extras_through():
     assert "direct_num_workers" not in dataflow.get_all_options(drop_default=True)
 
 
-@pytest.mark.parametrize("workers,beam_args", [(2, []), (0, []), (1, ["--direct_num_workers=2"])])
-def test_direct_runner_with_more_workers_is_refused_before_anything_is_written(tmp_path, workers, beam_args):
-    # More DirectRunner workers lost train records at 10^6 examples (beam_job.PARALLEL_DIRECT_RUNNER_REFUSED).
-    examples = tmp_path / "no-extract-here"  # refused before the input is even looked at
-    config = TransformConfig(direct_num_workers=workers, direct_running_mode="multi_processing", beam_args=beam_args)
-    with pytest.raises(ValueError, match="direct_num_workers=.*drops train records.*distributed runner"):
-        job.run_transform(str(examples), str(tmp_path / "out"), config)
-    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == []
-    assert job.pipeline_options(TransformConfig(runner="DataflowRunner", direct_num_workers=0)) is not None
-
-
 def test_config_rejects_settings_that_would_crash_later():
     with pytest.raises(ValueError, match="num_oov_buckets"):
         TransformConfig(num_oov_buckets=0)
