@@ -83,6 +83,23 @@ def requests_counted(url: str, endpoint: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
 
 
+def settled_count(url: str, endpoint: str, expected: float | None = None, timeout_s: float = 10.0) -> float:
+    """The request counter once it stops moving (or reaches `expected`).
+
+    A request is counted after its response has gone out, so the last answer a client saw may be
+    counted a moment later: read until two readings agree, or the expected figure shows.
+    """
+    deadline = time.monotonic() + timeout_s
+    previous = requests_counted(url, endpoint)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        current = requests_counted(url, endpoint)
+        if current == expected or (expected is None and current == previous):
+            return current
+        previous = current
+    return previous
+
+
 def test_a_reload_reaches_every_worker_and_no_worker_outlives_a_killed_master(model_v1, make_model, tmp_path):
     root = publish_root(model_v1, tmp_path / "publish")
     port = free_port()
@@ -167,7 +184,7 @@ def test_plain_gunicorn_sums_every_workers_metrics_and_sigterm_stops_them_all(mo
     workers: set[int] = set()
     try:
         wait_until_ready(url, process, timeout_s=180)
-        before = requests_counted(url, "/readyz")
+        before = settled_count(url, "/readyz")
         served: dict[int, int] = {}
         deadline = time.monotonic() + 60
         while len(served) < 2 or sum(served.values()) < 20:  # both workers answered, 20 requests in all
@@ -178,7 +195,8 @@ def test_plain_gunicorn_sums_every_workers_metrics_and_sigterm_stops_them_all(mo
         workers = set(served)
         assert workers == workers_of(process.pid)
         # Every worker's counters, added up: one worker's alone would miss the other's answers.
-        assert requests_counted(url, "/readyz") - before == sum(served.values()), served
+        answered = sum(served.values())
+        assert settled_count(url, "/readyz", expected=before + answered) - before == answered, served
         assert list(metrics_dir.glob("counter_*.db")), "no per-process metric files"
 
         process.send_signal(signal.SIGTERM)
