@@ -214,15 +214,12 @@ def read_popular(model_dir: Path, corpus: Container[str]) -> list[tuple[str, flo
 
 
 def read_index_manifest(index_dir: str | os.PathLike) -> dict[str, Any]:
-    """`index_manifest.json` of an index directory.
+    """`index_manifest.json` of an index directory (homefeed/layout/index_dir.py owns the format).
 
     Raises:
       ModelDirError: missing (no index was built, or the build did not finish) or unreadable.
     """
-    path = Path(index_dir) / INDEX_MANIFEST_FILE
-    if not path.exists():
-        raise ModelDirError(
-            f"no index at {Path(index_dir)} ({INDEX_MANIFEST_FILE} missing): "
-            "run `candidates build-index --model MODEL_DIR`"
-        )
-    return read_json(path, "index manifest")
+    try:
+        return index_layout.read_index_manifest(index_dir)
+    except index_layout.IndexDirError as e:
+        raise ModelDirError(str(e)) from e
