@@ -74,6 +74,12 @@ def _register_consume_events(subparsers) -> None:
         help="keep about this many entries in STREAM:rejected (oldest trimmed first)",
     )
     p.add_argument(
+        "--keep-consumed",
+        action="store_true",
+        help="keep entries every consumer group has acknowledged (default: delete them about once a second, "
+        "so the stream holds only what is not yet consumed); for streams that other readers follow without a group",
+    )
+    p.add_argument(
         "--exit-when-idle", action="store_true", help="stop once the stream has nothing new (batch back-fills)"
     )
     p.set_defaults(handler=consume_events_command)
@@ -117,6 +123,7 @@ def consume_events_command(args: argparse.Namespace) -> int:
         claim_idle_ms=args.claim_idle_ms,
         known_article=known,
         dead_letter_cap=args.dead_letter_cap,
+        trim_consumed=not args.keep_consumed,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,6 +23,11 @@ dead-letter entry keeps the entry id, the reason and the first `PREVIEW_BYTES` o
 never a whole large value. The consumer checks its stop event between batches, and a batch's work
 is bounded (`batch_size` entries of at most `MAX_ENTRY_BYTES`), so SIGTERM ends it within about
 one batch plus `block_ms`.
+
+The stream stays as long as what is not yet consumed: about once a second (`trim_interval_s`) the
+consumer deletes the entries that every consumer group of the stream has read and acknowledged
+(`XTRIM MINID` at the oldest entry some group still pending or not yet delivered). A stream that
+other readers follow without a consumer group is kept whole with `trim_consumed=False`.
 """
 
 from __future__ import annotations
@@ -66,7 +71,15 @@ class ConsumerStats:
     rejected: int = 0
     claimed: int = 0
     batches: int = 0
+    trimmed: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    """A stream entry id ("ms-seq") as a pair that orders like the stream."""
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def decode_entry(fields: dict[bytes, bytes]) -> Any:
@@ -99,6 +112,7 @@ class EventConsumer:
       history_length: H, the live views kept per user.
       known_article: `article_id -> bool`, or None to accept any id.
       dead_letter_cap: at most about this many entries are kept in `<stream>:rejected` (MAXLEN ~).
+      trim_consumed: delete the entries every group has acknowledged, every `trim_interval_s`.
     """
 
     def __init__(
@@ -114,12 +128,15 @@ class EventConsumer:
         claim_idle_ms: int = 30_000,
         known_article: Callable[[str], bool] | None = None,
         dead_letter_cap: int = DEFAULT_DEAD_LETTER_CAP,
+        trim_consumed: bool = True,
+        trim_interval_s: float = 1.0,
     ):
         self.stream, self.group = stream, group
         self.consumer = consumer or default_consumer_name()
         self.batch_size, self.block_ms, self.claim_idle_ms = batch_size, block_ms, claim_idle_ms
         self.known_article = known_article
         self.dead_letter_cap = dead_letter_cap
+        self.trim_consumed, self.trim_interval_s = trim_consumed, trim_interval_s
         self.views = RedisLiveViews(url, history_prefix, cap=history_length, timeout_s=max(5.0, block_ms / 1000 + 5))
         self.redis = _client(url, timeout_s=max(5.0, block_ms / 1000 + 5))
         self.description = f"{_redact(url)} stream {stream!r} group {group!r} as {self.consumer!r}"
@@ -185,6 +202,31 @@ class EventConsumer:
             self.stats.reasons = dict(sorted(self.stats.reasons.items(), key=lambda kv: -kv[1])[:50])
         pipe.execute()
 
+    def consumed_floor(self) -> tuple[int, int] | None:
+        """The id below which every consumer group of the stream has read and acknowledged every
+        entry: the oldest entry some group has pending, or not yet delivered; None when no group
+        has acknowledged anything."""
+        floor: tuple[int, int] | None = None
+        for group in self.redis.xinfo_groups(self.stream):
+            if group["pending"]:
+                oldest = _stream_id(self.redis.xpending(self.stream, group["name"])["min"])
+            else:  # everything up to the last delivered entry is acknowledged: keep what follows it
+                ms, seq = _stream_id(group["last-delivered-id"])
+                oldest = (ms, seq + 1)
+            if oldest == (0, 1) or oldest == (0, 0):
+                return None
+            floor = oldest if floor is None else min(floor, oldest)
+        return floor
+
+    def trim(self) -> int:
+        """Deletes the entries every group has acknowledged (see `consumed_floor`); how many."""
+        floor = self.consumed_floor()
+        if floor is None:
+            return 0
+        trimmed = int(self.redis.xtrim(self.stream, minid=f"{floor[0]}-{floor[1]}", approximate=False))
+        self.stats.trimmed += trimmed
+        return trimmed
+
     def without_poison(self, entries: list) -> list:
         """`entries` less those delivered `MAX_DELIVERIES` times or more, which are dead-lettered
         and acknowledged unread (each made this consumer, or another, fail before its ack)."""
@@ -238,7 +280,7 @@ class EventConsumer:
                 break
             LOG.info("re-processing %d entries this consumer had not acknowledged", len(pending))
             self.process(pending)
-        last_claim = 0.0
+        last_claim = last_trim = 0.0
         while not stop.is_set():
             try:
                 if time.monotonic() - last_claim >= self.claim_idle_ms / 1000 / 2:  # 2. a dead consumer's
@@ -254,6 +296,9 @@ class EventConsumer:
                 )
                 entries = answer[0][1] if answer else []
                 self.process(entries)
+                if self.trim_consumed and time.monotonic() - last_trim >= self.trim_interval_s:
+                    self.trim()
+                    last_trim = time.monotonic()
             except (redis.RedisError, StoreUnavailableError) as error:
                 # Nothing of the failed batch was acknowledged: it stays pending for this consumer
                 # and is re-read (own pending first) once Redis answers again.
@@ -267,15 +312,18 @@ class EventConsumer:
                     pass
                 continue
             if idle_exit and not entries:
+                if self.trim_consumed:
+                    self.trim()
                 break
         s = self.stats
         LOG.info(
-            "stopped: %d read, %d applied, %d duplicate(s), %d rejected, %d claimed",
+            "stopped: %d read, %d applied, %d duplicate(s), %d rejected, %d claimed, %d consumed entries trimmed",
             s.read,
             s.applied,
             s.duplicates,
             s.rejected,
             s.claimed,
+            s.trimmed,
         )
         return s
 

@@ -185,6 +185,43 @@ def test_a_restarted_consumer_first_finishes_what_it_had_read(redis_url):
     assert client.xpending(stream, consumer.group)["pending"] == 0
 
 
+def test_the_stream_keeps_only_what_some_group_has_not_yet_acknowledged(redis_url):
+    from serving.live.consumer import EventConsumer
+
+    client = redis.Redis.from_url(redis_url)
+    stream = "views-trim"
+    consumer = EventConsumer(redis_url, stream, consumer="c", history_prefix="trim:", block_ms=50)
+    consumer.ensure_group()
+    client.xgroup_create(stream, "slow-reader", id="0")  # a second group, behind this one
+    ids = [
+        client.xadd(stream, {"user_id": "t1", "article_id": f"a{i:06d}", "viewed_at": f"2024-07-01T00:00:{i:02d}Z"})
+        for i in range(50)
+    ]
+    client.xreadgroup("slow-reader", "s", {stream: ">"}, count=20)  # read 20, acknowledged 10
+    client.xack(stream, "slow-reader", *ids[:10])
+    stats = consumer.run(idle_exit=True)
+    assert stats.applied == 50
+    assert stats.trimmed == 10 and client.xlen(stream) == 40, "only what the slow group acknowledged goes"
+    assert client.xrange(stream, count=1)[0][0] == ids[10], "its first pending entry is kept"
+
+    client.xack(stream, "slow-reader", *ids[10:20])
+    client.xreadgroup("slow-reader", "s", {stream: ">"})
+    client.xack(stream, "slow-reader", *ids[20:])
+    assert consumer.trim() == 40 and client.xlen(stream) == 0, "every group has acknowledged everything"
+    client.xadd(stream, {"user_id": "t1", "article_id": "a000099", "viewed_at": "2024-07-01T00:01:00Z"})
+    assert consumer.trim() == 0, "a new entry nobody has read stays"
+    consumer.close()
+
+    kept = EventConsumer(
+        redis_url, "views-keep", consumer="c", history_prefix="keep:", block_ms=50, trim_consumed=False
+    )
+    kept.ensure_group()
+    for i in range(5):
+        client.xadd("views-keep", {"user_id": "t2", "article_id": f"a{i:06d}", "viewed_at": "2024-07-01T00:00:00Z"})
+    assert kept.run(idle_exit=True).trimmed == 0 and client.xlen("views-keep") == 5
+    kept.close()
+
+
 def test_redis_down_is_logged_once_not_at_every_sync(model, caplog):
     # With Redis unreachable the sync loop fails every interval; the log must say so once (and
     # again only now and then), not four lines a second for as long as Redis is down.
