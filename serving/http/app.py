@@ -39,10 +39,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homefeed import __version__
 from homefeed.redact import public_message, strip_paths
-from serving.experiments.arms import request_id_of
 from serving.experiments.config import ARM_NAME_PATTERN
 from serving.http import live_routes as routes_live
-from serving.http.auth import WriteAuth, override_refusal, token_problem, write_token_of
+from serving.http.auth import WriteAuth, token_problem, write_token_of
+from serving.http.experiment_route import answer_on_arm, no_experiment
 from serving.http.guards import GuardAndMeasure, error_response, jsonable
 from serving.http.openapi_errors import ErrorBody, document_errors
 from serving.http.settings import ServiceSettings, get_settings
@@ -283,25 +283,16 @@ def create_app(settings: ServiceSettings | None = None, preload: bool = False) -
             return error_response(503, "no model loaded yet")
         state = request.app.state
         arguments = (state.store, user_id, k, exclude_seen, state.live, set(region) if region else None)
-        experiment = state.experiment
         extra = None
-        if experiment is None:
-            if arm is not None:
-                return error_response(422, "?arm= needs an experiment (candidates serve --experiment FILE)")
+        if state.experiment is None:
+            if (refused := no_experiment(arm)) is not None:
+                return refused
             answer = await state.dispatcher.recommend(pair, *arguments)  # serving/recommend/dispatch.py: batches
-        else:
-            if arm is not None and (refused := override_refusal(request.scope, settings)) is not None:
-                return error_response(*refused)
-            try:
-                choice = experiment.choose(user_id, arm)
-            except KeyError:
-                names = ", ".join(experiment.config.shares)
-                return error_response(422, f"no arm {arm!r} in experiment {experiment.config.name} (arms: {names})")
-            answer, pair = await experiment.answer(choice, pair, state.dispatcher, bool(settings.redis_url), *arguments)
-            if answer is None:
-                return error_response(503, f"the model of arm {choice.arm.name} is not loaded yet")
-            extra = {"arm": choice.arm.name}
-            experiment.record(request_id_of(request.headers.get("x-request-id")), choice, answer, pair)
+        else:  # serving/http/experiment_route.py: the user's arm answers
+            outcome = await answer_on_arm(request, state.experiment, pair, arm, arguments)
+            if isinstance(outcome, Response):
+                return outcome
+            answer, pair, extra = outcome
         started = time.perf_counter()
         body = candidate_logic.answer_json(answer, pair, settings.include_titles, extra)
         answer.timings["serialize"] = time.perf_counter() - started
