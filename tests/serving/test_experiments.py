@@ -251,3 +251,39 @@ def test_arm_is_refused_without_an_experiment(model_v1):
 def test_shares_of_users_are_schema_columns():
     assert {"share", "arm", "model_version", "served_at", "candidates"} <= set(SCHEMA.names)
     assert SCHEMA.field("candidates").type == pa.list_(pa.struct([("rank", pa.int32()), ("article_id", pa.string())]))
+
+
+@pytest.mark.slow
+def test_two_workers_with_redis_log_every_answer_once(tmp_path, model_v1, model_v2, redis_url):
+    """gunicorn workers each load the arms and write their own files; the popularity arm reads its
+    history store (Redis) off the event loop; SIGTERM writes what is queued."""
+    import urllib.request
+
+    from tests.support.service import Service
+
+    exposures = tmp_path / "exposures"
+    path = write_experiment(
+        tmp_path / "e.yaml",
+        [
+            {"name": "control", "model": "popularity", "share": 0.5},
+            {"name": "new", "model": str(model_v2), "share": 0.5},
+        ],
+        exposure_dir=str(exposures),
+    )
+    service = Service(
+        model_v1, tmp_path / "serve.log", "--workers", "2", "--experiment", path, env={"REDIS_URL": redis_url}
+    )
+    try:
+        service.wait_ready()
+        assigner = Assigner("s1", ["control", "new"], [0.5, 0.5])
+        for i in range(40):
+            request = urllib.request.Request(
+                f"{service.url}/v1/users/w{i}/candidates?k=5", headers={"Connection": "close"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = json.loads(response.read())
+            assert body["arm"] == assigner.arm_of(f"w{i}")
+    finally:
+        assert service.stop() == 0, service.log()[-3000:]
+    table = read_exposures(exposures)
+    assert table.num_rows == 40 and len(set(table["user_id"].to_pylist())) == 40
