@@ -119,18 +119,14 @@ class Experiment:
 
     def describe(self) -> dict[str, Any]:
         """What /readyz says about the experiment."""
+        arms = []
+        for arm in self.config.arms:
+            holder = self.holders[arm.name]
+            version = "popularity" if holder is None else getattr(holder.pair, "version", None)
+            arms.append({"name": arm.name, "share": arm.share, "model_version": version})
         return {
             "name": self.config.name,
-            "arms": [
-                {
-                    "name": arm.name,
-                    "share": arm.share,
-                    "model_version": "popularity"
-                    if self.holders[arm.name] is None
-                    else getattr(self.holders[arm.name].pair, "version", None),
-                }
-                for arm in self.config.arms
-            ],
+            "arms": arms,
             "exposures_dropped": self.log.dropped if self.log is not None else None,
         }
 

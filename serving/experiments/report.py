@@ -245,10 +245,10 @@ def build_report(
                 )
             )
 
-    statistic, p_value = stats.sample_ratio_check([s.users for s in summaries], [s.share for s in summaries])
+    chi_square, p_value = stats.sample_ratio_check([s.users for s in summaries], [s.share for s in summaries])
     if p_value < SRM_P_VALUE:
         notes.append(
-            f"sample ratio mismatch (chi-square {statistic:.1f}, p={p_value:.2g}): the users per arm do not follow "
+            f"sample ratio mismatch (chi-square {chi_square:.1f}, p={p_value:.2g}): the users per arm do not follow "
             "the configured shares; the differences are not trustworthy until the cause is found"
         )
     if len(mixed):
@@ -259,7 +259,7 @@ def build_report(
         control=control,
         arms=summaries,
         differences=differences,
-        srm_statistic=statistic,
+        srm_statistic=chi_square,
         srm_p_value=p_value,
         excluded_users=len(mixed),
         overridden_exposures=overridden,

@@ -209,7 +209,7 @@ def exposed_ids(answer: CandidateAnswer, pair: ModelPair, n: int) -> list[str]:
     rows = answer.rows[:n]
     if answer.overlay is not None and answer.overlay.records:
         return [item["article_id"] for item in answer.overlay.candidate_items(rows, [0.0] * len(rows), False)]
-    return pair.article_ids.take(rows)
+    return [a for a in pair.article_ids.take(rows) if a is not None]
 
 
 def encode_failed(step: PendingAnswer, seconds: float) -> CandidateAnswer:
