@@ -149,6 +149,58 @@ def logging_overhead(model: Path, workdir: Path, rounds: int, requests: int) -> 
     return results
 
 
+def logging_cost(n: int = 50_000, top_n: int = 50) -> dict:
+    """What logging costs per answer, without HTTP: the request's share (`record`: a queue put) and the
+    writer thread's CPU (ids looked up, rows built, Parquet written), measured with the main thread idle."""
+    import functools
+
+    from serving.experiments.exposures import Exposure, ExposureLog
+    from serving.versions.article_table import as_article_ids
+
+    ids = as_article_ids([f"a{i:07d}" for i in range(100_000)])
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 100_000, 200).tolist() for _ in range(1000)]
+    with tempfile.TemporaryDirectory(prefix="bench-exposures-") as tmp:
+        log = ExposureLog(tmp, "bench", max_queue=n + 1, rows_per_file=10_000)
+        gate = __import__("threading").Event()
+        log.record(Exposure("gate", "u", "m", False, 1.0, "v", False, 0.0, lambda: gate.wait() and []))
+        exposures = [
+            Exposure(
+                f"r{i}",
+                f"user-{i}",
+                "m",
+                False,
+                1.0,
+                "v",
+                False,
+                time.time(),
+                functools.partial(ids.take, rows[i % 1000][:top_n]),
+            )
+            for i in range(n)
+        ]
+        started = time.perf_counter()
+        for exposure in exposures:
+            log.record(exposure)
+        record_us = (time.perf_counter() - started) / n * 1e6
+        cpu = time.process_time()
+        wall = time.perf_counter()
+        gate.set()
+        log.close(timeout_s=600)
+        writer_cpu_us = (time.process_time() - cpu) / n * 1e6
+        writer_wall_us = (time.perf_counter() - wall) / n * 1e6
+        size = sum(p.stat().st_size for p in Path(tmp).glob("exposures-*.parquet"))
+    return {
+        "exposures": n,
+        "top_n": top_n,
+        "record_us": round(record_us, 2),
+        "writer_cpu_us": round(writer_cpu_us, 1),
+        "writer_wall_us": round(writer_wall_us, 1),
+        "bytes_per_exposure": round(size / n, 1),
+        "written": log.written,
+        "dropped": log.dropped,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 def _catalogue(seed: int = 42) -> pd.DataFrame:
     from homefeed.sample.marketplace import SampleDataConfig, generate
@@ -254,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--users", type=int, default=8000, help="simulated users per seed")
     parser.add_argument("--skip-serving", action="store_true")
+    parser.add_argument("--only-cost", action="store_true", help="assignment and logging cost only")
     parser.add_argument("--skip-calibration", action="store_true")
     parser.add_argument("--json", type=Path, help="append the results as one JSON line")
     args = parser.parse_args(argv)
+    if args.only_cost:
+        args.skip_serving = args.skip_calibration = True
     report: dict = {"loadavg_start": load_average()}
 
     report["assignment"] = a = assignment(args.ids)
@@ -264,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  max deviation {a['max_deviation_pp']} pp, {a['us_per_assignment']} us each, "
         f"identical in a fresh process: {a['identical_after_restart']}"
+    )
+
+    report["logging_cost"] = cost = logging_cost()
+    print(
+        f"\nlogging cost per answer ({cost['exposures']:,} exposures, top {cost['top_n']}): request path "
+        f"{cost['record_us']} us (queue put), writer thread {cost['writer_cpu_us']} us CPU "
+        f"({cost['writer_wall_us']} us wall), {cost['bytes_per_exposure']} bytes of Parquet"
     )
 
     if not args.skip_serving:

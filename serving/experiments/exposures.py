@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -145,7 +146,7 @@ class ExposureLog:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        rows: list[dict] = []
+        rows: list[tuple[Exposure, list[str]]] = []
         first_at = 0.0
         while True:
             timeout = None if not rows else max(0.0, first_at + self.roll_interval_s - time.monotonic())
@@ -158,7 +159,7 @@ class ExposureLog:
                 return
             if item is not None:
                 try:
-                    rows.append(self._row(item))
+                    rows.append((item, list(item.ids())))
                 except Exception:  # one bad answer never stops the log
                     LOG.exception("exposure log: could not record the answer for user %r", item.user_id)
                     self._count_drop()
@@ -168,32 +169,42 @@ class ExposureLog:
                 self._write(rows)
                 rows = []
 
-    def _row(self, exposure: Exposure) -> dict:
-        ids = exposure.ids()
-        return {
-            "request_id": exposure.request_id,
-            "experiment": self.experiment,
-            "user_id": exposure.user_id,
-            "arm": exposure.arm,
-            "overridden": exposure.overridden,
-            "share": exposure.share,
-            "model_version": exposure.model_version,
-            "fallback": exposure.fallback,
-            "served_at": int(exposure.served_at * 1_000_000),
-            "candidates": [{"rank": rank, "article_id": a} for rank, a in enumerate(ids, start=1)],
+    def _table(self, rows: list[tuple[Exposure, list[str]]]) -> pa.Table:
+        """The rows as columns (the candidates as one flat id array with list offsets: no dict per id)."""
+        exposures = [exposure for exposure, _ in rows]
+        lengths = np.fromiter((len(ids) for _, ids in rows), np.int32, len(rows))
+        offsets = np.zeros(len(rows) + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        ranks = np.arange(offsets[-1], dtype=np.int32) - np.repeat(offsets[:-1], lengths) + 1
+        flat = pa.array(list(itertools.chain.from_iterable(ids for _, ids in rows)), pa.string())
+        candidates = pa.ListArray.from_arrays(
+            pa.array(offsets), pa.StructArray.from_arrays([pa.array(ranks), flat], names=["rank", "article_id"])
+        )
+        columns = {
+            "request_id": [e.request_id for e in exposures],
+            "experiment": [self.experiment] * len(rows),
+            "user_id": [e.user_id for e in exposures],
+            "arm": [e.arm for e in exposures],
+            "overridden": [e.overridden for e in exposures],
+            "share": [e.share for e in exposures],
+            "model_version": [e.model_version for e in exposures],
+            "fallback": [e.fallback for e in exposures],
+            "served_at": [int(e.served_at * 1_000_000) for e in exposures],
         }
+        arrays = [pa.array(columns[f.name], f.type) for f in SCHEMA if f.name != "candidates"]
+        return pa.Table.from_arrays([*arrays, candidates.cast(SCHEMA.field("candidates").type)], schema=SCHEMA)
 
     def _count_drop(self, n: int = 1) -> None:
         self.dropped += n
         if self._on_drop is not None:
             self._on_drop.inc(n)
 
-    def _write(self, rows: list[dict]) -> None:
+    def _write(self, rows: list[tuple[Exposure, list[str]]]) -> None:
         if not rows:
             return
         path = self.directory / f"{self._stem}-{next(self._sequence):06d}.parquet"
         try:
-            table = pa.Table.from_pylist(rows, schema=SCHEMA)
+            table = self._table(rows)
             atomic.write_with(path, lambda temporary: pq.write_table(table, temporary))
         except Exception:  # a full disk loses this file's rows (counted), not the service
             LOG.exception("exposure log: could not write %s; %d exposures lost", path, len(rows))
