@@ -87,15 +87,11 @@ class ResponseModel:
         """P(open) of each listing of one list shown to `user_id` (rank = position + 1): `float [len]`.
         A listing missing from the articles table has average appeal."""
         taste, home = self.preferences(user_id)
-        n_categories = len(self.categories)
-        appeal = np.ones(len(article_ids))
-        for i, article in enumerate(article_ids):
-            category = self._category.get(article)
-            if category is not None:
-                region = self._region[article]
-                appeal[i] = (
-                    n_categories * taste[category] * (self._home_appeal if region == home else self._away_appeal)
-                )
+        categories = np.fromiter((self._category.get(a, -1) for a in article_ids), np.int64, len(article_ids))
+        regions = np.fromiter((self._region.get(a, -1) for a in article_ids), np.int64, len(article_ids))
+        known = categories >= 0
+        region_appeal = np.where(regions == home, self._home_appeal, self._away_appeal)
+        appeal = np.where(known, len(self.categories) * taste[np.where(known, categories, 0)] * region_appeal, 1.0)
         position = 0.5 ** (np.arange(len(article_ids)) / self.config.position_half_life)
         return np.minimum(self.config.max_probability, self.config.base_rate * appeal * position)
 
