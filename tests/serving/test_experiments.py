@@ -140,17 +140,16 @@ def test_the_log_rolls_files_and_keeps_every_row(tmp_path):
 def test_a_full_queue_drops_and_counts_without_blocking(tmp_path):
     import threading
 
-    gate = threading.Event()
+    gate, taken = threading.Event(), threading.Event()
     log = ExposureLog(tmp_path, "exp1", max_queue=2, rows_per_file=1)
 
     def slow():
-        gate.wait(10)
+        taken.set()
+        gate.wait(30)
         return ["a1"]
 
     log.record(Exposure("r", "u", "m", False, 1.0, "v1", False, 0.0, slow))  # the thread waits in it
-    import time
-
-    time.sleep(0.2)
+    assert taken.wait(30)
     accepted = [log.record(_exposure(i)) for i in range(5)]
     assert accepted == [True, True, False, False, False] and log.dropped == 3
     gate.set()
