@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "components.build_index.cli",  # build-index
     "serving.cli",  # load-histories, serve, query
     "serving.live.cli",  # consume-events
+    "serving.experiments.cli",  # experiment report
     "components.sync_articles.cli",  # sync-articles
     "pipeline.cli",  # pipeline compile | submit | run-local
 )
@@ -39,6 +40,7 @@ Stages, in order (each reads the previous one's output directory):
   transform                        TF Transform on Beam -> features + the transform graph
   train / evaluate                 two-tower model -> SavedModel, article vectors, recall metrics
   build-index / serve / query      FAISS index and the HTTP candidate service
+  experiment report                an online experiment's lift per arm (serve --experiment FILE)
   pipeline                         the same stages as one Kubeflow pipeline (compile, submit, run-local)
 """
 

@@ -146,7 +146,7 @@ def settings_from_args(args: argparse.Namespace):
 
     flags = serve_flags()
     overrides = {field: getattr(args, field) for field in flags if getattr(args, field, None) is not None}
-    for field in ("model", "histories"):
+    for field in ("model", "histories", "experiment"):
         if field in overrides:
             overrides[field] = os.path.abspath(overrides[field])
     import pydantic
@@ -205,6 +205,13 @@ def serve_command(args: argparse.Namespace) -> int:
 
         limit_openmp_threads(settings)  # before the preflight imports FAISS
     version = _preflight(str(settings.model))
+    if settings.experiment is not None:
+        from serving.experiments.config import load_experiment
+
+        experiment = load_experiment(settings.experiment)  # a bad file fails here, naming the field
+        for arm in experiment.arms:
+            if not arm.is_popularity:
+                _preflight(arm.model)
     from serving.http.auth import check_bind, write_token_of
 
     check_bind(settings.host, write_token_of(settings))  # no open writes on a reachable address

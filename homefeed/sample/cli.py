@@ -1,4 +1,4 @@
-"""`candidates sample-data` and `candidates import-movielens`: make the input tables as Parquet.
+"""`candidates sample-data`, `simulate-views` and `import-movielens`: make the input tables as Parquet.
 
 Thin wrappers over `homefeed.sample.marketplace.write_sample_data` and `homefeed.sample.movielens.import_movielens`.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 SAMPLE_DATA_HELP = """\
@@ -79,6 +80,25 @@ def register(subparsers: Any) -> None:
     )
     sample.set_defaults(handler=run_sample_data)
 
+    simulate = subparsers.add_parser(
+        "simulate-views",
+        help="simulated users answer an experiment's exposures: the views they make (events.parquet)",
+        description=(
+            "Read the exposure log of `candidates serve --experiment` and write the views the sample's users "
+            "make after what they were shown (homefeed/sample/response.py: each user's taste over categories and "
+            "home region, as in sample-data, and the rank of the listing). Feed the result to "
+            "`candidates experiment report --events`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    simulate.add_argument("--exposures", required=True, metavar="DIR", help="the experiment's exposure_dir")
+    simulate.add_argument("--articles", required=True, metavar="FILE", help="articles.parquet (category, region)")
+    simulate.add_argument("--out", required=True, metavar="FILE", help="views Parquet to write")
+    simulate.add_argument("--seed", type=int, default=0, help="seed of the outcomes (users' tastes: --taste-seed)")
+    simulate.add_argument("--taste-seed", type=int, default=42, help="seed of the users' preferences")
+    simulate.add_argument("--base-rate", type=float, default=0.03, help="P(open) of an average listing at rank 1")
+    simulate.set_defaults(handler=run_simulate_views)
+
     movielens = subparsers.add_parser(
         "import-movielens",
         help="convert MovieLens 100K (u.data, u.item) into events.parquet + articles.parquet",
@@ -113,6 +133,28 @@ def run_sample_data(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     summary = write_sample_data(args.out, config)
     _print_summary(summary, time.perf_counter() - started)
+    return 0
+
+
+def run_simulate_views(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from homefeed import atomic
+    from homefeed.sample.response import ResponseConfig, ResponseModel, read_exposure_lists
+
+    articles_path = Path(args.articles)
+    if not articles_path.exists():
+        raise FileNotFoundError(f"--articles {articles_path} does not exist")
+    model = ResponseModel(
+        pd.read_parquet(articles_path, columns=["article_id", "category", "region"]),
+        ResponseConfig(seed=args.taste_seed, base_rate=args.base_rate),
+    )
+    exposures = read_exposure_lists(args.exposures)
+    views = model.simulate(exposures, seed=args.seed)
+    atomic.write_with(args.out, lambda temporary: views.to_parquet(temporary, index=False))
+    print(
+        f"wrote {len(views):,} views by {views['user_id'].nunique():,} of {exposures['user_id'].nunique():,} users to {args.out}"
+    )
     return 0
 
 

@@ -39,8 +39,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from homefeed import __version__
 from homefeed.redact import public_message, strip_paths
+from serving.experiments.config import ARM_NAME_PATTERN
 from serving.http import live_routes as routes_live
 from serving.http.auth import WriteAuth, token_problem, write_token_of
+from serving.http.experiment_route import answer_on_arm, no_experiment
 from serving.http.guards import GuardAndMeasure, error_response, jsonable
 from serving.http.openapi_errors import ErrorBody, document_errors
 from serving.http.settings import ServiceSettings, get_settings
@@ -82,6 +84,7 @@ class CandidatesResponse(BaseModel):
     fallback_reason: str | None = Field(
         None, description=f"one of {', '.join(candidate_logic.FALLBACK_REASONS)}; only when fallback is true"
     )
+    arm: str | None = Field(None, description="the experiment arm that answered (only with --experiment)")
     candidates: list[Candidate]
 
 
@@ -128,6 +131,11 @@ async def lifespan(app: FastAPI):
             "every user gets the popular fallback",
             pair.model_dir,
         )
+    if settings.experiment is not None:  # every arm's model, loaded once per process
+        from serving.experiments.arms import build_experiment
+
+        app.state.experiment = build_experiment(settings.experiment, model_loader(settings, store), app.state.metrics)
+        await app.state.experiment.load()
     tasks: set[asyncio.Task] = set()
     routes_live.start_live(app, settings, store, tasks)  # live views, live corpus and its sync loop
     if settings.watch_latest and holder.is_publish_root and not under_gunicorn:  # the master watches for workers
@@ -158,6 +166,8 @@ async def lifespan(app: FastAPI):
         for task in tasks:
             task.cancel()
         holder.close()
+        if app.state.experiment is not None:
+            app.state.experiment.close()  # writes the exposures still queued
         if app.state.dispatcher is not None:
             app.state.dispatcher.close()
         if store is not None:
@@ -200,6 +210,7 @@ def create_app(settings: ServiceSettings | None = None, preload: bool = False) -
     app.state.metrics = ServiceMetrics()
     app.state.metrics.registry.register(_CorruptRecords())
     app.state.holder = None
+    app.state.experiment = None  # serving/experiments/arms.py, with --experiment
     app.state.live = None
     app.state.dispatcher = None  # set by the lifespan (serving/recommend/dispatch.py)
     app.state.store = None
@@ -248,6 +259,13 @@ def create_app(settings: ServiceSettings | None = None, preload: bool = False) -
             list[Annotated[str, Query(min_length=1, max_length=128)]] | None,
             Query(max_length=100, description="only listings in one of these regions (repeat: region=R1&region=R2)"),
         ] = None,
+        arm: Annotated[
+            str | None,
+            Query(
+                pattern=ARM_NAME_PATTERN,
+                description="with --experiment: serve this arm instead of the user's (debugging; needs the write token)",
+            ),
+        ] = None,
     ) -> Response:
         """The user's top-k articles by the served model, best first; popular articles as fallback."""
         # The settings the lifespan resolved (a sync Depends would cost a thread-pool hop per request).
@@ -264,10 +282,19 @@ def create_app(settings: ServiceSettings | None = None, preload: bool = False) -
         if pair is None:
             return error_response(503, "no model loaded yet")
         state = request.app.state
-        arguments = (pair, state.store, user_id, k, exclude_seen, state.live, set(region) if region else None)
-        answer = await state.dispatcher.recommend(*arguments)  # serving/recommend/dispatch.py: batches
+        arguments = (state.store, user_id, k, exclude_seen, state.live, set(region) if region else None)
+        extra = None
+        if state.experiment is None:
+            if (refused := no_experiment(arm)) is not None:
+                return refused
+            answer = await state.dispatcher.recommend(pair, *arguments)  # serving/recommend/dispatch.py: batches
+        else:  # serving/http/experiment_route.py: the user's arm answers
+            outcome = await answer_on_arm(request, state.experiment, pair, arm, arguments)
+            if isinstance(outcome, Response):
+                return outcome
+            answer, pair, extra = outcome
         started = time.perf_counter()
-        body = candidate_logic.answer_json(answer, pair, settings.include_titles)
+        body = candidate_logic.answer_json(answer, pair, settings.include_titles, extra)
         answer.timings["serialize"] = time.perf_counter() - started
         metrics: ServiceMetrics = request.app.state.metrics
         for stage, seconds in answer.timings.items():
@@ -298,6 +325,7 @@ def create_app(settings: ServiceSettings | None = None, preload: bool = False) -
             "worker_pid": os.getpid(),  # which worker process answered (candidates serve --workers N)
             # Where the model lives on this host is no client's business: paths are cut to their last parts.
             **{k: strip_paths(v) if isinstance(v, str) else v for k, v in holder.pair.describe().items()},
+            "experiment": request.app.state.experiment.describe() if request.app.state.experiment else None,
             "last_reload_error": public_message(holder.last_error) if holder.last_error else None,
             "last_reload": None
             if last is None

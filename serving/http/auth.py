@@ -160,3 +160,17 @@ async def _refuse(send, status: int, message: str) -> None:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def override_refusal(scope, settings) -> tuple[int, str] | None:
+    """Whether a read may pick its experiment arm (`?arm=`): like a write, it needs the write token when one
+    is configured, and is refused on a non-loopback address without one. None: allowed, else
+    `(status, message)`."""
+    token = write_token_of(settings)
+    if token:
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        problem = check_authorization(header, token)
+        return None if problem is None else (problem[0], f"?arm= {problem[1]}")
+    if exposed(scope):
+        return 403, "?arm= is refused on this address: no write_token is set"
+    return None

@@ -100,6 +100,12 @@ class ServiceSettings(BaseSettings):
         0.25, gt=0, description="seconds between reads of other replicas' listing changes"
     )
 
+    experiment: Path | None = Field(
+        None,
+        description="an experiment file (YAML or JSON, serving/experiments/config.py): users split into arms "
+        "by a salted hash of their id, each answer says its arm, exposures logged",
+    )
+
     host: str = Field("127.0.0.1", description="interface to bind, 0.0.0.0 for all")
     port: int = Field(8080, ge=0, le=65535, description="TCP port")
     workers: int = Field(

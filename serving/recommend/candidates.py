@@ -44,7 +44,8 @@ UNKNOWN_USER = "unknown_user"
 EMPTY_HISTORY = "empty_history"
 STORE_UNAVAILABLE = "history_store_unavailable"
 MODEL_ERROR = "model_error"
-FALLBACK_REASONS = (UNKNOWN_USER, EMPTY_HISTORY, STORE_UNAVAILABLE, MODEL_ERROR)
+POPULARITY_ARM = "popularity_arm"  # an experiment's control arm (serving/experiments): popular for everyone
+FALLBACK_REASONS = (UNKNOWN_USER, EMPTY_HISTORY, STORE_UNAVAILABLE, MODEL_ERROR, POPULARITY_ARM)
 
 # Stages timed per request (seconds), reported in metrics and the Server-Timing header.
 
@@ -186,6 +187,31 @@ def prepare(
     return PendingAnswer(pair, user_id, k, history, seen, overlay, regions, timings)
 
 
+def popular_for(
+    pair: ModelPair,
+    store: HistoryStore | None,
+    user_id: str,
+    k: int,
+    exclude_seen: bool = True,
+    live=None,
+    regions: set[str] | None = None,
+) -> CandidateAnswer:
+    """The popular articles for `user_id` as `recommend` filters them (seen, removed, regions), without
+    the model: an experiment's popularity arm. A known user's answer has reason POPULARITY_ARM."""
+    step = prepare(pair, store, user_id, k, exclude_seen, live, regions)
+    if isinstance(step, CandidateAnswer):
+        return step
+    return _popular(pair, user_id, k, step.seen, POPULARITY_ARM, step.timings, step.overlay, regions)
+
+
+def exposed_ids(answer: CandidateAnswer, pair: ModelPair, n: int) -> list[str]:
+    """The article ids of the answer's first `n` candidates, best first (live listings included)."""
+    rows = answer.rows[:n]
+    if answer.overlay is not None and answer.overlay.records:
+        return [item["article_id"] for item in answer.overlay.candidate_items(rows, [0.0] * len(rows), False)]
+    return [a for a in pair.article_ids.take(rows) if a is not None]
+
+
 def encode_failed(step: PendingAnswer, seconds: float) -> CandidateAnswer:
     """The fallback for a request whose user-tower call raised (logged with its traceback)."""
     LOG.exception("model %s failed to encode the history of user %r", step.pair.version, step.user_id)
@@ -223,14 +249,17 @@ def finish(step: PendingAnswer, vector) -> CandidateAnswer:
     return CandidateAnswer(user_id, pair.version, False, kept_rows, kept_scores, None, timings, overlay)
 
 
-def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool = True) -> bytes:
-    """The response body: `{user_id, model_version, fallback, [fallback_reason], candidates}`.
+def answer_json(
+    answer: CandidateAnswer, pair: ModelPair, include_titles: bool = True, extra: dict[str, Any] | None = None
+) -> bytes:
+    """The response body: `{user_id, model_version, fallback, [fallback_reason], **extra, candidates}`.
 
-    Each candidate is `{article_id, score[, title]}` (title only when the article table has one).
+    Each candidate is `{article_id, score[, title]}` (title only when the article table has one);
+    `extra`: fields added before the candidates (an experiment's `arm`).
     """
     rounded = hot_path.round6(answer.scores)
     if answer.overlay is not None and answer.overlay.records:
-        return _body(answer, answer.overlay.candidate_items(answer.rows, rounded, include_titles))
+        return _body(answer, answer.overlay.candidate_items(answer.rows, rounded, include_titles), extra)
     ids = pair.article_ids.take(answer.rows)  # one call for the answer's rows (serving/versions/article_table.py)
     titles = pair.titles.take(answer.rows) if include_titles and pair.titles is not None else None
     if titles is None:
@@ -240,12 +269,14 @@ def answer_json(answer: CandidateAnswer, pair: ModelPair, include_titles: bool =
             {"article_id": a, "score": s, "title": t} if t is not None else {"article_id": a, "score": s}
             for a, s, t in zip(ids, rounded, titles)
         ]
-    return _body(answer, candidates)
+    return _body(answer, candidates, extra)
 
 
-def _body(answer: CandidateAnswer, candidates: list[dict]) -> bytes:
+def _body(answer: CandidateAnswer, candidates: list[dict], extra: dict[str, Any] | None = None) -> bytes:
     body = {"user_id": answer.user_id, "model_version": answer.model_version, "fallback": answer.fallback}
     if answer.fallback:
         body["fallback_reason"] = answer.fallback_reason
+    if extra:
+        body.update(extra)
     body["candidates"] = candidates
     return orjson.dumps(body)

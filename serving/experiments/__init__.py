@@ -1,0 +1,1 @@
+"""Online experiments: arms served to stable user buckets, exposures logged, the lift reported."""
