@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     print("\nsummary (seconds per stage; whole run includes KFP and process start-up)")
-    stages = ["extract", "transform", "train", "evaluate", "build-index", "publish"]
+    stages = ["extract", "transform", "train", "evaluate", "transform-2", "train-final", "build-index", "publish"]
     print(
         f"{'dataset':<9} {'views':>9} "
         + " ".join(f"{s:>11}" for s in stages)

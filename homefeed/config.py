@@ -94,6 +94,9 @@ class ExtractConfig:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+ANALYZE_SPLITS = ("train", "all")  # TransformConfig.analyze_splits
+
+
 @dataclass
 class TransformConfig:
     """The TF Transform job (components/transform) and its preprocessing_fn (trainer/model/preprocessing.py)."""
@@ -112,6 +115,11 @@ class TransformConfig:
     search_length: int = features.SEARCH_LENGTH
     search_vocab_frequency_threshold: int = 2
     search_oov_buckets: int = 16
+    # Which splits the analysis (vocabularies, statistics) reads: "train" for the held-out model whose
+    # validation and test figures are reported; "all" (train, validation and test: every view up to
+    # as_of) for the model that is published after them, so the newest listings get ids of their own
+    # instead of sharing the OOV rows (pipeline/pipeline.py runs both).
+    analyze_splits: str = "train"
     runner: str = "DirectRunner"
     # DirectRunner only; ignored by other runners. With more than one worker the transform turns off
     # Beam's timed data flush, which loses records (components/transform/direct_runner.py).
@@ -136,6 +144,8 @@ class TransformConfig:
         # At least one bucket: an id unseen in training must map somewhere, never crash or alias id 0.
         if self.num_oov_buckets < 1:
             raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
+        if self.analyze_splits not in ANALYZE_SPLITS:
+            raise ValueError(f"analyze_splits must be one of {ANALYZE_SPLITS}, got {self.analyze_splits!r}")
         if self.direct_num_workers < 0:
             raise ValueError(f"direct_num_workers must be >= 0 (0: one per core), got {self.direct_num_workers}")
         modes = ("in_memory", "multi_threading", "multi_processing")
@@ -290,6 +300,15 @@ class TrainConfig:
             "its test figures are then no longer held out (metrics.json `fit` says which)"
         },
     )
+    final_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "train only the model to publish: a fresh model on every split (every view up to "
+            "as_of, with a transform analysed over all of them) for this many epochs, chosen on "
+            "validation by a held-out run with the same settings; nothing is validated (0: the held-out "
+            "fit, validated on the validation split)"
+        },
+    )
     shuffle_buffer: int = field(default=200_000, metadata={"help": "examples in the shuffle buffer"})
     cache_examples: bool = field(
         default=True, metadata={"help": "keep the training records in memory after the first epoch"}
@@ -357,6 +376,10 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.final_epochs < 0:
+            raise ValueError(f"TrainConfig.final_epochs must be >= 0, got {self.final_epochs}")
+        if self.final_epochs and self.refit:
+            raise ValueError("TrainConfig.final_epochs and refit both train on every split: set one")
         if self.user_pooling not in USER_POOLINGS:
             raise ValueError(f"TrainConfig.user_pooling must be one of {USER_POOLINGS}, got {self.user_pooling!r}")
         if self.attention_heads < 1 or self.attention_blocks < 1:

@@ -3,7 +3,8 @@
   1. generate a sample marketplace (events + articles)         homefeed.sample.marketplace
   2. run the Kubeflow pipeline locally through kfp.local        pipeline.run_local
      (extract on an embedded BigQuery emulator -> TF Transform on Beam's DirectRunner -> train ->
-     evaluate -> FAISS index -> gated publish into WORKDIR)
+     evaluate (the held-out model) -> the same model trained on every view -> FAISS index -> gated
+     publish into WORKDIR)
   3. start the candidate service on a free loopback port        `candidates serve --model WORKDIR`
   4. ask it for a few users' candidates (and an unknown user's, to show the fallback)
   5. stop the service
@@ -218,7 +219,9 @@ def run_demo(workdir: Path, data_dir: Path | None = None, parameters: dict[str, 
             f"and {summary['searches']} searches to {data_dir}"
         )
 
-    step(2, total, "Pipeline: extract -> transform -> train -> evaluate + index -> gated publish (kfp.local)")
+    step(
+        2, total, "Pipeline: extract -> transform -> train -> evaluate, final fit -> index -> gated publish (kfp.local)"
+    )
     say(f"  each stage runs as a Kubeflow component in a local subprocess; full log: {workdir / 'run-local.log'}")
     params = {**DEMO_PARAMETERS, **(parameters or {})}
     result = run_local(events, articles, workdir, params, searches=searches if searches.exists() else None)

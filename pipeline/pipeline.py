@@ -1,4 +1,12 @@
-"""The candidate-generation pipeline: extract -> transform -> train -> evaluate + build index -> publish.
+"""The candidate-generation pipeline: extract -> transform -> train -> evaluate, then the final fit
+-> build index -> publish.
+
+The held-out run (transform analysed over the train split, train with validation) gives the test
+figures (evaluate). The model that is published is then trained again on every view up to as_of
+with vocabularies built from all of them (transform with analyze_splits="all", train_final with the
+held-out run's epoch count and id dropout), so the listings first viewed in the validation and test
+windows are not left on the shared OOV rows; its figures are the held-out model's, and the publish
+record says so.
 
 This module only wires tasks. Each component (components/<stage>/component.py) is a thin wrapper
 over a library function; roots, runners and clusters are chosen by compile.py, submit.py and
@@ -19,7 +27,7 @@ from components.evaluate.component import evaluate
 from components.extract.component import extract
 from components.image import DEFAULT_IMAGE
 from components.publish.component import publish
-from components.train.component import train
+from components.train.component import train, train_final
 from components.transform.component import transform
 from homefeed.config import (
     EvaluateConfig,
@@ -44,8 +52,11 @@ class PipelineOutputs(NamedTuple):
     published: bool
     version: str
     reason: str
+    # The held-out model's, on the test split.
     recall_at_200: float
+    # The model published (trained on every view up to as_of) and the held-out one evaluated.
     model: Model
+    held_out_model: Model
     index: Artifact
     evaluation: Artifact
     metrics: Metrics
@@ -55,8 +66,9 @@ class PipelineOutputs(NamedTuple):
     name=PIPELINE_NAME,
     description=(
         "Candidate generation for a home feed: BigQuery SQL -> TF Transform on Beam -> two-tower "
-        "model -> recall@K evaluation + FAISS index -> gated publish (LATEST moves only if recall@200 "
-        "clears the floor and does not regress)."
+        "model held out -> recall@K evaluation; the same model trained on every view up to as_of -> "
+        "FAISS index -> gated publish (LATEST moves only if the held-out recall@200 clears the floor "
+        "and does not regress)."
     ),
 )
 def candidates_pipeline(
@@ -161,16 +173,42 @@ def candidates_pipeline(
             overrides=train_overrides,
             workers=train_workers,
         )
-        .set_display_name("train (two-tower)")
+        .set_display_name("train (two-tower, held out)")
         .set_container_image(image)
     )
-    model = train_task.outputs["model"]
+    held_out_model = train_task.outputs["model"]
 
     evaluate_task = (
-        evaluate(model=model, examples=examples, example_age=eval_example_age, publish_root=publish_root)
-        .set_display_name("evaluate (recall@K)")
+        evaluate(model=held_out_model, examples=examples, example_age=eval_example_age, publish_root=publish_root)
+        .set_display_name("evaluate (recall@K, held out)")
         .set_container_image(image)
     )
+
+    # The model to publish: every view up to as_of, vocabularies from all of them.
+    transform_all_task = (
+        transform(
+            examples=examples,
+            history_length=history_length,
+            vocab_frequency_threshold=vocab_frequency_threshold,
+            vocab_top_k=vocab_top_k,
+            runner=beam_runner,
+            direct_num_workers=beam_direct_num_workers,
+            beam_args=beam_args,
+            analyze_splits="all",
+        )
+        .set_display_name("transform (all splits)")
+        .set_container_image(image)
+    )
+    final_task = (
+        train_final(
+            transformed=transform_all_task.outputs["transformed"],
+            held_out=held_out_model,
+            workers=train_workers,
+        )
+        .set_display_name("train (every view up to as_of)")
+        .set_container_image(image)
+    )
+    model = final_task.outputs["model"]
     index_task = (
         build_index(model=model, examples=examples, index_type=index_type, recall_floor=index_recall_floor)
         .set_display_name("build index (FAISS)")
@@ -199,6 +237,7 @@ def candidates_pipeline(
         reason=publish_task.outputs["reason"],
         recall_at_200=evaluate_task.outputs["recall_at_200"],
         model=model,
+        held_out_model=held_out_model,
         index=index_task.outputs["index"],
         evaluation=evaluate_task.outputs["evaluation"],
         metrics=evaluate_task.outputs["metrics"],

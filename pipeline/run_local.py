@@ -30,7 +30,7 @@ PIPELINE_RUNS_DIR = "pipeline_runs"
 WORKSPACE_PREFIX = ".kfp-workspace-"
 LOG_FILE = "run-local.log"
 # Task names in the compiled pipeline, in the order they run.
-STAGES = ("extract", "transform", "train", "evaluate", "build-index", "publish")
+STAGES = ("extract", "transform", "train", "evaluate", "transform-2", "train-final", "build-index", "publish")
 
 
 @dataclass
@@ -40,9 +40,11 @@ class LocalRunResult:
     Attributes:
       workdir: the publish root (`candidates serve --model <workdir>`).
       run_dir: this run's artifacts (`<workdir>/pipeline_runs/<pipeline>-<timestamp>/<task>/...`).
-      model_dir, index_dir, evaluation_dir: the artifacts of train, build-index and evaluate.
+      model_dir: the model published (or refused): trained on every view up to as_of (train-final).
+      held_out_model_dir: the model trained on the train split, whose test figures these are (train).
+      index_dir, evaluation_dir: the artifacts of build-index and evaluate.
       published, version, reason: the gate's decision.
-      recall_at_200: the evaluation's recall@200; metrics: all evaluation metrics.
+      recall_at_200: the held-out model's recall@200 on the test split; metrics: all its evaluation metrics.
       stage_seconds: wall time of each stage's work, as each component measured it.
       seconds: wall time of the whole run, including KFP's own overhead.
       log_file: the full log of the run (every task's output).
@@ -57,6 +59,7 @@ class LocalRunResult:
     version: str
     reason: str
     recall_at_200: float
+    held_out_model_dir: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -76,6 +79,11 @@ class LocalRunResult:
             f"  index:       {self.index_dir}",
             f"  metrics:     {self.evaluation_dir / 'evaluation.json'}",
         ]
+        if self.held_out_model_dir is not None:
+            lines.append(
+                f"  held out:    {self.held_out_model_dir} (train split only): the figures below are its, on the "
+                "test split; the model above is trained on every view up to as_of"
+            )
         ks = sorted(int(k.split("@")[1]) for k in self.metrics if k.startswith("recall@"))
         for k in ks:
             popular = self.metrics.get(f"popularity_recall@{k}")
@@ -277,6 +285,7 @@ def run_local(
         version=str(outputs["version"]),
         reason=str(outputs["reason"]),
         recall_at_200=float(outputs["recall_at_200"]),
+        held_out_model_dir=Path(outputs["held_out_model"].path),
         metrics=metrics,
         stage_seconds=stage_seconds(run_dir),
         seconds=time.monotonic() - started,

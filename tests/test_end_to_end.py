@@ -105,18 +105,25 @@ def _popularity_recall(rows: list[dict], corpus: list[str], k: int) -> float:
 
 
 def _offline_candidates(
-    version_dir: Path, histories: list[dict], k: int, ages: list[float] | None = None
+    version_dir: Path, histories: list[dict], k: int, ages: list[float] | None = None, exact: bool = False
 ) -> list[list[tuple[str, float]]]:
     """The exported model + the published FAISS index, called directly (no serving code).
 
     `ages`: each row's example age (as in training); None: the serving age, as the service sends.
+    `exact`: an exact inner-product search over the exported vectors instead (a model directory
+    without an index: the held-out model).
     """
     import faiss
 
     from trainer.towers.serving_model import UserEncoder
 
     ids = (version_dir / "article_ids.txt").read_text().splitlines()
-    index = faiss.read_index(str(version_dir / "index" / "articles.faiss"))
+    if exact:
+        vectors = np.load(version_dir / "article_vectors.npy").astype(np.float32)
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+    else:
+        index = faiss.read_index(str(version_dir / "index" / "articles.faiss"))
     encoder = UserEncoder(version_dir)
     vectors = encoder.encode(histories) if ages is None else encoder.encode(histories, np.asarray(ages, np.float32))
     answers = []
@@ -162,7 +169,7 @@ def test_run_local_publishes_and_says_where_everything_is(first_run):
         f"candidates serve --model {workdir}",
     ):
         assert expected in output, expected
-    for stage in ("extract", "transform", "train", "evaluate", "build-index", "publish"):
+    for stage in ("extract", "transform", "train", "evaluate", "transform-2", "train-final", "build-index", "publish"):
         assert (first_run["run_dir"] / stage / "executor_output.json").is_file(), stage
 
 
@@ -180,10 +187,22 @@ def test_recall_at_200_is_well_above_popularity(first_run):
     def recall(answers) -> float:
         return float(np.mean([r[features.LABEL] in {a for a, _ in answer} for r, answer in zip(eval_rows, answers)]))
 
-    # As the service would answer now (age 0): what users get, and what the evaluator (and so the
-    # publish gate) reports: they agree up to the exclusions (it drops the seen set, every earlier
-    # view up to 1,000; we drop the <= H in the history).
-    served = recall(_offline_candidates(live, eval_rows, K))
+    # The figures are the held-out model's (trained on the train split); the published model is
+    # trained on every view up to as_of, these test views included, and evaluation.json says so.
+    held_out = first_run["run_dir"] / "train" / "model"
+    figures_of = evaluation["figures_of"]
+    assert evaluation["model_version"] == figures_of["model_version"] != first_run["version"]
+    assert figures_of["held_out"] is True and figures_of["published_model_version"] == first_run["version"]
+    assert figures_of["published_model_fit"]["splits"] == ["train", "validation", "test"]
+    assert json.loads((held_out / "manifest.json").read_text())["model_version"] == figures_of["model_version"]
+
+    # As the service would answer now (age 0) with the held-out model: what the evaluator (and so
+    # the publish gate) reports; they agree up to the exclusions (it drops the seen set, every
+    # earlier view up to 1,000; we drop the <= H in the history).
+    served = recall(_offline_candidates(held_out, eval_rows, K, exact=True))
+    # The published model has trained on these views: its recall on them is no held-out figure.
+    published = recall(_offline_candidates(live, eval_rows, K))
+    assert published >= served - 0.02, (published, served)
 
     # Replaying past views against the as_of index is the evaluator's `as_of_corpus` figure; the
     # gate's ranks each view over the corpus live at its time (trainer/evaluation/served_corpus.py).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,39 @@ def evaluate_into(
         working = Path(tmp) / "model"
         shutil.copytree(model, working)
         result = evaluate_model(working, os.fspath(examples), config, published_model_dir=published_model_dir)
+        result["test_views"] = test_view_times(examples)
+        layout.write_json_atomic(working / layout.EVALUATION_FILE, result)
         for name in REPORT_FILES:
             shutil.copy2(working / name, out / name)
     shutil.copy2(out / layout.PREDICTIONS_PAGE_FILE, page)
     return result
+
+
+def test_view_times(examples: str | os.PathLike) -> dict[str, Any]:
+    """`{"first", "last", "count"}` of the extract's test views (ISO times; None without times): the
+    publish gate does not credit a published model with recall on views it was trained on."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from homefeed import features
+    from homefeed.layout import extract_dir
+
+    path = Path(examples) / extract_dir.TRAINING_EXAMPLES_FILE
+    names = pq.read_schema(path).names
+    columns = [features.SPLIT] + ([features.VIEWED_AT] if features.VIEWED_AT in names else [])
+    table = pq.read_table(path, columns=columns)
+    test = table.filter(pc.equal(table.column(features.SPLIT), features.TEST_SPLIT))
+    if features.VIEWED_AT not in names or test.num_rows == 0:
+        return {"first": None, "last": None, "count": test.num_rows}
+    bounds = pc.min_max(test.column(features.VIEWED_AT))
+    first, last = (bounds[k].as_py() for k in ("min", "max"))
+
+    def iso(value: Any) -> str | None:
+        if value is None:
+            return None
+        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
+
+    return {"first": iso(first), "last": iso(last), "count": test.num_rows}
 
 
 def ui_metrics(result: dict[str, Any]) -> dict[str, float]:

@@ -40,10 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from components.publish.gate import (
+    FIGURES_KEY,
     GATE_METRIC,
     IncompleteModelError,
     PublishDecision,
     decide,
+    figures_record,
+    losses_to_trending,
     paired_figures,
     recall_at_200,
 )
@@ -145,6 +148,14 @@ def _published_evaluation(publish_root: str | os.PathLike) -> tuple[str | None, 
         return version_dir.name, None, None
 
 
+def _fit_of(model_dir: Path) -> Any:
+    """A model directory's metrics.json `fit` (what it was trained on), None where unreadable."""
+    try:
+        return json.loads((model_dir / model_layout.METRICS_FILE).read_text()).get("fit")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 # ---------------------------------------------------------------------------------------------
 # The gate and the atomic publish.
 # ---------------------------------------------------------------------------------------------
@@ -227,8 +238,13 @@ def publish_model(
     (root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     previous_version, previous_recall, previous_protocol = _published_evaluation(root)
     protocols = (evaluation.get(model_layout.EVALUATION_PROTOCOL_KEY), previous_protocol)
-    paired = paired_figures(evaluation, previous_version)
-    ok, reason = decide(version, candidate, previous_version, previous_recall, config, protocols, paired)
+    previous_dir = latest_model_dir(root)
+    paired = paired_figures(evaluation, previous_version, None if previous_dir is None else _fit_of(previous_dir))
+    lost = losses_to_trending(evaluation)
+    ok, reason = decide(version, candidate, previous_version, previous_recall, config, protocols, paired, lost)
+    figures = evaluation.get(FIGURES_KEY) or figures_record(version, _fit_of(model_dir), evaluation)
+    if figures is not None:
+        reason += f" ({figures['note']})"
     target = root / VERSIONS_DIR / version
     if ok and target.exists():
         ok, reason = False, f"not published: {target} already exists (a version is never overwritten)"
@@ -240,6 +256,8 @@ def publish_model(
         previous_version=previous_version,
         previous_recall_at_200=previous_recall,
         max_regression=config.max_regression,
+        gated_figures_of=None if figures is None else figures["model_version"],
+        trained_on_test_views=figures is not None and figures["published_model_version"] == version,
         **(
             dict(
                 paired_ratio=paired.ratio,

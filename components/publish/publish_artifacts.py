@@ -7,27 +7,44 @@ publish, and the Markdown report the KFP UI shows.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from components.publish.gate import FIGURES_KEY, figures_record
 from components.publish.publish import PublishDecision, publish_model
 from homefeed.config import PublishConfig
 from homefeed.layout import extract_dir
 from homefeed.layout import index_dir as index_layout
+from homefeed.layout import model_dir as model_layout
 
 
 def assemble_model_dir(
     model: str | os.PathLike, evaluation: str | os.PathLike, index: str | os.PathLike, target: str | os.PathLike
 ) -> Path:
     """MODEL_DIR as docs/architecture.md describes it, at `target`: the model artifact, the
-    evaluation artifact's files beside it, and the index artifact as `index/`."""
+    evaluation artifact's files beside it, and the index artifact as `index/`.
+
+    When the evaluation is another model's (the held-out one, the model being the final fit on
+    every view up to as_of), its `evaluation.json` gets `figures_of` (gate.figures_record): whose
+    figures they are, and what the model published was trained on."""
     target = Path(target)
     shutil.copytree(model, target)
     for item in Path(evaluation).iterdir():
         destination = target / item.name
         shutil.copytree(item, destination) if item.is_dir() else shutil.copy2(item, destination)
+    evaluation_file = target / model_layout.EVALUATION_FILE
+    if evaluation_file.is_file():
+        figures = json.loads(evaluation_file.read_text())
+        manifest = json.loads((target / model_layout.MANIFEST_FILE).read_text())
+        metrics_file = target / model_layout.METRICS_FILE
+        fit = (json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}).get("fit")
+        record = figures_record(str(manifest.get("model_version")), fit, figures)
+        if record is not None:
+            figures[FIGURES_KEY] = record
+            evaluation_file.write_text(json.dumps(figures, indent=2) + "\n")
     if (target / index_layout.INDEX_DIR).exists():
         shutil.rmtree(target / index_layout.INDEX_DIR)
     shutil.copytree(index, target / index_layout.INDEX_DIR)

@@ -74,3 +74,47 @@ def train(
     if epochs_log:
         training_metrics.log_metric("final_loss", epochs_log[-1]["loss"])
     training_metrics.log_metric("seconds", stage.seconds)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def train_final(
+    transformed: Input[Dataset],
+    held_out: Input[Model],
+    model: Output[Model],
+    training_metrics: Output[Metrics],
+    workers: int = 1,
+):
+    """The model to publish: TRANSFORM_DIR analysed over every split (`transform` with
+    `analyze_splits="all"`) -> MODEL_DIR at `model.path`, trained on every view up to as_of with the
+    held-out model's settings (`held_out`: its id dropout and best epoch, chosen on validation;
+    `components.train.train_into.final_config`). Its test figures are the held-out model's.
+    """
+    from components import runtime
+
+    stage = runtime.start("train-final")
+    from components.train.train_into import final_config, train_into
+
+    config = final_config(held_out.path)
+    result = train_into(transformed.path, model.path, config, workers)
+    metrics = result.metrics
+    training_metrics.log_metric("workers", metrics.get("workers", 1))
+    if not result.manifest:
+        return
+    fit = metrics["fit"]
+    model.metadata.update(
+        {
+            "model_version": result.model_version,
+            "num_articles": result.num_articles,
+            "embedding_dim": result.manifest.get("embedding_dim"),
+            "held_out_model_version": held_out.metadata.get("model_version"),
+            "trained_through": fit.get("through"),
+        }
+    )
+    training_metrics.metadata["fit"] = "+".join(fit["splits"])
+    training_metrics.metadata["held_out"] = (
+        "no: trained on every view up to as_of; its figures are the held-out model's"
+    )
+    for name in ("epochs_run", "train_seconds", "num_train_examples"):
+        if isinstance(metrics.get(name), (int, float)):
+            training_metrics.log_metric(name, metrics[name])
+    training_metrics.log_metric("seconds", stage.seconds)

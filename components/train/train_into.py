@@ -13,6 +13,8 @@ model directory reaches `target`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 from homefeed import atomic, lifetime
 from homefeed.config import TrainConfig
+from homefeed.layout import model_dir as model_layout
 
 
 def train_into(transformed: str | os.PathLike, target: str | os.PathLike, config: TrainConfig, workers: int = 1) -> Any:
@@ -60,3 +63,30 @@ def _train(distributed: Any, transformed: str, staging_root: Path, config: Train
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     return train_model(transformed, staging_root, config)
+
+
+def final_config(held_out: str | os.PathLike) -> TrainConfig:
+    """The settings of the model to publish, from the held-out model directory `held_out`: its
+    exported config (id dropout as chosen on validation) with `final_epochs` = its best epoch, so
+    the final fit repeats what validation chose, on every view up to as_of.
+
+    Raises:
+      ValueError: `held_out` is not a held-out fit (no config or metrics, or already fitted on
+        every split) or names no epoch count.
+    """
+    held_out = Path(held_out)
+    try:
+        saved = json.loads((held_out / model_layout.CONFIG_FILE).read_text())["train"]
+        metrics = json.loads((held_out / model_layout.METRICS_FILE).read_text())
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{held_out}: not a model directory with a training config and metrics ({error})") from None
+    splits = (metrics.get("fit") or {}).get("splits")
+    if splits != ["train"]:
+        raise ValueError(f"{held_out}: the held-out model must be fitted on the train split only, it was on {splits}")
+    epochs = metrics.get("best_epoch")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"{held_out}: metrics.json best_epoch is {epochs!r}, expected an epoch count >= 1")
+    from trainer.training.id_dropout_choice import train_config
+
+    config = train_config({k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    return dataclasses.replace(config, id_dropout_choices=(), refit=False, final_epochs=epochs)

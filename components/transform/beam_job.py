@@ -5,6 +5,8 @@ training_examples.parquet --ReadAllFromParquetBatched--> Arrow tables
     re-gathered into full batches, batching.py), dead letters, counts
 train --AnalyzeAndTransformDataset--> transformed train + transform_fn --WriteTransformFn
 validation, test  --TransformDataset(transform_fn)--> transformed validation, test
+  (analyze_splits "all": train + validation + test --AnalyzeDataset--> transform_fn, then every
+  split --TransformDataset--> its transformed examples: the vocabularies hold every view's ids)
 each split --encode per batch (tfx_bsl)--> tf.Examples --gzip TFRecord sink (tfrecord_sink.py)
 dead letters --WriteToText (JSON lines); counts --CombinePerKey--> one JSON file for the summary
 """
@@ -174,14 +176,24 @@ def build_pipeline(
     counts = [validated[_ValidateFn.COUNTS]]
 
     with tft_beam.Context(temp_dir=temp_dir):
-        (train_xf, transform_fn) = (
-            validated[layout.TRAIN_DIR],
-            adapter_config,
-        ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            preprocessing.make_preprocessing_fn(config), output_record_batches=True
-        )
-        transformed_splits = {layout.TRAIN_DIR: train_xf}
-        for split in layout.SPLIT_DIRS[1:]:  # validation and test: transformed with the train split's analysis
+        transformed_splits = {}
+        if config.analyze_splits == "all":
+            # The published model's vocabularies: every view up to as_of, each split then transformed with them.
+            every_view = [validated[split] for split in layout.SPLIT_DIRS] | "AllSplits" >> beam.Flatten()
+            transform_fn = (every_view, adapter_config) | "AnalyzeAllSplits" >> tft_beam.AnalyzeDataset(
+                preprocessing.make_preprocessing_fn(config)
+            )
+            transformed_with_analysis = layout.SPLIT_DIRS
+        else:
+            (train_xf, transform_fn) = (
+                validated[layout.TRAIN_DIR],
+                adapter_config,
+            ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
+                preprocessing.make_preprocessing_fn(config), output_record_batches=True
+            )
+            transformed_splits[layout.TRAIN_DIR] = train_xf
+            transformed_with_analysis = layout.SPLIT_DIRS[1:]  # validation and test, with the train split's analysis
+        for split in transformed_with_analysis:
             transformed_splits[split] = (
                 (validated[split], adapter_config),
                 transform_fn,

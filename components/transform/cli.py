@@ -67,6 +67,8 @@ FLAG_HELP = {
     "search_length": "the most recent queries used per example",
     "search_vocab_frequency_threshold": "search tokens seen fewer times than this (train split) are hashed instead",
     "search_oov_buckets": "hash buckets for rare or unseen search tokens",
+    "analyze_splits": "build vocabularies and statistics on the train split (held-out model) or all splits "
+    "(the model published after the held-out run: every view up to as_of)",
     "runner": "Beam runner (e.g. DataflowRunner, FlinkRunner, SparkRunner)",
     "direct_num_workers": "DirectRunner: parallel workers (0: one per core)",
     "direct_running_mode": "DirectRunner: how workers run (in_memory, multi_threading, multi_processing)",

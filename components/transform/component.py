@@ -17,12 +17,15 @@ def transform(
     beam_args: list[str],
     transformed: Output[Dataset],
     summary: Output[Metrics],
+    analyze_splits: str = "train",
 ):
     """EXTRACT_DIR -> TRANSFORM_DIR (docs/architecture.md) at `transformed.path`.
 
     `runner` is any Beam runner (DirectRunner here; DataflowRunner, FlinkRunner, SparkRunner with
     their options in `beam_args`); `direct_num_workers` and `direct_running_mode` apply to the
-    DirectRunner only. `vocab_top_k` 0 means no cap.
+    DirectRunner only. `vocab_top_k` 0 means no cap. `analyze_splits`: "train" builds the
+    vocabularies and statistics on the train split (the held-out model), "all" on every split (the
+    model published after the held-out run).
     """
     from components import runtime
 
@@ -37,11 +40,17 @@ def transform(
         runner=runner,
         direct_num_workers=direct_num_workers,
         beam_args=list(beam_args),
+        analyze_splits=analyze_splits,
     )
     result = run_transform(examples.path, transformed.path, config)
 
     transformed.metadata.update(
-        {"records_out": result["records_out"], "vocabulary_sizes": result["vocabulary_sizes"], "runner": runner}
+        {
+            "records_out": result["records_out"],
+            "vocabulary_sizes": result["vocabulary_sizes"],
+            "runner": runner,
+            "analyzed_splits": analyze_splits,
+        }
     )
     summary.log_metric("records_in", result["records_in"])
     for split, count in result["records_out"].items():

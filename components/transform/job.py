@@ -168,6 +168,8 @@ def run_transform(
             "dead_lettered_by_reason": dead_by_reason,
             "vocabulary_sizes": {},
             "num_oov_buckets": config.num_oov_buckets,
+            # Which splits the vocabularies and statistics were built from ("train" or "all").
+            "analyzed_splits": config.analyze_splits,
             "seconds": {"pipeline": round(pipeline_seconds, 3)},
             "config": config_lib.to_dict(config),
         }

@@ -119,6 +119,8 @@ def _print_summary(summary: dict[str, Any], seconds: float) -> None:
     print(f"  viewed_at: {summary['first_viewed_at']} .. {summary['last_viewed_at']}")
     print(f"  {summary['events_path']}")
     print(f"  {summary['articles_path']}")
+    if summary.get("oracle_path"):
+        print(f"  {summary['oracle_path']} (the generator's own user preferences: homefeed/sample/oracle.py)")
 
 
 def run_sample_data(args: argparse.Namespace) -> int:

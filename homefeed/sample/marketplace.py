@@ -348,8 +348,13 @@ class _ArticleSampler:
 # ---------------------------------------------------------------------------------------------
 # Users and their views
 # ---------------------------------------------------------------------------------------------
-def _simulate_views(config: SampleDataConfig, articles: _Articles, rng: np.random.Generator):
-    """Return (user, seconds, article) arrays, sorted by user then time, one row per view."""
+def _simulate_views(
+    config: SampleDataConfig, articles: _Articles, rng: np.random.Generator, latent: dict[str, Any] | None = None
+):
+    """Return (user, seconds, article) arrays, sorted by user then time, one row per view.
+
+    `latent`: when given, receives the users' drawn preferences (`taste`, `home`,
+    `type_preference`; homefeed/sample/oracle.py); the draws are the same either way."""
     window = config.days * SECONDS_PER_DAY
     n_users, n_categories, n_regions = config.users, len(CATEGORIES), len(REGIONS)
 
@@ -358,6 +363,8 @@ def _simulate_views(config: SampleDataConfig, articles: _Articles, rng: np.rando
     region_share = np.bincount(articles.region, minlength=n_regions) / len(articles.region)
     taste = rng.dirichlet(config.taste_concentration * n_categories * (category_share + 1e-3), size=n_users)
     home = rng.choice(n_regions, size=n_users, p=region_share)
+    if latent is not None:
+        latent.update(taste=taste, home=home)
 
     extra_mean = config.views_per_user - config.min_views_per_user
     mu = math.log(extra_mean) - config.views_per_user_sigma**2 / 2
@@ -411,7 +418,7 @@ def _simulate_views(config: SampleDataConfig, articles: _Articles, rng: np.rando
     region, buckets = region[order], buckets[order]
     article = np.full(total, -1, dtype=np.int64)
     n_articles = len(articles.category)
-    sought, type_rng = _sought_types(config, user, category, rng_seed=config.seed)
+    sought, type_rng = _sought_types(config, user, category, rng_seed=config.seed, latent=latent)
     for attempt in range(_REDRAWS_IN_CATEGORY + _REDRAWS_IN_TASTE + _REDRAWS_ANYWHERE):
         in_category = attempt < _REDRAWS_IN_CATEGORY
         index = np.flatnonzero((article < 0) | _repeated(user, article, n_articles))
@@ -437,11 +444,16 @@ def _simulate_views(config: SampleDataConfig, articles: _Articles, rng: np.rando
 
 
 def _sought_types(
-    config: SampleDataConfig, user: np.ndarray, category: np.ndarray, rng_seed: int
+    config: SampleDataConfig,
+    user: np.ndarray,
+    category: np.ndarray,
+    rng_seed: int,
+    latent: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray | None, np.random.Generator | None]:
     """Per view, the product type (index into TYPES) it looks for, -1 for none, drawn from each
     user's preference over the view's category's types; and the taste's own generator (so the
-    other draws stay as they are). `(None, None)` without taste (`type_taste` 0)."""
+    other draws stay as they are). `(None, None)` without taste (`type_taste` 0). `latent` receives
+    the preferences as `type_preference` `[n_users, len(TYPES)]` (each category's part sums to 1)."""
     if config.type_taste <= 0:
         return None, None
     rng = np.random.default_rng([rng_seed, _TYPE_STREAM])
@@ -449,8 +461,12 @@ def _sought_types(
     sought = np.full(len(user), -1, dtype=np.int64)
     wants = rng.random(len(user)) < config.type_taste
     u = rng.random(len(user))
+    if latent is not None:
+        latent["type_preference"] = np.zeros((config.users, len(TYPES)))
     for c, nouns in enumerate(CATEGORY_NOUNS.values()):
         preference = rng.dirichlet(np.full(len(nouns), config.type_concentration), size=n_users)
+        if latent is not None:
+            latent["type_preference"][:n_users, TYPE_OFFSETS[c] : TYPE_OFFSETS[c] + len(nouns)] = preference
         views = np.flatnonzero(wants & (category == c))
         drawn = (np.cumsum(preference, axis=1)[user[views]] < u[views, None]).sum(axis=1)
         sought[views] = TYPE_OFFSETS[c] + np.minimum(drawn, len(nouns) - 1)
@@ -534,8 +550,13 @@ def churn_config(**overrides: Any) -> SampleDataConfig:
     return SampleDataConfig(**{**CHURN_SETTINGS, **overrides})
 
 
-def generate(config: SampleDataConfig | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate(
+    config: SampleDataConfig | None = None, latent: dict[str, Any] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate the marketplace and return `(events, articles)`.
+
+    `latent`: when given, receives what the generator knows and the tables do not hold (the users'
+    preferences, each listing's quality and type, the window's start): homefeed/sample/oracle.py.
 
     Returns:
       events: `[n_views, 3]` user_id, article_id (str), viewed_at (datetime64[us, UTC]), sorted by
@@ -555,10 +576,11 @@ def generate(config: SampleDataConfig | None = None) -> tuple[pd.DataFrame, pd.D
     start = end - pd.Timedelta(days=config.days)
 
     world = _simulate_articles(config, rng)
-    user, seconds, article = _simulate_views(config, world, rng)
-
+    user, seconds, article = _simulate_views(config, world, rng, latent)
     user_ids = _ids("u", config.users)
     article_ids = _ids("a", config.articles)
+    if latent is not None:
+        latent.update(world=world, start=start, user_ids=user_ids, article_ids=article_ids)
     events = pd.DataFrame(
         {
             "user_id": pd.array(user_ids[user], dtype="str"),
@@ -681,10 +703,15 @@ def write_sample_data(out_dir: str | os.PathLike, config: SampleDataConfig | Non
     Returns the summary: counts (events, users, articles, articles_by_status), first/last viewed_at,
     the paths written, and the config under `source`.
     """
+    from homefeed.sample import oracle
+
     config = config or SampleDataConfig()
-    events, articles = generate(config)
+    latent: dict[str, Any] = {}
+    events, articles = generate(config, latent)
     source = {"generator": "homefeed.sample.marketplace", "config": dataclasses.asdict(config)}
     summary = write_input_tables(events, articles, out_dir, source=source)
+    # What the generator knows: each user's true preference over listings (the benchmarks' oracle).
+    summary["oracle_path"] = oracle.write_oracle(out_dir, config, latent)
     # Searches come from a generator of their own: the events and articles above do not change.
     searches = sample_searches.simulate_searches(events, articles, config.seed)
     summary["searches"] = int(len(searches))

@@ -41,7 +41,16 @@ def test_pipeline_runs_in_the_image_and_publishes(image_run, pipeline_image):
     log = image_run.log_file.read_text()
     # Every task ran in a container of the image, not in this Python.
     assert log.count(f"Found image '{pipeline_image}'") == 6, log[-3000:]
-    assert set(image_run.stage_seconds) == {"extract", "transform", "train", "evaluate", "build-index", "publish"}
+    assert set(image_run.stage_seconds) == {
+        "extract",
+        "transform",
+        "train",
+        "evaluate",
+        "transform-2",
+        "train-final",
+        "build-index",
+        "publish",
+    }
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from homefeed.config import ExtractConfig, PublishConfig, TrainConfig
 from homefeed_cli import cli
 from pipeline import compile as compiling
 
-STAGES = ["extract", "transform", "train", "evaluate", "build-index", "publish"]
+STAGES = ["extract", "transform", "train", "evaluate", "transform-2", "train-final", "build-index", "publish"]
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,7 @@ def test_each_stage_has_its_own_component_and_typed_artifacts(compiled):
         "metrics": "system.Metrics",
         "recall_plot": "system.HTML",
     }
+    assert artifacts("train-final", "input") == {"transformed": "system.Dataset", "held_out": "system.Model"}
     assert artifacts("build-index", "input") == {"model": "system.Model", "examples": "system.Dataset"}
     assert artifacts("publish", "input") == {
         "model": "system.Model",
@@ -76,11 +77,13 @@ def test_dependencies_follow_the_data(compiled):
         "transform": {"extract"},
         "train": {"transform"},
         "evaluate": {"train", "extract"},
-        "build-index": {"train", "extract"},
-        "publish": {"train", "evaluate", "build-index", "extract"},
+        "transform-2": {"extract"},
+        "train-final": {"transform-2", "train"},
+        "build-index": {"train-final", "extract"},
+        "publish": {"train-final", "evaluate", "build-index", "extract"},
     }
     publish_inputs = tasks["publish"].inputs.artifacts
-    assert publish_inputs["model"].task_output_artifact.producer_task == "train"
+    assert publish_inputs["model"].task_output_artifact.producer_task == "train-final"
     assert publish_inputs["index"].task_output_artifact.producer_task == "build-index"
     assert publish_inputs["evaluation"].task_output_artifact.producer_task == "evaluate"
     assert publish_inputs["examples"].task_output_artifact.producer_task == "extract"
@@ -181,6 +184,25 @@ def test_cli_compile_writes_a_loadable_file(tmp_path, capsys):
     out = tmp_path / "out" / "pipeline.yaml"
     status = cli.main(["pipeline", "compile", "--output", str(out), "--param", "epochs=4"])
     assert status == 0
-    assert "6 tasks" in capsys.readouterr().out
+    assert "8 tasks" in capsys.readouterr().out
     loaded = compiling.load_pipeline(out)
     assert loaded.pipeline_spec.root.input_definitions.parameters["epochs"].default_value.number_value == 4
+
+
+def test_the_published_model_is_the_final_fit_and_the_figures_the_held_out_models(compiled):
+    """evaluate reads the held-out model (train split); build-index and publish read the model
+    trained on every view up to as_of, on a transform analysed over every split."""
+    _, spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+
+    def source(task: str, name: str) -> str:
+        return tasks[task]["inputs"]["artifacts"][name]["taskOutputArtifact"]["producerTask"]
+
+    assert source("evaluate", "model") == "train"
+    assert source("train-final", "held_out") == "train"
+    assert source("train-final", "transformed") == "transform-2"
+    assert source("build-index", "model") == source("publish", "model") == "train-final"
+    assert source("publish", "evaluation") == "evaluate"
+    analysis = {t: tasks[t]["inputs"]["parameters"].get("analyze_splits") for t in ("transform", "transform-2")}
+    assert analysis["transform-2"] == {"runtimeValue": {"constant": "all"}}
+    assert analysis["transform"] in (None, {"runtimeValue": {"constant": "train"}})

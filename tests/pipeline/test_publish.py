@@ -35,6 +35,7 @@ def make_model_dir(
     manifest: bool = True,
     protocol: dict | None = None,
     extra: dict | None = None,
+    fit: dict | None = None,
 ) -> Path:
     """A finished model directory made by the real writers: the model factory's model directory
     (SavedModel, vectors, ids, titles, manifest), `build_model_index`, and an evaluation.json."""
@@ -49,6 +50,8 @@ def make_model_dir(
         evaluation["protocol"] = protocol
     evaluation.update(extra or {})
     (model / "evaluation.json").write_text(json.dumps(evaluation))
+    if fit is not None:  # what the model was trained on (trainer/training/train.py's metrics.json)
+        (model / "metrics.json").write_text(json.dumps({"fit": fit}))
     if not manifest:
         (model / "manifest.json").unlink()
     return model
@@ -347,3 +350,103 @@ def test_the_publish_task_assembles_its_artifacts_and_reports(tmp_path, historie
     assert "candidates serve" not in report
     with pytest.raises(ValueError, match="publish_root is empty"):
         publish_artifacts(model, evaluation, index, examples, "", PublishConfig(0.1, 0.01))
+
+
+HELD_OUT_FIT = {"splits": ["train"], "epochs": 3, "chosen_on": "validation"}
+FINAL_FIT = {
+    "splits": ["train", "validation", "test"],
+    "epochs": 3,
+    "chosen_on": "validation, by the held-out run",
+    "through": "2026-03-01T00:00:00+00:00",
+}
+
+
+def _slices(new: tuple[float, float], fresh: tuple[float, float]) -> dict:
+    """evaluation.json's slices: (model, trending_1d) recall@200 on new listings and the freshest."""
+    return {
+        name: {"model": {"recall@200": pair[0]}, "trending_1d": {"recall@200": pair[1]}}
+        for name, pair in (("cold_start", new), ("fresh", fresh))
+    }
+
+
+@pytest.mark.parametrize("new, fresh", [((0.10, 0.20), (0.3, 0.2)), ((0.3, 0.2), (0.15, 0.25))])
+def test_a_first_version_losing_to_trending_on_new_or_fresh_listings_is_refused(tmp_path, histories, new, fresh):
+    # Nothing published, nothing to pair with: the slices still gate.
+    root = tmp_path / "published"
+    model = make_model_dir(tmp_path, "v1", 0.40, extra=_slices(new, fresh))
+    decision = publish_model(model, root, PublishConfig(0.1, 0.01), histories)
+    assert not decision.published and "loses to trending" in decision.reason, decision.reason
+    assert "trending_1d" in decision.reason and publish.read_latest(root) is None
+
+
+def test_a_version_losing_to_trending_is_refused_when_compared_on_stored_figures_too(tmp_path, histories):
+    root = tmp_path / "published"
+    config = PublishConfig(min_recall_at_200=0.1, max_regression=0.01)
+    publish_model(make_model_dir(tmp_path, "v1", 0.40), root, config, histories)
+    candidate = make_model_dir(tmp_path, "v2", 0.45, extra=_slices((0.3, 0.2), (0.1, 0.3)))
+    decision = publish_model(candidate, root, config, histories)
+    assert not decision.published and "loses to trending" in decision.reason
+    assert publish.read_latest(root) == "v1"
+
+
+def test_a_final_fit_is_gated_on_the_held_out_models_figures_and_says_so(tmp_path, histories):
+    """The pipeline publishes the model trained on every view, with the held-out model's evaluation."""
+    from components.publish.publish_artifacts import publish_artifacts
+
+    held_out = make_model_dir(tmp_path, "h1", 0.40, extra={"model_version": "h1", "fit": HELD_OUT_FIT})
+    final = make_model_dir(tmp_path, "f1", 0.0, fit=FINAL_FIT)
+    model, evaluation, index, examples = (tmp_path / name for name in ("model", "evaluation", "index", "examples"))
+    shutil.copytree(final, model, ignore=shutil.ignore_patterns("index", "evaluation.json"))
+    evaluation.mkdir()
+    shutil.copy2(held_out / "evaluation.json", evaluation / "evaluation.json")
+    shutil.copytree(final / "index", index)
+    examples.mkdir()
+    shutil.copy2(histories, examples / "user_histories.parquet")
+    root = tmp_path / "published"
+
+    decision = publish_artifacts(model, evaluation, index, examples, root, PublishConfig(0.1, 0.01))
+    assert decision.published and decision.version == "f1" and decision.recall_at_200 == 0.40
+    assert decision.gated_figures_of == "h1" and decision.trained_on_test_views
+    assert "the figures are model h1's (held out" in decision.reason
+    assert "every view up to 2026-03-01T00:00:00+00:00" in decision.reason and "not measured on them" in decision.reason
+    written = json.loads((root / "versions" / "f1" / "evaluation.json").read_text())
+    assert written["figures_of"]["model_version"] == "h1" and written["figures_of"]["held_out"] is True
+    assert written["figures_of"]["published_model_fit"] == FINAL_FIT
+    record = json.loads((root / "versions" / "f1" / "publish.json").read_text())
+    assert record["gated_figures_of"] == "h1" and record["trained_on_test_views"] is True
+
+
+def test_a_refit_model_says_it_was_not_gated_on_recall_from_unseen_views(tmp_path, histories):
+    refit = {"splits": ["train", "validation", "test"], "epochs": 3, "chosen_on": "validation"}
+    model = make_model_dir(tmp_path, "v1", 0.40, extra={"model_version": "v1", "fit": refit}, fit=refit)
+    decision = publish_model(model, tmp_path / "published", PublishConfig(0.1, 0.01), histories)
+    assert decision.trained_on_test_views and decision.gated_figures_of == "v1"
+    assert "trained on its own test views" in decision.reason
+    assert "not gated on recall from views it had not seen" in decision.reason
+    held_out = make_model_dir(tmp_path, "v2", 0.40, extra={"model_version": "v2", "fit": HELD_OUT_FIT})
+    plain = publish_model(held_out, tmp_path / "other", PublishConfig(0.1, 0.01), histories)
+    assert not plain.trained_on_test_views and plain.gated_figures_of is None and "not held out" not in plain.reason
+
+
+@pytest.mark.parametrize(
+    "first_test_view, compared", [("2026-02-28T12:00:00+00:00", False), ("2026-03-02T00:00:00Z", True)]
+)
+def test_a_published_model_trained_on_the_candidates_test_views_is_not_compared_with_it_on_them(
+    tmp_path, histories, first_test_view, compared
+):
+    # v1 was trained on every view up to 2026-03-01; v2's test views start before (v1 has seen some
+    # of them: its recall there is inflated) or after (a fair pairwise comparison).
+    root = tmp_path / "published"
+    config = PublishConfig(min_recall_at_200=0.1, max_regression=0.01)
+    publish_model(make_model_dir(tmp_path, "v1", 0.40, fit=FINAL_FIT), root, config, histories)
+    extra = {
+        **_paired("v1", 0.45 / 0.8, 0.8, [0.7, 0.9], {"popularity": 0.12}),
+        "test_views": {"first": first_test_view, "last": "2026-03-03T00:00:00+00:00", "count": 10},
+    }
+    decision = publish_model(make_model_dir(tmp_path, "v2", 0.45, extra=extra), root, config, histories)
+    if compared:
+        assert not decision.published and "beyond the paired interval" in decision.reason, decision.reason
+    else:
+        assert decision.published, decision.reason
+        assert "not compared with the published v1 on recall" in decision.reason
+        assert "every view up to 2026-03-01T00:00:00+00:00" in decision.reason

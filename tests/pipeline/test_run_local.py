@@ -101,6 +101,9 @@ def test_summary_says_where_things_are_and_how_to_serve(tmp_path):
     )
     text = "\n".join(result.summary_lines())
     assert f"candidates serve --model {tmp_path}" in text
+    assert "held out" not in text  # no held-out model named: nothing said about one
+    held_out = LocalRunResult(**{**vars(result), "held_out_model_dir": tmp_path / "r/train/model"})
+    assert "the figures below are its, on the test split" in "\n".join(held_out.summary_lines())
     assert re.search(r"recall@200 +0\.5000 \(popularity 0\.3000\)", text)
     assert str(tmp_path / "versions" / "20260101T000000Z") in text
     refused = LocalRunResult(**{**vars(result), "published": False, "reason": "not published: worse"})

@@ -18,7 +18,7 @@ from homefeed_cli import cli
 from pipeline import compile as compiling
 from pipeline.submit import SubmitRequest, normalise_cron, submit
 
-STAGES = {"extract", "transform", "train", "evaluate", "build-index", "publish"}
+STAGES = {"extract", "transform", "train", "evaluate", "transform-2", "train-final", "build-index", "publish"}
 
 
 class RecordingKfp:

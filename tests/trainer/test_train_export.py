@@ -274,3 +274,25 @@ def test_refit_trains_a_fresh_model_on_every_split_for_the_chosen_epochs(trained
     assert metrics["num_refit_examples"] == sum(records.values()) > metrics["num_train_examples"]
     written = json.loads((result.model_dir / layout.METRICS_FILE).read_text())
     assert written["fit"] == metrics["fit"]
+
+
+def test_final_fit_trains_on_every_split_for_the_given_epochs_without_validation(trained, tmp_path):
+    from trainer.training.train import train_model
+
+    config = TrainConfig(**{**trained.config.__dict__, "epochs": 9, "final_epochs": 2})
+    result = train_model(trained.transform_dir, tmp_path, config, model_version="final")
+    metrics = result.metrics
+    assert metrics["epochs_run"] == 2 and metrics["validation_examples"] == 0
+    assert metrics["best_validation_recall"] is None
+    fit = metrics["fit"]
+    assert fit["splits"] == list(features.SPLITS) and fit["epochs"] == 2
+    assert fit["chosen_on"].startswith(features.VALIDATION_SPLIT) and fit["vocabulary"] == "train"
+    assert fit["through"] is not None and fit["through"].startswith("20")
+    records = json.loads((trained.transform_dir / "transform_summary.json").read_text())["records_out"]
+    assert metrics["num_train_examples"] == sum(records.values())
+    assert json.loads((result.model_dir / layout.METRICS_FILE).read_text())["fit"] == fit
+
+
+def test_final_epochs_and_refit_are_not_both_set():
+    with pytest.raises(ValueError, match="set one"):
+        TrainConfig(final_epochs=2, refit=True)

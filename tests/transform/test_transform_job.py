@@ -319,3 +319,40 @@ def test_config_rejects_settings_that_would_crash_later():
         TransformConfig(history_length=0)
     with pytest.raises(ValueError, match="direct_running_mode"):
         TransformConfig(direct_running_mode="threads")
+
+
+@pytest.mark.slow
+def test_all_splits_analysis_gives_every_viewed_article_an_id_and_transforms_every_split(tmp_path):
+    """analyze_splits="all" (the published model's transform): the vocabulary is counted over the
+    views of every split, so the test split's unseen label and history get ids of their own."""
+    import tensorflow_transform as tft
+    from transform_testdata import UNSEEN_HISTORY, UNSEEN_LABEL
+
+    good = good_rows()
+    examples_dir = write_extract_dir(tmp_path / "extract", good)
+    summary = job.run_transform(
+        str(examples_dir), str(tmp_path / "all"), TransformConfig(history_length=H, batch_size=16, analyze_splits="all")
+    )
+    assert summary["analyzed_splits"] == "all"
+    assert summary["records_out"] == {s: sum(r[features.SPLIT] == s for r in good) for s in features.SPLITS}
+    vocabulary = {
+        v.decode() for v in tft.TFTransformOutput(str(tmp_path / "all")).vocabulary_by_name(features.ARTICLE_VOCAB)
+    }
+    everything = collections.Counter()
+    for split in features.SPLITS:
+        everything.update(
+            expected_article_vocabulary([{**r, features.SPLIT: "train"} for r in good if r[features.SPLIT] == split], H)
+        )
+    assert vocabulary == set(everything)
+    assert {UNSEEN_LABEL, UNSEEN_HISTORY} <= vocabulary
+    assert not {UNSEEN_LABEL, UNSEEN_HISTORY} & set(expected_article_vocabulary(good, H))  # train only: OOV
+    # Every split's examples are written, their ids from the one vocabulary (none in the OOV range).
+    for split in features.SPLITS:
+        examples = _read_examples(tmp_path / "all", split)
+        assert len(examples) == summary["records_out"][split]
+        assert all(i < len(vocabulary) for e in examples for i in [e[XF(features.LABEL)], *e[XF(features.HISTORY)]])
+
+
+def test_config_refuses_an_unknown_analysis():
+    with pytest.raises(ValueError, match="analyze_splits must be one of"):
+        TransformConfig(analyze_splits="validation")

@@ -12,6 +12,12 @@ With `TrainConfig.refit` (production mode) the model is then trained again from 
 split (train, validation and test: everything up to as_of) for the epoch count chosen on
 validation, and that model is exported; `metrics.json` says which under `fit`.
 
+With `TrainConfig.final_epochs` (the pipeline's final fit, after a held-out run has given the test
+figures) nothing is validated: a fresh model is trained on every split for that many epochs (the
+count the held-out run chose on validation), on a transform analysed over every split
+(`TransformConfig.analyze_splits="all"`), so the listings first viewed after the held-out cut get
+ids and vectors of their own; `metrics.json` `fit` records the splits and the time they reach.
+
 With a `replication` of several workers (trainer/training/distributed.py) every worker runs this
 function on its own share of the records; only the chief writes the model directory.
 """
@@ -28,6 +34,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 
 from homefeed import config as config_lib
 from homefeed import features
@@ -68,8 +75,9 @@ def _refit(
     epochs: int,
     corpus_ids: dict[str, np.ndarray],
     replication: distributed.Replication,
-) -> tuple[model_lib.TwoTowerModel, data_lib.TrainingStatistics]:
-    """A fresh model trained on every split for `epochs` epochs (no early stopping): production mode."""
+) -> tuple[model_lib.TwoTowerModel, data_lib.TrainingStatistics, dict[str, Any]]:
+    """A fresh model trained on every split for `epochs` epochs (no early stopping): production
+    mode; returns it with the statistics of every split and the training log (`epochs.fit`'s)."""
     stats = data_lib.training_statistics(data, None, features.SPLITS)
     batch_size = min(config.batch_size, stats.num_examples)
     keras.utils.set_random_seed(config.seed)
@@ -92,67 +100,21 @@ def _refit(
         ),
         batch_size,
     )
-    fit(trainer, dataset, stats.num_examples // batch_size, None, corpus_ids)
-    return model, stats
+    with frozen_heap():
+        log = fit(trainer, dataset, stats.num_examples // batch_size, None, corpus_ids)
+    return model, stats, log
 
 
-def _unreplicated(
-    model: model_lib.TwoTowerModel, data: data_lib.TransformedData, config: config_lib.TrainConfig
-) -> model_lib.TwoTowerModel:
-    """A plain copy of a model built under a distribution strategy (mirrored variables): exported,
-    it is the same SavedModel a one-process run writes."""
-    plain = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
-    plain.build_all()
-    if len(plain.weights) != len(model.weights):
-        raise RuntimeError(f"the plain copy has {len(plain.weights)} weights, the trained model {len(model.weights)}")
-    for target, source in zip(plain.weights, model.weights):
-        target.assign(source.numpy())
-    return plain
-
-
-def train_model(
-    transform_dir: str | os.PathLike,
-    output_root: str | os.PathLike,
-    config: config_lib.TrainConfig | None = None,
-    model_version: str | None = None,
-    replication: distributed.Replication = distributed.SINGLE_PROCESS,
-) -> TrainResult:
-    """Trains on TRANSFORM_DIR and writes OUT/<version>/ (docs/architecture.md, MODEL_DIR).
-
-    Args:
-      transform_dir: a finished `candidates transform` output.
-      output_root: directory the versioned model directory is created in.
-      config: model and training settings (defaults if None).
-      model_version: the directory name; default: the UTC time (`20240301T120000Z`).
-      replication: this process's place among data-parallel workers (`distributed.Replication`;
-        alone by default). A worker other than the chief writes nothing and returns its training
-        metrics with an empty manifest.
-
-    Raises:
-      FileNotFoundError: `transform_dir` is not a finished transform output.
-      FileExistsError: OUT/<model_version> exists already.
-      ValueError: the transform output is unusable (no training examples, empty corpus, ...).
-    """
-    config = config or config_lib.TrainConfig()
-    started = time.monotonic()
-    if model_version is not None:  # fail before training, not after
-        export_lib.check_new_version(Path(output_root), model_version)
-    data = data_lib.TransformedData.open(transform_dir)
-    keras.utils.set_random_seed(config.seed)
-    LOG.info(
-        "training on %s: %d article ids (+%d OOV), attributes %s, H=%d",
-        data.path,
-        data.vocab.known_articles,
-        data.num_oov_buckets,
-        dict(data.vocab.attributes) or "none",
-        data.history_length,
-    )
-    corpus = data.read_corpus()
-    transform_layer = data.tft_output.transform_features_layer()
-    # The corpus as the service sees it: ages at as_of (what the export's vectors use too).
-    as_of_ms = data.as_of_ms(corpus)
-    corpus_ids = data_lib.transform_corpus(transform_layer, corpus, data.attributes, as_of_ms)
-
+def _held_out_fit(
+    data: data_lib.TransformedData,
+    config: config_lib.TrainConfig,
+    corpus: Any,
+    corpus_ids: dict[str, np.ndarray],
+    transform_layer: Any,
+    replication: distributed.Replication,
+) -> tuple[config_lib.TrainConfig, model_lib.TwoTowerModel, data_lib.TrainingStatistics, dict[str, Any]]:
+    """The model trained on the train split, epochs (and id dropout) chosen on validation; refitted
+    on every split with `config.refit`. Returns (the chosen config, model, statistics, metrics)."""
     eval_rows = sample_validation_rows(data, config)
     users = set(decode_strings(eval_rows[features.USER_ID])) if features.USER_ID in eval_rows else set()
     stats = data_lib.training_statistics(data, users)
@@ -215,7 +177,7 @@ def train_model(
         "chosen_on": features.VALIDATION_SPLIT,
     }
     if config.refit:
-        model, stats = _refit(data, config, metrics["best_epoch"], corpus_ids, replication)
+        model, stats, _ = _refit(data, config, metrics["best_epoch"], corpus_ids, replication)
         metrics["fit"] = {
             "splits": list(features.SPLITS),
             "epochs": metrics["best_epoch"],
@@ -228,6 +190,109 @@ def train_model(
             stats.num_examples,
             metrics["best_epoch"],
         )
+
+    return config, model, stats, metrics
+
+
+def _final_fit(
+    data: data_lib.TransformedData,
+    config: config_lib.TrainConfig,
+    corpus_ids: dict[str, np.ndarray],
+    as_of_ms: float,
+    replication: distributed.Replication,
+) -> tuple[model_lib.TwoTowerModel, data_lib.TrainingStatistics, dict[str, Any]]:
+    """The model to publish: every split (every view up to as_of) for `config.final_epochs` epochs."""
+    analyzed = data.summary.get("analyzed_splits", "train")
+    if analyzed != "all":
+        LOG.warning(
+            "final fit on a transform analysed over the %s split only: ids first viewed after it share "
+            "the OOV rows (run the transform with analyze_splits=all)",
+            analyzed,
+        )
+    model, stats, metrics = _refit(data, config, config.final_epochs, corpus_ids, replication)
+    through = None if not np.isfinite(as_of_ms) else pd.Timestamp(as_of_ms, unit="ms", tz="UTC").isoformat()
+    metrics["num_train_examples"] = stats.num_examples
+    metrics["workers"] = replication.num_workers
+    metrics["fit"] = {
+        "splits": list(features.SPLITS),
+        "epochs": config.final_epochs,
+        "chosen_on": f"{features.VALIDATION_SPLIT}, by the held-out run",
+        "vocabulary": analyzed,
+        # Every view up to this time was trained on: figures from views before it are not held out.
+        "through": through,
+    }
+    LOG.info(
+        "final fit: %d examples of every split (views up to %s), %d epochs chosen on validation by the "
+        "held-out run, vocabulary from the %s split(s)",
+        stats.num_examples,
+        through or "as_of",
+        config.final_epochs,
+        analyzed,
+    )
+    return model, stats, metrics
+
+
+def _unreplicated(
+    model: model_lib.TwoTowerModel, data: data_lib.TransformedData, config: config_lib.TrainConfig
+) -> model_lib.TwoTowerModel:
+    """A plain copy of a model built under a distribution strategy (mirrored variables): exported,
+    it is the same SavedModel a one-process run writes."""
+    plain = model_lib.TwoTowerModel(data.vocab, data.history_length, config)
+    plain.build_all()
+    if len(plain.weights) != len(model.weights):
+        raise RuntimeError(f"the plain copy has {len(plain.weights)} weights, the trained model {len(model.weights)}")
+    for target, source in zip(plain.weights, model.weights):
+        target.assign(source.numpy())
+    return plain
+
+
+def train_model(
+    transform_dir: str | os.PathLike,
+    output_root: str | os.PathLike,
+    config: config_lib.TrainConfig | None = None,
+    model_version: str | None = None,
+    replication: distributed.Replication = distributed.SINGLE_PROCESS,
+) -> TrainResult:
+    """Trains on TRANSFORM_DIR and writes OUT/<version>/ (docs/architecture.md, MODEL_DIR).
+
+    Args:
+      transform_dir: a finished `candidates transform` output.
+      output_root: directory the versioned model directory is created in.
+      config: model and training settings (defaults if None).
+      model_version: the directory name; default: the UTC time (`20240301T120000Z`).
+      replication: this process's place among data-parallel workers (`distributed.Replication`;
+        alone by default). A worker other than the chief writes nothing and returns its training
+        metrics with an empty manifest.
+
+    Raises:
+      FileNotFoundError: `transform_dir` is not a finished transform output.
+      FileExistsError: OUT/<model_version> exists already.
+      ValueError: the transform output is unusable (no training examples, empty corpus, ...).
+    """
+    config = config or config_lib.TrainConfig()
+    started = time.monotonic()
+    if model_version is not None:  # fail before training, not after
+        export_lib.check_new_version(Path(output_root), model_version)
+    data = data_lib.TransformedData.open(transform_dir)
+    keras.utils.set_random_seed(config.seed)
+    LOG.info(
+        "training on %s: %d article ids (+%d OOV), attributes %s, H=%d",
+        data.path,
+        data.vocab.known_articles,
+        data.num_oov_buckets,
+        dict(data.vocab.attributes) or "none",
+        data.history_length,
+    )
+    corpus = data.read_corpus()
+    transform_layer = data.tft_output.transform_features_layer()
+    # The corpus as the service sees it: ages at as_of (what the export's vectors use too).
+    as_of_ms = data.as_of_ms(corpus)
+    corpus_ids = data_lib.transform_corpus(transform_layer, corpus, data.attributes, as_of_ms)
+
+    if config.final_epochs:
+        model, stats, metrics = _final_fit(data, config, corpus_ids, as_of_ms, replication)
+    else:
+        config, model, stats, metrics = _held_out_fit(data, config, corpus, corpus_ids, transform_layer, replication)
 
     if replication.strategy is not None:
         if not replication.is_chief:
