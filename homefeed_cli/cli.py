@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "serving.live.cli",  # consume-events
     "components.sync_articles.cli",  # sync-articles
     "pipeline.cli",  # pipeline compile | submit | run-local
+    "serving.replay.cli",  # replay: the held-out window through the service vs the evaluation
 )
 
 DESCRIPTION = """\
