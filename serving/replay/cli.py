@@ -51,15 +51,25 @@ def register(subparsers: Any) -> None:
 
 
 def replay_command(args: argparse.Namespace) -> int:
-    from serving.replay.run import run_replay
-
     parameters = {}
     for assignment in args.param:
         name, sep, value = assignment.partition("=")
         if not sep or not name:
             raise ValueError(f"--param {assignment!r}: expected NAME=VALUE")
         parameters[name] = value
-    record = run_replay(
+    try:
+        record = _run(args, parameters)
+    except RuntimeError as error:  # the pipeline failed or published nothing, the service refused: one line
+        from homefeed.errors import CommandError
+
+        raise CommandError(str(error)) from error
+    return 0 if all(row["agrees"] for row in record["comparison"].values()) else 1
+
+
+def _run(args: argparse.Namespace, parameters: dict[str, str]) -> dict[str, Any]:
+    from serving.replay.run import run_replay
+
+    return run_replay(
         args.events,
         args.articles,
         args.workdir,
@@ -72,4 +82,3 @@ def replay_command(args: argparse.Namespace) -> int:
         label=args.label,
         results=args.results,
     )
-    return 0 if all(row["agrees"] for row in record["comparison"].values()) else 1
