@@ -175,7 +175,7 @@ class LiveCorpus:
         with self._lock:
             everything = list(self.records.values())
             self._since_prepared = []
-        builder = OverlayBuilder(pair)
+        builder = OverlayBuilder(pair, clock=self.clock)
         builder.apply(everything)
         with self._build_lock:
             self._prepared = builder
@@ -198,7 +198,7 @@ class LiveCorpus:
             if prepared is not None:  # built by `prepare`: only the changes since then are applied
                 self._builder = prepared
             elif everything is not None:  # a model not seen before: from all records
-                self._builder = OverlayBuilder(pair)
+                self._builder = OverlayBuilder(pair, clock=self.clock)
                 queue = everything
             latest = {r.article_id: r for r in queue}  # the last change of each id wins
             assert self._builder is not None  # made above, or found for `pair` under the lock

@@ -201,5 +201,16 @@ def test_an_events_clock_ages_listings_at_the_latest_posted_view(trained):
         corpus.overlay(pair).side_vectors[row], embed_articles(pair, [fresh], replayed)[0], rtol=1e-5, atol=1e-6
     )
     assert not np.allclose(corpus.overlay(pair).side_vectors[row], embed_articles(pair, [fresh], at_export)[0])
+    # A replica (or a newly loaded model) building its overlay from the stored records: the same clock.
+    replica = LiveCorpus(corpus.log, ListingClock("events"))
+    replica.clock.observe([LiveView("u1", ids[0], replayed, "k")])
+    replica.sync()
+    on_replica = replica.overlay(pair)
+    np.testing.assert_allclose(
+        on_replica.side_vectors[on_replica.side_row_of["fresh-1"]],
+        embed_articles(pair, [fresh], replayed)[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert corpus.refresh_ages(pair) == len(ids)  # the model's rows, 40 replayed days later
     assert ListingClock().now_ms(pair) is None  # the default: the wall clock
