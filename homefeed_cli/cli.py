@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "serving.experiments.cli",  # experiment report
     "components.sync_articles.cli",  # sync-articles
     "pipeline.cli",  # pipeline compile | submit | run-local
+    "serving.replay.cli",  # replay: the held-out window through the service vs the evaluation
 )
 
 DESCRIPTION = """\

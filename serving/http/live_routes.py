@@ -137,6 +137,7 @@ async def post_events(request: Request) -> Response:
     except StoreUnavailableError as error:
         LOG.error("events not stored: %s", error)
         return _error(503, f"the history store did not take the events; nothing was stored: {error}")
+    live.corpus.clock.observe(views)  # an `events` listing age clock follows them (serving/live/clock.py)
     answer = {"accepted": len(views), "applied": applied, "duplicates": len(views) - applied, "rejected": rejected}
     metrics = _metrics(request.app.state)
     if metrics is not None:

@@ -99,6 +99,13 @@ class ServiceSettings(BaseSettings):
     live_sync_interval_s: float = Field(
         0.25, gt=0, description="seconds between reads of other replicas' listing changes"
     )
+    listing_age_clock: str = Field(
+        "wall",
+        pattern="^(wall|events)$",
+        description="the time listing ages are computed at when listings are embedded (serving/live/clock.py): "
+        "wall (the machine's clock) or events (the latest view or search posted to this process, at least the "
+        "model's as_of: for replaying past traffic, `candidates replay`)",
+    )
 
     experiment: Path | None = Field(
         None,

@@ -33,10 +33,11 @@ class _Change:
     embedded: bool = False  # `vectors` given by the writer (`GroupCommit.embed`), not made in the commit
 
 
-def embed(pair, records: Sequence[ArticleRecord]) -> dict:
-    """(id, attributes) -> vector for the active `records`, from one article-tower call."""
+def embed(pair, records: Sequence[ArticleRecord], now_ms: float | None = None) -> dict:
+    """(id, attributes) -> vector for the active `records`, from one article-tower call; ages at
+    `now_ms` (None: the wall clock)."""
     fresh = [r for r in records if r.active]
-    return {(r.article_id, r.attributes()): v for r, v in zip(fresh, embed_articles(pair, fresh))}
+    return {(r.article_id, r.attributes()): v for r, v in zip(fresh, embed_articles(pair, fresh, now_ms))}
 
 
 class GroupCommit:
@@ -90,15 +91,15 @@ class GroupCommit:
         if len(batch) > 1:
             LOG.debug("group commit of %d upserts for model %s", len(batch), getattr(pair, "version", "?"))
 
-    @staticmethod
-    def _embed(batch: list[_Change], pair) -> None:
+    def _embed(self, batch: list[_Change], pair) -> None:
         """Vectors for every change in one call; if that fails, change by change, so only the
         changes the model cannot embed fail (with their own ValueError)."""
         batch = [c for c in batch if not c.embedded]
         if not batch:
             return
+        now_ms = self.corpus.clock.now_ms(pair)  # the corpus's listing age clock (serving/live/clock.py)
         try:
-            vectors = embed(pair, [r for c in batch for r in c.records])
+            vectors = embed(pair, [r for c in batch for r in c.records], now_ms)
             for change in batch:
                 change.vectors = {
                     (r.article_id, r.attributes()): vectors[(r.article_id, r.attributes())]
@@ -111,6 +112,6 @@ class GroupCommit:
                 raise
         for change in batch:
             try:
-                change.vectors = embed(pair, change.records)
+                change.vectors = embed(pair, change.records, now_ms)
             except ValueError as error:
                 change.error = error

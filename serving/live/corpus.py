@@ -22,6 +22,7 @@ import numpy as np
 
 from serving.live import ages as live_ages
 from serving.live.articles import ArticleRecord
+from serving.live.clock import ListingClock
 from serving.live.commit import GroupCommit, embed
 from serving.live.overlay import LiveOverlay, OverlayBuilder
 
@@ -39,8 +40,9 @@ class LiveCorpus:
     newly loaded model (built from all records: its own corpus plus the records after its as_of).
     """
 
-    def __init__(self, log):
+    def __init__(self, log, clock: ListingClock | None = None):
         self.log = log
+        self.clock = clock or ListingClock()  # the time listing ages are read at (serving/live/clock.py)
         self.records: dict[str, ArticleRecord] = {}
         self.seq = 0
         self._overlay: LiveOverlay | None = None
@@ -53,6 +55,8 @@ class LiveCorpus:
         self._prepared: OverlayBuilder | None = None  # the next model's, built off the request path
         self._since_prepared: list[ArticleRecord] | None = None  # changes applied since it was begun
         self.ages = live_ages.AgeRefresh()  # re-embeds listings whose age bucket changed (sync)
+        if self.clock.follows_events:  # replayed time moves faster than the wall clock: every sync
+            self.ages.interval_s = 0.0
 
     def upsert(self, records: Sequence[ArticleRecord], pair=None, vectors: dict | None = None) -> None:
         """Stores `records` (log first: nothing is served that was not stored) and applies them.
@@ -70,11 +74,10 @@ class LiveCorpus:
             return
         self._commits.submit(records, pair, vectors)
 
-    @staticmethod
-    def embed(records: Sequence[ArticleRecord], pair) -> dict:
-        """The active `records`' vectors from `pair`'s article tower, as `upsert` takes them.
-        Raises ValueError when the model cannot embed them."""
-        return embed(pair, records)
+    def embed(self, records: Sequence[ArticleRecord], pair) -> dict:
+        """The active `records`' vectors from `pair`'s article tower (ages at `clock`), as `upsert`
+        takes them. Raises ValueError when the model cannot embed them."""
+        return embed(pair, records, self.clock.now_ms(pair))
 
     def writes_inline(self, pair) -> bool:
         """Whether an upsert for `pair` may run on the caller's event loop instead of a thread.
@@ -138,6 +141,8 @@ class LiveCorpus:
 
         started = time.perf_counter()
         if now_ms is None:
+            now_ms = self.clock.now_ms(pair)  # an `events` clock: the replayed time, whatever the as_of
+        if now_ms is None:
             now_ms = wall_clock_ms()
             as_of = pair.manifest.get("article_ages_at_ms")
             if as_of is not None and now_ms - as_of > live_ages.MAX_MODEL_AGE_MS:
@@ -170,7 +175,7 @@ class LiveCorpus:
         with self._lock:
             everything = list(self.records.values())
             self._since_prepared = []
-        builder = OverlayBuilder(pair)
+        builder = OverlayBuilder(pair, clock=self.clock)
         builder.apply(everything)
         with self._build_lock:
             self._prepared = builder
@@ -193,7 +198,7 @@ class LiveCorpus:
             if prepared is not None:  # built by `prepare`: only the changes since then are applied
                 self._builder = prepared
             elif everything is not None:  # a model not seen before: from all records
-                self._builder = OverlayBuilder(pair)
+                self._builder = OverlayBuilder(pair, clock=self.clock)
                 queue = everything
             latest = {r.article_id: r for r in queue}  # the last change of each id wins
             assert self._builder is not None  # made above, or found for `pair` under the lock

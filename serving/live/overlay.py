@@ -139,8 +139,9 @@ class LiveOverlay:
 class OverlayBuilder:
     """The mutable state behind a model's overlays (the caller serialises `apply`/`snapshot`)."""
 
-    def __init__(self, pair, capacity: int = 64):
+    def __init__(self, pair, capacity: int = 64, clock=None):
         self.pair = pair
+        self.clock = clock  # serving/live/clock.py: listing ages for the vectors made here (None: the wall clock)
         self.corpus = pair_corpus(pair)
         self.as_of = self.corpus.as_of_ms
         self.applying: dict[str, ArticleRecord] = {}
@@ -165,7 +166,8 @@ class OverlayBuilder:
         missing = [r for r in records if r.active and (r.article_id, r.attributes()) not in vectors]
         if missing:
             try:
-                for record, vector in zip(missing, embed_articles(self.pair, missing)):
+                now_ms = self.clock.now_ms(self.pair) if self.clock is not None else None
+                for record, vector in zip(missing, embed_articles(self.pair, missing, now_ms)):
                     vectors[(record.article_id, record.attributes())] = vector
             except Exception as error:  # tombstones must still apply; new listings wait for a model that can embed
                 LOG.error(

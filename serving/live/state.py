@@ -16,6 +16,7 @@ from typing import Any
 
 from homefeed import features
 from serving.live.articles import EmbeddedArticleLog, RedisArticleLog
+from serving.live.clock import WALL, ListingClock
 from serving.live.corpus import LiveCorpus
 from serving.live.durable import MEMORY, LiveJournal
 from serving.live.events import EmbeddedLiveViews, RedisLiveViews, decode_live, merge_history
@@ -131,7 +132,7 @@ def open_live_state(settings, store) -> LiveState:
         max_users = getattr(settings, "live_max_users", 1_000_000)
         views = EmbeddedLiveViews(cap=history_length, max_users=max_users, journal=journal)
         log = EmbeddedArticleLog(journal=journal)
-    corpus = LiveCorpus(log)
+    corpus = LiveCorpus(log, ListingClock(getattr(settings, "listing_age_clock", WALL)))
     try:
         corpus.sync()
     except StoreUnavailableError as error:

@@ -131,7 +131,7 @@ def test_listings_embedded_beforehand_are_committed_with_those_vectors_and_no_to
     monkeypatch.setattr(
         live_commit,
         "embed",
-        lambda p, records: embedded_in_commit.append([r.article_id for r in records]) or real(p, records),
+        lambda p, records, *now: embedded_in_commit.append([r.article_id for r in records]) or real(p, records, *now),
     )
 
     def write(records, given):

@@ -152,3 +152,65 @@ def test_the_live_corpus_re_embeds_listings_whose_age_bucket_changed(trained):
     assert not np.allclose(overlay.side_vectors[row], vectors[5])
     assert corpus.refresh_ages(pair, now_ms=later + 60_000) == 0  # nothing moved on since
     assert corpus.ages.stats["reembedded"] == len(ids)
+
+
+def test_an_events_clock_ages_listings_at_the_latest_posted_view(trained):
+    """serving/live/clock.py: with `listing_age_clock=events` an upserted listing is embedded, and
+    the model's rows re-embedded, at the time of the latest view posted, not at the wall clock."""
+    import faiss
+
+    from serving.live.articles import ArticleRecord, EmbeddedArticleLog
+    from serving.live.clock import ListingClock
+    from serving.live.corpus import LiveCorpus
+    from serving.live.events import LiveView
+    from serving.live.model import embed_articles
+    from serving.versions.pair import ModelPair
+    from trainer.towers.serving_model import UserEncoder
+
+    model_dir = trained.result.model_dir
+    manifest = layout.load_manifest(model_dir)
+    ids = (model_dir / layout.ARTICLE_IDS_FILE).read_text().splitlines()
+    vectors = np.load(model_dir / layout.ARTICLE_VECTORS_FILE)
+    pair = ModelPair(
+        version=manifest["model_version"],
+        model_dir=model_dir,
+        encoder=UserEncoder(model_dir),
+        index=faiss.IndexFlatIP(vectors.shape[1]),
+        article_ids=ids,
+        titles=None,
+        popular=[],
+        histories=None,
+        index_manifest={},
+        manifest=manifest,
+    )
+    at_export = manifest["article_ages_at_ms"]
+    corpus = LiveCorpus(EmbeddedArticleLog(), ListingClock("events"))
+    assert corpus.clock.now_ms(pair) == at_export  # no event yet: the model's as_of
+    assert corpus.refresh_ages(pair) == 0
+    replayed = int(at_export + 40 * 86_400_000)
+    corpus.clock.observe([LiveView("u1", ids[0], replayed, "k")])
+    from serving.live.items import format_timestamp
+
+    created = format_timestamp(replayed - 3 * 3_600_000)  # 3 h old then; unknown (future) at the as_of
+    fresh = ArticleRecord(
+        "fresh-1", title="red bike", category="bikes", region="north", created_at=created, updated_ms=replayed
+    )
+    corpus.upsert([fresh], pair)
+    row = corpus.overlay(pair).side_row_of["fresh-1"]
+    np.testing.assert_allclose(
+        corpus.overlay(pair).side_vectors[row], embed_articles(pair, [fresh], replayed)[0], rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(corpus.overlay(pair).side_vectors[row], embed_articles(pair, [fresh], at_export)[0])
+    # A replica (or a newly loaded model) building its overlay from the stored records: the same clock.
+    replica = LiveCorpus(corpus.log, ListingClock("events"))
+    replica.clock.observe([LiveView("u1", ids[0], replayed, "k")])
+    replica.sync()
+    on_replica = replica.overlay(pair)
+    np.testing.assert_allclose(
+        on_replica.side_vectors[on_replica.side_row_of["fresh-1"]],
+        embed_articles(pair, [fresh], replayed)[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert corpus.refresh_ages(pair) == len(ids)  # the model's rows, 40 replayed days later
+    assert ListingClock().now_ms(pair) is None  # the default: the wall clock
