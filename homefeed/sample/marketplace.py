@@ -683,7 +683,13 @@ def write_sample_data(out_dir: str | os.PathLike, config: SampleDataConfig | Non
     """
     config = config or SampleDataConfig()
     events, articles = generate(config)
-    source = {"generator": "homefeed.sample.marketplace", "config": dataclasses.asdict(config)}
+    source = {
+        "generator": "homefeed.sample.marketplace",
+        "config": dataclasses.asdict(config),
+        # A marketplace is evaluated as the live service would have run: a global time cut
+        # (homefeed.config.ExtractConfig.split), read by the extract from this file.
+        "split": "time",
+    }
     summary = write_input_tables(events, articles, out_dir, source=source)
     # Searches come from a generator of their own: the events and articles above do not change.
     searches = sample_searches.simulate_searches(events, articles, config.seed)
