@@ -17,6 +17,7 @@ from homefeed import features
 from homefeed.config import EvaluateConfig, TrainConfig
 from homefeed.layout import extract_dir as extract_layout
 from homefeed.layout import model_dir as layout
+from trainer.evaluation import replay
 
 pytestmark = [
     pytest.mark.slow,
@@ -150,8 +151,9 @@ def test_training_beats_popularity_by_far_on_the_test_split(trained):
     assert written["model"] == model and written["baselines"] == result["baselines"]
     assert written["protocol"] == {
         "split": features.TEST_SPLIT,
+        "split_protocol": {"protocol": "per-user"},  # an extract that does not say: the leave-last-out split
         "example_age": "serving",
-        "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
+        "seen_excluded": replay.SEEN_DEFINITION,
         "corpus": "as_of snapshot",
     }  # no view times: the as_of corpus
     png = (trained.result.model_dir / layout.EVALUATION_PLOT_FILE).read_bytes()
