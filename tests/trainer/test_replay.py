@@ -36,6 +36,7 @@ def _corpus(rng: np.random.Generator, n: int, exported: int) -> served_lib.Serve
         }
     )
     live_to = np.where(np.isnan(created), np.inf, np.nan_to_num(created) + lifetime)
+    live_to[:exported] = np.inf  # the exported rows are the as_of corpus: still up at as_of
     return served_lib.ServedCorpus(ids, frame, created, live_from, live_to, exported, True)
 
 

@@ -191,6 +191,11 @@ def rank_views(
     if not len(chosen) or not n:
         return ranks
     columns = np.arange(n)
+    multi = (
+        np.zeros(0, np.int64)
+        if fixed
+        else np.flatnonzero(np.diff(np.append(vectors.offsets, len(vectors.vectors)))[:n] != 1)
+    )
     batch = max(1, min(len(chosen), metrics_lib.MAX_SCORES_IN_MEMORY // (16 * n)))
     users = np.ascontiguousarray(user_vectors, np.float32)
     for start in range(0, len(chosen), batch):
@@ -200,12 +205,15 @@ def rank_views(
             scores = users[views] @ vectors[:n].T
         else:
             pair_scores = users[views] @ vectors.vectors.T
-            at = np.where(np.isnan(t), vectors.as_of_ms, t)[:, None]
-            created = served.created_ms[None, :]
-            age = np.where(
-                np.isnan(created), features.UNKNOWN_AGE, np.maximum(0.0, (at - created) / served_lib.MS_PER_DAY)
-            )
-            index = vectors.offsets[None, :] + served_lib.age_buckets(age) - vectors.low[None, :]
+            # Only listings whose age bucket changes within the views' times need one per view.
+            index = np.broadcast_to(vectors.offsets[None, :n], (len(views), n)).copy()
+            if multi.size:
+                at = np.where(np.isnan(t), vectors.as_of_ms, t)[:, None]
+                created = served.created_ms[None, multi]
+                age = np.where(
+                    np.isnan(created), features.UNKNOWN_AGE, np.maximum(0.0, (at - created) / served_lib.MS_PER_DAY)
+                )
+                index[:, multi] += served_lib.age_buckets(age) - vectors.low[None, multi]
             np.clip(index, 0, max(pair_scores.shape[1] - 1, 0), out=index)
             scores = np.take_along_axis(pair_scores, index, axis=1)
         if served.timed:
