@@ -31,6 +31,11 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
     return cls(**values)
 
 
+TIME_SPLIT = "time"
+PER_USER_SPLIT = "per-user"
+SPLIT_PROTOCOLS = (TIME_SPLIT, PER_USER_SPLIT)  # ExtractConfig.split
+
+
 @dataclass
 class ExtractConfig:
     """The SQL stage: which tables to read and how to window the data."""
@@ -58,10 +63,31 @@ class ExtractConfig:
     # yet (a producer's wrong clock, bad data): they are counted and dropped, and as_of never
     # lies beyond the clock either.
     max_clock_skew_s: float = 3600.0
+    # How the examples are split into train, validation and test (docs/evaluation.md):
+    #   "time"      a global time cut, the replay of a live service: train = views before T_val,
+    #               validation = views in [T_val, T_test), test = views in [T_test, as_of], with
+    #               T_test = as_of - test_days and T_val = T_test - validation_days;
+    #   "per-user"  each user's last view is test and the one before it validation (leave-last-out,
+    #               the protocol published MovieLens comparisons use).
+    # None: what the input's dataset.json asks for (`candidates import-movielens` writes per-user,
+    # `sample-data` time), else "time" (marketplace data, BigQuery tables).
+    split: str | None = None
+    # The test and validation windows of the time split, in days. One day each: the service is
+    # retrained daily, so the test window is the day a published model serves before the next one,
+    # and validation the day before it (issue 28).
+    test_days: float = 1.0
+    validation_days: float = 1.0
 
     def __post_init__(self) -> None:
         # Table names are checked strictly (and only then put into SQL) by
         # components.extract.schema.TableRef; here only the windowing settings.
+        if self.split is not None and self.split not in SPLIT_PROTOCOLS:
+            raise ValueError(
+                f"split must be one of {SPLIT_PROTOCOLS} or None (the dataset's choice), got {self.split!r}"
+            )
+        for name in ("test_days", "validation_days"):
+            if not (getattr(self, name) > 0):
+                raise ValueError(f"{name} must be > 0 days, got {getattr(self, name)}")
         if self.history_length < 1:
             raise ValueError(f"history_length must be >= 1, got {self.history_length}")
         if self.search_length < 1:

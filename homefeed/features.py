@@ -99,10 +99,13 @@ SEARCH_TOKENS_MAX = 64
 # The most recent query's tokens alone (same vocabulary): what the user is after right now, which
 # the mean over all recent queries dilutes.
 LAST_QUERY_TOKENS = "last_query_tokens"
-# Each user's views in time order (ties by article id): the last one is TEST (only reported, and
-# read by the publish gate; never used for a choice), the one before it VALIDATION (early stopping
-# and every tuning choice), all earlier ones TRAIN. A user with two views has only a test example
-# (the first view has no history), one with three a validation and a test example.
+# The splits (homefeed.config.ExtractConfig.split): TEST is only reported and read by the publish
+# gate, never used for a choice; VALIDATION makes every choice (early stopping, id dropout); TRAIN
+# is what the model learns from. Under the time split (marketplace data) a global cut decides:
+# TRAIN before T_val, VALIDATION in [T_val, T_test), TEST in [T_test, as_of]. Under the per-user
+# split each user's last view (time order, ties by article id) is TEST, the one before it
+# VALIDATION, all earlier ones TRAIN (`split_of`); a user with two views then has only a test
+# example (the first view has no history), one with three a validation and a test example.
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
 TEST_SPLIT = "test"
@@ -110,8 +113,9 @@ SPLITS: tuple[str, ...] = (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT)
 
 
 def split_of(views_after: int) -> str:
-    """The split of a view followed by `views_after` later views of the same user (the rule
-    sql/training_examples.sql implements): 0 -> test, 1 -> validation, more -> train."""
+    """The per-user split of a view followed by `views_after` later views of the same user (the
+    rule sql/training_examples.sql implements for `split = 'per-user'`): 0 -> test, 1 ->
+    validation, more -> train."""
     if views_after < 0:
         raise ValueError(f"views_after must be >= 0, got {views_after}")
     return (TEST_SPLIT, VALIDATION_SPLIT)[views_after] if views_after < 2 else TRAIN_SPLIT

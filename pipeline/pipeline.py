@@ -91,6 +91,11 @@ def candidates_pipeline(
     history_length: int = _EXTRACT.history_length,
     max_article_age_days: int = 0,
     lookback_days: int = 0,
+    # Split: "time" (train / validation / test by a global time cut, windows of test_days and
+    # validation_days before as_of), "per-user" (each user's last view test), "" the dataset's choice.
+    split: str = "",
+    test_days: float = _EXTRACT.test_days,
+    validation_days: float = _EXTRACT.validation_days,
     # Transform: the Beam runner and its options (e.g. ["--project=p", "--region=r", "--temp_location=gs://b/t"]).
     beam_runner: str = _TRANSFORM.runner,
     beam_direct_num_workers: int = _TRANSFORM.direct_num_workers,
@@ -137,6 +142,9 @@ def candidates_pipeline(
             searches_table=searches_table,
             local_searches=local_searches,
             search_length=search_length,
+            split=split,
+            test_days=test_days,
+            validation_days=validation_days,
         )
         .set_display_name("extract (BigQuery SQL)")
         .set_container_image(image)

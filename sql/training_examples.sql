@@ -8,14 +8,21 @@
 --   history, history_category, history_region  -- the user's earlier views, most recent first,
 --                                                 at most @history_length, three parallel arrays
 --   example_age_days  -- (as_of - viewed_at) in days, FLOAT64
---   viewed_at, split  -- 'test' for each user's last view, 'validation' for the one before it,
---                        'train' for the others (homefeed.features.SPLITS)
+--   viewed_at, split  -- homefeed.features.SPLITS, by @split:
+--                        'time': 'test' from @test_from on, 'validation' from @validation_from
+--                        on, 'train' before it (a global time cut: every later view in a later split)
+--                        'per-user': 'test' for each user's last view, 'validation' for the one
+--                        before it, 'train' for the others (leave-last-out)
 --   position, history_positions  -- 1-based view numbers, for the extract's order check only
 --
 -- Parameters:
 --   @as_of                 TIMESTAMP  cut-off; NULL = the latest valid event (never the wall clock)
 --   @history_length        INT64      H, the most recent views kept in a history (>= 1)
 --   @lookback_days         INT64      ignore views older than as_of - N days; NULL = keep all
+--   @split                 STRING     'time' or 'per-user' (homefeed.config.SPLIT_PROTOCOLS)
+--   @validation_from       TIMESTAMP  T_val, the time split's first validation instant
+--   @test_from             TIMESTAMP  T_test (>= T_val), its first test instant; the test window
+--                                     ends at as_of (views after it are gone already)
 --
 -- The two double-brace placeholders below are replaced by relations over the input tables with
 -- exactly the contract columns (absent optional article columns appear as NULL); table names
@@ -91,7 +98,11 @@ SELECT
   w.history_region,
   TIMESTAMP_DIFF(c.as_of, w.viewed_at, MICROSECOND) / 86400000000.0 AS example_age_days,
   w.viewed_at,
-  CASE w.position_from_end WHEN 1 THEN 'test' WHEN 2 THEN 'validation' ELSE 'train' END AS split,
+  CASE
+    WHEN @split = 'time' THEN
+      CASE WHEN w.viewed_at >= @test_from THEN 'test' WHEN w.viewed_at >= @validation_from THEN 'validation' ELSE 'train' END
+    ELSE CASE w.position_from_end WHEN 1 THEN 'test' WHEN 2 THEN 'validation' ELSE 'train' END
+  END AS split,
   w.position,
   w.history_positions
 FROM windowed AS w

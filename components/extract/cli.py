@@ -32,6 +32,12 @@ user's --search-length most recent queries made strictly before its view, most r
 each user history the latest ones; users who searched but viewed nothing get a history row too.
 Blank queries are dropped and counted, queries over 512 characters cut. Without it, the outputs
 are those of an extract without searches (recent_queries empty).
+Split (--split): `time` (the default for marketplace data) cuts every user's views at the same
+instants: train before T_val, validation in [T_val, T_test), test in [T_test, as_of], with
+T_test = as_of - --test-days and T_val = T_test - --validation-days (one day each); the
+evaluation replays the test window as the live service would have seen it. `per-user` holds out
+each user's last view as test and the one before as validation (what `import-movielens` data asks
+for in its dataset.json). An empty window stops the run, naming it and its bounds.
 Missing columns, wrong types and empty tables stop the run with an error naming the table and
 column.
 """
@@ -59,6 +65,11 @@ FLAG_HELP = {
     "max_article_age_days": "corpus: only articles created within this many days before as_of (none: no limit)",
     "lookback_days": "ignore views older than this many days before as_of (none: keep all)",
     "location": "BigQuery location to run in, e.g. EU (none: BigQuery's choice)",
+    "split": "time: a global time cut (train before T_val, validation [T_val, T_test), test [T_test, as_of]); "
+    "per-user: each user's last view test, the one before validation (leave-last-out, as published MovieLens "
+    "comparisons); none: what dataset.json beside --events asks for (import-movielens: per-user), else time",
+    "test_days": "time split: the test window is the last this-many days up to as_of (T_test = as_of - N days)",
+    "validation_days": "time split: the validation window is the this-many days before T_test",
     "max_clock_skew_s": "events dated more than this many seconds after the run's wall clock are counted and dropped as future",
 }
 

@@ -23,6 +23,9 @@ def extract(
     searches_table: str,
     local_searches: str,
     search_length: int,
+    split: str,
+    test_days: float,
+    validation_days: float,
     examples: Output[Dataset],
     summary: Output[Metrics],
 ):
@@ -35,6 +38,8 @@ def extract(
       * otherwise: BigQuery itself, `project`.`dataset`, with the pod's default credentials.
     The optional searches table: `local_searches` (a file, with the local files) or
     `searches_table` (a table name); both empty: no searches, exactly the extract without them.
+    `split`: "time", "per-user", or empty: what the local files' dataset.json asks for, else "time"
+    (homefeed.config.ExtractConfig); `test_days` and `validation_days` size the time split's windows.
     Empty strings and zeros mean "not set" (KFP parameters have no None).
     """
     from components import runtime
@@ -56,6 +61,9 @@ def extract(
         lookback_days=lookback_days or None,
         searches_table=searches_table or ("searches" if local_searches else None),
         search_length=search_length,
+        split=split or None,
+        test_days=test_days,
+        validation_days=validation_days,
     )
     if bool(local_events) != bool(local_articles):
         raise ValueError("set both local_events and local_articles (files for the embedded emulator), or neither")
@@ -83,7 +91,8 @@ def extract(
 
     for line in result.describe().splitlines():
         stage.log.info("%s", line.strip())
-    examples.metadata.update({"as_of": result.as_of, "source": result.source, **result.rows})
+    # The split protocol travels with the examples: evaluate reports under it.
+    examples.metadata.update({"as_of": result.as_of, "source": result.source, "split": result.split, **result.rows})
     for name, value in {**result.rows, **result.inputs}.items():
         summary.log_metric(name, value)
     for name, value in result.dropped.items():

@@ -59,6 +59,8 @@ def extract_local(
     from components.extract import input_files, warehouse
 
     config = config or ExtractConfig()
+    if config.split is None:
+        config = dataclasses.replace(config, split=dataset_split(events_path))
     if searches_path is not None and not config.searches_table:
         config = dataclasses.replace(config, searches_table="searches")
     events_ref, articles_ref = table_refs(config)
@@ -167,6 +169,10 @@ def extract_bigquery(
     _refuse_unusable_input(report, events_ref, articles_ref, config)
     as_of = report["as_of"]
     parameters["as_of"] = ("TIMESTAMP", as_of)  # the three outputs share one resolved as_of
+    protocol = split_protocol(config, as_of)
+    parameters["split"] = ("STRING", protocol["protocol"])
+    parameters["test_from"] = ("TIMESTAMP", as_of - timedelta(days=config.test_days))
+    parameters["validation_from"] = ("TIMESTAMP", as_of - timedelta(days=config.test_days + config.validation_days))
     LOG.info(
         "as_of %s (%s); %d of %d events used",
         as_of.isoformat(),
@@ -181,6 +187,7 @@ def extract_bigquery(
     results = searches.attach(results, found)
     outputs = {name: output.conform(name, table) for name, table in results.items()}
     _refuse_empty_outputs(outputs, report, config)
+    _refuse_empty_windows(outputs["training_examples"], protocol, report)
     outputs, warnings = drop_uninformative_created_at(outputs)
 
     splits = outputs["training_examples"].column(features.SPLIT).to_pylist()
@@ -226,6 +233,7 @@ def extract_bigquery(
         | ({k: found.report[k] for k in searches.EXCLUDED_COUNTS} if found else {}),
         source=redact(source or f"bigquery project {client.project}"),  # an endpoint URL may carry credentials
         config=config_lib.to_dict(config),
+        split=protocol,
         out_dir=str(out_dir.absolute()),
         warnings=warnings,
     )
@@ -280,6 +288,49 @@ def drop_uninformative_created_at(outputs: dict[str, Any]) -> tuple[dict[str, An
     return out, [warning]
 
 
+def dataset_split(events_path: str | Path) -> str:
+    """The split protocol the input's `dataset.json` (beside the events file, as `candidates
+    sample-data` and `candidates import-movielens` write it) asks for under `source.split`; "time"
+    (marketplace data) when there is none or it names none.
+
+    Raises:
+      ValueError: the file is not JSON, or names an unknown protocol.
+    """
+    import json
+
+    from homefeed.sample.marketplace import DATASET_FILE
+
+    path = Path(events_path).parent / DATASET_FILE
+    if not path.exists():
+        return config_lib.TIME_SPLIT
+    try:
+        source = json.loads(path.read_text()).get("source") or {}
+    except (ValueError, AttributeError) as error:
+        raise ValueError(f"{path}: not a JSON object ({error})") from None
+    split = source.get("split", config_lib.TIME_SPLIT) if isinstance(source, dict) else config_lib.TIME_SPLIT
+    if split not in config_lib.SPLIT_PROTOCOLS:
+        raise ValueError(f"{path}: source.split is {split!r}, not one of {config_lib.SPLIT_PROTOCOLS}")
+    LOG.info("split protocol %r, as %s asks", split, path)
+    return split
+
+
+def split_protocol(config: ExtractConfig, as_of: datetime) -> dict[str, Any]:
+    """How the examples are split (recorded in extract_summary.json as `split`; the evaluation reads
+    it): `{"protocol": "time", "validation_from", "test_from", "test_to"}` (ISO timestamps: train
+    before validation_from, validation up to test_from, test from it to as_of, inclusive) or
+    `{"protocol": "per-user"}`."""
+    protocol = config.split or config_lib.TIME_SPLIT
+    if protocol != config_lib.TIME_SPLIT:
+        return {"protocol": protocol}
+    test_from = as_of - timedelta(days=config.test_days)
+    return {
+        "protocol": protocol,
+        "validation_from": (test_from - timedelta(days=config.validation_days)).isoformat(),
+        "test_from": test_from.isoformat(),
+        "test_to": as_of.isoformat(),
+    }
+
+
 def table_refs(config: ExtractConfig) -> tuple[schema.TableRef, schema.TableRef]:
     """The validated events and articles table identifiers named by `config`."""
     return (
@@ -325,6 +376,29 @@ def _refuse_empty_outputs(outputs: dict[str, pa.Table], report: dict[str, Any], 
             f"{report['articles_inactive']} are not active and {report['articles_too_old']} are older "
             f"than max_article_age_days={config.max_article_age_days}"
         )
+
+
+def _refuse_empty_windows(examples: pa.Table, protocol: dict[str, Any], report: dict[str, Any]) -> None:
+    """A time split whose train, validation or test window holds no example cannot be trained,
+    chosen on or evaluated: say which window, its bounds and how many views the data has."""
+    if protocol["protocol"] != config_lib.TIME_SPLIT:
+        return
+    splits = examples.column(features.SPLIT).to_pylist()
+    first = report["first_viewed_at"].isoformat() if report["first_viewed_at"] else "?"
+    windows = {
+        features.TRAIN_SPLIT: f"[{first}, {protocol['validation_from']})",
+        features.VALIDATION_SPLIT: f"[{protocol['validation_from']}, {protocol['test_from']})",
+        features.TEST_SPLIT: f"[{protocol['test_from']}, {protocol['test_to']}]",
+    }
+    for split, window in windows.items():
+        if split not in splits:
+            counts = ", ".join(f"{splits.count(s)} {s}" for s in features.SPLITS)
+            raise ValueError(
+                f"the time split's {split} window {window} holds no example (a view with an earlier view of the "
+                f"same user): the data has {report['events_used']} views from {first} to as_of {protocol['test_to']} "
+                f"and {len(splits)} examples ({counts}); move the windows with --test-days and --validation-days, "
+                "or use --split per-user"
+            )
 
 
 def _log_cleaning(summary: ExtractSummary) -> None:

@@ -53,6 +53,9 @@ class ExtractSummary:
     config: dict[str, Any]
     out_dir: str = ""
     seconds: float = 0.0
+    # How the examples are split (extract.split_protocol): `{"protocol": "time", "validation_from",
+    # "test_from", "test_to"}` or `{"protocol": "per-user"}`; the evaluation reports under it.
+    split: dict[str, Any] = field(default_factory=dict)
     # Data problems that did not stop the extract but change what it wrote (e.g. a created_at
     # without information, left out).
     warnings: list[str] = field(default_factory=list)
@@ -84,6 +87,7 @@ class ExtractSummary:
                 ),
                 f"  dropped             {dropped}",
                 f"  excluded            {excluded}",
+                *([f"  split               {_describe_split(self.split)}"] if self.split else []),
                 f"  training_examples   {rows['training_examples']} ("
                 + ", ".join(f"{rows[s]} {s}" for s in features.SPLITS)
                 + ")",
@@ -93,6 +97,15 @@ class ExtractSummary:
                 *([f"  listings (lifetimes) {rows['listings']}"] if "listings" in rows else []),
             ]
         )
+
+
+def _describe_split(split: dict[str, Any]) -> str:
+    if split.get("protocol") != "time":
+        return f"{split.get('protocol')} (each user's last view test, the one before validation)"
+    return (
+        f"time: train before {split['validation_from']}, validation from it, "
+        f"test from {split['test_from']} to {split['test_to']}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

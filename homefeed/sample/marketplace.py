@@ -708,7 +708,13 @@ def write_sample_data(out_dir: str | os.PathLike, config: SampleDataConfig | Non
     config = config or SampleDataConfig()
     latent: dict[str, Any] = {}
     events, articles = generate(config, latent)
-    source = {"generator": "homefeed.sample.marketplace", "config": dataclasses.asdict(config)}
+    source = {
+        "generator": "homefeed.sample.marketplace",
+        "config": dataclasses.asdict(config),
+        # A marketplace is evaluated as the live service would have run: a global time cut
+        # (homefeed.config.ExtractConfig.split), read by the extract from this file.
+        "split": "time",
+    }
     summary = write_input_tables(events, articles, out_dir, source=source)
     # What the generator knows: each user's true preference over listings (the benchmarks' oracle).
     summary["oracle_path"] = oracle.write_oracle(out_dir, config, latent)

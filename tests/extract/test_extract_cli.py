@@ -36,9 +36,11 @@ def test_local_default_starts_and_stops_its_own_emulator(input_files, tmp_path, 
     args = _args("--events", events, "--articles", articles, "--out", str(tmp_path / "out"), "--history-length", "3")
     assert args.handler(args) == 0
     printed = capsys.readouterr().out
+    # No dataset.json beside the files: the time split, one day each before as_of.
     assert (
-        "training_examples   6 (3 train, 1 validation, 2 test)" in printed
+        "training_examples   6 (2 train, 2 validation, 2 test)" in printed
         and "as_of               2024-01-05T10:00:00+00:00" in printed
+        and "split               time: train before 2024-01-03T10:00:00+00:00" in printed
     )
     assert (tmp_path / "out" / "_SUCCESS").is_file()
     endpoint = re.search(r"ready at (http://127\.0\.0\.1:\d+)", caplog.text).group(1)
@@ -50,6 +52,7 @@ def test_endpoint_with_tables_already_loaded(emulator, dataset, input_files, tmp
     events, articles = input_files
     # First load through --endpoint with files, then extract again from the loaded tables only.
     common = ["--endpoint", emulator.endpoint, "--project", emulator.project, "--dataset", dataset]
+    common += ["--split", "per-user"]  # two days of views before the earlier as_of: too few for day-long windows
     args = _args("--events", events, "--articles", articles, "--out", str(tmp_path / "one"), *common)
     assert args.handler(args) == 0
     args = _args("--out", str(tmp_path / "two"), "--as-of", "2024-01-03T12:00:00Z", "--json", *common)

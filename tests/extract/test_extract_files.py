@@ -44,7 +44,8 @@ def test_csv_ids_stay_strings_and_timestamps_are_utc(tmp_path):
 
 def test_csv_extract_through_a_running_emulator(emulator, dataset, tmp_path):
     events_path, articles_path = _csv(tmp_path)
-    config = ExtractConfig(project=emulator.project, dataset=dataset, history_length=5)
+    # Three days of views: too few for the time split's day-long windows.
+    config = ExtractConfig(project=emulator.project, dataset=dataset, history_length=5, split="per-user")
     summary = extract.extract_local(events_path, articles_path, tmp_path / "out", config, endpoint=emulator.endpoint)
     result = output.read_extract(tmp_path / "out")
     rows = {(r["user_id"], r["label"]): r for r in result.training_examples.to_pylist()}

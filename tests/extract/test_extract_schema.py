@@ -73,6 +73,9 @@ def test_every_query_renders_with_only_known_parameters():
         "not_after",
         "include_first_views",
         "seen_length",
+        "split",
+        "validation_from",
+        "test_from",
     }
     for name in sql.QUERIES:
         text = sql.render_query(name, relations)

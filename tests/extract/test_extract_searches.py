@@ -79,6 +79,7 @@ def run(bq_client, read_client, dataset, event_rows, article_rows, search_rows, 
     if search_rows is not None:
         load(bq_client, dataset, "searches", searches_table(search_rows))
         settings["searches_table"] = "searches"
+    settings.setdefault("split", "per-user")  # the expectations use the leave-last-out rule (features.split_of)
     config = ExtractConfig(project=bq_client.project, dataset=dataset, **settings)
     summary = extract.extract_bigquery(bq_client, out, config, use_storage_api=False, read_client=read_client)
     return summary, output.read_extract(out)

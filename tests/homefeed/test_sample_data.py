@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,8 @@ def test_parquet_schema_matches_the_data_contract(tmp_path):
     assert set(articles.column_names) - {"article_id"} == set(features.ARTICLES_OPTIONAL_COLUMNS)
     assert summary["events"] == events.num_rows and summary["articles"] == articles.num_rows == 300
     assert summary["users"] == 200
-    assert (tmp_path / "dataset.json").exists()
+    # The extract reads the split protocol from here (components/extract/extract.py dataset_split).
+    assert json.loads((tmp_path / "dataset.json").read_text())["source"]["split"] == "time"
     assert not list(tmp_path.glob(".*.tmp"))  # temporaries renamed away
 
 

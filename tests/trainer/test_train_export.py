@@ -17,6 +17,7 @@ from homefeed import features
 from homefeed.config import EvaluateConfig, TrainConfig
 from homefeed.layout import extract_dir as extract_layout
 from homefeed.layout import model_dir as layout
+from trainer.evaluation import replay
 
 pytestmark = [
     pytest.mark.slow,
@@ -150,8 +151,9 @@ def test_training_beats_popularity_by_far_on_the_test_split(trained):
     assert written["model"] == model and written["baselines"] == result["baselines"]
     assert written["protocol"] == {
         "split": features.TEST_SPLIT,
+        "split_protocol": {"protocol": "per-user"},  # an extract that does not say: the leave-last-out split
         "example_age": "serving",
-        "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
+        "seen_excluded": replay.SEEN_DEFINITION,
         "corpus": "as_of snapshot",
     }  # no view times: the as_of corpus
     png = (trained.result.model_dir / layout.EVALUATION_PLOT_FILE).read_bytes()
@@ -224,12 +226,23 @@ def test_same_seed_same_model(trained, tmp_path):
 def test_cli_trains_without_a_validation_split_and_evaluates(trained, tmp_path, capsys):
     import shutil
 
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     from homefeed_cli import cli
 
     transform = tmp_path / "transform"
     shutil.copytree(trained.transform_dir, transform)
     for part in (transform / features.VALIDATION_SPLIT).glob("*"):
         part.unlink()  # no validation examples: no early stopping, the last epoch is kept
+    # Validation replays the extract's validation views (trainer/evaluation/replay.py): its copy has none.
+    extract = tmp_path / "extract"
+    shutil.copytree(trained.extract_dir, extract)
+    examples = pq.read_table(extract / extract_layout.TRAINING_EXAMPLES_FILE)
+    examples = examples.filter(pc.not_equal(examples.column(features.SPLIT), features.VALIDATION_SPLIT))
+    pq.write_table(examples, extract / extract_layout.TRAINING_EXAMPLES_FILE)
+    summary = json.loads((transform / "transform_summary.json").read_text())
+    (transform / "transform_summary.json").write_text(json.dumps({**summary, "examples_dir": str(extract)}))
     argv = [
         "train",
         "--transformed",

@@ -1,18 +1,21 @@
 """Offline evaluation of a model directory on the TEST split of an extract, against baselines.
 
-Protocol (DEVELOPERS.md): each user's last view is the target (`split = test` rows of
-`training_examples.parquet`; never used for a choice, only reported and read by the publish gate),
-its history the earlier views. Each test view is ranked over the corpus the live service held at
-its time (trainer/evaluation/served_corpus.py, the one owner of that definition: the listings with
-created_at <= t < removed_at from the extract's listings, each vector made by the model's
-article tower at the listing's age then; without view times, the as_of corpus and
-`article_vectors.npy`), minus the user's seen set (the last features.SEEN_LENGTH articles viewed,
-as the service filters). The user vector comes from `trainer.towers.serving_model.UserEncoder` (raw
-strings into the exported SavedModel at the serving example age, as the service does). The
-baselines (trainer/evaluation/baselines.py: popularity, trending over the last 1 and 7 days before the view,
-item-kNN, category/region popularity) see the same views before the test targets and rank the
-same rows with the same exclusions (trainer/evaluation/served_ranks.py). Writes `evaluation.json`,
-`evaluation.png` (recall@K curves) and `predictions.html` (a sample of users' last views and top
+Protocol (docs/evaluation.md): the test views are the extract's `split = test` rows (never used for
+a choice, only reported and read by the publish gate): under the time split (marketplace data)
+every view in [T_test, as_of], under the per-user split each user's last view. Each is replayed as
+the live service saw it, by the same function that ranks validation during training
+(trainer/evaluation/replay.py): over the corpus live at its time (trainer/evaluation/served_corpus.py,
+the one owner of that definition: created_at <= t < removed_at from the extract's listings, each
+vector made by the model's article tower at the listing's age then; without view times, the as_of
+corpus and `article_vectors.npy`), its history the H views before it, minus the user's seen set at
+that moment (the service's: the last features.SEEN_LENGTH distinct articles among every view before
+it). The user vector comes from `trainer.towers.serving_model.UserEncoder` (raw strings into the
+exported SavedModel at the serving example age, as the service does). The baselines
+(trainer/evaluation/baselines.py: popularity, trending over the last 1 and 7 days before the view,
+item-kNN, category/region popularity) count only views before the test window and at or before
+each view, and rank the same rows with the same exclusions (trainer/evaluation/served_ranks.py).
+Writes `evaluation.json` (its protocol under `protocol`, the extract's split among it),
+`evaluation.png` (recall@K curves) and `predictions.html` (a sample of users' test views and top
 candidates from the as_of corpus, trainer/evaluation/predictions.py) into the model directory, each
 atomically, and returns the metrics.
 """
@@ -36,7 +39,7 @@ from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
 from homefeed.layout import model_dir as layout
 from trainer.evaluation import baselines as baselines_lib
-from trainer.evaluation import cold_start, served_ranks
+from trainer.evaluation import cold_start, replay, served_ranks
 from trainer.evaluation import held_out as examples_lib
 from trainer.evaluation import metrics as metrics_lib
 from trainer.evaluation import predictions as predictions_lib
@@ -140,39 +143,26 @@ def evaluate_model(
         else served_corpus_of(encoder, article_ids, articles, examples_dir)
     )
     corpus_index = served.article_ids
-    is_test = pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)
-    eval_rows = table.filter(is_test).to_pandas()
-    if eval_rows.empty:
+    if not pc.any(pc.equal(table.column(features.SPLIT), features.TEST_SPLIT)).as_py():
         raise ValueError(
             f"{examples_dir / extract_layout.TRAINING_EXAMPLES_FILE} has no rows with split = '{features.TEST_SPLIT}'"
         )
-    eval_rows = eval_rows.sort_values(features.USER_ID, kind="stable").reset_index(drop=True)
-    if config.max_users is not None and len(eval_rows) > config.max_users:
-        keep = np.sort(np.random.default_rng(config.seed).choice(len(eval_rows), config.max_users, replace=False))
-        eval_rows = eval_rows.iloc[keep].reset_index(drop=True)
-    users = eval_rows[features.USER_ID].astype(str).tolist()
-    targets = corpus_index.get_indexer(eval_rows[features.LABEL].astype(str))
+    # The test views as the one replay protocol takes them (trainer/evaluation/replay.py): targets,
+    # times and each view's seen set (the service's, at the view).
+    held_out = replay.held_out_views(
+        table, features.TEST_SPLIT, served, config.max_users, config.seed, exclude_seen=config.exclude_seen
+    )
+    eval_rows, users, targets, exclude = held_out.rows, held_out.users, held_out.targets, held_out.exclude
 
     views = examples_lib.views_before_test(table)
     user_index = pd.Index(pd.unique(pd.concat([views["user_id"], eval_rows[features.USER_ID]]).astype(str)))
     log = baselines_lib.ViewLog.from_ids(
         views["user_id"], views[features.ARTICLE_ID], views["viewed_at"], corpus_index, user_index
     )
-    # Each test user's earlier views, as corpus rows: item-kNN's input ...
+    # Each test user's views before the test window (per-user: before their last view): item-kNN's input.
     per_user = pd.Series(log.items).groupby(log.users).apply(lambda s: np.unique(s.to_numpy()))
     empty = np.zeros(0, np.int64)
     histories = [per_user.get(i, empty) for i in user_index.get_indexer(users)]
-    # ... and the exclusions: the seen set the service filters by (the last features.SEEN_LENGTH
-    # distinct articles viewed), so offline recall counts what the service would answer.
-    seen_log = baselines_lib.ViewLog.from_ids(
-        *(lambda f: (f["user_id"], f[features.ARTICLE_ID], None))(cold_start.bounded_seen(views)),
-        corpus_index,
-        user_index,
-    )
-    seen_by_user = pd.Series(seen_log.items).groupby(seen_log.users).apply(lambda s: np.unique(s.to_numpy()))
-    exclude: list[np.ndarray] | None = (
-        [seen_by_user.get(i, empty) for i in user_index.get_indexer(users)] if config.exclude_seen else None
-    )
     outside = int((targets < 0).sum())
     seen_targets = 0 if exclude is None else int(sum(t >= 0 and np.any(e == t) for t, e in zip(targets, exclude)))
     LOG.info(
@@ -183,18 +173,25 @@ def evaluate_model(
         seen_targets,
     )
 
-    times = served_lib.timestamps_ms(eval_rows[features.VIEWED_AT]) if served.timed else np.full(len(eval_rows), np.nan)
+    times = held_out.times_ms
     ages = (
         eval_rows[features.EXAMPLE_AGE].astype(np.float32).to_numpy()
         if config.example_age == "examples" and features.EXAMPLE_AGE in eval_rows.columns
         else np.float32(features.SERVING_EXAMPLE_AGE)
     )
     rows = examples_lib.row_dicts(eval_rows)
-    user_vectors = encoder.encode_batched(rows, config.batch_size, example_age_days=ages)
     as_of = examples_lib.as_of(examples_dir, views)
     as_of_ms = manifest.get("article_ages_at_ms") or (np.nan if as_of is None else pd.Timestamp(as_of).value / 1e6)
-    served_vectors = served_lib.ServedVectors(served, times, embed, float(as_of_ms)) if embed is not None else vectors
-    model_ranks = served_ranks.model_ranks(served, served_vectors, user_vectors, times, targets, exclude)
+    # The one ranking of validation and test (trainer/evaluation/replay.py).
+    model_ranks, user_vectors = replay.replay_ranks(
+        encoder,
+        held_out,
+        served,
+        float(as_of_ms),
+        config.batch_size,
+        ages,
+        fixed_vectors=None if embed is not None else vectors,
+    )
     published = None
     if published_model_dir is not None:
         try:
@@ -318,8 +315,9 @@ def evaluate_model(
         # How recall was measured; the publish gate compares versions only under the same protocol.
         layout.EVALUATION_PROTOCOL_KEY: {
             "split": features.TEST_SPLIT,
+            "split_protocol": examples_lib.split_protocol(examples_dir),
             "example_age": config.example_age,
-            "seen_excluded": f"last {features.SEEN_LENGTH} viewed articles",
+            "seen_excluded": replay.SEEN_DEFINITION,
             "corpus": "live at each view" if served.timed else "as_of snapshot",
         },
     }

@@ -117,3 +117,12 @@ def as_of(examples_dir: Path, views: pd.DataFrame) -> np.datetime64 | None:
             return np.datetime64(pd.Timestamp(value).tz_convert("UTC").tz_localize(None), "ns")
     latest = pd.to_datetime(views["viewed_at"], utc=True).max()
     return None if pd.isna(latest) else np.datetime64(latest.tz_localize(None), "ns")
+
+
+def split_protocol(examples_dir: Path) -> dict:
+    """How the extract split its examples (extract_summary.json `split`, components/extract/extract.py
+    `split_protocol`): `{"protocol": "time", "validation_from", "test_from", "test_to"}` or
+    `{"protocol": "per-user"}`; an extract that does not say is per-user (the only split before)."""
+    summary = examples_dir / extract_layout.SUMMARY_FILE
+    split = json.loads(summary.read_text()).get("split") if summary.exists() else None
+    return split or {"protocol": "per-user"}

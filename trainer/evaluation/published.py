@@ -12,8 +12,8 @@ from homefeed import config as config_lib
 from homefeed import features
 from homefeed.layout import extract_dir as extract_layout
 from homefeed.layout import model_dir as layout
+from trainer.evaluation import replay
 from trainer.evaluation import served_corpus as served_lib
-from trainer.evaluation import served_ranks
 from trainer.towers import article_inputs
 
 LOG = logging.getLogger(__name__)
@@ -67,9 +67,10 @@ def published_ranks(
     exclude = None
     if seen_ids is not None:
         exclude = [(lambda e: e[e >= 0])(index.get_indexer(pd.Index(ids, dtype=object))) for ids in seen_ids]
-    user_vectors = encoder.encode_batched(rows, config.batch_size, example_age_days=ages)
-    served_vectors = served_lib.ServedVectors(served, times, embed, as_of_ms) if embed is not None else vectors
-    LOG.info("re-ran the published model %s on the same %d test views", manifest["model_version"], len(targets))
-    return str(manifest["model_version"]), served_ranks.model_ranks(
-        served, served_vectors, user_vectors, times, targets, exclude
+    # Ranked by the candidate's function (replay.py), on the same views with the same seen sets.
+    views = replay.HeldOutViews(eval_rows, eval_rows[features.USER_ID].astype(str).tolist(), targets, times, exclude)
+    ranks, _ = replay.replay_ranks(
+        encoder, views, served, as_of_ms, config.batch_size, ages, fixed_vectors=None if embed is not None else vectors
     )
+    LOG.info("re-ran the published model %s on the same %d test views", manifest["model_version"], len(targets))
+    return str(manifest["model_version"]), ranks

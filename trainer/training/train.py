@@ -48,6 +48,7 @@ from trainer.training.validation_set import (
     build_eval_set,
     corpus_index_of_ids,
     decode_strings,
+    replay_validation,
     sample_validation_rows,
     serving_age_feature,
 )
@@ -115,14 +116,16 @@ def _held_out_fit(
 ) -> tuple[config_lib.TrainConfig, model_lib.TwoTowerModel, data_lib.TrainingStatistics, dict[str, Any]]:
     """The model trained on the train split, epochs (and id dropout) chosen on validation; refitted
     on every split with `config.refit`. Returns (the chosen config, model, statistics, metrics)."""
-    eval_rows = sample_validation_rows(data, config)
+    # Validation ranked by the test split's function (trainer/training/validation_set.py).
+    eval_set = replay_validation(data, corpus, transform_layer, config, data.as_of_ms(corpus))
+    eval_rows = sample_validation_rows(data, config) if eval_set is None else {}
     users = set(decode_strings(eval_rows[features.USER_ID])) if features.USER_ID in eval_rows else set()
     stats = data_lib.training_statistics(data, users)
     batch_size = min(config.batch_size, stats.num_examples)
     steps_per_epoch = stats.num_examples // batch_size
     corpus_lookup = corpus_index_of_ids(corpus_ids[model_lib.LABEL_KEY], data.vocab.known_articles)
-    eval_set = build_eval_set(eval_rows, stats, corpus_lookup, data.vocab.known_articles) if eval_rows else None
-    if eval_set is not None:
+    if eval_rows:
+        eval_set = build_eval_set(eval_rows, stats, corpus_lookup, data.vocab.known_articles)
         # Early stopping scores what the service answers: the serving example age for everyone.
         eval_set.features[model_lib.AGE_KEY] = serving_age_feature(transform_layer, len(eval_set))
     LOG.info(

@@ -123,12 +123,19 @@ class Trainer:
             scaled = loss * gradient_scale if gradient_scale != 1.0 else loss
         return loss, tape.gradient(scaled, self.model.trainable_variables)
 
-    def eval_recall(self, eval_set: EvalSet, corpus_ids: dict[str, np.ndarray], k: int) -> float:
+    def eval_recall(
+        self, eval_set: EvalSet | validation_set.ReplayValidation, corpus_ids: dict[str, np.ndarray], k: int
+    ) -> float:
         """Recall@k of the current weights on `eval_set`, exact search over the corpus."""
         return metrics_lib.recall_at_k(self.eval_ranks(eval_set, corpus_ids), k)
 
-    def eval_ranks(self, eval_set: EvalSet, corpus_ids: dict[str, np.ndarray]) -> np.ndarray:
-        """Target ranks (see `metrics.target_ranks`) of the current weights on `eval_set`."""
+    def eval_ranks(
+        self, eval_set: EvalSet | validation_set.ReplayValidation, corpus_ids: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """Target ranks (see `metrics.target_ranks`) of the current weights on `eval_set`: the replay
+        protocol's (trainer/evaluation/replay.py, as `candidates evaluate`) for a `ReplayValidation`."""
+        if isinstance(eval_set, validation_set.ReplayValidation):
+            return eval_set.ranks(self.model)
         article_vectors = self.model.article_vectors(
             corpus_ids[model_lib.LABEL_KEY],
             {a: corpus_ids[model_lib.label_attribute_key(a)] for a in self.model.attributes},

@@ -1,20 +1,19 @@
-"""The validation examples the training loop scores after each epoch (early stopping).
+"""The validation examples the training loop scores after each epoch (early stopping, id dropout).
 
-A seeded sample of at most `TrainConfig.max_eval_users` rows of the VALIDATION split, with each
-row's target and exclusions (the user's training views and the row's history) as corpus indices.
-
-A row whose target has no row in the as_of corpus (a listing never viewed in training, i.e. an
-OOV id, or one sold before as_of) is still ranked, as the service would rank it (it was live when
-viewed): its vector is the article tower's over the row's own label features (the OOV id, its
-attributes, title and age at the view), scored against the corpus (trainer/evaluation/served_corpus.py
-owns this definition for the offline evaluation). Counted as misses, they
-would make validation blind to new listings, and the id-dropout choice (trainer/training/id_dropout_choice.py)
-could not see what dropout buys them; ranked, validation holds the same share of new listings as the views do.
+`replay_validation` (the protocol): the extract's VALIDATION views, a seeded sample of at most
+`TrainConfig.max_eval_users`, ranked by trainer/evaluation/replay.py, the function `candidates
+evaluate` ranks the test views with: each over the corpus live at its time (a listing sold before
+as_of or never trained on is ranked by its own vector at its age then, as the service would), the
+user's seen set at the view excluded. Only when the extract the transform was built from cannot be
+read here does validation fall back to `EvalSet`: the transformed validation rows over the as_of
+corpus (a target without a corpus row ranked by its own label vector), the user's training views
+and the row's history excluded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +22,8 @@ from homefeed import config as config_lib
 from homefeed import features
 from trainer.model import two_tower as model_lib
 from trainer.training import data as data_lib
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -219,3 +220,103 @@ def serving_age_feature(transform_layer, n: int) -> np.ndarray:
     feeds every user, so validation recall is the recall of what is served."""
     out = transform_layer({features.EXAMPLE_AGE: tf.constant([features.SERVING_EXAMPLE_AGE], tf.float32)})
     return np.full(n, float(np.asarray(out[model_lib.AGE_KEY])[0]), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The replay protocol (trainer/evaluation/replay.py): validation ranked as the test split is
+# ---------------------------------------------------------------------------------------------
+class ModelEncoder:
+    """The in-training model behind `replay.Encoder`: raw histories and raw article features through
+    the transform and the towers (export.ServingModule, the graph the SavedModel exports), so
+    validation scores the current weights exactly as `candidates evaluate` scores the export."""
+
+    def __init__(self, model: model_lib.TwoTowerModel, transform_layer, attributes, history_length: int):
+        from trainer.training import export as export_lib
+
+        self.module = export_lib.ServingModule(model, transform_layer, attributes)
+        self.history_length = history_length
+
+    def encode_batched(self, rows, batch_size: int = 1024, example_age_days=features.SERVING_EXAMPLE_AGE):
+        from homefeed.layout.model_dir import HISTORY_INPUTS, QUERY_INPUTS
+        from trainer.towers.serving_model import pad_histories
+
+        ages = np.broadcast_to(np.asarray(example_age_days, np.float32), (len(rows),))
+        parts = []
+        for start in range(0, len(rows), batch_size):
+            padded = pad_histories(rows[start : start + batch_size], self.history_length)
+            inputs = [tf.constant(padded[key], tf.string) for key in (*HISTORY_INPUTS, *QUERY_INPUTS)]
+            out = self.module.serve(*inputs, tf.constant(ages[start : start + batch_size]))
+            parts.append(next(iter(out.values())).numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    def article_vectors(self, raw) -> np.ndarray:
+        from homefeed.layout.model_dir import ARTICLE_INPUTS
+
+        n = len(raw[features.LABEL])
+        parts = []
+        for start in range(0, n, 8192):
+            inputs = [
+                tf.constant(raw[key][start : start + 8192], tf.float32 if key == features.LABEL_AGE else tf.string)
+                for key in ARTICLE_INPUTS
+            ]
+            parts.append(next(iter(self.module.article_vectors(*inputs).values())).numpy())
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class ReplayValidation:
+    """The validation split replayed as `candidates evaluate` replays the test split: a seeded sample
+    of at most `TrainConfig.max_eval_users` views, each over the corpus live at its time with the
+    user's seen set then (trainer/evaluation/replay.py, the one ranking of both)."""
+
+    views: object  # replay.HeldOutViews
+    served: object  # served_corpus.ServedCorpus
+    as_of_ms: float
+    transform_layer: object
+    attributes: tuple[str, ...]
+    history_length: int
+    _encoders: dict = field(default_factory=dict, repr=False)  # id(model) -> ModelEncoder: traced once
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def ranks(self, model: model_lib.TwoTowerModel) -> np.ndarray:
+        """int64 `[n]` target ranks of the model's current weights (`metrics.MISSED`: a miss)."""
+        from trainer.evaluation import replay
+
+        if id(model) not in self._encoders:
+            self._encoders.clear()  # one model at a time (the id-dropout candidates run in turn)
+            self._encoders[id(model)] = ModelEncoder(model, self.transform_layer, self.attributes, self.history_length)
+        ranks, _ = replay.replay_ranks(self._encoders[id(model)], self.views, self.served, self.as_of_ms)
+        return ranks
+
+
+def replay_validation(
+    data: data_lib.TransformedData,
+    corpus,
+    transform_layer,
+    config: config_lib.TrainConfig,
+    as_of_ms: float,
+) -> ReplayValidation | None:
+    """The validation views of the extract the transform was built from (its summary's
+    `examples_dir`), None when that extract cannot be read or holds no validation view."""
+    from pathlib import Path
+
+    from homefeed.layout import extract_dir as extract_layout
+    from trainer.evaluation import held_out, replay
+    from trainer.evaluation import served_corpus as served_lib
+
+    examples_dir = data.summary.get("examples_dir")
+    if not examples_dir or not (Path(examples_dir) / extract_layout.TRAINING_EXAMPLES_FILE).exists():
+        LOG.warning("the extract %s is not readable here: validation without the replay protocol", examples_dir)
+        return None
+    examples_dir = Path(examples_dir)
+    table = held_out.read_examples(examples_dir)
+    ids = corpus[features.ARTICLE_ID].astype(str).tolist()
+    served = served_lib.ServedCorpus.build(
+        ids, corpus, table, served_lib.read_listings(examples_dir / extract_layout.LISTINGS_FILE)
+    )
+    views = replay.held_out_views(table, features.VALIDATION_SPLIT, served, config.max_eval_users, config.seed)
+    if not len(views):
+        return None
+    return ReplayValidation(views, served, as_of_ms, transform_layer, tuple(data.attributes), data.history_length)
