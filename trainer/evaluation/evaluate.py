@@ -174,10 +174,10 @@ def evaluate_model(
     )
 
     times = held_out.times_ms
-    ages = (
+    ages: float | np.ndarray = (
         eval_rows[features.EXAMPLE_AGE].astype(np.float32).to_numpy()
         if config.example_age == "examples" and features.EXAMPLE_AGE in eval_rows.columns
-        else np.float32(features.SERVING_EXAMPLE_AGE)
+        else float(features.SERVING_EXAMPLE_AGE)
     )
     rows = examples_lib.row_dicts(eval_rows)
     as_of = examples_lib.as_of(examples_dir, views)

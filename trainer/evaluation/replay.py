@@ -185,35 +185,35 @@ def rank_views(
     """
     n_views = len(targets)
     ranks = np.full(n_views, metrics_lib.MISSED, np.int64)
-    fixed = isinstance(vectors, np.ndarray)
-    n = min(len(served), len(vectors)) if fixed else len(served)
+    fixed, timed = (vectors, None) if isinstance(vectors, np.ndarray) else (None, vectors)
+    n = min(len(served), len(fixed)) if fixed is not None else len(served)
     chosen = np.flatnonzero((targets >= 0) & (targets < n))
     if not len(chosen) or not n:
         return ranks
     columns = np.arange(n)
     multi = (
         np.zeros(0, np.int64)
-        if fixed
-        else np.flatnonzero(np.diff(np.append(vectors.offsets, len(vectors.vectors)))[:n] != 1)
+        if timed is None
+        else np.flatnonzero(np.diff(np.append(timed.offsets, len(timed.vectors)))[:n] != 1)
     )
     batch = max(1, min(len(chosen), metrics_lib.MAX_SCORES_IN_MEMORY // (16 * n)))
     users = np.ascontiguousarray(user_vectors, np.float32)
     for start in range(0, len(chosen), batch):
         views = chosen[start : start + batch]
         t = times_ms[views].astype(np.float64)
-        if fixed:
-            scores = users[views] @ vectors[:n].T
+        if timed is None:
+            scores = users[views] @ np.asarray(fixed)[:n].T
         else:
-            pair_scores = users[views] @ vectors.vectors.T
+            pair_scores = users[views] @ timed.vectors.T
             # Only listings whose age bucket changes within the views' times need one per view.
-            index = np.broadcast_to(vectors.offsets[None, :n], (len(views), n)).copy()
+            index = np.broadcast_to(timed.offsets[None, :n], (len(views), n)).copy()
             if multi.size:
-                at = np.where(np.isnan(t), vectors.as_of_ms, t)[:, None]
+                at = np.where(np.isnan(t), timed.as_of_ms, t)[:, None]
                 created = served.created_ms[None, multi]
                 age = np.where(
                     np.isnan(created), features.UNKNOWN_AGE, np.maximum(0.0, (at - created) / served_lib.MS_PER_DAY)
                 )
-                index[:, multi] += served_lib.age_buckets(age) - vectors.low[None, multi]
+                index[:, multi] += served_lib.age_buckets(age) - timed.low[None, multi]
             np.clip(index, 0, max(pair_scores.shape[1] - 1, 0), out=index)
             scores = np.take_along_axis(pair_scores, index, axis=1)
         if served.timed:

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from trainer.model import two_tower as model_lib
 from trainer.training.trainer import Trainer
-from trainer.training.validation_set import EvalSet
+from trainer.training.validation_set import EvalSet, ReplayValidation
 
 LOG = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def fit(
     trainer: Trainer,
     dataset: tf.data.Dataset,
     steps_per_epoch: int,
-    eval_set: EvalSet | None,
+    eval_set: EvalSet | ReplayValidation | None,
     corpus_ids: dict[str, np.ndarray],
 ) -> dict[str, Any]:
     """Runs the epochs with early stopping on validation recall; restores the best weights.

@@ -45,6 +45,8 @@ from trainer.training import export as export_lib
 from trainer.training.epochs import fit, frozen_heap
 from trainer.training.trainer import Trainer
 from trainer.training.validation_set import (
+    EvalSet,
+    ReplayValidation,
     build_eval_set,
     corpus_index_of_ids,
     decode_strings,
@@ -117,7 +119,9 @@ def _held_out_fit(
     """The model trained on the train split, epochs (and id dropout) chosen on validation; refitted
     on every split with `config.refit`. Returns (the chosen config, model, statistics, metrics)."""
     # Validation ranked by the test split's function (trainer/training/validation_set.py).
-    eval_set = replay_validation(data, corpus, transform_layer, config, data.as_of_ms(corpus))
+    eval_set: ReplayValidation | EvalSet | None = replay_validation(
+        data, corpus, transform_layer, config, data.as_of_ms(corpus)
+    )
     eval_rows = sample_validation_rows(data, config) if eval_set is None else {}
     users = set(decode_strings(eval_rows[features.USER_ID])) if features.USER_ID in eval_rows else set()
     stats = data_lib.training_statistics(data, users)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,10 @@ from homefeed import config as config_lib
 from homefeed import features
 from trainer.model import two_tower as model_lib
 from trainer.training import data as data_lib
+
+if TYPE_CHECKING:
+    from trainer.evaluation import replay as replay_lib
+    from trainer.evaluation import served_corpus as served_lib
 
 LOG = logging.getLogger(__name__)
 
@@ -269,8 +274,8 @@ class ReplayValidation:
     of at most `TrainConfig.max_eval_users` views, each over the corpus live at its time with the
     user's seen set then (trainer/evaluation/replay.py, the one ranking of both)."""
 
-    views: object  # replay.HeldOutViews
-    served: object  # served_corpus.ServedCorpus
+    views: replay_lib.HeldOutViews
+    served: served_lib.ServedCorpus
     as_of_ms: float
     transform_layer: object
     attributes: tuple[str, ...]
