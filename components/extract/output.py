@@ -53,7 +53,7 @@ class ExtractSummary:
     config: dict[str, Any]
     out_dir: str = ""
     seconds: float = 0.0
-    # How the examples are split (extract.split_protocol): `{"protocol": "time", "validation_from",
+    # How the examples are split (components/extract/split.py): `{"protocol": "time", "validation_from",
     # "test_from", "test_to"}` or `{"protocol": "per-user"}`; the evaluation reports under it.
     split: dict[str, Any] = field(default_factory=dict)
     # Data problems that did not stop the extract but change what it wrote (e.g. a created_at

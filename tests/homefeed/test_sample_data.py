@@ -72,7 +72,7 @@ def test_parquet_schema_matches_the_data_contract(tmp_path):
     assert set(articles.column_names) - {"article_id"} == set(features.ARTICLES_OPTIONAL_COLUMNS)
     assert summary["events"] == events.num_rows and summary["articles"] == articles.num_rows == 300
     assert summary["users"] == 200
-    # The extract reads the split protocol from here (components/extract/extract.py dataset_split).
+    # The extract reads the split protocol from here (components/extract/split.py dataset_split).
     assert json.loads((tmp_path / "dataset.json").read_text())["source"]["split"] == "time"
     assert not list(tmp_path.glob(".*.tmp"))  # temporaries renamed away
 
