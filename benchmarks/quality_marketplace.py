@@ -71,13 +71,8 @@ def protocol_ranks(extract_dir: Path, oracle: Any, max_users: int | None = None,
     users = eval_rows[features.USER_ID].astype(str).tolist()
     targets = corpus_index.get_indexer(eval_rows[features.LABEL].astype(str))
     views = examples_lib.views_before_test(table)
-    user_index = pd.Index(pd.unique(pd.concat([views["user_id"], eval_rows[features.USER_ID]]).astype(str)))
-    log = baselines_lib.ViewLog.from_ids(
-        views["user_id"], views[features.ARTICLE_ID], views["viewed_at"], corpus_index, user_index
-    )
-    per_user = pd.Series(log.items).groupby(log.users).apply(lambda s: np.unique(s.to_numpy()))
+    log, user_index, histories = served_ranks.baseline_log(views, users, corpus_index)
     empty = np.zeros(0, np.int64)
-    histories = [per_user.get(i, empty) for i in user_index.get_indexer(users)]
     seen = cold_start.bounded_seen(views)
     seen_log = baselines_lib.ViewLog.from_ids(
         seen["user_id"], seen[features.ARTICLE_ID], None, corpus_index, user_index
@@ -98,15 +93,7 @@ def protocol_ranks(extract_dir: Path, oracle: Any, max_users: int | None = None,
         listing = oracle_rows[rows]
         return np.where(listing >= 0, scores[np.maximum(listing, 0)], 0.0)
 
-    frame = served.frame
-
-    def column(name: str) -> list:
-        values = frame[name] if name in frame else pd.Series([None] * len(frame))
-        return values.fillna(features.MISSING_ATTRIBUTE).astype(str).tolist()
-
-    category_region = baselines_lib.CategoryRegionPopularity(
-        log, column("category"), column("region"), served.created_ms, as_of
-    )
+    category_region = served_ranks.category_region(served, log, as_of)
     ranks = served_ranks.baseline_ranks(
         served, log, as_of, times, user_index.get_indexer(users), histories, targets, exclude, None, category_region
     )

@@ -56,20 +56,6 @@ def popularity_ranks(scores: np.ndarray, targets: np.ndarray, exclude: list[np.n
     return baselines_lib.shared_score_ranks(scores, targets, exclude)
 
 
-def _category_region(served: served_lib.ServedCorpus, log, as_of) -> baselines_lib.CategoryRegionPopularity:
-    """The category/region popularity baseline (trainer/evaluation/baselines.py) over the served corpus."""
-    frame = served.frame
-
-    def column(name: str) -> list:
-        return (
-            frame[name].fillna(features.MISSING_ATTRIBUTE).astype(str).tolist()
-            if name in frame
-            else [features.MISSING_ATTRIBUTE] * len(frame)
-        )
-
-    return baselines_lib.CategoryRegionPopularity(log, column("category"), column("region"), served.created_ms, as_of)
-
-
 def _as_of_corpus_metrics(served, vectors, user_vectors, targets, exclude, log, config) -> dict[str, Any]:
     """The model's and popularity's figures over the as_of corpus and its exported vectors alone:
     what replaying the test users against the exported index gives (a target sold before as_of a
@@ -155,14 +141,8 @@ def evaluate_model(
     eval_rows, users, targets, exclude = held_out.rows, held_out.users, held_out.targets, held_out.exclude
 
     views = examples_lib.views_before_test(table)
-    user_index = pd.Index(pd.unique(pd.concat([views["user_id"], eval_rows[features.USER_ID]]).astype(str)))
-    log = baselines_lib.ViewLog.from_ids(
-        views["user_id"], views[features.ARTICLE_ID], views["viewed_at"], corpus_index, user_index
-    )
     # Each test user's views before the test window (per-user: before their last view): item-kNN's input.
-    per_user = pd.Series(log.items).groupby(log.users).apply(lambda s: np.unique(s.to_numpy()))
-    empty = np.zeros(0, np.int64)
-    histories = [per_user.get(i, empty) for i in user_index.get_indexer(users)]
+    log, user_index, histories = served_ranks.baseline_log(views, users, corpus_index)
     outside = int((targets < 0).sum())
     seen_targets = 0 if exclude is None else int(sum(t >= 0 and np.any(e == t) for t, e in zip(targets, exclude)))
     LOG.info(
@@ -222,7 +202,7 @@ def evaluate_model(
         targets,
         exclude,
         knn_users,
-        _category_region(served, log, as_of),
+        served_ranks.category_region(served, log, as_of),
     )
     rankable = (targets >= 0) & np.array(
         [exclude is None or not np.any(exclude[i] == t) for i, t in enumerate(targets)], bool

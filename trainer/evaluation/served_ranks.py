@@ -23,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
+from homefeed import features
 from trainer.evaluation import baselines as baselines_lib
 from trainer.evaluation import served_corpus as served_lib
 
@@ -134,3 +136,32 @@ class ViewCounts:
         at = at.astype("datetime64[ns]")
         before = self.up_to(at - np.timedelta64(int(days * 86400e9), "ns"), rows)
         return baselines_lib.trending_from_window(upto - before, upto, self.num_views)
+
+
+def baseline_log(
+    views: pd.DataFrame, test_users: Sequence[str], corpus_index: pd.Index
+) -> tuple[baselines_lib.ViewLog, pd.Index, list[np.ndarray]]:
+    """What the baselines count: `views` (the views before the test window, `held_out.views_before_test`)
+    as a `ViewLog` over the corpus; the user index (those users, then the test users); and each test
+    user's distinct viewed corpus rows, item-kNN's input, in `test_users` order."""
+    user_index = pd.Index(pd.unique(pd.concat([views["user_id"], pd.Series(test_users)]).astype(str)))
+    log = baselines_lib.ViewLog.from_ids(
+        views["user_id"], views[features.ARTICLE_ID], views["viewed_at"], corpus_index, user_index
+    )
+    per_user = pd.Series(log.items).groupby(log.users).apply(lambda s: np.unique(s.to_numpy()))
+    empty = np.zeros(0, np.int64)
+    return log, user_index, [per_user.get(i, empty) for i in user_index.get_indexer(test_users)]
+
+
+def category_region(served: served_lib.ServedCorpus, log, as_of) -> baselines_lib.CategoryRegionPopularity:
+    """The category/region popularity baseline (trainer/evaluation/baselines.py) over the served corpus."""
+    frame = served.frame
+
+    def column(name: str) -> list:
+        return (
+            frame[name].fillna(features.MISSING_ATTRIBUTE).astype(str).tolist()
+            if name in frame
+            else [features.MISSING_ATTRIBUTE] * len(frame)
+        )
+
+    return baselines_lib.CategoryRegionPopularity(log, column("category"), column("region"), served.created_ms, as_of)
