@@ -153,19 +153,17 @@ def candidates_pipeline(
     )
     examples = extract_task.outputs["examples"]
 
-    transform_task = (
-        transform(
-            examples=examples,
-            history_length=history_length,
-            vocab_frequency_threshold=vocab_frequency_threshold,
-            vocab_top_k=vocab_top_k,
-            runner=beam_runner,
-            direct_num_workers=beam_direct_num_workers,
-            beam_args=beam_args,
-        )
-        .set_display_name("transform (Beam + TFT)")
-        .set_container_image(image)
+    # The held-out transform and the one over every split differ only in what they analyse.
+    transform_args = dict(
+        examples=examples,
+        history_length=history_length,
+        vocab_frequency_threshold=vocab_frequency_threshold,
+        vocab_top_k=vocab_top_k,
+        runner=beam_runner,
+        direct_num_workers=beam_direct_num_workers,
+        beam_args=beam_args,
     )
+    transform_task = transform(**transform_args).set_display_name("transform (Beam + TFT)").set_container_image(image)
 
     train_task = (
         train(
@@ -194,16 +192,7 @@ def candidates_pipeline(
 
     # The model to publish: every view up to as_of, vocabularies from all of them.
     transform_all_task = (
-        transform(
-            examples=examples,
-            history_length=history_length,
-            vocab_frequency_threshold=vocab_frequency_threshold,
-            vocab_top_k=vocab_top_k,
-            runner=beam_runner,
-            direct_num_workers=beam_direct_num_workers,
-            beam_args=beam_args,
-            analyze_splits="all",
-        )
+        transform(**transform_args, analyze_splits="all")
         .set_display_name("transform (all splits)")
         .set_container_image(image)
     )
